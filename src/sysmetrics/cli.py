@@ -1,0 +1,287 @@
+"""The ``sysmetrics`` command line: each command is a few lines over the library."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any
+
+import click
+
+from sysmetrics import __version__
+from sysmetrics.config import ConfigError, Settings, load_settings
+
+
+class Context:
+    def __init__(self) -> None:
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            try:
+                self._settings = load_settings()
+            except ConfigError as exc:
+                raise click.ClickException(str(exc)) from None
+        return self._settings
+
+
+pass_ctx = click.make_pass_decorator(Context, ensure=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="sysmetrics")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+    help="How much to log to stderr.",
+)
+@click.pass_context
+def cli(ctx: click.Context, log_level: str) -> None:
+    """Machine metrics from every host → Kafka → raw data lake → hourly analytics.
+
+    Settings come from SYSMETRICS_* environment variables and an optional TOML file
+    (SYSMETRICS_CONFIG, default ./sysmetrics.toml); see `sysmetrics config show`.
+    """
+    logging.basicConfig(
+        level=log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    ctx.ensure_object(Context)
+
+
+# --------------------------------------------------------------------------- config
+@cli.group()
+def config() -> None:
+    """Inspect the effective configuration."""
+
+
+@config.command("show")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@pass_ctx
+def config_show(ctx: Context, as_json: bool) -> None:
+    """Print every setting with its effective value (secrets masked)."""
+    values = ctx.settings.masked()
+    if as_json:
+        click.echo(json.dumps(values, indent=2, default=str))
+        return
+    width = max(len(name) for name in values)
+    for name, value in values.items():
+        click.echo(f"SYSMETRICS_{name.upper():<{width}}  {value}")
+
+
+# --------------------------------------------------------------------------- broker
+@cli.group()
+def broker() -> None:
+    """Run the embedded Kafka-compatible broker (Tansu) on 127.0.0.1 for local use."""
+
+
+def _embedded(settings: Settings) -> Any:
+    from sysmetrics.stream.broker import EmbeddedBroker
+
+    return EmbeddedBroker(settings.data_dir, settings.broker_port)
+
+
+@broker.command("start")
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait until ready.")
+@pass_ctx
+def broker_start(ctx: Context, timeout: float) -> None:
+    """Start the broker in the background and wait until it answers metadata."""
+    from sysmetrics.stream.broker import BrokerError
+
+    try:
+        info = _embedded(ctx.settings).start(timeout_s=timeout)
+    except BrokerError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"broker running: pid {info.pid}, bootstrap servers {info.bootstrap}")
+
+
+@broker.command("stop")
+@pass_ctx
+def broker_stop(ctx: Context) -> None:
+    """Stop the broker (SIGTERM, then SIGKILL after 15 s)."""
+    stopped = _embedded(ctx.settings).stop()
+    click.echo(f"broker stopped (pid {stopped.pid})" if stopped else "broker was not running")
+
+
+@broker.command("status")
+@pass_ctx
+def broker_status(ctx: Context) -> None:
+    """Say whether the broker runs and where; exit 1 when it does not."""
+    info = _embedded(ctx.settings).running()
+    if info is None:
+        click.echo("broker: not running")
+        sys.exit(1)
+    click.echo(f"broker: running, pid {info.pid}, bootstrap servers {info.bootstrap}")
+
+
+# --------------------------------------------------------------------------- collect
+@cli.command()
+@click.option("--once", is_flag=True, help="Take one sample and stop.")
+@click.option("--print", "print_only", is_flag=True, help="Print events to stdout, no Kafka.")
+@click.option("--interval", type=float, help="Seconds between samples [SYSMETRICS_SAMPLE_INTERVAL_S].")
+@click.option("--count", type=int, help="Stop after this many samples.")
+@pass_ctx
+def collect(
+    ctx: Context, once: bool, print_only: bool, interval: float | None, count: int | None
+) -> None:
+    """Sample this machine every 10 s (wall-clock aligned) and publish to Kafka.
+
+    Events are keyed by host_id. Every event goes through an on-disk spool first, so a broker
+    outage or a restart of the collector loses nothing; Ctrl-C / SIGTERM flush and exit 0.
+    """
+    import threading
+
+    from sysmetrics.collect.loop import install_stop_signals, run_collector
+    from sysmetrics.collect.sampler import Sampler
+    from sysmetrics.schema import encode
+
+    settings = ctx.settings
+    if interval is not None:
+        settings = settings.model_copy(update={"sample_interval_s": interval})
+    max_samples = 1 if once else count
+    if print_only:
+        import time
+
+        sampler = Sampler(settings.sysfs_root, settings.host_id)
+        taken = 0
+        try:
+            while max_samples is None or taken < max_samples:
+                if taken or not once:
+                    time.sleep(settings.sample_interval_s if taken else 0.2)
+                click.echo(encode(sampler.sample()).decode())
+                taken += 1
+        except KeyboardInterrupt:
+            pass
+        return
+    from sysmetrics.stream.admin import ensure_topic
+
+    try:
+        ensure_topic(settings)
+    except ConnectionError as exc:
+        click.echo(f"warning: {exc}; events are spooled until it is back", err=True)
+    stop = threading.Event()
+    install_stop_signals(stop)
+    producer = run_collector(settings, stop, max_samples)
+    click.echo(
+        f"collected {producer.stats.spooled} samples, delivered {producer.stats.delivered}, "
+        f"{producer.spool.pending} waiting in the spool, {producer.spool.dropped} dropped"
+    )
+
+
+# --------------------------------------------------------------------------- simulate
+@cli.command()
+@click.option("--hosts", default=100, show_default=True, help="Number of synthetic hosts.")
+@click.option("--duration", default="1h", show_default=True,
+              help="Simulated time span, e.g. 90s, 30m, 6h.")
+@click.option("--speedup", default=0.0, show_default=True,
+              help="Simulated seconds per real second; 0 = as fast as the broker accepts.")
+@click.option("--start", help="Simulated start time (UTC, ISO 8601); default now.")
+@click.option("--seed", default=42, show_default=True, help="Same seed, same events.")
+@click.option("--output", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Write NDJSON to this file ('-' = stdout) instead of Kafka.")
+@pass_ctx
+def simulate(
+    ctx: Context, hosts: int, duration: str, speedup: float, start: str | None, seed: int,
+    output: str | None,
+) -> None:
+    """Produce realistic events for a simulated fleet (diurnal load, counter resets, late hosts)."""
+    from sysmetrics.stream.simulator import generate, run_simulation
+    from sysmetrics.timeutil import parse_duration, parse_utc
+
+    settings = ctx.settings
+    try:
+        duration_s = parse_duration(duration)
+        start_at = parse_utc(start) if start else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if output is not None:
+        from datetime import UTC, datetime
+
+        from sysmetrics.schema import encode
+
+        begin = start_at or datetime.now(UTC).replace(microsecond=0)
+        with click.open_file(output, "wb") as out:
+            for _, event in generate(hosts, begin, duration_s, settings.sample_interval_s, seed):
+                out.write(encode(event) + b"\n")
+        return
+    from sysmetrics.stream.admin import ensure_topic
+
+    try:
+        ensure_topic(settings)
+    except ConnectionError as exc:
+        raise click.ClickException(str(exc)) from None
+    expected = hosts * int(duration_s // settings.sample_interval_s)
+
+    def progress(stats: object) -> None:
+        s = stats  # SimulationStats
+        rate = s.produced / s.seconds if s.seconds else 0.0  # type: ignore[attr-defined]
+        click.echo(
+            f"\r{s.produced:,}/{expected:,} events produced, "  # type: ignore[attr-defined]
+            f"{s.delivered:,} acked, {rate:,.0f}/s",  # type: ignore[attr-defined]
+            err=True, nl=False,
+        )
+
+    stats = run_simulation(settings, hosts, duration_s, start_at, speedup, seed, progress)
+    click.echo("", err=True)
+    click.echo(f"simulated {stats.produced:,} events, {stats.delivered:,} delivered, "
+               f"{stats.failed} failed in {stats.seconds:.1f}s")
+    if stats.failed:
+        sys.exit(1)
+
+
+# --------------------------------------------------------------------------- consume
+@cli.command()
+@click.option("--flush-records", type=int, help="Flush a partition at N records [50].")
+@click.option("--flush-seconds", type=float, help="Flush at least every N seconds [60].")
+@click.option("--idle-exit", type=float, help="Exit after N seconds without messages (batch use).")
+@pass_ctx
+def consume(
+    ctx: Context, flush_records: int | None, flush_seconds: float | None, idle_exit: float | None
+) -> None:
+    """Write Kafka events into the raw lake as exactly-once NDJSON files.
+
+    Run several of these with the same SYSMETRICS_CONSUMER_GROUP to split the partitions.
+    Offsets are committed only after the files are durable; invalid messages are quarantined
+    under quarantine/ in the lake with the reason and raw bytes.
+    """
+    import os
+    import threading
+
+    from sysmetrics.collect.loop import install_stop_signals
+    from sysmetrics.lake.writer import LakeWriter, WriterError
+    from sysmetrics.stream.admin import ensure_topic
+
+    updates: dict[str, object] = {}
+    if flush_records is not None:
+        updates["flush_records"] = flush_records
+    if flush_seconds is not None:
+        updates["flush_seconds"] = flush_seconds
+    settings = ctx.settings.model_copy(update=updates)
+    try:
+        ensure_topic(settings)
+    except ConnectionError as exc:
+        raise click.ClickException(str(exc)) from None
+    stop = threading.Event()
+    install_stop_signals(stop)
+    status_file = settings.data_dir / "status" / f"lake-writer-{os.getpid()}.json"
+    writer = LakeWriter(settings, stop=stop, status_file=status_file)
+    click.echo(f"writing {settings.topic} to {settings.lake_url} as group {settings.consumer_group}")
+    try:
+        stats = writer.run(max_idle_s=idle_exit)
+    except WriterError as exc:
+        raise click.ClickException(f"{exc}; restart 'sysmetrics consume' (nothing was lost)") from None
+    finally:
+        status_file.unlink(missing_ok=True)
+    click.echo(
+        f"wrote {stats.records} records in {stats.batches} batches ({stats.files} files, "
+        f"{stats.bytes} bytes), {stats.quarantined} quarantined"
+    )
+
+
+def main() -> None:
+    cli(prog_name="sysmetrics")

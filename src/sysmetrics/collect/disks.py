@@ -1,0 +1,53 @@
+"""Usage of each real mounted filesystem, and cumulative disk I/O counters."""
+
+from __future__ import annotations
+
+import psutil
+
+from sysmetrics.collect._safe import clamp_pct, guarded
+from sysmetrics.schema import DiskIo, DiskUsage
+
+PSEUDO_FILESYSTEMS = frozenset(
+    {
+        "autofs", "binfmt_misc", "bpf", "cgroup", "cgroup2", "configfs", "debugfs", "devpts",
+        "devtmpfs", "efivarfs", "fusectl", "hugetlbfs", "mqueue", "nsfs", "overlay", "proc",
+        "pstore", "ramfs", "rpc_pipefs", "securityfs", "squashfs", "sysfs", "tmpfs", "tracefs",
+    }
+)
+
+
+def read_disks() -> list[DiskUsage]:
+    partitions = guarded("disks.partitions", lambda: psutil.disk_partitions(all=False), [])
+    seen: set[str] = set()
+    disks: list[DiskUsage] = []
+    for part in partitions:
+        if part.fstype in PSEUDO_FILESYSTEMS or part.mountpoint in seen:
+            continue
+        seen.add(part.mountpoint)
+        usage = guarded(f"disk {part.mountpoint}", lambda p=part: psutil.disk_usage(p.mountpoint), None)
+        if usage is None:
+            continue
+        disks.append(
+            DiskUsage(
+                mountpoint=part.mountpoint[:256],
+                device=part.device[:256] or None,
+                fstype=part.fstype[:256] or None,
+                total_bytes=usage.total,
+                used_bytes=usage.used,
+                free_bytes=usage.free,
+                used_pct=clamp_pct(usage.percent),
+            )
+        )
+    return disks
+
+
+def read_disk_io() -> DiskIo | None:
+    counters = guarded("disk_io", lambda: psutil.disk_io_counters(perdisk=False), None)
+    if counters is None:
+        return None
+    return DiskIo(
+        read_bytes=counters.read_bytes,
+        write_bytes=counters.write_bytes,
+        read_count=counters.read_count,
+        write_count=counters.write_count,
+    )

@@ -1,0 +1,65 @@
+"""The collector loop: sample on wall-clock-aligned ticks and publish through the spool."""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable
+from types import FrameType
+
+from sysmetrics.collect.sampler import Sampler
+from sysmetrics.config import Settings
+from sysmetrics.schema import encode
+from sysmetrics.stream.producer import SpooledProducer
+
+log = logging.getLogger(__name__)
+
+
+def next_tick(now: float, interval_s: float) -> float:
+    """The next multiple of ``interval_s`` after ``now`` (epoch seconds): no drift over hours."""
+    return (math.floor(now / interval_s) + 1) * interval_s
+
+
+def install_stop_signals(stop: threading.Event) -> None:
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        log.info("got %s: flushing and stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def run_collector(
+    settings: Settings,
+    stop: threading.Event,
+    max_samples: int | None = None,
+    on_sample: Callable[[int], None] | None = None,
+) -> SpooledProducer:
+    """Sample every ``settings.sample_interval_s`` until ``stop`` is set; return the producer."""
+    sampler = Sampler(settings.sysfs_root, settings.host_id)
+    producer = SpooledProducer(settings, settings.data_dir / "spool" / sampler.host.host_id)
+    key = sampler.host.host_id.encode()
+    log.info(
+        "collecting host %s (%s) every %.1fs to %s topic %s",
+        sampler.host.host_id, sampler.host.hostname, settings.sample_interval_s,
+        settings.bootstrap_servers, producer.topic,
+    )
+    taken = 0
+    try:
+        while not stop.is_set() and (max_samples is None or taken < max_samples):
+            tick = next_tick(time.time(), settings.sample_interval_s)
+            while not stop.is_set() and (wait := tick - time.time()) > 0:
+                producer.poll(min(wait, 0.5))
+            if stop.is_set():
+                break
+            producer.publish(key, encode(sampler.sample()))
+            taken += 1
+            if on_sample is not None:
+                on_sample(taken)
+        producer.poll(0)
+    finally:
+        producer.close(timeout_s=10.0)
+    return producer

@@ -1,0 +1,45 @@
+"""Network counters, total and per interface, cumulative as the OS gives them."""
+
+from __future__ import annotations
+
+import psutil
+
+from sysmetrics.collect._safe import guarded
+from sysmetrics.schema import NetInterface, Network
+
+
+def read_network() -> Network | None:
+    per_nic = guarded("network", lambda: psutil.net_io_counters(pernic=True), None)
+    if per_nic is None:
+        return None
+    interfaces = [
+        NetInterface(
+            name=name[:256],
+            bytes_sent=c.bytes_sent,
+            bytes_recv=c.bytes_recv,
+            packets_sent=c.packets_sent,
+            packets_recv=c.packets_recv,
+            errin=c.errin,
+            errout=c.errout,
+            dropin=c.dropin,
+            dropout=c.dropout,
+        )
+        for name, c in sorted(per_nic.items())
+    ]
+    # Loopback traffic is not the machine's network I/O.
+    external = [i for i in interfaces if i.name != "lo" and not i.name.startswith("lo0")]
+
+    def total(field: str) -> int:
+        return sum(getattr(i, field) or 0 for i in external)
+
+    return Network(
+        bytes_sent=total("bytes_sent"),
+        bytes_recv=total("bytes_recv"),
+        packets_sent=total("packets_sent"),
+        packets_recv=total("packets_recv"),
+        errin=total("errin"),
+        errout=total("errout"),
+        dropin=total("dropin"),
+        dropout=total("dropout"),
+        interfaces=interfaces,
+    )

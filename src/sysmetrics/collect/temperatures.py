@@ -1,0 +1,80 @@
+"""Temperature sensors as a list of {sensor, label, celsius}.
+
+Linux reads hwmon (and thermal zones when hwmon has nothing) under a configurable root, so
+tests run it on fixture trees; Windows uses WMI's thermal zones (optional ``wmi`` package);
+elsewhere psutil where it has sensors. macOS exposes no temperatures without root tools: [].
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import psutil
+
+from sysmetrics.collect._safe import guarded, read_int, read_text
+from sysmetrics.schema import Temperature
+
+_PLAUSIBLE_CELSIUS = (-60.0, 200.0)
+
+
+def _plausible(celsius: float) -> bool:
+    return _PLAUSIBLE_CELSIUS[0] <= celsius <= _PLAUSIBLE_CELSIUS[1]
+
+
+def read_linux_hwmon(root: Path) -> list[Temperature]:
+    readings: list[Temperature] = []
+    for hwmon in sorted((root / "sys" / "class" / "hwmon").glob("hwmon*")):
+        sensor = read_text(hwmon / "name") or hwmon.name
+        for temp_input in sorted(hwmon.glob("temp*_input")):
+            millideg = read_int(temp_input)
+            if millideg is None or not _plausible(millideg / 1000):
+                continue
+            label = read_text(temp_input.with_name(temp_input.name.replace("_input", "_label")))
+            readings.append(
+                Temperature(sensor=sensor[:256], label=(label or temp_input.name[:-6])[:256],
+                            celsius=round(millideg / 1000, 1))
+            )
+    if readings:
+        return readings
+    for zone in sorted((root / "sys" / "class" / "thermal").glob("thermal_zone*")):
+        millideg = read_int(zone / "temp")
+        if millideg is None or not _plausible(millideg / 1000):
+            continue
+        readings.append(
+            Temperature(sensor=(read_text(zone / "type") or zone.name)[:256], label=zone.name,
+                        celsius=round(millideg / 1000, 1))
+        )
+    return readings
+
+
+def _read_windows_wmi() -> list[Temperature]:
+    import wmi  # type: ignore[import-not-found]  # optional, Windows only
+
+    zones = wmi.WMI(namespace="root\\wmi").MSAcpi_ThermalZoneTemperature()
+    # WMI reports tenths of a kelvin.
+    return [
+        Temperature(sensor="acpi", label=str(z.InstanceName)[:256],
+                    celsius=round(z.CurrentTemperature / 10 - 273.15, 1))
+        for z in zones
+        if _plausible(z.CurrentTemperature / 10 - 273.15)
+    ]
+
+
+def _read_psutil() -> list[Temperature]:
+    sensors = getattr(psutil, "sensors_temperatures", lambda: {})()
+    return [
+        Temperature(sensor=name[:256], label=(entry.label or name)[:256],
+                    celsius=round(entry.current, 1))
+        for name, entries in sensors.items()
+        for entry in entries
+        if entry.current is not None and _plausible(entry.current)
+    ]
+
+
+def read_temperatures(root: Path = Path("/")) -> list[Temperature]:
+    if sys.platform.startswith("linux"):
+        return guarded("temperatures", lambda: read_linux_hwmon(root), [])
+    if sys.platform == "win32":
+        return guarded("temperatures", _read_windows_wmi, [])
+    return guarded("temperatures", _read_psutil, [])

@@ -1,0 +1,140 @@
+"""One settings object for every stage.
+
+Read, highest priority first, from: keyword arguments, ``SYSMETRICS_*`` environment
+variables, the TOML file named by ``SYSMETRICS_CONFIG`` (default ``./sysmetrics.toml`` when it
+exists), then the defaults below, which run everything locally on the embedded broker.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+ENV_PREFIX = "SYSMETRICS_"
+CONFIG_FILE_ENV = "SYSMETRICS_CONFIG"
+DEFAULT_CONFIG_FILE = "sysmetrics.toml"
+
+
+class ConfigError(ValueError):
+    """A setting has a bad value; the message names the variable and says what is expected."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    # Kafka
+    bootstrap_servers: str = Field(
+        "127.0.0.1:9092", description="Kafka bootstrap servers (the embedded broker by default)"
+    )
+    topic: str = Field("machine_metrics", description="topic the collector publishes to")
+    topic_partitions: int = Field(3, ge=1, description="partitions when the topic is created")
+    consumer_group: str = Field("sysmetrics-lake-writer", description="lake writer group id")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = Field(None, description="e.g. PLAIN, SCRAM-SHA-512")
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: str | None = None
+
+    # Embedded broker
+    data_dir: Path = Field(Path("./data"), description="PID files, spool and local state")
+    broker_port: int = Field(9092, ge=1, le=65535, description="embedded broker port")
+
+    # Collector
+    sample_interval_s: float = Field(10.0, gt=0, description="seconds between samples")
+    host_id: str | None = Field(None, description="override the machine's own host id")
+    sysfs_root: Path = Field(Path("/"), description="root for /sys and /proc readers")
+    spool_max_bytes: int = Field(
+        256 * 1024 * 1024, ge=1024, description="bound of the collector's on-disk spool"
+    )
+
+    # Lake writer
+    lake_url: str = Field("./data/lake", description="local path, gs://bucket/prefix or s3://")
+    flush_records: int = Field(50, ge=1, description="flush a partition at this many records")
+    flush_seconds: float = Field(60.0, gt=0, description="flush at least this often (timer)")
+    lake_compression: Literal["none", "gzip", "zstd"] = "none"
+    gcs_endpoint: str | None = Field(None, description="GCS API endpoint (emulator)")
+    gcp_project: str | None = None
+
+    # Warehouse and hourly batch
+    warehouse_url: str = Field(
+        "./data/warehouse.duckdb", description="DuckDB file or bigquery://project/dataset"
+    )
+    bigquery_endpoint: str | None = Field(None, description="BigQuery API endpoint (emulator)")
+    lookback_hours: int = Field(24, ge=0, description="late-data look-back of the hourly run")
+    watermark_grace_s: float = Field(120.0, ge=0, description="wait after hour end")
+    alert_cpu_p95_pct: float = 90.0
+    alert_disk_used_pct: float = 90.0
+    alert_temperature_celsius: float = 85.0
+    alert_battery_health_pct: float = 80.0
+    alert_completeness_pct: float = 50.0
+    alert_zscore: float = 3.0
+
+    # Dashboard
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = Field(8050, ge=1, le=65535)
+
+    @field_validator("topic")
+    @classmethod
+    def _topic_is_legal(cls, value: str) -> str:
+        if not value or len(value) > 249 or not all(c.isalnum() or c in "._-" for c in value):
+            raise ValueError("a Kafka topic name: 1-249 of letters, digits, '.', '_', '-'")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = config_file_path()
+        if config_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+    def masked(self) -> dict[str, Any]:
+        """The effective settings with secrets replaced by ``***``."""
+        shown: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = "***"
+            elif isinstance(value, Path):
+                value = str(value)
+            shown[name] = value
+        return shown
+
+
+def config_file_path() -> Path | None:
+    named = os.environ.get(CONFIG_FILE_ENV)
+    if named:
+        path = Path(named)
+        if not path.is_file():
+            raise ConfigError(f"{CONFIG_FILE_ENV}={named}: no such file")
+        return path
+    default = Path(DEFAULT_CONFIG_FILE)
+    return default if default.is_file() else None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings; a bad value raises :class:`ConfigError` naming the variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "?"
+        raise ConfigError(
+            f"{ENV_PREFIX}{field.upper()}: {first['msg']} (got {first.get('input')!r})"
+        ) from None

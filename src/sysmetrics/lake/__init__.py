@@ -1,0 +1,1 @@
+"""Stage 2: Kafka → time-partitioned raw NDJSON lake with exactly-once files."""

@@ -1,0 +1,67 @@
+"""The lake's layout, defined once; the writer and the batch side both import it.
+
+    raw/<topic>/year=YYYY/month=MM/day=DD/hour=HH/<topic>+<partition>+<start>-<end>.jsonl[.gz|.zst]
+    quarantine/<topic>/<topic>+<partition>+<start>-<end>.jsonl
+    _intents/<topic>/p<partition>.json       the batch being written (crash recovery)
+    _watermarks/<topic>/p<partition>.json    event time up to which a partition is complete
+
+Partitions are by the event's own UTC timestamp (Hive style, so DuckDB and BigQuery prune by
+path). Names come only from the topic (validated), partition numbers, offsets and times: nothing
+a message carries can choose a path.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Final
+
+EXTENSIONS: Final = {"none": ".jsonl", "gzip": ".jsonl.gz", "zstd": ".jsonl.zst"}
+DATA_GLOBS: Final = ("*.jsonl", "*.jsonl.gz", "*.jsonl.zst")
+_FILE_RE = re.compile(r"^(?P<topic>[A-Za-z0-9._-]+)\+(?P<partition>\d+)\+(?P<start>\d+)-(?P<end>\d+)\.jsonl")
+
+
+def raw_root(topic: str) -> str:
+    return f"raw/{topic}"
+
+
+def hour_dir(topic: str, hour: datetime) -> str:
+    h = hour.astimezone(UTC)
+    return f"{raw_root(topic)}/year={h:%Y}/month={h:%m}/day={h:%d}/hour={h:%H}"
+
+
+def hour_glob(topic: str, hour: datetime) -> str:
+    """Every data file of one hour, whatever its compression."""
+    return f"{hour_dir(topic, hour)}/*.jsonl*"
+
+
+def batch_name(topic: str, partition: int, start: int, end: int, compression: str = "none") -> str:
+    return f"{topic}+{partition:04d}+{start:020d}-{end:020d}{EXTENSIONS[compression]}"
+
+
+def parse_batch_name(name: str) -> tuple[int, int, int] | None:
+    """(partition, start offset, end offset) of a data file name, else None."""
+    match = _FILE_RE.match(name)
+    if match is None:
+        return None
+    return int(match["partition"]), int(match["start"]), int(match["end"])
+
+
+def quarantine_path(topic: str, partition: int, start: int, end: int) -> str:
+    return f"quarantine/{topic}/{batch_name(topic, partition, start, end)}"
+
+
+def intent_path(topic: str, partition: int) -> str:
+    return f"_intents/{topic}/p{partition:04d}.json"
+
+
+def watermark_dir(topic: str) -> str:
+    return f"_watermarks/{topic}"
+
+
+def watermark_path(topic: str, partition: int) -> str:
+    return f"{watermark_dir(topic)}/p{partition:04d}.json"
+
+
+def hour_of(ts: datetime) -> datetime:
+    return ts.astimezone(UTC).replace(minute=0, second=0, microsecond=0)

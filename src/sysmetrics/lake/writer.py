@@ -1,0 +1,387 @@
+"""The lake writer: a consumer-group member that turns Kafka batches into exactly-once files.
+
+Per partition it buffers records and flushes at ``flush_records`` records or when the oldest
+buffered record is ``flush_seconds`` old (checked on a timer, also when nothing arrives).
+
+A flush of offsets S..E of partition P:
+  1. writes the intent ``{start: S, end: E}`` for P (the batch is now pinned to S..E);
+  2. creates one data file per event hour, ``<topic>+P+S-E.jsonl``, create-if-absent;
+     invalid messages go to one quarantine file with the same range;
+  3. commits offset E+1 synchronously;
+  4. publishes P's completeness watermark.
+A crash anywhere in 1-3 leaves the committed offset at S. Whoever consumes P next (this process
+restarted, or another group member) finds the intent starting at S and cuts its batch at exactly
+E again, so it produces the same names with the same content; create-if-absent keeps what was
+already written. Every record therefore ends up in exactly one file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+import threading
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from sysmetrics.config import Settings
+from sysmetrics.lake import layout
+from sysmetrics.lake.store import LakeStore, StoreError
+from sysmetrics.schema import MetricsEvent, SchemaError, decode, encode
+from sysmetrics.stream.kafka_config import consumer_config
+
+log = logging.getLogger(__name__)
+
+
+class WriterError(RuntimeError):
+    """The writer cannot go on safely (e.g. commits keep failing); restart it."""
+
+
+@dataclass
+class WriterStats:
+    records: int = 0
+    batches: int = 0
+    files: int = 0
+    bytes: int = 0
+    quarantined: int = 0
+    commit_failures: int = 0
+    store_failures: int = 0
+    last_file: str | None = None
+    last_flush_at: float | None = None
+    started_at: float = field(default_factory=time.time)
+    lag: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _Record:
+    offset: int
+    event: MetricsEvent | None
+    raw: bytes | None
+    key: bytes | None
+    reason: str | None
+
+
+@dataclass
+class _PartitionBuffer:
+    records: list[_Record] = field(default_factory=list)
+    first_at: float = 0.0
+    pinned_end: int | None = None  # set when an intent says the batch must end here
+    intent_checked: bool = False
+
+
+def _quarantine_line(topic: str, partition: int, record: _Record) -> bytes:
+    return json.dumps(
+        {
+            "reason": record.reason,
+            "topic": topic,
+            "partition": partition,
+            "offset": record.offset,
+            "key_hex": record.key.hex() if record.key is not None else None,
+            "value_hex": record.raw.hex() if record.raw is not None else None,
+        },
+        sort_keys=True,
+    ).encode()
+
+
+def _compress(data: bytes, compression: str) -> bytes:
+    if compression == "gzip":
+        return gzip.compress(data, mtime=0)  # mtime=0: same bytes on every replay
+    if compression == "zstd":
+        import zstandard
+
+        return zstandard.ZstdCompressor(level=3).compress(data)
+    return data
+
+
+class LakeWriter:
+    def __init__(
+        self,
+        settings: Settings,
+        store: LakeStore | None = None,
+        stop: threading.Event | None = None,
+        status_file: Path | None = None,
+    ) -> None:
+        self.settings = settings
+        self.topic = settings.topic
+        self.store = store or LakeStore(
+            settings.lake_url, settings.gcs_endpoint, settings.gcp_project
+        )
+        self.stop = stop or threading.Event()
+        self.stats = WriterStats()
+        self.status_file = status_file
+        self._buffers: dict[int, _PartitionBuffer] = defaultdict(_PartitionBuffer)
+        self._consumer = Consumer({**consumer_config(settings), "logger": log})
+        self._assigned: set[int] = set()
+        self._paused = False
+        self._last_status = 0.0
+
+    # ------------------------------------------------------------------ group membership
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self._assigned.add(tp.partition)
+            self._buffers[tp.partition] = _PartitionBuffer()
+        log.info("assigned partitions %s", sorted(tp.partition for tp in partitions))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            buffer = self._buffers.pop(tp.partition, None)
+            self._assigned.discard(tp.partition)
+            if buffer is None or not buffer.records:
+                continue
+            if buffer.pinned_end is not None and buffer.records[-1].offset < buffer.pinned_end:
+                log.info("partition %d revoked mid pinned batch: left to the next owner", tp.partition)
+                continue
+            try:
+                self._flush(tp.partition, buffer)
+            except (StoreError, WriterError) as exc:
+                # Not committed: the next owner re-reads these records (and the intent).
+                log.warning("partition %d revoked, batch not flushed (%s): discarded", tp.partition, exc)
+        log.info("revoked partitions %s", sorted(tp.partition for tp in partitions))
+
+    # ------------------------------------------------------------------ main loop
+    def run(self, max_idle_s: float | None = None) -> WriterStats:
+        """Consume until ``stop`` is set or nothing arrived for ``max_idle_s``; then flush all."""
+        self._consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        last_message = time.monotonic()
+        backoff = 1.0
+        try:
+            while not self.stop.is_set():
+                messages = self._consumer.consume(num_messages=500, timeout=self._poll_timeout())
+                for message in messages:
+                    self._add(message)
+                if messages:
+                    last_message = time.monotonic()
+                try:
+                    self._flush_due()
+                    if self._paused:
+                        self._resume()
+                    backoff = 1.0
+                except StoreError as exc:
+                    self.stats.store_failures += 1
+                    self._pause()
+                    log.error("lake unavailable, retrying in %.0fs (nothing committed): %s", backoff, exc)
+                    self.stop.wait(backoff)
+                    backoff = min(backoff * 2, 30.0)
+                self._write_status()
+                if max_idle_s is not None and time.monotonic() - last_message > max_idle_s:
+                    break
+            self._flush_all_on_stop()
+        finally:
+            self._write_status()
+            self._consumer.close()
+        return self.stats
+
+    def _poll_timeout(self) -> float:
+        oldest = min((b.first_at for b in self._buffers.values() if b.records), default=None)
+        if oldest is None:
+            return 0.5
+        due_in = oldest + self.settings.flush_seconds - time.monotonic()
+        return max(0.0, min(0.5, due_in))
+
+    def _pause(self) -> None:
+        if not self._paused:
+            self._consumer.pause([TopicPartition(self.topic, p) for p in self._assigned])
+            self._paused = True
+
+    def _resume(self) -> None:
+        self._consumer.resume([TopicPartition(self.topic, p) for p in self._assigned])
+        self._paused = False
+
+    # ------------------------------------------------------------------ buffering
+    def _add(self, message: Message) -> None:
+        error = message.error()
+        if error is not None:
+            if error.code() != KafkaError._PARTITION_EOF:
+                log.warning("consumer error: %s", error.str())
+            return
+        partition = message.partition()
+        buffer = self._buffers[partition]
+        offset = message.offset()
+        if not buffer.intent_checked:
+            self._check_intent(partition, offset, buffer)
+        raw = message.value()
+        record = _Record(offset, None, raw, message.key(), None)
+        if raw is None:
+            record.reason = "empty message (no value)"
+        else:
+            try:
+                record.event = decode(raw)
+            except SchemaError as exc:
+                record.reason = str(exc)[:2000]
+        if not buffer.records:
+            buffer.first_at = time.monotonic()
+        buffer.records.append(record)
+
+    def _check_intent(self, partition: int, first_offset: int, buffer: _PartitionBuffer) -> None:
+        buffer.intent_checked = True
+        data = self.store.get(layout.intent_path(self.topic, partition))
+        if data is None:
+            return
+        intent = json.loads(data)
+        if intent["start"] == first_offset:
+            buffer.pinned_end = int(intent["end"])
+            log.info(
+                "partition %d: resuming the unfinished batch %d-%d", partition, intent["start"], intent["end"]
+            )
+
+    def _due(self, buffer: _PartitionBuffer) -> bool:
+        if not buffer.records:
+            return False
+        if buffer.pinned_end is not None:
+            return buffer.records[-1].offset >= buffer.pinned_end
+        return (
+            len(buffer.records) >= self.settings.flush_records
+            or time.monotonic() - buffer.first_at >= self.settings.flush_seconds
+        )
+
+    def _flush_due(self) -> None:
+        for partition in sorted(self._assigned):
+            buffer = self._buffers[partition]
+            while self._due(buffer):
+                self._flush(partition, buffer)
+
+    def _flush_all_on_stop(self) -> None:
+        for partition in sorted(self._assigned):
+            buffer = self._buffers[partition]
+            if buffer.pinned_end is not None and buffer.records and buffer.records[-1].offset < buffer.pinned_end:
+                continue  # cannot finish the pinned batch: leave it uncommitted
+            try:
+                while buffer.records:
+                    self._flush(partition, buffer)
+            except (StoreError, WriterError) as exc:
+                log.error("stopping with partition %d not flushed (not committed, nothing lost): %s", partition, exc)
+
+    # ------------------------------------------------------------------ the flush
+    def _flush(self, partition: int, buffer: _PartitionBuffer) -> None:
+        """Write, commit and publish one batch; on error nothing is committed and it stays buffered."""
+        if buffer.pinned_end is not None:
+            batch = [r for r in buffer.records if r.offset <= buffer.pinned_end]
+        else:
+            batch = buffer.records[: self.settings.flush_records]
+        start, end = batch[0].offset, batch[-1].offset
+        if buffer.pinned_end is not None:
+            end = buffer.pinned_end
+        else:
+            self.store.put(
+                layout.intent_path(self.topic, partition),
+                json.dumps({"start": start, "end": end, "at": time.time()}).encode(),
+            )
+        by_hour: dict[datetime, list[bytes]] = defaultdict(list)
+        bad: list[bytes] = []
+        for record in batch:
+            if record.event is not None:
+                by_hour[layout.hour_of(record.event.ts)].append(encode(record.event))
+            else:
+                bad.append(_quarantine_line(self.topic, partition, record))
+        compression = self.settings.lake_compression
+        written = 0
+        for hour, lines in sorted(by_hour.items()):
+            rel = f"{layout.hour_dir(self.topic, hour)}/" + layout.batch_name(
+                self.topic, partition, start, end, compression
+            )
+            data = _compress(b"\n".join(lines) + b"\n", compression)
+            if self.store.create(rel, data):
+                self.stats.files += 1
+                written += len(data)
+            self.stats.last_file = rel
+        if bad:
+            self.store.create(
+                layout.quarantine_path(self.topic, partition, start, end), b"\n".join(bad) + b"\n"
+            )
+            self.stats.quarantined += len(bad)
+            log.warning("partition %d offsets %d-%d: %d messages quarantined", partition, start, end, len(bad))
+        self._commit(partition, end + 1, buffer)
+        del buffer.records[: len(batch)]
+        buffer.pinned_end = None
+        buffer.first_at = time.monotonic()
+        self.stats.records += len(batch)
+        self.stats.batches += 1
+        self.stats.bytes += written
+        self.stats.last_flush_at = time.time()
+        self._publish_watermark(partition, buffer, end + 1, max(
+            (r.event.ts for r in batch if r.event is not None), default=None
+        ))
+
+    def _commit(self, partition: int, next_offset: int, buffer: _PartitionBuffer) -> None:
+        try:
+            self._consumer.commit(
+                offsets=[TopicPartition(self.topic, partition, next_offset)], asynchronous=False
+            )
+        except KafkaException as exc:
+            self.stats.commit_failures += 1
+            # The files are durable and the intent pins the batch: whoever reads the partition
+            # next rewrites exactly these names. Go back to the committed offset.
+            buffer.records.clear()
+            buffer.intent_checked = False
+            buffer.pinned_end = None
+            raise WriterError(f"commit of partition {partition} failed: {exc}") from exc
+
+    def _publish_watermark(
+        self, partition: int, buffer: _PartitionBuffer, committed: int, max_ts: datetime | None
+    ) -> None:
+        if buffer.records:
+            complete_before = min(
+                (r.event.ts for r in buffer.records if r.event is not None),
+                default=datetime.now(UTC),
+            )
+        else:
+            complete_before = datetime.now(UTC)
+        mark = {
+            "partition": partition,
+            "committed_offset": committed,
+            "complete_before": complete_before.isoformat(),
+            "max_event_ts": max_ts.isoformat() if max_ts else None,
+            "updated_at": datetime.now(UTC).isoformat(),
+        }
+        try:
+            self.store.put(layout.watermark_path(self.topic, partition), json.dumps(mark).encode())
+        except StoreError as exc:
+            log.warning("watermark of partition %d not published: %s", partition, exc)
+
+    # ------------------------------------------------------------------ status
+    def _write_status(self) -> None:
+        if self.status_file is None or time.monotonic() - self._last_status < 2.0:
+            return
+        self._last_status = time.monotonic()
+        for partition in self._assigned:
+            try:
+                low, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(self.topic, partition), timeout=0.5, cached=True
+                )
+                position = self._consumer.position([TopicPartition(self.topic, partition)])[0].offset
+                if position >= 0:
+                    self.stats.lag[str(partition)] = max(0, high - position)
+            except KafkaException:
+                continue
+        status: dict[str, Any] = {
+            **asdict(self.stats),
+            "pid": os.getpid(),
+            "topic": self.topic,
+            "assigned": sorted(self._assigned),
+            "buffered": sum(len(b.records) for b in self._buffers.values()),
+            "paused": self._paused,
+            "updated_at": time.time(),
+            "lag_note": "approximate (end offsets are not exact on Tansu)",
+        }
+        self.status_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.status_file.with_suffix(".tmp")
+        tmp.write_bytes(msgspec.json.encode(status))
+        os.replace(tmp, self.status_file)
+
+
+def read_watermarks(store: LakeStore, topic: str) -> list[dict[str, Any]]:
+    """Every partition's published watermark (the hourly job waits on their minimum)."""
+    marks = []
+    for name in store.list(layout.watermark_dir(topic)):
+        data = store.get(f"{layout.watermark_dir(topic)}/{name}")
+        if data:
+            marks.append(json.loads(data))
+    return marks

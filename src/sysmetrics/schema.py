@@ -1,0 +1,247 @@
+"""The machine-metrics event, schema v1, defined once.
+
+One event is one sample of one host. Everything else (collector, simulator, lake writer,
+warehouse load, the checked-in JSON Schema) derives from these types.
+
+Conventions (close to OpenTelemetry's semantic conventions):
+- sizes are bytes (``*_bytes``), percentages are 0-100 (``*_pct``), temperatures are degrees
+  Celsius (``*_celsius``), power is watts (``*_watts``), durations are seconds (``*_s``);
+- network and disk I/O values are cumulative counters as the OS reports them (since boot);
+  rates are computed downstream from deltas;
+- every sensor field is nullable: ``null`` means "not available on this machine".
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal
+
+import msgspec
+
+SCHEMA_VERSION: Final = 1
+TOPIC_DEFAULT: Final = "machine_metrics"
+MAX_EVENT_BYTES: Final = 256 * 1024
+"""Events larger than this are rejected (a sample of a 128-core, 8-GPU host is ~20 kB)."""
+
+EARLIEST_TS: Final = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST_TS: Final = datetime(2100, 1, 1, tzinfo=UTC)
+"""Events outside this range are rejected: no clock is that wrong, and the lake's
+partitions should not be chosen by a hostile timestamp."""
+
+SCHEMA_FILE: Final = Path(__file__).resolve().parents[2] / "schemas" / "machine_metrics.v1.json"
+
+Pct = Annotated[float, msgspec.Meta(ge=0, le=100, description="percent, 0-100")]
+Bytes = Annotated[int, msgspec.Meta(ge=0, description="bytes")]
+Count = Annotated[int, msgspec.Meta(ge=0)]
+Celsius = Annotated[float, msgspec.Meta(ge=-273.15, le=1000, description="degrees Celsius")]
+UtcTime = Annotated[datetime, msgspec.Meta(tz=True, description="RFC 3339 UTC timestamp")]
+Label = Annotated[str, msgspec.Meta(max_length=256)]
+HostId = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$",
+        description="stable machine id: letters, digits and . _ : - only, at most 128 chars",
+    ),
+]
+EventId = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
+        description="UUIDv7 (time-ordered), lowercase",
+    ),
+]
+
+
+class _Group(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=False):
+    """Base of every part of the event: unknown fields are an error, not silently kept."""
+
+
+class Host(_Group):
+    host_id: HostId
+    hostname: Label
+    os: Label = msgspec.field(default="unknown")
+    arch: Label = msgspec.field(default="unknown")
+    boot_time: UtcTime | None = None
+
+
+class Cpu(_Group):
+    utilization_pct: Pct | None = None
+    per_core_pct: list[Pct] | None = None
+    load_1m: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    load_5m: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    load_15m: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    freq_mhz: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    logical_cores: Count | None = None
+
+
+class Memory(_Group):
+    total_bytes: Bytes | None = None
+    used_bytes: Bytes | None = None
+    available_bytes: Bytes | None = None
+    used_pct: Pct | None = None
+
+
+class Swap(_Group):
+    total_bytes: Bytes | None = None
+    used_bytes: Bytes | None = None
+    used_pct: Pct | None = None
+
+
+class DiskUsage(_Group):
+    mountpoint: Label
+    device: Label | None = None
+    fstype: Label | None = None
+    total_bytes: Bytes | None = None
+    used_bytes: Bytes | None = None
+    free_bytes: Bytes | None = None
+    used_pct: Pct | None = None
+
+
+class DiskIo(_Group):
+    """Cumulative counters since boot, all disks together."""
+
+    read_bytes: Bytes | None = None
+    write_bytes: Bytes | None = None
+    read_count: Count | None = None
+    write_count: Count | None = None
+
+
+class NetCounters(_Group):
+    """Cumulative counters since boot (or since the interface appeared)."""
+
+    bytes_sent: Bytes | None = None
+    bytes_recv: Bytes | None = None
+    packets_sent: Count | None = None
+    packets_recv: Count | None = None
+    errin: Count | None = None
+    errout: Count | None = None
+    dropin: Count | None = None
+    dropout: Count | None = None
+
+
+class NetInterface(NetCounters):
+    name: Label = ""
+
+
+class Network(NetCounters):
+    """Totals over all interfaces, plus each interface."""
+
+    interfaces: list[NetInterface] = msgspec.field(default_factory=list)
+
+
+class Temperature(_Group):
+    sensor: Label
+    label: Label | None = None
+    celsius: Celsius | None = None
+
+
+class Gpu(_Group):
+    index: Count
+    name: Label | None = None
+    uuid: Label | None = None
+    utilization_pct: Pct | None = None
+    memory_used_bytes: Bytes | None = None
+    memory_total_bytes: Bytes | None = None
+    temperature_celsius: Celsius | None = None
+    power_watts: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    fan_pct: Pct | None = None
+
+
+class Battery(_Group):
+    percent: Pct | None = None
+    plugged_in: bool | None = None
+    secs_left: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    health_pct: Annotated[
+        float, msgspec.Meta(ge=0, le=150, description="full-charge / design capacity x 100")
+    ] | None = None
+    cycle_count: Count | None = None
+
+
+class MetricsEvent(_Group):
+    """One sample of one host (schema v1)."""
+
+    schema_version: Literal[1]
+    event_id: EventId
+    ts: UtcTime
+    host: Host
+    cpu: Cpu | None = None
+    memory: Memory | None = None
+    swap: Swap | None = None
+    disks: list[DiskUsage] = msgspec.field(default_factory=list)
+    disk_io: DiskIo | None = None
+    network: Network | None = None
+    temperatures: list[Temperature] = msgspec.field(default_factory=list)
+    gpus: list[Gpu] = msgspec.field(default_factory=list)
+    battery: Battery | None = None
+
+
+class SchemaError(ValueError):
+    """A message is not a valid schema-v1 event; the text says which field and why."""
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(MetricsEvent)
+
+
+def new_event_id(at: datetime | None = None, random_bits: int | None = None) -> str:
+    """A UUIDv7 (RFC 9562) string: 48-bit Unix ms, version, 74 random bits.
+
+    ``at`` pins the time part and ``random_bits`` the rest, so the simulator can make
+    deterministic, event-time-ordered ids from its seed.
+    """
+    ms = time.time_ns() // 1_000_000 if at is None else int(at.timestamp() * 1000)
+    rand = secrets.randbits(74) if random_bits is None else random_bits & ((1 << 74) - 1)
+    value = (
+        (ms << 80) | (0x7 << 76) | ((rand >> 62) << 64) | (0b10 << 62) | (rand & ((1 << 62) - 1))
+    )
+    return str(uuid.UUID(int=value))
+
+
+def utc_now_ms() -> datetime:
+    """The current UTC time truncated to milliseconds (the event's resolution)."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond - now.microsecond % 1000)
+
+
+def encode(event: MetricsEvent) -> bytes:
+    return _encoder.encode(event)
+
+
+def decode(data: bytes) -> MetricsEvent:
+    """Decode and validate one JSON event; raise :class:`SchemaError` with a clear reason."""
+    if len(data) > MAX_EVENT_BYTES:
+        raise SchemaError(f"event is {len(data)} bytes, more than the {MAX_EVENT_BYTES} allowed")
+    try:
+        event = _decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        raise SchemaError(f"not a schema-v1 event: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise SchemaError(f"not valid JSON: {exc}") from None
+    if not EARLIEST_TS <= event.ts < LATEST_TS:
+        raise SchemaError(f"ts {event.ts.isoformat()} is outside {EARLIEST_TS.year}-{LATEST_TS.year}")
+    if event.ts.utcoffset():
+        event.ts = event.ts.astimezone(UTC)
+    return event
+
+
+def json_schema() -> dict[str, Any]:
+    schema = msgspec.json.schema(MetricsEvent)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://sysmetrics.dev/schemas/machine_metrics.v1.json"
+    schema["title"] = "sysmetrics machine_metrics event, schema v1"
+    return schema
+
+
+def json_schema_text() -> str:
+    return json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
+
+
+if __name__ == "__main__":
+    SCHEMA_FILE.parent.mkdir(parents=True, exist_ok=True)
+    SCHEMA_FILE.write_text(json_schema_text())
+    print(f"wrote {SCHEMA_FILE}")

@@ -1,0 +1,1 @@
+"""Kafka side of the pipeline: client settings, producer with spool, embedded broker, simulator."""

@@ -1,0 +1,107 @@
+"""Publish events to Kafka losing nothing: spool first, produce, acknowledge on delivery."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from sysmetrics.config import Settings
+from sysmetrics.stream.kafka_config import producer_config
+from sysmetrics.stream.spool import Spool, SpooledRecord
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DeliveryStats:
+    spooled: int = 0
+    delivered: int = 0
+    failed_attempts: int = 0
+    last_error: str | None = None
+    last_delivery_at: float | None = field(default=None)
+
+
+class SpooledProducer:
+    """Every message is in the on-disk spool until Kafka acknowledges it.
+
+    Messages are produced in spool order with at most ``window`` in flight. A failed delivery
+    (e.g. the broker was down longer than ``message.timeout.ms``) puts the spool back to its
+    oldest unacknowledged record once the in-flight ones have resolved, so order holds.
+    """
+
+    def __init__(
+        self, settings: Settings, spool_dir: Path, topic: str | None = None, window: int = 10_000
+    ) -> None:
+        self.topic = topic or settings.topic
+        self.spool = Spool(spool_dir, settings.spool_max_bytes)
+        self.stats = DeliveryStats()
+        self.window = window
+        self._producer = Producer({**producer_config(settings), "logger": log})
+        self._in_flight: set[int] = set()
+        self._sent_upto = -1  # highest seq handed to librdkafka in this send pass
+        self._rewind = False
+
+    def publish(self, key: bytes, value: bytes) -> None:
+        self.spool.append(key, value)
+        self.stats.spooled += 1
+        self.pump()
+
+    def pump(self) -> None:
+        """Hand spooled records to librdkafka, oldest first, within the in-flight window."""
+        if self._rewind:
+            if self._in_flight:
+                return
+            self._rewind = False
+            self._sent_upto = -1
+        for record in self.spool.unacked():
+            if len(self._in_flight) >= self.window:
+                break
+            if record.seq <= self._sent_upto or record.seq in self._in_flight:
+                continue
+            try:
+                self._producer.produce(
+                    self.topic, record.value, record.key, on_delivery=self._callback(record)
+                )
+            except BufferError:
+                break  # librdkafka's queue is full: the rest waits in the spool
+            self._in_flight.add(record.seq)
+            self._sent_upto = record.seq
+
+    def _callback(self, record: SpooledRecord):  # type: ignore[no-untyped-def]
+        def on_delivery(error: KafkaError | None, _message: Message) -> None:
+            self._in_flight.discard(record.seq)
+            if error is None:
+                self.spool.ack(record)
+                self.stats.delivered += 1
+                self.stats.last_delivery_at = time.time()
+                return
+            self.stats.failed_attempts += 1
+            self.stats.last_error = error.str()
+            if not self._rewind:
+                log.warning("delivery failed (%s): will resend from the spool", error.str())
+            self._rewind = True
+
+        return on_delivery
+
+    def poll(self, timeout_s: float = 0.0) -> None:
+        self._producer.poll(timeout_s)
+        self.pump()
+
+    def flush(self, timeout_s: float = 10.0) -> int:
+        """Try to deliver everything; return how many stay spooled for the next run."""
+        deadline = time.monotonic() + timeout_s
+        while self.spool.pending and time.monotonic() < deadline:
+            self.pump()
+            self._producer.flush(min(1.0, max(0.0, deadline - time.monotonic())))
+        return self.spool.pending
+
+    def close(self, timeout_s: float = 10.0) -> int:
+        left = self.flush(timeout_s)
+        self.spool.close()
+        if left:
+            log.warning("%d events stay in the spool and will be sent on the next start", left)
+        return left

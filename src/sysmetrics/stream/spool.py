@@ -1,0 +1,167 @@
+"""A bounded, crash-safe, on-disk FIFO of messages not yet acknowledged by Kafka.
+
+The collector appends every event here before producing it, and acknowledges it when the
+delivery report says the broker has it. A broker outage of any length (up to the bound) or a
+restart of the collector therefore loses nothing. When the bound is hit, the oldest segment is
+dropped, loudly, and counted.
+
+Layout: ``seg-<first seq>.log`` files of records ``[seq u64][key len u32][value len u32][key]
+[value]`` and a ``acked`` file with the first sequence number not yet acknowledged. A record
+torn by a crash mid-write is cut off when the spool is opened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import struct
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_HEADER = struct.Struct(">QII")
+
+
+@dataclass(slots=True)
+class SpooledRecord:
+    seq: int
+    key: bytes
+    value: bytes
+    acked: bool = False
+
+    @property
+    def size(self) -> int:
+        return _HEADER.size + len(self.key) + len(self.value)
+
+
+class Spool:
+    def __init__(self, directory: Path, max_bytes: int, segment_bytes: int | None = None) -> None:
+        self.directory = directory
+        self.max_bytes = max_bytes
+        self.segment_bytes = segment_bytes or max(4096, min(4 * 1024 * 1024, max_bytes // 8))
+        self.dropped = 0
+        self._pending: deque[SpooledRecord] = deque()
+        self._segments: deque[tuple[int, Path, int]] = deque()  # (first seq, path, bytes)
+        self._ack_file = directory / "acked"
+        directory.mkdir(parents=True, exist_ok=True)
+        self._out: int | None = None
+        self._next_seq = self._load()
+
+    # ------------------------------------------------------------------ state
+    @property
+    def pending(self) -> int:
+        return sum(1 for r in self._pending if not r.acked)
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(size for _, _, size in self._segments)
+
+    def unacked(self) -> list[SpooledRecord]:
+        return [r for r in self._pending if not r.acked]
+
+    # ------------------------------------------------------------------ load
+    def _load(self) -> int:
+        acked_upto = 0
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            acked_upto = int(self._ack_file.read_text().strip() or 0)
+        next_seq = acked_upto
+        for path in sorted(self.directory.glob("seg-*.log")):
+            data = path.read_bytes()
+            pos = 0
+            while pos + _HEADER.size <= len(data):
+                seq, key_len, value_len = _HEADER.unpack_from(data, pos)
+                end = pos + _HEADER.size + key_len + value_len
+                if end > len(data):
+                    break
+                if seq >= acked_upto:
+                    body = pos + _HEADER.size
+                    self._pending.append(
+                        SpooledRecord(seq, data[body : body + key_len], data[body + key_len : end])
+                    )
+                next_seq = max(next_seq, seq + 1)
+                pos = end
+            if pos < len(data):
+                log.warning("spool segment %s: cut a torn record at byte %d", path.name, pos)
+                with path.open("r+b") as fh:
+                    fh.truncate(pos)
+            self._segments.append((int(path.stem[4:]), path, pos))
+        self._next_seq = next_seq
+        self._drop_acked_segments()
+        if self._pending:
+            log.info("spool holds %d unsent events from an earlier run", len(self._pending))
+        return next_seq
+
+    # ------------------------------------------------------------------ write
+    def append(self, key: bytes, value: bytes) -> SpooledRecord:
+        record = SpooledRecord(self._next_seq, key, value)
+        self._next_seq += 1
+        if not self._segments or self._segments[-1][2] >= self.segment_bytes:
+            self._close_out()
+            path = self.directory / f"seg-{record.seq:020d}.log"
+            self._segments.append((record.seq, path, 0))
+        first, path, size = self._segments[-1]
+        if self._out is None:
+            self._out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.write(self._out, _HEADER.pack(record.seq, len(key), len(value)) + key + value)
+        os.fsync(self._out)
+        self._segments[-1] = (first, path, size + record.size)
+        self._pending.append(record)
+        self._enforce_bound()
+        return record
+
+    def _close_out(self) -> None:
+        if self._out is not None:
+            os.close(self._out)
+            self._out = None
+
+    def _enforce_bound(self) -> None:
+        while self.size_bytes > self.max_bytes and len(self._segments) > 1:
+            _, path, dropped_bytes = self._segments.popleft()
+            next_first = self._segments[0][0]
+            lost = 0
+            while self._pending and self._pending[0].seq < next_first:
+                if not self._pending.popleft().acked:
+                    lost += 1
+            path.unlink(missing_ok=True)
+            self._write_acked(next_first)
+            self.dropped += lost
+            if lost:
+                log.error(
+                    "SPOOL FULL (%d bytes > SYSMETRICS_SPOOL_MAX_BYTES=%d): dropped the %d "
+                    "oldest undelivered events (%d dropped so far); is the broker reachable?",
+                    self.size_bytes + dropped_bytes, self.max_bytes, lost, self.dropped,
+                )
+
+    # ------------------------------------------------------------------ ack
+    def ack(self, record: SpooledRecord) -> None:
+        record.acked = True
+        advanced = False
+        while self._pending and self._pending[0].acked:
+            self._pending.popleft()
+            advanced = True
+        if advanced:
+            upto = self._pending[0].seq if self._pending else self._next_seq
+            self._write_acked(upto)
+            self._drop_acked_segments()
+
+    def _write_acked(self, upto: int) -> None:
+        tmp = self._ack_file.with_suffix(".tmp")
+        tmp.write_text(f"{upto}\n")
+        os.replace(tmp, self._ack_file)
+
+    def _drop_acked_segments(self) -> None:
+        upto = self._pending[0].seq if self._pending else self._next_seq
+        # A segment is fully acknowledged when the next segment starts at or before `upto`.
+        while len(self._segments) > 1 and self._segments[1][0] <= upto:
+            _, path, _ = self._segments.popleft()
+            path.unlink(missing_ok=True)
+        if not self._pending and self._segments and self._segments[-1][2] >= self.segment_bytes:
+            self._close_out()
+            _, path, _ = self._segments.popleft()
+            path.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        self._close_out()

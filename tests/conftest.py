@@ -1,0 +1,69 @@
+"""Shared fixtures: real broker processes (Tansu and Apache Kafka), settings, topics."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sysmetrics.config import Settings, load_settings
+from sysmetrics.stream.admin import ensure_topic
+from tests.support.apache_kafka import ApacheKafkaBroker, missing_tools
+from tests.support.brokers import TansuBroker, TestBroker
+
+BROKER_KINDS = ["tansu", "apache-kafka"]
+
+
+@pytest.fixture(scope="session")
+def tansu_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TansuBroker]:
+    broker = TansuBroker(tmp_path_factory.mktemp("tansu"))
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def apache_kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApacheKafkaBroker]:
+    why_not = missing_tools()
+    if why_not:
+        pytest.skip(f"Apache Kafka tier skipped: {why_not}")
+    broker = ApacheKafkaBroker(tmp_path_factory.mktemp("apache-kafka"))
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(params=BROKER_KINDS)
+def broker(request: pytest.FixtureRequest) -> TestBroker:
+    """Each broker-facing test runs once on Tansu and once on a real Apache Kafka."""
+    name = "tansu_broker" if request.param == "tansu" else "apache_kafka_broker"
+    broker: TestBroker = request.getfixturevalue(name)
+    return broker
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Local settings in a temp dir, no broker."""
+    return load_settings(
+        data_dir=tmp_path / "data",
+        lake_url=str(tmp_path / "lake"),
+        warehouse_url=str(tmp_path / "warehouse.duckdb"),
+    )
+
+
+@pytest.fixture
+def broker_settings(broker: TestBroker, tmp_path: Path) -> Settings:
+    """Settings pointing at the parametrized broker, with a fresh topic and group."""
+    suffix = uuid.uuid4().hex[:8]
+    settings = load_settings(
+        bootstrap_servers=broker.bootstrap,
+        topic=f"machine_metrics_{suffix}",
+        consumer_group=f"lake-writer-{suffix}",
+        data_dir=tmp_path / "data",
+        lake_url=str(tmp_path / "lake"),
+        warehouse_url=str(tmp_path / "warehouse.duckdb"),
+    )
+    ensure_topic(settings)
+    return settings

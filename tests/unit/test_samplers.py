@@ -1,0 +1,114 @@
+"""The Linux readers on fixture trees, and every reader on this real machine."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from sysmetrics.collect.battery import health_pct, read_linux_battery
+from sysmetrics.collect.gpu import GpuReader
+from sysmetrics.collect.host import read_host, sanitize_host_id
+from sysmetrics.collect.sampler import Sampler
+from sysmetrics.collect.temperatures import read_linux_hwmon
+from sysmetrics.schema import decode, encode
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+def test_laptop_battery_health_and_time_left() -> None:
+    battery = read_linux_battery(FIXTURES / "laptop")
+    assert battery is not None
+    assert battery.health_pct == 90.0  # 45 Wh of 50 Wh design
+    assert battery.percent == 57
+    assert battery.plugged_in is False
+    assert battery.secs_left == 10800  # 25.65 Wh at 8.55 W
+    assert battery.cycle_count == 312
+
+
+def test_nonsense_firmware_health_is_dropped_not_reported() -> None:
+    battery = read_linux_battery(FIXTURES / "badfirmware")
+    assert battery is not None
+    assert battery.health_pct is None  # 9 % is firmware nonsense
+    assert battery.cycle_count is None  # 0 cycles means "unknown"
+    assert battery.plugged_in is True and battery.percent == 80
+
+
+@pytest.mark.parametrize("tree", ["server", "bare"])
+def test_machines_without_battery_report_null(tree: str) -> None:
+    assert read_linux_battery(FIXTURES / tree) is None
+
+
+def test_health_ratio_sanity_bounds() -> None:
+    assert health_pct(80, 100) == 80.0
+    assert health_pct(9, 100) is None
+    assert health_pct(300, 100) is None
+    assert health_pct(None, 100) is None
+    assert health_pct(50, 0) is None
+
+
+def test_hwmon_temperatures_with_labels() -> None:
+    temps = read_linux_hwmon(FIXTURES / "laptop")
+    assert [(t.sensor, t.label, t.celsius) for t in temps] == [
+        ("coretemp", "Package id 0", 52.0),
+        ("coretemp", "Core 0", 49.5),
+        ("acpitz", "temp1", 45.0),
+    ]
+
+
+def test_implausible_sensor_values_are_skipped() -> None:
+    temps = read_linux_hwmon(FIXTURES / "server")
+    assert [(t.sensor, t.celsius) for t in temps] == [("k10temp", round(61.25, 1))]
+
+
+def test_thermal_zone_fallback_and_no_sensors() -> None:
+    temps = read_linux_hwmon(FIXTURES / "badfirmware")
+    assert [(t.sensor, t.celsius) for t in temps] == [("x86_pkg_temp", 48.0)]
+    assert read_linux_hwmon(FIXTURES / "bare") == []
+
+
+def test_host_id_from_machine_id_and_fallback() -> None:
+    assert read_host(FIXTURES / "laptop").host_id == "0123456789abcdef0123456789abcdef"
+    bare = read_host(FIXTURES / "bare")
+    assert bare.host_id.startswith("mac-")
+    assert read_host(FIXTURES / "bare", host_id_override="rack 4/../x").host_id == "rack-4-..-x"
+
+
+def test_sanitized_host_ids_are_always_path_safe() -> None:
+    for raw in ['a"b', "../../etc/passwd", "\x00\x1b[31m", "x" * 10_000, ""]:
+        cleaned = sanitize_host_id(raw)
+        assert cleaned and len(cleaned) <= 128
+        assert "/" not in cleaned and '"' not in cleaned and cleaned[0] not in "._:-"
+
+
+def test_no_gpu_means_empty_list() -> None:
+    gpus = GpuReader().read()
+    assert isinstance(gpus, list)
+    for gpu in gpus:  # on a GPU machine, values are in range
+        assert gpu.utilization_pct is None or 0 <= gpu.utilization_pct <= 100
+
+
+def test_full_sample_on_fixture_tree_without_sensors_is_valid() -> None:
+    event = Sampler(FIXTURES / "bare").sample()
+    assert event.battery is None
+    assert event.temperatures == []
+    assert decode(encode(event)) == event
+
+
+def test_real_machine_sample_has_sane_values() -> None:
+    sampler = Sampler()
+    time.sleep(0.3)
+    event = sampler.sample()
+    assert decode(encode(event)) == event
+    assert event.cpu is not None and event.cpu.utilization_pct is not None
+    assert 0 <= event.cpu.utilization_pct <= 100
+    assert event.cpu.logical_cores and event.cpu.logical_cores >= 1
+    assert event.memory is not None and event.memory.total_bytes
+    assert event.memory.used_pct is not None and 0 < event.memory.used_pct <= 100
+    assert event.disks and all(d.total_bytes and d.total_bytes > 0 for d in event.disks)
+    assert all(d.fstype not in ("proc", "sysfs", "tmpfs") for d in event.disks)
+    assert event.network is not None and event.network.bytes_recv is not None
+    assert event.network.bytes_recv >= 0
+    assert event.disk_io is None or (event.disk_io.read_bytes or 0) >= 0
+    assert event.host.host_id and event.host.boot_time is not None

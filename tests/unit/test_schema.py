@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+
+import pytest
+
+from sysmetrics import schema
+from sysmetrics.schema import Host, MetricsEvent, SchemaError, decode, encode, new_event_id
+
+
+def make_event(**overrides: object) -> MetricsEvent:
+    fields: dict[str, object] = {
+        "schema_version": 1,
+        "event_id": new_event_id(),
+        "ts": datetime(2026, 11, 27, 14, 5, 10, 123000, tzinfo=UTC),
+        "host": Host(host_id="host-1", hostname="web-1", os="linux", arch="x86_64"),
+    }
+    fields.update(overrides)
+    return MetricsEvent(**fields)  # type: ignore[arg-type]
+
+
+def test_event_round_trips_through_encode_decode() -> None:
+    event = make_event(cpu=schema.Cpu(utilization_pct=12.5, load_1m=0.3))
+    data = encode(event)
+    assert decode(data) == event
+    assert json.loads(data)["ts"] == "2026-11-27T14:05:10.123000Z"
+
+
+def test_committed_json_schema_is_up_to_date() -> None:
+    assert schema.SCHEMA_FILE.read_text() == schema.json_schema_text(), (
+        "schemas/machine_metrics.v1.json is stale: run python -m sysmetrics.schema"
+    )
+
+
+def test_every_sensor_field_is_nullable_in_the_schema() -> None:
+    defs = schema.json_schema()["$defs"]
+    for group in ("Cpu", "Memory", "Swap", "DiskIo", "Gpu", "Battery", "Temperature"):
+        for name, prop in defs[group]["properties"].items():
+            if name in ("index", "sensor"):
+                continue
+            assert any(a.get("type") == "null" for a in prop.get("anyOf", [])), (group, name)
+
+
+def test_event_ids_are_uuid7_and_time_ordered() -> None:
+    first = new_event_id(datetime(2026, 1, 1, tzinfo=UTC))
+    second = new_event_id(datetime(2026, 1, 1, 0, 0, 1, tzinfo=UTC))
+    assert first[14] == "7" and second[14] == "7"
+    assert first < second
+    assert new_event_id(datetime(2026, 1, 1, tzinfo=UTC), 5) == new_event_id(
+        datetime(2026, 1, 1, tzinfo=UTC), 5
+    )
+
+
+def _bad(mutate: object) -> bytes:
+    doc = json.loads(encode(make_event()))
+    mutate(doc)  # type: ignore[operator]
+    return json.dumps(doc).encode()
+
+
+@pytest.mark.parametrize(
+    ("payload", "fragment"),
+    [
+        (_bad(lambda d: d.pop("ts")), "missing required field `ts`"),
+        (_bad(lambda d: d.update(ts=12)), "$.ts"),
+        (_bad(lambda d: d.update(cpu={"utilization_pct": "high"})), "$.cpu.utilization_pct"),
+        (_bad(lambda d: d.update(cpu={"utilization_pct": 250})), "<= 100"),
+        (_bad(lambda d: d.update(junk="x" * 1000)), "unknown field `junk`"),
+        (_bad(lambda d: d.update(junk="x" * 300_000)), "bytes, more than"),
+        (_bad(lambda d: d["host"].update(host_id="../../etc")), "$.host.host_id"),
+        (_bad(lambda d: d["host"].update(host_id="a\"b\n")), "$.host.host_id"),
+        (_bad(lambda d: d.update(ts="1970-01-01T00:00:00Z")), "outside"),
+        (_bad(lambda d: d.update(schema_version=2)), "$.schema_version"),
+        (b"not json at all", "not valid JSON"),
+        (b"", "not valid JSON"),
+    ],
+)
+def test_invalid_events_raise_a_clear_schema_error(payload: bytes, fragment: str) -> None:
+    with pytest.raises(SchemaError) as info:
+        decode(payload)
+    assert fragment in str(info.value)
+
+
+def test_non_utc_offsets_are_normalized_to_utc() -> None:
+    doc = json.loads(encode(make_event()))
+    doc["ts"] = "2026-11-27T16:05:10+02:00"
+    assert decode(json.dumps(doc).encode()).ts == datetime(2026, 11, 27, 14, 5, 10, tzinfo=UTC)
+
+
+def test_decode_is_fast_enough_for_the_lake_writer() -> None:
+    """A sanity floor, not a benchmark (benchmarks/schema_codec.py measures it)."""
+    data = encode(make_event(cpu=schema.Cpu(utilization_pct=1.0)))
+    start = time.perf_counter()
+    for _ in range(20_000):
+        decode(data)
+    assert time.perf_counter() - start < 5.0
