@@ -67,3 +67,11 @@ def broker_settings(broker: TestBroker, tmp_path: Path) -> Settings:
     )
     ensure_topic(settings)
     return settings
+
+
+@pytest.fixture(autouse=True)
+def _quiet_kafka_client_logs() -> None:
+    """librdkafka logs every refused connection; tests that inject outages would drown in it."""
+    import logging
+
+    logging.getLogger("sysmetrics.kafka.client").setLevel(logging.CRITICAL)

@@ -51,6 +51,8 @@ def cli(ctx: click.Context, log_level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if log_level != "debug":
+        logging.getLogger("sysmetrics.kafka.client").setLevel(logging.CRITICAL)
     ctx.ensure_object(Context)
 
 
@@ -123,7 +125,9 @@ def broker_status(ctx: Context) -> None:
 @cli.command()
 @click.option("--once", is_flag=True, help="Take one sample and stop.")
 @click.option("--print", "print_only", is_flag=True, help="Print events to stdout, no Kafka.")
-@click.option("--interval", type=float, help="Seconds between samples [SYSMETRICS_SAMPLE_INTERVAL_S].")
+@click.option(
+    "--interval", type=float, help="Seconds between samples [SYSMETRICS_SAMPLE_INTERVAL_S]."
+)
 @click.option("--count", type=int, help="Stop after this many samples.")
 @pass_ctx
 def collect(
@@ -176,17 +180,30 @@ def collect(
 # --------------------------------------------------------------------------- simulate
 @cli.command()
 @click.option("--hosts", default=100, show_default=True, help="Number of synthetic hosts.")
-@click.option("--duration", default="1h", show_default=True,
-              help="Simulated time span, e.g. 90s, 30m, 6h.")
-@click.option("--speedup", default=0.0, show_default=True,
-              help="Simulated seconds per real second; 0 = as fast as the broker accepts.")
+@click.option(
+    "--duration", default="1h", show_default=True, help="Simulated time span, e.g. 90s, 30m, 6h."
+)
+@click.option(
+    "--speedup",
+    default=0.0,
+    show_default=True,
+    help="Simulated seconds per real second; 0 = as fast as the broker accepts.",
+)
 @click.option("--start", help="Simulated start time (UTC, ISO 8601); default now.")
 @click.option("--seed", default=42, show_default=True, help="Same seed, same events.")
-@click.option("--output", type=click.Path(dir_okay=False, allow_dash=True),
-              help="Write NDJSON to this file ('-' = stdout) instead of Kafka.")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Write NDJSON to this file ('-' = stdout) instead of Kafka.",
+)
 @pass_ctx
 def simulate(
-    ctx: Context, hosts: int, duration: str, speedup: float, start: str | None, seed: int,
+    ctx: Context,
+    hosts: int,
+    duration: str,
+    speedup: float,
+    start: str | None,
+    seed: int,
     output: str | None,
 ) -> None:
     """Produce realistic events for a simulated fleet (diurnal load, counter resets, late hosts)."""
@@ -223,13 +240,16 @@ def simulate(
         click.echo(
             f"\r{s.produced:,}/{expected:,} events produced, "  # type: ignore[attr-defined]
             f"{s.delivered:,} acked, {rate:,.0f}/s",  # type: ignore[attr-defined]
-            err=True, nl=False,
+            err=True,
+            nl=False,
         )
 
     stats = run_simulation(settings, hosts, duration_s, start_at, speedup, seed, progress)
     click.echo("", err=True)
-    click.echo(f"simulated {stats.produced:,} events, {stats.delivered:,} delivered, "
-               f"{stats.failed} failed in {stats.seconds:.1f}s")
+    click.echo(
+        f"simulated {stats.produced:,} events, {stats.delivered:,} delivered, "
+        f"{stats.failed} failed in {stats.seconds:.1f}s"
+    )
     if stats.failed:
         sys.exit(1)
 
@@ -270,11 +290,15 @@ def consume(
     install_stop_signals(stop)
     status_file = settings.data_dir / "status" / f"lake-writer-{os.getpid()}.json"
     writer = LakeWriter(settings, stop=stop, status_file=status_file)
-    click.echo(f"writing {settings.topic} to {settings.lake_url} as group {settings.consumer_group}")
+    click.echo(
+        f"writing {settings.topic} to {settings.lake_url} as group {settings.consumer_group}"
+    )
     try:
         stats = writer.run(max_idle_s=idle_exit)
     except WriterError as exc:
-        raise click.ClickException(f"{exc}; restart 'sysmetrics consume' (nothing was lost)") from None
+        raise click.ClickException(
+            f"{exc}; restart 'sysmetrics consume' (nothing was lost)"
+        ) from None
     finally:
         status_file.unlink(missing_ok=True)
     click.echo(

@@ -156,9 +156,12 @@ class Battery(_Group):
     percent: Pct | None = None
     plugged_in: bool | None = None
     secs_left: Annotated[int, msgspec.Meta(ge=0)] | None = None
-    health_pct: Annotated[
-        float, msgspec.Meta(ge=0, le=150, description="full-charge / design capacity x 100")
-    ] | None = None
+    health_pct: (
+        Annotated[
+            float, msgspec.Meta(ge=0, le=150, description="full-charge / design capacity x 100")
+        ]
+        | None
+    ) = None
     cycle_count: Count | None = None
 
 
@@ -223,7 +226,9 @@ def decode(data: bytes) -> MetricsEvent:
     except msgspec.DecodeError as exc:
         raise SchemaError(f"not valid JSON: {exc}") from None
     if not EARLIEST_TS <= event.ts < LATEST_TS:
-        raise SchemaError(f"ts {event.ts.isoformat()} is outside {EARLIEST_TS.year}-{LATEST_TS.year}")
+        raise SchemaError(
+            f"ts {event.ts.isoformat()} is outside {EARLIEST_TS.year}-{LATEST_TS.year}"
+        )
     if event.ts.utcoffset():
         event.ts = event.ts.astimezone(UTC)
     return event

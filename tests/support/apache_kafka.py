@@ -37,8 +37,14 @@ def kafka_libs() -> Path:
         libs.mkdir(parents=True, exist_ok=True)
         subprocess.run(
             [
-                "mvn", "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
-                f"-DoutputDirectory={libs}", "-DincludeScope=runtime",
+                "mvn",
+                "-q",
+                "-B",
+                "-f",
+                str(POM),
+                "dependency:copy-dependencies",
+                f"-DoutputDirectory={libs}",
+                "-DincludeScope=runtime",
             ],
             check=True,
         )
@@ -62,8 +68,15 @@ class ApacheKafkaBroker:
 
     def _java(self, main_class: str, *args: str) -> list[str]:
         return [
-            "java", "-Xms256m", "-Xmx768m", "-XX:+UseSerialGC",
-            "-Dlog4j2.level=WARN", "-cp", f"{self.libs}/*", main_class, *args,
+            "java",
+            "-Xms256m",
+            "-Xmx768m",
+            "-XX:+UseSerialGC",
+            "-Dlog4j2.level=WARN",
+            "-cp",
+            f"{self.libs}/*",
+            main_class,
+            *args,
         ]
 
     def start(self, timeout_s: float = 90.0) -> None:
@@ -97,8 +110,13 @@ class ApacheKafkaBroker:
             cluster_id = uuid.uuid4().hex[:22]
             subprocess.run(
                 self._java(
-                    "kafka.tools.StorageTool", "format", "-t", cluster_id,
-                    "-c", str(self.properties), "--standalone",
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "-t",
+                    cluster_id,
+                    "-c",
+                    str(self.properties),
+                    "--standalone",
                 ),
                 check=True,
                 capture_output=True,

@@ -36,7 +36,10 @@ def test_a_torn_record_from_a_crash_is_cut_off(tmp_path: Path) -> None:
     assert [r.value for r in reopened.unacked()] == [b"complete"]
     reopened.append(b"k", b"after")
     reopened.close()
-    assert [r.value for r in Spool(tmp_path, max_bytes=1 << 20).unacked()] == [b"complete", b"after"]
+    assert [r.value for r in Spool(tmp_path, max_bytes=1 << 20).unacked()] == [
+        b"complete",
+        b"after",
+    ]
 
 
 def test_bound_drops_oldest_and_counts_them(tmp_path: Path) -> None:

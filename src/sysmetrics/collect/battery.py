@@ -31,8 +31,11 @@ def health_pct(full: float | None, design: float | None) -> float | None:
 def read_linux_battery(root: Path) -> Battery | None:
     supplies = root / "sys" / "class" / "power_supply"
     batteries = sorted(
-        p for p in supplies.glob("*") if read_text(p / "type") == "Battery"
-        and read_text(p / "present") != "0" and read_text(p / "scope") != "Device"
+        p
+        for p in supplies.glob("*")
+        if read_text(p / "type") == "Battery"
+        and read_text(p / "present") != "0"
+        and read_text(p / "scope") != "Device"
     )
     if not batteries:
         return None
@@ -43,7 +46,9 @@ def read_linux_battery(root: Path) -> Battery | None:
     rate = read_int(bat / "power_now") or read_int(bat / "current_now")
     status = read_text(bat / "status")
     capacity = read_int(bat / "capacity")
-    ac_online = [read_int(p / "online") for p in supplies.glob("*") if read_text(p / "type") == "Mains"]
+    ac_online = [
+        read_int(p / "online") for p in supplies.glob("*") if read_text(p / "type") == "Mains"
+    ]
     plugged = any(ac_online) if ac_online else (status != "Discharging" if status else None)
     secs_left = int(3600 * now / rate) if status == "Discharging" and now and rate else None
     cycles = read_int(bat / "cycle_count")
@@ -64,13 +69,11 @@ def _read_macos_battery() -> Battery | None:
         return None
     info = plistlib.loads(out)[0]
     full = info.get("AppleRawMaxCapacity") or info.get("MaxCapacity")
-    return _with_psutil(
-        health_pct(full, info.get("DesignCapacity")), info.get("CycleCount")
-    )
+    return _with_psutil(health_pct(full, info.get("DesignCapacity")), info.get("CycleCount"))
 
 
 def _read_windows_battery() -> Battery | None:
-    import wmi  # type: ignore[import-not-found]  # optional, Windows only
+    import wmi  # optional, Windows only
 
     conn = wmi.WMI(namespace="root\\wmi")
     full = {b.InstanceName: b.FullChargedCapacity for b in conn.BatteryFullChargedCapacity()}

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from functools import partial
+from typing import Any
+
 import psutil
 
 from sysmetrics.collect._safe import clamp_pct, guarded
@@ -9,22 +12,47 @@ from sysmetrics.schema import DiskIo, DiskUsage
 
 PSEUDO_FILESYSTEMS = frozenset(
     {
-        "autofs", "binfmt_misc", "bpf", "cgroup", "cgroup2", "configfs", "debugfs", "devpts",
-        "devtmpfs", "efivarfs", "fusectl", "hugetlbfs", "mqueue", "nsfs", "overlay", "proc",
-        "pstore", "ramfs", "rpc_pipefs", "securityfs", "squashfs", "sysfs", "tmpfs", "tracefs",
+        "autofs",
+        "binfmt_misc",
+        "bpf",
+        "cgroup",
+        "cgroup2",
+        "configfs",
+        "debugfs",
+        "devpts",
+        "devtmpfs",
+        "efivarfs",
+        "fusectl",
+        "hugetlbfs",
+        "mqueue",
+        "nsfs",
+        "overlay",
+        "proc",
+        "pstore",
+        "ramfs",
+        "rpc_pipefs",
+        "securityfs",
+        "squashfs",
+        "sysfs",
+        "tmpfs",
+        "tracefs",
     }
 )
 
 
 def read_disks() -> list[DiskUsage]:
-    partitions = guarded("disks.partitions", lambda: psutil.disk_partitions(all=False), [])
+    partitions: list[Any] = guarded(
+        "disks.partitions", lambda: psutil.disk_partitions(all=False), []
+    )
     seen: set[str] = set()
     disks: list[DiskUsage] = []
     for part in partitions:
         if part.fstype in PSEUDO_FILESYSTEMS or part.mountpoint in seen:
             continue
         seen.add(part.mountpoint)
-        usage = guarded(f"disk {part.mountpoint}", lambda p=part: psutil.disk_usage(p.mountpoint), None)
+        usage = guarded(
+            f"disk {part.mountpoint}", partial(psutil.disk_usage, part.mountpoint), None
+        )
         if usage is None:
             continue
         disks.append(

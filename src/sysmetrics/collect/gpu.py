@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from sysmetrics.collect._safe import clamp_pct, guarded
@@ -31,31 +33,28 @@ class GpuReader:
         count = guarded("gpu.count", nvml.nvmlDeviceGetCount, 0)
         gpus = []
         for index in range(count):
-            handle = guarded("gpu.handle", lambda i=index: nvml.nvmlDeviceGetHandleByIndex(i), None)
+            handle = guarded("gpu.handle", partial(nvml.nvmlDeviceGetHandleByIndex, index), None)
             if handle is None:
                 continue
-            util = guarded("gpu.util", lambda h=handle: nvml.nvmlDeviceGetUtilizationRates(h), None)
-            mem = guarded("gpu.memory", lambda h=handle: nvml.nvmlDeviceGetMemoryInfo(h), None)
-            temp = guarded(
-                "gpu.temperature",
-                lambda h=handle: nvml.nvmlDeviceGetTemperature(h, nvml.NVML_TEMPERATURE_GPU),
-                None,
-            )
-            power_mw = guarded("gpu.power", lambda h=handle: nvml.nvmlDeviceGetPowerUsage(h), None)
-            fan = guarded("gpu.fan", lambda h=handle: nvml.nvmlDeviceGetFanSpeed(h), None)
-            name = guarded("gpu.name", lambda h=handle: nvml.nvmlDeviceGetName(h), None)
-            uuid = guarded("gpu.uuid", lambda h=handle: nvml.nvmlDeviceGetUUID(h), None)
+
+            def query(name: str, call: Callable[..., Any], *args: Any, h: Any = handle) -> Any:
+                return guarded(f"gpu.{name}", partial(call, h, *args), None)
+
+            util = query("utilization", nvml.nvmlDeviceGetUtilizationRates)
+            mem = query("memory", nvml.nvmlDeviceGetMemoryInfo)
+            temp = query("temperature", nvml.nvmlDeviceGetTemperature, nvml.NVML_TEMPERATURE_GPU)
+            power_mw = query("power", nvml.nvmlDeviceGetPowerUsage)
             gpus.append(
                 Gpu(
                     index=index,
-                    name=_text(name),
-                    uuid=_text(uuid),
+                    name=_text(query("name", nvml.nvmlDeviceGetName)),
+                    uuid=_text(query("uuid", nvml.nvmlDeviceGetUUID)),
                     utilization_pct=clamp_pct(util.gpu) if util is not None else None,
                     memory_used_bytes=int(mem.used) if mem is not None else None,
                     memory_total_bytes=int(mem.total) if mem is not None else None,
                     temperature_celsius=float(temp) if temp is not None else None,
                     power_watts=round(power_mw / 1000, 2) if power_mw is not None else None,
-                    fan_pct=clamp_pct(fan),
+                    fan_pct=clamp_pct(query("fan", nvml.nvmlDeviceGetFanSpeed)),
                 )
             )
         return gpus

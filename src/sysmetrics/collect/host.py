@@ -32,17 +32,18 @@ def _platform_id(root: Path) -> str | None:
         )
     if sys.platform == "darwin":
         out = subprocess.run(
-            ["ioreg", "-rd1", "-c", "IOPlatformExpertDevice"], capture_output=True, text=True,
-            timeout=5, check=True,
+            ["ioreg", "-rd1", "-c", "IOPlatformExpertDevice"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout
         match = re.search(r'"IOPlatformUUID" = "([^"]+)"', out)
         return match.group(1) if match else None
     if sys.platform == "win32":
         import winreg
 
-        with winreg.OpenKey(
-            winreg.HKEY_LOCAL_MACHINE, r"SOFTWARE\Microsoft\Cryptography"
-        ) as key:
+        with winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE, r"SOFTWARE\Microsoft\Cryptography") as key:
             return str(winreg.QueryValueEx(key, "MachineGuid")[0])
     return None
 

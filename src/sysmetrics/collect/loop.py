@@ -44,8 +44,11 @@ def run_collector(
     key = sampler.host.host_id.encode()
     log.info(
         "collecting host %s (%s) every %.1fs to %s topic %s",
-        sampler.host.host_id, sampler.host.hostname, settings.sample_interval_s,
-        settings.bootstrap_servers, producer.topic,
+        sampler.host.host_id,
+        sampler.host.hostname,
+        settings.sample_interval_s,
+        settings.bootstrap_servers,
+        producer.topic,
     )
     taken = 0
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -32,8 +33,11 @@ def read_linux_hwmon(root: Path) -> list[Temperature]:
                 continue
             label = read_text(temp_input.with_name(temp_input.name.replace("_input", "_label")))
             readings.append(
-                Temperature(sensor=sensor[:256], label=(label or temp_input.name[:-6])[:256],
-                            celsius=round(millideg / 1000, 1))
+                Temperature(
+                    sensor=sensor[:256],
+                    label=(label or temp_input.name[:-6])[:256],
+                    celsius=round(millideg / 1000, 1),
+                )
             )
     if readings:
         return readings
@@ -42,30 +46,37 @@ def read_linux_hwmon(root: Path) -> list[Temperature]:
         if millideg is None or not _plausible(millideg / 1000):
             continue
         readings.append(
-            Temperature(sensor=(read_text(zone / "type") or zone.name)[:256], label=zone.name,
-                        celsius=round(millideg / 1000, 1))
+            Temperature(
+                sensor=(read_text(zone / "type") or zone.name)[:256],
+                label=zone.name,
+                celsius=round(millideg / 1000, 1),
+            )
         )
     return readings
 
 
 def _read_windows_wmi() -> list[Temperature]:
-    import wmi  # type: ignore[import-not-found]  # optional, Windows only
+    import wmi  # optional, Windows only
 
     zones = wmi.WMI(namespace="root\\wmi").MSAcpi_ThermalZoneTemperature()
     # WMI reports tenths of a kelvin.
     return [
-        Temperature(sensor="acpi", label=str(z.InstanceName)[:256],
-                    celsius=round(z.CurrentTemperature / 10 - 273.15, 1))
+        Temperature(
+            sensor="acpi",
+            label=str(z.InstanceName)[:256],
+            celsius=round(z.CurrentTemperature / 10 - 273.15, 1),
+        )
         for z in zones
         if _plausible(z.CurrentTemperature / 10 - 273.15)
     ]
 
 
 def _read_psutil() -> list[Temperature]:
-    sensors = getattr(psutil, "sensors_temperatures", lambda: {})()
+    sensors: dict[str, Any] = getattr(psutil, "sensors_temperatures", dict)()
     return [
-        Temperature(sensor=name[:256], label=(entry.label or name)[:256],
-                    celsius=round(entry.current, 1))
+        Temperature(
+            sensor=name[:256], label=(entry.label or name)[:256], celsius=round(entry.current, 1)
+        )
         for name, entries in sensors.items()
         for entry in entries
         if entry.current is not None and _plausible(entry.current)

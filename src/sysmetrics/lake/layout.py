@@ -18,7 +18,9 @@ from typing import Final
 
 EXTENSIONS: Final = {"none": ".jsonl", "gzip": ".jsonl.gz", "zstd": ".jsonl.zst"}
 DATA_GLOBS: Final = ("*.jsonl", "*.jsonl.gz", "*.jsonl.zst")
-_FILE_RE = re.compile(r"^(?P<topic>[A-Za-z0-9._-]+)\+(?P<partition>\d+)\+(?P<start>\d+)-(?P<end>\d+)\.jsonl")
+_FILE_RE = re.compile(
+    r"^(?P<topic>[A-Za-z0-9._-]+)\+(?P<partition>\d+)\+(?P<start>\d+)-(?P<end>\d+)\.jsonl"
+)
 
 
 def raw_root(topic: str) -> str:

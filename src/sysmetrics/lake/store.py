@@ -35,7 +35,9 @@ class LakeStore:
                 options["project"] = project
         self.fs, root = fsspec.core.url_to_fs(self.url, **options)
         self.root = root.rstrip("/")
-        self.is_local = self.fs.protocol in ("file", ("file", "local")) or "file" in self.fs.protocol
+        self.is_local = (
+            self.fs.protocol in ("file", ("file", "local")) or "file" in self.fs.protocol
+        )
 
     def full(self, rel: str) -> str:
         return f"{self.root}/{rel}"
@@ -83,7 +85,7 @@ class LakeStore:
         except Exception as exc:
             raise StoreError(f"cannot read {self.uri(rel)}: {type(exc).__name__}: {exc}") from exc
 
-    def list(self, rel_dir: str) -> list[str]:
+    def list_dir(self, rel_dir: str) -> list[str]:
         """Names (not paths) of the files directly in ``rel_dir``; [] if it does not exist."""
         try:
             entries = self.fs.ls(self.full(rel_dir), detail=False)

@@ -118,7 +118,7 @@ class LakeWriter:
         self.stats = WriterStats()
         self.status_file = status_file
         self._buffers: dict[int, _PartitionBuffer] = defaultdict(_PartitionBuffer)
-        self._consumer = Consumer({**consumer_config(settings), "logger": log})
+        self._consumer = Consumer(consumer_config(settings))
         self._assigned: set[int] = set()
         self._paused = False
         self._last_status = 0.0
@@ -137,13 +137,17 @@ class LakeWriter:
             if buffer is None or not buffer.records:
                 continue
             if buffer.pinned_end is not None and buffer.records[-1].offset < buffer.pinned_end:
-                log.info("partition %d revoked mid pinned batch: left to the next owner", tp.partition)
+                log.info(
+                    "partition %d revoked mid pinned batch: left to the next owner", tp.partition
+                )
                 continue
             try:
                 self._flush(tp.partition, buffer)
             except (StoreError, WriterError) as exc:
                 # Not committed: the next owner re-reads these records (and the intent).
-                log.warning("partition %d revoked, batch not flushed (%s): discarded", tp.partition, exc)
+                log.warning(
+                    "partition %d revoked, batch not flushed (%s): discarded", tp.partition, exc
+                )
         log.info("revoked partitions %s", sorted(tp.partition for tp in partitions))
 
     # ------------------------------------------------------------------ main loop
@@ -167,11 +171,15 @@ class LakeWriter:
                 except StoreError as exc:
                     self.stats.store_failures += 1
                     self._pause()
-                    log.error("lake unavailable, retrying in %.0fs (nothing committed): %s", backoff, exc)
+                    log.error(
+                        "lake unavailable, retrying in %.0fs (nothing committed): %s", backoff, exc
+                    )
                     self.stop.wait(backoff)
                     backoff = min(backoff * 2, 30.0)
                 self._write_status()
-                if max_idle_s is not None and time.monotonic() - last_message > max_idle_s:
+                if not self._assigned:
+                    last_message = time.monotonic()  # idle time counts once we own partitions
+                elif max_idle_s is not None and time.monotonic() - last_message > max_idle_s:
                     break
             self._flush_all_on_stop()
         finally:
@@ -202,9 +210,9 @@ class LakeWriter:
             if error.code() != KafkaError._PARTITION_EOF:
                 log.warning("consumer error: %s", error.str())
             return
-        partition = message.partition()
+        partition, offset = message.partition(), message.offset()
+        assert partition is not None and offset is not None  # set on every consumed message
         buffer = self._buffers[partition]
-        offset = message.offset()
         if not buffer.intent_checked:
             self._check_intent(partition, offset, buffer)
         raw = message.value()
@@ -229,7 +237,10 @@ class LakeWriter:
         if intent["start"] == first_offset:
             buffer.pinned_end = int(intent["end"])
             log.info(
-                "partition %d: resuming the unfinished batch %d-%d", partition, intent["start"], intent["end"]
+                "partition %d: resuming the unfinished batch %d-%d",
+                partition,
+                intent["start"],
+                intent["end"],
             )
 
     def _due(self, buffer: _PartitionBuffer) -> bool:
@@ -251,17 +262,25 @@ class LakeWriter:
     def _flush_all_on_stop(self) -> None:
         for partition in sorted(self._assigned):
             buffer = self._buffers[partition]
-            if buffer.pinned_end is not None and buffer.records and buffer.records[-1].offset < buffer.pinned_end:
+            if (
+                buffer.pinned_end is not None
+                and buffer.records
+                and buffer.records[-1].offset < buffer.pinned_end
+            ):
                 continue  # cannot finish the pinned batch: leave it uncommitted
             try:
                 while buffer.records:
                     self._flush(partition, buffer)
             except (StoreError, WriterError) as exc:
-                log.error("stopping with partition %d not flushed (not committed, nothing lost): %s", partition, exc)
+                log.error(
+                    "stopping with partition %d not flushed (not committed, nothing lost): %s",
+                    partition,
+                    exc,
+                )
 
     # ------------------------------------------------------------------ the flush
     def _flush(self, partition: int, buffer: _PartitionBuffer) -> None:
-        """Write, commit and publish one batch; on error nothing is committed and it stays buffered."""
+        """Write, commit, publish one batch; on error nothing is committed, all stays buffered."""
         if buffer.pinned_end is not None:
             batch = [r for r in buffer.records if r.offset <= buffer.pinned_end]
         else:
@@ -297,7 +316,13 @@ class LakeWriter:
                 layout.quarantine_path(self.topic, partition, start, end), b"\n".join(bad) + b"\n"
             )
             self.stats.quarantined += len(bad)
-            log.warning("partition %d offsets %d-%d: %d messages quarantined", partition, start, end, len(bad))
+            log.warning(
+                "partition %d offsets %d-%d: %d messages quarantined",
+                partition,
+                start,
+                end,
+                len(bad),
+            )
         self._commit(partition, end + 1, buffer)
         del buffer.records[: len(batch)]
         buffer.pinned_end = None
@@ -306,9 +331,12 @@ class LakeWriter:
         self.stats.batches += 1
         self.stats.bytes += written
         self.stats.last_flush_at = time.time()
-        self._publish_watermark(partition, buffer, end + 1, max(
-            (r.event.ts for r in batch if r.event is not None), default=None
-        ))
+        self._publish_watermark(
+            partition,
+            buffer,
+            end + 1,
+            max((r.event.ts for r in batch if r.event is not None), default=None),
+        )
 
     def _commit(self, partition: int, next_offset: int, buffer: _PartitionBuffer) -> None:
         try:
@@ -353,10 +381,12 @@ class LakeWriter:
         self._last_status = time.monotonic()
         for partition in self._assigned:
             try:
-                low, high = self._consumer.get_watermark_offsets(
+                _low, high = self._consumer.get_watermark_offsets(
                     TopicPartition(self.topic, partition), timeout=0.5, cached=True
                 )
-                position = self._consumer.position([TopicPartition(self.topic, partition)])[0].offset
+                position = self._consumer.position([TopicPartition(self.topic, partition)])[
+                    0
+                ].offset
                 if position >= 0:
                     self.stats.lag[str(partition)] = max(0, high - position)
             except KafkaException:
@@ -380,7 +410,7 @@ class LakeWriter:
 def read_watermarks(store: LakeStore, topic: str) -> list[dict[str, Any]]:
     """Every partition's published watermark (the hourly job waits on their minimum)."""
     marks = []
-    for name in store.list(layout.watermark_dir(topic)):
+    for name in store.list_dir(layout.watermark_dir(topic)):
         data = store.get(f"{layout.watermark_dir(topic)}/{name}")
         if data:
             marks.append(json.loads(data))

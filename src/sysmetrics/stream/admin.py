@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 def ensure_topic(settings: Settings, topic: str | None = None, timeout_s: float = 15.0) -> None:
     """Create the topic with ``settings.topic_partitions`` partitions unless it exists."""
     name = topic or settings.topic
-    admin = AdminClient({**admin_config(settings), "logger": log})
+    admin = AdminClient(admin_config(settings))
     try:
         existing = admin.list_topics(timeout=timeout_s).topics
     except KafkaException as exc:

@@ -16,11 +16,13 @@ import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka.admin import AdminClient
 
+from sysmetrics.stream.kafka_config import CLIENT_LOGGER
+
 log = logging.getLogger(__name__)
-_quiet = logging.getLogger("sysmetrics.librdkafka")
 
 
 class BrokerError(RuntimeError):
@@ -60,7 +62,8 @@ def free_port() -> int:
 def wait_for_metadata(bootstrap: str, timeout_s: float = 30.0) -> float:
     """Block until a broker at ``bootstrap`` answers a metadata request; return seconds taken."""
     start = time.monotonic()
-    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": _quiet})
+    config: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": CLIENT_LOGGER}
+    admin = AdminClient(config)
     last: Exception | None = None
     while time.monotonic() - start < timeout_s:
         try:
@@ -155,9 +158,12 @@ class EmbeddedBroker:
         command = [
             str(tansu_binary()),
             "broker",
-            "--listener-url", url,
-            "--advertised-listener-url", url,
-            "--storage-engine", self.storage,
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            self.storage,
         ]
         with self.log_file.open("ab") as log_out:
             process = subprocess.Popen(

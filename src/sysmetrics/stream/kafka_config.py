@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from sysmetrics.config import Settings
@@ -11,10 +12,16 @@ SESSION_TIMEOUT_MS = 6000
 group joins at ~3 s on Tansu and is a sane failure-detection time on Apache Kafka too."""
 
 
+CLIENT_LOGGER = logging.getLogger("sysmetrics.kafka.client")
+"""librdkafka's own log lines (e.g. every refused connection while the broker is down); the
+CLI shows them only with --log-level debug, our code logs what they mean for the data."""
+
+
 def common_config(settings: Settings) -> dict[str, Any]:
     config: dict[str, Any] = {
         "bootstrap.servers": settings.bootstrap_servers,
         "security.protocol": settings.security_protocol,
+        "logger": CLIENT_LOGGER,
     }
     if settings.sasl_mechanism:
         config["sasl.mechanism"] = settings.sasl_mechanism

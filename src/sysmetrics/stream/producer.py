@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,7 +41,7 @@ class SpooledProducer:
         self.spool = Spool(spool_dir, settings.spool_max_bytes)
         self.stats = DeliveryStats()
         self.window = window
-        self._producer = Producer({**producer_config(settings), "logger": log})
+        self._producer = Producer(producer_config(settings))
         self._in_flight: set[int] = set()
         self._sent_upto = -1  # highest seq handed to librdkafka in this send pass
         self._rewind = False
@@ -71,7 +72,7 @@ class SpooledProducer:
             self._in_flight.add(record.seq)
             self._sent_upto = record.seq
 
-    def _callback(self, record: SpooledRecord):  # type: ignore[no-untyped-def]
+    def _callback(self, record: SpooledRecord) -> Callable[[KafkaError | None, Message], None]:
         def on_delivery(error: KafkaError | None, _message: Message) -> None:
             self._in_flight.discard(record.seq)
             if error is None:
@@ -101,6 +102,11 @@ class SpooledProducer:
 
     def close(self, timeout_s: float = 10.0) -> int:
         left = self.flush(timeout_s)
+        if left:
+            # Drop librdkafka's copies: the spool holds them and resends them on the next
+            # start, and a lingering client must not deliver them a second time.
+            self._producer.purge()
+            self._producer.flush(0)
         self.spool.close()
         if left:
             log.warning("%d events stay in the spool and will be sent on the next start", left)

@@ -112,7 +112,10 @@ def _sample(h: SimHost, ts: datetime, elapsed_s: float, interval_s: float) -> Me
     if h.reset_at is not None and elapsed_s >= h.reset_at:
         h.net_sent = h.net_recv = h.disk_read = h.disk_write = 0
         h.host = Host(
-            host_id=h.host.host_id, hostname=h.host.hostname, os=h.host.os, arch=h.host.arch,
+            host_id=h.host.host_id,
+            hostname=h.host.hostname,
+            os=h.host.os,
+            arch=h.host.arch,
             boot_time=ts,
         )
         h.reset_at = None
@@ -128,29 +131,46 @@ def _sample(h: SimHost, ts: datetime, elapsed_s: float, interval_s: float) -> Me
         plugged = 9 <= ts.hour < 18
         h.charge = min(100.0, h.charge + 0.5) if plugged else max(5.0, h.charge - 0.05)
         battery = Battery(
-            percent=round(h.charge, 1), plugged_in=plugged,
+            percent=round(h.charge, 1),
+            plugged_in=plugged,
             secs_left=None if plugged else int(h.charge * 180),
-            health_pct=round(h.battery_health, 1), cycle_count=300 + h.index % 500,
+            health_pct=round(h.battery_health, 1),
+            cycle_count=300 + h.index % 500,
         )
     gpus = [
         Gpu(
-            index=g, name="NVIDIA H100 80GB HBM3", uuid=f"GPU-{h.host.host_id}-{g}",
+            index=g,
+            name="NVIDIA H100 80GB HBM3",
+            uuid=f"GPU-{h.host.host_id}-{g}",
             utilization_pct=round(min(100.0, max(0.0, cpu * 1.2 + rng.gauss(0, 10))), 1),
-            memory_used_bytes=int(80 * GIB * rng.uniform(0.1, 0.9)), memory_total_bytes=80 * GIB,
+            memory_used_bytes=int(80 * GIB * rng.uniform(0.1, 0.9)),
+            memory_total_bytes=80 * GIB,
             temperature_celsius=round(35 + cpu * 0.45 + rng.gauss(0, 2), 1),
-            power_watts=round(80 + cpu * 5 + rng.gauss(0, 10), 1), fan_pct=None,
+            power_watts=round(80 + cpu * 5 + rng.gauss(0, 10), 1),
+            fan_pct=None,
         )
         for g in range(h.gpus)
     ]
     net = Network(
-        bytes_sent=h.net_sent, bytes_recv=h.net_recv,
-        packets_sent=h.net_sent // 900, packets_recv=h.net_recv // 1200,
-        errin=0, errout=0, dropin=0, dropout=0,
+        bytes_sent=h.net_sent,
+        bytes_recv=h.net_recv,
+        packets_sent=h.net_sent // 900,
+        packets_recv=h.net_recv // 1200,
+        errin=0,
+        errout=0,
+        dropin=0,
+        dropout=0,
         interfaces=[
             NetInterface(
-                name="eth0", bytes_sent=h.net_sent, bytes_recv=h.net_recv,
-                packets_sent=h.net_sent // 900, packets_recv=h.net_recv // 1200,
-                errin=0, errout=0, dropin=0, dropout=0,
+                name="eth0",
+                bytes_sent=h.net_sent,
+                bytes_recv=h.net_recv,
+                packets_sent=h.net_sent // 900,
+                packets_recv=h.net_recv // 1200,
+                errin=0,
+                errout=0,
+                dropin=0,
+                dropout=0,
             )
         ],
     )
@@ -160,30 +180,43 @@ def _sample(h: SimHost, ts: datetime, elapsed_s: float, interval_s: float) -> Me
         ts=ts,
         host=h.host,
         cpu=Cpu(
-            utilization_pct=round(cpu, 2), per_core_pct=None, load_1m=round(load, 2),
-            load_5m=round(load * 0.95, 2), load_15m=round(load * 0.9, 2), freq_mhz=2600.0,
+            utilization_pct=round(cpu, 2),
+            per_core_pct=None,
+            load_1m=round(load, 2),
+            load_5m=round(load * 0.95, 2),
+            load_15m=round(load * 0.9, 2),
+            freq_mhz=2600.0,
             logical_cores=h.cores,
         ),
         memory=Memory(
-            total_bytes=h.mem_total, used_bytes=int(h.mem_total * mem_pct / 100),
-            available_bytes=int(h.mem_total * (1 - mem_pct / 100)), used_pct=round(mem_pct, 2),
+            total_bytes=h.mem_total,
+            used_bytes=int(h.mem_total * mem_pct / 100),
+            available_bytes=int(h.mem_total * (1 - mem_pct / 100)),
+            used_pct=round(mem_pct, 2),
         ),
         swap=Swap(total_bytes=4 * GIB, used_bytes=0, used_pct=0.0),
         disks=[
             DiskUsage(
-                mountpoint="/", device="/dev/nvme0n1p2", fstype="ext4",
-                total_bytes=h.disk_total, used_bytes=disk_used,
-                free_bytes=h.disk_total - disk_used, used_pct=round(100 * h.disk_used, 2),
+                mountpoint="/",
+                device="/dev/nvme0n1p2",
+                fstype="ext4",
+                total_bytes=h.disk_total,
+                used_bytes=disk_used,
+                free_bytes=h.disk_total - disk_used,
+                used_pct=round(100 * h.disk_used, 2),
             )
         ],
         disk_io=DiskIo(
-            read_bytes=h.disk_read, write_bytes=h.disk_write,
-            read_count=h.disk_read // 4096, write_count=h.disk_write // 4096,
+            read_bytes=h.disk_read,
+            write_bytes=h.disk_write,
+            read_count=h.disk_read // 4096,
+            write_count=h.disk_write // 4096,
         ),
         network=net,
         temperatures=[
             Temperature(
-                sensor="coretemp", label="Package id 0",
+                sensor="coretemp",
+                label="Package id 0",
                 celsius=round(38 + cpu * 0.5 + rng.gauss(0, 1.5), 1),
             )
         ],
@@ -244,7 +277,7 @@ def run_simulation(
 ) -> SimulationStats:
     """Produce the simulated fleet to Kafka; ``speedup`` 0 means as fast as the broker takes it."""
     start = start or datetime.now(UTC).replace(microsecond=0)
-    producer = Producer({**producer_config(settings), "linger.ms": 20, "logger": log})
+    producer = Producer({**producer_config(settings), "linger.ms": 20})
     stats = SimulationStats()
 
     def on_delivery(error: object, _message: object) -> None:

@@ -132,7 +132,10 @@ class Spool:
                 log.error(
                     "SPOOL FULL (%d bytes > SYSMETRICS_SPOOL_MAX_BYTES=%d): dropped the %d "
                     "oldest undelivered events (%d dropped so far); is the broker reachable?",
-                    self.size_bytes + dropped_bytes, self.max_bytes, lost, self.dropped,
+                    self.size_bytes + dropped_bytes,
+                    self.max_bytes,
+                    lost,
+                    self.dropped,
                 )
 
     # ------------------------------------------------------------------ ack

@@ -1,0 +1,54 @@
+# The two commands of the README:  `make run`  (whole pipeline, locally)  and  `make test`.
+# Both bootstrap from nothing: a private uv in .tools/, the locked environment in .venv/.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+UV_VERSION := 0.13.9
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+RUN_EXTRAS := --extra lake --extra warehouse --extra dashboard
+export UV_PYTHON := $(PYTHON)
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+
+.PHONY: run test install install-dev lint typecheck unit bench schema clean help
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(UV):
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+install: $(UV)  ## locked runtime environment (collector, lake, warehouse, dashboard)
+	$(UV) sync --locked $(RUN_EXTRAS)
+
+install-dev: $(UV)  ## locked environment with every extra and the test tools
+	$(UV) sync --locked --all-extras
+	bash scripts/install-system-deps.sh
+
+run: install  ## start the whole pipeline on this machine (Ctrl-C stops everything)
+	$(VENV)/bin/sysmetrics up
+
+lint:
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+typecheck:
+	$(VENV)/bin/mypy
+
+test: install-dev  ## lint, type check and the whole test suite (Tansu and Apache Kafka)
+	$(MAKE) --no-print-directory lint typecheck
+	$(VENV)/bin/pytest
+
+unit: $(UV)  ## the fast tests only
+	$(VENV)/bin/pytest tests/unit
+
+bench: install-dev  ## run every benchmark (prints numbers and ratios)
+	for b in benchmarks/*.py; do $(VENV)/bin/python $$b || exit 1; done
+
+schema:  ## regenerate schemas/machine_metrics.v1.json from the typed model
+	$(VENV)/bin/python -m sysmetrics.schema
+
+clean:
+	rm -rf $(TOOLS) $(VENV) data .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,78 @@
+"""`sysmetrics broker start|status|stop` runs a real Tansu process and cleans up after itself."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from confluent_kafka.admin import AdminClient
+
+from sysmetrics.stream.broker import free_port, pid_alive
+from tests.support.kafka_io import SYSMETRICS
+
+
+def run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [SYSMETRICS, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_broker_start_status_stop_leaves_nothing_behind(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "SYSMETRICS_BROKER_PORT": str(port), "SYSMETRICS_DATA_DIR": str(tmp_path)}
+    started = run(["broker", "start"], env, tmp_path)
+    assert started.returncode == 0, started.stderr
+    assert f"127.0.0.1:{port}" in started.stdout
+    pid = int((tmp_path / "broker.pid").read_text().split()[0])
+    try:
+        metadata = AdminClient({"bootstrap.servers": f"127.0.0.1:{port}"}).list_topics(timeout=10)
+        assert [b.port for b in metadata.brokers.values()] == [port]
+
+        twice = run(["broker", "start"], env, tmp_path)
+        assert twice.returncode != 0
+        assert "already running" in twice.stderr
+
+        status = run(["broker", "status"], env, tmp_path)
+        assert status.returncode == 0 and f"pid {pid}" in status.stdout
+    finally:
+        stopped = run(["broker", "stop"], env, tmp_path)
+    assert stopped.returncode == 0
+    assert not pid_alive(pid)
+    assert not (tmp_path / "broker.pid").exists()
+    assert run(["broker", "status"], env, tmp_path).returncode == 1
+
+
+def test_broker_start_on_a_busy_port_says_what_to_do(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        env = {
+            **os.environ,
+            "SYSMETRICS_BROKER_PORT": str(port),
+            "SYSMETRICS_DATA_DIR": str(tmp_path),
+        }
+        result = run(["broker", "start"], env, tmp_path)
+    assert result.returncode != 0
+    assert "in use" in result.stderr and "SYSMETRICS_BROKER_PORT" in result.stderr
+
+
+def test_every_command_has_help(tmp_path: Path) -> None:
+    commands = [
+        [],
+        ["broker"],
+        ["broker", "start"],
+        ["broker", "stop"],
+        ["broker", "status"],
+        ["config", "show"],
+        ["collect"],
+        ["simulate"],
+        ["consume"],
+    ]
+    for command in commands:
+        result = run([*command, "--help"], dict(os.environ), tmp_path)
+        assert result.returncode == 0, (command, result.stderr)
+        assert "Usage: sysmetrics" in result.stdout

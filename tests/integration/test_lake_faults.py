@@ -1,0 +1,178 @@
+"""Exactly-once files under fire: kill -9 storms, a crash between write and commit,
+rebalances, and a storage outage. Every produced event must end up in exactly one file."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import random
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from sysmetrics.config import Settings
+from sysmetrics.lake.writer import LakeWriter
+from tests.support.events import as_messages, simulated
+from tests.support.kafka_io import SYSMETRICS, produce
+from tests.support.lake import event_id_counts
+from tests.support.waiting import wait_for
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+START = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
+
+
+def writer_env(settings: Settings, flush_seconds: float = 2.0) -> dict[str, str]:
+    return {
+        **os.environ,
+        "SYSMETRICS_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "SYSMETRICS_TOPIC": settings.topic,
+        "SYSMETRICS_CONSUMER_GROUP": settings.consumer_group,
+        "SYSMETRICS_LAKE_URL": settings.lake_url,
+        "SYSMETRICS_DATA_DIR": str(settings.data_dir),
+        "SYSMETRICS_FLUSH_SECONDS": str(flush_seconds),
+    }
+
+
+def spawn_writer(settings: Settings, log: Path, *extra: str) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [SYSMETRICS, "consume", *extra], env=writer_env(settings), stdout=out, stderr=out
+        )
+
+
+def assert_exactly_once(lake: Path, expected: set[str]) -> None:
+    counts = event_id_counts(lake)
+    duplicated = {k: v for k, v in counts.items() if v > 1}
+    missing = expected - counts.keys()
+    assert not duplicated, f"{len(duplicated)} events duplicated"
+    assert not missing, f"{len(missing)} events lost"
+    assert counts.keys() == expected
+
+
+def drain(settings: Settings, log: Path, expected: set[str]) -> None:
+    """Run one clean writer until it idles, so everything committed is in the lake."""
+    process = spawn_writer(settings, log, "--idle-exit", "8")
+    assert process.wait(timeout=300) == 0, log.read_text()[-3000:]
+    assert_exactly_once(Path(settings.lake_url), expected)
+
+
+def test_kill_storm_loses_and_duplicates_nothing(broker_settings: Settings, tmp_path: Path) -> None:
+    events = simulated(60, START, 3400)  # 20,400 events
+    assert len(events) >= 20_000
+    produce(broker_settings, as_messages(events))
+    log = tmp_path / "writers.log"
+    rng = random.Random(1234)
+    kills = 0
+    while kills < 12:
+        process = spawn_writer(broker_settings, log)
+        time.sleep(rng.uniform(3.5, 7.0))  # past the group join, into the flushing
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        kills += 1
+    written = sum(1 for _ in Path(broker_settings.lake_url).rglob("*.jsonl"))
+    assert written > 0, "no writer got far enough to write: the storm proved nothing"
+    drain(broker_settings, log, {e.event_id for e in events})
+
+
+def _crash_after_write(settings: Settings, crash_on_commit: int) -> None:
+    """In a child process: write batches, and SIGKILL ourselves right before the Nth commit."""
+    calls = 0
+
+    class CrashingWriter(LakeWriter):
+        def _commit(self, partition, next_offset, buffer):  # type: ignore[no-untyped-def]
+            nonlocal calls
+            calls += 1
+            if calls == crash_on_commit:
+                os.kill(os.getpid(), signal.SIGKILL)
+            super()._commit(partition, next_offset, buffer)
+
+    CrashingWriter(settings).run(max_idle_s=30)
+
+
+def test_kill_between_write_and_commit_loses_nothing(
+    broker_settings: Settings, tmp_path: Path
+) -> None:
+    settings = broker_settings.model_copy(update={"flush_seconds": 1.0})
+    events = simulated(6, START, 1800)  # 1080 events
+    produce(settings, as_messages(events))
+    for crash_on in (3, 2, 5):
+        child = multiprocessing.get_context("spawn").Process(
+            target=_crash_after_write, args=(settings, crash_on)
+        )
+        child.start()
+        child.join(120)
+        assert child.exitcode == -signal.SIGKILL
+    log = tmp_path / "drain.log"
+    drain(settings, log, {e.event_id for e in events})
+    assert "resuming the unfinished batch" in log.read_text()
+
+
+def test_rebalance_between_two_writers_loses_and_duplicates_nothing(
+    broker_settings: Settings, tmp_path: Path
+) -> None:
+    events = simulated(30, START, 2400)  # 7200 events over 3 partitions
+    messages = as_messages(events)
+    log = tmp_path / "writers.log"
+    first = spawn_writer(broker_settings, log)
+    second = spawn_writer(broker_settings, log)
+    try:
+        feeder = threading.Thread(
+            target=lambda: [
+                produce(broker_settings, messages[i : i + 600])
+                for i in range(0, len(messages), 600)
+            ]
+        )
+        feeder.start()
+        time.sleep(6)
+        second.send_signal(signal.SIGTERM)  # a writer leaves mid-stream
+        assert second.wait(timeout=60) == 0
+        third = spawn_writer(broker_settings, log)  # and another joins
+        time.sleep(6)
+        third.send_signal(signal.SIGKILL)  # and one dies
+        third.wait()
+        feeder.join(120)
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(timeout=60)
+    drain(broker_settings, log, {e.event_id for e in events})
+
+
+def test_storage_outage_of_60s_retries_and_commits_nothing_early(
+    tansu_broker: object, broker_settings: Settings, tmp_path: Path
+) -> None:
+    if broker_settings.bootstrap_servers != tansu_broker.bootstrap:  # type: ignore[attr-defined]
+        pytest.skip("the storage outage is broker-independent: run once, on Tansu")
+    settings = broker_settings.model_copy(update={"flush_seconds": 1.0})
+    lake = Path(settings.lake_url)
+    events = simulated(10, START, 1200)
+    messages = as_messages(events)
+    produce(settings, messages[:300])
+    writer = LakeWriter(settings)
+    thread = threading.Thread(target=writer.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: writer.stats.records == 300, 60, "the first 300 events")
+        # The outage: the lake directory becomes a plain file (root ignores chmod).
+        hidden = tmp_path / "lake-away"
+        lake.rename(hidden)
+        lake.write_text("storage is down")
+        produce(settings, messages[300:])
+        outage_started = time.monotonic()
+        wait_for(lambda: writer.stats.store_failures >= 3, 60, "retries during the outage")
+        time.sleep(max(0.0, 60 - (time.monotonic() - outage_started)))
+        assert writer.stats.records == 300, "nothing may be committed while the lake is down"
+        assert writer._paused
+        lake.unlink()
+        hidden.rename(lake)
+        wait_for(lambda: writer.stats.records == len(events), 120, "recovery after the outage")
+    finally:
+        writer.stop.set()
+        thread.join(60)
+    assert_exactly_once(lake, {e.event_id for e in events})
+    shutil.rmtree(tmp_path / "data", ignore_errors=True)

@@ -1,0 +1,153 @@
+"""The lake writer against a real broker: flush rules, layout, compression, quarantine."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from sysmetrics.config import Settings
+from sysmetrics.lake import layout
+from sysmetrics.lake.writer import LakeWriter, read_watermarks
+from sysmetrics.schema import encode
+from tests.support.events import as_messages, simulated
+from tests.support.kafka_io import produce
+from tests.support.lake import data_files, event_id_counts, read_lines
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.broker
+START = datetime(2026, 11, 27, 13, 0, tzinfo=UTC)
+
+
+def start_writer(settings: Settings) -> tuple[LakeWriter, threading.Thread]:
+    writer = LakeWriter(settings)
+    thread = threading.Thread(target=writer.run, daemon=True)
+    thread.start()
+    return writer, thread
+
+
+def stop_writer(writer: LakeWriter, thread: threading.Thread) -> None:
+    writer.stop.set()
+    thread.join(60)
+    assert not thread.is_alive()
+
+
+def lake(settings: Settings) -> Path:
+    return Path(settings.lake_url)
+
+
+def test_flushes_every_50_records(broker_settings: Settings) -> None:
+    settings = broker_settings.model_copy(update={"flush_seconds": 3600.0})
+    events = simulated(1, START, 1200)  # one host: one partition, 120 events
+    produce(settings, as_messages(events))
+    writer, thread = start_writer(settings)
+    try:
+        wait_for(lambda: writer.stats.records == 100, 60, "two 50-record batches")
+        files = data_files(lake(settings))
+        assert [len(read_lines(f)) for f in files] == [50, 50]
+        assert [layout.parse_batch_name(f.name)[1:] for f in files] == [(0, 49), (50, 99)]  # type: ignore[index]
+    finally:
+        stop_writer(writer, thread)
+    assert writer.stats.records == 120  # the last 20 are flushed on stop
+    assert sum(event_id_counts(lake(settings)).values()) == 120
+
+
+def test_timer_flushes_an_idle_partition(broker_settings: Settings) -> None:
+    settings = broker_settings.model_copy(update={"flush_seconds": 2.0})
+    produce(settings, as_messages(simulated(1, START, 70)))  # 7 events, then silence
+    writer, thread = start_writer(settings)
+    try:
+        wait_for(lambda: len(data_files(lake(settings))) == 1, 60, "the 2 s timer flush")
+        assert len(read_lines(data_files(lake(settings))[0])) == 7
+        assert writer.stats.batches == 1
+    finally:
+        stop_writer(writer, thread)
+
+
+def test_a_batch_spanning_two_hours_becomes_two_files(broker_settings: Settings) -> None:
+    settings = broker_settings.model_copy(update={"flush_records": 10, "flush_seconds": 3600.0})
+    events = simulated(1, datetime(2026, 11, 27, 13, 59, 10, tzinfo=UTC), 100)
+    produce(settings, as_messages(events))
+    writer, thread = start_writer(settings)
+    try:
+        wait_for(lambda: writer.stats.records == 10, 60, "one 10-record batch")
+    finally:
+        stop_writer(writer, thread)
+    files = data_files(lake(settings))
+    assert [f.parent.name for f in files] == ["hour=13", "hour=14"]
+    assert files[0].name == files[1].name  # same batch, same offsets, two hours
+    assert [len(read_lines(f)) for f in files] == [5, 5]
+    assert "year=2026/month=11/day=27" in str(files[0])
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_compressed_files_hold_every_event(broker_settings: Settings, compression: str) -> None:
+    settings = broker_settings.model_copy(
+        update={"lake_compression": compression, "flush_seconds": 1.0}
+    )
+    events = simulated(3, START, 300)
+    produce(settings, as_messages(events))
+    writer, thread = start_writer(settings)
+    try:
+        wait_for(lambda: writer.stats.records == len(events), 60, "all events written")
+    finally:
+        stop_writer(writer, thread)
+    suffix = layout.EXTENSIONS[compression]
+    assert all(f.name.endswith(suffix) for f in data_files(lake(settings)))
+    assert event_id_counts(lake(settings)) == {e.event_id: 1 for e in events}
+
+
+def test_hostile_and_malformed_messages_are_quarantined(broker_settings: Settings) -> None:
+    settings = broker_settings.model_copy(update={"flush_seconds": 1.0})
+    good = simulated(1, START, 50)
+    template = json.loads(encode(good[0]))
+    hostile_ids = ['a"b', "../../../etc/passwd", "x\x00\x1b[2J", "h" * 10_000]
+    hostile = []
+    for host_id in hostile_ids:
+        doc = dict(
+            template, event_id=good[0].event_id, host=dict(template["host"], host_id=host_id)
+        )
+        hostile.append((b"k", json.dumps(doc).encode()))
+    junk = [
+        (b"k", b"not json"),
+        (b"k", b'{"schema_version": 1}'),
+        (b"k", None),
+        (b"k", b"[" * 100_000),
+        (b"k", b'{"a": "' + b"x" * 300_000 + b'"}'),
+    ]
+    produce(settings, [*as_messages(good[:2]), *hostile, *junk, *as_messages(good[2:])])
+    writer, thread = start_writer(settings)
+    try:
+        wait_for(lambda: writer.stats.records == len(good) + 9, 60, "all messages handled")
+    finally:
+        stop_writer(writer, thread)
+    root = lake(settings)
+    assert writer.stats.quarantined == 9
+    quarantined = [
+        json.loads(line)
+        for f in sorted((root / "quarantine").rglob("*.jsonl"))
+        for line in read_lines(f)
+    ]
+    assert len(quarantined) == 9
+    assert all(q["reason"] and q["offset"] >= 0 for q in quarantined)
+    assert bytes.fromhex(quarantined[-1]["value_hex"]).startswith(b'{"a": "xxx')
+    assert event_id_counts(root) == {e.event_id: 1 for e in good}
+    every_file = [p.resolve() for p in root.rglob("*") if p.is_file()]
+    assert all(p.is_relative_to(root.resolve()) for p in every_file)
+    assert not any("passwd" in str(p) or "\x00" in str(p) for p in every_file)
+
+
+def test_watermarks_follow_commits(broker_settings: Settings) -> None:
+    settings = broker_settings.model_copy(update={"flush_seconds": 1.0})
+    produce(settings, as_messages(simulated(4, START, 600)))
+    writer, thread = start_writer(settings)
+    try:
+        wait_for(lambda: writer.stats.records == 240, 60, "all events written")
+    finally:
+        stop_writer(writer, thread)
+    marks = read_watermarks(writer.store, settings.topic)
+    assert marks and sum(m["committed_offset"] for m in marks) == 240
+    assert all(m["max_event_ts"] < "2026-11-27T13:10" for m in marks)
