@@ -307,5 +307,122 @@ def consume(
     )
 
 
+# --------------------------------------------------------------------------- batch
+@cli.group()
+def batch() -> None:
+    """The hourly job without Airflow: load the lake into the warehouse and aggregate."""
+
+
+def _batch_parts(settings: Settings) -> tuple[Any, Any]:
+    from sysmetrics.lake.store import LakeStore
+    from sysmetrics.warehouse import open_warehouse
+
+    store = LakeStore(settings.lake_url, settings.gcs_endpoint, settings.gcp_project)
+    return open_warehouse(settings), store
+
+
+def _echo_result(result: Any) -> None:
+    late = [h for h in result.recomputed if h != result.hour]
+    click.echo(
+        f"{result.hour:%Y-%m-%dT%H}Z: {result.files} files, {result.rows} rows"
+        + ("" if result.complete else " (PARTIAL: lake watermark not past the hour)")
+        + (f"; late data recomputed {', '.join(f'{h:%H}h' for h in late)}" if late else "")
+    )
+
+
+@batch.command("run")
+@click.option(
+    "--hour", "hour_text", required=True, help="Hour to process (UTC), e.g. 2026-11-27T14."
+)
+@click.option(
+    "--wait",
+    default=0.0,
+    show_default=True,
+    help="Seconds to wait for the lake watermark to pass the hour (+ grace).",
+)
+@pass_ctx
+def batch_run(ctx: Context, hour_text: str, wait: float) -> None:
+    """Load one hour (plus late files of the look-back window) and compute its tables."""
+    from sysmetrics.batch.hourly import DataQualityError, run_hour
+    from sysmetrics.timeutil import parse_utc
+
+    try:
+        hour = parse_utc(hour_text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--hour") from None
+    wh, store = _batch_parts(ctx.settings)
+    try:
+        _echo_result(run_hour(ctx.settings, wh, store, hour, wait_timeout_s=wait))
+    except DataQualityError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        wh.close()
+
+
+@batch.command("backfill")
+@click.option("--from", "start_text", required=True, help="First hour (UTC), e.g. 2026-11-27T00.")
+@click.option("--to", "end_text", required=True, help="End hour, exclusive (UTC).")
+@pass_ctx
+def batch_backfill(ctx: Context, start_text: str, end_text: str) -> None:
+    """Run every hour in [--from, --to) in order, with a progress bar."""
+    from rich.progress import Progress
+
+    from sysmetrics.batch.hourly import DataQualityError, backfill
+    from sysmetrics.timeutil import parse_utc
+
+    try:
+        start, end = parse_utc(start_text), parse_utc(end_text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if end <= start:
+        raise click.BadParameter("--to must be after --from")
+    total = int((end - start).total_seconds() // 3600) or 1
+    wh, store = _batch_parts(ctx.settings)
+    try:
+        with Progress(transient=False) as bar:
+            task = bar.add_task("backfilling hours", total=total)
+
+            def advance(result: Any) -> None:
+                bar.advance(task)
+                bar.console.print(f"  {result.hour:%Y-%m-%dT%H}Z {result.rows} rows")
+
+            results = backfill(ctx.settings, wh, store, start, end, advance)
+    except DataQualityError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        wh.close()
+    click.echo(f"backfilled {len(results)} hours, {sum(r.rows for r in results)} rows")
+
+
+# --------------------------------------------------------------------------- query
+@cli.command()
+@click.argument("statement")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
+@pass_ctx
+def query(ctx: Context, statement: str, as_json: bool) -> None:
+    """Run SQL against the warehouse (tables: raw_metrics, hourly_host_metrics,
+    hourly_host_trends, alerts, loaded_files, batch_runs)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from sysmetrics.warehouse import open_warehouse
+
+    wh = open_warehouse(ctx.settings, read_only=True)
+    try:
+        rows = wh.native_query(statement)
+    except Exception as exc:
+        raise click.ClickException(f"query failed: {exc}") from None
+    finally:
+        wh.close()
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row, default=str))
+        return
+    table = Table(*(rows[0].keys() if rows else ["(no rows)"]))
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row.values()))
+    Console().print(table)
+
+
 def main() -> None:
     cli(prog_name="sysmetrics")

@@ -1,0 +1,1 @@
+"""Stage 4: the hourly job as a library (usable with or without Airflow)."""

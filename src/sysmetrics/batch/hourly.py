@@ -1,0 +1,227 @@
+"""The hourly job as a library: load → quality → aggregate → trends → alerts, for hour H.
+
+Each step is idempotent for its hour (delete-and-insert of that hour), so re-running an hour,
+running hours out of order, or a backfill all give the same tables. A run for H also looks back
+``lookback_hours``: any earlier hour whose lake partition has files the ledger has not seen
+(late data) is reloaded and recomputed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sysmetrics.config import Settings
+from sysmetrics.lake import layout
+from sysmetrics.lake.store import LakeStore
+from sysmetrics.lake.writer import read_watermarks
+from sysmetrics.timeutil import hour_floor
+from sysmetrics.warehouse import sql
+from sysmetrics.warehouse.base import Warehouse
+
+log = logging.getLogger(__name__)
+HOUR = timedelta(hours=1)
+
+
+class DataQualityError(RuntimeError):
+    """An hour's aggregates broke an invariant; the run fails loudly instead of publishing."""
+
+
+@dataclass
+class HourResult:
+    hour: datetime
+    complete: bool = True
+    files: int = 0
+    rows: int = 0
+    recomputed: list[datetime] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------- watermark
+def lake_complete_before(store: LakeStore, topic: str) -> datetime | None:
+    """The event time up to which every partition's writer says the lake is complete."""
+    marks = read_watermarks(store, topic)
+    if not marks:
+        return None
+    return min(datetime.fromisoformat(m["complete_before"]) for m in marks)
+
+
+def wait_for_watermark(
+    store: LakeStore, topic: str, until: datetime, timeout_s: float, poll_s: float = 5.0
+) -> bool:
+    """Wait until the lake is complete up to ``until``; False when ``timeout_s`` ran out."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        complete = lake_complete_before(store, topic)
+        if complete is not None and complete >= until:
+            return True
+        if time.monotonic() >= deadline:
+            log.warning(
+                "lake complete only up to %s, not %s: running a partial hour", complete, until
+            )
+            return False
+        time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+
+
+# ---------------------------------------------------------------------------- steps
+def lake_files(store: LakeStore, topic: str, hour: datetime) -> list[str]:
+    """Relative paths of every data file of ``hour`` in the lake."""
+    return [
+        path
+        for path in store.glob(layout.hour_glob(topic, hour))
+        if layout.parse_batch_name(path.rsplit("/", 1)[-1])
+    ]
+
+
+def ledger(wh: Warehouse, hour: datetime) -> set[str]:
+    rows = wh.rows("SELECT file FROM {loaded_files} WHERE hour = @start", start=hour)
+    return {row["file"] for row in rows}
+
+
+def load(wh: Warehouse, store: LakeStore, topic: str, hour: datetime) -> tuple[int, int]:
+    """Replace hour's raw rows with its lake files (dedup by event_id); (files, rows)."""
+    files = lake_files(store, topic, hour)
+    rows = wh.load_hour(hour, [store.uri(f) for f in files])
+    wh.execute(sql.DELETE_HOUR.replace("{table}", "{loaded_files}"), start=hour)
+    for rel in files:
+        wh.execute(
+            "INSERT INTO {loaded_files} (hour, file) VALUES (@start, @file)",
+            start=hour,
+            file=rel.rsplit("/", 1)[-1],
+        )
+    return len(files), rows
+
+
+def check_quality(wh: Warehouse, hour: datetime) -> None:
+    failures = {
+        name: bad
+        for name, check in sql.QUALITY_CHECKS.items()
+        if (bad := wh.scalar(check, start=hour))
+    }
+    if failures:
+        detail = "; ".join(f"{name}: {count} rows" for name, count in failures.items())
+        raise DataQualityError(f"hour {hour:%Y-%m-%dT%H}Z failed data-quality checks: {detail}")
+
+
+def aggregate(wh: Warehouse, hour: datetime, interval_s: float) -> None:
+    wh.execute(sql.DELETE_HOUR.replace("{table}", "{hourly}"), start=hour)
+    wh.execute(sql.AGGREGATE, start=hour, expected_samples=int(3600 / interval_s))
+
+
+def trends(wh: Warehouse, hour: datetime) -> None:
+    wh.execute(sql.DELETE_HOUR.replace("{table}", "{trends}"), start=hour)
+    wh.execute(sql.TRENDS, start=hour)
+
+
+def alert_params(settings: Settings) -> dict[str, Any]:
+    return {
+        "cpu_p95": settings.alert_cpu_p95_pct,
+        "disk_pct": settings.alert_disk_used_pct,
+        "temperature": settings.alert_temperature_celsius,
+        "battery_health": settings.alert_battery_health_pct,
+        "completeness": settings.alert_completeness_pct,
+        "zscore": settings.alert_zscore,
+    }
+
+
+def alerts(wh: Warehouse, hour: datetime, settings: Settings) -> None:
+    wh.execute(sql.DELETE_HOUR.replace("{table}", "{alerts}"), start=hour)
+    wh.execute(sql.ALERTS, start=hour, **alert_params(settings))
+
+
+def compute_hour(wh: Warehouse, hour: datetime, settings: Settings) -> None:
+    """Everything after the load, for one hour: quality, aggregates, trends, alerts."""
+    aggregate(wh, hour, settings.sample_interval_s)
+    check_quality(wh, hour)
+    trends(wh, hour)
+    alerts(wh, hour, settings)
+
+
+# ---------------------------------------------------------------------------- the run
+def _computed(wh: Warehouse, hour: datetime) -> bool:
+    return bool(wh.scalar("SELECT COUNT(*) FROM {hourly} WHERE hour = @start", start=hour))
+
+
+def hours_with_new_files(
+    wh: Warehouse, store: LakeStore, topic: str, hour: datetime, lookback_hours: int
+) -> list[datetime]:
+    """Earlier hours in the look-back window whose lake files differ from the ledger."""
+    late = []
+    for back in range(lookback_hours, 0, -1):
+        earlier = hour - back * HOUR
+        names = {f.rsplit("/", 1)[-1] for f in lake_files(store, topic, earlier)}
+        if names != ledger(wh, earlier):
+            late.append(earlier)
+    return late
+
+
+def run_hour(
+    settings: Settings,
+    wh: Warehouse,
+    store: LakeStore,
+    hour: datetime,
+    wait_timeout_s: float = 0.0,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> HourResult:
+    """The whole hourly job for [hour, hour+1h), plus late data of the look-back window."""
+    hour = hour_floor(hour)
+    wh.ensure_tables()
+    result = HourResult(hour)
+    if wait_timeout_s > 0:
+        result.complete = wait_for_watermark(
+            store,
+            settings.topic,
+            hour + HOUR + timedelta(seconds=settings.watermark_grace_s),
+            wait_timeout_s,
+        )
+    else:
+        complete = lake_complete_before(store, settings.topic)
+        result.complete = complete is not None and complete >= hour + HOUR
+    late = hours_with_new_files(wh, store, settings.topic, hour, settings.lookback_hours)
+    # The hour after a reloaded hour has counter deltas and trends that depend on it: recompute
+    # it too when it was computed before (late data, or hours run out of order).
+    loaded = {hour, *late}
+    following = {h + HOUR for h in loaded if h + HOUR not in loaded and _computed(wh, h + HOUR)}
+    to_compute = sorted(loaded | following)
+    for h in sorted({hour, *late}):
+        files, rows = load(wh, store, settings.topic, h)
+        if h == hour:
+            result.files, result.rows = files, rows
+        if h != hour:
+            log.info("late data: reloaded %s (%d files, %d rows)", f"{h:%Y-%m-%dT%H}Z", files, rows)
+    for h in to_compute:
+        compute_hour(wh, h, settings)
+    result.recomputed = to_compute
+    wh.execute(
+        "INSERT INTO {batch_runs} VALUES (@run_at, @start, @complete, @files, @rows, @recomputed)",
+        run_at=now(),
+        start=hour,
+        complete=result.complete,
+        files=result.files,
+        rows=result.rows,
+        recomputed=",".join(f"{h:%Y-%m-%dT%H}" for h in to_compute),
+    )
+    return result
+
+
+def backfill(
+    settings: Settings,
+    wh: Warehouse,
+    store: LakeStore,
+    start: datetime,
+    end: datetime,
+    progress: Callable[[HourResult], None] | None = None,
+) -> list[HourResult]:
+    """Run every hour in [start, end) in order (late-data look-back included)."""
+    results = []
+    hour = hour_floor(start)
+    while hour < end:
+        result = run_hour(settings, wh, store, hour)
+        results.append(result)
+        if progress is not None:
+            progress(result)
+        hour += HOUR
+    return results

@@ -1,0 +1,65 @@
+"""What every warehouse backend provides; the batch library only talks to this."""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from datetime import datetime
+from typing import Any
+
+from sysmetrics.warehouse import sql
+
+_PARAM = re.compile(r"@(\w+)")
+
+
+class Warehouse(ABC):
+    dialect: str
+
+    def table(self, kind: str) -> str:
+        """The engine's name of a logical table (``raw``, ``hourly``…)."""
+        return sql.TABLE_NAMES[kind]
+
+    def render(self, template: str) -> str:
+        names = {kind: self.table(kind) for kind in sql.TABLE_NAMES}
+        return sql.render(template.format(**names), self.dialect)
+
+    @staticmethod
+    def used_params(template: str, params: dict[str, Any]) -> dict[str, Any]:
+        wanted = set(_PARAM.findall(template))
+        missing = wanted - params.keys()
+        if missing:
+            raise KeyError(f"query parameters missing: {sorted(missing)}")
+        return {k: v for k, v in params.items() if k in wanted}
+
+    def execute(self, template: str, **params: Any) -> None:
+        """Run a statement written in BigQuery SQL with ``{table}`` names and ``@params``."""
+        self._execute(self.render(template), self.used_params(template, params))
+
+    def rows(self, template: str, **params: Any) -> list[dict[str, Any]]:
+        return self._rows(self.render(template), self.used_params(template, params))
+
+    def scalar(self, template: str, **params: Any) -> Any:
+        result = self.rows(template, **params)
+        return next(iter(result[0].values())) if result else None
+
+    @abstractmethod
+    def _execute(self, statement: str, params: dict[str, Any]) -> None: ...
+
+    @abstractmethod
+    def _rows(self, statement: str, params: dict[str, Any]) -> list[dict[str, Any]]: ...
+
+    @abstractmethod
+    def ensure_tables(self) -> None: ...
+
+    @abstractmethod
+    def load_hour(self, hour: datetime, file_uris: list[str]) -> int:
+        """Replace the raw rows of ``hour`` with the events of ``file_uris`` (dedup by
+        event_id); return the number of rows now in that hour."""
+
+    def native_query(self, statement: str) -> list[dict[str, Any]]:
+        """A user's own query, in the engine's dialect (``sysmetrics query``, dashboard)."""
+        return self._rows(statement, {})
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections."""

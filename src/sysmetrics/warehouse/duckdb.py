@@ -1,0 +1,92 @@
+"""The default warehouse: one DuckDB file."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from sysmetrics.warehouse import sql
+from sysmetrics.warehouse.base import Warehouse
+from sysmetrics.warehouse.event_types import duckdb_columns
+
+_TYPES = {
+    "STRING": "VARCHAR",
+    "INT64": "BIGINT",
+    "FLOAT64": "DOUBLE",
+    "TIMESTAMP": "TIMESTAMPTZ",
+    "BOOL": "BOOLEAN",
+}
+_EVENTS_PLACEHOLDER = "__events__"
+
+
+class DuckDBWarehouse(Warehouse):
+    dialect = "duckdb"
+
+    def __init__(self, path: str, read_only: bool = False, filesystem: Any = None) -> None:
+        self.path = path
+        if path != ":memory:" and not read_only:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._con = duckdb.connect(path, read_only=read_only)
+        self._con.execute("SET TimeZone = 'UTC'")
+        if filesystem is not None:
+            self._con.register_filesystem(filesystem)
+        self._lock = threading.Lock()
+
+    def _execute(self, statement: str, params: dict[str, Any]) -> None:
+        with self._lock:
+            self._con.execute(statement, params or None).fetchall()
+
+    def _rows(self, statement: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        with self._lock:
+            cursor = self._con.execute(statement, params or None)
+            names = [d[0] for d in cursor.description or []]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def ensure_tables(self) -> None:
+        for kind, columns in sql.TABLE_COLUMNS.items():
+            body = ", ".join(f"{name} {_TYPES[kind_]}" for name, kind_ in columns)
+            self._execute(f"CREATE TABLE IF NOT EXISTS {self.table(kind)} ({body})", {})
+
+    def load_hour(self, hour: datetime, file_uris: list[str]) -> int:
+        raw = self.table("raw")
+        with self._lock:
+            self._con.execute("BEGIN TRANSACTION")
+            try:
+                self._con.execute(f"DELETE FROM {raw} WHERE hour = $start", {"start": hour})
+                if file_uris:
+                    source = (
+                        "(SELECT *, parse_filename(filename) AS source_file FROM read_json("
+                        f"{_list_literal(file_uris)}, format = 'newline_delimited', "
+                        f"columns = {_columns_literal()}, filename = true))"
+                    )
+                    flatten = self.render(sql.FLATTEN.replace("{events}", _EVENTS_PLACEHOLDER))
+                    statement = f"INSERT INTO {raw} " + flatten.replace(_EVENTS_PLACEHOLDER, source)
+                    self._con.execute(statement, {"start": hour})
+                count = self._con.execute(
+                    f"SELECT COUNT(*) FROM {raw} WHERE hour = $start", {"start": hour}
+                ).fetchall()[0][0]
+                self._con.execute("COMMIT")
+            except BaseException:
+                self._con.execute("ROLLBACK")
+                raise
+        return int(count)
+
+    def close(self) -> None:
+        with self._lock:
+            self._con.close()
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _list_literal(items: list[str]) -> str:
+    return "[" + ", ".join(_quote(i) for i in items) + "]"
+
+
+def _columns_literal() -> str:
+    return "{" + ", ".join(f"{_quote(k)}: {_quote(v)}" for k, v in duckdb_columns().items()) + "}"

@@ -1,0 +1,79 @@
+"""The schema-v1 event as engine column types, derived from the one typed model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec.inspect as mi
+
+from sysmetrics.schema import MetricsEvent
+
+
+def _strip_optional(t: mi.Type) -> mi.Type:
+    if isinstance(t, mi.Metadata):
+        return _strip_optional(t.type)
+    if isinstance(t, mi.UnionType):
+        rest = [x for x in t.types if not isinstance(x, mi.NoneType)]
+        if len(rest) == 1:
+            return _strip_optional(rest[0])
+    return t
+
+
+def _duckdb(t: mi.Type) -> str:
+    t = _strip_optional(t)
+    if isinstance(t, mi.StructType):
+        fields = ", ".join(f'"{f.encode_name}" {_duckdb(f.type)}' for f in t.fields)
+        return f"STRUCT({fields})"
+    if isinstance(t, mi.ListType):
+        return f"{_duckdb(t.item_type)}[]"
+    if isinstance(t, mi.IntType | mi.LiteralType):
+        return "BIGINT"
+    if isinstance(t, mi.FloatType):
+        return "DOUBLE"
+    if isinstance(t, mi.BoolType):
+        return "BOOLEAN"
+    if isinstance(t, mi.DateTimeType):
+        return "TIMESTAMPTZ"
+    if isinstance(t, mi.StrType):
+        return "VARCHAR"
+    raise TypeError(f"no DuckDB type for {t!r}")
+
+
+def duckdb_columns() -> dict[str, str]:
+    """``read_json(columns=...)`` for schema-v1 files: explicit, so no field is dropped or
+    mistyped by sampling (e.g. a ``gpus`` list that is empty in every sampled row)."""
+    info = mi.type_info(MetricsEvent)
+    assert isinstance(info, mi.StructType)
+    return {f.encode_name: _duckdb(f.type) for f in info.fields}
+
+
+def _bigquery_field(name: str, t: mi.Type, mode: str = "NULLABLE") -> dict[str, Any]:
+    t = _strip_optional(t)
+    if isinstance(t, mi.ListType):
+        return _bigquery_field(name, t.item_type, "REPEATED")
+    if isinstance(t, mi.StructType):
+        return {
+            "name": name,
+            "type": "RECORD",
+            "mode": mode,
+            "fields": [_bigquery_field(f.encode_name, f.type) for f in t.fields],
+        }
+    kinds = {
+        mi.IntType: "INT64",
+        mi.LiteralType: "INT64",
+        mi.FloatType: "FLOAT64",
+        mi.BoolType: "BOOL",
+        mi.DateTimeType: "TIMESTAMP",
+        mi.StrType: "STRING",
+    }
+    for kind, bq in kinds.items():
+        if isinstance(t, kind):
+            return {"name": name, "type": bq, "mode": mode}
+    raise TypeError(f"no BigQuery type for {t!r}")
+
+
+def bigquery_schema() -> list[dict[str, Any]]:
+    """The load-job schema (API representation) for schema-v1 NDJSON files."""
+    info = mi.type_info(MetricsEvent)
+    assert isinstance(info, mi.StructType)
+    return [_bigquery_field(f.encode_name, f.type) for f in info.fields]

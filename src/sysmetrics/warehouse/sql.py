@@ -1,0 +1,356 @@
+"""Every warehouse statement, written once in BigQuery Standard SQL.
+
+The DuckDB backend runs the same statements transpiled by sqlglot (``render``); table names are
+written as ``{raw}``, ``{hourly}``… and filled per backend. Parameters are ``@name``.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Final
+
+import sqlglot
+
+EXPECTED_INTERVAL_S: Final = 10
+"""The collector's default sample interval: completeness is measured against it."""
+
+# (column, BigQuery type): the raw table, one row per event, flattened from schema v1.
+RAW_COLUMNS: Final = (
+    ("event_id", "STRING"),
+    ("ts", "TIMESTAMP"),
+    ("hour", "TIMESTAMP"),
+    ("host_id", "STRING"),
+    ("hostname", "STRING"),
+    ("os", "STRING"),
+    ("arch", "STRING"),
+    ("boot_time", "TIMESTAMP"),
+    ("cpu_pct", "FLOAT64"),
+    ("load_1m", "FLOAT64"),
+    ("logical_cores", "INT64"),
+    ("mem_used_pct", "FLOAT64"),
+    ("mem_used_bytes", "INT64"),
+    ("mem_total_bytes", "INT64"),
+    ("swap_used_pct", "FLOAT64"),
+    ("disk_used_pct", "FLOAT64"),
+    ("disk_used_bytes", "INT64"),
+    ("disk_total_bytes", "INT64"),
+    ("disk_read_bytes", "INT64"),
+    ("disk_write_bytes", "INT64"),
+    ("net_bytes_sent", "INT64"),
+    ("net_bytes_recv", "INT64"),
+    ("temp_max_celsius", "FLOAT64"),
+    ("gpu_count", "INT64"),
+    ("gpu_util_pct", "FLOAT64"),
+    ("gpu_mem_used_bytes", "INT64"),
+    ("gpu_temp_max_celsius", "FLOAT64"),
+    ("gpu_power_watts", "FLOAT64"),
+    ("battery_pct", "FLOAT64"),
+    ("battery_health_pct", "FLOAT64"),
+    ("battery_plugged", "BOOL"),
+    ("source_file", "STRING"),
+)
+
+_F, _I, _S, _T = "FLOAT64", "INT64", "STRING", "TIMESTAMP"
+
+HOURLY_COLUMNS: Final = (
+    ("host_id", _S),
+    ("hour", _T),
+    ("hostname", _S),
+    ("samples", _I),
+    ("completeness_pct", _F),
+    ("first_ts", _T),
+    ("last_ts", _T),
+    ("cpu_avg", _F),
+    ("cpu_min", _F),
+    ("cpu_max", _F),
+    ("cpu_p95", _F),
+    ("mem_avg", _F),
+    ("mem_max", _F),
+    ("mem_p95", _F),
+    ("swap_avg", _F),
+    ("swap_max", _F),
+    ("disk_used_avg", _F),
+    ("disk_used_max", _F),
+    ("temp_avg", _F),
+    ("temp_max", _F),
+    ("temp_p95", _F),
+    ("gpu_util_avg", _F),
+    ("gpu_util_max", _F),
+    ("gpu_util_p95", _F),
+    ("gpu_mem_used_max", _I),
+    ("gpu_temp_max", _F),
+    ("gpu_power_avg", _F),
+    ("gpu_power_max", _F),
+    ("net_sent_bytes", _I),
+    ("net_recv_bytes", _I),
+    ("net_sent_rate_avg", _F),
+    ("net_recv_rate_avg", _F),
+    ("net_sent_rate_peak", _F),
+    ("net_recv_rate_peak", _F),
+    ("disk_read_bytes", _I),
+    ("disk_write_bytes", _I),
+    ("disk_read_rate_peak", _F),
+    ("disk_write_rate_peak", _F),
+    ("counter_resets", _I),
+    ("battery_health_pct", _F),
+    ("battery_min_pct", _F),
+)
+"""Hourly per-host aggregates; rates are bytes per second, percentages 0-100."""
+
+TRENDS_COLUMNS: Final = (
+    ("host_id", _S),
+    ("hour", _T),
+    ("cpu_avg", _F),
+    ("cpu_avg_prev_hour", _F),
+    ("cpu_change_vs_prev_hour", _F),
+    ("cpu_avg_same_hour_7d", _F),
+    ("mem_avg", _F),
+    ("mem_avg_prev_hour", _F),
+    ("mem_change_vs_prev_hour", _F),
+    ("mem_avg_same_hour_7d", _F),
+)
+
+ALERTS_COLUMNS: Final = (
+    ("hour", _T),
+    ("host_id", _S),
+    ("hostname", _S),
+    ("rule", _S),
+    ("severity", _S),
+    ("value", _F),
+    ("threshold", _F),
+)
+
+LOADED_FILES_COLUMNS: Final = (("hour", _T), ("file", _S))
+"""The ledger: which lake files each hour's raw rows came from (late files are new names)."""
+
+BATCH_RUNS_COLUMNS: Final = (
+    ("run_at", _T),
+    ("hour", _T),
+    ("complete", "BOOL"),
+    ("files", _I),
+    ("rows_loaded", _I),
+    ("hours_recomputed", _S),
+)
+"""One row per hourly run: a run that timed out waiting for the watermark is complete=false."""
+
+TABLE_COLUMNS: Final = {
+    "raw": RAW_COLUMNS,
+    "loaded_files": LOADED_FILES_COLUMNS,
+    "hourly": HOURLY_COLUMNS,
+    "trends": TRENDS_COLUMNS,
+    "alerts": ALERTS_COLUMNS,
+    "batch_runs": BATCH_RUNS_COLUMNS,
+}
+TABLE_NAMES: Final = {
+    "raw": "raw_metrics",
+    "loaded_files": "loaded_files",
+    "hourly": "hourly_host_metrics",
+    "trends": "hourly_host_trends",
+    "alerts": "alerts",
+    "batch_runs": "batch_runs",
+}
+
+# Flatten schema-v1 events (a table or external source ``{events}``) into RAW_COLUMNS.
+FLATTEN = """
+SELECT
+  CAST(event_id AS STRING) AS event_id,
+  ts,
+  TIMESTAMP_TRUNC(ts, HOUR) AS hour,
+  host.host_id AS host_id,
+  host.hostname AS hostname,
+  host.os AS os,
+  host.arch AS arch,
+  host.boot_time AS boot_time,
+  cpu.utilization_pct AS cpu_pct,
+  cpu.load_1m AS load_1m,
+  cpu.logical_cores AS logical_cores,
+  memory.used_pct AS mem_used_pct,
+  memory.used_bytes AS mem_used_bytes,
+  memory.total_bytes AS mem_total_bytes,
+  swap.used_pct AS swap_used_pct,
+  (SELECT MAX(d.used_pct) FROM UNNEST(disks) AS d) AS disk_used_pct,
+  (SELECT SUM(d.used_bytes) FROM UNNEST(disks) AS d) AS disk_used_bytes,
+  (SELECT SUM(d.total_bytes) FROM UNNEST(disks) AS d) AS disk_total_bytes,
+  disk_io.read_bytes AS disk_read_bytes,
+  disk_io.write_bytes AS disk_write_bytes,
+  network.bytes_sent AS net_bytes_sent,
+  network.bytes_recv AS net_bytes_recv,
+  (SELECT MAX(t.celsius) FROM UNNEST(temperatures) AS t) AS temp_max_celsius,
+  ARRAY_LENGTH(gpus) AS gpu_count,
+  (SELECT AVG(g.utilization_pct) FROM UNNEST(gpus) AS g) AS gpu_util_pct,
+  (SELECT SUM(g.memory_used_bytes) FROM UNNEST(gpus) AS g) AS gpu_mem_used_bytes,
+  (SELECT MAX(g.temperature_celsius) FROM UNNEST(gpus) AS g) AS gpu_temp_max_celsius,
+  (SELECT SUM(g.power_watts) FROM UNNEST(gpus) AS g) AS gpu_power_watts,
+  battery.percent AS battery_pct,
+  battery.health_pct AS battery_health_pct,
+  battery.plugged_in AS battery_plugged,
+  source_file
+FROM {events}
+WHERE ts >= @start AND ts < TIMESTAMP_ADD(@start, INTERVAL 1 HOUR)
+QUALIFY ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY source_file) = 1
+"""
+
+DELETE_HOUR = "DELETE FROM {table} WHERE hour = @start"
+
+# Hourly per-host aggregates for [@start, @start + 1h). Counter deltas look back one hour so
+# the first sample of the hour has a predecessor; a negative delta is a counter reset (reboot,
+# wrap): the new value is then the increase since the reset.
+AGGREGATE = """
+INSERT INTO {hourly}
+WITH samples AS (
+  SELECT
+    *,
+    TIMESTAMP_DIFF(ts, LAG(ts) OVER w, MILLISECOND) / 1000.0 AS dt_s,
+    net_bytes_sent - LAG(net_bytes_sent) OVER w AS d_sent,
+    net_bytes_recv - LAG(net_bytes_recv) OVER w AS d_recv,
+    disk_read_bytes - LAG(disk_read_bytes) OVER w AS d_read,
+    disk_write_bytes - LAG(disk_write_bytes) OVER w AS d_write
+  FROM {raw}
+  WHERE ts >= TIMESTAMP_SUB(@start, INTERVAL 1 HOUR)
+    AND ts < TIMESTAMP_ADD(@start, INTERVAL 1 HOUR)
+  WINDOW w AS (PARTITION BY host_id ORDER BY ts)
+),
+deltas AS (
+  SELECT
+    *,
+    IF(d_sent < 0, net_bytes_sent, d_sent) AS inc_sent,
+    IF(d_recv < 0, net_bytes_recv, d_recv) AS inc_recv,
+    IF(d_read < 0, disk_read_bytes, d_read) AS inc_read,
+    IF(d_write < 0, disk_write_bytes, d_write) AS inc_write,
+    IF(d_sent < 0 OR d_recv < 0 OR d_read < 0 OR d_write < 0, 1, 0) AS is_reset,
+    PERCENTILE_CONT(cpu_pct, 0.95) OVER h AS cpu_p95,
+    PERCENTILE_CONT(mem_used_pct, 0.95) OVER h AS mem_p95,
+    PERCENTILE_CONT(temp_max_celsius, 0.95) OVER h AS temp_p95,
+    PERCENTILE_CONT(gpu_util_pct, 0.95) OVER h AS gpu_util_p95
+  FROM samples
+  WHERE ts >= @start
+  WINDOW h AS (PARTITION BY host_id)
+)
+SELECT
+  host_id,
+  @start AS hour,
+  MAX_BY(hostname, ts) AS hostname,
+  COUNT(*) AS samples,
+  ROUND(100.0 * COUNT(*) / @expected_samples, 2) AS completeness_pct,
+  MIN(ts) AS first_ts,
+  MAX(ts) AS last_ts,
+  AVG(cpu_pct) AS cpu_avg, MIN(cpu_pct) AS cpu_min, MAX(cpu_pct) AS cpu_max,
+  ANY_VALUE(cpu_p95) AS cpu_p95,
+  AVG(mem_used_pct) AS mem_avg, MAX(mem_used_pct) AS mem_max, ANY_VALUE(mem_p95) AS mem_p95,
+  AVG(swap_used_pct) AS swap_avg, MAX(swap_used_pct) AS swap_max,
+  AVG(disk_used_pct) AS disk_used_avg, MAX(disk_used_pct) AS disk_used_max,
+  AVG(temp_max_celsius) AS temp_avg, MAX(temp_max_celsius) AS temp_max,
+  ANY_VALUE(temp_p95) AS temp_p95,
+  AVG(gpu_util_pct) AS gpu_util_avg, MAX(gpu_util_pct) AS gpu_util_max,
+  ANY_VALUE(gpu_util_p95) AS gpu_util_p95,
+  MAX(gpu_mem_used_bytes) AS gpu_mem_used_max, MAX(gpu_temp_max_celsius) AS gpu_temp_max,
+  AVG(gpu_power_watts) AS gpu_power_avg, MAX(gpu_power_watts) AS gpu_power_max,
+  SUM(inc_sent) AS net_sent_bytes, SUM(inc_recv) AS net_recv_bytes,
+  SAFE_DIVIDE(SUM(inc_sent), SUM(IF(inc_sent IS NULL, NULL, dt_s))) AS net_sent_rate_avg,
+  SAFE_DIVIDE(SUM(inc_recv), SUM(IF(inc_recv IS NULL, NULL, dt_s))) AS net_recv_rate_avg,
+  MAX(SAFE_DIVIDE(inc_sent, dt_s)) AS net_sent_rate_peak,
+  MAX(SAFE_DIVIDE(inc_recv, dt_s)) AS net_recv_rate_peak,
+  SUM(inc_read) AS disk_read_bytes, SUM(inc_write) AS disk_write_bytes,
+  MAX(SAFE_DIVIDE(inc_read, dt_s)) AS disk_read_rate_peak,
+  MAX(SAFE_DIVIDE(inc_write, dt_s)) AS disk_write_rate_peak,
+  SUM(is_reset) AS counter_resets,
+  MAX_BY(battery_health_pct, IF(battery_health_pct IS NULL, NULL, ts)) AS battery_health_pct,
+  MIN(battery_pct) AS battery_min_pct
+FROM deltas
+GROUP BY host_id
+"""
+
+# Change vs the previous hour and vs the same hour of day over the host's last 7 days.
+TRENDS = """
+INSERT INTO {trends}
+SELECT
+  cur.host_id,
+  cur.hour,
+  cur.cpu_avg,
+  prev.cpu_avg AS cpu_avg_prev_hour,
+  cur.cpu_avg - prev.cpu_avg AS cpu_change_vs_prev_hour,
+  (SELECT AVG(d.cpu_avg) FROM {hourly} AS d
+   WHERE d.host_id = cur.host_id AND d.hour < cur.hour
+     AND d.hour >= TIMESTAMP_SUB(cur.hour, INTERVAL 7 DAY)
+     AND EXTRACT(HOUR FROM d.hour) = EXTRACT(HOUR FROM cur.hour)) AS cpu_avg_same_hour_7d,
+  cur.mem_avg,
+  prev.mem_avg AS mem_avg_prev_hour,
+  cur.mem_avg - prev.mem_avg AS mem_change_vs_prev_hour,
+  (SELECT AVG(d.mem_avg) FROM {hourly} AS d
+   WHERE d.host_id = cur.host_id AND d.hour < cur.hour
+     AND d.hour >= TIMESTAMP_SUB(cur.hour, INTERVAL 7 DAY)
+     AND EXTRACT(HOUR FROM d.hour) = EXTRACT(HOUR FROM cur.hour)) AS mem_avg_same_hour_7d
+FROM {hourly} AS cur
+LEFT JOIN {hourly} AS prev
+  ON prev.host_id = cur.host_id AND prev.hour = TIMESTAMP_SUB(cur.hour, INTERVAL 1 HOUR)
+WHERE cur.hour = @start
+"""
+
+# Threshold rules, a silent-host rule and a z-score anomaly flag against the host's own
+# baseline (the previous 168 hours, at least 24 of them).
+ALERTS = """
+INSERT INTO {alerts}
+WITH cur AS (SELECT * FROM {hourly} WHERE hour = @start),
+baseline AS (
+  SELECT host_id, AVG(cpu_avg) AS mean_cpu, STDDEV_SAMP(cpu_avg) AS sd_cpu, COUNT(*) AS n
+  FROM {hourly}
+  WHERE hour < @start AND hour >= TIMESTAMP_SUB(@start, INTERVAL 168 HOUR)
+  GROUP BY host_id
+),
+recent_hosts AS (
+  SELECT host_id, MAX_BY(hostname, hour) AS hostname FROM {hourly}
+  WHERE hour < @start AND hour >= TIMESTAMP_SUB(@start, INTERVAL 24 HOUR)
+  GROUP BY host_id
+),
+rules AS (
+  SELECT host_id, hostname, 'cpu_p95_high' AS rule, 'warning' AS severity,
+         cpu_p95 AS value, @cpu_p95 AS threshold FROM cur WHERE cpu_p95 > @cpu_p95
+  UNION ALL
+  SELECT host_id, hostname, 'disk_full', 'critical', disk_used_max, @disk_pct
+  FROM cur WHERE disk_used_max > @disk_pct
+  UNION ALL
+  SELECT host_id, hostname, 'temperature_high', 'critical', temp_max, @temperature
+  FROM cur WHERE temp_max > @temperature
+  UNION ALL
+  SELECT host_id, hostname, 'battery_worn', 'info', battery_health_pct, @battery_health
+  FROM cur WHERE battery_health_pct < @battery_health
+  UNION ALL
+  SELECT host_id, hostname, 'low_completeness', 'warning', completeness_pct, @completeness
+  FROM cur WHERE completeness_pct < @completeness
+  UNION ALL
+  SELECT r.host_id, r.hostname, 'host_silent', 'critical', 0.0, 0.0
+  FROM recent_hosts AS r LEFT JOIN cur ON cur.host_id = r.host_id WHERE cur.host_id IS NULL
+  UNION ALL
+  SELECT cur.host_id, cur.hostname, 'cpu_anomaly', 'warning',
+         ROUND((cur.cpu_avg - b.mean_cpu) / b.sd_cpu, 2), @zscore
+  FROM cur JOIN baseline AS b ON b.host_id = cur.host_id
+  WHERE b.n >= 24 AND b.sd_cpu > 0 AND ABS(cur.cpu_avg - b.mean_cpu) / b.sd_cpu > @zscore
+)
+SELECT @start AS hour, host_id, hostname, rule, severity, value, threshold FROM rules
+"""
+
+# Data-quality checks: each returns the number of offending rows for hour @start.
+QUALITY_CHECKS = {
+    "negative byte totals or rates": """
+        SELECT COUNT(*) FROM {hourly} WHERE hour = @start AND (
+          net_sent_bytes < 0 OR net_recv_bytes < 0 OR disk_read_bytes < 0
+          OR disk_write_bytes < 0 OR net_sent_rate_peak < 0 OR net_recv_rate_peak < 0)""",
+    "completeness above 100 %": """
+        SELECT COUNT(*) FROM {hourly} WHERE hour = @start AND completeness_pct > 100""",
+    "percent values outside 0-100": """
+        SELECT COUNT(*) FROM {hourly} WHERE hour = @start AND (
+          cpu_max > 100 OR cpu_min < 0 OR mem_max > 100 OR disk_used_max > 100)""",
+    "duplicate event_id in the raw table": """
+        SELECT COUNT(*) - COUNT(DISTINCT event_id) FROM {raw} WHERE hour = @start""",
+    "raw rows outside their hour": """
+        SELECT COUNT(*) FROM {raw} WHERE hour = @start
+          AND (ts < @start OR ts >= TIMESTAMP_ADD(@start, INTERVAL 1 HOUR))""",
+}
+
+
+@cache
+def render(sql: str, dialect: str) -> str:
+    """The statement in the backend's dialect (identity for BigQuery)."""
+    if dialect == "bigquery":
+        return sql
+    return sqlglot.transpile(sql, read="bigquery", write=dialect)[0]

@@ -1,0 +1,219 @@
+"""The hourly job on small generated lakes, against a real DuckDB, with hand-computed values."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sysmetrics.batch.hourly import DataQualityError, run_hour
+from sysmetrics.config import Settings
+from sysmetrics.lake.store import LakeStore
+from sysmetrics.warehouse.duckdb import DuckDBWarehouse
+from tests.support.lakes import HOUR14, LakeBuilder, event, steady_host
+
+H = timedelta(hours=1)
+
+
+@pytest.fixture
+def lake(settings: Settings) -> LakeBuilder:
+    return LakeBuilder(Path(settings.lake_url))
+
+
+@pytest.fixture
+def wh(settings: Settings):  # type: ignore[no-untyped-def]
+    warehouse = DuckDBWarehouse(settings.warehouse_url)
+    yield warehouse
+    warehouse.close()
+
+
+def run(settings: Settings, wh: DuckDBWarehouse, hour=HOUR14):  # type: ignore[no-untyped-def]
+    return run_hour(settings, wh, LakeStore(settings.lake_url), hour)
+
+
+def hourly(wh: DuckDBWarehouse, host: str, hour: datetime = HOUR14) -> dict[str, Any]:
+    rows = wh.rows(
+        "SELECT * FROM {hourly} WHERE host_id = @host AND hour = @start", host=host, start=hour
+    )
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
+def detail_host() -> list:  # type: ignore[type-arg]
+    """6 samples, 10 s apart; the network counter resets (reboot) at the 4th."""
+    cpu = [10, 20, 30, 40, 50, 60]
+    sent = [1000, 2000, 3500, 500, 1500, 2500]
+    return [
+        event("detail", HOUR14 + timedelta(seconds=10 * i), cpu[i], sent=sent[i], recv=0, seq=i)
+        for i in range(6)
+    ]
+
+
+def test_hourly_aggregates_match_hand_computed_values(
+    settings: Settings, wh: DuckDBWarehouse, lake: LakeBuilder
+) -> None:
+    lake.add_batch(detail_host())
+    result = run(settings, wh)
+    assert (result.files, result.rows) == (1, 6)
+    row = hourly(wh, "detail")
+    assert row["samples"] == 6
+    assert row["completeness_pct"] == pytest.approx(100 * 6 / 360, abs=0.01)
+    assert row["cpu_avg"] == pytest.approx(35.0)
+    assert (row["cpu_min"], row["cpu_max"]) == (10.0, 60.0)
+    assert row["cpu_p95"] == pytest.approx(57.5)  # exact: 50 + 0.75 * (60 - 50)
+    # deltas 1000, 1500, reset -> +500, 1000, 1000
+    assert row["net_sent_bytes"] == 5000
+    assert row["counter_resets"] == 1
+    assert row["net_sent_rate_peak"] == pytest.approx(150.0)
+    assert row["net_sent_rate_avg"] == pytest.approx(100.0)
+    assert row["temp_max"] == 50.0
+    assert row["hostname"] == "detail.example"
+
+
+def test_counter_deltas_reach_back_into_the_previous_hour(
+    settings: Settings, wh: DuckDBWarehouse, lake: LakeBuilder
+) -> None:
+    before = event("h", HOUR14 - timedelta(seconds=10), 5, sent=10_000, seq=0)
+    after = event("h", HOUR14, 5, sent=12_000, seq=1)
+    lake.add_batch([before, after])
+    run(settings, wh, HOUR14 - H)
+    run(settings, wh)
+    assert hourly(wh, "h")["net_sent_bytes"] == 2000
+
+
+def test_a_hot_host_alerts_and_a_normal_host_raises_none(
+    settings: Settings, wh: DuckDBWarehouse, lake: LakeBuilder
+) -> None:
+    lake.add_batch(steady_host("normal", HOUR14, cpu=20.0, temp=55.0))
+    lake.add_batch(steady_host("hot", HOUR14, cpu=97.0, temp=91.0))
+    run(settings, wh)
+    alerts = wh.native_query("SELECT host_id, rule, value FROM alerts ORDER BY host_id, rule")
+    assert {(a["host_id"], a["rule"]) for a in alerts} == {
+        ("hot", "cpu_p95_high"),
+        ("hot", "temperature_high"),
+    }
+    assert hourly(wh, "normal")["completeness_pct"] == 100.0
+
+
+def test_worn_battery_silent_host_and_low_completeness_alerts(
+    settings: Settings, wh: DuckDBWarehouse, lake: LakeBuilder
+) -> None:
+    lake.add_batch(steady_host("gone", HOUR14 - H, cpu=10.0))
+    lake.add_batch(
+        [
+            event("laptop", HOUR14 + timedelta(seconds=10 * i), 10, battery_health=72.5, seq=i)
+            for i in range(100)
+        ]
+    )
+    run(settings, wh, HOUR14 - H)
+    run(settings, wh)
+    rules = {
+        (a["host_id"], a["rule"]): a["value"]
+        for a in wh.native_query(
+            f"SELECT host_id, rule, value FROM alerts WHERE hour = '{HOUR14.isoformat()}'"
+        )
+    }
+    assert rules[("laptop", "battery_worn")] == 72.5
+    assert rules[("laptop", "low_completeness")] == pytest.approx(27.78, abs=0.01)
+    assert ("gone", "host_silent") in rules
+
+
+def test_cpu_anomaly_against_the_hosts_own_baseline(
+    settings: Settings, wh: DuckDBWarehouse, lake: LakeBuilder
+) -> None:
+    for back in range(30, 0, -1):
+        hour = HOUR14 - back * H
+        lake.add_batch(steady_host("db", hour, cpu=20.0 + (back % 3), samples=36, interval_s=100))
+    lake.add_batch(steady_host("db", HOUR14, cpu=60.0, samples=36, interval_s=100))
+    settings = settings.model_copy(update={"lookback_hours": 48, "alert_completeness_pct": 0.0})
+    run(settings, wh)
+    rules = [
+        a["rule"]
+        for a in wh.native_query(f"SELECT rule FROM alerts WHERE hour = '{HOUR14.isoformat()}'")
+    ]
+    assert rules == ["cpu_anomaly"]
+
+
+def test_a_late_file_changes_an_already_aggregated_hour(
+    settings: Settings, wh: DuckDBWarehouse, lake: LakeBuilder
+) -> None:
+    lake.add_batch(detail_host())
+    run(settings, wh)
+    assert hourly(wh, "detail")["samples"] == 6
+    late = [event("detail", HOUR14 + timedelta(minutes=30), 99, sent=9000, seq=50)]
+    lake.add_batch(late)
+    result = run(settings, wh, HOUR14 + H)  # the next hour's run finds the late file
+    assert HOUR14 in result.recomputed
+    row = hourly(wh, "detail")
+    assert row["samples"] == 7
+    assert row["cpu_max"] == 99.0
+
+
+def test_duplicate_events_across_files_load_once(
+    settings: Settings, wh: DuckDBWarehouse, lake: LakeBuilder
+) -> None:
+    events = detail_host()
+    lake.add_batch(events)
+    lake.add_batch(events[2:])  # e.g. a producer retry that reached Kafka twice
+    result = run(settings, wh)
+    assert result.rows == 6
+    assert hourly(wh, "detail")["samples"] == 6
+
+
+def checksums(wh: DuckDBWarehouse) -> dict[str, tuple[int, str]]:
+    out = {}
+    for table in (
+        "raw_metrics",
+        "loaded_files",
+        "hourly_host_metrics",
+        "hourly_host_trends",
+        "alerts",
+    ):
+        row = wh.native_query(
+            f"SELECT COUNT(*) AS n, md5(COALESCE(string_agg(CAST(t AS VARCHAR), '|' "
+            f"ORDER BY CAST(t AS VARCHAR)), '')) AS sum FROM {table} AS t"
+        )[0]
+        out[table] = (row["n"], row["sum"])
+    return out
+
+
+def test_running_an_hour_three_times_gives_identical_tables(
+    settings: Settings, wh: DuckDBWarehouse, lake: LakeBuilder
+) -> None:
+    lake.add_batch(steady_host("a", HOUR14 - H, cpu=30.0) + steady_host("a", HOUR14, cpu=35.0))
+    lake.add_batch(steady_host("b", HOUR14, cpu=95.0, temp=90.0) + detail_host())
+    run(settings, wh, HOUR14 - H)
+    run(settings, wh)
+    first = checksums(wh)
+    assert first["raw_metrics"][0] == 360 * 3 + 6
+    run(settings, wh)
+    run(settings, wh)
+    assert checksums(wh) == first
+
+
+def test_out_of_order_runs_converge_to_the_in_order_tables(
+    settings: Settings, tmp_path: Path, lake: LakeBuilder
+) -> None:
+    lake.add_batch(steady_host("a", HOUR14 - H, cpu=30.0) + steady_host("a", HOUR14, cpu=50.0))
+    in_order = DuckDBWarehouse(str(tmp_path / "in_order.duckdb"))
+    run(settings, in_order, HOUR14 - H)
+    run(settings, in_order)
+    backwards = DuckDBWarehouse(str(tmp_path / "backwards.duckdb"))
+    run(settings.model_copy(update={"lookback_hours": 0}), backwards)
+    run(settings, backwards, HOUR14 - H)
+    assert checksums(backwards) == checksums(in_order)
+    trend = backwards.native_query(
+        "SELECT cpu_change_vs_prev_hour AS c FROM hourly_host_trends "
+        f"WHERE hour = '{HOUR14.isoformat()}'"
+    )
+    assert trend[0]["c"] == pytest.approx(20.0)
+
+
+def test_impossible_aggregates_fail_the_run_loudly(
+    settings: Settings, wh: DuckDBWarehouse, lake: LakeBuilder
+) -> None:
+    lake.add_batch(steady_host("fast", HOUR14, cpu=10.0, samples=400, interval_s=9))
+    with pytest.raises(DataQualityError, match="completeness above 100"):
+        run(settings, wh)
