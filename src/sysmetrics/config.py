@@ -71,6 +71,7 @@ class Settings(BaseSettings):
     bigquery_endpoint: str | None = Field(None, description="BigQuery API endpoint (emulator)")
     lookback_hours: int = Field(24, ge=0, description="late-data look-back of the hourly run")
     watermark_grace_s: float = Field(120.0, ge=0, description="wait after hour end")
+    dag_retries: int = Field(3, ge=0, description="Airflow task retries (exponential backoff)")
     alert_cpu_p95_pct: float = 90.0
     alert_disk_used_pct: float = 90.0
     alert_temperature_celsius: float = 85.0

@@ -95,25 +95,32 @@ def load(wh: Warehouse, store: LakeStore, topic: str, hour: datetime) -> tuple[i
     return len(files), rows
 
 
-def check_quality(wh: Warehouse, hour: datetime) -> None:
+def _check(wh: Warehouse, checks: dict[str, str], hour: datetime) -> None:
     failures = {
-        name: bad
-        for name, check in sql.QUALITY_CHECKS.items()
-        if (bad := wh.scalar(check, start=hour))
+        name: bad for name, check in checks.items() if (bad := wh.scalar(check, start=hour))
     }
     if failures:
         detail = "; ".join(f"{name}: {count} rows" for name, count in failures.items())
         raise DataQualityError(f"hour {hour:%Y-%m-%dT%H}Z failed data-quality checks: {detail}")
 
 
-def aggregate(wh: Warehouse, hour: datetime, interval_s: float) -> None:
-    wh.execute(sql.DELETE_HOUR.replace("{table}", "{hourly}"), start=hour)
-    wh.execute(sql.AGGREGATE, start=hour, expected_samples=int(3600 / interval_s))
+def check_raw(wh: Warehouse, hours: list[datetime]) -> None:
+    for hour in hours:
+        _check(wh, sql.RAW_CHECKS, hour)
 
 
-def trends(wh: Warehouse, hour: datetime) -> None:
-    wh.execute(sql.DELETE_HOUR.replace("{table}", "{trends}"), start=hour)
-    wh.execute(sql.TRENDS, start=hour)
+def aggregate(wh: Warehouse, hours: list[datetime], interval_s: float) -> None:
+    """Hourly aggregates, then the checks they must pass before anyone reads them."""
+    for hour in hours:
+        wh.execute(sql.DELETE_HOUR.replace("{table}", "{hourly}"), start=hour)
+        wh.execute(sql.AGGREGATE, start=hour, expected_samples=int(3600 / interval_s))
+        _check(wh, sql.AGGREGATE_CHECKS, hour)
+
+
+def trends(wh: Warehouse, hours: list[datetime]) -> None:
+    for hour in hours:
+        wh.execute(sql.DELETE_HOUR.replace("{table}", "{trends}"), start=hour)
+        wh.execute(sql.TRENDS, start=hour)
 
 
 def alert_params(settings: Settings) -> dict[str, Any]:
@@ -127,17 +134,10 @@ def alert_params(settings: Settings) -> dict[str, Any]:
     }
 
 
-def alerts(wh: Warehouse, hour: datetime, settings: Settings) -> None:
-    wh.execute(sql.DELETE_HOUR.replace("{table}", "{alerts}"), start=hour)
-    wh.execute(sql.ALERTS, start=hour, **alert_params(settings))
-
-
-def compute_hour(wh: Warehouse, hour: datetime, settings: Settings) -> None:
-    """Everything after the load, for one hour: quality, aggregates, trends, alerts."""
-    aggregate(wh, hour, settings.sample_interval_s)
-    check_quality(wh, hour)
-    trends(wh, hour)
-    alerts(wh, hour, settings)
+def alerts(wh: Warehouse, hours: list[datetime], settings: Settings) -> None:
+    for hour in hours:
+        wh.execute(sql.DELETE_HOUR.replace("{table}", "{alerts}"), start=hour)
+        wh.execute(sql.ALERTS, start=hour, **alert_params(settings))
 
 
 # ---------------------------------------------------------------------------- the run
@@ -158,17 +158,53 @@ def hours_with_new_files(
     return late
 
 
+def load_with_late_data(
+    settings: Settings, wh: Warehouse, store: LakeStore, hour: datetime
+) -> tuple[list[datetime], int, int]:
+    """Load ``hour`` and every late hour of the look-back window; return the hours whose
+    tables must be (re)computed, and hour's own (files, rows)."""
+    wh.ensure_tables()
+    late = hours_with_new_files(wh, store, settings.topic, hour, settings.lookback_hours)
+    files = rows = 0
+    for h in sorted({hour, *late}):
+        loaded_files, loaded_rows = load(wh, store, settings.topic, h)
+        if h == hour:
+            files, rows = loaded_files, loaded_rows
+        else:
+            log.info(
+                "late data: reloaded %s (%d files, %d rows)",
+                f"{h:%Y-%m-%dT%H}Z",
+                loaded_files,
+                loaded_rows,
+            )
+    # The hour after a reloaded hour has counter deltas and trends that depend on it: recompute
+    # it too when it was computed before (late data, or hours run out of order).
+    loaded = {hour, *late}
+    following = {h + HOUR for h in loaded if h + HOUR not in loaded and _computed(wh, h + HOUR)}
+    return sorted(loaded | following), files, rows
+
+
+def record_run(wh: Warehouse, result: HourResult, run_at: datetime) -> None:
+    wh.execute(
+        "INSERT INTO {batch_runs} VALUES (@run_at, @start, @complete, @files, @rows, @recomputed)",
+        run_at=run_at,
+        start=result.hour,
+        complete=result.complete,
+        files=result.files,
+        rows=result.rows,
+        recomputed=",".join(f"{h:%Y-%m-%dT%H}" for h in result.recomputed),
+    )
+
+
 def run_hour(
     settings: Settings,
     wh: Warehouse,
     store: LakeStore,
     hour: datetime,
     wait_timeout_s: float = 0.0,
-    now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> HourResult:
     """The whole hourly job for [hour, hour+1h), plus late data of the look-back window."""
     hour = hour_floor(hour)
-    wh.ensure_tables()
     result = HourResult(hour)
     if wait_timeout_s > 0:
         result.complete = wait_for_watermark(
@@ -180,30 +216,12 @@ def run_hour(
     else:
         complete = lake_complete_before(store, settings.topic)
         result.complete = complete is not None and complete >= hour + HOUR
-    late = hours_with_new_files(wh, store, settings.topic, hour, settings.lookback_hours)
-    # The hour after a reloaded hour has counter deltas and trends that depend on it: recompute
-    # it too when it was computed before (late data, or hours run out of order).
-    loaded = {hour, *late}
-    following = {h + HOUR for h in loaded if h + HOUR not in loaded and _computed(wh, h + HOUR)}
-    to_compute = sorted(loaded | following)
-    for h in sorted({hour, *late}):
-        files, rows = load(wh, store, settings.topic, h)
-        if h == hour:
-            result.files, result.rows = files, rows
-        if h != hour:
-            log.info("late data: reloaded %s (%d files, %d rows)", f"{h:%Y-%m-%dT%H}Z", files, rows)
-    for h in to_compute:
-        compute_hour(wh, h, settings)
-    result.recomputed = to_compute
-    wh.execute(
-        "INSERT INTO {batch_runs} VALUES (@run_at, @start, @complete, @files, @rows, @recomputed)",
-        run_at=now(),
-        start=hour,
-        complete=result.complete,
-        files=result.files,
-        rows=result.rows,
-        recomputed=",".join(f"{h:%Y-%m-%dT%H}" for h in to_compute),
-    )
+    result.recomputed, result.files, result.rows = load_with_late_data(settings, wh, store, hour)
+    check_raw(wh, result.recomputed)
+    aggregate(wh, result.recomputed, settings.sample_interval_s)
+    trends(wh, result.recomputed)
+    alerts(wh, result.recomputed, settings)
+    record_run(wh, result, datetime.now(UTC))
     return result
 
 

@@ -330,7 +330,16 @@ SELECT @start AS hour, host_id, hostname, rule, severity, value, threshold FROM 
 """
 
 # Data-quality checks: each returns the number of offending rows for hour @start.
-QUALITY_CHECKS = {
+RAW_CHECKS = {
+    "duplicate event_id in the raw table": """
+        SELECT COUNT(*) - COUNT(DISTINCT event_id) FROM {raw} WHERE hour = @start""",
+    "raw rows outside their hour": """
+        SELECT COUNT(*) FROM {raw} WHERE hour = @start
+          AND (ts < @start OR ts >= TIMESTAMP_ADD(@start, INTERVAL 1 HOUR))""",
+    "raw rows without host_id or ts": """
+        SELECT COUNT(*) FROM {raw} WHERE hour = @start AND (host_id IS NULL OR ts IS NULL)""",
+}
+AGGREGATE_CHECKS = {
     "negative byte totals or rates": """
         SELECT COUNT(*) FROM {hourly} WHERE hour = @start AND (
           net_sent_bytes < 0 OR net_recv_bytes < 0 OR disk_read_bytes < 0
@@ -340,11 +349,6 @@ QUALITY_CHECKS = {
     "percent values outside 0-100": """
         SELECT COUNT(*) FROM {hourly} WHERE hour = @start AND (
           cpu_max > 100 OR cpu_min < 0 OR mem_max > 100 OR disk_used_max > 100)""",
-    "duplicate event_id in the raw table": """
-        SELECT COUNT(*) - COUNT(DISTINCT event_id) FROM {raw} WHERE hour = @start""",
-    "raw rows outside their hour": """
-        SELECT COUNT(*) FROM {raw} WHERE hour = @start
-          AND (ts < @start OR ts >= TIMESTAMP_ADD(@start, INTERVAL 1 HOUR))""",
 }
 
 

@@ -1,0 +1,84 @@
+"""The hourly job's steps as plain functions of ISO hour strings (what Airflow passes in XCom).
+
+Each opens the configured warehouse and lake itself, so a step can run in any worker process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+
+from sysmetrics.batch import hourly
+from sysmetrics.config import Settings, load_settings
+from sysmetrics.lake.store import LakeStore
+from sysmetrics.warehouse import open_warehouse
+from sysmetrics.warehouse.base import Warehouse
+
+
+@contextmanager
+def _warehouse(settings: Settings) -> Iterator[Warehouse]:
+    wh = open_warehouse(settings)
+    try:
+        wh.ensure_tables()
+        yield wh
+    finally:
+        wh.close()
+
+
+def _store(settings: Settings) -> LakeStore:
+    return LakeStore(settings.lake_url, settings.gcs_endpoint, settings.gcp_project)
+
+
+def _hours(hours: list[str]) -> list[datetime]:
+    return [datetime.fromisoformat(h) for h in hours]
+
+
+def wait_for_lake(hour: str, timeout_s: float) -> bool:
+    """True when the lake watermark passed hour + 1 h + grace; False after ``timeout_s``."""
+    settings = load_settings()
+    until = datetime.fromisoformat(hour) + timedelta(hours=1, seconds=settings.watermark_grace_s)
+    return hourly.wait_for_watermark(_store(settings), settings.topic, until, timeout_s)
+
+
+def load(hour: str) -> dict[str, object]:
+    settings = load_settings()
+    with _warehouse(settings) as wh:
+        todo, files, rows = hourly.load_with_late_data(
+            settings, wh, _store(settings), datetime.fromisoformat(hour)
+        )
+    return {"hours": [h.isoformat() for h in todo], "files": files, "rows": rows}
+
+
+def check_raw(hours: list[str]) -> None:
+    with _warehouse(load_settings()) as wh:
+        hourly.check_raw(wh, _hours(hours))
+
+
+def aggregate(hours: list[str]) -> None:
+    settings = load_settings()
+    with _warehouse(settings) as wh:
+        hourly.aggregate(wh, _hours(hours), settings.sample_interval_s)
+
+
+def trends(hours: list[str]) -> None:
+    with _warehouse(load_settings()) as wh:
+        hourly.trends(wh, _hours(hours))
+
+
+def alerts(hours: list[str]) -> None:
+    settings = load_settings()
+    with _warehouse(settings) as wh:
+        hourly.alerts(wh, _hours(hours), settings)
+
+
+def record_run(hour: str, complete: bool, loaded: dict[str, object]) -> None:
+    result = hourly.HourResult(
+        hour=datetime.fromisoformat(hour),
+        complete=complete,
+        files=int(loaded["files"]),  # type: ignore[call-overload]
+        rows=int(loaded["rows"]),  # type: ignore[call-overload]
+        recomputed=_hours(loaded["hours"]),  # type: ignore[arg-type]
+    )
+    with _warehouse(load_settings()) as wh:
+        hourly.record_run(wh, result, datetime.now(UTC))

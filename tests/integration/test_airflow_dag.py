@@ -1,0 +1,119 @@
+"""The real Airflow 3 DAG, run with ``dag.test()`` against a generated lake and DuckDB."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sysmetrics.warehouse.duckdb import DuckDBWarehouse
+from tests.support.lakes import HOUR14, LakeBuilder, event, steady_host
+
+airflow = pytest.importorskip("airflow", reason="install the 'airflow' extra to test the DAG")
+DAGS = Path(__file__).resolve().parents[2] / "src" / "sysmetrics" / "orchestration" / "dags"
+
+
+@pytest.fixture(scope="module")
+def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    home = tmp_path_factory.mktemp("airflow")
+    saved = dict(os.environ)
+    os.environ.update(
+        AIRFLOW_HOME=str(home),
+        AIRFLOW__CORE__DAGS_FOLDER=str(DAGS),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__CORE__UNIT_TEST_MODE="True",
+    )
+    from airflow.utils import db
+
+    db.resetdb()
+    yield home
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def hourly_dag() -> Any:
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+
+    bag = DagBag(dag_folder=str(DAGS))
+    assert not bag.import_errors, bag.import_errors
+    DagBundlesManager().sync_bundles_to_db()
+    sync_bag_to_db(bag, "dags-folder", None)  # dag.test() runs the serialized DAG
+    return bag.dags["machine_metrics_hourly"]
+
+
+def test_dag_imports_with_the_expected_tasks(airflow_home: Path) -> None:
+    dag = hourly_dag()
+    assert set(dag.task_ids) == {
+        "wait_for_lake",
+        "load",
+        "check_raw",
+        "aggregate",
+        "trends",
+        "alerts",
+        "record_run",
+    }
+    assert dag.get_task("aggregate").retries == 3
+
+
+def test_dag_run_builds_the_hour_and_is_idempotent(
+    airflow_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lake = tmp_path / "lake"
+    warehouse = tmp_path / "warehouse.duckdb"
+    monkeypatch.setenv("SYSMETRICS_LAKE_URL", str(lake))
+    monkeypatch.setenv("SYSMETRICS_WAREHOUSE_URL", str(warehouse))
+    monkeypatch.setenv("SYSMETRICS_WATERMARK_GRACE_S", "0")
+    monkeypatch.setenv("SYSMETRICS_DAG_RETRIES", "0")  # fail fast in tests
+    builder = LakeBuilder(lake)
+    builder.add_batch(steady_host("web-1", HOUR14, cpu=25.0, samples=300))
+    builder.add_batch(steady_host("gpu-9", HOUR14, cpu=96.0, temp=92.0))
+    # The writers' watermark says the lake is complete well past the hour.
+    marks = lake / "_watermarks" / "machine_metrics"
+    marks.mkdir(parents=True)
+    (marks / "p0000.json").write_text(
+        '{"partition": 0, "committed_offset": 720, '
+        f'"complete_before": "{(HOUR14 + timedelta(hours=2)).isoformat()}"}}'
+    )
+    dag = hourly_dag()
+    # CronTriggerTimetable(interval=1h): the run triggered at 15:00 covers [14:00, 15:00).
+    run = dag.test(logical_date=HOUR14 + timedelta(hours=1))
+    assert run.state == "success"
+
+    def tables() -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        wh = DuckDBWarehouse(str(warehouse), read_only=True)
+        try:
+            hourly = [
+                tuple(r.values())
+                for r in wh.native_query(
+                    "SELECT host_id, hour, samples, cpu_avg, cpu_p95 FROM hourly_host_metrics "
+                    "ORDER BY host_id"
+                )
+            ]
+            alerts = [
+                tuple(r.values())
+                for r in wh.native_query("SELECT host_id, rule FROM alerts ORDER BY host_id, rule")
+            ]
+        finally:
+            wh.close()
+        return hourly, alerts
+
+    hourly, alerts = tables()
+    assert [(h[0], h[1], h[2], h[3]) for h in hourly] == [
+        ("gpu-9", datetime(2026, 11, 27, 14, tzinfo=UTC), 360, 96.0),
+        ("web-1", datetime(2026, 11, 27, 14, tzinfo=UTC), 300, 25.0),
+    ]
+    assert alerts == [("gpu-9", "cpu_p95_high"), ("gpu-9", "temperature_high")]
+
+    # A late file for hour 14, then the same DAG run again: the hour is rebuilt, not appended.
+    builder.add_batch([event("web-1", HOUR14 + timedelta(seconds=5), 25.0, seq=999)])
+    rerun = dag.test(logical_date=HOUR14 + timedelta(hours=1))
+    assert rerun.state == "success"
+    hourly_again, alerts_again = tables()
+    assert hourly_again[1][2] == 301 and hourly_again[0] == hourly[0]
+    assert alerts_again == alerts
+    assert len(hourly_again) == len(hourly)
