@@ -76,11 +76,12 @@ def machine_metrics_hourly() -> None:
         assert data_interval_start is not None
         tasks.record_run(data_interval_start.isoformat(), complete, loaded)
 
+    # TaskFlow passes XComArgs where the functions declare their runtime types.
     complete = wait_for_lake()
     loaded = load()
     complete >> loaded
-    done = alerts(trends(aggregate(check_raw(loaded))))
-    record_run(complete, loaded, done)
+    done = alerts(trends(aggregate(check_raw(loaded))))  # type: ignore[arg-type]
+    record_run(complete, loaded, done)  # type: ignore[arg-type]
 
 
 machine_metrics_hourly()
