@@ -424,5 +424,143 @@ def query(ctx: Context, statement: str, as_json: bool) -> None:
     Console().print(table)
 
 
+# --------------------------------------------------------------------------- dashboard
+@cli.command()
+@click.option("--host", help="Interface to listen on [SYSMETRICS_DASHBOARD_HOST=127.0.0.1].")
+@click.option("--port", type=int, help="Port [SYSMETRICS_DASHBOARD_PORT=8050].")
+@pass_ctx
+def dashboard(ctx: Context, host: str | None, port: int | None) -> None:
+    """Serve the dashboard: fleet overview, per-host charts, alerts (no external assets)."""
+    from sysmetrics.dashboard.app import serve
+
+    settings = ctx.settings
+    click.echo(
+        f"dashboard on http://{host or settings.dashboard_host}:{port or settings.dashboard_port}"
+    )
+    serve(settings, host, port)
+
+
+# --------------------------------------------------------------------------- up
+@cli.command()
+@click.option(
+    "--simulate",
+    "simulate_hosts",
+    default=0,
+    show_default=True,
+    help="Also run a simulated fleet of N hosts in real time.",
+)
+@click.option(
+    "--demo",
+    is_flag=True,
+    help="Short intervals (flush every 10 s, tables every 20 s) to see data at once.",
+)
+@click.option("--no-dashboard", is_flag=True, help="Do not start the dashboard.")
+@click.option("--no-collect", is_flag=True, help="Do not collect this machine's metrics.")
+@click.option("--for", "run_for", type=float, help="Stop by itself after N seconds.")
+@pass_ctx
+def up(
+    ctx: Context,
+    simulate_hosts: int,
+    demo: bool,
+    no_dashboard: bool,
+    no_collect: bool,
+    run_for: float | None,
+) -> None:
+    """Run the whole pipeline here: embedded broker, collector, lake writer, hourly job and
+    dashboard, with a live status. Ctrl-C stops everything cleanly."""
+    import signal
+    import time
+
+    from rich.live import Live
+    from rich.table import Table
+
+    from sysmetrics.orchestration.local import LocalPipeline
+    from sysmetrics.stream.broker import BrokerError
+
+    settings = ctx.settings
+    refresh = 60.0
+    if demo:
+        settings = settings.model_copy(update={"flush_seconds": 10.0})
+        refresh = 20.0
+    pipeline = LocalPipeline(
+        settings,
+        simulate_hosts,
+        collect=not no_collect,
+        dashboard=not no_dashboard,
+        scheduler_refresh_s=refresh,
+    )
+    stopping = {"now": False}
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stopping["now"] = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        pipeline.start()
+    except BrokerError as exc:
+        pipeline.shutdown()
+        raise click.ClickException(str(exc)) from None
+
+    def table() -> Table:
+        t = Table(title="sysmetrics up  (Ctrl-C stops everything)", expand=False)
+        for column in ("component", "state", "detail"):
+            t.add_column(column)
+        for row in pipeline.rows():
+            t.add_row(*row)
+        return t
+
+    started = time.monotonic()
+    try:
+        with Live(table(), refresh_per_second=1, transient=False) as live:
+            while not stopping["now"]:
+                if run_for is not None and time.monotonic() - started >= run_for:
+                    break
+                pipeline.supervise()
+                live.update(table())
+                time.sleep(1.0)
+    finally:
+        click.echo("stopping: collector, simulator, lake writer (flushing), dashboard, broker…")
+        pipeline.shutdown()
+    click.echo("all components stopped")
+
+
+# --------------------------------------------------------------------------- status
+@cli.command()
+@pass_ctx
+def status(ctx: Context) -> None:
+    """Health of each component: broker, lake writers (lag, last file), last aggregated hour."""
+    from sysmetrics.orchestration.local import read_writer_status
+
+    settings = ctx.settings
+    info = _embedded(settings).running()
+    click.echo(
+        f"broker       {'running pid ' + str(info.pid) if info else 'not running (embedded)'}"
+        f"  {settings.bootstrap_servers}"
+    )
+    writers = read_writer_status(settings.data_dir)
+    if not writers:
+        click.echo("lake writer  not running")
+    for w in writers:
+        lag = sum(w.get("lag", {}).values()) if w.get("lag") else "?"
+        click.echo(
+            f"lake writer  pid {w['pid']} partitions {w['assigned']}: {w['records']} records, "
+            f"{w['files']} files, {w['quarantined']} quarantined, {w['commit_failures']} commit "
+            f"failures, lag ~{lag}, last file {w.get('last_file') or '-'}"
+        )
+    try:
+        from sysmetrics.warehouse import open_warehouse
+
+        wh = open_warehouse(settings, read_only=True)
+        try:
+            last = wh.rows("SELECT MAX(hour) AS hour FROM {batch_runs} WHERE complete")[0]["hour"]
+            latest = wh.rows("SELECT MAX(ts) AS ts FROM {raw}")[0]["ts"]
+        finally:
+            wh.close()
+        click.echo(f"warehouse    last complete hour {last or '-'}, newest sample {latest or '-'}")
+    except Exception as exc:
+        click.echo(f"warehouse    unavailable ({type(exc).__name__}: {str(exc).splitlines()[0]})")
+
+
 def main() -> None:
     cli(prog_name="sysmetrics")

@@ -1,0 +1,3 @@
+from sysmetrics.cli import main
+
+main()

@@ -1,0 +1,212 @@
+"""The dashboard web app (Starlette): reads the warehouse, renders HTML with inline SVG charts."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from sysmetrics.config import Settings
+from sysmetrics.dashboard.charts import Series, line_chart
+from sysmetrics.warehouse import open_warehouse
+from sysmetrics.warehouse.base import Warehouse
+
+log = logging.getLogger(__name__)
+_templates = Environment(
+    loader=PackageLoader("sysmetrics.dashboard"), autoescape=select_autoescape()
+)
+
+LATEST = """
+SELECT host_id, MAX_BY(hostname, ts) AS hostname, MAX(ts) AS last_seen,
+       MAX_BY(cpu_pct, ts) AS cpu, MAX_BY(mem_used_pct, ts) AS mem,
+       MAX_BY(disk_used_pct, ts) AS disk, MAX_BY(temp_max_celsius, ts) AS temp,
+       MAX_BY(os, ts) AS os
+FROM {raw} WHERE ts >= @since GROUP BY host_id ORDER BY host_id
+"""
+ALERT_COUNTS = "SELECT host_id, COUNT(*) AS n FROM {alerts} WHERE hour >= @since GROUP BY host_id"
+HOST_HOURLY = """
+SELECT * FROM {hourly} WHERE host_id = @host AND hour >= @since ORDER BY hour
+"""
+HOST_RAW = """
+SELECT ts, cpu_pct, mem_used_pct, temp_max_celsius FROM {raw}
+WHERE host_id = @host AND ts >= @since ORDER BY ts
+"""
+ALERTS = """
+SELECT * FROM {alerts}
+WHERE hour >= @since AND (@severity = '' OR severity = @severity)
+  AND (@rule = '' OR rule = @rule) AND (@host = '' OR host_id = @host)
+ORDER BY hour DESC, severity, host_id LIMIT 500
+"""
+
+
+def create_app(
+    settings: Settings, now: Callable[[], datetime] = lambda: datetime.now(UTC)
+) -> Starlette:
+    def with_warehouse(fn: Callable[[Warehouse], Any]) -> Any:
+        # Open per request and close again: the hourly job in another process needs the
+        # DuckDB file's write lock between our reads. Retry briefly while it holds it.
+        if (
+            not settings.warehouse_url.startswith("bigquery://")
+            and not Path(settings.warehouse_url).exists()
+        ):
+            raise LookupError(
+                "no warehouse yet: the hourly job has not run (sysmetrics up runs it every "
+                "minute; or run 'sysmetrics batch run --hour ...')"
+            )
+        last: Exception | None = None
+        for _ in range(20):
+            try:
+                wh = open_warehouse(settings, read_only=True)
+            except Exception as exc:
+                last = exc
+                time.sleep(0.25)
+                continue
+            try:
+                return fn(wh)
+            finally:
+                wh.close()
+        raise RuntimeError(f"warehouse busy or missing: {last}")
+
+    def page(name: str, status: int = 200, **context: Any) -> HTMLResponse:
+        html = _templates.get_template(name).render(now=now(), **context)
+        return HTMLResponse(html, status_code=status)
+
+    async def fleet(request: Request) -> Response:
+        since = now() - timedelta(hours=24)
+
+        def read(wh: Warehouse) -> tuple[list[dict[str, Any]], dict[str, int]]:
+            hosts = wh.rows(LATEST, since=since)
+            counts = {r["host_id"]: r["n"] for r in wh.rows(ALERT_COUNTS, since=since)}
+            return hosts, counts
+
+        try:
+            hosts, counts = with_warehouse(read)
+        except Exception as exc:
+            return page("error.html", message=str(exc))
+        stale = now() - timedelta(minutes=5)
+        return page("fleet.html", hosts=hosts, alert_counts=counts, stale=stale)
+
+    async def host(request: Request) -> Response:
+        host_id = request.path_params["host_id"]
+        since = now() - timedelta(hours=48)
+
+        def read(
+            wh: Warehouse,
+        ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+            hourly = wh.rows(HOST_HOURLY, host=host_id, since=since)
+            raw = wh.rows(HOST_RAW, host=host_id, since=now() - timedelta(hours=1))
+            alerts = wh.rows(ALERTS, since=since, severity="", rule="", host=host_id)
+            return hourly, raw, alerts
+
+        try:
+            hourly, raw, alerts = with_warehouse(read)
+        except Exception as exc:
+            return page("error.html", message=str(exc))
+        if not hourly and not raw:
+            return page("error.html", message=f"no data for host {host_id}", status=404)
+
+        def series(
+            rows: list[dict[str, Any]], key: str, label: str, time_key: str = "hour"
+        ) -> Series:
+            return Series(label, [(r[time_key], r[key]) for r in rows])
+
+        charts = [
+            line_chart(
+                "CPU % per hour",
+                [
+                    series(hourly, "cpu_avg", "average"),
+                    series(hourly, "cpu_p95", "p95"),
+                    series(hourly, "cpu_max", "max"),
+                ],
+                "%",
+                100,
+            ),
+            line_chart(
+                "Memory % per hour",
+                [series(hourly, "mem_avg", "average"), series(hourly, "mem_max", "max")],
+                "%",
+                100,
+            ),
+            line_chart(
+                "Network bytes/s per hour",
+                [
+                    series(hourly, "net_recv_rate_avg", "recv avg"),
+                    series(hourly, "net_sent_rate_avg", "sent avg"),
+                    series(hourly, "net_recv_rate_peak", "recv peak"),
+                ],
+            ),
+            line_chart(
+                "Temperature °C per hour",
+                [series(hourly, "temp_avg", "average"), series(hourly, "temp_max", "max")],
+                "°",
+            ),
+            line_chart(
+                "Last hour: raw samples",
+                [
+                    series(raw, "cpu_pct", "CPU %", "ts"),
+                    series(raw, "mem_used_pct", "memory %", "ts"),
+                ],
+                "%",
+                100,
+            ),
+        ]
+        latest = hourly[-1] if hourly else None
+        return page(
+            "host.html",
+            host_id=host_id,
+            charts=charts,
+            alerts=alerts,
+            latest=latest,
+            last_raw=raw[-1] if raw else None,
+        )
+
+    async def alerts(request: Request) -> Response:
+        q = request.query_params
+        filters = {
+            "severity": q.get("severity", ""),
+            "rule": q.get("rule", ""),
+            "host": q.get("host", ""),
+        }
+        hours = int(q.get("hours", "168")) if q.get("hours", "168").isdigit() else 168
+        try:
+            rows = with_warehouse(
+                lambda wh: wh.rows(ALERTS, since=now() - timedelta(hours=hours), **filters)
+            )
+        except Exception as exc:
+            return page("error.html", message=str(exc))
+        return page("alerts.html", alerts=rows, filters=filters, hours=hours)
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    static = Path(__file__).parent / "static"
+    return Starlette(
+        routes=[
+            Route("/", fleet),
+            Route("/host/{host_id:str}", host),
+            Route("/alerts", alerts),
+            Route("/healthz", health),
+            Mount("/static", StaticFiles(directory=static), name="static"),
+        ]
+    )
+
+
+def serve(settings: Settings, host: str | None = None, port: int | None = None) -> None:
+    import uvicorn
+
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.dashboard_host,
+        port=port or settings.dashboard_port,
+        log_level="warning",
+    )

@@ -1,0 +1,95 @@
+"""Server-side SVG line charts: no JavaScript, no external assets, readable without a network."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from html import escape
+
+PALETTE = ("#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c")
+
+
+@dataclass
+class Series:
+    label: str
+    points: list[tuple[datetime, float | None]]
+
+
+def _nice_max(value: float) -> float:
+    if value <= 0:
+        return 1.0
+    for step in (1, 2, 5, 10, 20, 25, 50, 100):
+        for scale in (1, 10, 100, 1000, 10**4, 10**5, 10**6, 10**7, 10**8, 10**9, 10**10):
+            if step * scale >= value:
+                return float(step * scale)
+    return value
+
+
+def line_chart(
+    title: str,
+    series: list[Series],
+    unit: str = "",
+    y_max: float | None = None,
+    width: int = 640,
+    height: int = 220,
+) -> str:
+    """An SVG chart with axes, gridlines, a legend and one polyline per series."""
+    pad_l, pad_r, pad_t, pad_b = 56, 12, 28, 34
+    xs = [t for s in series for t, v in s.points if v is not None]
+    ys = [v for s in series for _, v in s.points if v is not None]
+    parts = [
+        f'<svg class="chart" role="img" aria-label="{escape(title)}" viewBox="0 0 {width} {height}"'
+        f' width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">',
+        f'<text x="{pad_l}" y="16" class="chart-title">{escape(title)}</text>',
+    ]
+    if not xs:
+        parts.append(
+            f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle" '
+            'class="chart-empty">no data yet</text></svg>'
+        )
+        return "".join(parts)
+    t0, t1 = min(xs).timestamp(), max(xs).timestamp()
+    span = max(t1 - t0, 1.0)
+    top = y_max if y_max is not None else _nice_max(max(ys) * 1.1)
+    plot_w, plot_h = width - pad_l - pad_r, height - pad_t - pad_b
+
+    def x(t: datetime) -> float:
+        return pad_l + (t.timestamp() - t0) / span * plot_w
+
+    def y(v: float) -> float:
+        return pad_t + plot_h - min(v, top) / top * plot_h
+
+    for i in range(5):
+        value = top * i / 4
+        yy = y(value)
+        parts.append(
+            f'<line x1="{pad_l}" x2="{width - pad_r}" y1="{yy:.1f}" y2="{yy:.1f}" class="grid"/>'
+        )
+        parts.append(
+            f'<text x="{pad_l - 6}" y="{yy + 4:.1f}" text-anchor="end" class="tick">'
+            f"{_fmt(value)}{escape(unit)}</text>"
+        )
+    for frac in (0.0, 0.5, 1.0):
+        t = datetime.fromtimestamp(t0 + frac * span, tz=min(xs).tzinfo)
+        parts.append(
+            f'<text x="{pad_l + frac * plot_w:.1f}" y="{height - 12}" '
+            f'text-anchor="middle" class="tick">{t:%d %b %H:%M}</text>'
+        )
+    for index, s in enumerate(series):
+        color = PALETTE[index % len(PALETTE)]
+        pts = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in s.points if v is not None)
+        parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{pts}"/>')
+        parts.append(
+            f'<rect x="{width - pad_r - 150}" y="{6 + 14 * index}" width="10" height="10"'
+            f' fill="{color}"/><text x="{width - pad_r - 136}" y="{15 + 14 * index}" '
+            f'class="legend">{escape(s.label)}</text>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _fmt(value: float) -> str:
+    for limit, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= limit:
+            return f"{value / limit:.3g}{suffix}"
+    return f"{value:.3g}"

@@ -1,0 +1,223 @@
+"""`sysmetrics up`: the whole pipeline on one machine, supervised, stopped cleanly on Ctrl-C.
+
+Components run as child processes of ``sysmetrics`` itself (broker, collector, simulator, lake
+writer, dashboard) plus the hourly scheduler in this process. They stop in pipeline order so
+nothing in flight is lost: sources first, then the writer (which flushes), then the broker.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sysmetrics.config import Settings
+from sysmetrics.orchestration.scheduler import HourlyScheduler
+from sysmetrics.stream.broker import EmbeddedBroker, pid_alive, stop_pid
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Component:
+    name: str
+    args: list[str]
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    log_file: Path | None = None
+    started_at: float = field(default_factory=time.time)
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+def sysmetrics_command() -> list[str]:
+    return [sys.executable, "-m", "sysmetrics"]
+
+
+class LocalPipeline:
+    def __init__(
+        self,
+        settings: Settings,
+        simulate_hosts: int = 0,
+        collect: bool = True,
+        dashboard: bool = True,
+        scheduler_refresh_s: float = 60.0,
+    ) -> None:
+        self.settings = settings
+        self.stop = threading.Event()
+        self.log_dir = settings.data_dir / "logs"
+        self.broker = EmbeddedBroker(settings.data_dir, settings.broker_port)
+        self.own_broker = False
+        self.components: list[Component] = []
+        if collect:
+            self.components.append(Component("collector", ["collect"]))
+        if simulate_hosts:
+            self.components.append(
+                Component(
+                    "simulator",
+                    [
+                        "simulate",
+                        "--hosts",
+                        str(simulate_hosts),
+                        "--duration",
+                        "30d",
+                        "--speedup",
+                        "1",
+                    ],
+                )
+            )
+        self.components.append(Component("lake writer", ["consume"]))
+        if dashboard:
+            self.components.append(Component("dashboard", ["dashboard"]))
+        self.scheduler = HourlyScheduler(settings, self.stop, scheduler_refresh_s)
+        self._scheduler_thread = threading.Thread(
+            target=self.scheduler.run, name="hourly-scheduler", daemon=True
+        )
+        self.state_file = settings.data_dir / "up.json"
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        embedded = self.settings.bootstrap_servers == self.broker.bootstrap
+        if embedded and self.broker.running() is None:
+            self.broker.start()
+            self.own_broker = True
+        for component in self.components:
+            self._spawn(component)
+        self._scheduler_thread.start()
+        self._write_state()
+
+    def _spawn(self, component: Component) -> None:
+        component.log_file = self.log_dir / f"{component.name.replace(' ', '-')}.log"
+        with component.log_file.open("ab") as out:
+            component.process = subprocess.Popen(
+                [*sysmetrics_command(), *component.args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # Ctrl-C reaches us only; we stop them in order
+                env={**os.environ, **self._child_env()},
+            )
+        component.started_at = time.time()
+
+    def _child_env(self) -> dict[str, str]:
+        values = self.settings.masked()
+        env = {}
+        for name in (
+            "bootstrap_servers",
+            "topic",
+            "data_dir",
+            "lake_url",
+            "warehouse_url",
+            "flush_records",
+            "flush_seconds",
+            "sample_interval_s",
+            "dashboard_host",
+            "dashboard_port",
+            "lake_compression",
+        ):
+            env[f"SYSMETRICS_{name.upper()}"] = str(values[name])
+        return env
+
+    def supervise(self) -> None:
+        """Restart a component that died (with a growing delay); call this periodically."""
+        for component in self.components:
+            if component.process is not None and not component.running and not self.stop.is_set():
+                code = component.process.returncode
+                delay = min(30.0, 2.0**component.restarts)
+                if time.time() - component.started_at < delay:
+                    continue
+                log.warning(
+                    "%s exited with %s: restarting (see %s)",
+                    component.name,
+                    code,
+                    component.log_file,
+                )
+                component.restarts += 1
+                self._spawn(component)
+                self._write_state()
+
+    def shutdown(self) -> None:
+        """Stop everything in pipeline order; nothing is left running when this returns."""
+        self.stop.set()
+        order = ["collector", "simulator", "lake writer", "dashboard"]
+        for name in order:
+            for component in self.components:
+                if component.name == name and component.process is not None:
+                    if component.running:
+                        component.process.send_signal(signal.SIGTERM)
+                        try:
+                            component.process.wait(timeout=30)
+                        except subprocess.TimeoutExpired:
+                            stop_pid(component.process.pid, timeout_s=1)
+                    component.process.wait()
+        self._scheduler_thread.join(timeout=60)
+        if self.own_broker:
+            self.broker.stop()
+        self.state_file.unlink(missing_ok=True)
+
+    def _write_state(self) -> None:
+        broker = self.broker.running()
+        state = {
+            "pid": os.getpid(),
+            "broker_pid": broker.pid if broker else None,
+            "components": {c.name: c.pid for c in self.components},
+        }
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        self.state_file.write_text(json.dumps(state))
+
+    # ------------------------------------------------------------------ status
+    def rows(self) -> list[tuple[str, str, str]]:
+        """(component, state, detail) for the live status table."""
+        out = []
+        broker = self.broker.running()
+        out.append(("broker", "running" if broker else "external", self.settings.bootstrap_servers))
+        writer_stats = read_writer_status(self.settings.data_dir)
+        for c in self.components:
+            state = (
+                "running" if c.running else f"exited ({c.process.returncode})" if c.process else "-"
+            )
+            detail = f"pid {c.pid}" + (f", {c.restarts} restarts" if c.restarts else "")
+            if c.name == "lake writer" and writer_stats:
+                s = writer_stats[0]
+                detail += (
+                    f", {s['records']} records, {s['files']} files, {s['quarantined']} quarantined"
+                )
+            if c.name == "dashboard":
+                detail += f", http://{self.settings.dashboard_host}:{self.settings.dashboard_port}"
+            out.append((c.name, state, detail))
+        sched = self.scheduler
+        detail = f"{sched.runs} runs" + (f", error: {sched.last_error}" if sched.last_error else "")
+        if sched.last_hour_done:
+            detail += f", last complete hour {sched.last_hour_done:%Y-%m-%dT%H}Z"
+        out.append(
+            ("hourly job", "running" if self._scheduler_thread.is_alive() else "stopped", detail)
+        )
+        return out
+
+
+def read_writer_status(data_dir: Path) -> list[dict[str, Any]]:
+    """The status files of live lake writers (``sysmetrics consume`` writes one each)."""
+    out = []
+    for path in sorted((data_dir / "status").glob("lake-writer-*.json")):
+        try:
+            status = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if pid_alive(int(status.get("pid", 0))):
+            out.append(status)
+    return out
