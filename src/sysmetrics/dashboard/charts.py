@@ -18,10 +18,12 @@ class Series:
 def _nice_max(value: float) -> float:
     if value <= 0:
         return 1.0
-    for step in (1, 2, 5, 10, 20, 25, 50, 100):
-        for scale in (1, 10, 100, 1000, 10**4, 10**5, 10**6, 10**7, 10**8, 10**9, 10**10):
-            if step * scale >= value:
-                return float(step * scale)
+    scale = 1.0
+    while scale * 10 < value:
+        scale *= 10
+    for step in (1, 2, 2.5, 5, 10):
+        if step * scale >= value:
+            return step * scale
     return value
 
 
@@ -69,11 +71,11 @@ def line_chart(
             f'<text x="{pad_l - 6}" y="{yy + 4:.1f}" text-anchor="end" class="tick">'
             f"{_fmt(value)}{escape(unit)}</text>"
         )
-    for frac in (0.0, 0.5, 1.0):
+    for frac, anchor in ((0.0, "start"), (0.5, "middle"), (1.0, "end")):
         t = datetime.fromtimestamp(t0 + frac * span, tz=min(xs).tzinfo)
         parts.append(
             f'<text x="{pad_l + frac * plot_w:.1f}" y="{height - 12}" '
-            f'text-anchor="middle" class="tick">{t:%d %b %H:%M}</text>'
+            f'text-anchor="{anchor}" class="tick">{t:%d %b %H:%M}</text>'
         )
     for index, s in enumerate(series):
         color = PALETTE[index % len(PALETTE)]
