@@ -1,0 +1,64 @@
+"""`sysmetrics up` brings the whole pipeline up and SIGINT takes all of it down."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from sysmetrics.collect.host import read_host
+from sysmetrics.stream.broker import free_port, pid_alive
+from tests.support.kafka_io import SYSMETRICS
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def fetch(url: str) -> str:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return str(response.read().decode())
+    except OSError:
+        return ""
+
+
+def test_up_shows_this_machine_and_sigint_leaves_nothing_behind(tmp_path: Path) -> None:
+    dashboard_port = free_port()
+    env = {
+        **os.environ,
+        "SYSMETRICS_DATA_DIR": str(tmp_path / "data"),
+        "SYSMETRICS_LAKE_URL": str(tmp_path / "data" / "lake"),
+        "SYSMETRICS_WAREHOUSE_URL": str(tmp_path / "data" / "warehouse.duckdb"),
+        "SYSMETRICS_BROKER_PORT": (port := str(free_port())),
+        "SYSMETRICS_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
+        "SYSMETRICS_DASHBOARD_PORT": str(dashboard_port),
+        "SYSMETRICS_SAMPLE_INTERVAL_S": "2",
+    }
+    up = subprocess.Popen(
+        [SYSMETRICS, "up", "--demo", "--simulate", "3"], env=env, cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    state_file = tmp_path / "data" / "up.json"
+    try:
+        wait_for(state_file.exists, 60, "up to start its components")
+        state = json.loads(state_file.read_text())
+        hostname = read_host().hostname
+        wait_for(lambda: any((tmp_path / "data" / "lake" / "raw").rglob("*.jsonl")), 120,
+                 "raw files in the lake")
+        wait_for(lambda: hostname in fetch(f"http://127.0.0.1:{dashboard_port}/"), 150,
+                 "this machine on the dashboard")
+        assert "sim-host-00000" in fetch(f"http://127.0.0.1:{dashboard_port}/")
+    finally:
+        up.send_signal(signal.SIGINT)
+        output = up.communicate(timeout=120)[0].decode()
+    assert up.returncode == 0, output[-3000:]
+    assert "all components stopped" in output
+    pids = [state["pid"], state["broker_pid"], *state["components"].values()]
+    assert len([p for p in pids if p]) == 6
+    assert not [p for p in pids if p and pid_alive(p)], "processes left behind"
+    assert not state_file.exists()
