@@ -84,6 +84,8 @@ def ledger(wh: Warehouse, hour: datetime) -> set[str]:
 def load(wh: Warehouse, store: LakeStore, topic: str, hour: datetime) -> tuple[int, int]:
     """Replace hour's raw rows with its lake files (dedup by event_id); (files, rows)."""
     files = lake_files(store, topic, hour)
+    if not store.is_local:
+        wh.use_filesystem(store.fs)
     rows = wh.load_hour(hour, [store.uri(f) for f in files])
     wh.execute(sql.DELETE_HOUR.replace("{table}", "{loaded_files}"), start=hour)
     for rel in files:

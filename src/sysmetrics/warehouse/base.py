@@ -61,5 +61,9 @@ class Warehouse(ABC):
         return self._rows(statement, {})
 
     @abstractmethod
+    def use_filesystem(self, filesystem: Any) -> None:
+        """Let the engine read lake URIs of this fsspec filesystem (e.g. gcsfs for gs://)."""
+
+    @abstractmethod
     def close(self) -> None:
         """Release connections."""

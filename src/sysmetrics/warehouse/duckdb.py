@@ -26,15 +26,14 @@ _EVENTS_PLACEHOLDER = "__events__"
 class DuckDBWarehouse(Warehouse):
     dialect = "duckdb"
 
-    def __init__(self, path: str, read_only: bool = False, filesystem: Any = None) -> None:
+    def __init__(self, path: str, read_only: bool = False) -> None:
         self.path = path
         if path != ":memory:" and not read_only:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._con = duckdb.connect(path, read_only=read_only)
         self._con.execute("SET TimeZone = 'UTC'")
-        if filesystem is not None:
-            self._con.register_filesystem(filesystem)
         self._lock = threading.Lock()
+        self._filesystems: set[str] = set()
 
     def _execute(self, statement: str, params: dict[str, Any]) -> None:
         with self._lock:
@@ -74,6 +73,13 @@ class DuckDBWarehouse(Warehouse):
                 self._con.execute("ROLLBACK")
                 raise
         return int(count)
+
+    def use_filesystem(self, filesystem: Any) -> None:
+        protocol = str(filesystem.protocol)
+        if protocol not in self._filesystems:
+            with self._lock:
+                self._con.register_filesystem(filesystem)
+            self._filesystems.add(protocol)
 
     def close(self) -> None:
         with self._lock:

@@ -1,0 +1,91 @@
+"""The lake on Google Cloud Storage, through the real GCS API of fake-gcs-server."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from sysmetrics.batch.hourly import run_hour
+from sysmetrics.config import Settings
+from sysmetrics.lake import layout
+from sysmetrics.lake.store import LakeStore
+from sysmetrics.lake.writer import LakeWriter
+from sysmetrics.warehouse.duckdb import DuckDBWarehouse
+from tests.support.events import as_messages, simulated
+from tests.support.gcs import FakeGcs
+from tests.support.kafka_io import produce
+from tests.support.waiting import wait_for
+
+START = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def gcs(tmp_path: Path) -> Iterator[FakeGcs]:
+    server = FakeGcs(tmp_path / "gcs")
+    server.start()
+    server.create_bucket("lake")
+    yield server
+    server.stop()
+
+
+def gcs_store(gcs: FakeGcs) -> LakeStore:
+    return LakeStore("gs://lake/prod", gcs_endpoint=gcs.endpoint, project="test")
+
+
+def test_create_if_absent_uses_generation_preconditions(gcs: FakeGcs) -> None:
+    store = gcs_store(gcs)
+    assert store.create("raw/x/a.jsonl", b"first\n") is True
+    assert store.create("raw/x/a.jsonl", b"second\n") is False
+    assert store.get("raw/x/a.jsonl") == b"first\n"
+    store.put("_watermarks/t/p0000.json", b"{}")
+    store.put("_watermarks/t/p0000.json", b'{"v": 2}')
+    assert store.get("_watermarks/t/p0000.json") == b'{"v": 2}'
+
+
+@pytest.mark.broker
+@pytest.mark.slow
+def test_writer_survives_a_gcs_outage_and_the_hour_loads_from_gs(
+    tansu_broker: object, broker_settings: Settings, gcs: FakeGcs
+) -> None:
+    if broker_settings.bootstrap_servers != tansu_broker.bootstrap:  # type: ignore[attr-defined]
+        pytest.skip("storage behaviour is broker-independent: run once, on Tansu")
+    settings = broker_settings.model_copy(
+        update={"lake_url": "gs://lake/prod", "gcs_endpoint": gcs.endpoint, "gcp_project": "test",
+                "flush_seconds": 1.0, "lake_compression": "zstd"}
+    )
+    events = simulated(5, START, 1200)
+    messages = as_messages(events)
+    produce(settings, messages[:200])
+    writer = LakeWriter(settings, store=gcs_store(gcs))
+    thread = threading.Thread(target=writer.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: writer.stats.records == 200, 60, "the first 200 events on GCS")
+        gcs.stop()  # storage down
+        produce(settings, messages[200:])
+        wait_for(lambda: writer.stats.store_failures >= 2, 120, "retries while GCS is down")
+        time.sleep(10)
+        assert writer.stats.records == 200, "nothing may be committed while GCS is down"
+        gcs.start()  # same port, same filesystem root: the objects are back
+        wait_for(lambda: writer.stats.records == len(events), 180, "recovery after the outage")
+    finally:
+        writer.stop.set()
+        thread.join(60)
+
+    store = gcs_store(gcs)
+    files = store.glob(f"{layout.raw_root(settings.topic)}/*/*/*/*/*.jsonl.zst")
+    assert files and all(f.endswith(".jsonl.zst") for f in files)
+    wh = DuckDBWarehouse(settings.warehouse_url)
+    try:
+        loaded = sum(run_hour(settings, wh, store, START.replace(hour=h)).rows for h in (9, 10))
+        ids = Counter(r["event_id"] for r in wh.native_query("SELECT event_id FROM raw_metrics"))
+    finally:
+        wh.close()
+    assert loaded == len(events)
+    assert ids == Counter({e.event_id: 1 for e in events})
