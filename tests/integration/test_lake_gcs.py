@@ -56,8 +56,13 @@ def test_writer_survives_a_gcs_outage_and_the_hour_loads_from_gs(
     if broker_settings.bootstrap_servers != tansu_broker.bootstrap:  # type: ignore[attr-defined]
         pytest.skip("storage behaviour is broker-independent: run once, on Tansu")
     settings = broker_settings.model_copy(
-        update={"lake_url": "gs://lake/prod", "gcs_endpoint": gcs.endpoint, "gcp_project": "test",
-                "flush_seconds": 1.0, "lake_compression": "zstd"}
+        update={
+            "lake_url": "gs://lake/prod",
+            "gcs_endpoint": gcs.endpoint,
+            "gcp_project": "test",
+            "flush_seconds": 1.0,
+            "lake_compression": "zstd",
+        }
     )
     events = simulated(5, START, 1200)
     messages = as_messages(events)

@@ -40,18 +40,27 @@ def test_up_shows_this_machine_and_sigint_leaves_nothing_behind(tmp_path: Path) 
         "SYSMETRICS_SAMPLE_INTERVAL_S": "2",
     }
     up = subprocess.Popen(
-        [SYSMETRICS, "up", "--demo", "--simulate", "3"], env=env, cwd=tmp_path,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [SYSMETRICS, "up", "--demo", "--simulate", "3"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     state_file = tmp_path / "data" / "up.json"
     try:
         wait_for(state_file.exists, 60, "up to start its components")
         state = json.loads(state_file.read_text())
         hostname = read_host().hostname
-        wait_for(lambda: any((tmp_path / "data" / "lake" / "raw").rglob("*.jsonl")), 120,
-                 "raw files in the lake")
-        wait_for(lambda: hostname in fetch(f"http://127.0.0.1:{dashboard_port}/"), 150,
-                 "this machine on the dashboard")
+        wait_for(
+            lambda: any((tmp_path / "data" / "lake" / "raw").rglob("*.jsonl")),
+            120,
+            "raw files in the lake",
+        )
+        wait_for(
+            lambda: hostname in fetch(f"http://127.0.0.1:{dashboard_port}/"),
+            150,
+            "this machine on the dashboard",
+        )
         assert "sim-host-00000" in fetch(f"http://127.0.0.1:{dashboard_port}/")
     finally:
         up.send_signal(signal.SIGINT)

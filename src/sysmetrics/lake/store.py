@@ -65,12 +65,15 @@ class LakeStore:
         except Exception as exc:  # gcsfs / aiohttp errors when the service is down
             raise StoreError(f"cannot write {self.uri(rel)}: {type(exc).__name__}: {exc}") from exc
 
-    def put(self, rel: str, data: bytes) -> None:
-        """Write or replace ``rel`` atomically (small state files: intents, watermarks)."""
+    def put(self, rel: str, data: bytes, durable: bool = True) -> None:
+        """Write or replace ``rel`` atomically (small state files: intents, watermarks).
+
+        ``durable=False`` skips the fsyncs, for state that is rewritten often and whose loss
+        in a crash only delays readers (watermarks)."""
         path = self.full(rel)
         try:
             if self.is_local:
-                _local_replace(Path(path), data)
+                _local_replace(Path(path), data, durable)
             else:
                 self.fs.pipe_file(path, data)
         except Exception as exc:
@@ -109,13 +112,14 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _write_tmp(final: Path, data: bytes) -> Path:
+def _write_tmp(final: Path, data: bytes, durable: bool = True) -> Path:
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".tmp-{uuid.uuid4().hex}"  # never matches a data glob
     with tmp.open("wb") as fh:
         fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
+        if durable:
+            fh.flush()
+            os.fsync(fh.fileno())
     return tmp
 
 
@@ -134,7 +138,8 @@ def _local_create(final: Path, data: bytes) -> bool:
     return True
 
 
-def _local_replace(final: Path, data: bytes) -> None:
-    tmp = _write_tmp(final, data)
+def _local_replace(final: Path, data: bytes, durable: bool) -> None:
+    tmp = _write_tmp(final, data, durable)
     os.replace(tmp, final)
-    _fsync_dir(final.parent)
+    if durable:
+        _fsync_dir(final.parent)

@@ -121,10 +121,13 @@ class LakeWriter:
         self._consumer = Consumer(consumer_config(settings))
         self._assigned: set[int] = set()
         self._paused = False
+        self._assigned_at = 0.0
+        self._max_buffered = max(10_000, 20 * settings.flush_records)
         self._last_status = 0.0
 
     # ------------------------------------------------------------------ group membership
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._assigned_at = time.monotonic()
         for tp in partitions:
             self._assigned.add(tp.partition)
             self._buffers[tp.partition] = _PartitionBuffer()
@@ -156,17 +159,20 @@ class LakeWriter:
         self._consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         last_message = time.monotonic()
         backoff = 1.0
+        flowing = False
         try:
             while not self.stop.is_set():
-                messages = self._consumer.consume(num_messages=500, timeout=self._poll_timeout())
+                # While messages flow, do not wait for a full batch of 500: flush what came.
+                timeout = 0.01 if flowing else self._poll_timeout()
+                messages = self._consumer.consume(num_messages=500, timeout=timeout)
+                flowing = bool(messages)
                 for message in messages:
                     self._add(message)
                 if messages:
                     last_message = time.monotonic()
                 try:
                     self._flush_due()
-                    if self._paused:
-                        self._resume()
+                    self._apply_backpressure()
                     backoff = 1.0
                 except StoreError as exc:
                     self.stats.store_failures += 1
@@ -177,9 +183,11 @@ class LakeWriter:
                     self.stop.wait(backoff)
                     backoff = min(backoff * 2, 30.0)
                 self._write_status()
+                # Idle time counts from the last message or the last (re)assignment.
+                idle_since = max(last_message, self._assigned_at)
                 if not self._assigned:
-                    last_message = time.monotonic()  # idle time counts once we own partitions
-                elif max_idle_s is not None and time.monotonic() - last_message > max_idle_s:
+                    last_message = time.monotonic()
+                elif max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
                     break
             self._flush_all_on_stop()
         finally:
@@ -193,6 +201,14 @@ class LakeWriter:
             return 0.5
         due_in = oldest + self.settings.flush_seconds - time.monotonic()
         return max(0.0, min(0.5, due_in))
+
+    def _apply_backpressure(self) -> None:
+        """Pause fetching while the buffer is over its bound, instead of growing without one."""
+        buffered = sum(len(b.records) for b in self._buffers.values())
+        if buffered > self._max_buffered:
+            self._pause()
+        elif self._paused and buffered <= self._max_buffered // 2:
+            self._resume()
 
     def _pause(self) -> None:
         if not self._paused:
@@ -370,7 +386,11 @@ class LakeWriter:
             "updated_at": datetime.now(UTC).isoformat(),
         }
         try:
-            self.store.put(layout.watermark_path(self.topic, partition), json.dumps(mark).encode())
+            self.store.put(
+                layout.watermark_path(self.topic, partition),
+                json.dumps(mark).encode(),
+                durable=False,
+            )
         except StoreError as exc:
             log.warning("watermark of partition %d not published: %s", partition, exc)
 

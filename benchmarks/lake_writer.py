@@ -1,0 +1,113 @@
+"""Sustained events/s through one and two lake writers (real Tansu broker, local lake).
+
+Baseline in the same run: a bare confluent-kafka consumer reading the same topic without
+writing anything. Writer time is from its first file until 95 % of the events are in files
+(group join and the idle stop-time flush excluded).
+
+    .venv/bin/python benchmarks/lake_writer.py [events]
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from confluent_kafka import Consumer
+
+from sysmetrics.config import Settings, load_settings
+from sysmetrics.schema import encode
+from sysmetrics.stream.admin import ensure_topic
+from sysmetrics.stream.broker import EmbeddedBroker, free_port
+from sysmetrics.stream.kafka_config import consumer_config
+from sysmetrics.stream.simulator import generate
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.support.kafka_io import SYSMETRICS, produce
+
+
+def bare_consume_rate(settings: Settings, total: int) -> float:
+    consumer = Consumer(consumer_config(settings, group_id=f"bench-{uuid.uuid4().hex[:6]}"))
+    consumer.subscribe([settings.topic])
+    seen, first = 0, None
+    while seen < total:
+        batch = consumer.consume(1000, timeout=1.0)
+        if batch and first is None:
+            first = time.perf_counter()
+        seen += sum(1 for m in batch if m.error() is None)
+    elapsed = time.perf_counter() - (first or time.perf_counter())
+    consumer.close()
+    return total / elapsed
+
+
+def writers_rate(settings: Settings, lake: Path, total: int, writers: int, flush: int) -> float:
+    env = {
+        **os.environ,
+        "SYSMETRICS_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "SYSMETRICS_TOPIC": settings.topic,
+        "SYSMETRICS_LAKE_URL": str(lake),
+        "SYSMETRICS_CONSUMER_GROUP": f"bench-{uuid.uuid4().hex[:6]}",
+        "SYSMETRICS_DATA_DIR": str(lake.parent / "state"),
+        "SYSMETRICS_FLUSH_RECORDS": str(flush),
+    }
+    procs = [
+        subprocess.Popen(
+            [SYSMETRICS, "--log-level", "warning", "consume", "--idle-exit", "3"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
+        for _ in range(writers)
+    ]
+    for p in procs:
+        p.wait()
+    files = list((lake / "raw").rglob("*.jsonl"))
+    lines = sum(f.read_bytes().count(b"\n") for f in files)
+    assert lines == total, f"{lines} != {total}"
+    by_time = sorted((f.stat().st_mtime, f.read_bytes().count(b"\n")) for f in files)
+    first, done, t95 = by_time[0][0], 0, by_time[-1][0]
+    for mtime, count in by_time:
+        done += count
+        if done >= 0.95 * total:
+            t95 = mtime
+            break
+    return 0.95 * total / max(t95 - first, 1e-3)
+
+
+def main() -> None:
+    total = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        broker = EmbeddedBroker(root / "broker", free_port())
+        broker.start()
+        try:
+            settings = load_settings(
+                bootstrap_servers=broker.bootstrap, topic="bench", topic_partitions=4
+            )
+            ensure_topic(settings)
+            start = datetime(2026, 11, 27, tzinfo=UTC)
+            hosts = total // 360 + 1
+            events = [e for _, e in generate(hosts, start, 3600, 10, 5)][:total]
+            produce(settings, [(e.host.host_id.encode(), encode(e)) for e in events])
+            base = bare_consume_rate(settings, total)
+            cores = os.cpu_count()
+            print(f"lake writer throughput, {total:,} events, {cores} cores, Tansu, local disk")
+            print(f"  bare consumer (baseline)           {base:>10,.0f} events/s  1.00x")
+            for writers, flush in ((1, 50), (2, 50), (1, 500), (2, 500)):
+                rate = writers_rate(
+                    settings, root / f"lake-{writers}-{flush}" / "lake", total, writers, flush
+                )
+                print(
+                    f"  {writers} writer(s), flush {flush:>3} records     {rate:>10,.0f} events/s  "
+                    f"{rate / base:.3f}x"
+                )
+        finally:
+            broker.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""Decode + validate speed of schema-v1 events: msgspec (chosen) vs pydantic v2 vs plain json.
+
+Baseline in the same run: stdlib ``json.loads`` without validation. Prints events/s and the
+ratio of each to the baseline. The lake writer decodes every event it writes.
+
+    .venv/bin/python benchmarks/schema_codec.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import msgspec.inspect as mi
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from sysmetrics.schema import MetricsEvent, decode, encode
+from sysmetrics.stream.simulator import generate
+
+N = 50_000
+
+
+def pydantic_mirror(t: mi.Type, cache: dict[str, type[BaseModel]]) -> Any:
+    """The same event as pydantic v2 models (constraints included), built from the msgspec one."""
+    if isinstance(t, mi.Metadata):
+        return pydantic_mirror(t.type, cache)
+    if isinstance(t, mi.UnionType):
+        return (
+            pydantic_mirror(next(x for x in t.types if not isinstance(x, mi.NoneType)), cache)
+            | None
+        )
+    if isinstance(t, mi.ListType):
+        return list[pydantic_mirror(t.item_type, cache)]  # type: ignore[misc]
+    if isinstance(t, mi.StructType):
+        name = t.cls.__name__
+        if name not in cache:
+            fields: dict[str, Any] = {}
+            for f in t.fields:
+                kind = pydantic_mirror(f.type, cache)
+                meta = f.type.type if isinstance(f.type, mi.Metadata) else None
+                constraints = {}
+                if isinstance(meta, mi.FloatType | mi.IntType):
+                    constraints = {
+                        k: getattr(meta, k) for k in ("ge", "le") if getattr(meta, k) is not None
+                    }
+                default = (
+                    ... if f.required else (f.default if f.default is not mi.NODEFAULT else None)
+                )
+                fields[f.name] = (kind, Field(default, **constraints))
+            cache[name] = create_model(name, __config__=ConfigDict(extra="forbid"), **fields)
+        return cache[name]
+    return {
+        mi.IntType: int,
+        mi.FloatType: float,
+        mi.StrType: str,
+        mi.BoolType: bool,
+        mi.DateTimeType: datetime,
+        mi.LiteralType: int,
+    }[type(t)]
+
+
+def rate(fn: Any, payloads: list[bytes]) -> float:
+    fn(payloads[0])
+    start = time.perf_counter()
+    for p in payloads:
+        fn(p)
+    return len(payloads) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    start = datetime(2026, 11, 27, tzinfo=UTC)
+    payloads = [encode(e) for _, e in generate(N // 60 + 1, start, 600, 10, 3)][:N]
+    model = pydantic_mirror(mi.type_info(MetricsEvent), {})
+    msgspec_struct_only = msgspec.json.Decoder(MetricsEvent)
+    results = {
+        "json.loads (no validation, baseline)": rate(json.loads, payloads),
+        "msgspec decode + validate (sysmetrics.schema.decode)": rate(decode, payloads),
+        "msgspec typed decoder alone": rate(msgspec_struct_only.decode, payloads),
+        "pydantic v2 model_validate_json": rate(model.model_validate_json, payloads),
+        "msgspec decode + re-encode (the lake writer path)": rate(
+            lambda p: encode(decode(p)), payloads
+        ),
+    }
+    base = results["json.loads (no validation, baseline)"]
+    size = sum(map(len, payloads)) / len(payloads)
+    print(f"schema-v1 codec, {N:,} events of {size:.0f} bytes avg, {os.cpu_count()} cores")
+    for name, value in results.items():
+        print(f"  {name:<55} {value:>12,.0f} events/s   {value / base:5.2f}x json.loads")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""The warehouse SQL is written once (BigQuery) and must parse there and transpile to DuckDB."""
+
+from __future__ import annotations
+
+import pytest
+import sqlglot
+
+from sysmetrics.warehouse import sql
+from sysmetrics.warehouse.event_types import bigquery_schema, duckdb_columns
+
+STATEMENTS = {
+    "flatten": sql.FLATTEN.replace("{events}", "events"),
+    "aggregate": sql.AGGREGATE,
+    "trends": sql.TRENDS,
+    "alerts": sql.ALERTS,
+    **sql.RAW_CHECKS,
+    **sql.AGGREGATE_CHECKS,
+}
+NAMES = {kind: f"`proj.ds.{name}`" for kind, name in sql.TABLE_NAMES.items()}
+
+
+@pytest.mark.parametrize("name", sorted(STATEMENTS))
+def test_statement_parses_as_bigquery_and_transpiles_to_duckdb(name: str) -> None:
+    statement = STATEMENTS[name].format(**NAMES)
+    sqlglot.parse_one(statement, read="bigquery")
+    duck = sql.render(statement, "duckdb")
+    assert "@" not in duck  # parameters became $name
+    sqlglot.parse_one(duck, read="duckdb")
+
+
+def test_no_approximate_percentiles() -> None:
+    for statement in STATEMENTS.values():
+        assert "APPROX" not in statement.upper()
+
+
+def test_both_engines_see_the_same_event_fields() -> None:
+    bq = {f["name"] for f in bigquery_schema()}
+    assert bq == set(duckdb_columns())
+    gpus = next(f for f in bigquery_schema() if f["name"] == "gpus")
+    assert gpus["mode"] == "REPEATED" and gpus["type"] == "RECORD"
+    assert "STRUCT(" in duckdb_columns()["host"]
+
+
+def test_every_aggregate_column_is_declared() -> None:
+    declared = [name for name, _ in sql.HOURLY_COLUMNS]
+    selected = [
+        e.alias_or_name
+        for e in sqlglot.parse_one(
+            sql.AGGREGATE.format(**NAMES), read="bigquery"
+        ).expression.expressions
+    ]
+    assert selected == declared
