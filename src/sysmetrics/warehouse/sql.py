@@ -192,7 +192,9 @@ QUALIFY ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY source_file) = 1
 
 DELETE_HOUR = "DELETE FROM {table} WHERE hour = @start"
 
-# Hourly per-host aggregates for [@start, @start + 1h). Counter deltas look back one hour so
+# Hourly per-host aggregates for [@start, @start + 1h). Averages and rates are rounded to 6
+# decimals: a float sum depends on the order in which a parallel engine adds rows, and a
+# re-run must give identical tables. Counter deltas look back one hour so
 # the first sample of the hour has a predecessor; a negative delta is a counter reset (reboot,
 # wrap): the new value is then the increase since the reset.
 AGGREGATE = """
@@ -234,20 +236,23 @@ SELECT
   ROUND(100.0 * COUNT(*) / @expected_samples, 2) AS completeness_pct,
   MIN(ts) AS first_ts,
   MAX(ts) AS last_ts,
-  AVG(cpu_pct) AS cpu_avg, MIN(cpu_pct) AS cpu_min, MAX(cpu_pct) AS cpu_max,
+  ROUND(AVG(cpu_pct), 6) AS cpu_avg, MIN(cpu_pct) AS cpu_min, MAX(cpu_pct) AS cpu_max,
   ANY_VALUE(cpu_p95) AS cpu_p95,
-  AVG(mem_used_pct) AS mem_avg, MAX(mem_used_pct) AS mem_max, ANY_VALUE(mem_p95) AS mem_p95,
-  AVG(swap_used_pct) AS swap_avg, MAX(swap_used_pct) AS swap_max,
-  AVG(disk_used_pct) AS disk_used_avg, MAX(disk_used_pct) AS disk_used_max,
-  AVG(temp_max_celsius) AS temp_avg, MAX(temp_max_celsius) AS temp_max,
+  ROUND(AVG(mem_used_pct), 6) AS mem_avg, MAX(mem_used_pct) AS mem_max,
+  ANY_VALUE(mem_p95) AS mem_p95,
+  ROUND(AVG(swap_used_pct), 6) AS swap_avg, MAX(swap_used_pct) AS swap_max,
+  ROUND(AVG(disk_used_pct), 6) AS disk_used_avg, MAX(disk_used_pct) AS disk_used_max,
+  ROUND(AVG(temp_max_celsius), 6) AS temp_avg, MAX(temp_max_celsius) AS temp_max,
   ANY_VALUE(temp_p95) AS temp_p95,
-  AVG(gpu_util_pct) AS gpu_util_avg, MAX(gpu_util_pct) AS gpu_util_max,
+  ROUND(AVG(gpu_util_pct), 6) AS gpu_util_avg, MAX(gpu_util_pct) AS gpu_util_max,
   ANY_VALUE(gpu_util_p95) AS gpu_util_p95,
   MAX(gpu_mem_used_bytes) AS gpu_mem_used_max, MAX(gpu_temp_max_celsius) AS gpu_temp_max,
-  AVG(gpu_power_watts) AS gpu_power_avg, MAX(gpu_power_watts) AS gpu_power_max,
+  ROUND(AVG(gpu_power_watts), 6) AS gpu_power_avg, MAX(gpu_power_watts) AS gpu_power_max,
   SUM(inc_sent) AS net_sent_bytes, SUM(inc_recv) AS net_recv_bytes,
-  SAFE_DIVIDE(SUM(inc_sent), SUM(IF(inc_sent IS NULL, NULL, dt_s))) AS net_sent_rate_avg,
-  SAFE_DIVIDE(SUM(inc_recv), SUM(IF(inc_recv IS NULL, NULL, dt_s))) AS net_recv_rate_avg,
+  ROUND(SAFE_DIVIDE(SUM(inc_sent), SUM(IF(inc_sent IS NULL, NULL, dt_s))), 6)
+    AS net_sent_rate_avg,
+  ROUND(SAFE_DIVIDE(SUM(inc_recv), SUM(IF(inc_recv IS NULL, NULL, dt_s))), 6)
+    AS net_recv_rate_avg,
   MAX(SAFE_DIVIDE(inc_sent, dt_s)) AS net_sent_rate_peak,
   MAX(SAFE_DIVIDE(inc_recv, dt_s)) AS net_recv_rate_peak,
   SUM(inc_read) AS disk_read_bytes, SUM(inc_write) AS disk_write_bytes,
@@ -269,14 +274,14 @@ SELECT
   cur.cpu_avg,
   prev.cpu_avg AS cpu_avg_prev_hour,
   cur.cpu_avg - prev.cpu_avg AS cpu_change_vs_prev_hour,
-  (SELECT AVG(d.cpu_avg) FROM {hourly} AS d
+  (SELECT ROUND(AVG(d.cpu_avg), 6) FROM {hourly} AS d
    WHERE d.host_id = cur.host_id AND d.hour < cur.hour
      AND d.hour >= TIMESTAMP_SUB(cur.hour, INTERVAL 7 DAY)
      AND EXTRACT(HOUR FROM d.hour) = EXTRACT(HOUR FROM cur.hour)) AS cpu_avg_same_hour_7d,
   cur.mem_avg,
   prev.mem_avg AS mem_avg_prev_hour,
   cur.mem_avg - prev.mem_avg AS mem_change_vs_prev_hour,
-  (SELECT AVG(d.mem_avg) FROM {hourly} AS d
+  (SELECT ROUND(AVG(d.mem_avg), 6) FROM {hourly} AS d
    WHERE d.host_id = cur.host_id AND d.hour < cur.hour
      AND d.hour >= TIMESTAMP_SUB(cur.hour, INTERVAL 7 DAY)
      AND EXTRACT(HOUR FROM d.hour) = EXTRACT(HOUR FROM cur.hour)) AS mem_avg_same_hour_7d
@@ -292,7 +297,8 @@ ALERTS = """
 INSERT INTO {alerts}
 WITH cur AS (SELECT * FROM {hourly} WHERE hour = @start),
 baseline AS (
-  SELECT host_id, AVG(cpu_avg) AS mean_cpu, STDDEV_SAMP(cpu_avg) AS sd_cpu, COUNT(*) AS n
+  SELECT host_id, ROUND(AVG(cpu_avg), 6) AS mean_cpu,
+         ROUND(STDDEV_SAMP(cpu_avg), 6) AS sd_cpu, COUNT(*) AS n
   FROM {hourly}
   WHERE hour < @start AND hour >= TIMESTAMP_SUB(@start, INTERVAL 168 HOUR)
   GROUP BY host_id
