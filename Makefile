@@ -45,7 +45,7 @@ unit: $(UV)  ## the fast tests only
 	$(VENV)/bin/pytest tests/unit
 
 bench: install-dev  ## run every benchmark (prints numbers and ratios)
-	for b in benchmarks/*.py; do $(VENV)/bin/python $$b || exit 1; done
+	for b in benchmarks/*.py benchmarks/e2e/*.py; do $(VENV)/bin/python $$b || exit 1; done
 
 schema:  ## regenerate schemas/machine_metrics.v1.json from the typed model
 	$(VENV)/bin/python -m sysmetrics.schema

@@ -207,7 +207,7 @@ def simulate(
     output: str | None,
 ) -> None:
     """Produce realistic events for a simulated fleet (diurnal load, counter resets, late hosts)."""
-    from sysmetrics.stream.simulator import generate, run_simulation
+    from sysmetrics.stream.simulator import SimulationStats, generate, run_simulation
     from sysmetrics.timeutil import parse_duration, parse_utc
 
     settings = ctx.settings
@@ -234,12 +234,11 @@ def simulate(
         raise click.ClickException(str(exc)) from None
     expected = hosts * int(duration_s // settings.sample_interval_s)
 
-    def progress(stats: object) -> None:
-        s = stats  # SimulationStats
-        rate = s.produced / s.seconds if s.seconds else 0.0  # type: ignore[attr-defined]
+    def progress(stats: SimulationStats) -> None:
+        rate = stats.produced / stats.seconds if stats.seconds else 0.0
         click.echo(
-            f"\r{s.produced:,}/{expected:,} events produced, "  # type: ignore[attr-defined]
-            f"{s.delivered:,} acked, {rate:,.0f}/s",  # type: ignore[attr-defined]
+            f"\r{stats.produced:,}/{expected:,} events produced, {stats.delivered:,} acked, "
+            f"{rate:,.0f}/s",
             err=True,
             nl=False,
         )

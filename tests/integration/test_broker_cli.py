@@ -71,6 +71,12 @@ def test_every_command_has_help(tmp_path: Path) -> None:
         ["collect"],
         ["simulate"],
         ["consume"],
+        ["batch", "run"],
+        ["batch", "backfill"],
+        ["query"],
+        ["dashboard"],
+        ["up"],
+        ["status"],
     ]
     for command in commands:
         result = run([*command, "--help"], dict(os.environ), tmp_path)
