@@ -44,8 +44,9 @@ Label = Annotated[str, msgspec.Meta(max_length=256)]
 HostId = Annotated[
     str,
     msgspec.Meta(
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$",
-        description="stable machine id: letters, digits and . _ : - only, at most 128 chars",
+        pattern=r"^[^\x00-\x1f\x7f]{1,256}(?![\s\S])",  # no trailing "\n" either
+        description="stable machine id, 1-256 characters, no control characters; stored "
+        "verbatim and never used to build a path or a SQL string",
     ),
 ]
 EventId = Annotated[

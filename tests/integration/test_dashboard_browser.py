@@ -74,7 +74,7 @@ def test_fleet_host_page_chart_and_alerts_in_chromium(dashboard_url: str, tmp_pa
         page.screenshot(path=str(ARTIFACTS / "fleet.png"), full_page=True)
 
         page.click("text=gpu-7.example")
-        page.wait_for_url("**/host/gpu-7")
+        page.wait_for_url("**/host?id=gpu-7")
         charts = page.locator("svg.chart")
         assert charts.count() == 5
         assert page.locator("svg.chart polyline").count() >= 8

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from sysmetrics.config import Settings
 from sysmetrics.lake import layout
 from sysmetrics.lake.writer import LakeWriter, read_watermarks
-from sysmetrics.schema import encode
+from sysmetrics.schema import encode, new_event_id
 from tests.support.events import as_messages, simulated
 from tests.support.kafka_io import produce
 from tests.support.lake import data_files, event_id_counts, read_lines
@@ -100,44 +102,85 @@ def test_compressed_files_hold_every_event(broker_settings: Settings, compressio
     assert event_id_counts(lake(settings)) == {e.event_id: 1 for e in events}
 
 
-def test_hostile_and_malformed_messages_are_quarantined(broker_settings: Settings) -> None:
-    settings = broker_settings.model_copy(update={"flush_seconds": 1.0})
-    good = simulated(1, START, 50)
-    template = json.loads(encode(good[0]))
-    hostile_ids = ['a"b', "../../../etc/passwd", "x\x00\x1b[2J", "h" * 10_000]
-    hostile = []
-    for host_id in hostile_ids:
-        doc = dict(
-            template, event_id=good[0].event_id, host=dict(template["host"], host_id=host_id)
-        )
-        hostile.append((b"k", json.dumps(doc).encode()))
-    junk = [
-        (b"k", b"not json"),
-        (b"k", b'{"schema_version": 1}'),
-        (b"k", None),
-        (b"k", b"[" * 100_000),
-        (b"k", b'{"a": "' + b"x" * 300_000 + b'"}'),
+def poison_messages(
+    template: dict[str, Any], count: int
+) -> list[tuple[bytes | None, bytes | None]]:
+    """``count`` malformed or hostile messages of many kinds."""
+    kinds: list[Callable[[int], bytes | None]] = [
+        lambda i: b"not json %d" % i,
+        lambda i: b'{"schema_version": 1, "n": %d}' % i,
+        lambda i: None,  # a tombstone
+        lambda i: b"[" * 50_000,
+        lambda i: b'{"a": "' + b"x" * 300_000 + b'"}',
+        lambda i: json.dumps(
+            dict(template, host=dict(template["host"], host_id=f"x\x00\x1b[2J{i}"))
+        ).encode(),
+        lambda i: json.dumps(
+            dict(template, host=dict(template["host"], host_id="h" * 10_000))
+        ).encode(),
+        lambda i: json.dumps(dict(template, ts="1970-01-01T00:00:00Z")).encode(),
+        lambda i: json.dumps(dict(template, cpu={"utilization_pct": -5})).encode(),
+        lambda i: bytes(range(256)),
     ]
-    produce(settings, [*as_messages(good[:2]), *hostile, *junk, *as_messages(good[2:])])
+    return [(b"poison", kinds[i % len(kinds)](i)) for i in range(count)]
+
+
+def test_poison_and_hostile_messages_are_quarantined_and_valid_ones_kept(
+    broker_settings: Settings,
+) -> None:
+    settings = broker_settings.model_copy(update={"flush_seconds": 1.0})
+    good = simulated(5, START, 600)  # 300 valid events
+    template = json.loads(encode(good[0]))
+    # Printable but hostile host ids are valid: they must reach the lake verbatim.
+    hostile_ids = ['a"b', "../../../etc/passwd", "x'; DROP TABLE raw_metrics; --"]
+    hostile = [
+        (
+            b"k",
+            json.dumps(
+                dict(
+                    template, event_id=new_event_id(), host=dict(template["host"], host_id=host_id)
+                )
+            ).encode(),
+        )
+        for host_id in hostile_ids
+    ]
+    poison = poison_messages(template, 1000)
+    valid = as_messages(good)
+    mixed: list[tuple[bytes | None, bytes | None]] = []
+    for i, message in enumerate(poison):
+        mixed.append(message)
+        if i % 4 == 0 and valid:
+            mixed.append(valid.pop())
+    mixed += valid + hostile
+    produce(settings, mixed)
     writer, thread = start_writer(settings)
     try:
-        wait_for(lambda: writer.stats.records == len(good) + 9, 60, "all messages handled")
+        wait_for(lambda: writer.stats.records == len(mixed), 120, "all messages handled")
+        assert thread.is_alive(), "the writer must keep running"
     finally:
         stop_writer(writer, thread)
     root = lake(settings)
-    assert writer.stats.quarantined == 9
+    assert writer.stats.quarantined == 1000
     quarantined = [
         json.loads(line)
         for f in sorted((root / "quarantine").rglob("*.jsonl"))
         for line in read_lines(f)
     ]
-    assert len(quarantined) == 9
+    assert len(quarantined) == 1000
     assert all(q["reason"] and q["offset"] >= 0 for q in quarantined)
-    assert bytes.fromhex(quarantined[-1]["value_hex"]).startswith(b'{"a": "xxx')
-    assert event_id_counts(root) == {e.event_id: 1 for e in good}
+    assert any(q["value_hex"] is None for q in quarantined)  # the tombstones
+    assert {bytes.fromhex(q["value_hex"]) for q in quarantined if q["value_hex"]} >= {
+        bytes(range(256))
+    }
+    counts = event_id_counts(root)
+    assert {e.event_id for e in good} <= counts.keys() and set(counts.values()) == {1}
+    lake_host_ids = {
+        json.loads(line)["host"]["host_id"] for f in data_files(root) for line in read_lines(f)
+    }
+    assert set(hostile_ids) <= lake_host_ids
     every_file = [p.resolve() for p in root.rglob("*") if p.is_file()]
     assert all(p.is_relative_to(root.resolve()) for p in every_file)
-    assert not any("passwd" in str(p) or "\x00" in str(p) for p in every_file)
+    assert not any("passwd" in str(p) or "DROP" in str(p) for p in every_file)
 
 
 def test_watermarks_follow_commits(broker_settings: Settings) -> None:

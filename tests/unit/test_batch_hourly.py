@@ -217,3 +217,15 @@ def test_impossible_aggregates_fail_the_run_loudly(
     lake.add_batch(steady_host("fast", HOUR14, cpu=10.0, samples=400, interval_s=9))
     with pytest.raises(DataQualityError, match="completeness above 100"):
         run(settings, wh)
+
+
+def test_hostile_host_ids_reach_the_tables_verbatim(
+    settings: Settings, wh: DuckDBWarehouse, lake: LakeBuilder
+) -> None:
+    hostile = ["x'; DROP TABLE raw_metrics; --", '../../etc/"passwd"', "rack 4/ü"]
+    for host_id in hostile:
+        lake.add_batch(steady_host(host_id, HOUR14, cpu=10.0, samples=30))
+    run(settings, wh)
+    stored = {r["host_id"] for r in wh.native_query("SELECT host_id FROM hourly_host_metrics")}
+    assert stored == set(hostile)
+    assert wh.native_query("SELECT COUNT(*) AS n FROM raw_metrics")[0]["n"] == 90

@@ -68,7 +68,8 @@ def _bad(mutate: object) -> bytes:
         (_bad(lambda d: d.update(cpu={"utilization_pct": 250})), "<= 100"),
         (_bad(lambda d: d.update(junk="x" * 1000)), "unknown field `junk`"),
         (_bad(lambda d: d.update(junk="x" * 300_000)), "bytes, more than"),
-        (_bad(lambda d: d["host"].update(host_id="../../etc")), "$.host.host_id"),
+        (_bad(lambda d: d["host"].update(host_id="h" * 10_000)), "$.host.host_id"),
+        (_bad(lambda d: d["host"].update(host_id="")), "$.host.host_id"),
         (_bad(lambda d: d["host"].update(host_id='a"b\n')), "$.host.host_id"),
         (_bad(lambda d: d.update(ts="1970-01-01T00:00:00Z")), "outside"),
         (_bad(lambda d: d.update(schema_version=2)), "$.schema_version"),
@@ -80,6 +81,13 @@ def test_invalid_events_raise_a_clear_schema_error(payload: bytes, fragment: str
     with pytest.raises(SchemaError) as info:
         decode(payload)
     assert fragment in str(info.value)
+
+
+def test_hostile_but_printable_host_ids_are_kept_verbatim() -> None:
+    for host_id in ['a"b', "../../etc/passwd", "x'; DROP TABLE raw_metrics; --", "rack 4/ü"]:
+        doc = json.loads(encode(make_event()))
+        doc["host"]["host_id"] = host_id
+        assert decode(json.dumps(doc).encode()).host.host_id == host_id
 
 
 def test_non_utc_offsets_are_normalized_to_utc() -> None:

@@ -97,7 +97,7 @@ def create_app(
         return page("fleet.html", hosts=hosts, alert_counts=counts, stale=stale)
 
     async def host(request: Request) -> Response:
-        host_id = request.path_params["host_id"]
+        host_id = request.query_params.get("id", "")
         since = now() - timedelta(hours=48)
 
         def read(
@@ -193,7 +193,7 @@ def create_app(
     return Starlette(
         routes=[
             Route("/", fleet),
-            Route("/host/{host_id:str}", host),
+            Route("/host", host),  # ?id=: host ids may hold "/" and are passed verbatim
             Route("/alerts", alerts),
             Route("/healthz", health),
             Mount("/static", StaticFiles(directory=static), name="static"),
