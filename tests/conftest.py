@@ -11,7 +11,7 @@ import pytest
 from sysmetrics.config import Settings, load_settings
 from sysmetrics.stream.admin import ensure_topic
 from tests.support.apache_kafka import ApacheKafkaBroker, missing_tools
-from tests.support.brokers import TansuBroker, TestBroker
+from tests.support.brokers import DurableTansuBroker, TansuBroker, TestBroker
 
 BROKER_KINDS = ["tansu", "apache-kafka"]
 
@@ -33,6 +33,20 @@ def apache_kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ap
     broker.start()
     yield broker
     broker.stop()
+
+
+@pytest.fixture(params=["durable-tansu", "apache-kafka"])
+def restartable_broker(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TestBroker]:
+    """A broker whose log survives a restart: Tansu on S3 (moto), or Apache Kafka."""
+    if request.param == "apache-kafka":
+        yield request.getfixturevalue("apache_kafka_broker")
+        return
+    broker = DurableTansuBroker(tmp_path_factory.mktemp("durable-tansu"))
+    broker.start()
+    yield broker
+    broker.close()
 
 
 @pytest.fixture(params=BROKER_KINDS)

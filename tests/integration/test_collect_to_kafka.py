@@ -7,6 +7,7 @@ import signal
 import subprocess
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from sysmetrics.config import Settings, load_settings
 from sysmetrics.schema import decode
 from sysmetrics.stream.admin import ensure_topic
 from sysmetrics.stream.broker import EmbeddedBroker, free_port
+from tests.support.brokers import TestBroker
 from tests.support.kafka_io import SYSMETRICS, read_topic
 
 pytestmark = pytest.mark.broker
@@ -86,3 +88,48 @@ def test_broker_outage_loses_nothing_and_keeps_order(tmp_path: Path) -> None:
         assert [e.ts for e in events] == sorted(e.ts for e in events)
     finally:
         broker.stop()
+
+
+@pytest.mark.slow
+def test_broker_down_60s_with_a_collector_restart_loses_and_duplicates_nothing(
+    restartable_broker: TestBroker, tmp_path: Path
+) -> None:
+    """Collect, stop the broker for over 60 s (restarting the collector meanwhile), start it
+    again: every sample taken is delivered exactly once."""
+    settings = load_settings(
+        bootstrap_servers=restartable_broker.bootstrap,
+        topic=f"outage_{uuid.uuid4().hex[:8]}",
+        data_dir=tmp_path / "data",
+        sample_interval_s=1.0,
+    )
+    ensure_topic(settings)
+    producers = []
+
+    def collect(stop: threading.Event) -> None:
+        producers.append(run_collector(settings, stop))
+
+    first_stop, second_stop = threading.Event(), threading.Event()
+    first = threading.Thread(target=collect, args=(first_stop,))
+    first.start()
+    time.sleep(5)
+    restartable_broker.stop()
+    outage_started = time.monotonic()
+    time.sleep(25)
+    first_stop.set()  # the collector restarts during the outage
+    first.join(60)
+    second = threading.Thread(target=collect, args=(second_stop,))
+    second.start()
+    time.sleep(max(0.0, 62 - (time.monotonic() - outage_started)))
+    restartable_broker.start()
+    time.sleep(10)  # reconnect; then the collector's own stop flushes what is left
+    second_stop.set()
+    second.join(60)
+    assert producers[1].spool.pending == 0, "the spool did not drain after the outage"
+    sampled = sum(p.stats.spooled for p in producers)
+    assert producers[0].spool.pending > 0, "the outage must have left samples in the spool"
+    ids = [
+        decode(m.value()).event_id for m in read_topic(settings, expected=sampled + 1, timeout_s=10)
+    ]
+    assert len(ids) == len(set(ids)), f"{len(ids) - len(set(ids))} duplicates"
+    assert len(ids) == sampled, f"{sampled - len(ids)} samples lost"
+    assert sampled >= 60

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Protocol
 
-from sysmetrics.stream.broker import EmbeddedBroker, free_port
+from sysmetrics.stream.broker import EmbeddedBroker, free_port, stop_pid
 
 
 class TestBroker(Protocol):
@@ -37,3 +40,55 @@ class TansuBroker:
 
     def kill(self) -> None:
         self._broker.kill()
+
+
+class DurableTansuBroker(TansuBroker):
+    """Tansu with its log in S3 (a moto_server S3 emulator): data survives a broker restart."""
+
+    def __init__(self, work_dir: Path) -> None:
+        import boto3
+
+        self._s3_port = free_port()
+        self._moto = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "moto_server"),
+                "-H",
+                "127.0.0.1",
+                "-p",
+                str(self._s3_port),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        endpoint = f"http://127.0.0.1:{self._s3_port}"
+        self._env = {
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT": endpoint,
+            "AWS_ALLOW_HTTP": "true",
+        }
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+            region_name="us-east-1",
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                s3.create_bucket(Bucket="tansu")
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        self._broker = EmbeddedBroker(work_dir, free_port(), storage="s3://tansu/")
+
+    def start(self) -> None:
+        self._broker.start(env=self._env)
+
+    def close(self) -> None:
+        self._broker.stop()
+        stop_pid(self._moto.pid, timeout_s=5)
