@@ -9,6 +9,7 @@ writing anything. Writer time is from its first file until 95 % of the events ar
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -45,6 +46,39 @@ def bare_consume_rate(settings: Settings, total: int) -> float:
     return total / elapsed
 
 
+def seed_style_rate(settings: Settings, out_dir: Path, total: int) -> float:
+    """What the seed system did: kafka-python, auto-commit, json.loads per record, batches of
+    50 written as indented JSON arrays (no fsync, no exactly-once)."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(
+        settings.topic,
+        bootstrap_servers=settings.bootstrap_servers,
+        group_id=f"seed-{uuid.uuid4().hex[:6]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=True,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
+        consumer_timeout_ms=10_000,
+    )
+    out_dir.mkdir(parents=True)
+    batch: list[object] = []
+    seen, first = 0, None
+    for message in consumer:
+        if first is None:
+            first = time.perf_counter()
+        batch.append(json.loads(message.value))
+        seen += 1
+        if len(batch) >= 50 or seen == total:
+            (out_dir / f"batch-{seen}.json").write_text(json.dumps(batch, indent=4))
+            batch = []
+        if seen == total:
+            break
+    elapsed = time.perf_counter() - (first or time.perf_counter())
+    consumer.close()
+    return seen / elapsed
+
+
 def writers_rate(settings: Settings, lake: Path, total: int, writers: int, flush: int) -> float:
     env = {
         **os.environ,
@@ -79,7 +113,7 @@ def writers_rate(settings: Settings, lake: Path, total: int, writers: int, flush
 
 
 def main() -> None:
-    total = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
+    total = int(sys.argv[1]) if len(sys.argv) > 1 else 500_000
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         broker = EmbeddedBroker(root / "broker", free_port())
@@ -94,16 +128,18 @@ def main() -> None:
             events = [e for _, e in generate(hosts, start, 3600, 10, 5)][:total]
             produce(settings, [(e.host.host_id.encode(), encode(e)) for e in events])
             base = bare_consume_rate(settings, total)
+            seed = seed_style_rate(settings, root / "seed", total)
             cores = os.cpu_count()
             print(f"lake writer throughput, {total:,} events, {cores} cores, Tansu, local disk")
-            print(f"  bare consumer (baseline)           {base:>10,.0f} events/s  1.00x")
+            print(f"  (a) bare confluent-kafka consumer  {base:>10,.0f} events/s")
+            print(f"  (b) seed-style kafka-python writer {seed:>10,.0f} events/s")
             for writers, flush in ((1, 50), (2, 50), (1, 500), (2, 500)):
                 rate = writers_rate(
                     settings, root / f"lake-{writers}-{flush}" / "lake", total, writers, flush
                 )
                 print(
                     f"  {writers} writer(s), flush {flush:>3} records     {rate:>10,.0f} events/s  "
-                    f"{rate / base:.3f}x"
+                    f"{rate / base:.3f}x (a)  {rate / seed:.2f}x (b)"
                 )
         finally:
             broker.stop()

@@ -67,9 +67,8 @@ def settings(tmp_path: Path) -> Settings:
     )
 
 
-@pytest.fixture
-def broker_settings(broker: TestBroker, tmp_path: Path) -> Settings:
-    """Settings pointing at the parametrized broker, with a fresh topic and group."""
+def settings_for(broker: TestBroker, tmp_path: Path) -> Settings:
+    """Settings pointing at ``broker``, with a fresh topic and group, the topic created."""
     suffix = uuid.uuid4().hex[:8]
     settings = load_settings(
         bootstrap_servers=broker.bootstrap,
@@ -81,6 +80,18 @@ def broker_settings(broker: TestBroker, tmp_path: Path) -> Settings:
     )
     ensure_topic(settings)
     return settings
+
+
+@pytest.fixture
+def broker_settings(broker: TestBroker, tmp_path: Path) -> Settings:
+    """Settings on the parametrized broker (each test runs on Tansu and on Apache Kafka)."""
+    return settings_for(broker, tmp_path)
+
+
+@pytest.fixture
+def tansu_settings(tansu_broker: TansuBroker, tmp_path: Path) -> Settings:
+    """Settings on Tansu only, for behaviour that does not depend on the broker."""
+    return settings_for(tansu_broker, tmp_path)
 
 
 @pytest.fixture(autouse=True)

@@ -46,13 +46,18 @@ def main() -> None:
         broker = EmbeddedBroker(root / "broker", free_port())
         broker.start()
         lake = root / "lake"
-        env = {**os.environ, "SYSMETRICS_BOOTSTRAP_SERVERS": broker.bootstrap,
-               "SYSMETRICS_LAKE_URL": str(lake), "SYSMETRICS_DATA_DIR": str(root / "state"),
-               "SYSMETRICS_WAREHOUSE_URL": str(root / "wh.duckdb")}
+        env = {
+            **os.environ,
+            "SYSMETRICS_BOOTSTRAP_SERVERS": broker.bootstrap,
+            "SYSMETRICS_LAKE_URL": str(lake),
+            "SYSMETRICS_DATA_DIR": str(root / "state"),
+            "SYSMETRICS_WAREHOUSE_URL": str(root / "wh.duckdb"),
+        }
         settings = load_settings(bootstrap_servers=broker.bootstrap)
         ensure_topic(settings)
-        writer = subprocess.Popen([SYSMETRICS, "consume"], env=env, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
+        writer = subprocess.Popen(
+            [SYSMETRICS, "consume"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         kafka_latency: list[float] = []
         stop = threading.Event()
 
@@ -69,8 +74,20 @@ def main() -> None:
         reader = threading.Thread(target=bare_consumer)
         reader.start()
         sim = subprocess.Popen(
-            [SYSMETRICS, "simulate", "--hosts", str(hosts), "--duration", f"{minutes}m",
-             "--speedup", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                SYSMETRICS,
+                "simulate",
+                "--hosts",
+                str(hosts),
+                "--duration",
+                f"{minutes}m",
+                "--speedup",
+                "1",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         seen: dict[Path, float] = {}
         deadline = time.time() + minutes * 60 + 90
         while time.time() < deadline:
@@ -89,26 +106,52 @@ def main() -> None:
                 lake_latency.append(at - ts.timestamp())
         # Hour end → aggregated hour: a full simulated hour of the same fleet.
         hour = (datetime.now(UTC) - timedelta(days=1)).replace(minute=0, second=0, microsecond=0)
-        subprocess.run([SYSMETRICS, "simulate", "--hosts", str(hosts), "--duration", "1h",
-                        "--start", hour.isoformat()], env=env, check=True, capture_output=True)
-        subprocess.run([SYSMETRICS, "consume", "--idle-exit", "3"], env=env, check=True,
-                       capture_output=True)
+        subprocess.run(
+            [
+                SYSMETRICS,
+                "simulate",
+                "--hosts",
+                str(hosts),
+                "--duration",
+                "1h",
+                "--start",
+                hour.isoformat(),
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(
+            [SYSMETRICS, "consume", "--idle-exit", "3"], env=env, check=True, capture_output=True
+        )
         began = time.perf_counter()
-        subprocess.run([SYSMETRICS, "batch", "run", "--hour", hour.isoformat()], env=env,
-                       check=True, capture_output=True)
+        subprocess.run(
+            [SYSMETRICS, "batch", "run", "--hour", hour.isoformat()],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
         batch_s = time.perf_counter() - began
         broker.stop()
     k50, k99 = pct(kafka_latency, 50), pct(kafka_latency, 99)
     l50, l99 = pct(lake_latency, 50), pct(lake_latency, 99)
-    print(f"freshness, default settings (flush 50 records / 60 s), {hosts} hosts real time, "
-          f"{minutes:g} min, {os.cpu_count()} cores")
-    print(f"  sample -> Kafka consumer (baseline)  p50 {k50:6.2f} s  p99 {k99:6.2f} s  "
-          f"({len(kafka_latency)} events)")
-    print(f"  sample -> lake file                  p50 {l50:6.2f} s  p99 {l99:6.2f} s  "
-          f"({len(lake_latency)} events)  p99 ratio {l99 / k99:,.0f}x baseline")
-    print(f"  hour end -> aggregated hour          {batch_s:.1f} s of work for "
-          f"{hosts * 360} events + the {settings.watermark_grace_s:.0f} s grace = "
-          f"{batch_s + settings.watermark_grace_s:.0f} s")
+    print(
+        f"freshness, default settings (flush 50 records / 60 s), {hosts} hosts real time, "
+        f"{minutes:g} min, {os.cpu_count()} cores"
+    )
+    print(
+        f"  sample -> Kafka consumer (baseline)  p50 {k50:6.2f} s  p99 {k99:6.2f} s  "
+        f"({len(kafka_latency)} events)"
+    )
+    print(
+        f"  sample -> lake file                  p50 {l50:6.2f} s  p99 {l99:6.2f} s  "
+        f"({len(lake_latency)} events)  p99 ratio {l99 / k99:,.0f}x baseline"
+    )
+    print(
+        f"  hour end -> aggregated hour          {batch_s:.1f} s of work for "
+        f"{hosts * 360} events + the {settings.watermark_grace_s:.0f} s grace = "
+        f"{batch_s + settings.watermark_grace_s:.0f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ from sysmetrics.config import Settings
 from sysmetrics.schema import MetricsEvent, encode
 from sysmetrics.stream.simulator import generate
 from sysmetrics.warehouse.duckdb import DuckDBWarehouse
+from tests.conftest import settings_for
+from tests.support.brokers import TestBroker
 from tests.support.kafka_io import SYSMETRICS, produce
 from tests.support.waiting import wait_for
 
@@ -78,8 +80,7 @@ def produced_events() -> list[MetricsEvent]:
     return [e for _, e in generate(HOSTS, START, HOURS * 3600, 10.0, SEED)]
 
 
-@pytest.fixture
-def run(broker_settings: Settings, tmp_path: Path) -> Iterator[Run]:
+def make_run(broker_settings: Settings, tmp_path: Path) -> Run:
     settings = broker_settings.model_copy(update={"flush_seconds": 2.0})
     env = {
         **os.environ,
@@ -92,7 +93,14 @@ def run(broker_settings: Settings, tmp_path: Path) -> Iterator[Run]:
         "SYSMETRICS_FLUSH_SECONDS": "2",
         "SYSMETRICS_WATERMARK_GRACE_S": "0",
     }
-    current = Run(settings, tmp_path, env, [])
+    return Run(settings, tmp_path, env, [])
+
+
+@pytest.fixture
+def run(tansu_settings: Settings, tmp_path: Path) -> Iterator[Run]:
+    """The e2e faults run on Tansu (the broker-facing tiers run on both brokers); the broker
+    restart runs on both brokers with durable storage."""
+    current = make_run(tansu_settings, tmp_path)
     yield current
     for process in current.writers:
         if process.poll() is None:
@@ -271,19 +279,23 @@ def snapshot(run: Run) -> dict[str, tuple[int, str]]:
         wh.close()
 
 
-def test_broker_killed_and_restarted(apache_kafka_broker: object, run: Run) -> None:
-    """Apache Kafka keeps its log on disk: kill -9 it mid-stream and start it again."""
-    broker = apache_kafka_broker
-    if run.settings.bootstrap_servers != broker.bootstrap:  # type: ignore[attr-defined]
-        pytest.skip("needs a broker with durable storage: runs on Apache Kafka")
-    run.spawn_writer()
-    sim = run.simulate()
-    time.sleep(3)
-    broker.kill()  # type: ignore[attr-defined]
-    time.sleep(5)
-    broker.start()  # type: ignore[attr-defined]
-    assert sim.wait(timeout=400) == 0
-    finish(run, len(produced_events()))
+def test_broker_killed_and_restarted(restartable_broker: TestBroker, tmp_path: Path) -> None:
+    """Kill -9 a broker with durable storage mid-stream and start it again."""
+    run = make_run(settings_for(restartable_broker, tmp_path), tmp_path)
+    try:
+        run.spawn_writer()
+        sim = run.simulate()
+        time.sleep(3)
+        restartable_broker.kill()
+        time.sleep(5)
+        restartable_broker.start()
+        assert sim.wait(timeout=400) == 0
+        finish(run, len(produced_events()))
+    finally:
+        for process in run.writers:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
 
 
 def test_host_returning_with_late_data_recomputes_old_hours(run: Run) -> None:
