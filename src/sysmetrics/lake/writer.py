@@ -17,6 +17,7 @@ already written. Every record therefore ends up in exactly one file.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import logging
@@ -43,6 +44,14 @@ log = logging.getLogger(__name__)
 
 class WriterError(RuntimeError):
     """The writer cannot go on safely (e.g. commits keep failing); restart it."""
+
+
+class CommitFailed(WriterError):
+    """One offset commit failed (e.g. the group coordinator restarted); the batch's files are
+    durable and the partition was rewound to re-confirm them."""
+
+
+MAX_CONSECUTIVE_COMMIT_FAILURES = 20
 
 
 @dataclass
@@ -122,6 +131,7 @@ class LakeWriter:
         self._assigned: set[int] = set()
         self._paused = False
         self._assigned_at = 0.0
+        self._commit_failures_in_a_row = 0
         self._max_buffered = max(10_000, 20 * settings.flush_records)
         self._last_status = 0.0
 
@@ -174,6 +184,14 @@ class LakeWriter:
                     self._flush_due()
                     self._apply_backpressure()
                     backoff = 1.0
+                except CommitFailed as exc:
+                    self._commit_failures_in_a_row += 1
+                    if self._commit_failures_in_a_row > MAX_CONSECUTIVE_COMMIT_FAILURES:
+                        raise WriterError(
+                            f"{self._commit_failures_in_a_row} commits failed in a row: {exc}"
+                        ) from exc
+                    log.warning("%s; rewound to the batch start, will confirm it again", exc)
+                    self.stop.wait(min(0.5 * self._commit_failures_in_a_row, 5.0))
                 except StoreError as exc:
                     self.stats.store_failures += 1
                     self._pause()
@@ -362,11 +380,16 @@ class LakeWriter:
         except KafkaException as exc:
             self.stats.commit_failures += 1
             # The files are durable and the intent pins the batch: whoever reads the partition
-            # next rewrites exactly these names. Go back to the committed offset.
+            # next (us after a rejoin, or a new owner) cuts the same batch and finds the same
+            # names. Rewind to the batch start so nothing after it is written uncommitted.
+            start = buffer.records[0].offset
             buffer.records.clear()
             buffer.intent_checked = False
             buffer.pinned_end = None
-            raise WriterError(f"commit of partition {partition} failed: {exc}") from exc
+            with contextlib.suppress(KafkaException):
+                self._consumer.seek(TopicPartition(self.topic, partition, start))
+            raise CommitFailed(f"commit of partition {partition} failed: {exc}") from exc
+        self._commit_failures_in_a_row = 0
 
     def _publish_watermark(
         self, partition: int, buffer: _PartitionBuffer, committed: int, max_ts: datetime | None
