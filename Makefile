@@ -26,6 +26,9 @@ install: $(UV)  ## locked runtime environment (collector, lake, warehouse, dashb
 install-dev: $(UV)  ## locked environment with every extra and the test tools
 	$(UV) sync --locked --all-extras
 	bash scripts/install-system-deps.sh
+	test -x .bqemu/bin/bqemulator || ($(UV) venv -q .bqemu && \
+	  $(UV) pip install -q --python .bqemu/bin/python -r tests/bigquery/requirements.lock && \
+	  .bqemu/bin/python -c "from duckdb_extensions import import_extension; import_extension('spatial')")
 
 run: install  ## start the whole pipeline on this machine (Ctrl-C stops everything)
 	$(VENV)/bin/sysmetrics up
@@ -51,4 +54,4 @@ schema:  ## regenerate schemas/machine_metrics.v1.json from the typed model
 	$(VENV)/bin/python -m sysmetrics.schema
 
 clean:
-	rm -rf $(TOOLS) $(VENV) data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(TOOLS) $(VENV) .bqemu data .pytest_cache .mypy_cache .ruff_cache

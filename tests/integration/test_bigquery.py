@@ -1,0 +1,115 @@
+"""The BigQuery warehouse through the real BigQuery REST API of bqemulator, with the lake on
+fake-gcs-server: load jobs from gs://, the same SQL as DuckDB, idempotent re-runs.
+
+Left out because the emulator cannot do them (platform notes): gzipped NDJSON loads,
+``table$YYYYMMDDHH`` decorators, partition metadata from DDL, APPROX_QUANTILES.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sysmetrics.batch.hourly import run_hour
+from sysmetrics.config import Settings
+from sysmetrics.lake.store import LakeStore
+from sysmetrics.warehouse.bigquery import BigQueryWarehouse
+from sysmetrics.warehouse.duckdb import DuckDBWarehouse
+from tests.support.bigquery import BINARY, BigQueryEmulator
+from tests.support.gcs import FakeGcs
+from tests.support.lakes import HOUR14, LakeBuilder, steady_host
+
+pytestmark = pytest.mark.skipif(
+    not BINARY.exists(), reason="bqemulator missing: run 'make install-dev' (creates .bqemu/)"
+)
+HOSTILE = "x'; DROP TABLE raw_metrics; --"
+
+
+@pytest.fixture
+def cloud(tmp_path: Path) -> Iterator[tuple[FakeGcs, BigQueryEmulator]]:
+    gcs = FakeGcs(tmp_path / "gcs")
+    gcs.start()
+    gcs.create_bucket("lake")
+    bq = BigQueryEmulator(tmp_path / "gcs", tmp_path / "bqemulator.log")
+    bq.start()
+    yield gcs, bq
+    bq.stop()
+    gcs.stop()
+
+
+def fill_lake(local: Path, store: LakeStore) -> None:
+    lake = LakeBuilder(local)
+    lake.add_batch(steady_host("web-1", HOUR14, cpu=25.0, samples=240))
+    lake.add_batch(steady_host("gpu-9", HOUR14, cpu=97.0, temp=91.0, samples=300))
+    lake.add_batch(steady_host(HOSTILE, HOUR14, cpu=50.0, samples=100))
+    lake.add_batch(steady_host("web-1", HOUR14, cpu=25.0, samples=240)[:50])  # a duplicate file
+    for path in local.rglob("*.jsonl"):
+        assert store.create(str(path.relative_to(local)), path.read_bytes())
+
+
+def tables(wh: Any) -> dict[str, list[tuple[Any, ...]]]:
+    return {
+        "hourly": [
+            tuple(r.values())
+            for r in wh.rows(
+                "SELECT host_id, hour, samples, completeness_pct, cpu_avg, cpu_p95, cpu_max, "
+                "temp_max, net_sent_bytes, net_sent_rate_peak FROM {hourly} ORDER BY host_id"
+            )
+        ],
+        "alerts": [
+            tuple(r.values())
+            for r in wh.rows(
+                "SELECT host_id, rule, severity, value FROM {alerts} ORDER BY host_id, rule"
+            )
+        ],
+        "raw": [
+            tuple(r.values())
+            for r in wh.rows("SELECT COUNT(*), COUNT(DISTINCT event_id) FROM {raw}")
+        ],
+    }
+
+
+def test_bigquery_load_aggregate_and_rerun_match_duckdb(
+    cloud: tuple[FakeGcs, BigQueryEmulator], settings: Settings, tmp_path: Path
+) -> None:
+    gcs, bq = cloud
+    store = LakeStore("gs://lake/prod", gcs_endpoint=gcs.endpoint, project=bq.project)
+    fill_lake(tmp_path / "local", store)
+    cloud_settings = settings.model_copy(
+        update={
+            "lake_url": "gs://lake/prod",
+            "gcs_endpoint": gcs.endpoint,
+            "gcp_project": bq.project,
+            "warehouse_url": f"bigquery://{bq.project}/sysmetrics",
+            "bigquery_endpoint": bq.endpoint,
+        }
+    )
+    wh = BigQueryWarehouse(bq.project, "sysmetrics", bq.endpoint)
+    try:
+        result = run_hour(cloud_settings, wh, store, HOUR14)
+        assert (result.files, result.rows) == (4, 640)
+        first = tables(wh)
+        for _ in range(2):
+            run_hour(cloud_settings, wh, store, HOUR14)
+        assert tables(wh) == first  # re-runs replace the hour: same rows
+    finally:
+        wh.close()
+    assert first["raw"] == [(640, 640)]
+    assert [row[0] for row in first["hourly"]] == ["gpu-9", "web-1", HOSTILE]
+    assert ("gpu-9", "cpu_p95_high", "warning", 97.0) in first["alerts"]
+
+    # The same lake through DuckDB (gcsfs) gives the same tables: one SQL, two engines.
+    duck = DuckDBWarehouse(settings.warehouse_url)
+    try:
+        run_hour(
+            cloud_settings.model_copy(update={"warehouse_url": settings.warehouse_url}),
+            duck,
+            store,
+            HOUR14,
+        )
+        assert tables(duck) == first
+    finally:
+        duck.close()
