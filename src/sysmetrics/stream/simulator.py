@@ -151,29 +151,17 @@ def _sample(h: SimHost, ts: datetime, elapsed_s: float, interval_s: float) -> Me
         )
         for g in range(h.gpus)
     ]
-    net = Network(
-        bytes_sent=h.net_sent,
-        bytes_recv=h.net_recv,
-        packets_sent=h.net_sent // 900,
-        packets_recv=h.net_recv // 1200,
-        errin=0,
-        errout=0,
-        dropin=0,
-        dropout=0,
-        interfaces=[
-            NetInterface(
-                name="eth0",
-                bytes_sent=h.net_sent,
-                bytes_recv=h.net_recv,
-                packets_sent=h.net_sent // 900,
-                packets_recv=h.net_recv // 1200,
-                errin=0,
-                errout=0,
-                dropin=0,
-                dropout=0,
-            )
-        ],
-    )
+    counters: dict[str, int] = {
+        "bytes_sent": h.net_sent,
+        "bytes_recv": h.net_recv,
+        "packets_sent": h.net_sent // 900,
+        "packets_recv": h.net_recv // 1200,
+        "errin": 0,
+        "errout": 0,
+        "dropin": 0,
+        "dropout": 0,
+    }
+    net = Network(**counters, interfaces=[NetInterface(name="eth0", **counters)])
     return MetricsEvent(
         schema_version=SCHEMA_VERSION,
         event_id=new_event_id(ts, rng.getrandbits(74)),
