@@ -455,6 +455,13 @@ def dashboard(ctx: Context, host: str | None, port: int | None) -> None:
 )
 @click.option("--no-dashboard", is_flag=True, help="Do not start the dashboard.")
 @click.option("--no-collect", is_flag=True, help="Do not collect this machine's metrics.")
+@click.option(
+    "--airflow/--no-airflow",
+    "use_airflow",
+    default=None,
+    help="Run finished hours with Airflow standalone (default: when the airflow extra is "
+    "installed; otherwise the built-in scheduler runs the same functions).",
+)
 @click.option("--for", "run_for", type=float, help="Stop by itself after N seconds.")
 @pass_ctx
 def up(
@@ -463,6 +470,7 @@ def up(
     demo: bool,
     no_dashboard: bool,
     no_collect: bool,
+    use_airflow: bool | None,
     run_for: float | None,
 ) -> None:
     """Run the whole pipeline here: embedded broker, collector, lake writer, hourly job and
@@ -481,12 +489,17 @@ def up(
     if demo:
         settings = settings.model_copy(update={"flush_seconds": 10.0})
         refresh = 20.0
+    if use_airflow is None:
+        import importlib.util
+
+        use_airflow = importlib.util.find_spec("airflow") is not None
     pipeline = LocalPipeline(
         settings,
         simulate_hosts,
         collect=not no_collect,
         dashboard=not no_dashboard,
         scheduler_refresh_s=refresh,
+        airflow=use_airflow,
     )
     stopping = {"now": False}
 

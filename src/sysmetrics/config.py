@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     lookback_hours: int = Field(24, ge=0, description="late-data look-back of the hourly run")
     watermark_grace_s: float = Field(120.0, ge=0, description="wait after hour end")
     dag_retries: int = Field(3, ge=0, description="Airflow task retries (exponential backoff)")
+    watermark_wait_s: float = Field(
+        900.0, ge=0, description="how long the DAG waits for the watermark before a partial run"
+    )
+    airflow_port: int = Field(8080, ge=1, le=65535, description="Airflow UI/API port under up")
     alert_cpu_p95_pct: float = 90.0
     alert_disk_used_pct: float = 90.0
     alert_temperature_celsius: float = 85.0

@@ -40,7 +40,7 @@ def test_up_shows_this_machine_and_sigint_leaves_nothing_behind(tmp_path: Path) 
         "SYSMETRICS_SAMPLE_INTERVAL_S": "2",
     }
     up = subprocess.Popen(
-        [SYSMETRICS, "up", "--demo", "--simulate", "3"],
+        [SYSMETRICS, "up", "--demo", "--simulate", "3", "--no-airflow"],
         env=env,
         cwd=tmp_path,
         stdout=subprocess.PIPE,

@@ -21,7 +21,7 @@ from typing import Any
 
 from sysmetrics.config import Settings
 from sysmetrics.orchestration.scheduler import HourlyScheduler
-from sysmetrics.stream.broker import EmbeddedBroker, pid_alive, stop_pid
+from sysmetrics.stream.broker import EmbeddedBroker, pid_alive, process_group_alive, stop_pid
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 class Component:
     name: str
     args: list[str]
+    command: list[str] | None = None  # default: this sysmetrics
+    env: dict[str, str] = field(default_factory=dict)
+    process_group: bool = False  # stop the whole group (Airflow forks many processes)
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     log_file: Path | None = None
@@ -56,6 +59,7 @@ class LocalPipeline:
         collect: bool = True,
         dashboard: bool = True,
         scheduler_refresh_s: float = 60.0,
+        airflow: bool = False,
     ) -> None:
         self.settings = settings
         self.stop = threading.Event()
@@ -83,7 +87,13 @@ class LocalPipeline:
         self.components.append(Component("lake writer", ["consume"]))
         if dashboard:
             self.components.append(Component("dashboard", ["dashboard"]))
-        self.scheduler = HourlyScheduler(settings, self.stop, scheduler_refresh_s)
+        if airflow:
+            self.components.append(self._airflow_component())
+        # With Airflow running the finished hours, the built-in scheduler only keeps the
+        # current hour fresh for the dashboard.
+        self.scheduler = HourlyScheduler(
+            settings, self.stop, scheduler_refresh_s, finished_hours=not airflow
+        )
         self._scheduler_thread = threading.Thread(
             target=self.scheduler.run, name="hourly-scheduler", daemon=True
         )
@@ -101,16 +111,42 @@ class LocalPipeline:
         self._scheduler_thread.start()
         self._write_state()
 
+    def _airflow_component(self) -> Component:
+        home = (self.settings.data_dir / "airflow").resolve()
+        bin_dir = Path(sys.executable).parent
+        return Component(
+            "airflow",
+            ["standalone"],
+            command=[str(bin_dir / "airflow")],
+            env={
+                "AIRFLOW_HOME": str(home),
+                "AIRFLOW__CORE__DAGS_FOLDER": str(Path(__file__).parent / "dags"),
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+                "AIRFLOW__CORE__PARALLELISM": "4",
+                # Local only: no login on 127.0.0.1.
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+                "AIRFLOW__API__HOST": "127.0.0.1",
+                "AIRFLOW__API__PORT": str(self.settings.airflow_port),
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": (
+                    f"http://127.0.0.1:{self.settings.airflow_port}/execution/"
+                ),
+                "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+            },
+            process_group=True,
+        )
+
     def _spawn(self, component: Component) -> None:
         component.log_file = self.log_dir / f"{component.name.replace(' ', '-')}.log"
+        command = component.command or sysmetrics_command()
         with component.log_file.open("ab") as out:
             component.process = subprocess.Popen(
-                [*sysmetrics_command(), *component.args],
+                [*command, *component.args],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # Ctrl-C reaches us only; we stop them in order
-                env={**os.environ, **self._child_env()},
+                env={**os.environ, **self._child_env(), **component.env},
             )
         component.started_at = time.time()
 
@@ -129,8 +165,13 @@ class LocalPipeline:
             "dashboard_host",
             "dashboard_port",
             "lake_compression",
+            "watermark_grace_s",
+            "watermark_wait_s",
         ):
-            env[f"SYSMETRICS_{name.upper()}"] = str(values[name])
+            value = str(values[name])
+            if name in ("data_dir", "lake_url", "warehouse_url") and "://" not in value:
+                value = str(Path(value).resolve())  # children (Airflow tasks) run elsewhere
+            env[f"SYSMETRICS_{name.upper()}"] = value
         return env
 
     def supervise(self) -> None:
@@ -154,11 +195,13 @@ class LocalPipeline:
     def shutdown(self) -> None:
         """Stop everything in pipeline order; nothing is left running when this returns."""
         self.stop.set()
-        order = ["collector", "simulator", "lake writer", "dashboard"]
+        order = ["collector", "simulator", "lake writer", "dashboard", "airflow"]
         for name in order:
             for component in self.components:
                 if component.name == name and component.process is not None:
-                    if component.running:
+                    if component.process_group:
+                        stop_process_group(component.process)
+                    elif component.running:
                         component.process.send_signal(signal.SIGTERM)
                         try:
                             component.process.wait(timeout=30)
@@ -208,6 +251,23 @@ class LocalPipeline:
             ("hourly job", "running" if self._scheduler_thread.is_alive() else "stopped", detail)
         )
         return out
+
+
+def stop_process_group(process: subprocess.Popen[bytes], grace_s: float = 20.0) -> None:
+    """Airflow standalone: SIGINT to the group, wait, then SIGTERM and SIGKILL the group
+    (SIGTERM alone leaves its children running)."""
+    pgid = process.pid  # start_new_session: the group id is the leader's pid
+    for sig, wait_s in ((signal.SIGINT, grace_s), (signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            process.poll()
+            if not process_group_alive(pgid):
+                return
+            time.sleep(0.2)
 
 
 def read_writer_status(data_dir: Path) -> list[dict[str, Any]]:

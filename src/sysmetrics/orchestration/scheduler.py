@@ -20,8 +20,15 @@ log = logging.getLogger(__name__)
 
 
 class HourlyScheduler:
-    def __init__(self, settings: Settings, stop: threading.Event, refresh_s: float = 60.0):
+    def __init__(
+        self,
+        settings: Settings,
+        stop: threading.Event,
+        refresh_s: float = 60.0,
+        finished_hours: bool = True,
+    ):
         self.settings = settings
+        self.finished_hours = finished_hours
         self.stop = stop
         self.refresh_s = refresh_s
         self.last_hour_done: datetime | None = None
@@ -36,7 +43,7 @@ class HourlyScheduler:
         previous = current - timedelta(hours=1)
         due = now >= current + timedelta(seconds=self.settings.watermark_grace_s)
         hours = [current]
-        if due and self.last_hour_done != previous:
+        if self.finished_hours and due and self.last_hour_done != previous:
             hours.insert(0, previous)
         wh = open_warehouse(self.settings)
         try:

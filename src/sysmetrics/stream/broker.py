@@ -91,6 +91,23 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def process_group_alive(pgid: int) -> bool:
+    """Whether any live (non-zombie) process is in the group ``pgid``."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    for stat in proc.glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if fields[0] != "Z" and int(fields[2]) == pgid:
+                return True
+    return False
+
+
 def stop_pid(pid: int, timeout_s: float = 15.0) -> None:
     """SIGTERM, wait, then SIGKILL: the process is gone when this returns."""
     with contextlib.suppress(ProcessLookupError):

@@ -15,9 +15,6 @@ from airflow.timetables.trigger import CronTriggerTimetable
 from sysmetrics.config import load_settings
 from sysmetrics.orchestration import tasks
 
-WAIT_FOR_LAKE_S = 15 * 60
-"""How long to wait for the writers' watermark before running the hour as a partial one."""
-
 
 @dag(
     dag_id="machine_metrics_hourly",
@@ -38,7 +35,9 @@ def machine_metrics_hourly() -> None:
     @task
     def wait_for_lake(data_interval_start: pendulum.DateTime | None = None) -> bool:
         assert data_interval_start is not None
-        return tasks.wait_for_lake(data_interval_start.isoformat(), WAIT_FOR_LAKE_S)
+        return tasks.wait_for_lake(
+            data_interval_start.isoformat(), load_settings().watermark_wait_s
+        )
 
     @task
     def load(data_interval_start: pendulum.DateTime | None = None) -> dict[str, object]:
