@@ -316,7 +316,7 @@ def _batch_parts(settings: Settings) -> tuple[Any, Any]:
     from sysmetrics.lake.store import LakeStore
     from sysmetrics.warehouse import open_warehouse
 
-    store = LakeStore(settings.lake_url, settings.gcs_endpoint, settings.gcp_project)
+    store = LakeStore.from_settings(settings)
     return open_warehouse(settings), store
 
 

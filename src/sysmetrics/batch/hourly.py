@@ -87,7 +87,7 @@ def load(wh: Warehouse, store: LakeStore, topic: str, hour: datetime) -> tuple[i
     if not store.is_local:
         wh.use_filesystem(store.fs)
     rows = wh.load_hour(hour, [store.uri(f) for f in files])
-    wh.execute(sql.DELETE_HOUR.replace("{table}", "{loaded_files}"), start=hour)
+    wh.execute(sql.delete_hour("loaded_files"), start=hour)
     for rel in files:
         wh.execute(
             "INSERT INTO {loaded_files} (hour, file) VALUES (@start, @file)",
@@ -114,14 +114,14 @@ def check_raw(wh: Warehouse, hours: list[datetime]) -> None:
 def aggregate(wh: Warehouse, hours: list[datetime], interval_s: float) -> None:
     """Hourly aggregates, then the checks they must pass before anyone reads them."""
     for hour in hours:
-        wh.execute(sql.DELETE_HOUR.replace("{table}", "{hourly}"), start=hour)
+        wh.execute(sql.delete_hour("hourly"), start=hour)
         wh.execute(sql.AGGREGATE, start=hour, expected_samples=int(3600 / interval_s))
         _check(wh, sql.AGGREGATE_CHECKS, hour)
 
 
 def trends(wh: Warehouse, hours: list[datetime]) -> None:
     for hour in hours:
-        wh.execute(sql.DELETE_HOUR.replace("{table}", "{trends}"), start=hour)
+        wh.execute(sql.delete_hour("trends"), start=hour)
         wh.execute(sql.TRENDS, start=hour)
 
 
@@ -138,7 +138,7 @@ def alert_params(settings: Settings) -> dict[str, Any]:
 
 def alerts(wh: Warehouse, hours: list[datetime], settings: Settings) -> None:
     for hour in hours:
-        wh.execute(sql.DELETE_HOUR.replace("{table}", "{alerts}"), start=hour)
+        wh.execute(sql.delete_hour("alerts"), start=hour)
         wh.execute(sql.ALERTS, start=hour, **alert_params(settings))
 
 

@@ -16,6 +16,8 @@ from typing import Any
 
 import fsspec
 
+from sysmetrics.config import Settings
+
 log = logging.getLogger(__name__)
 
 
@@ -38,6 +40,11 @@ class LakeStore:
         self.is_local = (
             self.fs.protocol in ("file", ("file", "local")) or "file" in self.fs.protocol
         )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LakeStore:
+        """The lake the settings name (SYSMETRICS_LAKE_URL, GCS endpoint and project)."""
+        return cls(settings.lake_url, settings.gcs_endpoint, settings.gcp_project)
 
     def full(self, rel: str) -> str:
         return f"{self.root}/{rel}"

@@ -120,9 +120,7 @@ class LakeWriter:
     ) -> None:
         self.settings = settings
         self.topic = settings.topic
-        self.store = store or LakeStore(
-            settings.lake_url, settings.gcs_endpoint, settings.gcp_project
-        )
+        self.store = store or LakeStore.from_settings(settings)
         self.stop = stop or threading.Event()
         self.stats = WriterStats()
         self.status_file = status_file

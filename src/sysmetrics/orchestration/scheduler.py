@@ -29,6 +29,7 @@ class HourlyScheduler:
     ):
         self.settings = settings
         self.finished_hours = finished_hours
+        self.store = LakeStore.from_settings(settings)
         self.stop = stop
         self.refresh_s = refresh_s
         self.last_hour_done: datetime | None = None
@@ -36,9 +37,6 @@ class HourlyScheduler:
         self.runs = 0
 
     def tick(self, now: datetime) -> None:
-        store = LakeStore(
-            self.settings.lake_url, self.settings.gcs_endpoint, self.settings.gcp_project
-        )
         current = hour_floor(now)
         previous = current - timedelta(hours=1)
         due = now >= current + timedelta(seconds=self.settings.watermark_grace_s)
@@ -48,7 +46,7 @@ class HourlyScheduler:
         wh = open_warehouse(self.settings)
         try:
             for hour in hours:
-                result = run_hour(self.settings, wh, store, hour)
+                result = run_hour(self.settings, wh, self.store, hour)
                 self.runs += 1
                 if hour == previous:
                     self.last_hour_done = previous

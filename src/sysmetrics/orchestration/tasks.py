@@ -27,7 +27,7 @@ def _warehouse(settings: Settings) -> Iterator[Warehouse]:
 
 
 def _store(settings: Settings) -> LakeStore:
-    return LakeStore(settings.lake_url, settings.gcs_endpoint, settings.gcp_project)
+    return LakeStore.from_settings(settings)
 
 
 def _hours(hours: list[str]) -> list[datetime]:

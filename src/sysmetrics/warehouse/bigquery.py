@@ -81,7 +81,7 @@ class BigQueryWarehouse(Warehouse):
     def load_hour(self, hour: datetime, file_uris: list[str]) -> int:
         from google.cloud import bigquery
 
-        self.execute(sql.DELETE_HOUR.replace("{table}", "{raw}"), start=hour)
+        self.execute(sql.delete_hour("raw"), start=hour)
         if file_uris:
             staging = f"{self.project}.{self.dataset}._staging_{hour:%Y%m%d%H}"
             schema = [bigquery.SchemaField.from_api_repr(f) for f in bigquery_schema()]

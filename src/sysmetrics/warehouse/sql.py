@@ -191,7 +191,11 @@ WHERE ts >= @start AND ts < TIMESTAMP_ADD(@start, INTERVAL 1 HOUR)
 QUALIFY ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY source_file) = 1
 """
 
-DELETE_HOUR = "DELETE FROM {table} WHERE hour = @start"
+
+def delete_hour(kind: str) -> str:
+    """The statement that empties hour @start of a logical table (``raw``, ``hourly``…)."""
+    return f"DELETE FROM {{{kind}}} WHERE hour = @start"
+
 
 # Hourly per-host aggregates for [@start, @start + 1h). Averages and rates are rounded to 6
 # decimals: a float sum depends on the order in which a parallel engine adds rows, and a
