@@ -62,9 +62,10 @@ def test_timer_flushes_an_idle_partition(broker_settings: Settings) -> None:
     produce(settings, as_messages(simulated(1, START, 70)))  # 7 events, then silence
     writer, thread = start_writer(settings)
     try:
-        wait_for(lambda: len(data_files(lake(settings))) == 1, 60, "the 2 s timer flush")
+        # The batch counts once committed, which is after its file exists: wait for that.
+        wait_for(lambda: writer.stats.batches == 1, 60, "the 2 s timer flush")
+        assert len(data_files(lake(settings))) == 1
         assert len(read_lines(data_files(lake(settings))[0])) == 7
-        assert writer.stats.batches == 1
     finally:
         stop_writer(writer, thread)
 
