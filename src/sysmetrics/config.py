@@ -68,6 +68,11 @@ class Settings(BaseSettings):
     warehouse_url: str = Field(
         "./data/warehouse.duckdb", description="DuckDB file or bigquery://project/dataset"
     )
+    duckdb_memory_limit: str = Field(
+        "1GB",
+        pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$",
+        description="DuckDB memory limit (larger hours spill to disk beside the file)",
+    )
     bigquery_endpoint: str | None = Field(None, description="BigQuery API endpoint (emulator)")
     lookback_hours: int = Field(24, ge=0, description="late-data look-back of the hourly run")
     watermark_grace_s: float = Field(120.0, ge=0, description="wait after hour end")

@@ -58,7 +58,7 @@ EventId = Annotated[
 ]
 
 
-class _Group(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=False):
+class _Group(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=False, gc=False):
     """Base of every part of the event: unknown fields are an error, not silently kept."""
 
 

@@ -85,12 +85,14 @@ def _crash_after_write(settings: Settings, crash_on_commit: int) -> None:
     calls = 0
 
     class CrashingWriter(LakeWriter):
-        def _commit(self, partition, next_offset, buffer):  # type: ignore[no-untyped-def]
+        consume_batch = 100  # several flush rounds, so several commits to crash before
+
+        def _commit(self, next_offsets, rewind_to):  # type: ignore[no-untyped-def]
             nonlocal calls
             calls += 1
             if calls == crash_on_commit:
                 os.kill(os.getpid(), signal.SIGKILL)
-            super()._commit(partition, next_offset, buffer)
+            super()._commit(next_offsets, rewind_to)
 
     CrashingWriter(settings).run(max_idle_s=30)
 

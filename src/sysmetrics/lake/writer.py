@@ -1,18 +1,21 @@
 """The lake writer: a consumer-group member that turns Kafka batches into exactly-once files.
 
-Per partition it buffers records and flushes at ``flush_records`` records or when the oldest
-buffered record is ``flush_seconds`` old (checked on a timer, also when nothing arrives).
+Per partition it buffers records and cuts a batch at ``flush_records`` records, or when the
+oldest buffered record is ``flush_seconds`` old (checked on a timer, also when nothing arrives).
 
-A flush of offsets S..E of partition P:
-  1. writes the intent ``{start: S, end: E}`` for P (the batch is now pinned to S..E);
-  2. creates one data file per event hour, ``<topic>+P+S-E.jsonl``, create-if-absent;
-     invalid messages go to one quarantine file with the same range;
-  3. commits offset E+1 synchronously;
-  4. publishes P's completeness watermark.
-A crash anywhere in 1-3 leaves the committed offset at S. Whoever consumes P next (this process
-restarted, or another group member) finds the intent starting at S and cuts its batch at exactly
-E again, so it produces the same names with the same content; create-if-absent keeps what was
-already written. Every record therefore ends up in exactly one file.
+After each poll, one *flush round* writes every batch that is due, on all partitions:
+  1. writes, per partition, the intent ``{start: S, ends: [E1, E2, ...]}`` (the round's
+     batches S..E1, E1+1..E2, ... are now pinned);
+  2. creates one data file per batch and event hour, ``<topic>+P+S-E.jsonl``,
+     create-if-absent; invalid messages go to one quarantine file with the batch's range;
+  3. makes 1-2 durable (one filesystem sync per step, not one fsync per file);
+  4. commits every partition's next offset in one synchronous commit;
+  5. publishes each partition's completeness watermark.
+A crash anywhere in 1-4 leaves the committed offset at a batch start S. Whoever consumes the
+partition next (this process restarted, or another group member) finds S among the intent's
+batch starts and cuts the remaining batches at exactly the same ends again, so it produces the
+same names with the same content; create-if-absent keeps what was already written. Every
+record therefore ends up in exactly one file.
 """
 
 from __future__ import annotations
@@ -69,9 +72,10 @@ class WriterStats:
     lag: dict[str, int] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Record:
     offset: int
+    arrived: float  # monotonic time it was consumed: the flush timer runs from here
     event: MetricsEvent | None
     raw: bytes | None
     key: bytes | None
@@ -81,9 +85,15 @@ class _Record:
 @dataclass
 class _PartitionBuffer:
     records: list[_Record] = field(default_factory=list)
-    first_at: float = 0.0
-    pinned_end: int | None = None  # set when an intent says the batch must end here
+    pinned_ends: list[int] = field(default_factory=list)  # batch ends an intent fixed
     intent_checked: bool = False
+
+
+@dataclass(slots=True)
+class _Batch:
+    start: int
+    end: int
+    records: list[_Record]
 
 
 def _quarantine_line(topic: str, partition: int, record: _Record) -> bytes:
@@ -111,6 +121,10 @@ def _compress(data: bytes, compression: str) -> bytes:
 
 
 class LakeWriter:
+    consume_batch = 5_000
+    """Messages taken per poll at most: while catching up, one flush round then writes about
+    this many records (a hundred 50-record batches) with one sync and one commit."""
+
     def __init__(
         self,
         settings: Settings,
@@ -142,23 +156,19 @@ class LakeWriter:
         log.info("assigned partitions %s", sorted(tp.partition for tp in partitions))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        revoked = {}
         for tp in partitions:
             buffer = self._buffers.pop(tp.partition, None)
             self._assigned.discard(tp.partition)
-            if buffer is None or not buffer.records:
-                continue
-            if buffer.pinned_end is not None and buffer.records[-1].offset < buffer.pinned_end:
-                log.info(
-                    "partition %d revoked mid pinned batch: left to the next owner", tp.partition
-                )
-                continue
-            try:
-                self._flush(tp.partition, buffer)
-            except (StoreError, WriterError) as exc:
-                # Not committed: the next owner re-reads these records (and the intent).
-                log.warning(
-                    "partition %d revoked, batch not flushed (%s): discarded", tp.partition, exc
-                )
+            if buffer is not None and buffer.records:
+                revoked[tp.partition] = buffer
+        try:
+            # A batch an intent pinned but not yet fully read stays uncut: the next owner
+            # reads it again and finishes it.
+            self._flush_round(revoked, force=True)
+        except (StoreError, WriterError) as exc:
+            # Not committed: the next owner re-reads these records (and the intent).
+            log.warning("partitions revoked, batches not flushed (%s): discarded", exc)
         log.info("revoked partitions %s", sorted(tp.partition for tp in partitions))
 
     # ------------------------------------------------------------------ main loop
@@ -170,9 +180,9 @@ class LakeWriter:
         flowing = False
         try:
             while not self.stop.is_set():
-                # While messages flow, do not wait for a full batch of 500: flush what came.
+                # While messages flow, do not wait for a full consume batch: flush what came.
                 timeout = 0.01 if flowing else self._poll_timeout()
-                messages = self._consumer.consume(num_messages=500, timeout=timeout)
+                messages = self._consumer.consume(self.consume_batch, timeout=timeout)
                 flowing = bool(messages)
                 for message in messages:
                     self._add(message)
@@ -212,7 +222,9 @@ class LakeWriter:
         return self.stats
 
     def _poll_timeout(self) -> float:
-        oldest = min((b.first_at for b in self._buffers.values() if b.records), default=None)
+        oldest = min(
+            (b.records[0].arrived for b in self._buffers.values() if b.records), default=None
+        )
         if oldest is None:
             return 0.5
         due_in = oldest + self.settings.flush_seconds - time.monotonic()
@@ -248,7 +260,7 @@ class LakeWriter:
         if not buffer.intent_checked:
             self._check_intent(partition, offset, buffer)
         raw = message.value()
-        record = _Record(offset, None, raw, message.key(), None)
+        record = _Record(offset, time.monotonic(), None, raw, message.key(), None)
         if raw is None:
             record.reason = "empty message (no value)"
         else:
@@ -256,8 +268,6 @@ class LakeWriter:
                 record.event = decode(raw)
             except SchemaError as exc:
                 record.reason = str(exc)[:2000]
-        if not buffer.records:
-            buffer.first_at = time.monotonic()
         buffer.records.append(record)
 
     def _check_intent(self, partition: int, first_offset: int, buffer: _PartitionBuffer) -> None:
@@ -266,127 +276,151 @@ class LakeWriter:
         if data is None:
             return
         intent = json.loads(data)
-        if intent["start"] == first_offset:
-            buffer.pinned_end = int(intent["end"])
+        ends = [int(end) for end in intent["ends"]]
+        starts = [int(intent["start"])] + [end + 1 for end in ends[:-1]]
+        if first_offset in starts:
+            buffer.pinned_ends = ends[starts.index(first_offset) :]
             log.info(
                 "partition %d: resuming the unfinished batch %d-%d",
                 partition,
-                intent["start"],
-                intent["end"],
+                first_offset,
+                buffer.pinned_ends[-1],
             )
 
-    def _due(self, buffer: _PartitionBuffer) -> bool:
-        if not buffer.records:
-            return False
-        if buffer.pinned_end is not None:
-            return buffer.records[-1].offset >= buffer.pinned_end
-        return (
-            len(buffer.records) >= self.settings.flush_records
-            or time.monotonic() - buffer.first_at >= self.settings.flush_seconds
-        )
+    def _cut(self, buffer: _PartitionBuffer, force: bool) -> list[_Batch]:
+        """The batches to flush now: first those an intent pinned (once fully read), then
+        full batches of ``flush_records``, then, when the timer is due or ``force``, the rest."""
+        records = buffer.records
+        batches: list[_Batch] = []
+        i = 0
+        for end in buffer.pinned_ends:
+            if not records or records[-1].offset < end:
+                return batches  # nothing may be cut before the pinned batch is complete
+            j = i
+            while j < len(records) and records[j].offset <= end:
+                j += 1
+            if j == i:
+                continue
+            batches.append(_Batch(records[i].offset, end, records[i:j]))
+            i = j
+        size = self.settings.flush_records
+        while len(records) - i >= size:
+            batches.append(
+                _Batch(records[i].offset, records[i + size - 1].offset, records[i : i + size])
+            )
+            i += size
+        if i < len(records) and (
+            force or time.monotonic() - records[i].arrived >= self.settings.flush_seconds
+        ):
+            batches.append(_Batch(records[i].offset, records[-1].offset, records[i:]))
+        return batches
 
     def _flush_due(self) -> None:
-        for partition in sorted(self._assigned):
-            buffer = self._buffers[partition]
-            while self._due(buffer):
-                self._flush(partition, buffer)
+        self._flush_round({p: self._buffers[p] for p in sorted(self._assigned)}, force=False)
 
     def _flush_all_on_stop(self) -> None:
-        for partition in sorted(self._assigned):
-            buffer = self._buffers[partition]
-            if (
-                buffer.pinned_end is not None
-                and buffer.records
-                and buffer.records[-1].offset < buffer.pinned_end
-            ):
-                continue  # cannot finish the pinned batch: leave it uncommitted
-            try:
-                while buffer.records:
-                    self._flush(partition, buffer)
-            except (StoreError, WriterError) as exc:
-                log.error(
-                    "stopping with partition %d not flushed (not committed, nothing lost): %s",
-                    partition,
-                    exc,
-                )
+        try:
+            self._flush_round({p: self._buffers[p] for p in sorted(self._assigned)}, force=True)
+        except (StoreError, WriterError) as exc:
+            log.error("stopping with batches not flushed (not committed, nothing lost): %s", exc)
 
     # ------------------------------------------------------------------ the flush
-    def _flush(self, partition: int, buffer: _PartitionBuffer) -> None:
-        """Write, commit, publish one batch; on error nothing is committed, all stays buffered."""
-        if buffer.pinned_end is not None:
-            batch = [r for r in buffer.records if r.offset <= buffer.pinned_end]
-        else:
-            batch = buffer.records[: self.settings.flush_records]
-        start, end = batch[0].offset, batch[-1].offset
-        if buffer.pinned_end is not None:
-            end = buffer.pinned_end
-        else:
-            self.store.put(
-                layout.intent_path(self.topic, partition),
-                json.dumps({"start": start, "end": end, "at": time.time()}).encode(),
-            )
-        by_hour: dict[datetime, list[bytes]] = defaultdict(list)
-        bad: list[bytes] = []
-        for record in batch:
-            if record.event is not None:
-                by_hour[layout.hour_of(record.event.ts)].append(encode(record.event))
-            else:
-                bad.append(_quarantine_line(self.topic, partition, record))
+    def _flush_round(self, buffers: dict[int, _PartitionBuffer], force: bool) -> None:
+        """Write, commit, publish every due batch of ``buffers``; on error nothing is
+        committed and every record stays buffered."""
+        cuts = {
+            p: batches for p, buffer in buffers.items() if (batches := self._cut(buffer, force))
+        }
+        if not cuts:
+            return
+        intents: dict[str, bytes] = {}
+        files: list[tuple[str, bytes]] = []
+        quarantine: list[tuple[str, bytes]] = []
+        bad_records = 0
         compression = self.settings.lake_compression
-        written = 0
-        for hour, lines in sorted(by_hour.items()):
-            rel = f"{layout.hour_dir(self.topic, hour)}/" + layout.batch_name(
-                self.topic, partition, start, end, compression
-            )
-            data = _compress(b"\n".join(lines) + b"\n", compression)
-            if self.store.create(rel, data):
-                self.stats.files += 1
-                written += len(data)
-            self.stats.last_file = rel
-        if bad:
-            self.store.create(
-                layout.quarantine_path(self.topic, partition, start, end), b"\n".join(bad) + b"\n"
-            )
-            self.stats.quarantined += len(bad)
-            log.warning(
-                "partition %d offsets %d-%d: %d messages quarantined",
-                partition,
-                start,
-                end,
-                len(bad),
-            )
-        self._commit(partition, end + 1, buffer)
-        del buffer.records[: len(batch)]
-        buffer.pinned_end = None
-        buffer.first_at = time.monotonic()
-        self.stats.records += len(batch)
-        self.stats.batches += 1
-        self.stats.bytes += written
-        self.stats.last_flush_at = time.time()
-        self._publish_watermark(
-            partition,
-            buffer,
-            end + 1,
-            max((r.event.ts for r in batch if r.event is not None), default=None),
+        for partition, batches in cuts.items():
+            if batches[-1].end not in buffers[partition].pinned_ends:  # not all pinned already
+                intent = {
+                    "start": batches[0].start,
+                    "ends": [b.end for b in batches],
+                    "at": time.time(),
+                }
+                intents[layout.intent_path(self.topic, partition)] = json.dumps(intent).encode()
+            for batch in batches:
+                by_hour: dict[datetime, list[bytes]] = defaultdict(list)
+                bad: list[bytes] = []
+                for record in batch.records:
+                    if record.event is not None:
+                        by_hour[layout.hour_of(record.event.ts)].append(encode(record.event))
+                    else:
+                        bad.append(_quarantine_line(self.topic, partition, record))
+                for hour, lines in sorted(by_hour.items()):
+                    name = layout.batch_name(
+                        self.topic, partition, batch.start, batch.end, compression
+                    )
+                    data = _compress(b"\n".join(lines) + b"\n", compression)
+                    files.append((f"{layout.hour_dir(self.topic, hour)}/{name}", data))
+                if bad:
+                    path = layout.quarantine_path(self.topic, partition, batch.start, batch.end)
+                    quarantine.append((path, b"\n".join(bad) + b"\n"))
+                    bad_records += len(bad)
+                    log.warning(
+                        "partition %d offsets %d-%d: %d messages quarantined",
+                        partition,
+                        batch.start,
+                        batch.end,
+                        len(bad),
+                    )
+        created = self.store.create_files(files + quarantine, intents)
+        self._commit(
+            {p: batches[-1].end + 1 for p, batches in cuts.items()},
+            {p: (buffers[p], batches[0].start) for p, batches in cuts.items()},
         )
+        for (rel, data), new in zip(files, created[: len(files)], strict=True):
+            if new:
+                self.stats.files += 1
+                self.stats.bytes += len(data)
+                self.stats.last_file = rel
+        self.stats.quarantined += bad_records
+        self.stats.last_flush_at = time.time()
+        for partition, batches in cuts.items():
+            buffer = buffers[partition]
+            del buffer.records[: sum(len(b.records) for b in batches)]
+            buffer.pinned_ends = [e for e in buffer.pinned_ends if e > batches[-1].end]
+            self.stats.records += sum(len(b.records) for b in batches)
+            self.stats.batches += len(batches)
+            self._publish_watermark(
+                partition,
+                buffer,
+                batches[-1].end + 1,
+                max(
+                    (r.event.ts for b in batches for r in b.records if r.event is not None),
+                    default=None,
+                ),
+            )
 
-    def _commit(self, partition: int, next_offset: int, buffer: _PartitionBuffer) -> None:
+    def _commit(
+        self, next_offsets: dict[int, int], rewind_to: dict[int, tuple[_PartitionBuffer, int]]
+    ) -> None:
         try:
             self._consumer.commit(
-                offsets=[TopicPartition(self.topic, partition, next_offset)], asynchronous=False
+                offsets=[TopicPartition(self.topic, p, o) for p, o in next_offsets.items()],
+                asynchronous=False,
             )
         except KafkaException as exc:
             self.stats.commit_failures += 1
-            # The files are durable and the intent pins the batch: whoever reads the partition
-            # next (us after a rejoin, or a new owner) cuts the same batch and finds the same
-            # names. Rewind to the batch start so nothing after it is written uncommitted.
-            start = buffer.records[0].offset
-            buffer.records.clear()
-            buffer.intent_checked = False
-            buffer.pinned_end = None
-            with contextlib.suppress(KafkaException):
-                self._consumer.seek(TopicPartition(self.topic, partition, start))
-            raise CommitFailed(f"commit of partition {partition} failed: {exc}") from exc
+            # The files are durable and the intents pin the batches: whoever reads a partition
+            # next (us after a rejoin, or a new owner) cuts the same batches and finds the same
+            # names. Rewind to the round's start so nothing after it is written uncommitted.
+            for partition, (buffer, start) in rewind_to.items():
+                buffer.records.clear()
+                buffer.intent_checked = False
+                buffer.pinned_ends = []
+                with contextlib.suppress(KafkaException):
+                    self._consumer.seek(TopicPartition(self.topic, partition, start))
+            raise CommitFailed(
+                f"commit of partitions {sorted(next_offsets)} failed: {exc}"
+            ) from exc
         self._commit_failures_in_a_row = 0
 
     def _publish_watermark(

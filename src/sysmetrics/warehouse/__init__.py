@@ -18,4 +18,4 @@ def open_warehouse(settings: Settings, read_only: bool = False) -> Warehouse:
         return BigQueryWarehouse(project, dataset, settings.bigquery_endpoint)
     from sysmetrics.warehouse.duckdb import DuckDBWarehouse
 
-    return DuckDBWarehouse(url, read_only=read_only)
+    return DuckDBWarehouse(url, read_only=read_only, memory_limit=settings.duckdb_memory_limit)

@@ -26,12 +26,16 @@ _EVENTS_PLACEHOLDER = "__events__"
 class DuckDBWarehouse(Warehouse):
     dialect = "duckdb"
 
-    def __init__(self, path: str, read_only: bool = False) -> None:
+    def __init__(self, path: str, read_only: bool = False, memory_limit: str = "1GB") -> None:
         self.path = path
         if path != ":memory:" and not read_only:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._con = duckdb.connect(path, read_only=read_only)
         self._con.execute("SET TimeZone = 'UTC'")
+        # A bounded footprint beside the collector and dashboard: past the limit DuckDB spills
+        # to <file>.tmp. Insertion order is never relied on (every query sorts or groups).
+        self._con.execute("SET memory_limit = $limit", {"limit": memory_limit})
+        self._con.execute("SET preserve_insertion_order = false")
         self._lock = threading.Lock()
         self._filesystems: set[str] = set()
 
@@ -95,4 +99,5 @@ def _list_literal(items: list[str]) -> str:
 
 
 def _columns_literal() -> str:
-    return "{" + ", ".join(f"{_quote(k)}: {_quote(v)}" for k, v in duckdb_columns().items()) + "}"
+    columns = duckdb_columns(sql.flatten_fields())
+    return "{" + ", ".join(f"{_quote(k)}: {_quote(v)}" for k, v in columns.items()) + "}"

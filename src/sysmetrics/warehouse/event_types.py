@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec.inspect as mi
@@ -19,13 +20,17 @@ def _strip_optional(t: mi.Type) -> mi.Type:
     return t
 
 
-def _duckdb(t: mi.Type) -> str:
+def _duckdb(t: mi.Type, only: frozenset[str] | None = None) -> str:
     t = _strip_optional(t)
     if isinstance(t, mi.StructType):
-        fields = ", ".join(f'"{f.encode_name}" {_duckdb(f.type)}' for f in t.fields)
+        fields = ", ".join(
+            f'"{f.encode_name}" {_duckdb(f.type)}'
+            for f in t.fields
+            if only is None or f.encode_name in only
+        )
         return f"STRUCT({fields})"
     if isinstance(t, mi.ListType):
-        return f"{_duckdb(t.item_type)}[]"
+        return f"{_duckdb(t.item_type, only)}[]"
     if isinstance(t, mi.IntType | mi.LiteralType):
         return "BIGINT"
     if isinstance(t, mi.FloatType):
@@ -39,12 +44,23 @@ def _duckdb(t: mi.Type) -> str:
     raise TypeError(f"no DuckDB type for {t!r}")
 
 
-def duckdb_columns() -> dict[str, str]:
+def duckdb_columns(only: Mapping[str, frozenset[str]] | None = None) -> dict[str, str]:
     """``read_json(columns=...)`` for schema-v1 files: explicit, so no field is dropped or
-    mistyped by sampling (e.g. a ``gpus`` list that is empty in every sampled row)."""
+    mistyped by sampling (e.g. a ``gpus`` list that is empty in every sampled row).
+
+    ``only`` keeps just these fields of the struct columns (and no other struct column);
+    scalar columns are always kept."""
     info = mi.type_info(MetricsEvent)
     assert isinstance(info, mi.StructType)
-    return {f.encode_name: _duckdb(f.type) for f in info.fields}
+    columns = {}
+    for f in info.fields:
+        inner = _strip_optional(f.type)
+        nested = isinstance(inner, mi.StructType | mi.ListType)
+        if only is None or not nested:
+            columns[f.encode_name] = _duckdb(f.type)
+        elif f.encode_name in only:
+            columns[f.encode_name] = _duckdb(f.type, only[f.encode_name])
+    return columns
 
 
 def _bigquery_field(name: str, t: mi.Type, mode: str = "NULLABLE") -> dict[str, Any]:

