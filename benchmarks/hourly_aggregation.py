@@ -74,7 +74,9 @@ def _reduce(items: list[dict[str, Any]] | None, field: str, how: str) -> float |
     values = [i[field] for i in items or () if i.get(field) is not None]
     if not values:
         return None
-    return {"max": max, "sum": sum, "avg": lambda v: sum(v) / len(v)}[how](values)
+    if how == "max":
+        return max(values)
+    return sum(values) / len(values) if how == "avg" else sum(values)
 
 
 # The raw-table columns taken straight from a nested field, and those reduced from a list.

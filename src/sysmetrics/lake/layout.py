@@ -2,7 +2,7 @@
 
     raw/<topic>/year=YYYY/month=MM/day=DD/hour=HH/<topic>+<partition>+<start>-<end>.jsonl[.gz|.zst]
     quarantine/<topic>/<topic>+<partition>+<start>-<end>.jsonl
-    _intents/<topic>/p<partition>.json       the batch being written (crash recovery)
+    _intents/<topic>/p<partition>.json       the batches of the last flush round (crash recovery)
     _watermarks/<topic>/p<partition>.json    event time up to which a partition is complete
 
 Partitions are by the event's own UTC timestamp (Hive style, so DuckDB and BigQuery prune by
