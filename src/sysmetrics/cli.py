@@ -290,6 +290,8 @@ def consume(
     settings = ctx.settings.model_copy(update=updates)
     try:
         ensure_topic(settings)
+        if settings.dead_letter_topic:
+            ensure_topic(settings, settings.dead_letter_topic)
     except ConnectionError as exc:
         raise click.ClickException(str(exc)) from None
     stop = threading.Event()

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     flush_records: int = Field(50, ge=1, description="flush a partition at this many records")
     flush_seconds: float = Field(60.0, gt=0, description="flush at least this often (timer)")
     lake_compression: Literal["none", "gzip", "zstd"] = "none"
+    dead_letter_topic: str | None = Field(
+        None, description="also send quarantined messages here (raw bytes + reason headers)"
+    )
     gcs_endpoint: str | None = Field(None, description="GCS API endpoint (emulator)")
     gcp_project: str | None = None
 
@@ -92,9 +95,11 @@ class Settings(BaseSettings):
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = Field(8050, ge=1, le=65535)
 
-    @field_validator("topic")
+    @field_validator("topic", "dead_letter_topic")
     @classmethod
-    def _topic_is_legal(cls, value: str) -> str:
+    def _topic_is_legal(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         if not value or len(value) > 249 or not all(c.isalnum() or c in "._-" for c in value):
             raise ValueError("a Kafka topic name: 1-249 of letters, digits, '.', '_', '-'")
         return value

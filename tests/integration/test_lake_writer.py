@@ -15,8 +15,9 @@ from sysmetrics.config import Settings
 from sysmetrics.lake import layout
 from sysmetrics.lake.writer import LakeWriter, read_watermarks
 from sysmetrics.schema import encode, new_event_id
+from sysmetrics.stream.admin import ensure_topic
 from tests.support.events import as_messages, simulated
-from tests.support.kafka_io import produce
+from tests.support.kafka_io import produce, read_topic
 from tests.support.lake import data_files, event_id_counts, read_lines
 from tests.support.waiting import wait_for
 
@@ -182,6 +183,37 @@ def test_poison_and_hostile_messages_are_quarantined_and_valid_ones_kept(
     every_file = [p.resolve() for p in root.rglob("*") if p.is_file()]
     assert all(p.is_relative_to(root.resolve()) for p in every_file)
     assert not any("passwd" in str(p) or "DROP" in str(p) for p in every_file)
+
+
+def test_quarantined_messages_also_go_to_the_dead_letter_topic(
+    broker_settings: Settings,
+) -> None:
+    dead_letter_topic = f"{broker_settings.topic}.dead-letters"
+    settings = broker_settings.model_copy(
+        update={"flush_seconds": 1.0, "dead_letter_topic": dead_letter_topic}
+    )
+    ensure_topic(settings, dead_letter_topic)
+    good = simulated(2, START, 300)  # 60 valid events
+    poison = poison_messages(json.loads(encode(good[0])), 40)
+    produce(settings, as_messages(good) + poison)
+    writer, thread = start_writer(settings)
+    try:
+        wait_for(lambda: writer.stats.records == 100, 60, "all messages handled")
+    finally:
+        stop_writer(writer, thread)
+    dead = read_topic(settings.model_copy(update={"topic": dead_letter_topic}), 40)
+    assert sorted((m.value() or b"") for m in dead) == sorted((v or b"") for _, v in poison)
+    quarantined = {
+        (q["partition"], q["offset"]): q["reason"]
+        for f in (lake(settings) / "quarantine").rglob("*.jsonl")
+        for q in map(json.loads, read_lines(f))
+    }
+    for message in dead:
+        headers = dict(message.headers() or [])
+        topic, partition, offset = headers["sysmetrics.source"].decode().rsplit("/", 2)
+        assert topic == settings.topic
+        assert quarantined[(int(partition), int(offset))] == headers["sysmetrics.reason"].decode()
+    assert sum(event_id_counts(lake(settings)).values()) == 60
 
 
 def test_watermarks_follow_commits(broker_settings: Settings) -> None:

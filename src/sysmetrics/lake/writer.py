@@ -34,13 +34,13 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from sysmetrics.config import Settings
 from sysmetrics.lake import layout
 from sysmetrics.lake.store import LakeStore, StoreError
 from sysmetrics.schema import MetricsEvent, SchemaError, decode, encode
-from sysmetrics.stream.kafka_config import consumer_config
+from sysmetrics.stream.kafka_config import consumer_config, producer_config
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +140,9 @@ class LakeWriter:
         self.status_file = status_file
         self._buffers: dict[int, _PartitionBuffer] = defaultdict(_PartitionBuffer)
         self._consumer = Consumer(consumer_config(settings))
+        self._dead_letters = (
+            Producer(producer_config(settings)) if settings.dead_letter_topic else None
+        )
         self._assigned: set[int] = set()
         self._paused = False
         self._assigned_at = 0.0
@@ -372,6 +375,7 @@ class LakeWriter:
                         len(bad),
                     )
         created = self.store.create_files(files + quarantine, intents)
+        self._send_dead_letters([(p, r) for p, bs in cuts.items() for b in bs for r in b.records])
         self._commit(
             {p: batches[-1].end + 1 for p, batches in cuts.items()},
             {p: (buffers[p], batches[0].start) for p, batches in cuts.items()},
@@ -397,6 +401,38 @@ class LakeWriter:
                     (r.event.ts for b in batches for r in b.records if r.event is not None),
                     default=None,
                 ),
+            )
+
+    def _send_dead_letters(self, records: list[tuple[int, _Record]]) -> None:
+        """Copy the round's quarantined messages to the dead-letter topic, delivered before the
+        commit (a replay sends them again: the topic is at-least-once, the lake exactly-once)."""
+        if self._dead_letters is None:
+            return
+        failures: list[str] = []
+
+        def delivered(error: KafkaError | None, _message: Message) -> None:
+            if error is not None:
+                failures.append(error.str())
+
+        for partition, record in records:
+            if record.reason is None:
+                continue
+            self._dead_letters.produce(
+                str(self.settings.dead_letter_topic),
+                value=record.raw,
+                key=record.key,
+                headers={
+                    "sysmetrics.reason": record.reason.encode(),
+                    "sysmetrics.source": f"{self.topic}/{partition}/{record.offset}".encode(),
+                },
+                on_delivery=delivered,
+            )
+        pending = self._dead_letters.flush(30.0)
+        if pending or failures:
+            # Not committed: the round is retried like a store outage.
+            raise StoreError(
+                f"dead-letter topic {self.settings.dead_letter_topic}: "
+                f"{pending} undelivered, {len(failures)} failed {failures[:1]}"
             )
 
     def _commit(
