@@ -274,13 +274,13 @@ def consume(
 
     from sysmetrics.collect.loop import install_stop_signals
     from sysmetrics.lake.writer import LakeWriter, WriterError
+    from sysmetrics.stream.admin import ensure_topic
 
     # The writer allocates a few objects per message and builds no reference cycles: with
     # the default threshold the cyclic GC ran every 700 allocations and took a third of the
     # CPU while catching up (benchmarks/lake_writer.py).
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
-    from sysmetrics.stream.admin import ensure_topic
 
     updates: dict[str, object] = {}
     if flush_records is not None:

@@ -339,7 +339,7 @@ class LakeWriter:
         intents: dict[str, bytes] = {}
         files: list[tuple[str, bytes]] = []
         quarantine: list[tuple[str, bytes]] = []
-        bad_records = 0
+        dead_letters: list[tuple[int, _Record]] = []
         compression = self.settings.lake_compression
         for partition, batches in cuts.items():
             if batches[-1].end not in buffers[partition].pinned_ends:  # not all pinned already
@@ -357,6 +357,7 @@ class LakeWriter:
                         by_hour[layout.hour_of(record.event.ts)].append(encode(record.event))
                     else:
                         bad.append(_quarantine_line(self.topic, partition, record))
+                        dead_letters.append((partition, record))
                 for hour, lines in sorted(by_hour.items()):
                     name = layout.batch_name(
                         self.topic, partition, batch.start, batch.end, compression
@@ -366,7 +367,6 @@ class LakeWriter:
                 if bad:
                     path = layout.quarantine_path(self.topic, partition, batch.start, batch.end)
                     quarantine.append((path, b"\n".join(bad) + b"\n"))
-                    bad_records += len(bad)
                     log.warning(
                         "partition %d offsets %d-%d: %d messages quarantined",
                         partition,
@@ -375,7 +375,7 @@ class LakeWriter:
                         len(bad),
                     )
         created = self.store.create_files(files + quarantine, intents)
-        self._send_dead_letters([(p, r) for p, bs in cuts.items() for b in bs for r in b.records])
+        self._send_dead_letters(dead_letters)
         self._commit(
             {p: batches[-1].end + 1 for p, batches in cuts.items()},
             {p: (buffers[p], batches[0].start) for p, batches in cuts.items()},
@@ -385,13 +385,14 @@ class LakeWriter:
                 self.stats.files += 1
                 self.stats.bytes += len(data)
                 self.stats.last_file = rel
-        self.stats.quarantined += bad_records
+        self.stats.quarantined += len(dead_letters)
         self.stats.last_flush_at = time.time()
         for partition, batches in cuts.items():
             buffer = buffers[partition]
-            del buffer.records[: sum(len(b.records) for b in batches)]
+            flushed = sum(len(b.records) for b in batches)
+            del buffer.records[:flushed]
             buffer.pinned_ends = [e for e in buffer.pinned_ends if e > batches[-1].end]
-            self.stats.records += sum(len(b.records) for b in batches)
+            self.stats.records += flushed
             self.stats.batches += len(batches)
             self._publish_watermark(
                 partition,
@@ -404,7 +405,7 @@ class LakeWriter:
             )
 
     def _send_dead_letters(self, records: list[tuple[int, _Record]]) -> None:
-        """Copy the round's quarantined messages to the dead-letter topic, delivered before the
+        """Copy the round's quarantined ``records`` to the dead-letter topic, delivered before the
         commit (a replay sends them again: the topic is at-least-once, the lake exactly-once)."""
         if self._dead_letters is None:
             return
@@ -415,8 +416,7 @@ class LakeWriter:
                 failures.append(error.str())
 
         for partition, record in records:
-            if record.reason is None:
-                continue
+            assert record.reason is not None  # _add gives every record without an event one
             self._dead_letters.produce(
                 str(self.settings.dead_letter_topic),
                 value=record.raw,
