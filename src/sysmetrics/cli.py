@@ -151,7 +151,7 @@ def collect(
     if print_only:
         import time
 
-        sampler = Sampler(settings.sysfs_root, settings.host_id)
+        sampler = Sampler(settings.sysfs_root, settings.host_id, settings.sample_interval_s)
         taken = 0
         try:
             while max_samples is None or taken < max_samples:

@@ -64,6 +64,12 @@ class Settings(BaseSettings):
     dead_letter_topic: str | None = Field(
         None, description="also send quarantined messages here (raw bytes + reason headers)"
     )
+    clock_skew_tolerance_s: float = Field(
+        60.0,
+        gt=0,
+        description="an event whose ts is further than this from when it reached Kafka is "
+        "counted by the writer and its host flagged clock_skew by the hourly job",
+    )
     gcs_endpoint: str | None = Field(None, description="GCS API endpoint (emulator)")
     gcp_project: str | None = None
 

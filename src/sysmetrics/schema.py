@@ -9,6 +9,11 @@ Conventions (close to OpenTelemetry's semantic conventions):
 - network and disk I/O values are cumulative counters as the OS reports them (since boot);
   rates are computed downstream from deltas;
 - every sensor field is nullable: ``null`` means "not available on this machine".
+
+Evolution (docs/schema-evolution.md): within a major version only optional fields are added.
+A reader keeps an event with fields it does not know, validates the ones it knows and passes the
+rest through to the raw lake untouched; an event of a newer *major* version is rejected with a
+reason that says to upgrade the reader.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
+import msgspec.inspect as mi
 
 SCHEMA_VERSION: Final = 1
 TOPIC_DEFAULT: Final = "machine_metrics"
@@ -182,6 +188,30 @@ class MetricsEvent(_Group):
     temperatures: list[Temperature] = msgspec.field(default_factory=list)
     gpus: list[Gpu] = msgspec.field(default_factory=list)
     battery: Battery | None = None
+    interval_s: (
+        Annotated[
+            float,
+            msgspec.Meta(
+                gt=0,
+                le=86400,
+                description="the collector's configured seconds between samples (added in v1.1; "
+                "absent from older collectors): completeness is measured against it",
+            ),
+        ]
+        | None
+    ) = None
+    received_at: (
+        Annotated[
+            datetime,
+            msgspec.Meta(
+                tz=True,
+                description="set by the lake writer, not the collector: when the event reached "
+                "Kafka (broker log-append time) or the writer; ts minus this is the host's "
+                "clock skew or delivery delay (added in v1.1)",
+            ),
+        ]
+        | None
+    ) = None
 
 
 class SchemaError(ValueError):
@@ -217,13 +247,23 @@ def encode(event: MetricsEvent) -> bytes:
 
 
 def decode(data: bytes) -> MetricsEvent:
-    """Decode and validate one JSON event; raise :class:`SchemaError` with a clear reason."""
+    """Decode and validate one JSON event; raise :class:`SchemaError` with a clear reason.
+    Fields this version does not know are ignored (see :func:`decode_keeping_unknown`)."""
+    return decode_keeping_unknown(data)[0]
+
+
+def decode_keeping_unknown(data: bytes) -> tuple[MetricsEvent, dict[str, Any] | None]:
+    """Decode and validate one JSON event. The second item is the whole JSON document when it
+    carries fields this version does not know (a newer minor version), else None: a writer
+    passes it to :func:`encode_keeping_unknown` so that nothing a newer collector sent is lost."""
     if len(data) > MAX_EVENT_BYTES:
         raise SchemaError(f"event is {len(data)} bytes, more than the {MAX_EVENT_BYTES} allowed")
+    document = None
     try:
         event = _decoder.decode(data)
     except msgspec.ValidationError as exc:
-        raise SchemaError(f"not a schema-v1 event: {exc}") from None
+        # The strict decoder is the fast path; only a failure pays for the generic parse.
+        event, document = _decode_generic(data, exc)
     except msgspec.DecodeError as exc:
         raise SchemaError(f"not valid JSON: {exc}") from None
     if not EARLIEST_TS <= event.ts < LATEST_TS:
@@ -232,7 +272,77 @@ def decode(data: bytes) -> MetricsEvent:
         )
     if event.ts.utcoffset():
         event.ts = event.ts.astimezone(UTC)
-    return event
+    return event, document
+
+
+def _decode_generic(
+    data: bytes, strict_error: msgspec.ValidationError
+) -> tuple[MetricsEvent, dict[str, Any]]:
+    try:
+        document = msgspec.json.decode(data)
+    except msgspec.DecodeError as exc:  # the strict decoder stopped before the bad JSON
+        raise SchemaError(f"not valid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise SchemaError(f"not a schema-v1 event: {strict_error}")
+    version = document.get("schema_version")
+    if type(version) is int and version > SCHEMA_VERSION:
+        raise SchemaError(
+            f"schema_version {version} is newer than this sysmetrics understands "
+            f"({SCHEMA_VERSION}): upgrade the lake writer and warehouse before collectors send it"
+        )
+    if "unknown field" not in str(strict_error):
+        raise SchemaError(f"not a schema-v1 event: {strict_error}")
+    try:
+        event = msgspec.convert(_known_only(document, _EVENT_INFO), MetricsEvent)
+    except msgspec.ValidationError as exc:
+        raise SchemaError(f"not a schema-v1 event: {exc}") from None
+    return event, document
+
+
+_EVENT_INFO = mi.type_info(MetricsEvent)
+
+
+def bare_type(t: mi.Type) -> mi.Type:
+    """``T | None`` and ``Annotated[T, ...]`` as ``T``."""
+    if isinstance(t, mi.Metadata):
+        return bare_type(t.type)
+    if isinstance(t, mi.UnionType):
+        rest = [x for x in t.types if not isinstance(x, mi.NoneType)]
+        if len(rest) == 1:
+            return bare_type(rest[0])
+    return t
+
+
+def _known_only(value: Any, t: mi.Type) -> Any:
+    """``value`` with every object field that the type ``t`` does not define left out."""
+    t = bare_type(t)
+    if isinstance(t, mi.StructType) and isinstance(value, dict):
+        return {
+            f.encode_name: _known_only(value[f.encode_name], f.type)
+            for f in t.fields
+            if f.encode_name in value
+        }
+    if isinstance(t, mi.ListType) and isinstance(value, list):
+        return [_known_only(item, t.item_type) for item in value]
+    return value
+
+
+def _overlay(known: Any, original: Any) -> Any:
+    """The validated values ``known`` over the ``original`` document: unknown fields stay."""
+    if isinstance(known, dict) and isinstance(original, dict):
+        return {**original, **{k: _overlay(v, original.get(k)) for k, v in known.items()}}
+    if isinstance(known, list) and isinstance(original, list) and len(known) == len(original):
+        return [_overlay(k, o) for k, o in zip(known, original, strict=True)]
+    return known
+
+
+def encode_keeping_unknown(event: MetricsEvent, document: dict[str, Any] | None) -> bytes:
+    """``event`` as JSON, plus the fields of ``document`` (its original) this version does not
+    know. Known fields always come from the validated ``event`` (ts normalized to UTC), so a
+    reader of the output never sees a value the writer did not validate."""
+    if document is None:
+        return encode(event)
+    return _encoder.encode(_overlay(msgspec.to_builtins(event), document))
 
 
 def json_schema() -> dict[str, Any]:
@@ -240,6 +350,9 @@ def json_schema() -> dict[str, Any]:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = "https://sysmetrics.dev/schemas/machine_metrics.v1.json"
     schema["title"] = "sysmetrics machine_metrics event, schema v1"
+    # Fields added by a later minor version are valid v1 (see the module docstring).
+    for definition in schema["$defs"].values():
+        definition.pop("additionalProperties", None)
     return schema
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from sysmetrics.batch.hourly import DataQualityError, run_hour
+from sysmetrics.batch.hourly import DataQualityError, aggregate, check_raw, run_hour
 from sysmetrics.config import Settings
 from sysmetrics.lake.store import LakeStore
 from sysmetrics.warehouse.duckdb import DuckDBWarehouse
@@ -211,12 +211,32 @@ def test_out_of_order_runs_converge_to_the_in_order_tables(
     assert trend[0]["c"] == pytest.approx(20.0)
 
 
-def test_impossible_aggregates_fail_the_run_loudly(
+def test_a_host_sampling_faster_is_aggregated_not_fatal(
     settings: Settings, wh: DuckDBWarehouse, lake: LakeBuilder
 ) -> None:
+    """400 samples 9 s apart from a collector that does not declare its interval."""
     lake.add_batch(steady_host("fast", HOUR14, cpu=10.0, samples=400, interval_s=9))
-    with pytest.raises(DataQualityError, match="completeness above 100"):
-        run(settings, wh)
+    run(settings, wh)
+    row = hourly(wh, "fast")
+    assert row["samples"] == 400
+    assert row["completeness_pct"] == 100.0  # every 10-s slot of the hour holds a sample
+    flags = wh.rows("SELECT anomaly, value FROM {quality} WHERE host_id = 'fast'")
+    assert flags == [{"anomaly": "sampling_interval", "value": 9.0}]
+
+
+def test_rows_lost_between_raw_and_aggregates_fail_the_run_loudly(
+    settings: Settings, wh: DuckDBWarehouse, lake: LakeBuilder
+) -> None:
+    """Only a broken pipeline gets here: a raw row filed under an hour its ts is not in."""
+    lake.add_batch(steady_host("h", HOUR14, cpu=10.0, samples=30))
+    run(settings, wh)
+    wh.execute(
+        "UPDATE {raw} SET hour = @start WHERE ts = (SELECT MIN(ts) FROM {raw})", start=HOUR14 - H
+    )
+    with pytest.raises(DataQualityError, match="raw rows outside their hour"):
+        check_raw(wh, [HOUR14 - H])
+    with pytest.raises(DataQualityError, match="raw rows missing from the aggregates: 1 rows"):
+        aggregate(wh, [HOUR14 - H], settings.sample_interval_s)
 
 
 def test_hostile_host_ids_reach_the_tables_verbatim(

@@ -7,7 +7,16 @@ from datetime import UTC, datetime
 import pytest
 
 from sysmetrics import schema
-from sysmetrics.schema import Host, MetricsEvent, SchemaError, decode, encode, new_event_id
+from sysmetrics.schema import (
+    Host,
+    MetricsEvent,
+    SchemaError,
+    decode,
+    decode_keeping_unknown,
+    encode,
+    encode_keeping_unknown,
+    new_event_id,
+)
 
 
 def make_event(**overrides: object) -> MetricsEvent:
@@ -66,13 +75,16 @@ def _bad(mutate: object) -> bytes:
         (_bad(lambda d: d.update(ts=12)), "$.ts"),
         (_bad(lambda d: d.update(cpu={"utilization_pct": "high"})), "$.cpu.utilization_pct"),
         (_bad(lambda d: d.update(cpu={"utilization_pct": 250})), "<= 100"),
-        (_bad(lambda d: d.update(junk="x" * 1000)), "unknown field `junk`"),
+        (_bad(lambda d: d.update(junk=1, cpu={"utilization_pct": 250})), "<= 100"),
+        (_bad(lambda d: d.update(junk=1, ts="1970-01-01T00:00:00Z")), "outside"),
         (_bad(lambda d: d.update(junk="x" * 300_000)), "bytes, more than"),
         (_bad(lambda d: d["host"].update(host_id="h" * 10_000)), "$.host.host_id"),
         (_bad(lambda d: d["host"].update(host_id="")), "$.host.host_id"),
         (_bad(lambda d: d["host"].update(host_id='a"b\n')), "$.host.host_id"),
         (_bad(lambda d: d.update(ts="1970-01-01T00:00:00Z")), "outside"),
-        (_bad(lambda d: d.update(schema_version=2)), "$.schema_version"),
+        (_bad(lambda d: d.update(schema_version=2)), "upgrade the lake writer"),
+        (_bad(lambda d: d.update(schema_version=0)), "$.schema_version"),
+        (b'{"schema_version": "1", "x": [1, 2', "not valid JSON"),
         (b"not json at all", "not valid JSON"),
         (b"", "not valid JSON"),
     ],
@@ -103,3 +115,37 @@ def test_decode_is_fast_enough_for_the_lake_writer() -> None:
     for _ in range(20_000):
         decode(data)
     assert time.perf_counter() - start < 5.0
+
+
+def _newer_minor_version() -> dict[str, object]:
+    """A v1 event as a future collector might send it: new optional fields at three depths."""
+    doc = json.loads(encode(make_event(cpu=schema.Cpu(utilization_pct=12.5))))
+    doc["power"] = {"package_watts": 31.5, "rails": [1, 2]}
+    doc["cpu"]["steal_pct"] = 3.25
+    doc["disks"] = [{"mountpoint": "/", "used_pct": 40.0, "smart_ok": True}]
+    return doc
+
+
+def test_a_newer_minor_version_keeps_every_known_field_and_passes_new_ones_through() -> None:
+    doc = _newer_minor_version()
+    event, original = decode_keeping_unknown(json.dumps(doc).encode())
+    assert event.cpu is not None and event.cpu.utilization_pct == 12.5
+    assert event.disks[0].used_pct == 40.0
+    assert original is not None
+    written = json.loads(encode_keeping_unknown(event, original))
+    assert written["power"] == doc["power"]
+    assert written["cpu"]["steal_pct"] == 3.25
+    assert written["disks"][0]["smart_ok"] is True
+    assert decode(json.dumps(written).encode()) == event  # and it reads back as the same event
+
+
+def test_the_written_event_uses_the_validated_values_not_the_original_text() -> None:
+    doc = _newer_minor_version()
+    doc["ts"] = "2026-11-27T16:05:10+02:00"
+    event, original = decode_keeping_unknown(json.dumps(doc).encode())
+    written = json.loads(encode_keeping_unknown(event, original))
+    assert written["ts"] == "2026-11-27T14:05:10Z"  # the UTC time the lake partition uses
+
+
+def test_a_current_event_takes_the_fast_path_without_a_copy() -> None:
+    assert decode_keeping_unknown(encode(make_event()))[1] is None

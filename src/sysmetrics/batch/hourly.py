@@ -1,9 +1,16 @@
-"""The hourly job as a library: load → quality → aggregate → trends → alerts, for hour H.
+"""The hourly job as a library: load → checks → aggregate → host data quality → trends →
+alerts, for hour H.
 
 Each step is idempotent for its hour (delete-and-insert of that hour), so re-running an hour,
 running hours out of order, or a backfill all give the same tables. A run for H also looks back
 ``lookback_hours``: any earlier hour whose lake partition has files the ledger has not seen
-(late data) is reloaded and recomputed.
+(late data) is reloaded and recomputed; older hours that the lake writer marked as receiving
+late files are loaded too, and reported.
+
+What fails a run is only what a broken pipeline produces (rows outside their hour, negative
+rates after reset handling, rows lost between tables). An odd host (two machines behind one id,
+another sample interval, a wrong clock, counters going backwards) is aggregated like every other
+and flagged in ``host_data_quality``.
 """
 
 from __future__ import annotations
@@ -38,6 +45,8 @@ class HourResult:
     files: int = 0
     rows: int = 0
     recomputed: list[datetime] = field(default_factory=list)
+    beyond_lookback: list[datetime] = field(default_factory=list)
+    """Hours older than the look-back window that received late files and were reloaded."""
 
 
 # ---------------------------------------------------------------------------- watermark
@@ -111,12 +120,25 @@ def check_raw(wh: Warehouse, hours: list[datetime]) -> None:
         _check(wh, sql.RAW_CHECKS, hour)
 
 
-def aggregate(wh: Warehouse, hours: list[datetime], interval_s: float) -> None:
-    """Hourly aggregates, then the checks they must pass before anyone reads them."""
+def aggregate(wh: Warehouse, hours: list[datetime], default_interval_s: float) -> None:
+    """Hourly aggregates, then the checks they must pass before anyone reads them.
+    ``default_interval_s``: the interval of hosts whose collector does not declare one."""
     for hour in hours:
         wh.execute(sql.delete_hour("hourly"), start=hour)
-        wh.execute(sql.AGGREGATE, start=hour, expected_samples=int(3600 / interval_s))
+        wh.execute(sql.AGGREGATE, start=hour, default_interval_s=default_interval_s)
         _check(wh, sql.AGGREGATE_CHECKS, hour)
+
+
+def host_quality(wh: Warehouse, hours: list[datetime], settings: Settings) -> None:
+    """Flag hosts whose data is odd (duplicate ids, clock skew...) in ``host_data_quality``."""
+    for hour in hours:
+        wh.execute(sql.delete_hour("quality"), start=hour)
+        wh.execute(
+            sql.HOST_QUALITY,
+            start=hour,
+            default_interval_s=settings.sample_interval_s,
+            skew_tolerance_s=settings.clock_skew_tolerance_s,
+        )
 
 
 def trends(wh: Warehouse, hours: list[datetime]) -> None:
@@ -133,6 +155,7 @@ def alert_params(settings: Settings) -> dict[str, Any]:
         "battery_health": settings.alert_battery_health_pct,
         "completeness": settings.alert_completeness_pct,
         "zscore": settings.alert_zscore,
+        "skew_tolerance_s": settings.clock_skew_tolerance_s,
     }
 
 
@@ -160,15 +183,47 @@ def hours_with_new_files(
     return late
 
 
+def late_markers(store: LakeStore, topic: str) -> dict[datetime, list[str]]:
+    """The lake writer's markers of files written into hours beyond the look-back, by hour."""
+    marked: dict[datetime, list[str]] = {}
+    for name in store.list_dir(layout.late_dir(topic)):
+        if (marked_hour := layout.parse_late_marker(name)) is not None:
+            marked.setdefault(marked_hour, []).append(f"{layout.late_dir(topic)}/{name}")
+    return marked
+
+
+@dataclass
+class Loaded:
+    """What the load step did: the hours to (re)compute, hour's own files and rows, the hours
+    beyond the look-back that late files reached, and the markers to clear once computed."""
+
+    hours: list[datetime]
+    files: int
+    rows: int
+    beyond_lookback: list[datetime] = field(default_factory=list)
+    markers: list[str] = field(default_factory=list)
+
+
 def load_with_late_data(
     settings: Settings, wh: Warehouse, store: LakeStore, hour: datetime
-) -> tuple[list[datetime], int, int]:
-    """Load ``hour`` and every late hour of the look-back window; return the hours whose
-    tables must be (re)computed, and hour's own (files, rows)."""
+) -> Loaded:
+    """Load ``hour``, every late hour of the look-back window and every older hour the lake
+    writer marked as late."""
     wh.ensure_tables()
-    late = hours_with_new_files(wh, store, settings.topic, hour, settings.lookback_hours)
+    late = set(hours_with_new_files(wh, store, settings.topic, hour, settings.lookback_hours))
+    # Markers are read before loading and cleared only after the hours are computed: a marker
+    # written meanwhile stays for the next run.
+    window_start = hour - settings.lookback_hours * HOUR
+    markers = late_markers(store, settings.topic)
+    beyond = sorted(h for h in markers if h < window_start)
+    if beyond:
+        log.warning(
+            "late data beyond the %d-h look-back: reloading %s",
+            settings.lookback_hours,
+            _hours_text(beyond),
+        )
     files = rows = 0
-    for h in sorted({hour, *late}):
+    for h in sorted({hour, *late, *beyond}):
         loaded_files, loaded_rows = load(wh, store, settings.topic, h)
         if h == hour:
             files, rows = loaded_files, loaded_rows
@@ -181,20 +236,32 @@ def load_with_late_data(
             )
     # The hour after a reloaded hour has counter deltas and trends that depend on it: recompute
     # it too when it was computed before (late data, or hours run out of order).
-    loaded = {hour, *late}
+    loaded = {hour, *late, *beyond}
     following = {h + HOUR for h in loaded if h + HOUR not in loaded and _computed(wh, h + HOUR)}
-    return sorted(loaded | following), files, rows
+    return Loaded(
+        hours=sorted(loaded | following),
+        files=files,
+        rows=rows,
+        beyond_lookback=beyond,
+        markers=[path for h, paths in markers.items() if h in loaded for path in paths],
+    )
+
+
+def _hours_text(hours: list[datetime]) -> str:
+    return ",".join(f"{h:%Y-%m-%dT%H}" for h in hours)
 
 
 def record_run(wh: Warehouse, result: HourResult, run_at: datetime) -> None:
     wh.execute(
-        "INSERT INTO {batch_runs} VALUES (@run_at, @start, @complete, @files, @rows, @recomputed)",
+        "INSERT INTO {batch_runs} VALUES "
+        "(@run_at, @start, @complete, @files, @rows, @recomputed, @beyond_lookback)",
         run_at=run_at,
         start=result.hour,
         complete=result.complete,
         files=result.files,
         rows=result.rows,
-        recomputed=",".join(f"{h:%Y-%m-%dT%H}" for h in result.recomputed),
+        recomputed=_hours_text(result.recomputed),
+        beyond_lookback=_hours_text(result.beyond_lookback),
     )
 
 
@@ -218,12 +285,16 @@ def run_hour(
     else:
         complete = lake_complete_before(store, settings.topic)
         result.complete = complete is not None and complete >= hour + HOUR
-    result.recomputed, result.files, result.rows = load_with_late_data(settings, wh, store, hour)
+    loaded = load_with_late_data(settings, wh, store, hour)
+    result.recomputed, result.files, result.rows = loaded.hours, loaded.files, loaded.rows
+    result.beyond_lookback = loaded.beyond_lookback
     check_raw(wh, result.recomputed)
     aggregate(wh, result.recomputed, settings.sample_interval_s)
+    host_quality(wh, result.recomputed, settings)
     trends(wh, result.recomputed)
     alerts(wh, result.recomputed, settings)
     record_run(wh, result, datetime.now(UTC))
+    store.delete(loaded.markers)
     return result
 
 

@@ -48,6 +48,41 @@ def _platform_id(root: Path) -> str | None:
     return None
 
 
+_SHARED_IDS = frozenset({"", "uninitialized", "0" * 32, "00000000-0000-0000-0000-000000000000"})
+"""Machine ids that images ship before first boot: every machine built from them shares it."""
+_CLONE_FIX = (
+    "every machine with this id will be merged into one host: give each its own "
+    "(`systemd-machine-id-setup` after deleting /etc/machine-id, or set SYSMETRICS_HOST_ID)"
+)
+
+
+def _in_container(root: Path) -> bool:
+    if (root / ".dockerenv").exists() or (root / "run" / ".containerenv").exists():
+        return True
+    cgroup = read_text(root / "proc" / "1" / "cgroup") or ""
+    return any(word in cgroup for word in ("docker", "kubepods", "containerd", "libpod"))
+
+
+def host_id_warning(root: Path = Path("/"), host_id_override: str | None = None) -> str | None:
+    """Why this machine's id is probably shared with other machines, or None.
+
+    Cloned VMs and containers are the common cases: their /etc/machine-id comes from the image,
+    so several machines publish as one host (the hourly job flags it as duplicate_host_id)."""
+    if host_id_override:
+        return None
+    raw_id = guarded("host.id", lambda: _platform_id(root), None)
+    if raw_id is None:
+        return f"no machine id found: host_id falls back to the MAC address; {_CLONE_FIX}"
+    if raw_id.strip().lower() in _SHARED_IDS:
+        return f"machine id {raw_id!r} is an image placeholder; {_CLONE_FIX}"
+    if sys.platform.startswith("linux") and _in_container(root):
+        return (
+            "running in a container: its machine id comes from the image and is shared by "
+            f"every container started from it; {_CLONE_FIX}"
+        )
+    return None
+
+
 def read_host(root: Path = Path("/"), host_id_override: str | None = None) -> Host:
     raw_id = host_id_override or guarded("host.id", lambda: _platform_id(root), None)
     boot = guarded("host.boot_time", psutil.boot_time, None)

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from types import FrameType
 
+from sysmetrics.collect.host import host_id_warning
 from sysmetrics.collect.sampler import Sampler
 from sysmetrics.config import Settings
 from sysmetrics.schema import encode
@@ -39,7 +40,7 @@ def run_collector(
     on_sample: Callable[[int], None] | None = None,
 ) -> SpooledProducer:
     """Sample every ``settings.sample_interval_s`` until ``stop`` is set; return the producer."""
-    sampler = Sampler(settings.sysfs_root, settings.host_id)
+    sampler = Sampler(settings.sysfs_root, settings.host_id, settings.sample_interval_s)
     producer = SpooledProducer(settings, settings.data_dir / "spool" / sampler.host.host_id)
     key = sampler.host.host_id.encode()
     log.info(
@@ -50,6 +51,8 @@ def run_collector(
         settings.bootstrap_servers,
         producer.topic,
     )
+    if (warning := host_id_warning(settings.sysfs_root, settings.host_id)) is not None:
+        log.warning("host id %s: %s", sampler.host.host_id, warning)
     taken = 0
     try:
         while not stop.is_set() and (max_samples is None or taken < max_samples):

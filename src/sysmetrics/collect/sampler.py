@@ -18,9 +18,12 @@ from sysmetrics.schema import SCHEMA_VERSION, MetricsEvent, new_event_id, utc_no
 class Sampler:
     """Stateful (CPU deltas, NVML handle): keep one per process and call :meth:`sample`."""
 
-    def __init__(self, root: Path = Path("/"), host_id: str | None = None) -> None:
+    def __init__(
+        self, root: Path = Path("/"), host_id: str | None = None, interval_s: float | None = None
+    ) -> None:
         self.root = root
         self.host = read_host(root, host_id)
+        self.interval_s = interval_s
         self._cpu = CpuReader()
         self._gpu = GpuReader()
 
@@ -40,4 +43,5 @@ class Sampler:
             temperatures=read_temperatures(self.root),
             gpus=self._gpu.read(),
             battery=read_battery(self.root),
+            interval_s=self.interval_s,
         )

@@ -4,6 +4,8 @@
     quarantine/<topic>/<topic>+<partition>+<start>-<end>.jsonl
     _intents/<topic>/p<partition>.json       the batches of the last flush round (crash recovery)
     _watermarks/<topic>/p<partition>.json    event time up to which a partition is complete
+    _late/<topic>/<YYYY-MM-DDTHH>+<data file name>   a file written into an hour older than the
+                                             hourly job's look-back window (it loads and clears)
 
 Partitions are by the event's own UTC timestamp (Hive style, so DuckDB and BigQuery prune by
 path). Names come only from the topic (validated), partition numbers, offsets and times: nothing
@@ -63,6 +65,22 @@ def watermark_dir(topic: str) -> str:
 
 def watermark_path(topic: str, partition: int) -> str:
     return f"{watermark_dir(topic)}/p{partition:04d}.json"
+
+
+def late_dir(topic: str) -> str:
+    return f"_late/{topic}"
+
+
+def late_marker_path(topic: str, hour: datetime, file_name: str) -> str:
+    return f"{late_dir(topic)}/{hour.astimezone(UTC):%Y-%m-%dT%H}+{file_name}"
+
+
+def parse_late_marker(name: str) -> datetime | None:
+    """The hour a late-data marker names, else None."""
+    try:
+        return datetime.strptime(name.split("+", 1)[0], "%Y-%m-%dT%H").replace(tzinfo=UTC)
+    except ValueError:
+        return None
 
 
 def hour_of(ts: datetime) -> datetime:

@@ -149,6 +149,18 @@ class LakeStore:
         except Exception as exc:
             raise StoreError(f"cannot write {self.uri(rel)}: {type(exc).__name__}: {exc}") from exc
 
+    def delete(self, rels: list[str]) -> None:
+        """Remove ``rels`` (small state files); one already gone is fine."""
+        for rel in rels:
+            try:
+                self.fs.rm_file(self.full(rel))
+            except FileNotFoundError:
+                continue
+            except Exception as exc:
+                raise StoreError(
+                    f"cannot delete {self.uri(rel)}: {type(exc).__name__}: {exc}"
+                ) from exc
+
     # ------------------------------------------------------------------ reads
     def get(self, rel: str) -> bytes | None:
         try:

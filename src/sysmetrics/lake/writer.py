@@ -29,17 +29,30 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import msgspec
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    TIMESTAMP_LOG_APPEND_TIME,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from sysmetrics.config import Settings
 from sysmetrics.lake import layout
 from sysmetrics.lake.store import LakeStore, StoreError
-from sysmetrics.schema import MetricsEvent, SchemaError, decode, encode
+from sysmetrics.schema import (
+    MetricsEvent,
+    SchemaError,
+    decode_keeping_unknown,
+    encode_keeping_unknown,
+)
 from sysmetrics.stream.kafka_config import consumer_config, producer_config
 
 log = logging.getLogger(__name__)
@@ -64,6 +77,9 @@ class WriterStats:
     files: int = 0
     bytes: int = 0
     quarantined: int = 0
+    clock_ahead: int = 0  # events whose ts is ahead of their arrival by more than the tolerance
+    delayed: int = 0  # events that arrived later than the tolerance (spool replay, slow clock)
+    late_files: int = 0  # files written into hours older than the hourly job's look-back
     commit_failures: int = 0
     store_failures: int = 0
     last_file: str | None = None
@@ -77,6 +93,7 @@ class _Record:
     offset: int
     arrived: float  # monotonic time it was consumed: the flush timer runs from here
     event: MetricsEvent | None
+    document: dict[str, Any] | None  # the original, when it has fields newer than this version
     raw: bytes | None
     key: bytes | None
     reason: str | None
@@ -149,6 +166,8 @@ class LakeWriter:
         self._commit_failures_in_a_row = 0
         self._max_buffered = max(10_000, 20 * settings.flush_records)
         self._last_status = 0.0
+        self._skew_tolerance = timedelta(seconds=settings.clock_skew_tolerance_s)
+        self._skewed_hosts: set[str] = set()
 
     # ------------------------------------------------------------------ group membership
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -187,8 +206,9 @@ class LakeWriter:
                 timeout = 0.01 if flowing else self._poll_timeout()
                 messages = self._consumer.consume(self.consume_batch, timeout=timeout)
                 flowing = bool(messages)
+                received = datetime.now(UTC).replace(microsecond=0)
                 for message in messages:
-                    self._add(message)
+                    self._add(message, received)
                 if messages:
                     last_message = time.monotonic()
                 try:
@@ -251,7 +271,9 @@ class LakeWriter:
         self._paused = False
 
     # ------------------------------------------------------------------ buffering
-    def _add(self, message: Message) -> None:
+    def _add(self, message: Message, received: datetime) -> None:
+        """Buffer one message; ``received`` is when this poll returned (the arrival time used
+        unless the topic stamps records with the broker's log-append time)."""
         error = message.error()
         if error is not None:
             if error.code() != KafkaError._PARTITION_EOF:
@@ -263,15 +285,39 @@ class LakeWriter:
         if not buffer.intent_checked:
             self._check_intent(partition, offset, buffer)
         raw = message.value()
-        record = _Record(offset, time.monotonic(), None, raw, message.key(), None)
+        record = _Record(offset, time.monotonic(), None, None, raw, message.key(), None)
         if raw is None:
             record.reason = "empty message (no value)"
         else:
             try:
-                record.event = decode(raw)
+                record.event, record.document = decode_keeping_unknown(raw)
             except SchemaError as exc:
                 record.reason = str(exc)[:2000]
+            else:
+                kind, stamp = message.timestamp()
+                if kind == TIMESTAMP_LOG_APPEND_TIME:
+                    received = datetime.fromtimestamp(stamp / 1000, UTC)
+                self._check_clock(record.event, received)
         buffer.records.append(record)
+
+    def _check_clock(self, event: MetricsEvent, received: datetime) -> None:
+        """Stamp the event with its arrival and count a clock that is off: the event is still
+        written by its own ts; the hourly job flags the host (clock_skew)."""
+        event.received_at = received
+        if event.ts - received > self._skew_tolerance:
+            self.stats.clock_ahead += 1
+            host = event.host.host_id
+            if host not in self._skewed_hosts and len(self._skewed_hosts) < 1000:
+                self._skewed_hosts.add(host)
+                log.warning(
+                    "host %r: event ts %s is %.0fs ahead of its arrival: its clock is wrong "
+                    "(written by its own ts; flagged clock_skew by the hourly job)",
+                    host,
+                    event.ts.isoformat(),
+                    (event.ts - received).total_seconds(),
+                )
+        elif received - event.ts > self._skew_tolerance:
+            self.stats.delayed += 1
 
     def _check_intent(self, partition: int, first_offset: int, buffer: _PartitionBuffer) -> None:
         buffer.intent_checked = True
@@ -336,11 +382,15 @@ class LakeWriter:
         }
         if not cuts:
             return
-        intents: dict[str, bytes] = {}
+        intents: dict[str, bytes] = {}  # and late-data markers: state made durable first
         files: list[tuple[str, bytes]] = []
         quarantine: list[tuple[str, bytes]] = []
         dead_letters: list[tuple[int, _Record]] = []
         compression = self.settings.lake_compression
+        late_before = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(
+            hours=self.settings.lookback_hours
+        )
+        late_files = 0
         for partition, batches in cuts.items():
             if batches[-1].end not in buffers[partition].pinned_ends:  # not all pinned already
                 intent = {
@@ -354,7 +404,9 @@ class LakeWriter:
                 bad: list[bytes] = []
                 for record in batch.records:
                     if record.event is not None:
-                        by_hour[layout.hour_of(record.event.ts)].append(encode(record.event))
+                        by_hour[layout.hour_of(record.event.ts)].append(
+                            encode_keeping_unknown(record.event, record.document)
+                        )
                     else:
                         bad.append(_quarantine_line(self.topic, partition, record))
                         dead_letters.append((partition, record))
@@ -364,6 +416,10 @@ class LakeWriter:
                     )
                     data = _compress(b"\n".join(lines) + b"\n", compression)
                     files.append((f"{layout.hour_dir(self.topic, hour)}/{name}", data))
+                    if hour < late_before:
+                        # Beyond the hourly job's look-back: tell it where to look.
+                        intents[layout.late_marker_path(self.topic, hour, name)] = b""
+                        late_files += 1
                 if bad:
                     path = layout.quarantine_path(self.topic, partition, batch.start, batch.end)
                     quarantine.append((path, b"\n".join(bad) + b"\n"))
@@ -386,6 +442,7 @@ class LakeWriter:
                 self.stats.bytes += len(data)
                 self.stats.last_file = rel
         self.stats.quarantined += len(dead_letters)
+        self.stats.late_files += late_files
         self.stats.last_flush_at = time.time()
         for partition, batches in cuts.items():
             buffer = buffers[partition]

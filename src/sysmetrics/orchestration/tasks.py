@@ -44,10 +44,16 @@ def wait_for_lake(hour: str, timeout_s: float) -> bool:
 def load(hour: str) -> dict[str, object]:
     settings = load_settings()
     with _warehouse(settings) as wh:
-        todo, files, rows = hourly.load_with_late_data(
+        loaded = hourly.load_with_late_data(
             settings, wh, _store(settings), datetime.fromisoformat(hour)
         )
-    return {"hours": [h.isoformat() for h in todo], "files": files, "rows": rows}
+    return {
+        "hours": [h.isoformat() for h in loaded.hours],
+        "files": loaded.files,
+        "rows": loaded.rows,
+        "beyond_lookback": [h.isoformat() for h in loaded.beyond_lookback],
+        "markers": loaded.markers,
+    }
 
 
 def check_raw(hours: list[str]) -> None:
@@ -59,6 +65,12 @@ def aggregate(hours: list[str]) -> None:
     settings = load_settings()
     with _warehouse(settings) as wh:
         hourly.aggregate(wh, _hours(hours), settings.sample_interval_s)
+
+
+def host_quality(hours: list[str]) -> None:
+    settings = load_settings()
+    with _warehouse(settings) as wh:
+        hourly.host_quality(wh, _hours(hours), settings)
 
 
 def trends(hours: list[str]) -> None:
@@ -79,6 +91,9 @@ def record_run(hour: str, complete: bool, loaded: dict[str, object]) -> None:
         files=int(loaded["files"]),  # type: ignore[call-overload]
         rows=int(loaded["rows"]),  # type: ignore[call-overload]
         recomputed=_hours(loaded["hours"]),  # type: ignore[arg-type]
+        beyond_lookback=_hours(loaded["beyond_lookback"]),  # type: ignore[arg-type]
     )
-    with _warehouse(load_settings()) as wh:
+    settings = load_settings()
+    with _warehouse(settings) as wh:
         hourly.record_run(wh, result, datetime.now(UTC))
+    _store(settings).delete(loaded["markers"])  # type: ignore[arg-type]

@@ -210,6 +210,7 @@ def _sample(h: SimHost, ts: datetime, elapsed_s: float, interval_s: float) -> Me
         ],
         gpus=gpus,
         battery=battery,
+        interval_s=interval_s,
     )
 
 

@@ -68,15 +68,31 @@ class BigQueryWarehouse(Warehouse):
         return [dict(row.items()) for row in result]
 
     def ensure_tables(self) -> None:
+        from google.api_core.exceptions import NotFound
+        from google.cloud import bigquery
+
         self.client.create_dataset(f"{self.project}.{self.dataset}", exists_ok=True)
         for kind, columns in sql.TABLE_COLUMNS.items():
-            body = ", ".join(f"{name} {kind_}" for name, kind_ in columns)
-            extra = (
-                " PARTITION BY TIMESTAMP_TRUNC(hour, HOUR) CLUSTER BY host_id"
-                if (kind in _PARTITIONED)
-                else ""
-            )
-            self._execute(f"CREATE TABLE IF NOT EXISTS {self.table(kind)} ({body}){extra}", {})
+            table_id = f"{self.project}.{self.dataset}.{sql.TABLE_NAMES[kind]}"
+            try:
+                table = self.client.get_table(table_id)
+            except NotFound:
+                body = ", ".join(f"{name} {kind_}" for name, kind_ in columns)
+                extra = (
+                    " PARTITION BY TIMESTAMP_TRUNC(hour, HOUR) CLUSTER BY host_id"
+                    if (kind in _PARTITIONED)
+                    else ""
+                )
+                self._execute(f"CREATE TABLE IF NOT EXISTS {self.table(kind)} ({body}){extra}", {})
+                continue
+            # A dataset made by an earlier version: columns are only ever added, at the end.
+            known = {field.name for field in table.schema}
+            missing = [
+                bigquery.SchemaField(name, kind_) for name, kind_ in columns if name not in known
+            ]
+            if missing:
+                table.schema = [*table.schema, *missing]
+                self.client.update_table(table, ["schema"])
 
     def load_hour(self, hour: datetime, file_uris: list[str]) -> int:
         from google.cloud import bigquery
@@ -92,6 +108,8 @@ class BigQueryWarehouse(Warehouse):
                 job_config=bigquery.LoadJobConfig(
                     source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON,
                     schema=schema,
+                    # Fields of a newer minor schema version stay in the lake, not here.
+                    ignore_unknown_values=True,
                     write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
                 ),
             )

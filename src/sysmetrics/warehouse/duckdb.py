@@ -50,9 +50,19 @@ class DuckDBWarehouse(Warehouse):
             return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
     def ensure_tables(self) -> None:
+        existing: dict[str, set[str]] = {}
+        for row in self._rows("SELECT table_name, column_name FROM information_schema.columns", {}):
+            existing.setdefault(row["table_name"], set()).add(row["column_name"])
         for kind, columns in sql.TABLE_COLUMNS.items():
-            body = ", ".join(f"{name} {_TYPES[kind_]}" for name, kind_ in columns)
-            self._execute(f"CREATE TABLE IF NOT EXISTS {self.table(kind)} ({body})", {})
+            table = self.table(kind)
+            if table not in existing:
+                body = ", ".join(f"{name} {_TYPES[kind_]}" for name, kind_ in columns)
+                self._execute(f"CREATE TABLE {table} ({body})", {})
+                continue
+            # A warehouse made by an earlier version: columns are only ever added, at the end.
+            for name, kind_ in columns:
+                if name not in existing[table]:
+                    self._execute(f"ALTER TABLE {table} ADD COLUMN {name} {_TYPES[kind_]}", {})
 
     def load_hour(self, hour: datetime, file_uris: list[str]) -> int:
         raw = self.table("raw")

@@ -7,21 +7,11 @@ from typing import Any
 
 import msgspec.inspect as mi
 
-from sysmetrics.schema import MetricsEvent
-
-
-def _strip_optional(t: mi.Type) -> mi.Type:
-    if isinstance(t, mi.Metadata):
-        return _strip_optional(t.type)
-    if isinstance(t, mi.UnionType):
-        rest = [x for x in t.types if not isinstance(x, mi.NoneType)]
-        if len(rest) == 1:
-            return _strip_optional(rest[0])
-    return t
+from sysmetrics.schema import MetricsEvent, bare_type
 
 
 def _duckdb(t: mi.Type, only: frozenset[str] | None = None) -> str:
-    t = _strip_optional(t)
+    t = bare_type(t)
     if isinstance(t, mi.StructType):
         fields = ", ".join(
             f'"{f.encode_name}" {_duckdb(f.type)}'
@@ -54,7 +44,7 @@ def duckdb_columns(only: Mapping[str, frozenset[str]] | None = None) -> dict[str
     assert isinstance(info, mi.StructType)
     columns = {}
     for f in info.fields:
-        inner = _strip_optional(f.type)
+        inner = bare_type(f.type)
         nested = isinstance(inner, mi.StructType | mi.ListType)
         if only is None or not nested:
             columns[f.encode_name] = _duckdb(f.type)
@@ -64,7 +54,7 @@ def duckdb_columns(only: Mapping[str, frozenset[str]] | None = None) -> dict[str
 
 
 def _bigquery_field(name: str, t: mi.Type, mode: str = "NULLABLE") -> dict[str, Any]:
-    t = _strip_optional(t)
+    t = bare_type(t)
     if isinstance(t, mi.ListType):
         return _bigquery_field(name, t.item_type, "REPEATED")
     if isinstance(t, mi.StructType):

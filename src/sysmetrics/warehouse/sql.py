@@ -13,9 +13,6 @@ from typing import Final
 
 import sqlglot
 
-EXPECTED_INTERVAL_S: Final = 10
-"""The collector's default sample interval: completeness is measured against it."""
-
 # (column, BigQuery type): the raw table, one row per event, flattened from schema v1.
 RAW_COLUMNS: Final = (
     ("event_id", "STRING"),
@@ -50,6 +47,8 @@ RAW_COLUMNS: Final = (
     ("battery_health_pct", "FLOAT64"),
     ("battery_plugged", "BOOL"),
     ("source_file", "STRING"),
+    ("interval_s", "FLOAT64"),
+    ("received_at", "TIMESTAMP"),
 )
 
 _F, _I, _S, _T = "FLOAT64", "INT64", "STRING", "TIMESTAMP"
@@ -96,8 +95,10 @@ HOURLY_COLUMNS: Final = (
     ("counter_resets", _I),
     ("battery_health_pct", _F),
     ("battery_min_pct", _F),
+    ("interval_s", _F),
 )
-"""Hourly per-host aggregates; rates are bytes per second, percentages 0-100."""
+"""Hourly per-host aggregates; rates are bytes per second, percentages 0-100. Completeness is
+the share of the host's own sample slots (its declared interval) that hold a sample."""
 
 TRENDS_COLUMNS: Final = (
     ("host_id", _S),
@@ -122,6 +123,18 @@ ALERTS_COLUMNS: Final = (
     ("threshold", _F),
 )
 
+HOST_QUALITY_COLUMNS: Final = (
+    ("hour", _T),
+    ("host_id", _S),
+    ("hostname", _S),
+    ("anomaly", _S),
+    ("severity", _S),
+    ("value", _F),
+    ("detail", _S),
+)
+"""Per host and hour, what is odd about the host's data (flagged, never fatal): anomaly is
+duplicate_host_id, clock_skew, counter_backwards or sampling_interval."""
+
 LOADED_FILES_COLUMNS: Final = (("hour", _T), ("file", _S))
 """The ledger: which lake files each hour's raw rows came from (late files are new names)."""
 
@@ -132,6 +145,7 @@ BATCH_RUNS_COLUMNS: Final = (
     ("files", _I),
     ("rows_loaded", _I),
     ("hours_recomputed", _S),
+    ("late_hours_beyond_lookback", _S),
 )
 """One row per hourly run: a run that timed out waiting for the watermark is complete=false."""
 
@@ -141,6 +155,7 @@ TABLE_COLUMNS: Final = {
     "hourly": HOURLY_COLUMNS,
     "trends": TRENDS_COLUMNS,
     "alerts": ALERTS_COLUMNS,
+    "quality": HOST_QUALITY_COLUMNS,
     "batch_runs": BATCH_RUNS_COLUMNS,
 }
 TABLE_NAMES: Final = {
@@ -149,6 +164,7 @@ TABLE_NAMES: Final = {
     "hourly": "hourly_host_metrics",
     "trends": "hourly_host_trends",
     "alerts": "alerts",
+    "quality": "host_data_quality",
     "batch_runs": "batch_runs",
 }
 
@@ -186,7 +202,9 @@ SELECT
   battery.percent AS battery_pct,
   battery.health_pct AS battery_health_pct,
   battery.plugged_in AS battery_plugged,
-  source_file
+  source_file,
+  interval_s,
+  received_at
 FROM {events}
 WHERE ts >= @start AND ts < TIMESTAMP_ADD(@start, INTERVAL 1 HOUR)
 QUALIFY ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY source_file) = 1
@@ -215,7 +233,9 @@ def delete_hour(kind: str) -> str:
 # decimals: a float sum depends on the order in which a parallel engine adds rows, and a
 # re-run must give identical tables. Counter deltas look back one hour so
 # the first sample of the hour has a predecessor; a negative delta is a counter reset (reboot,
-# wrap): the new value is then the increase since the reset.
+# wrap): the new value is then the increase since the reset. Completeness counts the host's
+# sample slots (multiples of its declared interval, else @default_interval_s) that hold a
+# sample, so a host that samples faster, or two machines behind one id, never exceed 100 %.
 AGGREGATE = """
 INSERT INTO {hourly}
 WITH samples AS (
@@ -229,7 +249,7 @@ WITH samples AS (
   FROM {raw}
   WHERE ts >= TIMESTAMP_SUB(@start, INTERVAL 1 HOUR)
     AND ts < TIMESTAMP_ADD(@start, INTERVAL 1 HOUR)
-  WINDOW w AS (PARTITION BY host_id ORDER BY ts)
+  WINDOW w AS (PARTITION BY host_id ORDER BY ts, event_id)
 ),
 deltas AS (
   SELECT
@@ -242,17 +262,27 @@ deltas AS (
     PERCENTILE_CONT(cpu_pct, 0.95) OVER h AS cpu_p95,
     PERCENTILE_CONT(mem_used_pct, 0.95) OVER h AS mem_p95,
     PERCENTILE_CONT(temp_max_celsius, 0.95) OVER h AS temp_p95,
-    PERCENTILE_CONT(gpu_util_pct, 0.95) OVER h AS gpu_util_p95
+    PERCENTILE_CONT(gpu_util_pct, 0.95) OVER h AS gpu_util_p95,
+    MIN(COALESCE(interval_s, @default_interval_s)) OVER h AS host_interval_s
   FROM samples
   WHERE ts >= @start
   WINDOW h AS (PARTITION BY host_id)
+),
+slotted AS (
+  SELECT
+    *,
+    DIV(UNIX_MILLIS(ts), CAST(ROUND(1000 * host_interval_s) AS INT64)) AS slot,
+    DIV((UNIX_MILLIS(@start) + 3599999), CAST(ROUND(1000 * host_interval_s) AS INT64))
+      - DIV(UNIX_MILLIS(@start), CAST(ROUND(1000 * host_interval_s) AS INT64)) + 1
+      AS expected_slots
+  FROM deltas
 )
 SELECT
   host_id,
   @start AS hour,
   MAX_BY(hostname, ts) AS hostname,
   COUNT(*) AS samples,
-  ROUND(100.0 * COUNT(*) / @expected_samples, 2) AS completeness_pct,
+  ROUND(100.0 * COUNT(DISTINCT slot) / ANY_VALUE(expected_slots), 2) AS completeness_pct,
   MIN(ts) AS first_ts,
   MAX(ts) AS last_ts,
   ROUND(AVG(cpu_pct), 6) AS cpu_avg, MIN(cpu_pct) AS cpu_min, MAX(cpu_pct) AS cpu_max,
@@ -279,8 +309,9 @@ SELECT
   MAX(SAFE_DIVIDE(inc_write, dt_s)) AS disk_write_rate_peak,
   SUM(is_reset) AS counter_resets,
   MAX_BY(battery_health_pct, IF(battery_health_pct IS NULL, NULL, ts)) AS battery_health_pct,
-  MIN(battery_pct) AS battery_min_pct
-FROM deltas
+  MIN(battery_pct) AS battery_min_pct,
+  ANY_VALUE(host_interval_s) AS interval_s
+FROM slotted
 GROUP BY host_id
 """
 
@@ -308,6 +339,80 @@ FROM {hourly} AS cur
 LEFT JOIN {hourly} AS prev
   ON prev.host_id = cur.host_id AND prev.hour = TIMESTAMP_SUB(cur.hour, INTERVAL 1 HOUR)
 WHERE cur.hour = @start
+"""
+
+# What is odd about each host's data in hour @start: flagged per host, never failing the run.
+# - duplicate_host_id: several machines publish under one id (cloned VMs, containers from one
+#   image): several hostnames, a boot time that goes back (two machines interleaved), or more
+#   samples than slots with counters that go back and forth. value: machines seen (at least).
+# - counter_backwards: a cumulative counter decreased while the boot time stayed the same.
+# - clock_skew: the median of ts - received_at is beyond @skew_tolerance_s: ahead (no delivery
+#   delay explains that), or behind by a steady amount (a spool replay is not steady). value: s.
+# - sampling_interval: the host samples at another interval than @default_interval_s
+#   (declared, or, for collectors that do not declare it, more samples than slots).
+HOST_QUALITY = """
+INSERT INTO {quality}
+WITH s AS (
+  SELECT
+    host_id, hostname, ts, interval_s,
+    DIV(UNIX_MILLIS(ts), CAST(ROUND(1000 * COALESCE(interval_s, @default_interval_s)) AS INT64))
+      AS slot,
+    TIMESTAMP_DIFF(ts, received_at, MILLISECOND) / 1000.0 AS skew_s,
+    TIMESTAMP_DIFF(boot_time, LAG(boot_time) OVER w, SECOND) AS boot_step_s,
+    IF(net_bytes_sent < LAG(net_bytes_sent) OVER w OR net_bytes_recv < LAG(net_bytes_recv) OVER w
+       OR disk_read_bytes < LAG(disk_read_bytes) OVER w
+       OR disk_write_bytes < LAG(disk_write_bytes) OVER w, 1, 0) AS went_back,
+    PERCENTILE_CONT(TIMESTAMP_DIFF(ts, received_at, MILLISECOND) / 1000.0, 0.5)
+      OVER (PARTITION BY host_id) AS skew_median_s
+  FROM {raw}
+  WHERE hour = @start
+  WINDOW w AS (PARTITION BY host_id ORDER BY ts, event_id)
+),
+per_host AS (
+  SELECT
+    host_id,
+    MAX_BY(hostname, ts) AS hostname,
+    COUNT(*) AS samples,
+    COUNT(DISTINCT slot) AS slots,
+    COUNT(DISTINCT hostname) AS hostnames,
+    SUM(IF(boot_step_s < -60, 1, 0)) AS boot_back,
+    SUM(IF(went_back = 1 AND ABS(boot_step_s) <= 60, 1, 0)) AS backwards,
+    MIN(COALESCE(interval_s, @default_interval_s)) AS interval_s,
+    COUNT(interval_s) AS declared,
+    ROUND(ANY_VALUE(skew_median_s), 3) AS median_skew_s,
+    MAX(skew_s) - MIN(skew_s) AS skew_spread_s
+  FROM s
+  GROUP BY host_id
+),
+flagged AS (
+  SELECT *,
+    hostnames > 1 OR boot_back > 0 OR (samples > slots AND backwards > 0) AS duplicate
+  FROM per_host
+)
+SELECT @start AS hour, host_id, hostname, 'duplicate_host_id' AS anomaly,
+       'warning' AS severity, CAST(GREATEST(hostnames, boot_back + 1, 2) AS FLOAT64) AS value,
+       CONCAT(CAST(hostnames AS STRING), ' hostnames, ', CAST(samples AS STRING),
+              ' samples in ', CAST(slots AS STRING), ' slots; give each machine its own id')
+         AS detail
+FROM flagged WHERE duplicate
+UNION ALL
+SELECT @start, host_id, hostname, 'counter_backwards', 'info', CAST(backwards AS FLOAT64),
+       'I/O counters decreased without a reboot'
+FROM flagged WHERE NOT duplicate AND backwards > 0
+UNION ALL
+SELECT @start, host_id, hostname, 'clock_skew', 'warning', median_skew_s,
+       'median seconds between the event ts and its arrival at Kafka'
+FROM flagged
+WHERE median_skew_s > @skew_tolerance_s
+   OR (median_skew_s < -@skew_tolerance_s AND skew_spread_s < @skew_tolerance_s)
+UNION ALL
+SELECT @start, host_id, hostname, 'sampling_interval', 'info',
+       IF(declared > 0, interval_s, ROUND(3600.0 / samples, 3)),
+       IF(declared > 0, 'declared sample interval, seconds',
+          'observed seconds per sample (collector does not declare its interval)')
+FROM flagged
+WHERE NOT duplicate AND ((declared > 0 AND interval_s != @default_interval_s)
+                         OR (declared = 0 AND samples > slots))
 """
 
 # Threshold rules, a silent-host rule and a z-score anomaly flag against the host's own
@@ -350,6 +455,11 @@ rules AS (
          ROUND((cur.cpu_avg - b.mean_cpu) / b.sd_cpu, 2), @zscore
   FROM cur JOIN baseline AS b ON b.host_id = cur.host_id
   WHERE b.n >= 24 AND b.sd_cpu > 0 AND ABS(cur.cpu_avg - b.mean_cpu) / b.sd_cpu > @zscore
+  UNION ALL
+  SELECT host_id, hostname, anomaly, severity, value,
+         IF(anomaly = 'clock_skew', @skew_tolerance_s, 0.0)
+  FROM {quality}
+  WHERE hour = @start AND anomaly IN ('duplicate_host_id', 'clock_skew', 'counter_backwards')
 )
 SELECT @start AS hour, host_id, hostname, rule, severity, value, threshold FROM rules
 """
@@ -371,6 +481,9 @@ AGGREGATE_CHECKS = {
           OR disk_write_bytes < 0 OR net_sent_rate_peak < 0 OR net_recv_rate_peak < 0)""",
     "completeness above 100 %": """
         SELECT COUNT(*) FROM {hourly} WHERE hour = @start AND completeness_pct > 100""",
+    "raw rows missing from the aggregates": """
+        SELECT (SELECT COUNT(*) FROM {raw} WHERE hour = @start)
+             - COALESCE((SELECT SUM(samples) FROM {hourly} WHERE hour = @start), 0)""",
     "percent values outside 0-100": """
         SELECT COUNT(*) FROM {hourly} WHERE hour = @start AND (
           cpu_max > 100 OR cpu_min < 0 OR mem_max > 100 OR disk_used_max > 100)""",

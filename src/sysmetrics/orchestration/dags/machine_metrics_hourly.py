@@ -56,6 +56,11 @@ def machine_metrics_hourly() -> None:
         return hours
 
     @task
+    def host_quality(hours: list[str]) -> list[str]:
+        tasks.host_quality(hours)
+        return hours
+
+    @task
     def trends(hours: list[str]) -> list[str]:
         tasks.trends(hours)
         return hours
@@ -79,7 +84,7 @@ def machine_metrics_hourly() -> None:
     complete = wait_for_lake()
     loaded = load()
     complete >> loaded
-    done = alerts(trends(aggregate(check_raw(loaded))))  # type: ignore[arg-type]
+    done = alerts(trends(host_quality(aggregate(check_raw(loaded)))))  # type: ignore[arg-type]
     record_run(complete, loaded, done)  # type: ignore[arg-type]
 
 
