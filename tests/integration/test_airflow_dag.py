@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from sysmetrics.warehouse.duckdb import DuckDBWarehouse
+from tests.support.fleets import assert_fleet_hour, the_messy_fleet, write_lake
 from tests.support.lakes import HOUR14, LakeBuilder, event, steady_host
 
 airflow = pytest.importorskip("airflow", reason="install the 'airflow' extra to test the DAG")
@@ -46,6 +47,23 @@ def hourly_dag() -> Any:
     return bag.dags["machine_metrics_hourly"]
 
 
+def use_lake_and_warehouse(monkeypatch: pytest.MonkeyPatch, lake: Path, warehouse: Path) -> None:
+    monkeypatch.setenv("SYSMETRICS_LAKE_URL", str(lake))
+    monkeypatch.setenv("SYSMETRICS_WAREHOUSE_URL", str(warehouse))
+    monkeypatch.setenv("SYSMETRICS_WATERMARK_GRACE_S", "0")
+    monkeypatch.setenv("SYSMETRICS_DAG_RETRIES", "0")  # fail fast in tests
+
+
+def mark_lake_complete(lake: Path) -> None:
+    """The writers' watermark says the lake is complete well past the hour."""
+    marks = lake / "_watermarks" / "machine_metrics"
+    marks.mkdir(parents=True)
+    (marks / "p0000.json").write_text(
+        '{"partition": 0, "committed_offset": 720, '
+        f'"complete_before": "{(HOUR14 + timedelta(hours=2)).isoformat()}"}}'
+    )
+
+
 def test_dag_imports_with_the_expected_tasks(airflow_home: Path) -> None:
     dag = hourly_dag()
     assert set(dag.task_ids) == {
@@ -53,6 +71,7 @@ def test_dag_imports_with_the_expected_tasks(airflow_home: Path) -> None:
         "load",
         "check_raw",
         "aggregate",
+        "host_quality",
         "trends",
         "alerts",
         "record_run",
@@ -65,20 +84,11 @@ def test_dag_run_builds_the_hour_and_is_idempotent(
 ) -> None:
     lake = tmp_path / "lake"
     warehouse = tmp_path / "warehouse.duckdb"
-    monkeypatch.setenv("SYSMETRICS_LAKE_URL", str(lake))
-    monkeypatch.setenv("SYSMETRICS_WAREHOUSE_URL", str(warehouse))
-    monkeypatch.setenv("SYSMETRICS_WATERMARK_GRACE_S", "0")
-    monkeypatch.setenv("SYSMETRICS_DAG_RETRIES", "0")  # fail fast in tests
+    use_lake_and_warehouse(monkeypatch, lake, warehouse)
     builder = LakeBuilder(lake)
     builder.add_batch(steady_host("web-1", HOUR14, cpu=25.0, samples=300))
     builder.add_batch(steady_host("gpu-9", HOUR14, cpu=96.0, temp=92.0))
-    # The writers' watermark says the lake is complete well past the hour.
-    marks = lake / "_watermarks" / "machine_metrics"
-    marks.mkdir(parents=True)
-    (marks / "p0000.json").write_text(
-        '{"partition": 0, "committed_offset": 720, '
-        f'"complete_before": "{(HOUR14 + timedelta(hours=2)).isoformat()}"}}'
-    )
+    mark_lake_complete(lake)
     dag = hourly_dag()
     # CronTriggerTimetable(interval=1h): the run triggered at 15:00 covers [14:00, 15:00).
     run = dag.test(logical_date=HOUR14 + timedelta(hours=1))
@@ -117,3 +127,20 @@ def test_dag_run_builds_the_hour_and_is_idempotent(
     assert hourly_again[1][2] == 301 and hourly_again[0] == hourly[0]
     assert alerts_again == alerts
     assert len(hourly_again) == len(hourly)
+
+
+def test_dag_run_of_a_messy_fleet_succeeds_and_flags_the_odd_hosts(
+    airflow_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lake, warehouse = tmp_path / "lake", tmp_path / "warehouse.duckdb"
+    use_lake_and_warehouse(monkeypatch, lake, warehouse)
+    fleet = the_messy_fleet()
+    write_lake(lake, fleet)
+    mark_lake_complete(lake)
+    run = hourly_dag().test(logical_date=HOUR14 + timedelta(hours=1))
+    assert run.state == "success"
+    wh = DuckDBWarehouse(str(warehouse), read_only=True)
+    try:
+        assert_fleet_hour(wh, fleet)
+    finally:
+        wh.close()

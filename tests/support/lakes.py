@@ -34,12 +34,22 @@ def event(
     disk_pct: float = 40.0,
     battery_health: float | None = None,
     seq: int = 0,
+    hostname: str | None = None,
+    boot_time: datetime | None = None,
+    interval_s: float | None = None,
+    received_at: datetime | None = None,
 ) -> MetricsEvent:
     return MetricsEvent(
         schema_version=SCHEMA_VERSION,
-        event_id=new_event_id(ts, hash((host_id, seq)) & ((1 << 74) - 1)),
+        event_id=new_event_id(ts, hash((host_id, hostname, seq)) & ((1 << 74) - 1)),
         ts=ts,
-        host=Host(host_id=host_id, hostname=f"{host_id}.example", os="linux", arch="x86_64"),
+        host=Host(
+            host_id=host_id,
+            hostname=hostname or f"{host_id}.example",
+            os="linux",
+            arch="x86_64",
+            boot_time=boot_time,
+        ),
         cpu=Cpu(utilization_pct=cpu),
         memory=Memory(total_bytes=100, used_bytes=50, available_bytes=50, used_pct=50.0),
         disks=[
@@ -51,6 +61,8 @@ def event(
         network=Network(bytes_sent=sent, bytes_recv=recv),
         temperatures=[Temperature(sensor="coretemp", label="Package id 0", celsius=temp)],
         battery=Battery(percent=80.0, health_pct=battery_health) if battery_health else None,
+        interval_s=interval_s,
+        received_at=received_at,
     )
 
 

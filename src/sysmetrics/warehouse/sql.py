@@ -344,7 +344,8 @@ WHERE cur.hour = @start
 # What is odd about each host's data in hour @start: flagged per host, never failing the run.
 # - duplicate_host_id: several machines publish under one id (cloned VMs, containers from one
 #   image): several hostnames, a boot time that goes back (two machines interleaved), or more
-#   samples than slots with counters that go back and forth. value: machines seen (at least).
+#   samples than slots with counters that go back and forth. value: distinct hostnames or boot
+#   times seen, at least 2 (about the number of machines; a reboot adds a boot time).
 # - counter_backwards: a cumulative counter decreased while the boot time stayed the same.
 # - clock_skew: the median of ts - received_at is beyond @skew_tolerance_s: ahead (no delivery
 #   delay explains that), or behind by a steady amount (a spool replay is not steady). value: s.
@@ -354,7 +355,7 @@ HOST_QUALITY = """
 INSERT INTO {quality}
 WITH s AS (
   SELECT
-    host_id, hostname, ts, interval_s,
+    host_id, hostname, ts, boot_time, interval_s,
     DIV(UNIX_MILLIS(ts), CAST(ROUND(1000 * COALESCE(interval_s, @default_interval_s)) AS INT64))
       AS slot,
     TIMESTAMP_DIFF(ts, received_at, MILLISECOND) / 1000.0 AS skew_s,
@@ -375,6 +376,7 @@ per_host AS (
     COUNT(*) AS samples,
     COUNT(DISTINCT slot) AS slots,
     COUNT(DISTINCT hostname) AS hostnames,
+    COUNT(DISTINCT DIV(UNIX_SECONDS(boot_time), 60)) AS boots,
     SUM(IF(boot_step_s < -60, 1, 0)) AS boot_back,
     SUM(IF(went_back = 1 AND ABS(boot_step_s) <= 60, 1, 0)) AS backwards,
     MIN(COALESCE(interval_s, @default_interval_s)) AS interval_s,
@@ -390,7 +392,7 @@ flagged AS (
   FROM per_host
 )
 SELECT @start AS hour, host_id, hostname, 'duplicate_host_id' AS anomaly,
-       'warning' AS severity, CAST(GREATEST(hostnames, boot_back + 1, 2) AS FLOAT64) AS value,
+       'warning' AS severity, CAST(GREATEST(hostnames, boots, 2) AS FLOAT64) AS value,
        CONCAT(CAST(hostnames AS STRING), ' hostnames, ', CAST(samples AS STRING),
               ' samples in ', CAST(slots AS STRING), ' slots; give each machine its own id')
          AS detail
