@@ -278,20 +278,24 @@ def decode_keeping_unknown(data: bytes) -> tuple[MetricsEvent, dict[str, Any] | 
 def _decode_generic(
     data: bytes, strict_error: msgspec.ValidationError
 ) -> tuple[MetricsEvent, dict[str, Any]]:
+    reason = str(strict_error)
+    # Only what a newer version can cause is worth a second, generic parse.
+    if not any(s in reason for s in ("unknown field", "required field", "$.schema_version")):
+        raise SchemaError(f"not a schema-v1 event: {reason}")
     try:
         document = msgspec.json.decode(data)
-    except msgspec.DecodeError as exc:  # the strict decoder stopped before the bad JSON
+    except (msgspec.DecodeError, RecursionError) as exc:  # strict decoding stopped before it
         raise SchemaError(f"not valid JSON: {exc}") from None
     if not isinstance(document, dict):
-        raise SchemaError(f"not a schema-v1 event: {strict_error}")
+        raise SchemaError(f"not a schema-v1 event: {reason}")
     version = document.get("schema_version")
     if type(version) is int and version > SCHEMA_VERSION:
         raise SchemaError(
             f"schema_version {version} is newer than this sysmetrics understands "
             f"({SCHEMA_VERSION}): upgrade the lake writer and warehouse before collectors send it"
         )
-    if "unknown field" not in str(strict_error):
-        raise SchemaError(f"not a schema-v1 event: {strict_error}")
+    if "unknown field" not in reason:
+        raise SchemaError(f"not a schema-v1 event: {reason}")
     try:
         event = msgspec.convert(_known_only(document, _EVENT_INFO), MetricsEvent)
     except msgspec.ValidationError as exc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -227,3 +227,51 @@ def test_watermarks_follow_commits(broker_settings: Settings) -> None:
     marks = read_watermarks(writer.store, settings.topic)
     assert marks and sum(m["committed_offset"] for m in marks) == 240
     assert all(m["max_event_ts"] < "2026-11-27T13:10" for m in marks)
+
+
+def test_mixed_collector_versions_and_wrong_clocks_reach_the_lake(
+    broker_settings: Settings,
+) -> None:
+    """A newer minor version keeps its new fields; a newer major version is quarantined with
+    "upgrade"; a clock 10 minutes ahead is written by its own ts and counted; an event older
+    than the hourly job's look-back leaves a marker the job will find."""
+    settings = broker_settings.model_copy(update={"flush_seconds": 1.0})
+    now = datetime.now(UTC).replace(microsecond=0)
+    base = simulated(1, START, 10)[0]
+
+    def variant(ts: datetime, **fields: Any) -> bytes:
+        doc = json.loads(encode(base))
+        doc.update(event_id=new_event_id(ts), ts=ts.isoformat(), **fields)
+        return json.dumps(doc).encode()
+
+    newer_minor = variant(now, power={"package_watts": 31.5}, cpu={"steal_pct": 2.5})
+    newer_major = variant(now, schema_version=2)
+    ahead = variant(now + timedelta(minutes=10))
+    month_old = variant(now - timedelta(days=30))
+    produce(settings, [(b"h", m) for m in (newer_minor, newer_major, ahead, month_old)])
+    writer, thread = start_writer(settings)
+    try:
+        wait_for(lambda: writer.stats.records == 4, 60, "all four handled")
+    finally:
+        stop_writer(writer, thread)
+    root = lake(settings)
+    written = {
+        doc["event_id"]: doc
+        for f in data_files(root)
+        for doc in (json.loads(line) for line in read_lines(f))
+    }
+    minor = written[json.loads(newer_minor)["event_id"]]
+    assert minor["power"] == {"package_watts": 31.5} and minor["cpu"]["steal_pct"] == 2.5
+    assert json.loads(ahead)["event_id"] in written
+    for doc in written.values():  # the writer stamps the arrival: within seconds of now
+        received = datetime.fromisoformat(doc["received_at"])
+        assert abs((received - now).total_seconds()) < 120
+    (quarantined,) = [
+        json.loads(line) for f in (root / "quarantine").rglob("*.jsonl") for line in read_lines(f)
+    ]
+    assert "upgrade the lake writer" in quarantined["reason"]
+    assert writer.stats.clock_ahead == 1
+    assert writer.stats.delayed == 1  # the month-old one
+    assert writer.stats.late_files == 1
+    (marker,) = (root / layout.late_dir(settings.topic)).iterdir()
+    assert layout.parse_late_marker(marker.name) == layout.hour_of(now - timedelta(days=30))

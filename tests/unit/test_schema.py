@@ -85,6 +85,8 @@ def _bad(mutate: object) -> bytes:
         (_bad(lambda d: d.update(schema_version=2)), "upgrade the lake writer"),
         (_bad(lambda d: d.update(schema_version=0)), "$.schema_version"),
         (b'{"schema_version": "1", "x": [1, 2', "not valid JSON"),
+        (b'{"schema_version": 1, "x": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", "recursion"),
+        (b"[" * 50_000, "not a schema-v1 event"),
         (b"not json at all", "not valid JSON"),
         (b"", "not valid JSON"),
     ],
