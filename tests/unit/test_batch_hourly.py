@@ -6,11 +6,14 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 
 from sysmetrics.batch.hourly import DataQualityError, aggregate, check_raw, run_hour
 from sysmetrics.config import Settings
+from sysmetrics.lake import layout
 from sysmetrics.lake.store import LakeStore
+from sysmetrics.warehouse import sql
 from sysmetrics.warehouse.duckdb import DuckDBWarehouse
 from tests.support.lakes import HOUR14, LakeBuilder, event, steady_host
 
@@ -237,6 +240,55 @@ def test_rows_lost_between_raw_and_aggregates_fail_the_run_loudly(
         check_raw(wh, [HOUR14 - H])
     with pytest.raises(DataQualityError, match="raw rows missing from the aggregates: 1 rows"):
         aggregate(wh, [HOUR14 - H], settings.sample_interval_s)
+
+
+def test_late_data_beyond_the_lookback_is_loaded_and_reported(
+    settings: Settings, wh: DuckDBWarehouse, lake: LakeBuilder
+) -> None:
+    """A laptop returns after a month: the lake writer marks the old hour; the next run loads
+    it, reports it, and clears the marker only once the hour is computed."""
+    old = HOUR14 - 30 * 24 * H
+    (path,) = lake.add_batch(steady_host("laptop", old, cpu=30.0, samples=60))
+    marker = Path(settings.lake_url) / layout.late_marker_path(settings.topic, old, path.name)
+    marker.parent.mkdir(parents=True)
+    marker.touch()
+    result = run(settings, wh)
+    assert result.beyond_lookback == [old]
+    assert old in result.recomputed
+    assert hourly(wh, "laptop", old)["samples"] == 60
+    assert not marker.exists()
+    (recorded,) = wh.rows("SELECT late_hours_beyond_lookback AS h FROM {batch_runs}")
+    assert recorded["h"] == f"{old:%Y-%m-%dT%H}"
+    assert run(settings, wh).beyond_lookback == []  # nothing new: nothing reloaded
+
+
+def test_a_warehouse_of_an_earlier_version_gets_the_new_columns(
+    settings: Settings, lake: LakeBuilder
+) -> None:
+    path = settings.warehouse_url
+    old = duckdb.connect(path)
+    old.execute("CREATE TABLE raw_metrics (event_id VARCHAR, ts TIMESTAMPTZ)")
+    old.execute("INSERT INTO raw_metrics VALUES ('x', '2026-01-01 00:00:00+00')")
+    old.close()
+    wh = DuckDBWarehouse(path)
+    try:
+        wh.ensure_tables()
+        columns = [
+            r["column_name"]
+            for r in wh.native_query(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_name = 'raw_metrics' ORDER BY ordinal_position"
+            )
+        ]
+        assert (
+            columns
+            == [name for name, _ in sql.RAW_COLUMNS[:2]]
+            + [name for name, _ in sql.RAW_COLUMNS[2:]][: len(columns) - 2]
+        )
+        assert set(columns) == {name for name, _ in sql.RAW_COLUMNS}
+        assert wh.native_query("SELECT event_id FROM raw_metrics") == [{"event_id": "x"}]
+    finally:
+        wh.close()
 
 
 def test_hostile_host_ids_reach_the_tables_verbatim(

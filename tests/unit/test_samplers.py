@@ -9,7 +9,7 @@ import pytest
 
 from sysmetrics.collect.battery import health_pct, read_linux_battery
 from sysmetrics.collect.gpu import GpuReader
-from sysmetrics.collect.host import read_host, sanitize_host_id
+from sysmetrics.collect.host import host_id_warning, read_host, sanitize_host_id
 from sysmetrics.collect.sampler import Sampler
 from sysmetrics.collect.temperatures import read_linux_hwmon
 from sysmetrics.schema import decode, encode
@@ -73,6 +73,21 @@ def test_host_id_from_machine_id_and_fallback() -> None:
     bare = read_host(FIXTURES / "bare")
     assert bare.host_id.startswith("mac-")
     assert read_host(FIXTURES / "bare", host_id_override="rack 4/../x").host_id == "rack-4-..-x"
+
+
+def test_ids_that_clones_share_are_warned_about(tmp_path: Path) -> None:
+    assert host_id_warning(FIXTURES / "laptop") is None
+    assert "MAC address" in str(host_id_warning(FIXTURES / "bare"))
+    assert host_id_warning(FIXTURES / "bare", host_id_override="web-1") is None
+    placeholder = tmp_path / "image"
+    (placeholder / "etc").mkdir(parents=True)
+    (placeholder / "etc" / "machine-id").write_text("uninitialized\n")
+    assert "SYSMETRICS_HOST_ID" in str(host_id_warning(placeholder))
+    container = tmp_path / "container"
+    (container / "etc").mkdir(parents=True)
+    (container / "etc" / "machine-id").write_text("0123456789abcdef0123456789abcdef\n")
+    (container / ".dockerenv").touch()
+    assert "container" in str(host_id_warning(container))
 
 
 def test_sanitized_host_ids_are_always_path_safe() -> None:
