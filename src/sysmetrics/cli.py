@@ -569,6 +569,11 @@ def status(ctx: Context) -> None:
             f"{w['files']} files, {w['quarantined']} quarantined, {w['commit_failures']} commit "
             f"failures, lag ~{lag}, last file {w.get('last_file') or '-'}"
         )
+        if w.get("clock_ahead") or w.get("late_files"):
+            click.echo(
+                f"             {w.get('clock_ahead', 0)} events ahead of their arrival (a host "
+                f"clock is wrong), {w.get('late_files', 0)} files into hours beyond the look-back"
+            )
     try:
         from sysmetrics.warehouse import open_warehouse
 
@@ -581,6 +586,35 @@ def status(ctx: Context) -> None:
         click.echo(f"warehouse    last complete hour {last or '-'}, newest sample {latest or '-'}")
     except Exception as exc:
         click.echo(f"warehouse    unavailable ({type(exc).__name__}: {str(exc).splitlines()[0]})")
+        return
+    _echo_flagged_hosts(settings)
+
+
+def _echo_flagged_hosts(settings: Settings) -> None:
+    """Hosts whose data was odd in the last 24 h; duplicates by name, the rest counted."""
+    from datetime import UTC, datetime, timedelta
+
+    from sysmetrics.warehouse import open_warehouse, sql
+
+    wh = open_warehouse(settings, read_only=True)
+    try:
+        since = datetime.now(UTC) - timedelta(hours=24)
+        flagged = wh.rows(sql.FLAGGED_HOSTS, since=since, anomaly="", host="")
+    finally:
+        wh.close()
+    duplicates = [f for f in flagged if f["anomaly"] == "duplicate_host_id"]
+    for f in duplicates:
+        click.echo(
+            f"duplicate id {f['host_id']!r}: about {f['value']:.0f} machines ({f['detail']}), "
+            f"{f['hours']} h in the last 24 h"
+        )
+    others: dict[str, int] = {}
+    for f in flagged:
+        if f["anomaly"] != "duplicate_host_id":
+            others[f["anomaly"]] = others.get(f["anomaly"], 0) + 1
+    if others:
+        counts = ", ".join(f"{n} {anomaly}" for anomaly, n in sorted(others.items()))
+        click.echo(f"data quality hosts flagged in the last 24 h: {counts} (see host_data_quality)")
 
 
 def main() -> None:

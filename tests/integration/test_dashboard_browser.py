@@ -18,7 +18,7 @@ from sysmetrics.dashboard.app import create_app
 from sysmetrics.lake.store import LakeStore
 from sysmetrics.stream.broker import free_port
 from sysmetrics.warehouse.duckdb import DuckDBWarehouse
-from tests.support.lakes import HOUR14, LakeBuilder, steady_host
+from tests.support.lakes import HOUR14, LakeBuilder, event, steady_host
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-output" / "dashboard"
@@ -30,6 +30,13 @@ def dashboard_url(settings: Settings) -> Iterator[str]:
     for hour in (HOUR14 - timedelta(hours=1), HOUR14):
         lake.add_batch(steady_host("web-1", hour, cpu=22.0, temp=55.0))
         lake.add_batch(steady_host("gpu-7", hour, cpu=97.0, temp=91.0))
+    # Two VMs cloned from one image: one host id, two hostnames.
+    for name in ("a", "b"):
+        clone = [
+            event("golden", HOUR14 + timedelta(seconds=10 * i), 5.0, hostname=f"vm-{name}", seq=i)
+            for i in range(30)
+        ]
+        lake.add_batch(clone)
     wh = DuckDBWarehouse(settings.warehouse_url)
     for hour in (HOUR14 - timedelta(hours=1), HOUR14):
         run_hour(settings, wh, LakeStore(settings.lake_url), hour)
@@ -68,9 +75,11 @@ def test_fleet_host_page_chart_and_alerts_in_chromium(dashboard_url: str, tmp_pa
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(dashboard_url + "/")
         rows = page.locator("#fleet tbody tr")
-        assert rows.count() == 2
-        assert "gpu-7.example" in rows.nth(0).inner_text()
-        assert rows.nth(0).locator("td.hot").count() >= 2  # CPU and temperature in red
+        assert rows.count() == 3
+        assert "gpu-7.example" in rows.nth(1).inner_text()
+        assert rows.nth(1).locator("td.hot").count() >= 2  # CPU and temperature in red
+        duplicates = page.locator("#duplicates").inner_text()
+        assert "golden" in duplicates and "about 2 machines" in duplicates
         page.screenshot(path=str(ARTIFACTS / "fleet.png"), full_page=True)
 
         page.click("text=gpu-7.example")
@@ -82,6 +91,9 @@ def test_fleet_host_page_chart_and_alerts_in_chromium(dashboard_url: str, tmp_pa
         assert box is not None and box["width"] > 300 and box["height"] > 100
         assert "cpu_p95_high" in page.locator("table.alerts").inner_text()
         page.screenshot(path=str(ARTIFACTS / "host.png"), full_page=True)
+
+        page.goto(dashboard_url + "/host?id=golden")
+        assert "duplicate_host_id" in page.locator("table.quality").inner_text()
 
         page.goto(dashboard_url + "/alerts?severity=critical")
         text = page.locator("table.alerts").inner_text()

@@ -18,7 +18,7 @@ from starlette.staticfiles import StaticFiles
 
 from sysmetrics.config import Settings
 from sysmetrics.dashboard.charts import Series, line_chart
-from sysmetrics.warehouse import open_warehouse
+from sysmetrics.warehouse import open_warehouse, sql
 from sysmetrics.warehouse.base import Warehouse
 
 log = logging.getLogger(__name__)
@@ -84,32 +84,38 @@ def create_app(
     async def fleet(request: Request) -> Response:
         since = now() - timedelta(hours=24)
 
-        def read(wh: Warehouse) -> tuple[list[dict[str, Any]], dict[str, int]]:
+        def read(
+            wh: Warehouse,
+        ) -> tuple[list[dict[str, Any]], dict[str, int], list[dict[str, Any]]]:
             hosts = wh.rows(LATEST, since=since)
             counts = {r["host_id"]: r["n"] for r in wh.rows(ALERT_COUNTS, since=since)}
-            return hosts, counts
+            duplicates = wh.rows(
+                sql.FLAGGED_HOSTS, since=since, anomaly="duplicate_host_id", host=""
+            )
+            return hosts, counts, duplicates
 
         try:
-            hosts, counts = with_warehouse(read)
+            hosts, counts, duplicates = with_warehouse(read)
         except Exception as exc:
             return page("error.html", message=str(exc))
         stale = now() - timedelta(minutes=5)
-        return page("fleet.html", hosts=hosts, alert_counts=counts, stale=stale)
+        return page(
+            "fleet.html", hosts=hosts, alert_counts=counts, stale=stale, duplicates=duplicates
+        )
 
     async def host(request: Request) -> Response:
         host_id = request.query_params.get("id", "")
         since = now() - timedelta(hours=48)
 
-        def read(
-            wh: Warehouse,
-        ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+        def read(wh: Warehouse) -> tuple[list[dict[str, Any]], ...]:
             hourly = wh.rows(HOST_HOURLY, host=host_id, since=since)
             raw = wh.rows(HOST_RAW, host=host_id, since=now() - timedelta(hours=1))
             alerts = wh.rows(ALERTS, since=since, severity="", rule="", host=host_id)
-            return hourly, raw, alerts
+            quality = wh.rows(sql.FLAGGED_HOSTS, since=since, anomaly="", host=host_id)
+            return hourly, raw, alerts, quality
 
         try:
-            hourly, raw, alerts = with_warehouse(read)
+            hourly, raw, alerts, quality = with_warehouse(read)
         except Exception as exc:
             return page("error.html", message=str(exc))
         if not hourly and not raw:
@@ -168,6 +174,7 @@ def create_app(
             alerts=alerts,
             latest=latest,
             last_raw=raw[-1] if raw else None,
+            quality=quality,
         )
 
     async def alerts(request: Request) -> Response:

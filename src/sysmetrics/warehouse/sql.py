@@ -417,6 +417,18 @@ WHERE NOT duplicate AND ((declared > 0 AND interval_s != @default_interval_s)
                          OR (declared = 0 AND samples > slots))
 """
 
+# Hosts HOST_QUALITY flagged since @since (one row per host and anomaly, latest values first):
+# what `sysmetrics status` and the dashboard list. @anomaly / @host = '' means any.
+FLAGGED_HOSTS = """
+SELECT host_id, anomaly, MAX_BY(hostname, hour) AS hostname, MAX_BY(severity, hour) AS severity,
+       COUNT(*) AS hours, MAX(hour) AS last_hour, MAX_BY(value, hour) AS value,
+       MAX_BY(detail, hour) AS detail
+FROM {quality}
+WHERE hour >= @since AND (@anomaly = '' OR anomaly = @anomaly) AND (@host = '' OR host_id = @host)
+GROUP BY host_id, anomaly
+ORDER BY anomaly, host_id
+"""
+
 # Threshold rules, a silent-host rule and a z-score anomaly flag against the host's own
 # baseline (the previous 168 hours, at least 24 of them).
 ALERTS = """
