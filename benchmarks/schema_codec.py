@@ -18,7 +18,13 @@ import msgspec
 import msgspec.inspect as mi
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from sysmetrics.schema import MetricsEvent, decode, encode
+from sysmetrics.schema import (
+    MetricsEvent,
+    decode,
+    decode_keeping_unknown,
+    encode,
+    encode_keeping_unknown,
+)
 from sysmetrics.stream.simulator import generate
 
 N = 50_000
@@ -76,6 +82,8 @@ def main() -> None:
     payloads = [encode(e) for _, e in generate(N // 60 + 1, start, 600, 10, 3)][:N]
     model = pydantic_mirror(mi.type_info(MetricsEvent), {})
     msgspec_struct_only = msgspec.json.Decoder(MetricsEvent)
+    # The same events as a newer collector (one more minor version) would send them.
+    newer = [p[:-1] + b',"power":{"package_watts":31.5}}' for p in payloads]
     results = {
         "json.loads (no validation, baseline)": rate(json.loads, payloads),
         "msgspec decode + validate (sysmetrics.schema.decode)": rate(decode, payloads),
@@ -83,6 +91,9 @@ def main() -> None:
         "pydantic v2 model_validate_json": rate(model.model_validate_json, payloads),
         "msgspec decode + re-encode (the lake writer path)": rate(
             lambda p: encode(decode(p)), payloads
+        ),
+        "newer minor version: decode + keep unknown fields + re-encode": rate(
+            lambda p: encode_keeping_unknown(*decode_keeping_unknown(p)), newer
         ),
     }
     base = results["json.loads (no validation, baseline)"]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+import typing
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -279,7 +280,7 @@ def _decode_generic(
     data: bytes, strict_error: msgspec.ValidationError
 ) -> tuple[MetricsEvent, dict[str, Any]]:
     reason = str(strict_error)
-    # Only what a newer version can cause is worth a second, generic parse.
+    # Only what a newer version can cause is worth a second parse.
     if not any(s in reason for s in ("unknown field", "required field", "$.schema_version")):
         raise SchemaError(f"not a schema-v1 event: {reason}")
     try:
@@ -297,13 +298,64 @@ def _decode_generic(
     if "unknown field" not in reason:
         raise SchemaError(f"not a schema-v1 event: {reason}")
     try:
-        event = msgspec.convert(_known_only(document, _EVENT_INFO), MetricsEvent)
+        # Same parser, same bytes: where a key repeats, both keep the last value, so the
+        # validated event and the document written through agree on every known field.
+        event = _lenient_decoder.decode(data)
     except msgspec.ValidationError as exc:
         raise SchemaError(f"not a schema-v1 event: {exc}") from None
     return event, document
 
 
-_EVENT_INFO = mi.type_info(MetricsEvent)
+def _lenient_types(
+    cls: type[msgspec.Struct], made: dict[type, type[msgspec.Struct]]
+) -> type[msgspec.Struct]:
+    """A subclass of ``cls`` that ignores fields it does not know, at every depth: the same
+    validation of every known field, for events of a newer minor version."""
+    if cls not in made:
+        hints = typing.get_type_hints(cls, include_extras=True)
+        fields: list[tuple[str, Any, Any]] = []
+        for f in msgspec.structs.fields(cls):
+            swapped = _swap_struct_types(hints[f.name], made)
+            if swapped is not hints[f.name]:
+                default = (
+                    msgspec.field(default_factory=f.default_factory)
+                    if f.default_factory is not msgspec.NODEFAULT
+                    else f.default
+                )
+                fields.append((f.name, swapped, default))
+        made[cls] = msgspec.defstruct(
+            f"Lenient{cls.__name__}",
+            fields,
+            bases=(cls,),
+            forbid_unknown_fields=False,
+            gc=False,
+            module=__name__,
+        )
+    return made[cls]
+
+
+def _swap_struct_types(t: Any, made: dict[type, type[msgspec.Struct]]) -> Any:
+    """``t`` with every Struct type in it replaced by its lenient subclass (``t`` itself if
+    it holds none)."""
+    if isinstance(t, type) and issubclass(t, msgspec.Struct):
+        return _lenient_types(t, made)
+    origin, args = typing.get_origin(t), typing.get_args(t)
+    if not args:
+        return t
+    if origin is typing.Annotated:
+        inner = _swap_struct_types(args[0], made)
+        return t if inner is args[0] else typing.Annotated[inner, *t.__metadata__]
+    swapped = tuple(_swap_struct_types(a, made) for a in args)
+    if all(a is b for a, b in zip(swapped, args, strict=True)):
+        return t
+    if origin is list:
+        return list[swapped[0]]  # type: ignore[valid-type]
+    return typing.Union[swapped]  # noqa: UP007  (a runtime-built union)
+
+
+_lenient_decoder = msgspec.json.Decoder(
+    typing.cast(type[MetricsEvent], _lenient_types(MetricsEvent, {}))
+)
 
 
 def bare_type(t: mi.Type) -> mi.Type:
@@ -317,36 +369,15 @@ def bare_type(t: mi.Type) -> mi.Type:
     return t
 
 
-def _known_only(value: Any, t: mi.Type) -> Any:
-    """``value`` with every object field that the type ``t`` does not define left out."""
-    t = bare_type(t)
-    if isinstance(t, mi.StructType) and isinstance(value, dict):
-        return {
-            f.encode_name: _known_only(value[f.encode_name], f.type)
-            for f in t.fields
-            if f.encode_name in value
-        }
-    if isinstance(t, mi.ListType) and isinstance(value, list):
-        return [_known_only(item, t.item_type) for item in value]
-    return value
-
-
-def _overlay(known: Any, original: Any) -> Any:
-    """The validated values ``known`` over the ``original`` document: unknown fields stay."""
-    if isinstance(known, dict) and isinstance(original, dict):
-        return {**original, **{k: _overlay(v, original.get(k)) for k, v in known.items()}}
-    if isinstance(known, list) and isinstance(original, list) and len(known) == len(original):
-        return [_overlay(k, o) for k, o in zip(known, original, strict=True)]
-    return known
-
-
 def encode_keeping_unknown(event: MetricsEvent, document: dict[str, Any] | None) -> bytes:
-    """``event`` as JSON, plus the fields of ``document`` (its original) this version does not
-    know. Known fields always come from the validated ``event`` (ts normalized to UTC), so a
-    reader of the output never sees a value the writer did not validate."""
+    """``event`` as JSON; when ``document`` (its original, from a newer minor version) is
+    given, that document with the fields the writer sets or normalizes (``ts`` in UTC,
+    ``received_at``) taken from ``event``: fields this version does not know pass through."""
     if document is None:
         return encode(event)
-    return _encoder.encode(_overlay(msgspec.to_builtins(event), document))
+    document["ts"] = event.ts
+    document["received_at"] = event.received_at
+    return _encoder.encode(document)
 
 
 def json_schema() -> dict[str, Any]:

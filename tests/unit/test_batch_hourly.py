@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -284,6 +285,23 @@ def test_a_warehouse_of_an_earlier_version_gets_the_new_columns(
         assert wh.native_query("SELECT event_id FROM raw_metrics") == [{"event_id": "x"}]
     finally:
         wh.close()
+
+
+def test_events_of_a_newer_minor_version_load_with_every_known_column(
+    settings: Settings, wh: DuckDBWarehouse, lake: LakeBuilder
+) -> None:
+    (path,) = lake.add_batch(steady_host("newer", HOUR14, cpu=12.0, samples=5))
+    lines = []
+    for line in path.read_bytes().splitlines():
+        doc = json.loads(line)
+        doc["power"] = {"package_watts": 31.5}
+        doc["cpu"]["steal_pct"] = 1.5
+        doc["disks"][0]["smart_ok"] = True
+        lines.append(json.dumps(doc))
+    path.write_text("\n".join(lines) + "\n")
+    assert run(settings, wh).rows == 5
+    row = hourly(wh, "newer")
+    assert (row["samples"], row["cpu_avg"], row["disk_used_max"]) == (5, 12.0, 40.0)
 
 
 def test_hostile_host_ids_reach_the_tables_verbatim(
