@@ -26,8 +26,18 @@ def ensure_topic(settings: Settings, topic: str | None = None, timeout_s: float 
         ) from None
     if name in existing and existing[name].error is None:
         return
+    # Log-append time: records carry the broker's clock, against which the lake writer
+    # measures each host's clock skew (a producer's own create time shares the host's error).
+    # Tansu accepts and ignores it; the writer then uses its own clock.
     futures = admin.create_topics(
-        [NewTopic(name, num_partitions=settings.topic_partitions, replication_factor=1)]
+        [
+            NewTopic(
+                name,
+                num_partitions=settings.topic_partitions,
+                replication_factor=1,
+                config={"message.timestamp.type": "LogAppendTime"},
+            )
+        ]
     )
     try:
         futures[name].result(timeout=timeout_s)
