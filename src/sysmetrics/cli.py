@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -175,6 +176,98 @@ def collect(
         f"collected {producer.stats.spooled} samples, delivered {producer.stats.delivered}, "
         f"{producer.spool.pending} waiting in the spool, {producer.spool.dropped} dropped"
     )
+
+
+# --------------------------------------------------------------------------- service
+@cli.group()
+def service() -> None:
+    """Run the collector as a service of this OS (systemd, launchd, Windows service)."""
+
+
+def _service_options(fn: Any) -> Any:
+    fn = click.option(
+        "--user", is_flag=True, help="A service of the current user, not of the machine."
+    )(fn)
+    return click.option(
+        "--root",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=Path("/"),
+        show_default=True,
+        help="Write every file under this root (an image being built); nothing is started.",
+    )(fn)
+
+
+def _service_plan(settings: Settings, user: bool, root: Path) -> Any:
+    from sysmetrics.collect import service as svc
+
+    try:
+        return svc.plan(settings, user=user, root=root)
+    except svc.ServiceError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@service.command("install")
+@_service_options
+@click.option(
+    "--print", "print_only", is_flag=True, help="Show what would be written; write nothing."
+)
+@pass_ctx
+def service_install(ctx: Context, user: bool, root: Path, print_only: bool) -> None:
+    """Install and start the collector service, with its config file (the current settings'
+    Kafka and collector values; credentials readable by the service only)."""
+    from sysmetrics.collect import service as svc
+
+    plan = _service_plan(ctx.settings, user, root)
+    if print_only:
+        for file in plan.files:
+            shown = file.content
+            if file is plan.config and ctx.settings.sasl_password is not None:
+                secret = ctx.settings.sasl_password.get_secret_value()
+                shown = shown.replace(json.dumps(secret), '"***"')
+            click.echo(f"# {file.path} (mode {file.mode:o})\n{shown}")
+        for command in plan.enable:
+            click.echo(f"# then: {' '.join(command)}")
+        return
+    try:
+        for line in svc.install(plan, start=root == Path("/")):
+            click.echo(line)
+    except (OSError, svc.ServiceError) as exc:
+        raise click.ClickException(f"{exc} (system services need root / Administrator)") from None
+    click.echo(f"logs: {plan.logs}")
+
+
+@service.command("uninstall")
+@_service_options
+@pass_ctx
+def service_uninstall(ctx: Context, user: bool, root: Path) -> None:
+    """Stop and remove the collector service and its config file. The spool stays only if it
+    still holds events that Kafka has not acknowledged (the command says so)."""
+    from sysmetrics.collect import service as svc
+
+    plan = _service_plan(ctx.settings, user, root)
+    try:
+        lines = svc.uninstall(plan, stop=root == Path("/"))
+    except (OSError, svc.ServiceError) as exc:
+        raise click.ClickException(str(exc)) from None
+    for line in lines or ["nothing to remove: the service is not installed"]:
+        click.echo(line)
+
+
+@service.command("status")
+@_service_options
+@pass_ctx
+def service_status(ctx: Context, user: bool, root: Path) -> None:
+    """Say whether the collector service is installed and what the service manager reports;
+    exit 1 when it is not installed."""
+    from sysmetrics.collect import service as svc
+
+    plan = _service_plan(ctx.settings, user, root)
+    installed, report = svc.status(plan)
+    click.echo(f"{plan.unit.path}: {'installed' if installed else 'not installed'}")
+    click.echo(report)
+    click.echo(f"logs: {plan.logs}")
+    if not installed:
+        sys.exit(1)
 
 
 # --------------------------------------------------------------------------- simulate
