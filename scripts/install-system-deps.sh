@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # System packages the tests need and Python cannot bring: Chromium for the dashboard's browser
-# test, systemd's systemd-analyze to verify the collector's unit file. Java 17+ and Maven (for the real Apache Kafka broker) are checked, not installed:
-# the tests say how to enable that tier when they are missing.
+# test, systemd's systemd-analyze to verify the collector's unit file. Java 17+ and Maven (for
+# the real Apache Kafka broker) are checked, not installed: the tests say how to enable that
+# tier when they are missing.
 set -euo pipefail
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
