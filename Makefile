@@ -23,9 +23,15 @@ $(UV):
 install: $(UV)  ## locked runtime environment (collector, lake, warehouse, dashboard)
 	$(UV) sync --locked $(RUN_EXTRAS)
 
+ACTIONLINT_VERSION := v1.7.12
+
 install-dev: $(UV)  ## locked environment with every extra and the test tools
 	$(UV) sync --locked --all-extras
 	bash scripts/install-system-deps.sh
+	# actionlint (checks .github/workflows) built from its source through the Go proxy.
+	test -x $(TOOLS)/bin/actionlint || ! command -v go >/dev/null || \
+	  GOBIN=$(abspath $(TOOLS))/bin go install github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION) || \
+	  echo "note: actionlint not built: the workflow check will be skipped" >&2
 	test -x .bqemu/bin/bqemulator || ($(UV) venv -q .bqemu && \
 	  $(UV) pip install -q --python .bqemu/bin/python -r tests/bigquery/requirements.lock && \
 	  .bqemu/bin/python -c "from duckdb_extensions import import_extension; import_extension('spatial')")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 log = logging.getLogger("sysmetrics.collect")
@@ -40,3 +40,19 @@ def clamp_pct(value: float | None) -> float | None:
     if value is None:
         return None
     return min(100.0, max(0.0, round(float(value), 2)))
+
+
+_denied_logged: set[str] = set()
+
+
+def wmi_records(query: Callable[[], Any], name: str) -> list[dict[str, Any]]:
+    """A WMI class's instances as plain dicts (their properties). A class this account may
+    not read (thermal zones need an administrator) or that the machine lacks gives [] and one
+    log line per class, not one per sample."""
+    try:
+        return [{p: getattr(o, p) for p in o.properties} for o in query()]
+    except Exception as exc:
+        if name not in _denied_logged:
+            _denied_logged.add(name)
+            log.info("WMI %s unavailable (%s): its fields stay null", name, exc)
+        return []

@@ -1,8 +1,9 @@
 """Temperature sensors as a list of {sensor, label, celsius}.
 
 Linux reads hwmon (and thermal zones when hwmon has nothing) under a configurable root, so
-tests run it on fixture trees; Windows uses WMI's thermal zones (optional ``wmi`` package);
-elsewhere psutil where it has sensors. macOS exposes no temperatures without root tools: [].
+tests run it on fixture trees; Windows uses WMI (LibreHardwareMonitor's sensors when it runs,
+else the ACPI thermal zones); elsewhere psutil where it has sensors. macOS exposes no
+temperatures without root tools: [].
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 import psutil
 
-from sysmetrics.collect._safe import guarded, read_int, read_text
+from sysmetrics.collect._safe import guarded, read_int, read_text, wmi_records
 from sysmetrics.schema import Temperature
 
 _PLAUSIBLE_CELSIUS = (-60.0, 200.0)
@@ -55,20 +56,50 @@ def read_linux_hwmon(root: Path) -> list[Temperature]:
     return readings
 
 
-def _read_windows_wmi() -> list[Temperature]:
-    import wmi  # optional, Windows only
-
-    zones = wmi.WMI(namespace="root\\wmi").MSAcpi_ThermalZoneTemperature()
-    # WMI reports tenths of a kelvin.
+def windows_temperatures(
+    zones: list[dict[str, Any]], sensors: list[dict[str, Any]]
+) -> list[Temperature]:
+    """WMI temperatures: LibreHardwareMonitor's sensors when it runs (``root\\LibreHardwareMonitor``
+    ``Sensor``, °C, per CPU core / GPU / drive), else the ACPI thermal zones
+    (``MSAcpi_ThermalZoneTemperature``, tenths of a kelvin; administrators only)."""
+    readings = [
+        Temperature(
+            sensor="librehardwaremonitor",
+            label=str(s.get("Identifier") or s.get("Name"))[:256],
+            celsius=round(float(s["Value"]), 1),
+        )
+        for s in sensors
+        if s.get("SensorType") == "Temperature"
+        and s.get("Value") is not None
+        and _plausible(float(s["Value"]))
+    ]
+    if readings:
+        return readings
     return [
         Temperature(
             sensor="acpi",
-            label=str(z.InstanceName)[:256],
-            celsius=round(z.CurrentTemperature / 10 - 273.15, 1),
+            label=str(z.get("InstanceName"))[:256],
+            celsius=round(z["CurrentTemperature"] / 10 - 273.15, 1),
         )
         for z in zones
-        if _plausible(z.CurrentTemperature / 10 - 273.15)
+        if z.get("CurrentTemperature") is not None
+        and _plausible(z["CurrentTemperature"] / 10 - 273.15)
     ]
+
+
+def _read_windows_wmi() -> list[Temperature]:
+    import wmi  # Windows only (an environment-marked dependency)
+
+    def lhm() -> Any:
+        return wmi.WMI(namespace="root\\LibreHardwareMonitor").Sensor()
+
+    def zones() -> Any:
+        return wmi.WMI(namespace="root\\wmi").MSAcpi_ThermalZoneTemperature()
+
+    return windows_temperatures(
+        wmi_records(zones, "MSAcpi_ThermalZoneTemperature"),
+        wmi_records(lhm, "LibreHardwareMonitor Sensor"),
+    )
 
 
 def _read_psutil() -> list[Temperature]:
