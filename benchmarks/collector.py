@@ -1,20 +1,26 @@
-"""Collector cost and simulator speed.
+"""Collector cost against a real peer, and simulator speed.
 
-1. CPU time per sample of this machine (all readers, encode, spool append with fsync) and its
-   share of one core at the default 10 s interval. Goal: <= 20 ms per sample, <= 0.2 %.
-2. The simulator's events/s into a real Tansu broker against a raw confluent-kafka produce
+1. CPU time per sample of the sampling function alone (all readers, encode, spool append).
+2. Whole processes, side by side for the same wall time at the same 10 s interval: a running
+   `sysmetrics collect` publishing into Tansu (CPU per sample, from /proc/PID/stat, and RSS)
+   against Prometheus' node_exporter (Debian's prometheus-node-exporter) scraped as often
+   (CPU per scrape, RSS). Goal: ours <= node_exporter's per scrape.
+3. The simulator's events/s into a real Tansu broker against a raw confluent-kafka produce
    loop of the same (pre-encoded) messages in the same run.
 
-    .venv/bin/python benchmarks/collector.py [events]
+    .venv/bin/python benchmarks/collector.py [events] [--peer-seconds S]
 """
 
 from __future__ import annotations
 
 import os
 import resource
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -48,6 +54,72 @@ def collector_cost(samples: int = 200) -> float:
     return per_sample
 
 
+def process_cpu_s(pid: int) -> float:
+    """utime + stime of a whole process (all its threads), from /proc/PID/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def whole_processes(seconds: float, interval_s: float = 10.0) -> None:
+    """Our collector and node_exporter, each measured as a process over the same wall time."""
+    exporter = shutil.which("prometheus-node-exporter")
+    if exporter is None:
+        print("node_exporter peer skipped: apt install prometheus-node-exporter")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        broker = EmbeddedBroker(Path(tmp), free_port())
+        broker.start()
+        port = free_port()
+        env = dict(
+            os.environ,
+            SYSMETRICS_BOOTSTRAP_SERVERS=broker.bootstrap,
+            SYSMETRICS_DATA_DIR=str(Path(tmp) / "data"),
+            SYSMETRICS_SAMPLE_INTERVAL_S=str(interval_s),
+        )
+        ours = subprocess.Popen(
+            [sys.executable, "-m", "sysmetrics", "--log-level", "warning", "collect"], env=env
+        )
+        peer = subprocess.Popen(
+            [exporter, f"--web.listen-address=127.0.0.1:{port}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            time.sleep(15)  # both started, connected, first sample taken
+            ours_start, peer_start = process_cpu_s(ours.pid), process_cpu_s(peer.pid)
+            scrapes, size = 0, 0
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as response:
+                    size = len(response.read())
+                scrapes += 1
+                time.sleep(interval_s)
+            ours_cpu = process_cpu_s(ours.pid) - ours_start
+            peer_cpu = process_cpu_s(peer.pid) - peer_start
+            ours_rss, peer_rss = process_rss_mb(ours.pid), process_rss_mb(peer.pid)
+        finally:
+            ours.terminate()
+            peer.terminate()
+            ours.wait(30)
+            peer.wait(30)
+            broker.stop()
+    samples = scrapes  # the same interval and wall time
+    ours_ms, peer_ms = 1000 * ours_cpu / samples, 1000 * peer_cpu / scrapes
+    print(
+        f"whole process over {seconds:.0f} s at a {interval_s:g} s interval: sysmetrics collect "
+        f"{ours_ms:.2f} ms CPU per sample, RSS {ours_rss:.0f} MB; node_exporter "
+        f"{peer_ms:.2f} ms CPU per scrape ({size / 1024:.0f} kB of metrics), RSS "
+        f"{peer_rss:.0f} MB; ours / node_exporter = {ours_ms / peer_ms:.2f}x (goal <= 1)"
+    )
+
+
 def raw_produce_rate(bootstrap: str, topic: str, payloads: list[tuple[bytes, bytes]]) -> float:
     producer = Producer(
         {**producer_config(load_settings(bootstrap_servers=bootstrap)), "linger.ms": 20}
@@ -65,13 +137,20 @@ def raw_produce_rate(bootstrap: str, topic: str, payloads: list[tuple[bytes, byt
 
 
 def main() -> None:
-    total = int(sys.argv[1]) if len(sys.argv) > 1 else 360_000
+    args = sys.argv[1:]
+    peer_seconds = 120.0
+    if "--peer-seconds" in args:
+        index = args.index("--peer-seconds")
+        peer_seconds = float(args[index + 1])
+        del args[index : index + 2]
+    total = int(args[0]) if args else 360_000
     per_sample = collector_cost()
     print(
         f"collector on this machine ({os.cpu_count()} cores): {per_sample * 1000:.2f} ms CPU "
         f"per sample, {100 * per_sample / 10:.3f} % of one core at the 10 s interval "
         f"(goal <= 20 ms, <= 0.2 %)"
     )
+    whole_processes(peer_seconds)
     hosts = total // 360
     with tempfile.TemporaryDirectory() as tmp:
         broker = EmbeddedBroker(Path(tmp), free_port())
