@@ -13,7 +13,8 @@ import pytest
 
 from sysmetrics.config import Settings
 from sysmetrics.lake import layout
-from sysmetrics.lake.writer import LakeWriter, read_watermarks
+from sysmetrics.lake.watermarks import read_watermarks
+from sysmetrics.lake.writer import LakeWriter
 from sysmetrics.schema import encode, new_event_id
 from sysmetrics.stream.admin import ensure_topic
 from tests.support.events import as_messages, simulated

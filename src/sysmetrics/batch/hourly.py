@@ -25,7 +25,7 @@ from typing import Any
 from sysmetrics.config import Settings
 from sysmetrics.lake import layout
 from sysmetrics.lake.store import LakeStore
-from sysmetrics.lake.writer import read_watermarks
+from sysmetrics.lake.watermarks import read_watermarks
 from sysmetrics.timeutil import hour_floor
 from sysmetrics.warehouse import sql
 from sysmetrics.warehouse.base import Warehouse

@@ -573,13 +573,3 @@ class LakeWriter:
         tmp = self.status_file.with_suffix(".tmp")
         tmp.write_bytes(msgspec.json.encode(status))
         os.replace(tmp, self.status_file)
-
-
-def read_watermarks(store: LakeStore, topic: str) -> list[dict[str, Any]]:
-    """Every partition's published watermark (the hourly job waits on their minimum)."""
-    marks = []
-    for name in store.list_dir(layout.watermark_dir(topic)):
-        data = store.get(f"{layout.watermark_dir(topic)}/{name}")
-        if data:
-            marks.append(json.loads(data))
-    return marks
