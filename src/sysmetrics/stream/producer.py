@@ -88,6 +88,11 @@ class SpooledProducer:
 
         return on_delivery
 
+    @property
+    def idle(self) -> bool:
+        """Nothing in flight and nothing spooled: no delivery report can be due."""
+        return not self._in_flight and not self.spool.pending
+
     def poll(self, timeout_s: float = 0.0) -> None:
         self._producer.poll(timeout_s)
         self.pump()
