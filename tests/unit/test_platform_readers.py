@@ -31,7 +31,8 @@ def test_ioreg_of_a_new_macbook_health_above_design() -> None:
 
 
 def test_ioreg_apple_silicon_reports_percentages_in_max_capacity() -> None:
-    """Apple silicon: MaxCapacity/CurrentCapacity are percentages, AppleRawMaxCapacity is mAh."""
+    """Apple silicon's layout: MaxCapacity/CurrentCapacity are percentages, AppleRawMaxCapacity
+    is mAh (a format case with values of the kind such a Mac prints, not a cited recording)."""
     text = (
         '  "CurrentCapacity" = 97\n  "TimeRemaining" = 17\n  "ExternalConnected" = No\n'
         '  "MaxCapacity" = 100\n  "DesignCapacity" = 8579\n  "AppleRawMaxCapacity" = 8546\n'
