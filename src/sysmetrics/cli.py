@@ -532,9 +532,13 @@ def query(ctx: Context, statement: str, as_json: bool) -> None:
 @pass_ctx
 def dashboard(ctx: Context, host: str | None, port: int | None) -> None:
     """Serve the dashboard: fleet overview, per-host charts, alerts (no external assets)."""
-    from sysmetrics.dashboard.app import serve
+    from sysmetrics.dashboard.app import DashboardAuthError, check_exposure, serve
 
     settings = ctx.settings
+    try:
+        check_exposure(settings, host or settings.dashboard_host)
+    except DashboardAuthError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(
         f"dashboard on http://{host or settings.dashboard_host}:{port or settings.dashboard_port}"
     )

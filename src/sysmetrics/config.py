@@ -100,6 +100,16 @@ class Settings(BaseSettings):
     # Dashboard
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = Field(8050, ge=1, le=65535)
+    dashboard_token: SecretStr | None = Field(
+        None,
+        description="password / bearer token the dashboard requires (any user name with HTTP "
+        "Basic); required to serve on a non-loopback address",
+    )
+    dashboard_trusted_user_header: str | None = Field(
+        None,
+        description="behind a reverse proxy that authenticates: the header it sets with the "
+        "user (e.g. X-Forwarded-User); requests without it are refused",
+    )
 
     @field_validator("topic", "dead_letter_topic")
     @classmethod
@@ -149,10 +159,30 @@ def config_file_path() -> Path | None:
     return default if default.is_file() else None
 
 
+SECRET_FIELDS = ("sasl_password", "dashboard_token")
+"""Secrets may also come from a file named by ``SYSMETRICS_<NAME>_FILE`` (the container
+convention for mounted secrets); the variable itself wins when both are set."""
+
+
+def _secrets_from_files() -> dict[str, str]:
+    found = {}
+    for name in SECRET_FIELDS:
+        variable = f"{ENV_PREFIX}{name.upper()}"
+        path = os.environ.get(f"{variable}_FILE")
+        if path and variable not in os.environ:
+            try:
+                found[name] = Path(path).read_text().strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"{variable}_FILE={path}: cannot read it ({exc.strerror})"
+                ) from None
+    return found
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Build the settings; a bad value raises :class:`ConfigError` naming the variable."""
     try:
-        return Settings(**overrides)
+        return Settings(**{**_secrets_from_files(), **overrides})
     except ValidationError as exc:
         first = exc.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else "?"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -302,6 +302,24 @@ def test_events_of_a_newer_minor_version_load_with_every_known_column(
     assert run(settings, wh).rows == 5
     row = hourly(wh, "newer")
     assert (row["samples"], row["cpu_avg"], row["disk_used_max"]) == (5, 12.0, 40.0)
+
+
+def test_a_running_hour_is_not_an_incident(
+    settings: Settings, wh: DuckDBWarehouse, lake: LakeBuilder
+) -> None:
+    """The current hour, a few minutes in: few samples so far, and a host that has not reported
+    yet, are judged once the hour is over, not while it runs."""
+    now_hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    lake.add_batch(steady_host("quiet", now_hour - H, cpu=5.0))
+    lake.add_batch(steady_host("busy", now_hour - H, cpu=5.0))
+    lake.add_batch(steady_host("busy", now_hour, cpu=5.0, samples=3))
+    run(settings, wh, now_hour - H)
+    run(settings, wh, now_hour)
+    rules = {
+        r["rule"] for r in wh.rows("SELECT rule FROM {alerts} WHERE hour = @start", start=now_hour)
+    }
+    assert not rules & {"low_completeness", "host_silent"}
+    assert hourly(wh, "busy", now_hour)["samples"] == 3
 
 
 def test_hostile_host_ids_reach_the_tables_verbatim(

@@ -37,6 +37,17 @@ def test_services_point_at_kafka_and_the_gcs_lake() -> None:
     assert (DEPLOY / "../src/sysmetrics/orchestration/dags/machine_metrics_hourly.py").exists()
 
 
+def test_exposed_dashboard_gets_its_token_from_a_secret() -> None:
+    spec = compose()
+    dashboard = spec["services"]["dashboard"]
+    assert "0.0.0.0" in dashboard["command"]
+    token_file = dashboard["environment"]["SYSMETRICS_DASHBOARD_TOKEN_FILE"]
+    assert token_file == "/run/secrets/dashboard_token"
+    assert dashboard["secrets"] == ["dashboard_token"]
+    assert spec["secrets"]["dashboard_token"]["file"] == "./dashboard_token"
+    assert dashboard["environment"]["SYSMETRICS_WAREHOUSE_URL"]  # the shared env still merged
+
+
 def test_dockerfile_installs_from_the_lock_file() -> None:
     text = (DEPLOY / "Dockerfile").read_text()
     assert "uv sync --locked" in text

@@ -162,7 +162,8 @@ def alert_params(settings: Settings) -> dict[str, Any]:
 def alerts(wh: Warehouse, hours: list[datetime], settings: Settings) -> None:
     for hour in hours:
         wh.execute(sql.delete_hour("alerts"), start=hour)
-        wh.execute(sql.ALERTS, start=hour, **alert_params(settings))
+        finished = hour + HOUR <= datetime.now(UTC)
+        wh.execute(sql.ALERTS, start=hour, hour_finished=finished, **alert_params(settings))
 
 
 # ---------------------------------------------------------------------------- the run

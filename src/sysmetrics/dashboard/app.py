@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hmac
 import logging
 import time
 from collections.abc import Callable
@@ -11,10 +14,13 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
 
 from sysmetrics.config import Settings
 from sysmetrics.dashboard.charts import Series, line_chart
@@ -47,6 +53,66 @@ WHERE hour >= @since AND (@severity = '' OR severity = @severity)
   AND (@rule = '' OR rule = @rule) AND (@host = '' OR host_id = @host)
 ORDER BY hour DESC, severity, host_id LIMIT 500
 """
+
+
+class DashboardAuthError(RuntimeError):
+    """The dashboard would be reachable from other machines without any authentication."""
+
+
+LOOPBACK = ("127.", "::1", "localhost")
+OPEN_PATHS = ("/healthz", "/static/")
+"""Paths without fleet data: a load balancer's health check and the CSS need no login."""
+
+
+def check_exposure(settings: Settings, host: str) -> None:
+    """Refuse to serve on a non-loopback address unless requests must authenticate."""
+    if (
+        host.startswith(LOOPBACK)
+        or settings.dashboard_token
+        or settings.dashboard_trusted_user_header
+    ):
+        return
+    raise DashboardAuthError(
+        f"the dashboard on {host} would serve the fleet's data to anyone: set "
+        "SYSMETRICS_DASHBOARD_TOKEN (or SYSMETRICS_DASHBOARD_TOKEN_FILE), or "
+        "SYSMETRICS_DASHBOARD_TRUSTED_USER_HEADER behind an authenticating reverse proxy"
+    )
+
+
+def _authenticated(settings: Settings, request: Request) -> bool:
+    header = settings.dashboard_trusted_user_header
+    if header is not None and request.headers.get(header):
+        return True
+    if settings.dashboard_token is None:
+        return header is None
+    token = settings.dashboard_token.get_secret_value().encode()
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer":
+        return hmac.compare_digest(credentials.strip().encode(), token)
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(credentials.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            return False
+        return hmac.compare_digest(decoded.partition(b":")[2], token)
+    return False
+
+
+class AuthMiddleware(BaseHTTPMiddleware):
+    """Every page but the open paths needs the token (HTTP Basic with any user name, or a
+    bearer token) or the trusted proxy's user header, when either is configured."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        super().__init__(app)
+        self.settings = settings
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        if request.url.path.startswith(OPEN_PATHS) or _authenticated(self.settings, request):
+            return await call_next(request)
+        headers = {"WWW-Authenticate": 'Basic realm="sysmetrics"'}
+        if self.settings.dashboard_token is None:
+            headers = {}  # only the proxy can let a user in
+        return PlainTextResponse("authentication required\n", status_code=401, headers=headers)
 
 
 def create_app(
@@ -173,6 +239,7 @@ def create_app(
             charts=charts,
             alerts=alerts,
             latest=latest,
+            in_progress=latest is not None and latest["hour"] + timedelta(hours=1) > now(),
             last_raw=raw[-1] if raw else None,
             quality=quality,
         )
@@ -204,13 +271,15 @@ def create_app(
             Route("/alerts", alerts),
             Route("/healthz", health),
             Mount("/static", StaticFiles(directory=static), name="static"),
-        ]
+        ],
+        middleware=[Middleware(AuthMiddleware, settings=settings)],
     )
 
 
 def serve(settings: Settings, host: str | None = None, port: int | None = None) -> None:
     import uvicorn
 
+    check_exposure(settings, host or settings.dashboard_host)
     uvicorn.run(
         create_app(settings),
         host=host or settings.dashboard_host,

@@ -430,7 +430,8 @@ ORDER BY anomaly, host_id
 """
 
 # Threshold rules, a silent-host rule and a z-score anomaly flag against the host's own
-# baseline (the previous 168 hours, at least 24 of them).
+# baseline (the previous 168 hours, at least 24 of them). Rules that count samples judge
+# finished hours only (@hour_finished): a running hour is not an incident.
 ALERTS = """
 INSERT INTO {alerts}
 WITH cur AS (SELECT * FROM {hourly} WHERE hour = @start),
@@ -460,10 +461,11 @@ rules AS (
   FROM cur WHERE battery_health_pct < @battery_health
   UNION ALL
   SELECT host_id, hostname, 'low_completeness', 'warning', completeness_pct, @completeness
-  FROM cur WHERE completeness_pct < @completeness
+  FROM cur WHERE completeness_pct < @completeness AND @hour_finished
   UNION ALL
   SELECT r.host_id, r.hostname, 'host_silent', 'critical', 0.0, 0.0
-  FROM recent_hosts AS r LEFT JOIN cur ON cur.host_id = r.host_id WHERE cur.host_id IS NULL
+  FROM recent_hosts AS r LEFT JOIN cur ON cur.host_id = r.host_id
+  WHERE cur.host_id IS NULL AND @hour_finished
   UNION ALL
   SELECT cur.host_id, cur.hostname, 'cpu_anomaly', 'warning',
          ROUND((cur.cpu_avg - b.mean_cpu) / b.sd_cpu, 2), @zscore
