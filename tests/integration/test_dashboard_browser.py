@@ -76,11 +76,31 @@ def test_fleet_host_page_chart_and_alerts_in_chromium(dashboard_url: str, tmp_pa
         page.goto(dashboard_url + "/")
         rows = page.locator("#fleet tbody tr")
         assert rows.count() == 3
-        assert "gpu-7.example" in rows.nth(1).inner_text()
-        assert rows.nth(1).locator("td.hot").count() >= 2  # CPU and temperature in red
+        gpu = rows.filter(has_text="gpu-7.example")
+        assert gpu.locator("td.hot").count() >= 2  # CPU and temperature in red
         duplicates = page.locator("#duplicates").inner_text()
         assert "golden" in duplicates and "about 2 machines" in duplicates
+        summary = page.locator("#summary").inner_text().replace("\n", " ")
+        assert "2 reporting 1 silent" in summary  # the clones last reported at 14:04
+        assert "Highest Temperature gpu-7.example 91°C" in summary
         page.screenshot(path=str(ARTIFACTS / "fleet.png"), full_page=True)
+
+        # Sort by CPU, highest first (the header toggles), then search and filter: the state
+        # is in the URL, so the view can be shared.
+        page.click("#fleet th >> text=CPU %")
+        page.click("#fleet th >> text=CPU %")
+        assert "sort=cpu" in page.url and "dir=desc" in page.url
+        assert "gpu-7.example" in rows.nth(0).inner_text()
+        page.fill("input[name=q]", "web")
+        page.click("#filters button")
+        assert rows.count() == 1 and "web-1.example" in rows.nth(0).inner_text()
+        assert "q=web" in page.url and "sort=cpu" in page.url
+        page.goto(dashboard_url + "/")
+        page.check("input[name=alerts]")
+        page.click("#filters button")
+        assert rows.count() == 2  # gpu-7 and the clones have alerts, web-1 has none
+        assert "web-1.example" not in page.locator("#fleet").inner_text()
+        page.goto(dashboard_url + "/")
 
         page.click("text=gpu-7.example")
         page.wait_for_url("**/host?id=gpu-7")

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.applications import Starlette
@@ -40,6 +41,47 @@ SELECT host_id, MAX_BY(hostname, ts) AS hostname, MAX(ts) AS last_seen,
 FROM {raw} WHERE ts >= @since GROUP BY host_id ORDER BY host_id
 """
 ALERT_COUNTS = "SELECT host_id, COUNT(*) AS n FROM {alerts} WHERE hour >= @since GROUP BY host_id"
+FLEET_SORTS = {
+    "host": "hostname",
+    "os": "os",
+    "last_seen": "last_seen",
+    "cpu": "cpu",
+    "mem": "mem",
+    "disk": "disk",
+    "temp": "temp",
+    "alerts": "alerts",
+}
+"""The fleet table's sortable columns: URL key -> SQL column (never the user's text)."""
+FLEET_PAGE = """
+WITH latest AS ({latest}),
+counts AS (SELECT host_id, COUNT(*) AS n FROM {alerts} WHERE hour >= @since GROUP BY host_id),
+hosts AS (
+  SELECT l.*, COALESCE(c.n, 0) AS alerts, l.last_seen < @stale AS silent
+  FROM latest AS l LEFT JOIN counts AS c ON c.host_id = l.host_id
+)
+SELECT *, COUNT(*) OVER () AS matching FROM hosts
+WHERE (@q = '' OR STRPOS(LOWER(hostname), LOWER(@q)) > 0 OR STRPOS(LOWER(host_id), LOWER(@q)) > 0)
+  AND (@os = '' OR os = @os)
+  AND (NOT @with_alerts OR alerts > 0)
+  AND (NOT @only_silent OR silent)
+ORDER BY {order}, host_id
+LIMIT @limit OFFSET @offset
+"""
+FLEET_SUMMARY = """
+WITH latest AS ({latest})
+SELECT COUNT(*) AS hosts, COUNTIF(last_seen < @stale) AS silent,
+       ARRAY_AGG(DISTINCT os IGNORE NULLS) AS systems
+FROM latest
+"""
+SEVERITY_COUNTS = """
+SELECT severity, COUNT(*) AS n FROM {alerts} WHERE hour >= @since GROUP BY severity
+"""
+WORST = """
+WITH latest AS ({latest})
+SELECT host_id, hostname, {column} AS value FROM latest WHERE {column} IS NOT NULL
+ORDER BY {column} DESC, host_id LIMIT 3
+"""
+PAGE_SIZES = (25, 50, 100, 200)
 HOST_HOURLY = """
 SELECT * FROM {hourly} WHERE host_id = @host AND hour >= @since ORDER BY hour
 """
@@ -149,24 +191,79 @@ def create_app(
 
     async def fleet(request: Request) -> Response:
         since = now() - timedelta(hours=24)
+        stale = now() - timedelta(minutes=5)
+        q = request.query_params
+        sort = q.get("sort", "host") if q.get("sort") in FLEET_SORTS else "host"
+        descending = q.get("dir") == "desc"
+        per = int(q["per"]) if q.get("per", "").isdigit() and int(q["per"]) in PAGE_SIZES else 50
+        page_no = max(1, int(q["page"])) if q.get("page", "").isdigit() else 1
+        state = {
+            "q": q.get("q", "").strip()[:200],
+            "os": q.get("os", "")[:50],
+            "alerts": q.get("alerts") == "1",
+            "silent": q.get("silent") == "1",
+            "sort": sort,
+            "dir": "desc" if descending else "asc",
+            "per": per,
+        }
+        latest = LATEST.replace("ORDER BY host_id", "")
+        order = f"{FLEET_SORTS[sort]} {'DESC' if descending else 'ASC'} NULLS LAST"
 
-        def read(
-            wh: Warehouse,
-        ) -> tuple[list[dict[str, Any]], dict[str, int], list[dict[str, Any]]]:
-            hosts = wh.rows(LATEST, since=since)
-            counts = {r["host_id"]: r["n"] for r in wh.rows(ALERT_COUNTS, since=since)}
+        def read(wh: Warehouse) -> dict[str, Any]:
+            rows = wh.rows(
+                FLEET_PAGE.replace("{latest}", latest).replace("{order}", order),
+                since=since,
+                stale=stale,
+                q=state["q"],
+                os=state["os"],
+                with_alerts=state["alerts"],
+                only_silent=state["silent"],
+                limit=per,
+                offset=(page_no - 1) * per,
+            )
+            summary = wh.rows(FLEET_SUMMARY.replace("{latest}", latest), since=since, stale=stale)
+            worst = {
+                name: wh.rows(
+                    WORST.replace("{latest}", latest).replace("{column}", name), since=since
+                )
+                for name in ("cpu", "disk", "temp")
+            }
+            severities = {r["severity"]: r["n"] for r in wh.rows(SEVERITY_COUNTS, since=since)}
             duplicates = wh.rows(
                 sql.FLAGGED_HOSTS, since=since, anomaly="duplicate_host_id", host=""
             )
-            return hosts, counts, duplicates
+            return {
+                "hosts": rows,
+                "matching": rows[0]["matching"] if rows else 0,
+                "summary": summary[0] if summary else {"hosts": 0, "silent": 0, "systems": []},
+                "worst": worst,
+                "severities": severities,
+                "duplicates": duplicates,
+            }
 
         try:
-            hosts, counts, duplicates = with_warehouse(read)
+            data = with_warehouse(read)
         except Exception as exc:
             return page("error.html", message=str(exc))
-        stale = now() - timedelta(minutes=5)
+
+        def link(**change: Any) -> str:
+            params = {**state, "page": page_no, **change}
+            kept = {
+                k: ("1" if v is True else v)
+                for k, v in params.items()
+                if v not in ("", False, None) and not (k == "page" and v == 1)
+            }
+            return "/?" + urlencode(kept)
+
+        pages = max(1, -(-data["matching"] // per))
         return page(
-            "fleet.html", hosts=hosts, alert_counts=counts, stale=stale, duplicates=duplicates
+            "fleet.html",
+            stale=stale,
+            state=state,
+            page_no=page_no,
+            pages=pages,
+            link=link,
+            **data,
         )
 
     async def host(request: Request) -> Response:

@@ -1,0 +1,68 @@
+"""The fleet page scales: server-side search, filters, sort by any column and paging, with the
+state in the URL (no JavaScript needed)."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from sysmetrics.batch.hourly import run_hour
+from sysmetrics.config import Settings
+from sysmetrics.dashboard.app import create_app
+from sysmetrics.lake.store import LakeStore
+from sysmetrics.warehouse.duckdb import DuckDBWarehouse
+from tests.support.lakes import HOUR14, LakeBuilder, steady_host
+
+
+@pytest.fixture(scope="module")
+def web(tmp_path_factory: pytest.TempPathFactory) -> TestClient:
+    root = tmp_path_factory.mktemp("fleet")
+    settings = Settings(lake_url=str(root / "lake"), warehouse_url=str(root / "wh.duckdb"))
+    lake = LakeBuilder(Path(settings.lake_url))
+    for i in range(60):  # the last five run hot (> 90 % CPU: an alert each)
+        cpu = float(i) if i < 55 else 36.0 + i
+        lake.add_batch(steady_host(f"node-{i:02d}", HOUR14, cpu=cpu))
+    wh = DuckDBWarehouse(settings.warehouse_url)
+    run_hour(settings, wh, LakeStore(settings.lake_url), HOUR14)
+    wh.close()
+    return TestClient(create_app(settings, now=lambda: HOUR14 + timedelta(minutes=59, seconds=55)))
+
+
+def hosts(html: str) -> list[str]:
+    return re.findall(r'<div class="sub">([^<]+)</div>', html)
+
+
+def test_paging_keeps_every_host_once(web: TestClient) -> None:
+    first = web.get("/?per=25").text
+    assert hosts(first) == [f"node-{i:02d}" for i in range(25)]
+    assert "page 1 of 3" in first and "60 matching" in first
+    assert 'href="/?sort=host&amp;dir=asc&amp;per=25&amp;page=2"' in first
+    seen = [h for p in (1, 2, 3) for h in hosts(web.get(f"/?per=25&page={p}").text)]
+    assert sorted(seen) == [f"node-{i:02d}" for i in range(60)]
+
+
+def test_sort_by_any_column_across_pages(web: TestClient) -> None:
+    top = hosts(web.get("/?sort=cpu&dir=desc&per=25").text)
+    assert top[:3] == ["node-59", "node-58", "node-57"]
+    bottom = hosts(web.get("/?sort=cpu&dir=asc&per=25&page=3").text)
+    assert bottom[-1] == "node-59"
+    assert hosts(web.get("/?sort=nonsense; DROP TABLE raw_metrics").text)[0] == "node-00"
+
+
+def test_search_and_filters(web: TestClient) -> None:
+    assert hosts(web.get("/?q=NODE-1").text) == [f"node-1{i}" for i in range(10)]
+    empty = web.get("/?os=windows").text
+    assert hosts(empty) == [] and "No host matches" in empty
+    assert hosts(web.get("/?alerts=1").text) == [f"node-{i}" for i in range(55, 60)]
+    assert hosts(web.get("/?alerts=1&q=node-57").text) == ["node-57"]
+    assert "0 matching" in web.get("/?silent=1").text
+
+
+def test_summary_counts_and_worst_hosts(web: TestClient) -> None:
+    summary = web.get("/").text.split('id="summary"')[1].split("</section>")[0]
+    assert "<b>60</b> reporting" in summary and "<b>0</b> silent" in summary
+    assert summary.index("node-59") < summary.index("node-58")  # highest CPU first
