@@ -34,13 +34,13 @@ _templates = Environment(
 )
 
 LATEST = """
+-- Each host's newest sample of the last 24 h: the fleet page's rows (a CTE of its queries).
 SELECT host_id, MAX_BY(hostname, ts) AS hostname, MAX(ts) AS last_seen,
        MAX_BY(cpu_pct, ts) AS cpu, MAX_BY(mem_used_pct, ts) AS mem,
        MAX_BY(disk_used_pct, ts) AS disk, MAX_BY(temp_max_celsius, ts) AS temp,
        MAX_BY(os, ts) AS os
-FROM {raw} WHERE ts >= @since GROUP BY host_id ORDER BY host_id
+FROM {raw} WHERE ts >= @since GROUP BY host_id
 """
-ALERT_COUNTS = "SELECT host_id, COUNT(*) AS n FROM {alerts} WHERE hour >= @since GROUP BY host_id"
 FLEET_SORTS = {
     "host": "hostname",
     "os": "os",
@@ -206,12 +206,11 @@ def create_app(
             "dir": "desc" if descending else "asc",
             "per": per,
         }
-        latest = LATEST.replace("ORDER BY host_id", "")
         order = f"{FLEET_SORTS[sort]} {'DESC' if descending else 'ASC'} NULLS LAST"
 
         def read(wh: Warehouse) -> dict[str, Any]:
             rows = wh.rows(
-                FLEET_PAGE.replace("{latest}", latest).replace("{order}", order),
+                FLEET_PAGE.replace("{latest}", LATEST).replace("{order}", order),
                 since=since,
                 stale=stale,
                 q=state["q"],
@@ -221,10 +220,10 @@ def create_app(
                 limit=per,
                 offset=(page_no - 1) * per,
             )
-            summary = wh.rows(FLEET_SUMMARY.replace("{latest}", latest), since=since, stale=stale)
+            summary = wh.rows(FLEET_SUMMARY.replace("{latest}", LATEST), since=since, stale=stale)
             worst = {
                 name: wh.rows(
-                    WORST.replace("{latest}", latest).replace("{column}", name), since=since
+                    WORST.replace("{latest}", LATEST).replace("{column}", name), since=since
                 )
                 for name in ("cpu", "disk", "temp")
             }
