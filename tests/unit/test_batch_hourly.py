@@ -253,8 +253,11 @@ def test_late_data_beyond_the_lookback_is_loaded_and_reported(
     marker = Path(settings.lake_url) / layout.late_marker_path(settings.topic, old, path.name)
     marker.parent.mkdir(parents=True)
     marker.touch()
+    recent = Path(settings.lake_url) / layout.late_marker_path(settings.topic, HOUR14 - H, "x")
+    recent.touch()  # a marker inside the look-back window is loaded and cleared too
     result = run(settings, wh)
     assert result.beyond_lookback == [old]
+    assert not recent.exists() and HOUR14 - H in result.recomputed
     assert old in result.recomputed
     assert hourly(wh, "laptop", old)["samples"] == 60
     assert not marker.exists()

@@ -214,8 +214,8 @@ def load_with_late_data(
     late = set(hours_with_new_files(wh, store, settings.topic, hour, settings.lookback_hours))
     # Markers are read before loading and cleared only after the hours are computed: a marker
     # written meanwhile stays for the next run.
-    window_start = hour - settings.lookback_hours * HOUR
     markers = late_markers(store, settings.topic)
+    window_start = hour - settings.lookback_hours * HOUR
     beyond = sorted(h for h in markers if h < window_start)
     if beyond:
         log.warning(
@@ -224,7 +224,9 @@ def load_with_late_data(
             _hours_text(beyond),
         )
     files = rows = 0
-    for h in sorted({hour, *late, *beyond}):
+    # Every marked hour is loaded (so every marker read can be cleared); the ones the look-back
+    # window would never have reached are the ones worth reporting.
+    for h in sorted({hour, *late, *markers}):
         loaded_files, loaded_rows = load(wh, store, settings.topic, h)
         if h == hour:
             files, rows = loaded_files, loaded_rows
@@ -237,14 +239,14 @@ def load_with_late_data(
             )
     # The hour after a reloaded hour has counter deltas and trends that depend on it: recompute
     # it too when it was computed before (late data, or hours run out of order).
-    loaded = {hour, *late, *beyond}
+    loaded = {hour, *late, *markers}
     following = {h + HOUR for h in loaded if h + HOUR not in loaded and _computed(wh, h + HOUR)}
     return Loaded(
         hours=sorted(loaded | following),
         files=files,
         rows=rows,
         beyond_lookback=beyond,
-        markers=[path for h, paths in markers.items() if h in loaded for path in paths],
+        markers=[path for paths in markers.values() for path in paths],
     )
 
 
