@@ -678,27 +678,24 @@ def status(ctx: Context) -> None:
         try:
             last = wh.rows("SELECT MAX(hour) AS hour FROM {batch_runs} WHERE complete")[0]["hour"]
             latest = wh.rows("SELECT MAX(ts) AS ts FROM {raw}")[0]["ts"]
+            click.echo(
+                f"warehouse    last complete hour {last or '-'}, newest sample {latest or '-'}"
+            )
+            _echo_flagged_hosts(wh)
         finally:
             wh.close()
-        click.echo(f"warehouse    last complete hour {last or '-'}, newest sample {latest or '-'}")
     except Exception as exc:
         click.echo(f"warehouse    unavailable ({type(exc).__name__}: {str(exc).splitlines()[0]})")
-        return
-    _echo_flagged_hosts(settings)
 
 
-def _echo_flagged_hosts(settings: Settings) -> None:
+def _echo_flagged_hosts(wh: Any) -> None:
     """Hosts whose data was odd in the last 24 h; duplicates by name, the rest counted."""
     from datetime import UTC, datetime, timedelta
 
-    from sysmetrics.warehouse import open_warehouse, sql
+    from sysmetrics.warehouse import sql
 
-    wh = open_warehouse(settings, read_only=True)
-    try:
-        since = datetime.now(UTC) - timedelta(hours=24)
-        flagged = wh.rows(sql.FLAGGED_HOSTS, since=since, anomaly="", host="")
-    finally:
-        wh.close()
+    since = datetime.now(UTC) - timedelta(hours=24)
+    flagged = wh.rows(sql.FLAGGED_HOSTS, since=since, anomaly="", host="")
     duplicates = [f for f in flagged if f["anomaly"] == "duplicate_host_id"]
     for f in duplicates:
         click.echo(

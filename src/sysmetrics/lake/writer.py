@@ -382,7 +382,7 @@ class LakeWriter:
         }
         if not cuts:
             return
-        intents: dict[str, bytes] = {}  # and late-data markers: state made durable first
+        state: dict[str, bytes] = {}  # intents and late-data markers, durable before data
         files: list[tuple[str, bytes]] = []
         quarantine: list[tuple[str, bytes]] = []
         dead_letters: list[tuple[int, _Record]] = []
@@ -398,7 +398,7 @@ class LakeWriter:
                     "ends": [b.end for b in batches],
                     "at": time.time(),
                 }
-                intents[layout.intent_path(self.topic, partition)] = json.dumps(intent).encode()
+                state[layout.intent_path(self.topic, partition)] = json.dumps(intent).encode()
             for batch in batches:
                 by_hour: dict[datetime, list[bytes]] = defaultdict(list)
                 bad: list[bytes] = []
@@ -418,7 +418,7 @@ class LakeWriter:
                     files.append((f"{layout.hour_dir(self.topic, hour)}/{name}", data))
                     if hour < late_before:
                         # Beyond the hourly job's look-back: tell it where to look.
-                        intents[layout.late_marker_path(self.topic, hour, name)] = b""
+                        state[layout.late_marker_path(self.topic, hour, name)] = b""
                         late_files += 1
                 if bad:
                     path = layout.quarantine_path(self.topic, partition, batch.start, batch.end)
@@ -430,7 +430,7 @@ class LakeWriter:
                         batch.end,
                         len(bad),
                     )
-        created = self.store.create_files(files + quarantine, intents)
+        created = self.store.create_files(files + quarantine, state)
         self._send_dead_letters(dead_letters)
         self._commit(
             {p: batches[-1].end + 1 for p, batches in cuts.items()},
