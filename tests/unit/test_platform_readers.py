@@ -11,7 +11,8 @@ import pytest
 
 from sysmetrics.collect._safe import wmi_records
 from sysmetrics.collect.battery import parse_ioreg_battery, parse_pmset_batt, windows_battery
-from sysmetrics.collect.temperatures import windows_temperatures
+from sysmetrics.collect.host import host_id_warning, parse_ioreg_platform_uuid, sanitize_host_id
+from sysmetrics.collect.temperatures import parse_ioreg_battery_temperature, windows_temperatures
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -28,6 +29,43 @@ def test_ioreg_of_a_new_macbook_health_above_design() -> None:
     assert battery.health_pct == 102.5
     assert battery.percent is None  # CurrentCapacity was not in this output: null, not 0
     assert battery.cycle_count is None
+
+
+def test_ioreg_of_an_intel_macbook_after_155_cycles() -> None:
+    """github.com/shushen/shushen.github.io _posts/2017-12-29-macos-battery-data.md: the whole
+    `ioreg -r -c AppleSmartBattery` entry of an Intel MacBook on battery (mAh capacities)."""
+    text = (FIXTURES / "macos" / "ioreg-applesmartbattery-intel-macbook.txt").read_text()
+    battery = parse_ioreg_battery(text)
+    assert battery is not None
+    assert battery.health_pct == 89.8  # 5889 / 6559 mAh: "about 10% degradation", as the post says
+    assert battery.percent == 80.85  # 4761 / 5889 mAh
+    assert (battery.plugged_in, battery.secs_left, battery.cycle_count) == (False, 271 * 60, 155)
+    (temperature,) = parse_ioreg_battery_temperature(text)
+    assert (temperature.sensor, temperature.celsius) == ("battery", 29.9)  # "Temperature" = 2991
+
+
+def test_ioreg_without_a_temperature_key_has_no_reading() -> None:
+    grep_only = (FIXTURES / "macos" / "ioreg-grep-new-macbook.txt").read_text()
+    assert parse_ioreg_battery_temperature(grep_only) == []
+
+
+def test_mac_host_id_is_the_platform_uuid() -> None:
+    """github.com/denisbrodbeck/machineid id_darwin_test.go: `ioreg -rd1 -c
+    IOPlatformExpertDevice` of a MacBookPro12,1 (serials masked by its author)."""
+    text = (FIXTURES / "macos" / "ioreg-platform-expert-macbookpro12-1.txt").read_text()
+    uuid = parse_ioreg_platform_uuid(text)
+    assert uuid == "A3344D1DD-1234-22A1-B123-11AB1C11D111"
+    assert sanitize_host_id(uuid) == uuid  # already in the schema's alphabet: kept as is
+    assert parse_ioreg_platform_uuid("+-o Root  <class IORegistryEntry>") is None
+
+
+def test_windows_machine_guid_format_is_a_host_id_as_is() -> None:
+    """HKLM\\SOFTWARE\\Microsoft\\Cryptography MachineGuid is a REG_SZ GUID without braces
+    (documented format, read with winreg; no recorded output found). Images cloned without
+    sysprep share it, as cloned Linux machines share /etc/machine-id."""
+    guid = "6f6d8d4e-5b2f-4b07-9d5c-0e1c2a3b4c5d"
+    assert sanitize_host_id(guid) == guid
+    assert host_id_warning(host_id_override=guid) is None
 
 
 def test_ioreg_apple_silicon_reports_percentages_in_max_capacity() -> None:

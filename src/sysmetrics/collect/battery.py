@@ -66,6 +66,8 @@ def read_linux_battery(root: Path) -> Battery | None:
 
 _IOREG_LINE = re.compile(r'^[\s|]*"(?P<key>[A-Za-z]+)" = (?P<value>-?\d+|Yes|No)\s*$', re.M)
 _PMSET_LINE = re.compile(r"(?P<pct>\d+)%; (?P<state>[^;]+);(?: (?P<left>\d+:\d+|\(no estimate\)))?")
+IOREG_BATTERY = ("ioreg", "-rn", "AppleSmartBattery")
+"""The battery's registry entry: readable without administrator rights."""
 IOREG_NO_ESTIMATE = 65535
 """``TimeRemaining`` while macOS is still estimating."""
 
@@ -127,7 +129,7 @@ def _read_macos_battery() -> Battery | None:
     def run(*command: str) -> str:
         return subprocess.run(command, capture_output=True, text=True, timeout=5).stdout
 
-    battery = parse_ioreg_battery(run("ioreg", "-rn", "AppleSmartBattery"))
+    battery = parse_ioreg_battery(run(*IOREG_BATTERY))
     if battery is not None and battery.percent is None:
         # Newer macOS versions moved keys out of the top level: pmset still says the charge.
         battery.percent, battery.plugged_in, battery.secs_left = parse_pmset_batt(

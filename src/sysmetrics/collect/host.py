@@ -25,6 +25,16 @@ def sanitize_host_id(raw: str) -> str:
     return cleaned or f"mac-{uuid.getnode():012x}"
 
 
+_IOREG_UUID = re.compile(r'"IOPlatformUUID" = "([^"]+)"')
+
+
+def parse_ioreg_platform_uuid(text: str) -> str | None:
+    """``ioreg -rd1 -c IOPlatformExpertDevice``: the Mac's hardware UUID (survives reinstalls;
+    the logic board's, so a Mac restored from another one's backup still reports its own)."""
+    match = _IOREG_UUID.search(text)
+    return match.group(1) if match else None
+
+
 def _platform_id(root: Path) -> str | None:
     if sys.platform.startswith("linux"):
         return read_text(root / "etc" / "machine-id") or read_text(
@@ -38,8 +48,7 @@ def _platform_id(root: Path) -> str | None:
             timeout=5,
             check=True,
         ).stdout
-        match = re.search(r'"IOPlatformUUID" = "([^"]+)"', out)
-        return match.group(1) if match else None
+        return parse_ioreg_platform_uuid(out)
     if sys.platform == "win32":
         import winreg
 

@@ -2,12 +2,14 @@
 
 Linux reads hwmon (and thermal zones when hwmon has nothing) under a configurable root, so
 tests run it on fixture trees; Windows uses WMI (LibreHardwareMonitor's sensors when it runs,
-else the ACPI thermal zones); elsewhere psutil where it has sensors. macOS exposes no
-temperatures without root tools: [].
+else the ACPI thermal zones); macOS the battery's sensor (the only one readable without root);
+elsewhere psutil where it has sensors.
 """
 
 from __future__ import annotations
 
+import re
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from typing import Any
 import psutil
 
 from sysmetrics.collect._safe import guarded, read_int, read_text, wmi_records
+from sysmetrics.collect.battery import IOREG_BATTERY
 from sysmetrics.schema import Temperature
 
 _PLAUSIBLE_CELSIUS = (-60.0, 200.0)
@@ -102,6 +105,28 @@ def _read_windows_wmi() -> list[Temperature]:
     )
 
 
+_IOREG_TEMPERATURE = re.compile(r'^[\s|]*"Temperature" = (\d+)\s*$', re.M)
+
+
+def parse_ioreg_battery_temperature(text: str) -> list[Temperature]:
+    """``ioreg -rn AppleSmartBattery``: the battery's ``Temperature`` in hundredths of a °C.
+
+    macOS exposes no CPU sensor to an unprivileged process (psutil has none there, ``powermetrics``
+    needs root); the battery's is the one thermal reading a service user can always take."""
+    match = _IOREG_TEMPERATURE.search(text)
+    if match is None:
+        return []
+    celsius = int(match.group(1)) / 100
+    if not _plausible(celsius):
+        return []
+    return [Temperature(sensor="battery", label="AppleSmartBattery", celsius=round(celsius, 1))]
+
+
+def _read_macos() -> list[Temperature]:
+    out = subprocess.run(IOREG_BATTERY, capture_output=True, text=True, timeout=5).stdout
+    return parse_ioreg_battery_temperature(out)
+
+
 def _read_psutil() -> list[Temperature]:
     sensors: dict[str, Any] = getattr(psutil, "sensors_temperatures", dict)()
     return [
@@ -119,4 +144,6 @@ def read_temperatures(root: Path = Path("/")) -> list[Temperature]:
         return guarded("temperatures", lambda: read_linux_hwmon(root), [])
     if sys.platform == "win32":
         return guarded("temperatures", _read_windows_wmi, [])
+    if sys.platform == "darwin":
+        return guarded("temperatures", _read_macos, [])
     return guarded("temperatures", _read_psutil, [])
