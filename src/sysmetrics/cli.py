@@ -274,7 +274,16 @@ def service_status(ctx: Context, user: bool, root: Path) -> None:
 @cli.command()
 @click.option("--hosts", default=100, show_default=True, help="Number of synthetic hosts.")
 @click.option(
-    "--duration", default="1h", show_default=True, help="Simulated time span, e.g. 90s, 30m, 6h."
+    "--duration",
+    help="Simulated time span, e.g. 90s, 30m, 6h  [default: the --history span, else 1h].",
+)
+@click.option(
+    "--history",
+    default="0s",
+    show_default=True,
+    help="Start this far in the past (e.g. 24h): that part is produced at once, the rest at "
+    "--speedup, so the charts have a past from the first minute. Sample data for a demo: "
+    "`simulate --hosts 50 --history 24h`, then `batch backfill` (or let `up` do it all).",
 )
 @click.option(
     "--speedup",
@@ -293,28 +302,32 @@ def service_status(ctx: Context, user: bool, root: Path) -> None:
 def simulate(
     ctx: Context,
     hosts: int,
-    duration: str,
+    duration: str | None,
+    history: str,
     speedup: float,
     start: str | None,
     seed: int,
     output: str | None,
 ) -> None:
     """Produce realistic events for a simulated fleet (diurnal load, counter resets, late hosts)."""
+    from datetime import UTC, datetime, timedelta
+
     from sysmetrics.stream.simulator import SimulationStats, generate, run_simulation
     from sysmetrics.timeutil import parse_duration, parse_utc
 
     settings = ctx.settings
     try:
-        duration_s = parse_duration(duration)
+        history_s = parse_duration(history)
+        duration_s = parse_duration(duration or (history if history_s else "1h"))
         start_at = parse_utc(start) if start else None
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     if output is not None:
-        from datetime import UTC, datetime
-
         from sysmetrics.schema import encode
 
-        begin = start_at or datetime.now(UTC).replace(microsecond=0)
+        begin = (start_at or datetime.now(UTC).replace(microsecond=0)) - timedelta(
+            seconds=history_s
+        )
         with click.open_file(output, "wb") as out:
             for _, event in generate(hosts, begin, duration_s, settings.sample_interval_s, seed):
                 out.write(encode(event) + b"\n")
@@ -336,7 +349,9 @@ def simulate(
             nl=False,
         )
 
-    stats = run_simulation(settings, hosts, duration_s, start_at, speedup, seed, progress)
+    stats = run_simulation(
+        settings, hosts, duration_s, start_at, speedup, seed, progress, history_s=history_s
+    )
     click.echo("", err=True)
     click.echo(
         f"simulated {stats.produced:,} events, {stats.delivered:,} delivered, "
@@ -555,6 +570,13 @@ def dashboard(ctx: Context, host: str | None, port: int | None) -> None:
     help="Also run a simulated fleet of N hosts in real time.",
 )
 @click.option(
+    "--history",
+    default=24,
+    show_default=True,
+    help="With --simulate: first write the simulated fleet's last N hours through the whole "
+    "pipeline (broker, lake writer, hourly job), so the charts have a past at once; 0 = none.",
+)
+@click.option(
     "--demo",
     is_flag=True,
     help="Short intervals (flush every 10 s, tables every 20 s) to see data at once.",
@@ -573,6 +595,7 @@ def dashboard(ctx: Context, host: str | None, port: int | None) -> None:
 def up(
     ctx: Context,
     simulate_hosts: int,
+    history: int,
     demo: bool,
     no_dashboard: bool,
     no_collect: bool,
@@ -602,6 +625,7 @@ def up(
     pipeline = LocalPipeline(
         settings,
         simulate_hosts,
+        history_hours=history,
         collect=not no_collect,
         dashboard=not no_dashboard,
         scheduler_refresh_s=refresh,

@@ -21,6 +21,7 @@ from sysmetrics.schema import (
     encode,
     new_event_id,
 )
+from sysmetrics.stream.simulator import generate
 
 
 def event(
@@ -117,3 +118,23 @@ class LakeBuilder:
 
 
 HOUR14 = datetime(2026, 11, 27, 14, tzinfo=UTC)
+
+
+def write_simulated_fleet(
+    lake_root: Path, hosts: int, start: datetime, hours: int, batch: int = 2000
+) -> int:
+    """The simulator's fleet (GPU servers, laptops, counter resets, late hosts) for ``hours``
+    from ``start``, written as the lake writer lays it out; returns the number of events."""
+    lake = LakeBuilder(lake_root)
+    pending: list[MetricsEvent] = []
+    written = 0
+    for _, e in generate(hosts, start, hours * 3600.0):
+        pending.append(e)
+        if len(pending) == batch:
+            lake.add_batch(pending)
+            written += len(pending)
+            pending = []
+    if pending:
+        lake.add_batch(pending)
+        written += len(pending)
+    return written

@@ -85,16 +85,126 @@ PAGE_SIZES = (25, 50, 100, 200)
 HOST_HOURLY = """
 SELECT * FROM {hourly} WHERE host_id = @host AND hour >= @since ORDER BY hour
 """
-HOST_RAW = """
-SELECT ts, cpu_pct, mem_used_pct, temp_max_celsius FROM {raw}
-WHERE host_id = @host AND ts >= @since ORDER BY ts
+HOST_SAMPLES = """
+-- A host's raw samples in @bucket_s buckets: a short range stays a few hundred points per chart.
+SELECT TIMESTAMP_SECONDS(DIV(UNIX_SECONDS(ts), @bucket_s) * @bucket_s) AS ts,
+  AVG(cpu_pct) AS cpu_avg, MAX(cpu_pct) AS cpu_max, AVG(load_1m) AS load_avg,
+  AVG(mem_used_pct) AS mem_avg, MAX(mem_used_pct) AS mem_max,
+  AVG(swap_used_pct) AS swap_avg, MAX(swap_used_pct) AS swap_max,
+  AVG(disk_used_pct) AS disk_used_avg, MAX(disk_used_pct) AS disk_used_max,
+  MAX(disk_read_bytes) AS disk_read_counter, MAX(disk_write_bytes) AS disk_write_counter,
+  MAX(net_bytes_recv) AS net_recv_counter, MAX(net_bytes_sent) AS net_sent_counter,
+  AVG(temp_max_celsius) AS temp_avg, MAX(temp_max_celsius) AS temp_max,
+  AVG(gpu_util_pct) AS gpu_util_avg, MAX(gpu_util_pct) AS gpu_util_max,
+  MAX(gpu_mem_used_bytes) AS gpu_mem_used_max, MAX(gpu_temp_max_celsius) AS gpu_temp_max,
+  AVG(gpu_power_watts) AS gpu_power_avg, MAX(gpu_power_watts) AS gpu_power_max,
+  MIN(battery_pct) AS battery_min_pct, MAX(battery_health_pct) AS battery_health_pct
+FROM {raw} WHERE host_id = @host AND ts >= @since
+GROUP BY 1 ORDER BY 1
 """
+HOST_RANGES: dict[str, tuple[timedelta, int | None]] = {
+    "6h": (timedelta(hours=6), 60),
+    "24h": (timedelta(hours=24), 300),
+    "7d": (timedelta(days=7), None),
+    "30d": (timedelta(days=30), None),
+}
+"""Host page ranges: (span, bucket seconds of raw samples) or None for the hourly aggregates."""
+DEFAULT_HOST_RANGE = "24h"
+COUNTER_RATES = (
+    ("net_recv_counter", "net_recv_rate_avg"),
+    ("net_sent_counter", "net_sent_rate_avg"),
+    ("disk_read_counter", "disk_read_rate_avg"),
+    ("disk_write_counter", "disk_write_rate_avg"),
+)
+"""Raw cumulative counters and the per-bucket rate (bytes/s) the host page draws from them."""
 ALERTS = """
 SELECT * FROM {alerts}
 WHERE hour >= @since AND (@severity = '' OR severity = @severity)
   AND (@rule = '' OR rule = @rule) AND (@host = '' OR host_id = @host)
 ORDER BY hour DESC, severity, host_id LIMIT 500
 """
+
+
+def with_counter_rates(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Bytes/s between consecutive buckets of the raw counters; a counter that went back (a
+    reboot) or a missing value leaves that bucket's rate unknown, never negative."""
+    previous: dict[str, Any] | None = None
+    for row in rows:
+        for counter, rate in COUNTER_RATES:
+            value, before = row[counter], previous[counter] if previous else None
+            seconds = (row["ts"] - previous["ts"]).total_seconds() if previous else 0
+            ok = value is not None and before is not None and value >= before and seconds > 0
+            row[rate] = (value - before) / seconds if ok else None
+        previous = row
+    return rows
+
+
+def with_hourly_rates(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    for row in rows:
+        for total, rate in (
+            ("disk_read_bytes", "disk_read_rate_avg"),
+            ("disk_write_bytes", "disk_write_rate_avg"),
+        ):
+            row[rate] = row[total] / 3600 if row[total] is not None else None
+    return rows
+
+
+HOST_CHARTS: tuple[tuple[str, str, float | None, tuple[tuple[str, str], ...]], ...] = (
+    ("CPU %", "%", 100, (("cpu_avg", "average"), ("cpu_p95", "p95"), ("cpu_max", "max"))),
+    ("Load (1 min)", "", None, (("load_avg", "average"),)),
+    (
+        "Memory and swap %",
+        "%",
+        100,
+        (("mem_avg", "memory avg"), ("mem_max", "memory max"), ("swap_avg", "swap avg")),
+    ),
+    ("Disk used % (fullest mount)", "%", 100, (("disk_used_max", "max"),)),
+    (
+        "Disk I/O bytes/s",
+        "",
+        None,
+        (("disk_read_rate_avg", "read"), ("disk_write_rate_avg", "write")),
+    ),
+    (
+        "Network bytes/s",
+        "",
+        None,
+        (("net_recv_rate_avg", "received"), ("net_sent_rate_avg", "sent")),
+    ),
+    ("Temperature °C (hottest sensor)", "°", None, (("temp_avg", "average"), ("temp_max", "max"))),
+    (
+        "GPU utilization % (mean of GPUs)",
+        "%",
+        100,
+        (("gpu_util_avg", "average"), ("gpu_util_max", "max")),
+    ),
+    ("GPU memory used bytes (all GPUs)", "", None, (("gpu_mem_used_max", "max"),)),
+    ("GPU temperature °C", "°", None, (("gpu_temp_max", "hottest GPU"),)),
+    ("GPU power W (all GPUs)", "", None, (("gpu_power_avg", "average"), ("gpu_power_max", "max"))),
+    (
+        "Battery %",
+        "%",
+        100,
+        (("battery_min_pct", "charge (lowest)"), ("battery_health_pct", "health")),
+    ),
+)
+"""The host page's chart families: (title, unit, y max, ((column, legend), ...)). Hourly and
+raw-bucket rows carry the same column names; a series a view lacks (p95 of a bucket) is empty."""
+OPTIONAL_FAMILIES = ("GPU", "Battery")
+"""Chart families drawn only for hosts that have the hardware."""
+
+
+def host_charts(rows: list[dict[str, Any]], time_key: str, period: str) -> list[str]:
+    charts = []
+    for title, unit, y_max, columns in HOST_CHARTS:
+        series = [
+            Series(label, [(r[time_key], r.get(column)) for r in rows]) for column, label in columns
+        ]
+        has_values = any(v is not None for s in series for _, v in s.points)
+        if title.startswith(OPTIONAL_FAMILIES) and not has_values:
+            continue
+        charts.append(line_chart(f"{title} {period}", series, unit, y_max))
+    return charts
 
 
 class DashboardAuthError(RuntimeError):
@@ -267,67 +377,35 @@ def create_app(
 
     async def host(request: Request) -> Response:
         host_id = request.query_params.get("id", "")
+        chosen = request.query_params.get("range", DEFAULT_HOST_RANGE)
+        chosen = chosen if chosen in HOST_RANGES else DEFAULT_HOST_RANGE
+        span, bucket_s = HOST_RANGES[chosen]
         since = now() - timedelta(hours=48)
 
         def read(wh: Warehouse) -> tuple[list[dict[str, Any]], ...]:
-            hourly = wh.rows(HOST_HOURLY, host=host_id, since=since)
-            raw = wh.rows(HOST_RAW, host=host_id, since=now() - timedelta(hours=1))
+            hourly = wh.rows(HOST_HOURLY, host=host_id, since=now() - max(span, timedelta(2)))
+            samples = (
+                wh.rows(HOST_SAMPLES, host=host_id, since=now() - span, bucket_s=bucket_s)
+                if bucket_s
+                else []
+            )
             alerts = wh.rows(ALERTS, since=since, severity="", rule="", host=host_id)
             quality = wh.rows(sql.FLAGGED_HOSTS, since=since, anomaly="", host=host_id)
-            return hourly, raw, alerts, quality
+            return hourly, samples, alerts, quality
 
         try:
-            hourly, raw, alerts, quality = with_warehouse(read)
+            hourly, samples, alerts, quality = with_warehouse(read)
         except Exception as exc:
             return page("error.html", message=str(exc))
-        if not hourly and not raw:
+        if not hourly and not samples:
             return page("error.html", message=f"no data for host {host_id}", status=404)
-
-        def series(
-            rows: list[dict[str, Any]], key: str, label: str, time_key: str = "hour"
-        ) -> Series:
-            return Series(label, [(r[time_key], r[key]) for r in rows])
-
-        charts = [
-            line_chart(
-                "CPU % per hour",
-                [
-                    series(hourly, "cpu_avg", "average"),
-                    series(hourly, "cpu_p95", "p95"),
-                    series(hourly, "cpu_max", "max"),
-                ],
-                "%",
-                100,
-            ),
-            line_chart(
-                "Memory % per hour",
-                [series(hourly, "mem_avg", "average"), series(hourly, "mem_max", "max")],
-                "%",
-                100,
-            ),
-            line_chart(
-                "Network bytes/s per hour",
-                [
-                    series(hourly, "net_recv_rate_avg", "recv avg"),
-                    series(hourly, "net_sent_rate_avg", "sent avg"),
-                    series(hourly, "net_recv_rate_peak", "recv peak"),
-                ],
-            ),
-            line_chart(
-                "Temperature °C per hour",
-                [series(hourly, "temp_avg", "average"), series(hourly, "temp_max", "max")],
-                "°",
-            ),
-            line_chart(
-                "Last hour: raw samples",
-                [
-                    series(raw, "cpu_pct", "CPU %", "ts"),
-                    series(raw, "mem_used_pct", "memory %", "ts"),
-                ],
-                "%",
-                100,
-            ),
-        ]
+        if bucket_s:
+            charts = host_charts(
+                with_counter_rates(samples), "ts", f"· {bucket_s // 60} min averages"
+            )
+        else:
+            in_range = [r for r in hourly if r["hour"] >= now() - span]
+            charts = host_charts(with_hourly_rates(in_range), "hour", "· hourly")
         latest = hourly[-1] if hourly else None
         return page(
             "host.html",
@@ -336,8 +414,10 @@ def create_app(
             alerts=alerts,
             latest=latest,
             in_progress=latest is not None and latest["hour"] + timedelta(hours=1) > now(),
-            last_raw=raw[-1] if raw else None,
             quality=quality,
+            ranges=list(HOST_RANGES),
+            chosen=chosen,
+            range_link=lambda r: "/host?" + urlencode({"id": host_id, "range": r}),
         )
 
     async def alerts(request: Request) -> Response:

@@ -7,6 +7,8 @@ from datetime import datetime
 from html import escape
 
 PALETTE = ("#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c")
+DOTS_UP_TO = 48
+"""Series with this many values or fewer also mark each value with a dot (hourly views)."""
 
 
 @dataclass
@@ -41,7 +43,8 @@ def line_chart(
     ys = [v for s in series for _, v in s.points if v is not None]
     parts = [
         f'<svg class="chart" role="img" aria-label="{escape(title)}" viewBox="0 0 {width} {height}"'
-        f' width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">',
+        f' width="{width}" height="{height}" data-points="{len(set(xs))}"'
+        ' xmlns="http://www.w3.org/2000/svg">',
         f'<text x="{pad_l}" y="16" class="chart-title">{escape(title)}</text>',
     ]
     if not xs:
@@ -71,16 +74,34 @@ def line_chart(
             f'<text x="{pad_l - 6}" y="{yy + 4:.1f}" text-anchor="end" class="tick">'
             f"{_fmt(value)}{escape(unit)}</text>"
         )
-    for frac, anchor in ((0.0, "start"), (0.5, "middle"), (1.0, "end")):
+    if span_is_zero := t1 == t0:
+        ticks: tuple[tuple[float, str], ...] = ((0.5, "middle"),)
+    else:
+        ticks = ((0.0, "start"), (0.5, "middle"), (1.0, "end"))
+    label_format = _time_format(t1 - t0)
+    for frac, anchor in ticks:
         t = datetime.fromtimestamp(t0 + frac * span, tz=min(xs).tzinfo)
         parts.append(
             f'<text x="{pad_l + frac * plot_w:.1f}" y="{height - 12}" '
-            f'text-anchor="{anchor}" class="tick">{t:%d %b %H:%M}</text>'
+            f'text-anchor="{anchor}" class="tick time">{t:{label_format}}</text>'
         )
     for index, s in enumerate(series):
         color = PALETTE[index % len(PALETTE)]
-        pts = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in s.points if v is not None)
-        parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{pts}"/>')
+        known = [(t, v) for t, v in s.points if v is not None]
+        for segment in _segments(s.points):
+            if len(segment) > 1:
+                pts = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in segment)
+                parts.append(
+                    f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{pts}"/>'
+                )
+        if span_is_zero or len(known) <= DOTS_UP_TO:
+            # A lone value draws no line; few values read better as visible points.
+            for t, v in known:
+                cx = pad_l + plot_w / 2 if span_is_zero else x(t)
+                parts.append(
+                    f'<circle cx="{cx:.1f}" cy="{y(v):.1f}" r="3" fill="{color}">'
+                    f"<title>{t:%Y-%m-%d %H:%M} {_fmt(v)}{escape(unit)}</title></circle>"
+                )
         parts.append(
             f'<rect x="{width - pad_r - 150}" y="{6 + 14 * index}" width="10" height="10"'
             f' fill="{color}"/><text x="{width - pad_r - 136}" y="{15 + 14 * index}" '
@@ -88,6 +109,31 @@ def line_chart(
         )
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _segments(
+    points: list[tuple[datetime, float | None]],
+) -> list[list[tuple[datetime, float]]]:
+    """Runs of known values: a missing value breaks the line instead of bridging the gap."""
+    runs: list[list[tuple[datetime, float]]] = [[]]
+    for t, v in points:
+        if v is None:
+            if runs[-1]:
+                runs.append([])
+        else:
+            runs[-1].append((t, v))
+    return [run for run in runs if run]
+
+
+def _time_format(span_s: float) -> str:
+    """Axis labels that differ from each other and read naturally for the span shown."""
+    if span_s < 600:
+        return "%H:%M:%S"
+    if span_s <= 86400:
+        return "%H:%M"
+    if span_s <= 7 * 86400:
+        return "%a %H:%M"
+    return "%d %b"
 
 
 def _fmt(value: float) -> str:

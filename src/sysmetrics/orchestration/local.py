@@ -56,6 +56,7 @@ class LocalPipeline:
         self,
         settings: Settings,
         simulate_hosts: int = 0,
+        history_hours: int = 0,
         collect: bool = True,
         dashboard: bool = True,
         scheduler_refresh_s: float = 60.0,
@@ -81,6 +82,8 @@ class LocalPipeline:
                         "30d",
                         "--speedup",
                         "1",
+                        "--history",
+                        f"{history_hours}h",
                     ],
                 )
             )
@@ -92,7 +95,11 @@ class LocalPipeline:
         # With Airflow running the finished hours, the built-in scheduler only keeps the
         # current hour fresh for the dashboard.
         self.scheduler = HourlyScheduler(
-            settings, self.stop, scheduler_refresh_s, finished_hours=not airflow
+            settings,
+            self.stop,
+            scheduler_refresh_s,
+            finished_hours=not airflow,
+            history_hours=history_hours if simulate_hosts else 0,
         )
         self._scheduler_thread = threading.Thread(
             target=self.scheduler.run, name="hourly-scheduler", daemon=True
@@ -245,6 +252,8 @@ class LocalPipeline:
             out.append((c.name, state, detail))
         sched = self.scheduler
         detail = f"{sched.runs} runs" + (f", error: {sched.last_error}" if sched.last_error else "")
+        if sched.history_progress:
+            detail += f", {sched.history_progress}"
         if sched.last_hour_done:
             detail += f", last complete hour {sched.last_hour_done:%Y-%m-%dT%H}Z"
         out.append(

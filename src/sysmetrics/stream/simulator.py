@@ -263,9 +263,14 @@ def run_simulation(
     seed: int = 42,
     progress: Callable[[SimulationStats], None] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    history_s: float = 0.0,
 ) -> SimulationStats:
-    """Produce the simulated fleet to Kafka; ``speedup`` 0 means as fast as the broker takes it."""
-    start = start or datetime.now(UTC).replace(microsecond=0)
+    """Produce the simulated fleet to Kafka; ``speedup`` 0 means as fast as the broker takes it.
+
+    ``history_s``: the fleet starts that long before ``start`` (default now); that past is
+    produced at once, the rest paced by ``speedup``, so a demo has a history from its first
+    minute and then carries on live."""
+    start = (start or datetime.now(UTC).replace(microsecond=0)) - timedelta(seconds=history_s)
     producer = Producer({**producer_config(settings), "linger.ms": 20})
     stats = SimulationStats()
 
@@ -282,10 +287,10 @@ def run_simulation(
         if should_stop():
             break
         if speedup > 0:
-            wait = emit_at / speedup - (time.monotonic() - began)
+            wait = (emit_at - history_s) / speedup - (time.monotonic() - began)
             while wait > 0 and not should_stop():
                 producer.poll(min(wait, 0.2))
-                wait = emit_at / speedup - (time.monotonic() - began)
+                wait = (emit_at - history_s) / speedup - (time.monotonic() - began)
         payload = encode(event)
         while True:
             try:

@@ -96,6 +96,7 @@ HOURLY_COLUMNS: Final = (
     ("battery_health_pct", _F),
     ("battery_min_pct", _F),
     ("interval_s", _F),
+    ("load_avg", _F),
 )
 """Hourly per-host aggregates; rates are bytes per second, percentages 0-100. Completeness is
 the share of the host's own sample slots (its declared interval) that hold a sample."""
@@ -310,7 +311,8 @@ SELECT
   SUM(is_reset) AS counter_resets,
   MAX_BY(battery_health_pct, IF(battery_health_pct IS NULL, NULL, ts)) AS battery_health_pct,
   MIN(battery_pct) AS battery_min_pct,
-  ANY_VALUE(host_interval_s) AS interval_s
+  ANY_VALUE(host_interval_s) AS interval_s,
+  ROUND(AVG(load_1m), 6) AS load_avg
 FROM slotted
 GROUP BY host_id
 """
