@@ -283,7 +283,8 @@ def service_status(ctx: Context, user: bool, root: Path) -> None:
     show_default=True,
     help="Start this far in the past (e.g. 24h): that part is produced at once, the rest at "
     "--speedup, so the charts have a past from the first minute. Sample data for a demo: "
-    "`simulate --hosts 50 --history 24h`, then `batch backfill` (or let `up` do it all).",
+    "`simulate --hosts 50 --history 24h`, then `batch backfill --last 24h` (or let `up` do "
+    "it all).",
 )
 @click.option(
     "--speedup",
@@ -476,18 +477,30 @@ def batch_run(ctx: Context, hour_text: str, wait: float) -> None:
 
 
 @batch.command("backfill")
-@click.option("--from", "start_text", required=True, help="First hour (UTC), e.g. 2026-11-27T00.")
-@click.option("--to", "end_text", required=True, help="End hour, exclusive (UTC).")
+@click.option("--from", "start_text", help="First hour (UTC), e.g. 2026-11-27T00.")
+@click.option("--to", "end_text", help="End hour, exclusive (UTC); default: the current hour.")
+@click.option("--last", "last_text", help="Instead of --from: the last N hours, e.g. 24h.")
 @pass_ctx
-def batch_backfill(ctx: Context, start_text: str, end_text: str) -> None:
+def batch_backfill(
+    ctx: Context, start_text: str | None, end_text: str | None, last_text: str | None
+) -> None:
     """Run every hour in [--from, --to) in order, with a progress bar."""
+    from datetime import UTC, datetime, timedelta
+
     from rich.progress import Progress
 
     from sysmetrics.batch.hourly import DataQualityError, backfill
-    from sysmetrics.timeutil import parse_utc
+    from sysmetrics.timeutil import hour_floor, parse_duration, parse_utc
 
+    if (start_text is None) == (last_text is None):
+        raise click.UsageError("give either --from or --last (e.g. --last 24h)")
     try:
-        start, end = parse_utc(start_text), parse_utc(end_text)
+        end = parse_utc(end_text) if end_text else hour_floor(datetime.now(UTC))
+        start = (
+            parse_utc(start_text)
+            if start_text
+            else end - timedelta(seconds=parse_duration(last_text or "0s"))
+        )
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     if end <= start:

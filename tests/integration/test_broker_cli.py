@@ -82,3 +82,25 @@ def test_every_command_has_help(tmp_path: Path) -> None:
         result = run([*command, "--help"], dict(os.environ), tmp_path)
         assert result.returncode == 0, (command, result.stderr)
         assert "Usage: sysmetrics" in result.stdout
+
+
+def test_sample_data_with_a_past_without_up(tmp_path: Path) -> None:
+    """`simulate --history` gives the same simulated past that `up` writes, for any pipeline."""
+    from datetime import UTC, datetime, timedelta
+
+    from sysmetrics.schema import decode
+
+    env = {**os.environ, "SYSMETRICS_DATA_DIR": str(tmp_path)}
+    out = run(
+        ["simulate", "--hosts", "2", "--history", "3h", "--output", str(tmp_path / "past.jsonl")],
+        env,
+        tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    events = [decode(line) for line in (tmp_path / "past.jsonl").read_bytes().splitlines()]
+    now = datetime.now(UTC)
+    assert len(events) == 2 * 3 * 360  # two hosts, 3 h of 10-s samples
+    assert now - timedelta(hours=3, seconds=60) <= min(e.ts for e in events)
+    assert max(e.ts for e in events) <= now
+    needs_one = run(["batch", "backfill"], env, tmp_path)
+    assert needs_one.returncode == 2 and "--from or --last" in needs_one.stderr

@@ -1,11 +1,14 @@
-"""`sysmetrics up` brings the whole pipeline up and SIGINT takes all of it down."""
+"""`sysmetrics up` brings the whole pipeline up, a simulated fleet with its past included, and
+SIGINT takes all of it down."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
+import time
 import urllib.request
 from pathlib import Path
 
@@ -27,6 +30,11 @@ def fetch(url: str) -> str:
         return ""
 
 
+def hourly_points(html: str) -> int:
+    match = re.search(r'aria-label="CPU %[^"]*hourly"[^>]*data-points="(\d+)"', html)
+    return int(match.group(1)) if match else 0
+
+
 def test_up_shows_this_machine_and_sigint_leaves_nothing_behind(tmp_path: Path) -> None:
     dashboard_port = free_port()
     env = {
@@ -37,15 +45,15 @@ def test_up_shows_this_machine_and_sigint_leaves_nothing_behind(tmp_path: Path) 
         "SYSMETRICS_BROKER_PORT": (port := str(free_port())),
         "SYSMETRICS_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
         "SYSMETRICS_DASHBOARD_PORT": str(dashboard_port),
-        "SYSMETRICS_SAMPLE_INTERVAL_S": "2",
     }
     up = subprocess.Popen(
-        [SYSMETRICS, "up", "--demo", "--simulate", "3", "--no-airflow"],
+        [SYSMETRICS, "up", "--demo", "--simulate", "5", "--no-airflow"],
         env=env,
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
+    began = time.monotonic()
     state_file = tmp_path / "data" / "up.json"
     try:
         wait_for(state_file.exists, 60, "up to start its components")
@@ -62,6 +70,15 @@ def test_up_shows_this_machine_and_sigint_leaves_nothing_behind(tmp_path: Path) 
             "this machine on the dashboard",
         )
         assert "sim-host-00000" in fetch(f"http://127.0.0.1:{dashboard_port}/")
+        # The demo has a past: the simulated fleet's last 24 h went through the broker, the
+        # lake writer and the hourly job, so the hourly charts have >= 24 points at once.
+        host_page = f"http://127.0.0.1:{dashboard_port}/host?id=sim-42-00000&range=7d"
+        wait_for(
+            lambda: hourly_points(fetch(host_page)) >= 24,
+            240,
+            "24 hourly points on a simulated host's page",
+        )
+        print(f"24 hourly points after {time.monotonic() - began:.0f} s")
     finally:
         up.send_signal(signal.SIGINT)
         output = up.communicate(timeout=120)[0].decode()
