@@ -7,6 +7,7 @@ Left out because the emulator cannot do them (platform notes): gzipped NDJSON lo
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,13 @@ def tables(wh: Any) -> dict[str, list[tuple[Any, ...]]]:
             tuple(r.values())
             for r in wh.rows("SELECT COUNT(*), COUNT(DISTINCT event_id) FROM {raw}")
         ],
+        # Each mount and GPU as JSON (the host page's per-device charts): same in both engines.
+        "devices": sorted(
+            {
+                (r["host_id"], json.dumps(json.loads(r["disks_json"])), r["gpus_json"] != "[]")
+                for r in wh.rows("SELECT host_id, disks_json, gpus_json FROM {raw}")
+            }
+        ),
     }
 
 

@@ -30,7 +30,7 @@ START = HOUR14 - timedelta(hours=HOURS - 1)
 NOW = HOUR14 + timedelta(minutes=59, seconds=50)
 EVERY_HOST = ("CPU %", "Load (1 min)", "Memory and swap %", "Disk used %", "Disk I/O")
 EVERY_HOST += ("Network bytes/s", "Temperature °C")
-GPU = ("GPU utilization %", "GPU memory used", "GPU temperature °C", "GPU power W")
+GPU = ("GPU utilization % per GPU", "GPU memory used", "GPU temperature °C per GPU", "GPU power W")
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict
     for n in range(HOURS):
         run_hour(settings, wh, LakeStore(settings.lake_url), START + timedelta(hours=n))
     kinds = {
-        "gpu": wh.scalar("SELECT MIN(host_id) FROM {raw} WHERE gpu_count > 0"),
+        "gpu": wh.scalar("SELECT MIN(host_id) FROM {raw} WHERE gpu_count > 1"),
+        "two mounts": wh.scalar("SELECT MIN(host_id) FROM {raw} WHERE disks_json LIKE '%/data%'"),
         "laptop": wh.scalar("SELECT MIN(host_id) FROM {raw} WHERE battery_pct IS NOT NULL"),
         "server": wh.scalar(
             "SELECT MIN(host_id) FROM {raw} WHERE gpu_count = 0 AND battery_pct IS NULL"
@@ -98,6 +99,14 @@ def test_every_chart_family_and_the_range_selector(served: tuple[str, dict[str, 
         assert len(times) == 3 and len(set(times)) == 3  # distinct, natural time labels
         page.screenshot(path=str(ARTIFACTS / "host-gpu-24h.png"), full_page=True)
 
+        gpu_legend = page.locator('svg.chart[aria-label^="GPU utilization % per GPU"] .legend')
+        assert gpu_legend.evaluate_all("ls => ls.map(l => l.textContent)")[:2] == ["GPU 0", "GPU 1"]
+
+        page.goto(f"{url}/host?id={kinds['two mounts']}")
+        mounts = page.locator('svg.chart[aria-label^="Disk used % per mount"] .legend')
+        assert mounts.evaluate_all("ls => ls.map(l => l.textContent)") == ["/", "/data"]
+
+        page.goto(f"{url}/host?id={kinds['gpu']}")
         page.click(".ranges >> text=6h")
         assert "range=6h" in page.url
         assert 330 <= chart_points(page, "CPU %") <= 361  # 1-min buckets over 6 h
@@ -106,6 +115,7 @@ def test_every_chart_family_and_the_range_selector(served: tuple[str, dict[str, 
         page.click(".ranges >> text=7d")
         assert "range=7d" in page.url
         assert chart_points(page, "CPU %") == HOURS  # hourly aggregates, each hour a point
+        assert chart_points(page, "GPU utilization % (mean of GPUs)") == HOURS
         assert page.locator('svg.chart[aria-label^="CPU %"] circle').count() == 3 * HOURS
         page.screenshot(path=str(ARTIFACTS / "host-gpu-7d.png"), full_page=True)
 

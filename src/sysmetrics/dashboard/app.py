@@ -5,9 +5,12 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import json
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Callable
+from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,9 @@ log = logging.getLogger(__name__)
 _templates = Environment(
     loader=PackageLoader("sysmetrics.dashboard"), autoescape=select_autoescape()
 )
+
+_warehouse_s: ContextVar[float] = ContextVar("warehouse_s", default=0.0)
+"""Seconds this request spent in warehouse queries (each request runs in its own context)."""
 
 LATEST = """
 -- Each host's newest sample of the last 24 h: the fleet page's rows (a CTE of its queries).
@@ -102,6 +108,11 @@ SELECT TIMESTAMP_SECONDS(DIV(UNIX_SECONDS(ts), @bucket_s) * @bucket_s) AS ts,
 FROM {raw} WHERE host_id = @host AND ts >= @since
 GROUP BY 1 ORDER BY 1
 """
+HOST_DEVICES = """
+SELECT ts, disks_json, gpus_json FROM {raw} WHERE host_id = @host AND ts >= @since ORDER BY ts
+"""
+MOUNTS_SHOWN = 6
+"""Per-mount chart: the fullest mounts (a host with dozens of container mounts stays legible)."""
 HOST_RANGES: dict[str, tuple[timedelta, int | None]] = {
     "6h": (timedelta(hours=6), 60),
     "24h": (timedelta(hours=24), 300),
@@ -194,14 +205,72 @@ OPTIONAL_FAMILIES = ("GPU", "Battery")
 """Chart families drawn only for hosts that have the hardware."""
 
 
-def host_charts(rows: list[dict[str, Any]], time_key: str, period: str) -> list[str]:
+def device_series(rows: list[dict[str, Any]], bucket_s: int) -> dict[str, list[Series]]:
+    """Each mount's and each GPU's own lines from the raw rows' JSON columns, in ``bucket_s``
+    buckets: the fullest mount at its maximum, each GPU's mean utilization and hottest reading."""
+    mounts: dict[str, dict[datetime, float]] = defaultdict(dict)
+    util: dict[int, dict[datetime, list[float]]] = defaultdict(lambda: defaultdict(list))
+    temp: dict[int, dict[datetime, float]] = defaultdict(dict)
+    stamps: list[datetime] = []
+    for row in rows:
+        epoch = int(row["ts"].timestamp()) // bucket_s * bucket_s
+        stamp = datetime.fromtimestamp(epoch, UTC)
+        if not stamps or stamps[-1] != stamp:
+            stamps.append(stamp)
+        for disk in json.loads(row["disks_json"] or "[]"):
+            if disk.get("used_pct") is not None:
+                seen = mounts[disk["mountpoint"]]
+                seen[stamp] = max(seen.get(stamp, 0.0), disk["used_pct"])
+        for gpu in json.loads(row["gpus_json"] or "[]"):
+            if gpu.get("utilization_pct") is not None:
+                util[gpu["index"]][stamp].append(gpu["utilization_pct"])
+            if gpu.get("temperature_celsius") is not None:
+                hottest = temp[gpu["index"]]
+                hottest[stamp] = max(hottest.get(stamp, -273.0), gpu["temperature_celsius"])
+    fullest = sorted(mounts, key=lambda m: -max(mounts[m].values()))[:MOUNTS_SHOWN]
+    return {
+        "Disk used %": [
+            Series(m, [(t, mounts[m].get(t)) for t in stamps]) for m in sorted(fullest)
+        ],
+        "GPU utilization %": [
+            Series(
+                f"GPU {i}",
+                [(t, sum(v) / len(v) if (v := util[i].get(t)) else None) for t in stamps],
+            )
+            for i in sorted(util)
+        ],
+        "GPU temperature °C": [
+            Series(f"GPU {i}", [(t, temp[i].get(t)) for t in stamps]) for i in sorted(temp)
+        ],
+    }
+
+
+PER_DEVICE_TITLES = {
+    "Disk used %": "Disk used % per mount",
+    "GPU utilization %": "GPU utilization % per GPU",
+    "GPU temperature °C": "GPU temperature °C per GPU",
+}
+
+
+def host_charts(
+    rows: list[dict[str, Any]],
+    time_key: str,
+    period: str,
+    per_device: dict[str, list[Series]] | None = None,
+) -> list[str]:
+    """The host page's charts; ``per_device`` (raw ranges) replaces a family's summary lines
+    with one line per mount or GPU."""
     charts = []
-    for title, unit, y_max, columns in HOST_CHARTS:
+    for family_title, unit, y_max, columns in HOST_CHARTS:
+        title = family_title
         series = [
             Series(label, [(r[time_key], r.get(column)) for r in rows]) for column, label in columns
         ]
+        for prefix, replacement in (per_device or {}).items():
+            if family_title.startswith(prefix) and replacement:
+                title, series = PER_DEVICE_TITLES[prefix], replacement
         has_values = any(v is not None for s in series for _, v in s.points)
-        if title.startswith(OPTIONAL_FAMILIES) and not has_values:
+        if family_title.startswith(OPTIONAL_FAMILIES) and not has_values:
             continue
         charts.append(line_chart(f"{title} {period}", series, unit, y_max))
     return charts
@@ -289,15 +358,20 @@ def create_app(
                 last = exc
                 time.sleep(0.25)
                 continue
+            began = time.perf_counter()
             try:
                 return fn(wh)
             finally:
                 wh.close()
+                _warehouse_s.set(_warehouse_s.get() + time.perf_counter() - began)
         raise RuntimeError(f"warehouse busy or missing: {last}")
 
     def page(name: str, status: int = 200, **context: Any) -> HTMLResponse:
         html = _templates.get_template(name).render(now=now(), **context)
-        return HTMLResponse(html, status_code=status)
+        # The warehouse's share of the response time, visible in the browser's dev tools and
+        # in the Navigation Timing API (benchmarks/dashboard.py reads it from there).
+        timing = f'warehouse;dur={_warehouse_s.get() * 1000:.1f};desc="warehouse queries"'
+        return HTMLResponse(html, status_code=status, headers={"Server-Timing": timing})
 
     async def fleet(request: Request) -> Response:
         since = now() - timedelta(hours=24)
@@ -384,24 +458,26 @@ def create_app(
 
         def read(wh: Warehouse) -> tuple[list[dict[str, Any]], ...]:
             hourly = wh.rows(HOST_HOURLY, host=host_id, since=now() - max(span, timedelta(2)))
-            samples = (
-                wh.rows(HOST_SAMPLES, host=host_id, since=now() - span, bucket_s=bucket_s)
-                if bucket_s
-                else []
-            )
+            samples, devices = [], []
+            if bucket_s:
+                samples = wh.rows(HOST_SAMPLES, host=host_id, since=now() - span, bucket_s=bucket_s)
+                devices = wh.rows(HOST_DEVICES, host=host_id, since=now() - span)
             alerts = wh.rows(ALERTS, since=since, severity="", rule="", host=host_id)
             quality = wh.rows(sql.FLAGGED_HOSTS, since=since, anomaly="", host=host_id)
-            return hourly, samples, alerts, quality
+            return hourly, samples, devices, alerts, quality
 
         try:
-            hourly, samples, alerts, quality = with_warehouse(read)
+            hourly, samples, devices, alerts, quality = with_warehouse(read)
         except Exception as exc:
             return page("error.html", message=str(exc))
         if not hourly and not samples:
             return page("error.html", message=f"no data for host {host_id}", status=404)
         if bucket_s:
             charts = host_charts(
-                with_counter_rates(samples), "ts", f"· {bucket_s // 60} min averages"
+                with_counter_rates(samples),
+                "ts",
+                f"· {bucket_s // 60} min averages",
+                device_series(devices, bucket_s),
             )
         else:
             in_range = [r for r in hourly if r["hour"] >= now() - span]

@@ -101,6 +101,26 @@ def _make_host(index: int, seed: int, start: datetime, duration_s: float) -> Sim
     )
 
 
+def _data_volume(h: SimHost) -> list[DiskUsage]:
+    """Servers with 16+ cores also mount a data volume (derived without extra random draws, so
+    every other simulated value stays what it was for a given seed)."""
+    if h.cores < 16:
+        return []
+    total = 4 * h.disk_total
+    used = int(total * ((h.disk_used * 1.7) % 0.9 + 0.05))
+    return [
+        DiskUsage(
+            mountpoint="/data",
+            device="/dev/sdb1",
+            fstype="xfs",
+            total_bytes=total,
+            used_bytes=used,
+            free_bytes=total - used,
+            used_pct=round(100 * used / total, 2),
+        )
+    ]
+
+
 def _sample(h: SimHost, ts: datetime, elapsed_s: float, interval_s: float) -> MetricsEvent:
     rng = h.rng
     hour = ts.hour + ts.minute / 60
@@ -192,7 +212,8 @@ def _sample(h: SimHost, ts: datetime, elapsed_s: float, interval_s: float) -> Me
                 used_bytes=disk_used,
                 free_bytes=h.disk_total - disk_used,
                 used_pct=round(100 * h.disk_used, 2),
-            )
+            ),
+            *_data_volume(h),
         ],
         disk_io=DiskIo(
             read_bytes=h.disk_read,
