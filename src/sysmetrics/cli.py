@@ -441,7 +441,8 @@ def _batch_parts(settings: Settings) -> tuple[Any, Any]:
 def _echo_result(result: Any) -> None:
     late = [h for h in result.recomputed if h != result.hour]
     click.echo(
-        f"{result.hour:%Y-%m-%dT%H}Z: {result.files} files, {result.rows} rows"
+        f"{result.hour:%Y-%m-%dT%H}Z: {result.files} files, {result.rows} rows "
+        f"({result.read} files read, {result.added} rows added)"
         + ("" if result.complete else " (PARTIAL: lake watermark not past the hour)")
         + (f"; late data recomputed {', '.join(f'{h:%H}h' for h in late)}" if late else "")
     )
@@ -457,9 +458,16 @@ def _echo_result(result: Any) -> None:
     show_default=True,
     help="Seconds to wait for the lake watermark to pass the hour (+ grace).",
 )
+@click.option(
+    "--rebuild",
+    is_flag=True,
+    help="Reload the hour from every lake file instead of only the files not loaded yet "
+    "(after restoring or copying files into the lake; the tables come out the same).",
+)
 @pass_ctx
-def batch_run(ctx: Context, hour_text: str, wait: float) -> None:
-    """Load one hour (plus late files of the look-back window) and compute its tables."""
+def batch_run(ctx: Context, hour_text: str, wait: float, rebuild: bool) -> None:
+    """Load one hour's new lake files (plus late files of the look-back window) and compute
+    its tables."""
     from sysmetrics.batch.hourly import DataQualityError, run_hour
     from sysmetrics.timeutil import parse_utc
 
@@ -469,7 +477,7 @@ def batch_run(ctx: Context, hour_text: str, wait: float) -> None:
         raise click.BadParameter(str(exc), param_hint="--hour") from None
     wh, store = _batch_parts(ctx.settings)
     try:
-        _echo_result(run_hour(ctx.settings, wh, store, hour, wait_timeout_s=wait))
+        _echo_result(run_hour(ctx.settings, wh, store, hour, wait_timeout_s=wait, rebuild=rebuild))
     except DataQualityError as exc:
         raise click.ClickException(str(exc)) from None
     finally:

@@ -47,6 +47,10 @@ class HourResult:
     recomputed: list[datetime] = field(default_factory=list)
     beyond_lookback: list[datetime] = field(default_factory=list)
     """Hours older than the look-back window that received late files and were reloaded."""
+    read: int = 0
+    """The hour's files read by this run (all of them on a first load or a rebuild)."""
+    added: int = 0
+    """Rows those files added to the hour."""
 
 
 # ---------------------------------------------------------------------------- watermark
@@ -90,20 +94,44 @@ def ledger(wh: Warehouse, hour: datetime) -> set[str]:
     return {row["file"] for row in rows}
 
 
-def load(wh: Warehouse, store: LakeStore, topic: str, hour: datetime) -> tuple[int, int]:
-    """Replace hour's raw rows with its lake files (dedup by event_id); (files, rows)."""
+@dataclass
+class HourLoad:
+    """One hour's load: its lake files, the ones read now, and the rows they added."""
+
+    files: int
+    read: int
+    added: int
+    rebuilt: bool
+
+
+def load(
+    wh: Warehouse, store: LakeStore, topic: str, hour: datetime, rebuild: bool = False
+) -> HourLoad:
+    """Bring hour's raw rows up to date with its lake files.
+
+    Incremental by default: only files the ledger has not seen are read, and an event already
+    in the table is never doubled. From scratch (every file read again, the hour replaced)
+    when asked, on the hour's first load, or when files the ledger knows left the lake."""
     files = lake_files(store, topic, hour)
     if not store.is_local:
         wh.use_filesystem(store.fs)
-    rows = wh.load_hour(hour, [store.uri(f) for f in files])
-    wh.execute(sql.delete_hour("loaded_files"), start=hour)
-    for rel in files:
-        wh.execute(
-            "INSERT INTO {loaded_files} (hour, file) VALUES (@start, @file)",
-            start=hour,
-            file=rel.rsplit("/", 1)[-1],
-        )
-    return len(files), rows
+    names = {f: f.rsplit("/", 1)[-1] for f in files}
+    known = ledger(wh, hour)
+    if rebuild or not known or not known <= set(names.values()):
+        rows = wh.load_hour(hour, [store.uri(f) for f in files])
+        wh.execute(sql.delete_hour("loaded_files"), start=hour)
+        for name in names.values():
+            wh.execute(
+                "INSERT INTO {loaded_files} (hour, file) VALUES (@start, @file)",
+                start=hour,
+                file=name,
+            )
+        return HourLoad(len(files), len(files), rows, rebuilt=True)
+    new = [f for f in files if names[f] not in known]
+    if not new:
+        return HourLoad(len(files), 0, 0, rebuilt=False)
+    added = wh.append_files(hour, [store.uri(f) for f in new], [names[f] for f in new])
+    return HourLoad(len(files), len(new), added, rebuilt=False)
 
 
 def _check(wh: Warehouse, checks: dict[str, str], hour: datetime) -> None:
@@ -201,15 +229,17 @@ class Loaded:
     hours: list[datetime]
     files: int
     rows: int
+    read: int = 0
+    added: int = 0
     beyond_lookback: list[datetime] = field(default_factory=list)
     markers: list[str] = field(default_factory=list)
 
 
 def load_with_late_data(
-    settings: Settings, wh: Warehouse, store: LakeStore, hour: datetime
+    settings: Settings, wh: Warehouse, store: LakeStore, hour: datetime, rebuild: bool = False
 ) -> Loaded:
-    """Load ``hour``, every late hour of the look-back window and every older hour the lake
-    writer marked as late."""
+    """Load ``hour`` (from scratch with ``rebuild``), the new files of every late hour of the
+    look-back window and of every older hour the lake writer marked as late."""
     wh.ensure_tables()
     late = set(hours_with_new_files(wh, store, settings.topic, hour, settings.lookback_hours))
     # Markers are read before loading and cleared only after the hours are computed: a marker
@@ -223,28 +253,33 @@ def load_with_late_data(
             settings.lookback_hours,
             _hours_text(beyond),
         )
-    files = rows = 0
+    files = read = added = 0
+    changed = {hour}  # the run's own hour is always recomputed (it may have finished since)
     # Every marked hour is loaded (so every marker read can be cleared); the ones the look-back
     # window would never have reached are the ones worth reporting.
     for h in sorted({hour, *late, *markers}):
-        loaded_files, loaded_rows = load(wh, store, settings.topic, h)
+        done = load(wh, store, settings.topic, h, rebuild=rebuild and h == hour)
+        if done.read or done.rebuilt:
+            changed.add(h)
         if h == hour:
-            files, rows = loaded_files, loaded_rows
-        else:
+            files, read, added = done.files, done.read, done.added
+        elif done.read:
             log.info(
-                "late data: reloaded %s (%d files, %d rows)",
+                "late data: %s read %d new files, %d new rows",
                 f"{h:%Y-%m-%dT%H}Z",
-                loaded_files,
-                loaded_rows,
+                done.read,
+                done.added,
             )
-    # The hour after a reloaded hour has counter deltas and trends that depend on it: recompute
+    # The hour after a changed hour has counter deltas and trends that depend on it: recompute
     # it too when it was computed before (late data, or hours run out of order).
-    loaded = {hour, *late, *markers}
-    following = {h + HOUR for h in loaded if h + HOUR not in loaded and _computed(wh, h + HOUR)}
+    following = {h + HOUR for h in changed if h + HOUR not in changed and _computed(wh, h + HOUR)}
+    rows = int(wh.scalar("SELECT COUNT(*) FROM {raw} WHERE hour = @start", start=hour))
     return Loaded(
-        hours=sorted(loaded | following),
+        hours=sorted(changed | following),
         files=files,
         rows=rows,
+        read=read,
+        added=added,
         beyond_lookback=beyond,
         markers=[path for paths in markers.values() for path in paths],
     )
@@ -257,7 +292,8 @@ def _hours_text(hours: list[datetime]) -> str:
 def record_run(wh: Warehouse, result: HourResult, run_at: datetime) -> None:
     wh.execute(
         "INSERT INTO {batch_runs} VALUES "
-        "(@run_at, @start, @complete, @files, @rows, @recomputed, @beyond_lookback)",
+        "(@run_at, @start, @complete, @files, @rows, @recomputed, @beyond_lookback, @read, "
+        "@added)",
         run_at=run_at,
         start=result.hour,
         complete=result.complete,
@@ -265,6 +301,8 @@ def record_run(wh: Warehouse, result: HourResult, run_at: datetime) -> None:
         rows=result.rows,
         recomputed=_hours_text(result.recomputed),
         beyond_lookback=_hours_text(result.beyond_lookback),
+        read=result.read,
+        added=result.added,
     )
 
 
@@ -274,8 +312,12 @@ def run_hour(
     store: LakeStore,
     hour: datetime,
     wait_timeout_s: float = 0.0,
+    rebuild: bool = False,
 ) -> HourResult:
-    """The whole hourly job for [hour, hour+1h), plus late data of the look-back window."""
+    """The whole hourly job for [hour, hour+1h), plus late data of the look-back window.
+
+    Loads are incremental (new lake files only) unless ``rebuild`` reloads the hour from
+    scratch; either way the tables come out the same."""
     hour = hour_floor(hour)
     result = HourResult(hour)
     if wait_timeout_s > 0:
@@ -288,8 +330,9 @@ def run_hour(
     else:
         complete = lake_complete_before(store, settings.topic)
         result.complete = complete is not None and complete >= hour + HOUR
-    loaded = load_with_late_data(settings, wh, store, hour)
+    loaded = load_with_late_data(settings, wh, store, hour, rebuild)
     result.recomputed, result.files, result.rows = loaded.hours, loaded.files, loaded.rows
+    result.read, result.added = loaded.read, loaded.added
     result.beyond_lookback = loaded.beyond_lookback
     check_raw(wh, result.recomputed)
     aggregate(wh, result.recomputed, settings.sample_interval_s)

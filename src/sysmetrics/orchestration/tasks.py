@@ -51,6 +51,8 @@ def load(hour: str) -> dict[str, object]:
         "hours": [h.isoformat() for h in loaded.hours],
         "files": loaded.files,
         "rows": loaded.rows,
+        "read": loaded.read,
+        "added": loaded.added,
         "beyond_lookback": [h.isoformat() for h in loaded.beyond_lookback],
         "markers": loaded.markers,
     }
@@ -92,6 +94,8 @@ def record_run(hour: str, complete: bool, loaded: dict[str, object]) -> None:
         rows=int(loaded["rows"]),  # type: ignore[call-overload]
         recomputed=_hours(loaded["hours"]),  # type: ignore[arg-type]
         beyond_lookback=_hours(loaded["beyond_lookback"]),  # type: ignore[arg-type]
+        read=int(loaded["read"]),  # type: ignore[call-overload]
+        added=int(loaded["added"]),  # type: ignore[call-overload]
     )
     settings = load_settings()
     with _warehouse(settings) as wh:

@@ -56,6 +56,13 @@ class Warehouse(ABC):
         """Replace the raw rows of ``hour`` with the events of ``file_uris`` (dedup by
         event_id); return the number of rows now in that hour."""
 
+    @abstractmethod
+    def append_files(self, hour: datetime, file_uris: list[str], names: list[str]) -> int:
+        """Add the events of new lake files to ``hour`` (an event already there is not
+        doubled; see ``sql.APPEND_NEW_EVENTS``) and record ``names`` in the ledger; return the
+        number of rows added. Safe to repeat after a crash: the ledger and the event ids make
+        a second run of the same files add nothing."""
+
     def native_query(self, statement: str) -> list[dict[str, Any]]:
         """A user's own query, in the engine's dialect (``sysmetrics query``, dashboard)."""
         return self._rows(statement, {})

@@ -94,26 +94,54 @@ class BigQueryWarehouse(Warehouse):
                 table.schema = [*table.schema, *missing]
                 self.client.update_table(table, ["schema"])
 
-    def load_hour(self, hour: datetime, file_uris: list[str]) -> int:
+    def _stage(self, hour: datetime, file_uris: list[str], name: str) -> str:
+        """Load job of lake files into a staging table of raw events; its full name."""
         from google.cloud import bigquery
 
+        staging = f"{self.project}.{self.dataset}.{name}_{hour:%Y%m%d%H}"
+        schema = [bigquery.SchemaField.from_api_repr(f) for f in bigquery_schema()]
+        schema.append(bigquery.SchemaField("source_file", "STRING"))
+        job = self.client.load_table_from_uri(
+            file_uris,
+            staging,
+            job_config=bigquery.LoadJobConfig(
+                source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON,
+                schema=schema,
+                # Fields of a newer minor schema version stay in the lake, not here.
+                ignore_unknown_values=True,
+                write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
+            ),
+        )
+        job.result()
+        return staging
+
+    def append_files(self, hour: datetime, file_uris: list[str], names: list[str]) -> int:
+        # No multi-statement transaction here: a crash between the statements is repaired by
+        # the next run (the ledger lacks the files, the event ids stop any double).
+        staging = self._stage(hour, file_uris, "_staging_new")
+        staged = f"{self.project}.{self.dataset}._staged_new_{hour:%Y%m%d%H}"
+        try:
+            flatten = self.render(sql.FLATTEN.replace("{events}", f"`{staging}`"))
+            self._execute(f"CREATE OR REPLACE TABLE `{staged}` AS {flatten}", {"start": hour})
+            before = int(self.scalar("SELECT COUNT(*) FROM {raw} WHERE hour = @start", start=hour))
+            for statement in (sql.DROP_LATER_COPIES, sql.APPEND_NEW_EVENTS):
+                self.execute(statement.replace("{staged}", f"`{staged}`"), start=hour)
+            after = int(self.scalar("SELECT COUNT(*) FROM {raw} WHERE hour = @start", start=hour))
+            for name in names:
+                self.execute(
+                    "INSERT INTO {loaded_files} (hour, file) VALUES (@start, @file)",
+                    start=hour,
+                    file=name,
+                )
+        finally:
+            self.client.delete_table(staging, not_found_ok=True)
+            self.client.delete_table(staged, not_found_ok=True)
+        return after - before
+
+    def load_hour(self, hour: datetime, file_uris: list[str]) -> int:
         self.execute(sql.delete_hour("raw"), start=hour)
         if file_uris:
-            staging = f"{self.project}.{self.dataset}._staging_{hour:%Y%m%d%H}"
-            schema = [bigquery.SchemaField.from_api_repr(f) for f in bigquery_schema()]
-            schema.append(bigquery.SchemaField("source_file", "STRING"))
-            job = self.client.load_table_from_uri(
-                file_uris,
-                staging,
-                job_config=bigquery.LoadJobConfig(
-                    source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON,
-                    schema=schema,
-                    # Fields of a newer minor schema version stay in the lake, not here.
-                    ignore_unknown_values=True,
-                    write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
-                ),
-            )
-            job.result()
+            staging = self._stage(hour, file_uris, "_staging")
             try:
                 flatten = self.render(sql.FLATTEN.replace("{events}", f"`{staging}`"))
                 self._execute(

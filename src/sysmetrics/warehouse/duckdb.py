@@ -64,6 +64,41 @@ class DuckDBWarehouse(Warehouse):
                 if name not in existing[table]:
                     self._execute(f"ALTER TABLE {table} ADD COLUMN {name} {_TYPES[kind_]}", {})
 
+    def _flatten(self, file_uris: list[str]) -> str:
+        """FLATTEN over these lake files, in DuckDB's dialect."""
+        source = (
+            "(SELECT *, parse_filename(filename) AS source_file FROM read_json("
+            f"{_list_literal(file_uris)}, format = 'newline_delimited', "
+            f"columns = {_columns_literal()}, filename = true))"
+        )
+        flatten = self.render(sql.FLATTEN.replace("{events}", _EVENTS_PLACEHOLDER))
+        return flatten.replace(_EVENTS_PLACEHOLDER, source)
+
+    def append_files(self, hour: datetime, file_uris: list[str], names: list[str]) -> int:
+        ledger = self.table("loaded_files")
+        with self._lock:
+            # One transaction: rows and ledger entries land together or not at all.
+            self._con.execute("BEGIN TRANSACTION")
+            try:
+                self._con.execute(
+                    f"CREATE OR REPLACE TEMP TABLE staged_events AS {self._flatten(file_uris)}",
+                    {"start": hour},
+                )
+                staged = sql.DROP_LATER_COPIES.replace("{staged}", "staged_events")
+                self._con.execute(self.render(staged), {"start": hour})
+                append = sql.APPEND_NEW_EVENTS.replace("{staged}", "staged_events")
+                added = self._con.execute(self.render(append), {"start": hour}).fetchall()[0][0]
+                self._con.executemany(
+                    f"INSERT INTO {ledger} (hour, file) VALUES ($1, $2)",
+                    [(hour, name) for name in names],
+                )
+                self._con.execute("DROP TABLE staged_events")
+                self._con.execute("COMMIT")
+            except BaseException:
+                self._con.execute("ROLLBACK")
+                raise
+        return int(added)
+
     def load_hour(self, hour: datetime, file_uris: list[str]) -> int:
         raw = self.table("raw")
         with self._lock:
@@ -71,13 +106,7 @@ class DuckDBWarehouse(Warehouse):
             try:
                 self._con.execute(f"DELETE FROM {raw} WHERE hour = $start", {"start": hour})
                 if file_uris:
-                    source = (
-                        "(SELECT *, parse_filename(filename) AS source_file FROM read_json("
-                        f"{_list_literal(file_uris)}, format = 'newline_delimited', "
-                        f"columns = {_columns_literal()}, filename = true))"
-                    )
-                    flatten = self.render(sql.FLATTEN.replace("{events}", _EVENTS_PLACEHOLDER))
-                    statement = f"INSERT INTO {raw} " + flatten.replace(_EVENTS_PLACEHOLDER, source)
+                    statement = f"INSERT INTO {raw} " + self._flatten(file_uris)
                     self._con.execute(statement, {"start": hour})
                 count = self._con.execute(
                     f"SELECT COUNT(*) FROM {raw} WHERE hour = $start", {"start": hour}

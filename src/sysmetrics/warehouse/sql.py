@@ -151,8 +151,12 @@ BATCH_RUNS_COLUMNS: Final = (
     ("rows_loaded", _I),
     ("hours_recomputed", _S),
     ("late_hours_beyond_lookback", _S),
+    ("files_read", _I),
+    ("rows_added", _I),
 )
-"""One row per hourly run: a run that timed out waiting for the watermark is complete=false."""
+"""One row per hourly run: a run that timed out waiting for the watermark is complete=false.
+``files``/``rows_loaded``: the hour's lake files and raw rows after the run; ``files_read``/
+``rows_added``: what this run read and added (an incremental run reads only new files)."""
 
 TABLE_COLUMNS: Final = {
     "raw": RAW_COLUMNS,
@@ -233,6 +237,23 @@ def flatten_fields() -> dict[str, frozenset[str]]:
     for _, column, name in _ARRAY_REDUCE.findall(FLATTEN):
         used[column].add(name)
     return {column: frozenset(names) for column, names in used.items()}
+
+
+# Incremental load: new lake files of an hour already loaded, flattened into ``{staged}``
+# (deduplicated among themselves by FLATTEN). An event already in the table stays; a copy
+# from a file with a smaller name replaces it, as a from-scratch load would have kept that
+# copy: incremental and from-scratch loads give the same raw rows.
+DROP_LATER_COPIES = """
+DELETE FROM {raw} AS t WHERE t.hour = @start AND EXISTS (
+  SELECT 1 FROM {staged} AS s WHERE s.event_id = t.event_id AND s.source_file < t.source_file
+)
+"""
+APPEND_NEW_EVENTS = """
+INSERT INTO {raw}
+SELECT * FROM {staged} AS s WHERE NOT EXISTS (
+  SELECT 1 FROM {raw} AS t WHERE t.hour = @start AND t.event_id = s.event_id
+)
+"""
 
 
 def delete_hour(kind: str) -> str:
