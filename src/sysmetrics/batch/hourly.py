@@ -15,8 +15,10 @@ and flagged in ``host_data_quality``.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -105,18 +107,33 @@ class HourLoad:
 
 
 def load(
-    wh: Warehouse, store: LakeStore, topic: str, hour: datetime, rebuild: bool = False
+    wh: Warehouse,
+    store: LakeStore,
+    topic: str,
+    hour: datetime,
+    rebuild: bool = False,
+    candidates: list[str] | None = None,
 ) -> HourLoad:
     """Bring hour's raw rows up to date with its lake files.
 
-    Incremental by default: only files the ledger has not seen are read, and an event already
-    in the table is never doubled. From scratch (every file read again, the hour replaced)
-    when asked, on the hour's first load, or when files the ledger knows left the lake."""
-    files = lake_files(store, topic, hour)
+    Incremental by default: only files the ledger has not seen are read (among
+    ``candidates`` when the manifests named them, else the hour's listing), and an event
+    already in the table is never doubled. From scratch (every file read again, the hour
+    replaced) when asked, on the hour's first load, or when listed files the ledger knows
+    have left the lake."""
     if not store.is_local:
         wh.use_filesystem(store.fs)
-    names = {f: f.rsplit("/", 1)[-1] for f in files}
     known = ledger(wh, hour)
+    if candidates is not None and known and not rebuild:
+        new = sorted({f for f in candidates if f.rsplit("/", 1)[-1] not in known})
+        if not new:
+            return HourLoad(len(known), 0, 0, rebuilt=False)
+        added = wh.append_files(
+            hour, [store.uri(f) for f in new], [f.rsplit("/", 1)[-1] for f in new]
+        )
+        return HourLoad(len(known) + len(new), len(new), added, rebuilt=False)
+    files = lake_files(store, topic, hour)
+    names = {f: f.rsplit("/", 1)[-1] for f in files}
     if rebuild or not known or not known <= set(names.values()):
         rows = wh.load_hour(hour, [store.uri(f) for f in files])
         wh.execute(sql.delete_hour("loaded_files"), start=hour)
@@ -212,6 +229,93 @@ def hours_with_new_files(
     return late
 
 
+MANIFESTS_KEPT = timedelta(days=7)
+"""Manifest folders older than this, once loaded, are deleted (the lake writer's rounds)."""
+
+
+@dataclass
+class NewFiles:
+    """What the lake writers' round manifests name that this warehouse has not loaded."""
+
+    by_hour: dict[datetime, list[str]] = field(default_factory=dict)
+    """Data files by event hour (some may be in the ledger already, after a crash)."""
+    manifests: list[tuple[str, str]] = field(default_factory=list)
+    """(folder, name) of the manifests read, recorded once their hours are computed."""
+    folders_done: list[str] = field(default_factory=list)
+    """Write-hour folders no writer writes into any more, all of whose manifests are read."""
+
+
+def new_files_from_manifests(
+    wh: Warehouse, store: LakeStore, topic: str, now: datetime
+) -> NewFiles | None:
+    """The files written since the last run, from the writers' manifests: one listing of the
+    manifest root and of the folders still open, one read per new manifest, whatever the size
+    of the lake. None when the lake has no manifests (written by an older writer, or by
+    other means): the caller then lists the look-back window's hours instead.
+
+    A manifest is taken only once its partition's committed offset has passed the round
+    (its files are durable then); until then it stays for the next run."""
+    root = layout.manifest_dir(topic)
+    folders = sorted(f for f in store.list_dir(root) if layout.parse_manifest_folder(f))
+    if not folders:
+        return None
+    loaded: dict[str, set[str]] = defaultdict(set)
+    for row in wh.rows(
+        "SELECT folder, manifest FROM {loaded_manifests} WHERE folder >= @oldest",
+        oldest=folders[0],
+    ):
+        loaded[row["folder"]].add(row["manifest"])
+    committed = {
+        int(m["partition"]): int(m["committed_offset"]) for m in read_watermarks(store, topic)
+    }
+    # Writers file a round under their own clock's hour: a folder an hour old is closed.
+    closed_before = hour_floor(now) - HOUR
+    found = NewFiles()
+    for folder in folders:
+        if "" in loaded[folder]:
+            continue
+        pending = False
+        for name in store.list_dir(f"{root}/{folder}"):
+            if name in loaded[folder] or not name.endswith(".json"):
+                continue
+            data = store.get(f"{root}/{folder}/{name}")
+            if data is None:
+                continue
+            manifest = json.loads(data)
+            if committed.get(int(manifest["partition"]), -1) <= int(manifest["end"]):
+                pending = True
+                continue
+            for rel in manifest["files"]:
+                if (hour := layout.hour_of_path(rel)) is not None:
+                    found.by_hour.setdefault(hour, []).append(rel)
+            found.manifests.append((folder, name))
+        written = layout.parse_manifest_folder(folder)
+        if not pending and written is not None and written < closed_before:
+            found.folders_done.append(folder)
+    return found
+
+
+def record_manifests(wh: Warehouse, store: LakeStore, topic: str, found: NewFiles) -> None:
+    """Remember the manifests whose hours are computed; delete folders loaded long ago."""
+    for folder, name in found.manifests:
+        wh.execute(
+            "INSERT INTO {loaded_manifests} (folder, manifest) VALUES (@folder, @name)",
+            folder=folder,
+            name=name,
+        )
+    for folder in found.folders_done:
+        wh.execute(
+            "INSERT INTO {loaded_manifests} (folder, manifest) VALUES (@folder, '')",
+            folder=folder,
+        )
+    expired = datetime.now(UTC) - MANIFESTS_KEPT
+    for folder in found.folders_done:
+        written = layout.parse_manifest_folder(folder)
+        if written is not None and written < expired:
+            path = f"{layout.manifest_dir(topic)}/{folder}"
+            store.delete([f"{path}/{name}" for name in store.list_dir(path)])
+
+
 def late_markers(store: LakeStore, topic: str) -> dict[datetime, list[str]]:
     """The lake writer's markers of files written into hours beyond the look-back, by hour."""
     marked: dict[datetime, list[str]] = {}
@@ -233,6 +337,8 @@ class Loaded:
     added: int = 0
     beyond_lookback: list[datetime] = field(default_factory=list)
     markers: list[str] = field(default_factory=list)
+    manifests: NewFiles | None = None
+    """The manifests read, to record once the hours are computed (None: the lake was listed)."""
 
 
 def load_with_late_data(
@@ -241,7 +347,11 @@ def load_with_late_data(
     """Load ``hour`` (from scratch with ``rebuild``), the new files of every late hour of the
     look-back window and of every older hour the lake writer marked as late."""
     wh.ensure_tables()
-    late = set(hours_with_new_files(wh, store, settings.topic, hour, settings.lookback_hours))
+    found = new_files_from_manifests(wh, store, settings.topic, datetime.now(UTC))
+    if found is None:
+        late = set(hours_with_new_files(wh, store, settings.topic, hour, settings.lookback_hours))
+    else:
+        late = set(found.by_hour) - {hour}
     # Markers are read before loading and cleared only after the hours are computed: a marker
     # written meanwhile stays for the next run.
     markers = late_markers(store, settings.topic)
@@ -258,8 +368,11 @@ def load_with_late_data(
     # Every marked hour is loaded (so every marker read can be cleared); the ones the look-back
     # window would never have reached are the ones worth reporting.
     for h in sorted({hour, *late, *markers}):
-        done = load(wh, store, settings.topic, h, rebuild=rebuild and h == hour)
-        if done.read or done.rebuilt:
+        candidates = None if found is None else found.by_hour.get(h, [])
+        done = load(wh, store, settings.topic, h, rebuild and h == hour, candidates)
+        # An hour a manifest names is recomputed even when its files were loaded already: a
+        # run that crashed after loading them recorded neither the manifest nor the tables.
+        if done.read or done.rebuilt or (found is not None and h in found.by_hour):
             changed.add(h)
         if h == hour:
             files, read, added = done.files, done.read, done.added
@@ -282,6 +395,7 @@ def load_with_late_data(
         added=added,
         beyond_lookback=beyond,
         markers=[path for paths in markers.values() for path in paths],
+        manifests=found,
     )
 
 
@@ -341,6 +455,8 @@ def run_hour(
     alerts(wh, result.recomputed, settings)
     record_run(wh, result, datetime.now(UTC))
     store.delete(loaded.markers)
+    if loaded.manifests is not None:
+        record_manifests(wh, store, settings.topic, loaded.manifests)
     return result
 
 

@@ -6,6 +6,10 @@
     _watermarks/<topic>/p<partition>.json    event time up to which a partition is complete
     _late/<topic>/<YYYY-MM-DDTHH>+<data file name>   a file written into an hour older than the
                                              hourly job's look-back window (it loads and clears)
+    _manifests/<topic>/<YYYY-MM-DDTHH>/p<partition>+<start>.json   the data files of one flush
+                                             round of one partition, filed by the hour it was
+                                             written: the hourly job finds new files by reading
+                                             these instead of listing every hour of the lake
 
 Partitions are by the event's own UTC timestamp (Hive style, so DuckDB and BigQuery prune by
 path). Names come only from the topic (validated), partition numbers, offsets and times: nothing
@@ -85,3 +89,35 @@ def parse_late_marker(name: str) -> datetime | None:
 
 def hour_of(ts: datetime) -> datetime:
     return ts.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def manifest_dir(topic: str) -> str:
+    return f"_manifests/{topic}"
+
+
+def manifest_folder(written: datetime) -> str:
+    return f"{written.astimezone(UTC):%Y-%m-%dT%H}"
+
+
+def manifest_path(topic: str, written: datetime, partition: int, start: int) -> str:
+    return f"{manifest_dir(topic)}/{manifest_folder(written)}/p{partition:04d}+{start:020d}.json"
+
+
+def parse_manifest_folder(name: str) -> datetime | None:
+    """The write hour a manifest folder stands for, else None."""
+    try:
+        return datetime.strptime(name, "%Y-%m-%dT%H").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def hour_of_path(rel: str) -> datetime | None:
+    """The event hour of a data file from its partition folders, else None."""
+    match = _HOUR_DIR_RE.search(rel)
+    if match is None:
+        return None
+    year, month, day, hour = (int(g) for g in match.groups())
+    return datetime(year, month, day, hour, tzinfo=UTC)
+
+
+_HOUR_DIR_RE = re.compile(r"/year=(\d{4})/month=(\d{2})/day=(\d{2})/hour=(\d{2})/")

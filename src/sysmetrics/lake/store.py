@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,8 @@ class LakeStore:
         self.is_local = (
             self.fs.protocol in ("file", ("file", "local")) or "file" in self.fs.protocol
         )
+        self.calls: Counter[str] = Counter()
+        """Object-store operations so far ("list", "read"): what a refresh costs on GCS."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LakeStore:
@@ -163,6 +166,7 @@ class LakeStore:
 
     # ------------------------------------------------------------------ reads
     def get(self, rel: str) -> bytes | None:
+        self.calls["read"] += 1
         try:
             return bytes(self.fs.cat_file(self.full(rel)))
         except FileNotFoundError:
@@ -172,6 +176,7 @@ class LakeStore:
 
     def list_dir(self, rel_dir: str) -> list[str]:
         """Names (not paths) of the files directly in ``rel_dir``; [] if it does not exist."""
+        self.calls["list"] += 1
         try:
             entries = self.fs.ls(self.full(rel_dir), detail=False)
         except FileNotFoundError:
@@ -181,6 +186,7 @@ class LakeStore:
 
     def glob(self, pattern: str) -> list[str]:
         """Paths relative to the lake root of files matching ``pattern``."""
+        self.calls["list"] += 1
         self.fs.invalidate_cache()
         prefix = len(self.root) + 1
         return sorted(p[prefix:] for p in self.fs.glob(self.full(pattern)))

@@ -382,7 +382,7 @@ class LakeWriter:
         }
         if not cuts:
             return
-        state: dict[str, bytes] = {}  # intents and late-data markers, durable before data
+        state: dict[str, bytes] = {}  # intents, manifests, late markers: durable before data
         files: list[tuple[str, bytes]] = []
         quarantine: list[tuple[str, bytes]] = []
         dead_letters: list[tuple[int, _Record]] = []
@@ -391,7 +391,9 @@ class LakeWriter:
             hours=self.settings.lookback_hours
         )
         late_files = 0
+        written = datetime.now(UTC)
         for partition, batches in cuts.items():
+            round_files: list[str] = []
             if batches[-1].end not in buffers[partition].pinned_ends:  # not all pinned already
                 intent = {
                     "start": batches[0].start,
@@ -416,6 +418,7 @@ class LakeWriter:
                     )
                     data = _compress(b"\n".join(lines) + b"\n", compression)
                     files.append((f"{layout.hour_dir(self.topic, hour)}/{name}", data))
+                    round_files.append(files[-1][0])
                     if hour < late_before:
                         # Beyond the hourly job's look-back: tell it where to look.
                         state[layout.late_marker_path(self.topic, hour, name)] = b""
@@ -430,6 +433,17 @@ class LakeWriter:
                         batch.end,
                         len(bad),
                     )
+            if round_files:
+                # The hourly job reads these instead of listing the lake; a replayed round
+                # writes the same manifest again (same name, same files).
+                manifest = {
+                    "partition": partition,
+                    "start": batches[0].start,
+                    "end": batches[-1].end,
+                    "files": round_files,
+                }
+                path = layout.manifest_path(self.topic, written, partition, batches[0].start)
+                state[path] = json.dumps(manifest).encode()
         created = self.store.create_files(files + quarantine, state)
         self._send_dead_letters(dead_letters)
         self._commit(

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sysmetrics.batch import hourly
 from sysmetrics.config import Settings, load_settings
@@ -55,6 +56,12 @@ def load(hour: str) -> dict[str, object]:
         "added": loaded.added,
         "beyond_lookback": [h.isoformat() for h in loaded.beyond_lookback],
         "markers": loaded.markers,
+        "manifests": None
+        if loaded.manifests is None
+        else {
+            "read": [list(m) for m in loaded.manifests.manifests],
+            "folders_done": loaded.manifests.folders_done,
+        },
     }
 
 
@@ -98,6 +105,14 @@ def record_run(hour: str, complete: bool, loaded: dict[str, object]) -> None:
         added=int(loaded["added"]),  # type: ignore[call-overload]
     )
     settings = load_settings()
+    store = _store(settings)
+    manifests: dict[str, Any] | None = loaded["manifests"]  # type: ignore[assignment]
     with _warehouse(settings) as wh:
         hourly.record_run(wh, result, datetime.now(UTC))
-    _store(settings).delete(loaded["markers"])  # type: ignore[arg-type]
+        if manifests is not None:
+            found = hourly.NewFiles(
+                manifests=[(folder, name) for folder, name in manifests["read"]],
+                folders_done=manifests["folders_done"],
+            )
+            hourly.record_manifests(wh, store, settings.topic, found)
+    store.delete(loaded["markers"])  # type: ignore[arg-type]

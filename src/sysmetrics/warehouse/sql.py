@@ -143,6 +143,10 @@ duplicate_host_id, clock_skew, counter_backwards or sampling_interval."""
 LOADED_FILES_COLUMNS: Final = (("hour", _T), ("file", _S))
 """The ledger: which lake files each hour's raw rows came from (late files are new names)."""
 
+LOADED_MANIFESTS_COLUMNS: Final = (("folder", _S), ("manifest", _S))
+"""The lake writers' round manifests already loaded, by write-hour folder; an empty manifest
+name marks a whole folder done (no writer writes into it any more)."""
+
 BATCH_RUNS_COLUMNS: Final = (
     ("run_at", _T),
     ("hour", _T),
@@ -161,6 +165,7 @@ BATCH_RUNS_COLUMNS: Final = (
 TABLE_COLUMNS: Final = {
     "raw": RAW_COLUMNS,
     "loaded_files": LOADED_FILES_COLUMNS,
+    "loaded_manifests": LOADED_MANIFESTS_COLUMNS,
     "hourly": HOURLY_COLUMNS,
     "trends": TRENDS_COLUMNS,
     "alerts": ALERTS_COLUMNS,
@@ -170,6 +175,7 @@ TABLE_COLUMNS: Final = {
 TABLE_NAMES: Final = {
     "raw": "raw_metrics",
     "loaded_files": "loaded_files",
+    "loaded_manifests": "loaded_manifests",
     "hourly": "hourly_host_metrics",
     "trends": "hourly_host_trends",
     "alerts": "alerts",
