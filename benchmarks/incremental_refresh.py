@@ -129,7 +129,7 @@ def measure(settings: Settings, hour: datetime, rebuild: bool = False) -> dict[s
         wh.close()
     return {
         "seconds": time.perf_counter() - began,
-        "files_read": result.read,
+        "files_read": result.read + result.late_read,
         "lists": store.calls["list"],
         "reads": store.calls["read"],
     }

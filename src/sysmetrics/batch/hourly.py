@@ -53,6 +53,8 @@ class HourResult:
     """The hour's files read by this run (all of them on a first load or a rebuild)."""
     added: int = 0
     """Rows those files added to the hour."""
+    late_read: int = 0
+    """Files of other hours (late data) read by this run."""
 
 
 # ---------------------------------------------------------------------------- watermark
@@ -335,6 +337,7 @@ class Loaded:
     rows: int
     read: int = 0
     added: int = 0
+    late_read: int = 0
     beyond_lookback: list[datetime] = field(default_factory=list)
     markers: list[str] = field(default_factory=list)
     manifests: NewFiles | None = None
@@ -363,7 +366,7 @@ def load_with_late_data(
             settings.lookback_hours,
             _hours_text(beyond),
         )
-    files = read = added = 0
+    files = read = added = late_read = 0
     changed = {hour}  # the run's own hour is always recomputed (it may have finished since)
     # Every marked hour is loaded (so every marker read can be cleared); the ones the look-back
     # window would never have reached are the ones worth reporting.
@@ -376,7 +379,9 @@ def load_with_late_data(
             changed.add(h)
         if h == hour:
             files, read, added = done.files, done.read, done.added
-        elif done.read:
+        else:
+            late_read += done.read
+        if h != hour and done.read:
             log.info(
                 "late data: %s read %d new files, %d new rows",
                 f"{h:%Y-%m-%dT%H}Z",
@@ -393,6 +398,7 @@ def load_with_late_data(
         rows=rows,
         read=read,
         added=added,
+        late_read=late_read,
         beyond_lookback=beyond,
         markers=[path for paths in markers.values() for path in paths],
         manifests=found,
@@ -415,7 +421,7 @@ def record_run(wh: Warehouse, result: HourResult, run_at: datetime) -> None:
         rows=result.rows,
         recomputed=_hours_text(result.recomputed),
         beyond_lookback=_hours_text(result.beyond_lookback),
-        read=result.read,
+        read=result.read + result.late_read,
         added=result.added,
     )
 
@@ -446,7 +452,7 @@ def run_hour(
         result.complete = complete is not None and complete >= hour + HOUR
     loaded = load_with_late_data(settings, wh, store, hour, rebuild)
     result.recomputed, result.files, result.rows = loaded.hours, loaded.files, loaded.rows
-    result.read, result.added = loaded.read, loaded.added
+    result.read, result.added, result.late_read = loaded.read, loaded.added, loaded.late_read
     result.beyond_lookback = loaded.beyond_lookback
     check_raw(wh, result.recomputed)
     aggregate(wh, result.recomputed, settings.sample_interval_s)

@@ -54,6 +54,7 @@ def load(hour: str) -> dict[str, object]:
         "rows": loaded.rows,
         "read": loaded.read,
         "added": loaded.added,
+        "late_read": loaded.late_read,
         "beyond_lookback": [h.isoformat() for h in loaded.beyond_lookback],
         "markers": loaded.markers,
         "manifests": None
@@ -103,6 +104,7 @@ def record_run(hour: str, complete: bool, loaded: dict[str, object]) -> None:
         beyond_lookback=_hours(loaded["beyond_lookback"]),  # type: ignore[arg-type]
         read=int(loaded["read"]),  # type: ignore[call-overload]
         added=int(loaded["added"]),  # type: ignore[call-overload]
+        late_read=int(loaded["late_read"]),  # type: ignore[call-overload]
     )
     settings = load_settings()
     store = _store(settings)

@@ -160,7 +160,8 @@ BATCH_RUNS_COLUMNS: Final = (
 )
 """One row per hourly run: a run that timed out waiting for the watermark is complete=false.
 ``files``/``rows_loaded``: the hour's lake files and raw rows after the run; ``files_read``/
-``rows_added``: what this run read and added (an incremental run reads only new files)."""
+``rows_added``: the files this run read (its hour's and late hours') and the rows it added to
+its hour (an incremental run reads only new files)."""
 
 TABLE_COLUMNS: Final = {
     "raw": RAW_COLUMNS,
