@@ -119,7 +119,8 @@ def test_dag_run_builds_the_hour_and_is_idempotent(
     ]
     assert alerts == [("gpu-9", "cpu_p95_high"), ("gpu-9", "temperature_high")]
 
-    # A late file for hour 14, then the same DAG run again: the hour is rebuilt, not appended.
+    # A late file for hour 14, then the same DAG run again: the incremental path reads only
+    # that file, and the hour is recomputed, not appended to.
     builder.add_batch([event("web-1", HOUR14 + timedelta(seconds=5), 25.0, seq=999)])
     rerun = dag.test(logical_date=HOUR14 + timedelta(hours=1))
     assert rerun.state == "success"
@@ -127,6 +128,12 @@ def test_dag_run_builds_the_hour_and_is_idempotent(
     assert hourly_again[1][2] == 301 and hourly_again[0] == hourly[0]
     assert alerts_again == alerts
     assert len(hourly_again) == len(hourly)
+    wh = DuckDBWarehouse(str(warehouse), read_only=True)
+    try:
+        runs = wh.native_query("SELECT files_read, rows_added FROM batch_runs ORDER BY run_at")
+    finally:
+        wh.close()
+    assert [(r["files_read"], r["rows_added"]) for r in runs] == [(2, 660), (1, 1)]
 
 
 def test_dag_run_of_a_messy_fleet_succeeds_and_flags_the_odd_hosts(

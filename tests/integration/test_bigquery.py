@@ -103,9 +103,19 @@ def test_bigquery_load_aggregate_and_rerun_match_duckdb(
         for _ in range(2):
             run_hour(cloud_settings, wh, store, HOUR14)
         assert tables(wh) == first  # re-runs replace the hour: same rows
+        # A late file (new samples plus copies of loaded ones): the incremental path reads
+        # only it, adds only the new events.
+        late_dir = tmp_path / "late"
+        late = steady_host("late-3", HOUR14, cpu=40.0, samples=30)
+        LakeBuilder(late_dir).add_batch(late + steady_host("web-1", HOUR14, 25.0, samples=10))
+        for path in late_dir.rglob("*.jsonl"):
+            assert store.create(str(path.relative_to(late_dir)), path.read_bytes())
+        result = run_hour(cloud_settings, wh, store, HOUR14)
+        assert (result.read, result.added) == (1, 30)
+        second = tables(wh)
     finally:
         wh.close()
-    assert first["raw"] == [(640, 640)]
+    assert first["raw"] == [(640, 640)] and second["raw"] == [(670, 670)]
     assert [row[0] for row in first["hourly"]] == ["gpu-9", "web-1", HOSTILE]
     assert ("gpu-9", "cpu_p95_high", "warning", 97.0) in first["alerts"]
 
@@ -118,6 +128,6 @@ def test_bigquery_load_aggregate_and_rerun_match_duckdb(
             store,
             HOUR14,
         )
-        assert tables(duck) == first
+        assert tables(duck) == second  # from scratch in DuckDB = incremental in BigQuery
     finally:
         duck.close()

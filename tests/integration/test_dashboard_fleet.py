@@ -26,10 +26,20 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> TestClient:
     for i in range(60):  # the last five run hot (> 90 % CPU: an alert each)
         cpu = float(i) if i < 55 else 36.0 + i
         lake.add_batch(steady_host(f"node-{i:02d}", HOUR14, cpu=cpu))
+    # A host that went silent five hours ago: older than the raw window the page reads, so
+    # its row comes from its last hourly aggregate.
+    lake.add_batch(steady_host("zz-quiet", HOUR14 - timedelta(hours=5), cpu=12.5, temp=44.0))
     wh = DuckDBWarehouse(settings.warehouse_url)
+    run_hour(settings, wh, LakeStore(settings.lake_url), HOUR14 - timedelta(hours=5))
     run_hour(settings, wh, LakeStore(settings.lake_url), HOUR14)
     wh.close()
     return TestClient(create_app(settings, now=lambda: HOUR14 + timedelta(minutes=59, seconds=55)))
+
+
+def test_a_host_silent_for_hours_is_listed_from_its_hourly_aggregate(web: TestClient) -> None:
+    page = web.get("/?silent=1").text
+    assert hosts(page) == ["zz-quiet"] and "12.5" in page and "44" in page
+    assert "<b>60</b> reporting" in web.get("/").text
 
 
 def hosts(html: str) -> list[str]:
@@ -39,10 +49,10 @@ def hosts(html: str) -> list[str]:
 def test_paging_keeps_every_host_once(web: TestClient) -> None:
     first = web.get("/?per=25").text
     assert hosts(first) == [f"node-{i:02d}" for i in range(25)]
-    assert "page 1 of 3" in first and "60 matching" in first
+    assert "page 1 of 3" in first and "61 matching" in first
     assert 'href="/?sort=host&amp;dir=asc&amp;per=25&amp;page=2"' in first
     seen = [h for p in (1, 2, 3) for h in hosts(web.get(f"/?per=25&page={p}").text)]
-    assert sorted(seen) == [f"node-{i:02d}" for i in range(60)]
+    assert sorted(seen) == [f"node-{i:02d}" for i in range(60)] + ["zz-quiet"]
 
 
 def test_sort_by_any_column_across_pages(web: TestClient) -> None:
@@ -57,12 +67,14 @@ def test_search_and_filters(web: TestClient) -> None:
     assert hosts(web.get("/?q=NODE-1").text) == [f"node-1{i}" for i in range(10)]
     empty = web.get("/?os=windows").text
     assert hosts(empty) == [] and "No host matches" in empty
-    assert hosts(web.get("/?alerts=1").text) == [f"node-{i}" for i in range(55, 60)]
+    # The hot five, and the host that went silent (alerted in the last 24 h).
+    with_alerts = hosts(web.get("/?alerts=1").text)
+    assert with_alerts == [f"node-{i}" for i in range(55, 60)] + ["zz-quiet"]
     assert hosts(web.get("/?alerts=1&q=node-57").text) == ["node-57"]
-    assert "0 matching" in web.get("/?silent=1").text
+    assert "1 matching" in web.get("/?silent=1").text
 
 
 def test_summary_counts_and_worst_hosts(web: TestClient) -> None:
     summary = web.get("/").text.split('id="summary"')[1].split("</section>")[0]
-    assert "<b>60</b> reporting" in summary and "<b>0</b> silent" in summary
+    assert "<b>60</b> reporting" in summary and "<b>1</b> silent" in summary
     assert summary.index("node-59") < summary.index("node-58")  # highest CPU first

@@ -40,13 +40,27 @@ _warehouse_s: ContextVar[float] = ContextVar("warehouse_s", default=0.0)
 """Seconds this request spent in warehouse queries (each request runs in its own context)."""
 
 LATEST = """
--- Each host's newest sample of the last 24 h: the fleet page's rows (a CTE of its queries).
-SELECT host_id, MAX_BY(hostname, ts) AS hostname, MAX(ts) AS last_seen,
-       MAX_BY(cpu_pct, ts) AS cpu, MAX_BY(mem_used_pct, ts) AS mem,
-       MAX_BY(disk_used_pct, ts) AS disk, MAX_BY(temp_max_celsius, ts) AS temp,
-       MAX_BY(os, ts) AS os
-FROM {raw} WHERE ts >= @since GROUP BY host_id
+-- Each host's newest state of the last 24 h (the fleet page's rows, a CTE of its queries):
+-- its latest raw sample when it reported within @recent, else its last hourly aggregate. The
+-- raw scan covers only the recent window, so the page costs the same on the 24th hour of data
+-- as on the first.
+SELECT * FROM (
+  SELECT host_id, MAX_BY(hostname, ts) AS hostname, MAX(ts) AS last_seen,
+         MAX_BY(cpu_pct, ts) AS cpu, MAX_BY(mem_used_pct, ts) AS mem,
+         MAX_BY(disk_used_pct, ts) AS disk, MAX_BY(temp_max_celsius, ts) AS temp,
+         MAX_BY(os, ts) AS os
+  FROM {raw} WHERE ts >= @recent GROUP BY host_id
+  UNION ALL
+  SELECT host_id, MAX_BY(hostname, hour), MAX(last_ts), MAX_BY(cpu_avg, hour),
+         MAX_BY(mem_avg, hour), MAX_BY(disk_used_max, hour), MAX_BY(temp_max, hour),
+         MAX_BY(os, hour)
+  FROM {hourly} WHERE hour >= @since AND hour < @recent GROUP BY host_id
+)
+WHERE TRUE
+QUALIFY ROW_NUMBER() OVER (PARTITION BY host_id ORDER BY last_seen DESC) = 1
 """
+RECENT = timedelta(hours=2)
+"""How far back the fleet page reads raw samples; older hosts come from the hourly table."""
 FLEET_SORTS = {
     "host": "hostname",
     "os": "os",
@@ -392,10 +406,13 @@ def create_app(
         }
         order = f"{FLEET_SORTS[sort]} {'DESC' if descending else 'ASC'} NULLS LAST"
 
+        recent = now() - RECENT
+
         def read(wh: Warehouse) -> dict[str, Any]:
             rows = wh.rows(
                 FLEET_PAGE.replace("{latest}", LATEST).replace("{order}", order),
                 since=since,
+                recent=recent,
                 stale=stale,
                 q=state["q"],
                 os=state["os"],
@@ -404,10 +421,14 @@ def create_app(
                 limit=per,
                 offset=(page_no - 1) * per,
             )
-            summary = wh.rows(FLEET_SUMMARY.replace("{latest}", LATEST), since=since, stale=stale)
+            summary = wh.rows(
+                FLEET_SUMMARY.replace("{latest}", LATEST), since=since, recent=recent, stale=stale
+            )
             worst = {
                 name: wh.rows(
-                    WORST.replace("{latest}", LATEST).replace("{column}", name), since=since
+                    WORST.replace("{latest}", LATEST).replace("{column}", name),
+                    since=since,
+                    recent=recent,
                 )
                 for name in ("cpu", "disk", "temp")
             }

@@ -101,6 +101,7 @@ HOURLY_COLUMNS: Final = (
     ("battery_min_pct", _F),
     ("interval_s", _F),
     ("load_avg", _F),
+    ("os", _S),
 )
 """Hourly per-host aggregates; rates are bytes per second, percentages 0-100. Completeness is
 the share of the host's own sample slots (its declared interval) that hold a sample."""
@@ -350,7 +351,8 @@ SELECT
   MAX_BY(battery_health_pct, IF(battery_health_pct IS NULL, NULL, ts)) AS battery_health_pct,
   MIN(battery_pct) AS battery_min_pct,
   ANY_VALUE(host_interval_s) AS interval_s,
-  ROUND(AVG(load_1m), 6) AS load_avg
+  ROUND(AVG(load_1m), 6) AS load_avg,
+  MAX_BY(os, ts) AS os
 FROM slotted
 GROUP BY host_id
 """
