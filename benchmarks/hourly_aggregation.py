@@ -2,8 +2,14 @@
 implementation of the same aggregation in the same run. Each runs in its own process so its
 peak RSS is its own.
 
-    .venv/bin/python benchmarks/hourly_aggregation.py [hosts] [--lake DIR]
-        (default 2,000 hosts; 10,000 = 3.6 M events; --lake keeps and reuses the generated lake)
+    .venv/bin/python benchmarks/hourly_aggregation.py [hosts] [--lake DIR] [--pandas-on both]
+        (default 2,000 hosts; 10,000 = 3.6 M events; --lake keeps and reuses the generated lakes)
+
+Two lakes of the same events: the lake writer's default layout (files of 50 records per
+partition, uncompressed: what the pipeline really writes) and large .jsonl.zst files, side by
+side. Each lake is built in its own process and each engine runs in its own, so a peak RSS
+is that engine's alone (a child forked from a parent that built the lake would report the
+parent's high-water mark: Linux carries ru_maxrss across fork and exec).
 
 Two pandas variants: json_normalize (what the pandas docs suggest for nested JSON) and a
 leaner hand-flattening reader; both then run the same aggregation, and every figure they
@@ -30,25 +36,43 @@ import zstandard
 HOUR = datetime(2026, 11, 27, 14, tzinfo=UTC)
 
 
-def build_lake(lake: Path, hosts: int) -> int:
+def build_lake(lake: Path, hosts: int, flush_records: int, compression: str) -> int:
+    """The hour as the lake writer lays it out: per partition (3, by host key), files of
+    ``flush_records`` events in offset order, named by their offsets."""
+    import zlib
+
     from sysmetrics.lake import layout
     from sysmetrics.schema import encode
     from sysmetrics.stream.simulator import generate
 
     folder = lake / layout.hour_dir("machine_metrics", HOUR)
     folder.mkdir(parents=True)
-    files: dict[int, list[bytes]] = defaultdict(list)
+    pending: dict[int, list[bytes]] = defaultdict(list)
+    offsets = [0, 0, 0]
     count = 0
+
+    def flush(partition: int) -> None:
+        lines = pending.pop(partition)
+        start = offsets[partition]
+        offsets[partition] += len(lines)
+        name = layout.batch_name(
+            "machine_metrics", partition, start, start + len(lines) - 1, compression
+        )
+        data = b"\n".join(lines) + b"\n"
+        if compression == "zstd":
+            data = zstandard.ZstdCompressor().compress(data)
+        (folder / name).write_bytes(data)
+
     for _, event in generate(hosts, HOUR, 3600, 10, 21):
         if event.ts < HOUR:
             continue
-        files[count // 60_000].append(encode(event))
+        partition = zlib.crc32(event.host.host_id.encode()) % 3
+        pending[partition].append(encode(event))
         count += 1
-    for index, lines in files.items():
-        name = layout.batch_name(
-            "machine_metrics", 0, index * 60_000, index * 60_000 + len(lines) - 1, "zstd"
-        )
-        (folder / name).write_bytes(zstandard.ZstdCompressor().compress(b"\n".join(lines) + b"\n"))
+        if len(pending[partition]) == flush_records:
+            flush(partition)
+    for partition in list(pending):
+        flush(partition)
     return count
 
 
@@ -103,6 +127,8 @@ _LISTS = {
 
 
 def _read_lines(path: Path) -> list[bytes]:
+    if not path.name.endswith(".zst"):
+        return path.read_bytes().splitlines()
     with zstandard.ZstdDecompressor().stream_reader(path.open("rb")) as reader:
         return reader.read().splitlines()
 
@@ -230,7 +256,7 @@ def run_pandas(lake: Path, work: Path, parse: str) -> dict[str, object]:
 
     reader = parse_normalize if parse == "normalize" else parse_by_hand
     start = time.perf_counter()
-    df = pd.concat([reader(p) for p in sorted(lake.rglob("*.jsonl.zst"))], ignore_index=True)
+    df = pd.concat([reader(p) for p in sorted(lake.rglob("*.jsonl*"))], ignore_index=True)
     rows = len(df)
     result = aggregate_pandas(df)
     elapsed = time.perf_counter() - start
@@ -268,57 +294,79 @@ def child(kind: str, lake: Path, work: Path) -> None:
 
 
 KINDS = ("duckdb", "pandas-normalize", "pandas-hand")
+LAYOUTS = {
+    "writer default (50-record .jsonl files)": (50, "none"),
+    "large files (60,000-record .jsonl.zst)": (60_000, "zstd"),
+}
+
+
+def run_child(*args: str) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
+    if out.returncode:
+        sys.exit(f"{args[0]} failed:\n{out.stderr}")
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] in KINDS:
         child(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]))
         return
+    if len(sys.argv) > 1 and sys.argv[1] == "build":
+        events = build_lake(Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])
+        print(json.dumps({"events": events}))
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("hosts", type=int, nargs="?", default=2_000)
-    parser.add_argument("--lake", type=Path, help="keep the generated lake here and reuse it")
+    parser.add_argument("--lake", type=Path, help="keep the generated lakes here and reuse them")
+    parser.add_argument(
+        "--pandas-on",
+        choices=("large", "both"),
+        default="large",
+        help="run the pandas variants on the large-file lake only (default) or on both",
+    )
     args = parser.parse_args()
+    print(f"hourly aggregation, {args.hosts:,} hosts, {os.cpu_count()} cores", flush=True)
+    results: dict[str, dict[str, dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        lake, work = args.lake or Path(tmp) / "lake", Path(tmp)
-        began = time.perf_counter()
-        events = (
-            sum(1 for p in lake.rglob("*.zst") for _ in _read_lines(p))
-            if lake.exists()
-            else build_lake(lake, args.hosts)
-        )
-        size = sum(p.stat().st_size for p in lake.rglob("*.zst")) / 2**20
-        print(
-            f"hourly aggregation, {events // 360:,} hosts, {events:,} events "
-            f"({size:,.0f} MiB .jsonl.zst, ready in {time.perf_counter() - began:.0f} s), "
-            f"{os.cpu_count()} cores",
-            flush=True,
-        )
-        results = {}
-        for kind in KINDS:
-            out = subprocess.run(
-                [sys.executable, __file__, kind, str(lake), str(work)],
-                capture_output=True,
-                text=True,
-            )
-            if out.returncode:
-                sys.exit(f"{kind} failed:\n{out.stderr}")
-            results[kind] = r = json.loads(out.stdout.strip().splitlines()[-1])
-            check = (
-                f"  {r['mismatched_values']:,} of {r['compared_values']:,} values differ "
-                "from DuckDB's"
-                if "compared_values" in r
-                else ""
-            )
+        base = args.lake or Path(tmp)
+        for index, (layout_name, (flush_records, compression)) in enumerate(LAYOUTS.items()):
+            lake, work = base / f"lake{index}", Path(tmp) / f"work{index}"
+            work.mkdir()
+            began = time.perf_counter()
+            if not lake.exists():  # built in its own process: no engine inherits its memory
+                run_child("build", str(lake), str(args.hosts), str(flush_records), compression)
+            files = [p for p in lake.rglob("*.jsonl*")]
+            size = sum(p.stat().st_size for p in files) / 2**20
             print(
-                f"  {kind:<17} {r['seconds']:7.1f} s  {r['rows']:>10,} rows  "
-                f"{r['hosts']:>6,} hosts  peak RSS {r['peak_rss_mib']:,.0f} MiB{check}",
+                f"\n{layout_name}: {len(files):,} files, {size:,.0f} MiB "
+                f"(ready in {time.perf_counter() - began:.0f} s)",
                 flush=True,
             )
-    duck = results["duckdb"]["seconds"]
+            kinds = KINDS if index == 1 or args.pandas_on == "both" else KINDS[:1]
+            for kind in kinds:
+                r = run_child(kind, str(lake), str(work))
+                results.setdefault(layout_name, {})[kind] = r
+                check = (
+                    f"  {r['mismatched_values']:,} of {r['compared_values']:,} values differ "
+                    "from DuckDB's"
+                    if "compared_values" in r
+                    else ""
+                )
+                print(
+                    f"  {kind:<17} {r['seconds']:7.1f} s  {r['rows']:>10,} rows  "
+                    f"{r['hosts']:>6,} hosts  peak RSS {r['peak_rss_mib']:,.0f} MiB{check}",
+                    flush=True,
+                )
+    default, large = (results[name] for name in LAYOUTS)
+    duck = large["duckdb"]["seconds"]
+    print(
+        f"\n  DuckDB on the writer's default layout takes "
+        f"{default['duckdb']['seconds'] / duck:.1f}x as long as on large files"
+    )
     for kind in KINDS[1:]:
         print(
             f"  DuckDB (load + checks + aggregate + trends + alerts) is "
-            f"{results[kind]['seconds'] / duck:.1f}x faster than {kind} (load + aggregate)"
+            f"{large[kind]['seconds'] / duck:.1f}x faster than {kind} (load + aggregate)"
         )
 
 
