@@ -77,6 +77,12 @@ class Settings(BaseSettings):
     warehouse_url: str = Field(
         "./data/warehouse.duckdb", description="DuckDB file or bigquery://project/dataset"
     )
+    warehouse_busy_wait_s: float = Field(
+        30.0,
+        ge=0,
+        description="how long readers (dashboard, query) wait while the hourly job holds "
+        "DuckDB's single write lock",
+    )
     duckdb_memory_limit: str = Field(
         "1GB",
         pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$",

@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
@@ -355,7 +356,7 @@ def create_app(
 ) -> Starlette:
     def with_warehouse(fn: Callable[[Warehouse], Any]) -> Any:
         # Open per request and close again: the hourly job in another process needs the
-        # DuckDB file's write lock between our reads. Retry briefly while it holds it.
+        # DuckDB file's write lock between our reads.
         if (
             not settings.warehouse_url.startswith("bigquery://")
             and not Path(settings.warehouse_url).exists()
@@ -364,21 +365,20 @@ def create_app(
                 "no warehouse yet: the hourly job has not run (sysmetrics up runs it every "
                 "minute; or run 'sysmetrics batch run --hour ...')"
             )
-        last: Exception | None = None
-        for _ in range(20):
-            try:
-                wh = open_warehouse(settings, read_only=True)
-            except Exception as exc:
-                last = exc
-                time.sleep(0.25)
-                continue
-            began = time.perf_counter()
-            try:
-                return fn(wh)
-            finally:
-                wh.close()
-                _warehouse_s.set(_warehouse_s.get() + time.perf_counter() - began)
-        raise RuntimeError(f"warehouse busy or missing: {last}")
+        wh = open_warehouse(settings, read_only=True)  # waits out the hourly job's write
+        try:
+            return fn(wh)
+        finally:
+            wh.close()
+
+    async def query_warehouse(fn: Callable[[Warehouse], Any]) -> Any:
+        """``fn`` on the warehouse in a worker thread (a wait for the lock blocks no other
+        request), its time added to the request's Server-Timing."""
+        began = time.perf_counter()
+        try:
+            return await run_in_threadpool(with_warehouse, fn)
+        finally:
+            _warehouse_s.set(_warehouse_s.get() + time.perf_counter() - began)
 
     def page(name: str, status: int = 200, **context: Any) -> HTMLResponse:
         html = _templates.get_template(name).render(now=now(), **context)
@@ -446,7 +446,7 @@ def create_app(
             }
 
         try:
-            data = with_warehouse(read)
+            data = await query_warehouse(read)
         except Exception as exc:
             return page("error.html", message=str(exc))
 
@@ -488,7 +488,7 @@ def create_app(
             return hourly, samples, devices, alerts, quality
 
         try:
-            hourly, samples, devices, alerts, quality = with_warehouse(read)
+            hourly, samples, devices, alerts, quality = await query_warehouse(read)
         except Exception as exc:
             return page("error.html", message=str(exc))
         if not hourly and not samples:
@@ -526,8 +526,8 @@ def create_app(
         }
         hours = int(q.get("hours", "168")) if q.get("hours", "168").isdigit() else 168
         try:
-            rows = with_warehouse(
-                lambda wh: wh.rows(ALERTS, since=now() - timedelta(hours=hours), **filters)
+            rows = await query_warehouse(
+                lambda wh: wh.rows(ALERTS, since=now() - timedelta(hours=hours), **filters),
             )
         except Exception as exc:
             return page("error.html", message=str(exc))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from sysmetrics.config import Settings
 from sysmetrics.warehouse.base import Warehouse
 
@@ -16,6 +18,17 @@ def open_warehouse(settings: Settings, read_only: bool = False) -> Warehouse:
         if not project or not dataset:
             raise ValueError(f"SYSMETRICS_WAREHOUSE_URL={url}: use bigquery://PROJECT/DATASET")
         return BigQueryWarehouse(project, dataset, settings.bigquery_endpoint)
-    from sysmetrics.warehouse.duckdb import DuckDBWarehouse
+    from sysmetrics.warehouse.duckdb import DuckDBWarehouse, WarehouseBusyError
 
-    return DuckDBWarehouse(url, read_only=read_only, memory_limit=settings.duckdb_memory_limit)
+    # One process writes a DuckDB file at a time: a reader waits out the hourly job's write
+    # (an incremental refresh holds the lock for seconds), then says who to blame.
+    deadline = time.monotonic() + (settings.warehouse_busy_wait_s if read_only else 0.0)
+    while True:
+        try:
+            return DuckDBWarehouse(
+                url, read_only=read_only, memory_limit=settings.duckdb_memory_limit
+            )
+        except WarehouseBusyError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)

@@ -23,6 +23,10 @@ _TYPES = {
 _EVENTS_PLACEHOLDER = "__events__"
 
 
+class WarehouseBusyError(RuntimeError):
+    """Another process holds the DuckDB file's write lock (the hourly job, usually)."""
+
+
 class DuckDBWarehouse(Warehouse):
     dialect = "duckdb"
 
@@ -30,7 +34,15 @@ class DuckDBWarehouse(Warehouse):
         self.path = path
         if path != ":memory:" and not read_only:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._con = duckdb.connect(path, read_only=read_only)
+        try:
+            self._con = duckdb.connect(path, read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower():
+                raise
+            raise WarehouseBusyError(
+                f"warehouse busy: another process is writing {path} (the hourly job?); "
+                "retry in a moment, or raise SYSMETRICS_WAREHOUSE_BUSY_WAIT_S"
+            ) from exc
         self._con.execute("SET TimeZone = 'UTC'")
         # A bounded footprint beside the collector and dashboard: past the limit DuckDB spills
         # to <file>.tmp. Insertion order is never relied on (every query sorts or groups).
