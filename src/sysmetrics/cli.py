@@ -488,9 +488,19 @@ def batch_run(ctx: Context, hour_text: str, wait: float, rebuild: bool) -> None:
 @click.option("--from", "start_text", help="First hour (UTC), e.g. 2026-11-27T00.")
 @click.option("--to", "end_text", help="End hour, exclusive (UTC); default: the current hour.")
 @click.option("--last", "last_text", help="Instead of --from: the last N hours, e.g. 24h.")
+@click.option(
+    "--rebuild",
+    is_flag=True,
+    help="Reload every hour from all its lake files: the full scan after files were restored "
+    "or copied into the lake by other means than the lake writer.",
+)
 @pass_ctx
 def batch_backfill(
-    ctx: Context, start_text: str | None, end_text: str | None, last_text: str | None
+    ctx: Context,
+    start_text: str | None,
+    end_text: str | None,
+    last_text: str | None,
+    rebuild: bool,
 ) -> None:
     """Run every hour in [--from, --to) in order, with a progress bar."""
     from datetime import UTC, datetime, timedelta
@@ -523,7 +533,7 @@ def batch_backfill(
                 bar.advance(task)
                 bar.console.print(f"  {result.hour:%Y-%m-%dT%H}Z {result.rows} rows")
 
-            results = backfill(ctx.settings, wh, store, start, end, advance)
+            results = backfill(ctx.settings, wh, store, start, end, advance, rebuild)
     except DataQualityError as exc:
         raise click.ClickException(str(exc)) from None
     finally:

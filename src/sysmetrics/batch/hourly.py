@@ -473,12 +473,14 @@ def backfill(
     start: datetime,
     end: datetime,
     progress: Callable[[HourResult], None] | None = None,
+    rebuild: bool = False,
 ) -> list[HourResult]:
-    """Run every hour in [start, end) in order (late-data look-back included)."""
+    """Run every hour in [start, end) in order (late-data look-back included); ``rebuild``
+    reloads each from all its files (the full scan for files that came by other means)."""
     results = []
     hour = hour_floor(start)
     while hour < end:
-        result = run_hour(settings, wh, store, hour)
+        result = run_hour(settings, wh, store, hour, rebuild=rebuild)
         results.append(result)
         if progress is not None:
             progress(result)
