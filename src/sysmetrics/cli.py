@@ -571,6 +571,80 @@ def query(ctx: Context, statement: str, as_json: bool) -> None:
     Console().print(table)
 
 
+# --------------------------------------------------------------------------- alert
+@cli.command()
+@click.option(
+    "--rules",
+    "rules_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="TOML rules file [SYSMETRICS_ALERT_RULES; default: the shipped pack].",
+)
+@click.option("--alertmanager", help="Alertmanager base URL [SYSMETRICS_ALERTMANAGER_URL].")
+@click.option(
+    "--webhook", help="POST Alertmanager-style payloads here [SYSMETRICS_ALERT_WEBHOOK_URL]."
+)
+@click.option("--list-rules", is_flag=True, help="Print the rules in effect and exit.")
+@pass_ctx
+def alert(
+    ctx: Context,
+    rules_path: Path | None,
+    alertmanager: str | None,
+    webhook: str | None,
+    list_rules: bool,
+) -> None:
+    """Evaluate the alert rules on the stream as samples arrive and notify within seconds.
+
+    A member of its own consumer group (SYSMETRICS_ALERT_CONSUMER_GROUP) on the metrics topic;
+    alerts go pending -> firing -> resolved as in Prometheus (`for`, `keep_firing_for`), host
+    down by wall clock. Firing alerts are re-sent every minute; a receiver that is down delays
+    notifications, never drops them. State survives restarts in SYSMETRICS_ALERT_STATE_TOPIC.
+    """
+    from sysmetrics.alerts.rules import RulesError, load_rules
+    from sysmetrics.alerts.service import AlertService
+    from sysmetrics.collect.loop import install_stop_signals
+
+    updates: dict[str, object] = {}
+    if rules_path is not None:
+        updates["alert_rules"] = rules_path
+    if alertmanager is not None:
+        updates["alertmanager_url"] = alertmanager
+    if webhook is not None:
+        updates["alert_webhook_url"] = webhook
+    settings = ctx.settings.model_copy(update=updates)
+    try:
+        rules = load_rules(settings.alert_rules)
+    except RulesError as exc:
+        raise click.ClickException(str(exc)) from None
+    if list_rules:
+        for rule in rules:
+            what = (
+                f"no sample for {rule.intervals} intervals"
+                if rule.kind == "absent"
+                else f"{rule.metric} {rule.op} {rule.threshold:g} for {rule.for_}"
+            )
+            click.echo(f"{rule.name:20} {rule.severity:9} {what}")
+        return
+    if not settings.alertmanager_url and not settings.alert_webhook_url:
+        click.echo(
+            "no receiver configured (--alertmanager or --webhook): alerts are only logged",
+            err=True,
+        )
+    service = AlertService(settings, rules)
+    install_stop_signals(service.stop)
+    click.echo(
+        f"evaluating {len(rules)} rules on {settings.topic} as group "
+        f"{settings.alert_consumer_group}"
+    )
+    try:
+        stats = service.run()
+    except ConnectionError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"{stats.events:,} events, {stats.skipped} skipped, {stats.firing_sent} firing, "
+        f"{stats.resolved_sent} resolved"
+    )
+
+
 # --------------------------------------------------------------------------- dashboard
 @cli.command()
 @click.option("--host", help="Interface to listen on [SYSMETRICS_DASHBOARD_HOST=127.0.0.1].")

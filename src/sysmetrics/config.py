@@ -103,6 +103,25 @@ class Settings(BaseSettings):
     alert_completeness_pct: float = 50.0
     alert_zscore: float = 3.0
 
+    # Alerts in seconds (`sysmetrics alert`)
+    alert_rules: Path | None = Field(
+        None, description="TOML rules file; default: the shipped pack (sysmetrics/alerts)"
+    )
+    alertmanager_url: str | None = Field(
+        None, description="Alertmanager base URL, e.g. http://127.0.0.1:9093"
+    )
+    alert_webhook_url: str | None = Field(
+        None, description="without Alertmanager: POST Alertmanager's webhook payload here"
+    )
+    alert_consumer_group: str = Field("sysmetrics-alerts", description="evaluator group id")
+    alert_state_topic: str = Field(
+        "sysmetrics-alert-state",
+        description="compacted topic holding pending/firing alerts across restarts",
+    )
+    alert_resend_s: float = Field(
+        60.0, gt=0, description="firing alerts are re-sent this often (as Prometheus does)"
+    )
+
     # Dashboard
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = Field(8050, ge=1, le=65535)
@@ -117,7 +136,7 @@ class Settings(BaseSettings):
         "user (e.g. X-Forwarded-User); requests without it are refused",
     )
 
-    @field_validator("topic", "dead_letter_topic")
+    @field_validator("topic", "dead_letter_topic", "alert_state_topic")
     @classmethod
     def _topic_is_legal(cls, value: str | None) -> str | None:
         if value is None:

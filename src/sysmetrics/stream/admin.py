@@ -13,9 +13,16 @@ from sysmetrics.stream.kafka_config import admin_config
 log = logging.getLogger(__name__)
 
 
-def ensure_topic(settings: Settings, topic: str | None = None, timeout_s: float = 15.0) -> None:
-    """Create the topic with ``settings.topic_partitions`` partitions unless it exists."""
+def ensure_topic(
+    settings: Settings,
+    topic: str | None = None,
+    timeout_s: float = 15.0,
+    partitions: int | None = None,
+    config: dict[str, str] | None = None,
+) -> None:
+    """Create the topic (``settings.topic_partitions`` partitions unless given) if missing."""
     name = topic or settings.topic
+    partitions = partitions or settings.topic_partitions
     admin = AdminClient(admin_config(settings))
     try:
         existing = admin.list_topics(timeout=timeout_s).topics
@@ -33,15 +40,15 @@ def ensure_topic(settings: Settings, topic: str | None = None, timeout_s: float 
         [
             NewTopic(
                 name,
-                num_partitions=settings.topic_partitions,
+                num_partitions=partitions,
                 replication_factor=1,
-                config={"message.timestamp.type": "LogAppendTime"},
+                config=config or {"message.timestamp.type": "LogAppendTime"},
             )
         ]
     )
     try:
         futures[name].result(timeout=timeout_s)
-        log.info("created topic %s with %d partitions", name, settings.topic_partitions)
+        log.info("created topic %s with %d partitions", name, partitions)
     except KafkaException as exc:
         if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
             raise

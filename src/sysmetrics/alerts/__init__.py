@@ -1,0 +1,1 @@
+"""Alerts in seconds: rules evaluated on the stream as samples arrive (`sysmetrics alert`)."""

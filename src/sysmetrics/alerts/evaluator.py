@@ -1,0 +1,136 @@
+"""Rules evaluated per host as samples arrive, with Prometheus' alert states.
+
+A threshold rule is *pending* from the first sample where its comparison holds, *firing* once
+it has held for ``for`` of event time (the samples' own timestamps, so a backlog replayed after
+an outage gives the same alerts), and *resolved* at the first sample where it no longer holds,
+or, with ``keep_firing_for``, once it has not held for that long. An absent rule (host down)
+runs on the wall clock: it fires when a host's last sample arrived more than ``intervals`` of
+its sample interval ago and resolves when the host reports again.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from sysmetrics.alerts.rules import Rule
+from sysmetrics.schema import MetricsEvent
+
+
+@dataclass
+class Alert:
+    """One rule on one host, while pending or firing (inactive alerts are not kept)."""
+
+    rule: str
+    host_id: str
+    hostname: str
+    state: Literal["pending", "firing"]
+    active_since: datetime
+    last_true: datetime
+    value: float | None = None
+    fired_at: datetime | None = None
+    resolved_at: datetime | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        return f"{self.rule}|{self.host_id}"
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key in ("active_since", "last_true", "fired_at", "resolved_at"):
+            data[key] = data[key].isoformat() if data[key] else None
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Alert:
+        data = dict(data)
+        for key in ("active_since", "last_true", "fired_at", "resolved_at"):
+            data[key] = datetime.fromisoformat(data[key]) if data.get(key) else None
+        return cls(**data)
+
+
+@dataclass
+class Change:
+    """A notification-worthy change: an alert started firing, or resolved."""
+
+    status: Literal["firing", "resolved"]
+    alert: Alert
+
+
+@dataclass
+class _Seen:
+    hostname: str
+    interval_s: float
+    arrived: float  # wall clock (time.time()) of the host's last sample
+
+
+@dataclass
+class Evaluator:
+    rules: list[Rule]
+    default_interval_s: float = 10.0
+    alerts: dict[str, Alert] = field(default_factory=dict)
+    seen: dict[str, _Seen] = field(default_factory=dict)
+
+    def restore(self, alerts: list[Alert]) -> None:
+        """State saved by an earlier evaluator (the state topic): no re-page, no lost resolve."""
+        self.alerts = {a.fingerprint: a for a in alerts}
+
+    def observe(self, event: MetricsEvent, arrived: float | None = None) -> list[Change]:
+        host = event.host
+        changes: list[Change] = []
+        self.seen[host.host_id] = _Seen(
+            host.hostname,
+            event.interval_s or self.default_interval_s,
+            time.time() if arrived is None else arrived,
+        )
+        for rule in self.rules:
+            key = f"{rule.name}|{host.host_id}"
+            alert = self.alerts.get(key)
+            if rule.kind == "absent":
+                # Any sample ends a host-down alert (restored from state, or raised here).
+                if alert is not None:
+                    changes.append(self._resolve(key, event.ts))
+                continue
+            value = rule.value(event)
+            if rule.holds(value):
+                if alert is None:
+                    alert = Alert(
+                        rule.name, host.host_id, host.hostname, "pending", event.ts, event.ts
+                    )
+                    self.alerts[key] = alert
+                alert.last_true, alert.value, alert.hostname = event.ts, value, host.hostname
+                if alert.state == "pending" and event.ts - alert.active_since >= rule.for_:
+                    alert.state, alert.fired_at = "firing", event.ts
+                    changes.append(Change("firing", alert))
+            elif alert is not None:
+                if alert.state == "pending":
+                    del self.alerts[key]
+                elif event.ts - alert.last_true >= rule.keep_firing_for:
+                    changes.append(self._resolve(key, event.ts))
+        return changes
+
+    def check_absent(self, now: float | None = None) -> list[Change]:
+        """Host-down rules on the wall clock, for every host this evaluator has seen."""
+        now = time.time() if now is None else now
+        changes = []
+        for rule in (r for r in self.rules if r.kind == "absent"):
+            for host_id, seen in self.seen.items():
+                key = f"{rule.name}|{host_id}"
+                silent_s = now - seen.arrived
+                if silent_s > rule.intervals * seen.interval_s and key not in self.alerts:
+                    at = datetime.fromtimestamp(now, UTC)
+                    alert = Alert(rule.name, host_id, seen.hostname, "firing", at, at, silent_s)
+                    alert.fired_at = at
+                    self.alerts[key] = alert
+                    changes.append(Change("firing", alert))
+        return changes
+
+    def firing(self) -> list[Alert]:
+        return [a for a in self.alerts.values() if a.state == "firing"]
+
+    def _resolve(self, key: str, at: datetime) -> Change:
+        alert = self.alerts.pop(key)
+        alert.resolved_at = at
+        return Change("resolved", alert)

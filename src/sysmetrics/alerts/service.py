@@ -1,0 +1,186 @@
+"""`sysmetrics alert`: a member of its own consumer group on the metrics topic, evaluating the
+rules as samples arrive and notifying Alertmanager (or a webhook) within seconds.
+
+Alert state (pending and firing alerts) lives in a compacted topic keyed by the alert's
+fingerprint, written before the input offsets are committed: an evaluator that restarts, or
+takes over partitions, reads it back and neither pages a firing alert again as new nor loses
+its resolve. Messages that are not valid events are counted and skipped (the lake writer
+quarantines them); they never stop the evaluator.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+from sysmetrics.alerts.evaluator import Alert, Change, Evaluator
+from sysmetrics.alerts.notify import Outbox, api_alert
+from sysmetrics.alerts.rules import Rule, load_rules
+from sysmetrics.config import Settings
+from sysmetrics.schema import SchemaError, decode_keeping_unknown
+from sysmetrics.stream.admin import ensure_topic
+from sysmetrics.stream.kafka_config import consumer_config, producer_config
+
+log = logging.getLogger(__name__)
+COMMIT_EVERY_S = 1.0
+
+
+@dataclass
+class AlertStats:
+    events: int = 0
+    skipped: int = 0
+    firing_sent: int = 0
+    resolved_sent: int = 0
+
+
+def read_state(settings: Settings, timeout_s: float = 15.0) -> list[Alert]:
+    """Every pending/firing alert the state topic holds (latest value per fingerprint)."""
+    consumer = Consumer(
+        {
+            **consumer_config(settings, f"{settings.alert_consumer_group}-state-reader"),
+            "enable.partition.eof": True,
+        }
+    )
+    try:
+        topic = consumer.list_topics(settings.alert_state_topic, timeout=timeout_s).topics
+        partitions = list(topic[settings.alert_state_topic].partitions)
+        ends = {}
+        for p in partitions:
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(settings.alert_state_topic, p), timeout=timeout_s
+            )
+            if high > low:
+                ends[p] = high
+        consumer.assign([TopicPartition(settings.alert_state_topic, p, 0) for p in ends])
+        latest: dict[str, dict[str, Any] | None] = {}
+        deadline = time.monotonic() + timeout_s
+        while ends and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is None:
+                continue
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    ends.pop(message.partition() or 0, None)
+                continue
+            key = (message.key() or b"").decode()
+            value = message.value()
+            latest[key] = json.loads(value) if value else None
+            if (message.offset() or 0) + 1 >= ends.get(message.partition() or 0, 0):
+                ends.pop(message.partition() or 0, None)
+    finally:
+        consumer.close()
+    return [Alert.from_json(v) for v in latest.values() if v]
+
+
+class AlertService:
+    def __init__(self, settings: Settings, rules: list[Rule] | None = None) -> None:
+        self.settings = settings
+        self.rules = rules or load_rules(settings.alert_rules)
+        self.by_name = {r.name: r for r in self.rules}
+        self.evaluator = Evaluator(self.rules, settings.sample_interval_s)
+        self.outbox = Outbox(settings.alertmanager_url, settings.alert_webhook_url)
+        self.stop = threading.Event()
+        self.stats = AlertStats()
+        self._last_resend = 0.0
+
+    def run(self) -> AlertStats:
+        settings = self.settings
+        ensure_topic(settings)
+        ensure_topic(
+            settings, settings.alert_state_topic, partitions=1, config={"cleanup.policy": "compact"}
+        )
+        self.evaluator.restore(read_state(settings))
+        log.info(
+            "alert evaluator: %d rules, %d alerts restored",
+            len(self.rules),
+            len(self.evaluator.alerts),
+        )
+        producer = Producer(producer_config(settings))
+        consumer = Consumer(consumer_config(settings, settings.alert_consumer_group))
+        consumer.subscribe([settings.topic])
+        last_commit = time.monotonic()
+        try:
+            while not self.stop.is_set():
+                message = consumer.poll(0.5)
+                error = message.error() if message is not None else None
+                if message is not None and error is None:
+                    self._handle(message.value() or b"", producer)
+                    consumer.store_offsets(message)
+                elif error is not None and error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consumer: %s", error)
+                self._publish(self.evaluator.check_absent(), producer)
+                self._resend()
+                self.outbox.flush()
+                if time.monotonic() - last_commit >= COMMIT_EVERY_S:
+                    # State first, offsets after: a crash re-reads samples, never loses state.
+                    producer.flush(30)
+                    try:
+                        consumer.commit(asynchronous=False)
+                    except Exception as exc:  # nothing stored to commit yet, or a rebalance
+                        log.debug("commit: %s", exc)
+                    last_commit = time.monotonic()
+        finally:
+            producer.flush(30)
+            self.outbox.flush(now=float("inf"))
+            consumer.close()
+        return self.stats
+
+    def _handle(self, payload: bytes, producer: Producer) -> None:
+        try:
+            event = decode_keeping_unknown(payload)[0]
+        except (SchemaError, ValueError) as exc:
+            self.stats.skipped += 1
+            log.debug("skipped a message that is not an event: %s", exc)
+            return
+        self.stats.events += 1
+        before = {k: a.state for k, a in self.evaluator.alerts.items()}
+        changes = self.evaluator.observe(event)
+        self._publish(changes, producer)
+        # Pending alerts that appeared or vanished are state too (a restart keeps their `for`).
+        after = self.evaluator.alerts
+        for key in set(before) ^ set(after):
+            if key in after and after[key].state == "pending":
+                self._save(producer, key, after[key])
+            elif key not in after and not any(c.alert.fingerprint == key for c in changes):
+                self._save(producer, key, None)
+
+    def _publish(self, changes: list[Change], producer: Producer) -> None:
+        now = datetime.now(UTC)
+        for change in changes:
+            rule = self.by_name[change.alert.rule]
+            self.outbox.add([api_alert(change, rule, self.settings.alert_resend_s, now)])
+            if change.status == "firing":
+                self.stats.firing_sent += 1
+                self._save(producer, change.alert.fingerprint, change.alert)
+            else:
+                self.stats.resolved_sent += 1
+                self._save(producer, change.alert.fingerprint, None)
+            log.info("%s %s on %s", change.status, change.alert.rule, change.alert.hostname)
+
+    def _resend(self) -> None:
+        if time.monotonic() - self._last_resend < self.settings.alert_resend_s:
+            return
+        self._last_resend = time.monotonic()
+        now = datetime.now(UTC)
+        self.outbox.add(
+            [
+                api_alert(
+                    Change("firing", a), self.by_name[a.rule], self.settings.alert_resend_s, now
+                )
+                for a in self.evaluator.firing()
+                if a.rule in self.by_name
+            ]
+        )
+
+    def _save(self, producer: Producer, key: str, alert: Alert | None) -> None:
+        value = json.dumps(alert.to_json()).encode() if alert is not None else None
+        producer.produce(self.settings.alert_state_topic, value, key.encode())
+        producer.poll(0)
