@@ -15,6 +15,8 @@ import pytest
         ("sysmetrics.batch.hourly", ["confluent_kafka", "sysmetrics.lake.writer"]),
         ("sysmetrics.collect.loop", ["duckdb", "fsspec", "starlette", "sysmetrics.lake"]),
         ("sysmetrics.collect.service", ["confluent_kafka", "duckdb", "fsspec"]),
+        ("sysmetrics.alerts.service", ["duckdb", "fsspec", "starlette", "sysmetrics.lake"]),
+        ("sysmetrics.alerts.evaluator", ["confluent_kafka", "duckdb"]),
     ],
 )
 def test_module_does_not_import(module: str, absent: list[str]) -> None:

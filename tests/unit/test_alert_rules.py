@@ -1,0 +1,84 @@
+"""The stream evaluator's alert states on hand-made samples, and the rules file."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from sysmetrics.alerts.evaluator import Evaluator
+from sysmetrics.alerts.rules import Rule, RulesError, load_rules
+from tests.support.lakes import HOUR14, event
+
+S = timedelta(seconds=10)
+
+
+def rule(**fields: object) -> Rule:
+    base: dict[str, object] = {"name": "HighCpu", "metric": "cpu_pct", "op": ">", "threshold": 90}
+    return Rule.model_validate({**base, **fields})
+
+
+def run(evaluator: Evaluator, cpus: list[float]) -> list[tuple[int, str]]:
+    """(sample index, change) for each sample of one host, 10 s apart."""
+    out = []
+    for i, cpu in enumerate(cpus):
+        for change in evaluator.observe(event("h", HOUR14 + i * S, cpu, seq=i), arrived=0.0):
+            out.append((i, change.status))
+    return out
+
+
+def test_pending_then_firing_after_for_then_resolved() -> None:
+    ev = Evaluator([rule(**{"for": "1m"})])
+    cpus = [50, 95, 95, 95, 95, 95, 95, 95, 95, 40, 40]
+    assert run(ev, cpus) == [(7, "firing"), (9, "resolved")]  # 60 s after 95 began, at 1
+
+
+def test_a_spike_shorter_than_for_never_fires() -> None:
+    ev = Evaluator([rule(**{"for": "1m"})])
+    assert run(ev, [95, 95, 95, 40, 95, 95, 40]) == []
+    assert ev.alerts == {}
+
+
+def test_keep_firing_for_rides_out_a_short_dip() -> None:
+    ev = Evaluator([rule(**{"for": "0s", "keep_firing_for": "30s"})])
+    # Fires at once; a 20-s dip keeps it; 30 s below resolves it.
+    assert run(ev, [95, 40, 40, 95, 40, 40, 40, 40]) == [(0, "firing"), (6, "resolved")]
+
+
+def test_a_host_without_the_metric_raises_nothing() -> None:
+    ev = Evaluator([rule(metric="gpu_temperature_max_celsius", threshold=85, **{"for": "0s"})])
+    assert run(ev, [99, 99]) == []  # no GPU: the value is null, never an alert
+
+
+def test_host_down_by_wall_clock_and_back() -> None:
+    ev = Evaluator([Rule(name="HostDown", kind="absent", intervals=3)])
+    ev.observe(event("h", HOUR14, 10.0, interval_s=10.0), arrived=1000.0)
+    assert ev.check_absent(now=1029.0) == []
+    (down,) = ev.check_absent(now=1031.0)  # > 3 intervals of 10 s
+    assert (down.status, down.alert.rule, down.alert.host_id) == ("firing", "HostDown", "h")
+    assert ev.check_absent(now=1100.0) == []  # paged once
+    (back,) = ev.observe(event("h", HOUR14 + 13 * S, 10.0, seq=1), arrived=1101.0)
+    assert back.status == "resolved"
+
+
+def test_restored_state_is_not_paged_again_and_still_resolves() -> None:
+    first = Evaluator([rule(**{"for": "0s"})])
+    run(first, [95])
+    saved = [a.from_json(a.to_json()) for a in first.alerts.values()]
+    second = Evaluator([rule(**{"for": "0s"})])
+    second.restore(saved)
+    assert run(second, [96]) == []  # still firing: no new page
+    assert [c.status for c in second.observe(event("h", HOUR14 + S, 10.0, seq=9))] == ["resolved"]
+
+
+def test_the_default_pack_loads_and_bad_files_say_what_is_wrong(tmp_path: Path) -> None:
+    names = [r.name for r in load_rules()]
+    assert {"HostDown", "HighCpu", "LowMemory", "DiskFull", "GpuHot", "BatteryLow"} <= set(names)
+    bad = tmp_path / "rules.toml"
+    bad.write_text('[[rule]]\nname = "X"\nmetric = "cpu"\nthreshold = 1\n')
+    with pytest.raises(RulesError, match="rule X: .*metric 'cpu' is not one of"):
+        load_rules(bad)
+    bad.write_text('[[rule]]\nname = "X"\nmetric = "cpu_pct"\nthreshold = 1\nfor = "soon"\n')
+    with pytest.raises(RulesError, match="rule X: for: .*not a duration"):
+        load_rules(bad)
