@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from starlette.testclient import TestClient
 
 from sysmetrics.alerts.service import AlertService
 from sysmetrics.config import Settings
+from sysmetrics.dashboard.app import create_app
 from sysmetrics.stream.broker import free_port
 from tests.support.events import as_messages
 from tests.support.kafka_io import produce
@@ -132,6 +134,11 @@ def test_cpu_above_90_for_6_minutes_pages_once_and_resolves_once(
     try:
         # 6 minutes of event time above 90 % (the rule's `for` is 5 m): one page...
         wait_for(lambda: "firing" in receiver.statuses("HighCpu"), 60, "the firing page")
+        # The dashboard's "firing now" view shows it, seconds old, linked to its host.
+        web = TestClient(create_app(settings))
+        wait_for(lambda: "HighCpu" in web.get("/alerts").text, 10, "the live view")
+        live = web.get("/alerts").text
+        assert 'href="/host?id=db-1"' in live and "CPU at 96 %" in live
         # ...and when the CPU drops, one resolved notification.
         produce(settings, as_messages(cool))
         wait_for(lambda: "resolved" in receiver.statuses("HighCpu"), 60, "the resolve")

@@ -85,6 +85,7 @@ def test_up_shows_this_machine_and_sigint_leaves_nothing_behind(tmp_path: Path) 
     assert up.returncode == 0, output[-3000:]
     assert "all components stopped" in output
     pids = [state["pid"], state["broker_pid"], *state["components"].values()]
-    assert len([p for p in pids if p]) == 6
+    # up, broker, collector, simulator, writer, evaluator, dashboard
+    assert len([p for p in pids if p]) == 7
     assert not [p for p in pids if p and pid_alive(p)], "processes left behind"
     assert not state_file.exists()

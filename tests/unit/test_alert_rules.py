@@ -77,8 +77,8 @@ def test_the_default_pack_loads_and_bad_files_say_what_is_wrong(tmp_path: Path) 
     assert {"HostDown", "HighCpu", "LowMemory", "DiskFull", "GpuHot", "BatteryLow"} <= set(names)
     bad = tmp_path / "rules.toml"
     bad.write_text('[[rule]]\nname = "X"\nmetric = "cpu"\nthreshold = 1\n')
-    with pytest.raises(RulesError, match="rule X: .*metric 'cpu' is not one of"):
+    with pytest.raises(RulesError, match=r"rule X: .*metric 'cpu' is not one of"):
         load_rules(bad)
     bad.write_text('[[rule]]\nname = "X"\nmetric = "cpu_pct"\nthreshold = 1\nfor = "soon"\n')
-    with pytest.raises(RulesError, match="rule X: for: .*not a duration"):
+    with pytest.raises(RulesError, match=r"rule X: for: .*not a duration"):
         load_rules(bad)

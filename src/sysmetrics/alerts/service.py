@@ -21,7 +21,8 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from sysmetrics.alerts.evaluator import Alert, Change, Evaluator
-from sysmetrics.alerts.notify import Outbox, api_alert
+from sysmetrics.alerts.live import write_firing
+from sysmetrics.alerts.notify import Outbox, api_alert, summary
 from sysmetrics.alerts.rules import Rule, load_rules
 from sysmetrics.config import Settings
 from sysmetrics.schema import SchemaError, decode_keeping_unknown
@@ -90,6 +91,7 @@ class AlertService:
         self.stop = threading.Event()
         self.stats = AlertStats()
         self._last_resend = 0.0
+        self._last_state = 0.0
 
     def run(self) -> AlertStats:
         settings = self.settings
@@ -119,6 +121,7 @@ class AlertService:
                 self._publish(self.evaluator.check_absent(), producer)
                 self._resend()
                 self.outbox.flush()
+                self._write_live_state()
                 if time.monotonic() - last_commit >= COMMIT_EVERY_S:
                     # State first, offsets after: a crash re-reads samples, never loses state.
                     producer.flush(30)
@@ -179,6 +182,22 @@ class AlertService:
                 if a.rule in self.by_name
             ]
         )
+
+    def _write_live_state(self) -> None:
+        """The firing alerts, for the dashboard's "firing now" view (seconds old)."""
+        if time.monotonic() - self._last_state < 1.0:
+            return
+        self._last_state = time.monotonic()
+        firing = [
+            {
+                **a.to_json(),
+                "severity": self.by_name[a.rule].severity,
+                "summary": summary(a, self.by_name[a.rule]),
+            }
+            for a in self.evaluator.firing()
+            if a.rule in self.by_name
+        ]
+        write_firing(self.settings, datetime.now(UTC), firing)
 
     def _save(self, producer: Producer, key: str, alert: Alert | None) -> None:
         value = json.dumps(alert.to_json()).encode() if alert is not None else None

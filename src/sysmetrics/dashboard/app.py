@@ -27,6 +27,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
+from sysmetrics.alerts.live import read_firing
 from sysmetrics.config import Settings
 from sysmetrics.dashboard.charts import Series, line_chart
 from sysmetrics.warehouse import open_warehouse, sql
@@ -525,13 +526,23 @@ def create_app(
             "host": q.get("host", ""),
         }
         hours = int(q.get("hours", "168")) if q.get("hours", "168").isdigit() else 168
+        hourly_error = None
         try:
             rows = await query_warehouse(
                 lambda wh: wh.rows(ALERTS, since=now() - timedelta(hours=hours), **filters),
             )
-        except Exception as exc:
-            return page("error.html", message=str(exc))
-        return page("alerts.html", alerts=rows, filters=filters, hours=hours)
+        except Exception as exc:  # the live view still shows without a warehouse
+            rows, hourly_error = [], str(exc)
+        live = read_firing(settings)
+        return page(
+            "alerts.html",
+            alerts=rows,
+            hourly_error=hourly_error,
+            filters=filters,
+            hours=hours,
+            live=live[1] if live else None,
+            live_age_s=(datetime.now(UTC) - live[0]).total_seconds() if live else None,
+        )
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})

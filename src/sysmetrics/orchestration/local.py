@@ -88,6 +88,7 @@ class LocalPipeline:
                 )
             )
         self.components.append(Component("lake writer", ["consume"]))
+        self.components.append(Component("alert evaluator", ["alert"]))
         if dashboard:
             self.components.append(Component("dashboard", ["dashboard"]))
         if airflow:
@@ -202,7 +203,7 @@ class LocalPipeline:
     def shutdown(self) -> None:
         """Stop everything in pipeline order; nothing is left running when this returns."""
         self.stop.set()
-        order = ["collector", "simulator", "lake writer", "dashboard", "airflow"]
+        order = ["collector", "simulator", "lake writer", "alert evaluator", "dashboard", "airflow"]
         for name in order:
             for component in self.components:
                 if component.name == name and component.process is not None:
