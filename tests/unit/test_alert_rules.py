@@ -9,7 +9,11 @@ import pytest
 
 from sysmetrics.alerts.evaluator import Evaluator
 from sysmetrics.alerts.rules import Rule, RulesError, load_rules
-from tests.support.lakes import HOUR14, event
+from sysmetrics.batch.hourly import run_hour
+from sysmetrics.config import Settings
+from sysmetrics.lake.store import LakeStore
+from sysmetrics.warehouse.duckdb import DuckDBWarehouse
+from tests.support.lakes import HOUR14, LakeBuilder, event, steady_host
 
 S = timedelta(seconds=10)
 
@@ -82,3 +86,28 @@ def test_the_default_pack_loads_and_bad_files_say_what_is_wrong(tmp_path: Path) 
     bad.write_text('[[rule]]\nname = "X"\nmetric = "cpu_pct"\nthreshold = 1\nfor = "soon"\n')
     with pytest.raises(RulesError, match=r"rule X: for: .*not a duration"):
         load_rules(bad)
+
+
+def test_hourly_alerts_take_their_thresholds_from_the_rules(settings: Settings) -> None:
+    """One source of truth: a rules file with CPU > 70 makes the hourly job alert at 75 %,
+    unless SYSMETRICS_ALERT_CPU_P95_PCT says otherwise."""
+    rules = settings.data_dir / "rules.toml"
+    rules.parent.mkdir(parents=True, exist_ok=True)
+    rules.write_text('[[rule]]\nname = "HighCpu"\nmetric = "cpu_pct"\nthreshold = 70\n')
+    LakeBuilder(Path(settings.lake_url)).add_batch(steady_host("busy", HOUR14, cpu=75.0))
+
+    def cpu_alerts(current: Settings) -> list[str]:
+        wh = DuckDBWarehouse(current.warehouse_url)
+        try:
+            run_hour(current, wh, LakeStore(current.lake_url), HOUR14)
+            rows = wh.rows("SELECT rule FROM {alerts} WHERE rule = 'cpu_p95_high'")
+        finally:
+            wh.close()
+        return [r["rule"] for r in rows]
+
+    assert cpu_alerts(settings) == []  # the default pack says 90
+    assert cpu_alerts(settings.model_copy(update={"alert_rules": rules})) == ["cpu_p95_high"]
+    overridden = Settings(
+        **{**settings.model_dump(), "alert_rules": rules, "alert_cpu_p95_pct": 80.0}
+    )
+    assert cpu_alerts(overridden) == []

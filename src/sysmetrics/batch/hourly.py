@@ -194,12 +194,47 @@ def trends(wh: Warehouse, hours: list[datetime]) -> None:
         wh.execute(sql.TRENDS, start=hour)
 
 
+HOURLY_FROM_RULES = {
+    "alert_cpu_p95_pct": "cpu_pct",
+    "alert_disk_used_pct": "disk_used_pct",
+    "alert_temperature_celsius": "temperature_max_celsius",
+    "alert_battery_health_pct": "battery_health_pct",
+}
+"""Hourly thresholds that the stream rules also define: one source of truth (the rules file),
+unless the SYSMETRICS_ALERT_* variable is set, which then wins, said once in the log."""
+
+
+def hourly_thresholds(settings: Settings) -> dict[str, float]:
+    from sysmetrics.alerts.rules import load_rules
+
+    rules = load_rules(settings.alert_rules)
+    thresholds = {}
+    for setting, metric in HOURLY_FROM_RULES.items():
+        ruled = next(
+            (r.threshold for r in rules if r.metric == metric and r.threshold is not None), None
+        )
+        if setting in settings.model_fields_set or ruled is None:
+            thresholds[setting] = float(getattr(settings, setting))
+            if ruled is not None and float(ruled) != thresholds[setting]:
+                log.info(
+                    "%s=%s overrides the rules' %s threshold %s for the hourly alerts",
+                    f"SYSMETRICS_{setting.upper()}",
+                    thresholds[setting],
+                    metric,
+                    ruled,
+                )
+        else:
+            thresholds[setting] = float(ruled)
+    return thresholds
+
+
 def alert_params(settings: Settings) -> dict[str, Any]:
+    thresholds = hourly_thresholds(settings)
     return {
-        "cpu_p95": settings.alert_cpu_p95_pct,
-        "disk_pct": settings.alert_disk_used_pct,
-        "temperature": settings.alert_temperature_celsius,
-        "battery_health": settings.alert_battery_health_pct,
+        "cpu_p95": thresholds["alert_cpu_p95_pct"],
+        "disk_pct": thresholds["alert_disk_used_pct"],
+        "temperature": thresholds["alert_temperature_celsius"],
+        "battery_health": thresholds["alert_battery_health_pct"],
         "completeness": settings.alert_completeness_pct,
         "zscore": settings.alert_zscore,
         "skew_tolerance_s": settings.clock_skew_tolerance_s,
