@@ -4,9 +4,12 @@ Alertmanager, and a webhook receiver behind it (the way an administrator gets pa
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -21,7 +24,7 @@ from sysmetrics.config import Settings
 from sysmetrics.dashboard.app import create_app
 from sysmetrics.stream.broker import free_port
 from tests.support.events import as_messages
-from tests.support.kafka_io import produce
+from tests.support.kafka_io import SYSMETRICS, produce
 from tests.support.lakes import event
 from tests.support.waiting import wait_for
 
@@ -153,3 +156,40 @@ def test_cpu_above_90_for_6_minutes_pages_once_and_resolves_once(
     assert "CPU at 96 % on db-1.example" in alert["annotations"]["summary"]
     # Firing from the sample where it had held for 5 minutes (event time), as Prometheus.
     assert alert["startsAt"].startswith((start + timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M"))
+
+
+def test_kill_9_while_firing_loses_no_resolve(
+    tansu_settings: Settings, paging: tuple[str, Receiver], tmp_path: Path
+) -> None:
+    """The evaluator is killed while an alert fires; the next one reads the state topic and
+    sends the resolve when the CPU drops (without it, Alertmanager would only time the alert
+    out minutes later)."""
+    url, receiver = paging
+    env = {
+        **os.environ,
+        "SYSMETRICS_BOOTSTRAP_SERVERS": tansu_settings.bootstrap_servers,
+        "SYSMETRICS_TOPIC": tansu_settings.topic,
+        "SYSMETRICS_DATA_DIR": str(tmp_path / "data"),
+        "SYSMETRICS_ALERTMANAGER_URL": url,
+        "SYSMETRICS_ALERT_STATE_TOPIC": f"{tansu_settings.topic}-state",
+        "SYSMETRICS_ALERT_CONSUMER_GROUP": f"{tansu_settings.topic}-alerts",
+    }
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
+    hot = [event("web-7", start + timedelta(seconds=10 * i), 97.0, seq=i) for i in range(40)]
+    produce(tansu_settings, as_messages(hot))
+    first = subprocess.Popen([SYSMETRICS, "alert"], env=env, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: "firing" in receiver.statuses("HighCpu"), 60, "the firing page")
+        time.sleep(2)  # past a commit: the state is in the topic
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    cool = [event("web-7", start + timedelta(seconds=10 * i), 15.0, seq=i) for i in range(40, 46)]
+    produce(tansu_settings, as_messages(cool))
+    second = subprocess.Popen([SYSMETRICS, "alert"], env=env, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: "resolved" in receiver.statuses("HighCpu"), 40, "the resolve")
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(30)
+    assert receiver.statuses("HighCpu") == ["firing", "resolved"]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
 from sysmetrics.alerts.evaluator import Alert, Change, Evaluator
 from sysmetrics.alerts.live import write_firing
@@ -41,41 +41,34 @@ class AlertStats:
     resolved_sent: int = 0
 
 
-def read_state(settings: Settings, timeout_s: float = 15.0) -> list[Alert]:
+STATE_READ_QUIET_S = 2.0
+"""The state topic is read until nothing new came for this long: end offsets cannot say where
+it ends on every broker (Tansu reports the start of the last batch + 1)."""
+
+
+def read_state(settings: Settings, timeout_s: float = 60.0) -> list[Alert]:
     """Every pending/firing alert the state topic holds (latest value per fingerprint)."""
-    consumer = Consumer(
-        {
-            **consumer_config(settings, f"{settings.alert_consumer_group}-state-reader"),
-            "enable.partition.eof": True,
-        }
-    )
+    consumer = Consumer(consumer_config(settings, f"{settings.alert_consumer_group}-state"))
     try:
-        topic = consumer.list_topics(settings.alert_state_topic, timeout=timeout_s).topics
+        topic = consumer.list_topics(settings.alert_state_topic, timeout=15).topics
         partitions = list(topic[settings.alert_state_topic].partitions)
-        ends = {}
-        for p in partitions:
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(settings.alert_state_topic, p), timeout=timeout_s
-            )
-            if high > low:
-                ends[p] = high
-        consumer.assign([TopicPartition(settings.alert_state_topic, p, 0) for p in ends])
+        consumer.assign(
+            [TopicPartition(settings.alert_state_topic, p, OFFSET_BEGINNING) for p in partitions]
+        )
         latest: dict[str, dict[str, Any] | None] = {}
         deadline = time.monotonic() + timeout_s
-        while ends and time.monotonic() < deadline:
-            message = consumer.poll(0.5)
-            if message is None:
+        last_message = time.monotonic()
+        while time.monotonic() - last_message < STATE_READ_QUIET_S:
+            if time.monotonic() > deadline:
+                raise ConnectionError(
+                    f"could not read {settings.alert_state_topic} to its end in {timeout_s:.0f} s"
+                )
+            message = consumer.poll(0.2)
+            if message is None or message.error() is not None:
                 continue
-            error = message.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    ends.pop(message.partition() or 0, None)
-                continue
-            key = (message.key() or b"").decode()
+            last_message = time.monotonic()
             value = message.value()
-            latest[key] = json.loads(value) if value else None
-            if (message.offset() or 0) + 1 >= ends.get(message.partition() or 0, 0):
-                ends.pop(message.partition() or 0, None)
+            latest[(message.key() or b"").decode()] = json.loads(value) if value else None
     finally:
         consumer.close()
     return [Alert.from_json(v) for v in latest.values() if v]
