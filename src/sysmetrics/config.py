@@ -80,8 +80,8 @@ class Settings(BaseSettings):
     warehouse_busy_wait_s: float = Field(
         30.0,
         ge=0,
-        description="how long readers (dashboard, query) wait while the hourly job holds "
-        "DuckDB's single write lock",
+        description="how long a DuckDB reader (dashboard, query) waits out the hourly job's "
+        "write, and the hourly job a reader, before 'warehouse busy'",
     )
     duckdb_memory_limit: str = Field(
         "1GB",

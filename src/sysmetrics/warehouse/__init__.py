@@ -20,9 +20,10 @@ def open_warehouse(settings: Settings, read_only: bool = False) -> Warehouse:
         return BigQueryWarehouse(project, dataset, settings.bigquery_endpoint)
     from sysmetrics.warehouse.duckdb import DuckDBWarehouse, WarehouseBusyError
 
-    # One process writes a DuckDB file at a time: a reader waits out the hourly job's write
-    # (an incremental refresh holds the lock for seconds), then says who to blame.
-    deadline = time.monotonic() + (settings.warehouse_busy_wait_s if read_only else 0.0)
+    # DuckDB lets one process write a file, or several read it, at a time: a reader waits out
+    # the hourly job's write (seconds for an incremental refresh), the hourly job waits out a
+    # dashboard's read (sub-second), then either says who to blame.
+    deadline = time.monotonic() + settings.warehouse_busy_wait_s
     while True:
         try:
             return DuckDBWarehouse(
