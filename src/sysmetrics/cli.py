@@ -362,6 +362,11 @@ def simulate(
         sys.exit(1)
 
 
+def _overridden(settings: Settings, **options: object) -> Settings:
+    """``settings`` with the command-line options the user gave (None: not given)."""
+    return settings.model_copy(update={k: v for k, v in options.items() if v is not None})
+
+
 # --------------------------------------------------------------------------- consume
 @cli.command()
 @click.option("--flush-records", type=int, help="Flush a partition at N records [50].")
@@ -391,12 +396,7 @@ def consume(
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
 
-    updates: dict[str, object] = {}
-    if flush_records is not None:
-        updates["flush_records"] = flush_records
-    if flush_seconds is not None:
-        updates["flush_seconds"] = flush_seconds
-    settings = ctx.settings.model_copy(update=updates)
+    settings = _overridden(ctx.settings, flush_records=flush_records, flush_seconds=flush_seconds)
     try:
         ensure_topic(settings)
         if settings.dead_letter_topic:
@@ -603,14 +603,12 @@ def alert(
     from sysmetrics.alerts.service import AlertService
     from sysmetrics.collect.loop import install_stop_signals
 
-    updates: dict[str, object] = {}
-    if rules_path is not None:
-        updates["alert_rules"] = rules_path
-    if alertmanager is not None:
-        updates["alertmanager_url"] = alertmanager
-    if webhook is not None:
-        updates["alert_webhook_url"] = webhook
-    settings = ctx.settings.model_copy(update=updates)
+    settings = _overridden(
+        ctx.settings,
+        alert_rules=rules_path,
+        alertmanager_url=alertmanager,
+        alert_webhook_url=webhook,
+    )
     try:
         rules = load_rules(settings.alert_rules)
     except RulesError as exc:
