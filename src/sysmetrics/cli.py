@@ -439,12 +439,20 @@ def _batch_parts(settings: Settings) -> tuple[Any, Any]:
 
 
 def _echo_result(result: Any) -> None:
+    def hosts(hour: Any) -> str:
+        count = result.hosts_recomputed.get(hour)
+        return "" if count is None else f" ({count} host{'s' * (count != 1)})"
+
     late = [h for h in result.recomputed if h != result.hour]
     click.echo(
         f"{result.hour:%Y-%m-%dT%H}Z: {result.files} files, {result.rows} rows "
         f"({result.read} files read, {result.added} rows added)"
         + ("" if result.complete else " (PARTIAL: lake watermark not past the hour)")
-        + (f"; late data recomputed {', '.join(f'{h:%H}h' for h in late)}" if late else "")
+        + (
+            f"; late data recomputed {', '.join(f'{h:%H}h{hosts(h)}' for h in late)}"
+            if late
+            else ""
+        )
     )
 
 
@@ -467,7 +475,8 @@ def _echo_result(result: Any) -> None:
 @pass_ctx
 def batch_run(ctx: Context, hour_text: str, wait: float, rebuild: bool) -> None:
     """Load one hour's new lake files (plus late files of the look-back window) and compute
-    its tables."""
+    its tables: every host of the hour (settings may have changed), and of late hours the
+    hosts that received rows."""
     from sysmetrics.batch.hourly import DataQualityError, run_hour
     from sysmetrics.timeutil import parse_utc
 
@@ -477,7 +486,11 @@ def batch_run(ctx: Context, hour_text: str, wait: float, rebuild: bool) -> None:
         raise click.BadParameter(str(exc), param_hint="--hour") from None
     wh, store = _batch_parts(ctx.settings)
     try:
-        _echo_result(run_hour(ctx.settings, wh, store, hour, wait_timeout_s=wait, rebuild=rebuild))
+        _echo_result(
+            run_hour(
+                ctx.settings, wh, store, hour, wait_timeout_s=wait, rebuild=rebuild, recompute=True
+            )
+        )
     except DataQualityError as exc:
         raise click.ClickException(str(exc)) from None
     finally:
@@ -533,7 +546,9 @@ def batch_backfill(
                 bar.advance(task)
                 bar.console.print(f"  {result.hour:%Y-%m-%dT%H}Z {result.rows} rows")
 
-            results = backfill(ctx.settings, wh, store, start, end, advance, rebuild)
+            results = backfill(
+                ctx.settings, wh, store, start, end, advance, rebuild, recompute=True
+            )
     except DataQualityError as exc:
         raise click.ClickException(str(exc)) from None
     finally:

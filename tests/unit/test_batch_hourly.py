@@ -10,7 +10,13 @@ from typing import Any
 import duckdb
 import pytest
 
-from sysmetrics.batch.hourly import DataQualityError, aggregate, check_raw, run_hour
+from sysmetrics.batch.hourly import (
+    DataQualityError,
+    HourScope,
+    aggregate,
+    check_raw,
+    run_hour,
+)
 from sysmetrics.config import Settings
 from sysmetrics.lake import layout
 from sysmetrics.lake.store import LakeStore
@@ -238,9 +244,9 @@ def test_rows_lost_between_raw_and_aggregates_fail_the_run_loudly(
         "UPDATE {raw} SET hour = @start WHERE ts = (SELECT MIN(ts) FROM {raw})", start=HOUR14 - H
     )
     with pytest.raises(DataQualityError, match="raw rows outside their hour"):
-        check_raw(wh, [HOUR14 - H])
+        check_raw(wh, [HourScope(HOUR14 - H)])
     with pytest.raises(DataQualityError, match="raw rows missing from the aggregates: 1 rows"):
-        aggregate(wh, [HOUR14 - H], settings.sample_interval_s)
+        aggregate(wh, [HourScope(HOUR14 - H)], settings.sample_interval_s)
 
 
 def test_late_data_beyond_the_lookback_is_loaded_and_reported(

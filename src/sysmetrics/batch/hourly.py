@@ -55,6 +55,8 @@ class HourResult:
     """Rows those files added to the hour."""
     late_read: int = 0
     """Files of other hours (late data) read by this run."""
+    hosts_recomputed: dict[datetime, int | None] = field(default_factory=dict)
+    """Per recomputed hour, how many hosts were aggregated again (None: all)."""
 
 
 # ---------------------------------------------------------------------------- watermark
@@ -106,6 +108,48 @@ class HourLoad:
     read: int
     added: int
     rebuilt: bool
+    hosts: frozenset[str] | None = frozenset()
+    """Hosts whose rows may have changed; None: any host (a rebuild, or files loaded by a run
+    that crashed before computing the hour)."""
+
+
+@dataclass(frozen=True)
+class HourScope:
+    """An hour to compute, and for which of its hosts: aggregates are per host, so rows new
+    to some hosts recompute those hosts only."""
+
+    hour: datetime
+    hosts: frozenset[str] | None = None
+    """Hosts aggregated again; None: every host of the hour."""
+    judge_all: bool = False
+    """Judge every host's alerts again, whatever ``hosts`` is (the run's own hour: it may have
+    finished since, which the completeness and silent-host rules depend on)."""
+
+    @property
+    def alert_hosts(self) -> frozenset[str] | None:
+        return None if self.judge_all else self.hosts
+
+    def to_json(self) -> dict[str, Any]:
+        hosts = None if self.hosts is None else sorted(self.hosts)
+        return {"hour": self.hour.isoformat(), "hosts": hosts, "judge_all": self.judge_all}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> HourScope:
+        hosts = None if data["hosts"] is None else frozenset(data["hosts"])
+        return cls(datetime.fromisoformat(data["hour"]), hosts, bool(data["judge_all"]))
+
+
+def _widen(a: frozenset[str] | None, b: frozenset[str] | None) -> frozenset[str] | None:
+    return None if a is None or b is None else a | b
+
+
+def _execute_scoped(
+    wh: Warehouse, statement: str, hosts: frozenset[str] | None, **params: Any
+) -> None:
+    """Run a per-host statement for the hosts in scope (nothing to do for none)."""
+    if hosts is not None and not hosts:
+        return
+    wh.execute(sql.scoped(statement, hosts is None), hosts=sorted(hosts or ()), **params)
 
 
 def load(
@@ -128,12 +172,16 @@ def load(
     known = ledger(wh, hour)
     if candidates is not None and known and not rebuild:
         new = sorted({f for f in candidates if f.rsplit("/", 1)[-1] not in known})
+        # A named file already in the ledger: a run loaded it and crashed before computing
+        # the hour, so which hosts changed is unknown.
+        repair = len(new) < len(set(candidates))
         if not new:
-            return HourLoad(len(known), 0, 0, rebuilt=False)
-        added = wh.append_files(
+            return HourLoad(len(known), 0, 0, rebuilt=False, hosts=None if repair else frozenset())
+        appended = wh.append_files(
             hour, [store.uri(f) for f in new], [f.rsplit("/", 1)[-1] for f in new]
         )
-        return HourLoad(len(known) + len(new), len(new), added, rebuilt=False)
+        hosts = None if repair else appended.hosts
+        return HourLoad(len(known) + len(new), len(new), appended.rows, False, hosts)
     files = lake_files(store, topic, hour)
     names = {f: f.rsplit("/", 1)[-1] for f in files}
     if rebuild or not known or not known <= set(names.values()):
@@ -145,53 +193,69 @@ def load(
                 start=hour,
                 file=name,
             )
-        return HourLoad(len(files), len(files), rows, rebuilt=True)
+        return HourLoad(len(files), len(files), rows, rebuilt=True, hosts=None)
     new = [f for f in files if names[f] not in known]
     if not new:
         return HourLoad(len(files), 0, 0, rebuilt=False)
-    added = wh.append_files(hour, [store.uri(f) for f in new], [names[f] for f in new])
-    return HourLoad(len(files), len(new), added, rebuilt=False)
+    appended = wh.append_files(hour, [store.uri(f) for f in new], [names[f] for f in new])
+    return HourLoad(len(files), len(new), appended.rows, False, appended.hosts)
 
 
-def _check(wh: Warehouse, checks: dict[str, str], hour: datetime) -> None:
+def _check(wh: Warehouse, checks: dict[str, str], scope: HourScope) -> None:
+    if scope.hosts is not None and not scope.hosts:
+        return
     failures = {
-        name: bad for name, check in checks.items() if (bad := wh.scalar(check, start=hour))
+        name: bad
+        for name, check in checks.items()
+        if (
+            bad := wh.scalar(
+                sql.scoped(check, scope.hosts is None),
+                start=scope.hour,
+                hosts=sorted(scope.hosts or ()),
+            )
+        )
     }
     if failures:
         detail = "; ".join(f"{name}: {count} rows" for name, count in failures.items())
-        raise DataQualityError(f"hour {hour:%Y-%m-%dT%H}Z failed data-quality checks: {detail}")
+        raise DataQualityError(
+            f"hour {scope.hour:%Y-%m-%dT%H}Z failed data-quality checks: {detail}"
+        )
 
 
-def check_raw(wh: Warehouse, hours: list[datetime]) -> None:
-    for hour in hours:
-        _check(wh, sql.RAW_CHECKS, hour)
+def check_raw(wh: Warehouse, scopes: list[HourScope]) -> None:
+    for scope in scopes:
+        _check(wh, sql.RAW_CHECKS, scope)
 
 
-def aggregate(wh: Warehouse, hours: list[datetime], default_interval_s: float) -> None:
+def aggregate(wh: Warehouse, scopes: list[HourScope], default_interval_s: float) -> None:
     """Hourly aggregates, then the checks they must pass before anyone reads them.
     ``default_interval_s``: the interval of hosts whose collector does not declare one."""
-    for hour in hours:
-        wh.execute(sql.delete_hour("hourly"), start=hour)
-        wh.execute(sql.AGGREGATE, start=hour, default_interval_s=default_interval_s)
-        _check(wh, sql.AGGREGATE_CHECKS, hour)
+    for scope in scopes:
+        _execute_scoped(wh, sql.delete_hosts("hourly"), scope.hosts, start=scope.hour)
+        _execute_scoped(
+            wh, sql.AGGREGATE, scope.hosts, start=scope.hour, default_interval_s=default_interval_s
+        )
+        _check(wh, sql.AGGREGATE_CHECKS, scope)
 
 
-def host_quality(wh: Warehouse, hours: list[datetime], settings: Settings) -> None:
+def host_quality(wh: Warehouse, scopes: list[HourScope], settings: Settings) -> None:
     """Flag hosts whose data is odd (duplicate ids, clock skew...) in ``host_data_quality``."""
-    for hour in hours:
-        wh.execute(sql.delete_hour("quality"), start=hour)
-        wh.execute(
+    for scope in scopes:
+        _execute_scoped(wh, sql.delete_hosts("quality"), scope.hosts, start=scope.hour)
+        _execute_scoped(
+            wh,
             sql.HOST_QUALITY,
-            start=hour,
+            scope.hosts,
+            start=scope.hour,
             default_interval_s=settings.sample_interval_s,
             skew_tolerance_s=settings.clock_skew_tolerance_s,
         )
 
 
-def trends(wh: Warehouse, hours: list[datetime]) -> None:
-    for hour in hours:
-        wh.execute(sql.delete_hour("trends"), start=hour)
-        wh.execute(sql.TRENDS, start=hour)
+def trends(wh: Warehouse, scopes: list[HourScope]) -> None:
+    for scope in scopes:
+        _execute_scoped(wh, sql.delete_hosts("trends"), scope.hosts, start=scope.hour)
+        _execute_scoped(wh, sql.TRENDS, scope.hosts, start=scope.hour)
 
 
 HOURLY_FROM_RULES = {
@@ -241,11 +305,13 @@ def alert_params(settings: Settings) -> dict[str, Any]:
     }
 
 
-def alerts(wh: Warehouse, hours: list[datetime], settings: Settings) -> None:
-    for hour in hours:
-        wh.execute(sql.delete_hour("alerts"), start=hour)
-        finished = hour + HOUR <= datetime.now(UTC)
-        wh.execute(sql.ALERTS, start=hour, hour_finished=finished, **alert_params(settings))
+def alerts(wh: Warehouse, scopes: list[HourScope], settings: Settings) -> None:
+    params = alert_params(settings)
+    for scope in scopes:
+        hosts = scope.alert_hosts
+        _execute_scoped(wh, sql.delete_hosts("alerts"), hosts, start=scope.hour)
+        finished = scope.hour + HOUR <= datetime.now(UTC)
+        _execute_scoped(wh, sql.ALERTS, hosts, start=scope.hour, hour_finished=finished, **params)
 
 
 # ---------------------------------------------------------------------------- the run
@@ -364,10 +430,11 @@ def late_markers(store: LakeStore, topic: str) -> dict[datetime, list[str]]:
 
 @dataclass
 class Loaded:
-    """What the load step did: the hours to (re)compute, hour's own files and rows, the hours
-    beyond the look-back that late files reached, and the markers to clear once computed."""
+    """What the load step did: the hours to (re)compute and for which hosts, hour's own files
+    and rows, the hours beyond the look-back that late files reached, and the markers to
+    clear once computed."""
 
-    hours: list[datetime]
+    scopes: list[HourScope]
     files: int
     rows: int
     read: int = 0
@@ -380,10 +447,19 @@ class Loaded:
 
 
 def load_with_late_data(
-    settings: Settings, wh: Warehouse, store: LakeStore, hour: datetime, rebuild: bool = False
+    settings: Settings,
+    wh: Warehouse,
+    store: LakeStore,
+    hour: datetime,
+    rebuild: bool = False,
+    recompute: bool = False,
 ) -> Loaded:
     """Load ``hour`` (from scratch with ``rebuild``), the new files of every late hour of the
-    look-back window and of every older hour the lake writer marked as late."""
+    look-back window and of every older hour the lake writer marked as late.
+
+    Only the hosts whose rows changed are recomputed, unless the hour is new, rebuilt, or
+    ``recompute`` asks for all of ``hour``'s hosts (an explicit run: settings that shape the
+    aggregates may have changed). ``hour``'s alerts are always judged again for every host."""
     wh.ensure_tables()
     found = new_files_from_manifests(wh, store, settings.topic, datetime.now(UTC))
     if found is None:
@@ -402,16 +478,17 @@ def load_with_late_data(
             _hours_text(beyond),
         )
     files = read = added = late_read = 0
-    changed = {hour}  # the run's own hour is always recomputed (it may have finished since)
+    changed: dict[datetime, frozenset[str] | None] = {}
     # Every marked hour is loaded (so every marker read can be cleared); the ones the look-back
     # window would never have reached are the ones worth reporting.
     for h in sorted({hour, *late, *markers}):
         candidates = None if found is None else found.by_hour.get(h, [])
         done = load(wh, store, settings.topic, h, rebuild and h == hour, candidates)
-        # An hour a manifest names is recomputed even when its files were loaded already: a
-        # run that crashed after loading them recorded neither the manifest nor the tables.
-        if done.read or done.rebuilt or (found is not None and h in found.by_hour):
-            changed.add(h)
+        if h == hour:
+            whole = recompute or done.rebuilt or not _computed(wh, hour)
+            changed[h] = None if whole else done.hosts
+        elif done.hosts is None or done.hosts:
+            changed[h] = done.hosts
         if h == hour:
             files, read, added = done.files, done.read, done.added
         else:
@@ -424,11 +501,18 @@ def load_with_late_data(
                 done.added,
             )
     # The hour after a changed hour has counter deltas and trends that depend on it: recompute
-    # it too when it was computed before (late data, or hours run out of order).
-    following = {h + HOUR for h in changed if h + HOUR not in changed and _computed(wh, h + HOUR)}
+    # its same hosts too when it was computed before (late data, or hours run out of order).
+    scopes = dict(changed)
+    for h, hosts in changed.items():
+        if hosts is not None and not hosts:
+            continue
+        if h + HOUR in changed:
+            scopes[h + HOUR] = _widen(scopes[h + HOUR], hosts)
+        elif _computed(wh, h + HOUR):
+            scopes[h + HOUR] = hosts
     rows = int(wh.scalar("SELECT COUNT(*) FROM {raw} WHERE hour = @start", start=hour))
     return Loaded(
-        hours=sorted(changed | following),
+        scopes=[HourScope(h, scopes[h], judge_all=h == hour) for h in sorted(scopes)],
         files=files,
         rows=rows,
         read=read,
@@ -468,11 +552,13 @@ def run_hour(
     hour: datetime,
     wait_timeout_s: float = 0.0,
     rebuild: bool = False,
+    recompute: bool = False,
 ) -> HourResult:
     """The whole hourly job for [hour, hour+1h), plus late data of the look-back window.
 
     Loads are incremental (new lake files only) unless ``rebuild`` reloads the hour from
-    scratch; either way the tables come out the same."""
+    scratch; either way the tables come out the same. Only hosts with new rows are
+    aggregated again unless ``recompute`` asks for every host of ``hour``."""
     hour = hour_floor(hour)
     result = HourResult(hour)
     if wait_timeout_s > 0:
@@ -485,15 +571,19 @@ def run_hour(
     else:
         complete = lake_complete_before(store, settings.topic)
         result.complete = complete is not None and complete >= hour + HOUR
-    loaded = load_with_late_data(settings, wh, store, hour, rebuild)
-    result.recomputed, result.files, result.rows = loaded.hours, loaded.files, loaded.rows
+    loaded = load_with_late_data(settings, wh, store, hour, rebuild, recompute)
+    result.recomputed = [scope.hour for scope in loaded.scopes]
+    result.hosts_recomputed = {
+        scope.hour: None if scope.hosts is None else len(scope.hosts) for scope in loaded.scopes
+    }
+    result.files, result.rows = loaded.files, loaded.rows
     result.read, result.added, result.late_read = loaded.read, loaded.added, loaded.late_read
     result.beyond_lookback = loaded.beyond_lookback
-    check_raw(wh, result.recomputed)
-    aggregate(wh, result.recomputed, settings.sample_interval_s)
-    host_quality(wh, result.recomputed, settings)
-    trends(wh, result.recomputed)
-    alerts(wh, result.recomputed, settings)
+    check_raw(wh, loaded.scopes)
+    aggregate(wh, loaded.scopes, settings.sample_interval_s)
+    host_quality(wh, loaded.scopes, settings)
+    trends(wh, loaded.scopes)
+    alerts(wh, loaded.scopes, settings)
     record_run(wh, result, datetime.now(UTC))
     store.delete(loaded.markers)
     if loaded.manifests is not None:
@@ -509,13 +599,14 @@ def backfill(
     end: datetime,
     progress: Callable[[HourResult], None] | None = None,
     rebuild: bool = False,
+    recompute: bool = False,
 ) -> list[HourResult]:
     """Run every hour in [start, end) in order (late-data look-back included); ``rebuild``
     reloads each from all its files (the full scan for files that came by other means)."""
     results = []
     hour = hour_floor(start)
     while hour < end:
-        result = run_hour(settings, wh, store, hour, rebuild=rebuild)
+        result = run_hour(settings, wh, store, hour, rebuild=rebuild, recompute=recompute)
         results.append(result)
         if progress is not None:
             progress(result)

@@ -35,6 +35,10 @@ def _hours(hours: list[str]) -> list[datetime]:
     return [datetime.fromisoformat(h) for h in hours]
 
 
+def _scopes(scopes: list[dict[str, Any]]) -> list[hourly.HourScope]:
+    return [hourly.HourScope.from_json(scope) for scope in scopes]
+
+
 def wait_for_lake(hour: str, timeout_s: float) -> bool:
     """True when the lake watermark passed hour + 1 h + grace; False after ``timeout_s``."""
     settings = load_settings()
@@ -43,13 +47,14 @@ def wait_for_lake(hour: str, timeout_s: float) -> bool:
 
 
 def load(hour: str) -> dict[str, object]:
+    """The hour's run recomputes every host of the hour (as ``batch run`` does)."""
     settings = load_settings()
     with _warehouse(settings) as wh:
         loaded = hourly.load_with_late_data(
-            settings, wh, _store(settings), datetime.fromisoformat(hour)
+            settings, wh, _store(settings), datetime.fromisoformat(hour), recompute=True
         )
     return {
-        "hours": [h.isoformat() for h in loaded.hours],
+        "scopes": [scope.to_json() for scope in loaded.scopes],
         "files": loaded.files,
         "rows": loaded.rows,
         "read": loaded.read,
@@ -66,32 +71,32 @@ def load(hour: str) -> dict[str, object]:
     }
 
 
-def check_raw(hours: list[str]) -> None:
+def check_raw(scopes: list[dict[str, Any]]) -> None:
     with _warehouse(load_settings()) as wh:
-        hourly.check_raw(wh, _hours(hours))
+        hourly.check_raw(wh, _scopes(scopes))
 
 
-def aggregate(hours: list[str]) -> None:
+def aggregate(scopes: list[dict[str, Any]]) -> None:
     settings = load_settings()
     with _warehouse(settings) as wh:
-        hourly.aggregate(wh, _hours(hours), settings.sample_interval_s)
+        hourly.aggregate(wh, _scopes(scopes), settings.sample_interval_s)
 
 
-def host_quality(hours: list[str]) -> None:
+def host_quality(scopes: list[dict[str, Any]]) -> None:
     settings = load_settings()
     with _warehouse(settings) as wh:
-        hourly.host_quality(wh, _hours(hours), settings)
+        hourly.host_quality(wh, _scopes(scopes), settings)
 
 
-def trends(hours: list[str]) -> None:
+def trends(scopes: list[dict[str, Any]]) -> None:
     with _warehouse(load_settings()) as wh:
-        hourly.trends(wh, _hours(hours))
+        hourly.trends(wh, _scopes(scopes))
 
 
-def alerts(hours: list[str]) -> None:
+def alerts(scopes: list[dict[str, Any]]) -> None:
     settings = load_settings()
     with _warehouse(settings) as wh:
-        hourly.alerts(wh, _hours(hours), settings)
+        hourly.alerts(wh, _scopes(scopes), settings)
 
 
 def record_run(hour: str, complete: bool, loaded: dict[str, object]) -> None:
@@ -100,7 +105,7 @@ def record_run(hour: str, complete: bool, loaded: dict[str, object]) -> None:
         complete=complete,
         files=int(loaded["files"]),  # type: ignore[call-overload]
         rows=int(loaded["rows"]),  # type: ignore[call-overload]
-        recomputed=_hours(loaded["hours"]),  # type: ignore[arg-type]
+        recomputed=[scope.hour for scope in _scopes(loaded["scopes"])],  # type: ignore[arg-type]
         beyond_lookback=_hours(loaded["beyond_lookback"]),  # type: ignore[arg-type]
         read=int(loaded["read"]),  # type: ignore[call-overload]
         added=int(loaded["added"]),  # type: ignore[call-overload]

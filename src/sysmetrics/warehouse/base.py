@@ -5,11 +5,18 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sysmetrics.warehouse import sql
 
 _PARAM = re.compile(r"@(\w+)")
+
+
+class Appended(NamedTuple):
+    """What new lake files added to an hour: rows, and the hosts they belong to."""
+
+    rows: int
+    hosts: frozenset[str]
 
 
 class Warehouse(ABC):
@@ -57,11 +64,11 @@ class Warehouse(ABC):
         event_id); return the number of rows now in that hour."""
 
     @abstractmethod
-    def append_files(self, hour: datetime, file_uris: list[str], names: list[str]) -> int:
+    def append_files(self, hour: datetime, file_uris: list[str], names: list[str]) -> Appended:
         """Add the events of new lake files to ``hour`` (an event already there is not
         doubled; see ``sql.APPEND_NEW_EVENTS``) and record ``names`` in the ledger; return the
-        number of rows added. Safe to repeat after a crash: the ledger and the event ids make
-        a second run of the same files add nothing."""
+        rows added and the hosts of the files' events. Safe to repeat after a crash: the
+        ledger and the event ids make a second run of the same files add nothing."""
 
     def native_query(self, statement: str) -> list[dict[str, Any]]:
         """A user's own query, in the engine's dialect (``sysmetrics query``, dashboard)."""

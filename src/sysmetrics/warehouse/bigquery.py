@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from sysmetrics.warehouse import sql
-from sysmetrics.warehouse.base import Warehouse
+from sysmetrics.warehouse.base import Appended, Warehouse
 from sysmetrics.warehouse.event_types import bigquery_schema
 
 _PARTITIONED = {"raw", "hourly", "trends", "alerts"}
@@ -19,6 +19,8 @@ _PARTITIONED = {"raw", "hourly", "trends", "alerts"}
 def _parameter(name: str, value: Any) -> Any:
     from google.cloud import bigquery
 
+    if isinstance(value, list):
+        return bigquery.ArrayQueryParameter(name, "STRING", value)
     kinds = (
         (bool, "BOOL"),
         (int, "INT64"),
@@ -115,7 +117,7 @@ class BigQueryWarehouse(Warehouse):
         job.result()
         return staging
 
-    def append_files(self, hour: datetime, file_uris: list[str], names: list[str]) -> int:
+    def append_files(self, hour: datetime, file_uris: list[str], names: list[str]) -> Appended:
         # No multi-statement transaction here: a crash between the statements is repaired by
         # the next run (the ledger lacks the files, the event ids stop any double).
         staging = self._stage(hour, file_uris, "_staging_new")
@@ -127,6 +129,7 @@ class BigQueryWarehouse(Warehouse):
             for statement in (sql.DROP_LATER_COPIES, sql.APPEND_NEW_EVENTS):
                 self.execute(statement.replace("{staged}", f"`{staged}`"), start=hour)
             after = int(self.scalar("SELECT COUNT(*) FROM {raw} WHERE hour = @start", start=hour))
+            hosts = self._rows(f"SELECT DISTINCT host_id FROM `{staged}`", {})
             for name in names:
                 self.execute(
                     "INSERT INTO {loaded_files} (hour, file) VALUES (@start, @file)",
@@ -136,7 +139,7 @@ class BigQueryWarehouse(Warehouse):
         finally:
             self.client.delete_table(staging, not_found_ok=True)
             self.client.delete_table(staged, not_found_ok=True)
-        return after - before
+        return Appended(after - before, frozenset(row["host_id"] for row in hosts))
 
     def load_hour(self, hour: datetime, file_uris: list[str]) -> int:
         self.execute(sql.delete_hour("raw"), start=hour)

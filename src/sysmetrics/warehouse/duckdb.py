@@ -10,7 +10,7 @@ from typing import Any
 import duckdb
 
 from sysmetrics.warehouse import sql
-from sysmetrics.warehouse.base import Warehouse
+from sysmetrics.warehouse.base import Appended, Warehouse
 from sysmetrics.warehouse.event_types import duckdb_columns
 
 _TYPES = {
@@ -86,7 +86,7 @@ class DuckDBWarehouse(Warehouse):
         flatten = self.render(sql.FLATTEN.replace("{events}", _EVENTS_PLACEHOLDER))
         return flatten.replace(_EVENTS_PLACEHOLDER, source)
 
-    def append_files(self, hour: datetime, file_uris: list[str], names: list[str]) -> int:
+    def append_files(self, hour: datetime, file_uris: list[str], names: list[str]) -> Appended:
         ledger = self.table("loaded_files")
         with self._lock:
             # One transaction: rows and ledger entries land together or not at all.
@@ -100,6 +100,7 @@ class DuckDBWarehouse(Warehouse):
                 self._con.execute(self.render(staged), {"start": hour})
                 append = sql.APPEND_NEW_EVENTS.replace("{staged}", "staged_events")
                 added = self._con.execute(self.render(append), {"start": hour}).fetchall()[0][0]
+                hosts = self._con.execute("SELECT DISTINCT host_id FROM staged_events").fetchall()
                 self._con.executemany(
                     f"INSERT INTO {ledger} (hour, file) VALUES ($1, $2)",
                     [(hour, name) for name in names],
@@ -109,7 +110,7 @@ class DuckDBWarehouse(Warehouse):
             except BaseException:
                 self._con.execute("ROLLBACK")
                 raise
-        return int(added)
+        return Appended(int(added), frozenset(row[0] for row in hosts))
 
     def load_hour(self, hour: datetime, file_uris: list[str]) -> int:
         raw = self.table("raw")

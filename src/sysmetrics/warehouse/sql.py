@@ -265,8 +265,23 @@ SELECT * FROM {staged} AS s WHERE NOT EXISTS (
 
 
 def delete_hour(kind: str) -> str:
-    """The statement that empties hour @start of a logical table (``raw``, ``hourly``…)."""
+    """The statement that empties hour @start of a logical table (``raw``, ``loaded_files``)."""
     return f"DELETE FROM {{{kind}}} WHERE hour = @start"
+
+
+def delete_hosts(kind: str) -> str:
+    """The statement that empties the hosts in scope (``IN_SCOPE``) of hour @start of a
+    per-host table (``hourly``, ``quality``…)."""
+    return f"DELETE FROM {{{kind}}} WHERE hour = @start AND IN_SCOPE(host_id)"
+
+
+_IN_SCOPE = re.compile(r"IN_SCOPE\(([\w.]+)\)")
+
+
+def scoped(statement: str, every_host: bool) -> str:
+    """``IN_SCOPE(host_id)`` in a per-host statement: every host of the hour, or only those
+    in the array parameter @hosts (an hour recomputed for the hosts whose rows changed)."""
+    return _IN_SCOPE.sub("TRUE" if every_host else r"\1 IN UNNEST(@hosts)", statement)
 
 
 # Hourly per-host aggregates for [@start, @start + 1h). Averages and rates are rounded to 6
@@ -289,6 +304,7 @@ WITH samples AS (
   FROM {raw}
   WHERE ts >= TIMESTAMP_SUB(@start, INTERVAL 1 HOUR)
     AND ts < TIMESTAMP_ADD(@start, INTERVAL 1 HOUR)
+    AND IN_SCOPE(host_id)
   WINDOW w AS (PARTITION BY host_id ORDER BY ts, event_id)
 ),
 deltas AS (
@@ -380,7 +396,7 @@ SELECT
 FROM {hourly} AS cur
 LEFT JOIN {hourly} AS prev
   ON prev.host_id = cur.host_id AND prev.hour = TIMESTAMP_SUB(cur.hour, INTERVAL 1 HOUR)
-WHERE cur.hour = @start
+WHERE cur.hour = @start AND IN_SCOPE(cur.host_id)
 """
 
 # What is odd about each host's data in hour @start: flagged per host, never failing the run.
@@ -408,7 +424,7 @@ WITH s AS (
     PERCENTILE_CONT(TIMESTAMP_DIFF(ts, received_at, MILLISECOND) / 1000.0, 0.5)
       OVER (PARTITION BY host_id) AS skew_median_s
   FROM {raw}
-  WHERE hour = @start
+  WHERE hour = @start AND IN_SCOPE(host_id)
   WINDOW w AS (PARTITION BY host_id ORDER BY ts, event_id)
 ),
 per_host AS (
@@ -476,17 +492,19 @@ ORDER BY anomaly, host_id
 # finished hours only (@hour_finished): a running hour is not an incident.
 ALERTS = """
 INSERT INTO {alerts}
-WITH cur AS (SELECT * FROM {hourly} WHERE hour = @start),
+WITH cur AS (SELECT * FROM {hourly} WHERE hour = @start AND IN_SCOPE(host_id)),
 baseline AS (
   SELECT host_id, ROUND(AVG(cpu_avg), 6) AS mean_cpu,
          ROUND(STDDEV_SAMP(cpu_avg), 6) AS sd_cpu, COUNT(*) AS n
   FROM {hourly}
   WHERE hour < @start AND hour >= TIMESTAMP_SUB(@start, INTERVAL 168 HOUR)
+    AND IN_SCOPE(host_id)
   GROUP BY host_id
 ),
 recent_hosts AS (
   SELECT host_id, MAX_BY(hostname, hour) AS hostname FROM {hourly}
   WHERE hour < @start AND hour >= TIMESTAMP_SUB(@start, INTERVAL 24 HOUR)
+    AND IN_SCOPE(host_id)
   GROUP BY host_id
 ),
 rules AS (
@@ -517,33 +535,39 @@ rules AS (
   SELECT host_id, hostname, anomaly, severity, value,
          IF(anomaly = 'clock_skew', @skew_tolerance_s, 0.0)
   FROM {quality}
-  WHERE hour = @start AND anomaly IN ('duplicate_host_id', 'clock_skew', 'counter_backwards')
+  WHERE hour = @start AND IN_SCOPE(host_id)
+    AND anomaly IN ('duplicate_host_id', 'clock_skew', 'counter_backwards')
 )
 SELECT @start AS hour, host_id, hostname, rule, severity, value, threshold FROM rules
 """
 
-# Data-quality checks: each returns the number of offending rows for hour @start.
+# Data-quality checks: each returns the number of offending rows for hour @start (its hosts in
+# scope).
 RAW_CHECKS = {
     "duplicate event_id in the raw table": """
-        SELECT COUNT(*) - COUNT(DISTINCT event_id) FROM {raw} WHERE hour = @start""",
+        SELECT COUNT(*) - COUNT(DISTINCT event_id) FROM {raw}
+        WHERE hour = @start AND IN_SCOPE(host_id)""",
     "raw rows outside their hour": """
-        SELECT COUNT(*) FROM {raw} WHERE hour = @start
+        SELECT COUNT(*) FROM {raw} WHERE hour = @start AND IN_SCOPE(host_id)
           AND (ts < @start OR ts >= TIMESTAMP_ADD(@start, INTERVAL 1 HOUR))""",
     "raw rows without host_id or ts": """
-        SELECT COUNT(*) FROM {raw} WHERE hour = @start AND (host_id IS NULL OR ts IS NULL)""",
+        SELECT COUNT(*) FROM {raw}
+        WHERE hour = @start AND IN_SCOPE(host_id) AND (host_id IS NULL OR ts IS NULL)""",
 }
 AGGREGATE_CHECKS = {
     "negative byte totals or rates": """
-        SELECT COUNT(*) FROM {hourly} WHERE hour = @start AND (
+        SELECT COUNT(*) FROM {hourly} WHERE hour = @start AND IN_SCOPE(host_id) AND (
           net_sent_bytes < 0 OR net_recv_bytes < 0 OR disk_read_bytes < 0
           OR disk_write_bytes < 0 OR net_sent_rate_peak < 0 OR net_recv_rate_peak < 0)""",
     "completeness above 100 %": """
-        SELECT COUNT(*) FROM {hourly} WHERE hour = @start AND completeness_pct > 100""",
+        SELECT COUNT(*) FROM {hourly}
+        WHERE hour = @start AND IN_SCOPE(host_id) AND completeness_pct > 100""",
     "raw rows missing from the aggregates": """
-        SELECT (SELECT COUNT(*) FROM {raw} WHERE hour = @start)
-             - COALESCE((SELECT SUM(samples) FROM {hourly} WHERE hour = @start), 0)""",
+        SELECT (SELECT COUNT(*) FROM {raw} WHERE hour = @start AND IN_SCOPE(host_id))
+             - COALESCE((SELECT SUM(samples) FROM {hourly}
+                         WHERE hour = @start AND IN_SCOPE(host_id)), 0)""",
     "percent values outside 0-100": """
-        SELECT COUNT(*) FROM {hourly} WHERE hour = @start AND (
+        SELECT COUNT(*) FROM {hourly} WHERE hour = @start AND IN_SCOPE(host_id) AND (
           cpu_max > 100 OR cpu_min < 0 OR mem_max > 100 OR disk_used_max > 100)""",
 }
 

@@ -7,6 +7,7 @@ step is idempotent for its hour. Configure it through the same SYSMETRICS_* vari
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pendulum
 from airflow.sdk import dag, task
@@ -45,36 +46,36 @@ def machine_metrics_hourly() -> None:
         return tasks.load(data_interval_start.isoformat())
 
     @task
-    def check_raw(loaded: dict[str, object]) -> list[str]:
-        hours: list[str] = loaded["hours"]  # type: ignore[assignment]
-        tasks.check_raw(hours)
-        return hours
+    def check_raw(loaded: dict[str, object]) -> list[dict[str, Any]]:
+        scopes: list[dict[str, Any]] = loaded["scopes"]  # type: ignore[assignment]
+        tasks.check_raw(scopes)
+        return scopes
 
     @task
-    def aggregate(hours: list[str]) -> list[str]:
-        tasks.aggregate(hours)
-        return hours
+    def aggregate(scopes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        tasks.aggregate(scopes)
+        return scopes
 
     @task
-    def host_quality(hours: list[str]) -> list[str]:
-        tasks.host_quality(hours)
-        return hours
+    def host_quality(scopes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        tasks.host_quality(scopes)
+        return scopes
 
     @task
-    def trends(hours: list[str]) -> list[str]:
-        tasks.trends(hours)
-        return hours
+    def trends(scopes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        tasks.trends(scopes)
+        return scopes
 
     @task
-    def alerts(hours: list[str]) -> list[str]:
-        tasks.alerts(hours)
-        return hours
+    def alerts(scopes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        tasks.alerts(scopes)
+        return scopes
 
     @task
     def record_run(
         complete: bool,
         loaded: dict[str, object],
-        _done: list[str],
+        _done: list[dict[str, Any]],
         data_interval_start: pendulum.DateTime | None = None,
     ) -> None:
         assert data_interval_start is not None
