@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # System packages the tests need and Python cannot bring: Chromium for the dashboard's browser
 # test, systemd's systemd-analyze to verify the collector's unit file, Prometheus' Alertmanager
-# for the alert evaluator's end-to-end test. Java 17+ and Maven (for
+# for the alert evaluator's end-to-end test, Prometheus (promtool, and a server scraping /metrics). Java 17+ and Maven (for
 # the real Apache Kafka broker) are checked, not installed: the tests say how to enable that
 # tier when they are missing.
 set -euo pipefail
@@ -9,6 +9,7 @@ need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertmanager)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 if ((${#need[@]})); then
   if [[ $(id -u) -eq 0 ]]; then SUDO=(); elif command -v sudo >/dev/null; then SUDO=(sudo -n); else
     echo "warning: ${need[*]} missing and no root: the tests that need them will be skipped" >&2; exit 0; fi

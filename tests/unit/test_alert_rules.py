@@ -46,8 +46,8 @@ def test_a_spike_shorter_than_for_never_fires() -> None:
 
 def test_keep_firing_for_rides_out_a_short_dip() -> None:
     ev = Evaluator([rule(**{"for": "0s", "keep_firing_for": "30s"})])
-    # Fires at once; a 20-s dip keeps it; 30 s below resolves it.
-    assert run(ev, [95, 40, 40, 95, 40, 40, 40, 40]) == [(0, "firing"), (6, "resolved")]
+    # Fires at once; a 20-s dip keeps it; 30 s after the first sample below, it resolves.
+    assert run(ev, [95, 40, 40, 95, 40, 40, 40, 40]) == [(0, "firing"), (7, "resolved")]
 
 
 def test_a_host_without_the_metric_raises_nothing() -> None:

@@ -3,9 +3,10 @@
 A threshold rule is *pending* from the first sample where its comparison holds, *firing* once
 it has held for ``for`` of event time (the samples' own timestamps, so a backlog replayed after
 an outage gives the same alerts), and *resolved* at the first sample where it no longer holds,
-or, with ``keep_firing_for``, once it has not held for that long. An absent rule (host down)
-runs on the wall clock: it fires when a host's last sample arrived more than ``intervals`` of
-its sample interval ago and resolves when the host reports again.
+or, with ``keep_firing_for``, once that long has passed since that first sample (Prometheus'
+``KeepFiringSince``; the tests check these times with `promtool test rules`). An absent rule
+(host down) runs on the wall clock: it fires when a host's last sample arrived more than
+``intervals`` of its sample interval ago and resolves when the host reports again.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ class Alert:
     value: float | None = None
     fired_at: datetime | None = None
     resolved_at: datetime | None = None
+    keep_firing_since: datetime | None = None
+    """First sample, while firing, where the rule stopped holding (``keep_firing_for``)."""
 
     @property
     def fingerprint(self) -> str:
@@ -39,16 +42,19 @@ class Alert:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        for key in ("active_since", "last_true", "fired_at", "resolved_at"):
+        for key in _TIMES:
             data[key] = data[key].isoformat() if data[key] else None
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Alert:
         data = dict(data)
-        for key in ("active_since", "last_true", "fired_at", "resolved_at"):
+        for key in _TIMES:
             data[key] = datetime.fromisoformat(data[key]) if data.get(key) else None
         return cls(**data)
+
+
+_TIMES = ("active_since", "last_true", "fired_at", "resolved_at", "keep_firing_since")
 
 
 @dataclass
@@ -101,13 +107,16 @@ class Evaluator:
                     )
                     self.alerts[key] = alert
                 alert.last_true, alert.value, alert.hostname = event.ts, value, host.hostname
+                alert.keep_firing_since = None
                 if alert.state == "pending" and event.ts - alert.active_since >= rule.for_:
                     alert.state, alert.fired_at = "firing", event.ts
                     changes.append(Change("firing", alert))
             elif alert is not None:
                 if alert.state == "pending":
                     del self.alerts[key]
-                elif event.ts - alert.last_true >= rule.keep_firing_for:
+                    continue
+                alert.keep_firing_since = alert.keep_firing_since or event.ts
+                if event.ts - alert.keep_firing_since >= rule.keep_firing_for:
                     changes.append(self._resolve(key, event.ts))
         return changes
 
