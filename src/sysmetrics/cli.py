@@ -123,6 +123,17 @@ def broker_status(ctx: Context) -> None:
 
 
 # --------------------------------------------------------------------------- collect
+def _metrics_option(role: str) -> Any:
+    from sysmetrics.observability import DEFAULT_PORTS
+
+    return click.option(
+        "--metrics-port",
+        type=click.IntRange(0, 65535),
+        help="Serve Prometheus /metrics on this port of SYSMETRICS_METRICS_ADDR (127.0.0.1); "
+        f"0 turns it off [SYSMETRICS_METRICS_PORT; default {DEFAULT_PORTS[role]}].",
+    )
+
+
 @cli.command()
 @click.option("--once", is_flag=True, help="Take one sample and stop.")
 @click.option("--print", "print_only", is_flag=True, help="Print events to stdout, no Kafka.")
@@ -130,9 +141,15 @@ def broker_status(ctx: Context) -> None:
     "--interval", type=float, help="Seconds between samples [SYSMETRICS_SAMPLE_INTERVAL_S]."
 )
 @click.option("--count", type=int, help="Stop after this many samples.")
+@_metrics_option("collect")
 @pass_ctx
 def collect(
-    ctx: Context, once: bool, print_only: bool, interval: float | None, count: int | None
+    ctx: Context,
+    once: bool,
+    print_only: bool,
+    interval: float | None,
+    count: int | None,
+    metrics_port: int | None,
 ) -> None:
     """Sample this machine every 10 s (wall-clock aligned) and publish to Kafka.
 
@@ -169,9 +186,16 @@ def collect(
         ensure_topic(settings)
     except ConnectionError as exc:
         click.echo(f"warning: {exc}; events are spooled until it is back", err=True)
+    from sysmetrics.observability import serve_metrics
+
     stop = threading.Event()
     install_stop_signals(stop)
-    producer = run_collector(settings, stop, max_samples)
+    settings = _overridden(settings, metrics_port=metrics_port)
+    metrics = serve_metrics("collect", [], settings.metrics_addr, settings.metrics_port)
+    try:
+        producer = run_collector(settings, stop, max_samples, metrics=metrics)
+    finally:
+        metrics.close()
     click.echo(
         f"collected {producer.stats.spooled} samples, delivered {producer.stats.delivered}, "
         f"{producer.spool.pending} waiting in the spool, {producer.spool.dropped} dropped"
@@ -372,9 +396,14 @@ def _overridden(settings: Settings, **options: object) -> Settings:
 @click.option("--flush-records", type=int, help="Flush a partition at N records [50].")
 @click.option("--flush-seconds", type=float, help="Flush at least every N seconds [60].")
 @click.option("--idle-exit", type=float, help="Exit after N seconds without messages (batch use).")
+@_metrics_option("consume")
 @pass_ctx
 def consume(
-    ctx: Context, flush_records: int | None, flush_seconds: float | None, idle_exit: float | None
+    ctx: Context,
+    flush_records: int | None,
+    flush_seconds: float | None,
+    idle_exit: float | None,
+    metrics_port: int | None,
 ) -> None:
     """Write Kafka events into the raw lake as exactly-once NDJSON files.
 
@@ -396,7 +425,14 @@ def consume(
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
 
-    settings = _overridden(ctx.settings, flush_records=flush_records, flush_seconds=flush_seconds)
+    from sysmetrics.observability import serve_metrics
+
+    settings = _overridden(
+        ctx.settings,
+        flush_records=flush_records,
+        flush_seconds=flush_seconds,
+        metrics_port=metrics_port,
+    )
     try:
         ensure_topic(settings)
         if settings.dead_letter_topic:
@@ -407,6 +443,9 @@ def consume(
     install_stop_signals(stop)
     status_file = settings.data_dir / "status" / f"lake-writer-{os.getpid()}.json"
     writer = LakeWriter(settings, stop=stop, status_file=status_file)
+    metrics = serve_metrics(
+        "consume", [writer.readings], settings.metrics_addr, settings.metrics_port
+    )
     click.echo(
         f"writing {settings.topic} to {settings.lake_url} as group {settings.consumer_group}"
     )
@@ -417,6 +456,7 @@ def consume(
             f"{exc}; restart 'sysmetrics consume' (nothing was lost)"
         ) from None
     finally:
+        metrics.close()
         status_file.unlink(missing_ok=True)
     click.echo(
         f"wrote {stats.records} records in {stats.batches} batches ({stats.files} files, "
@@ -599,6 +639,7 @@ def query(ctx: Context, statement: str, as_json: bool) -> None:
     "--webhook", help="POST Alertmanager-style payloads here [SYSMETRICS_ALERT_WEBHOOK_URL]."
 )
 @click.option("--list-rules", is_flag=True, help="Print the rules in effect and exit.")
+@_metrics_option("alert")
 @pass_ctx
 def alert(
     ctx: Context,
@@ -606,6 +647,7 @@ def alert(
     alertmanager: str | None,
     webhook: str | None,
     list_rules: bool,
+    metrics_port: int | None,
 ) -> None:
     """Evaluate the alert rules on the stream as samples arrive and notify within seconds.
 
@@ -623,6 +665,7 @@ def alert(
         alert_rules=rules_path,
         alertmanager_url=alertmanager,
         alert_webhook_url=webhook,
+        metrics_port=metrics_port,
     )
     try:
         rules = load_rules(settings.alert_rules)
@@ -642,8 +685,13 @@ def alert(
             "no receiver configured (--alertmanager or --webhook): alerts are only logged",
             err=True,
         )
+    from sysmetrics.observability import serve_metrics
+
     service = AlertService(settings, rules)
     install_stop_signals(service.stop)
+    metrics = serve_metrics(
+        "alert", [service.readings], settings.metrics_addr, settings.metrics_port
+    )
     click.echo(
         f"evaluating {len(rules)} rules on {settings.topic} as group "
         f"{settings.alert_consumer_group}"
@@ -652,6 +700,8 @@ def alert(
         stats = service.run()
     except ConnectionError as exc:
         raise click.ClickException(str(exc)) from None
+    finally:
+        metrics.close()
     click.echo(
         f"{stats.events:,} events, {stats.skipped} skipped, {stats.firing_sent} firing, "
         f"{stats.resolved_sent} resolved"
@@ -709,6 +759,7 @@ def dashboard(ctx: Context, host: str | None, port: int | None) -> None:
     "installed; otherwise the built-in scheduler runs the same functions).",
 )
 @click.option("--for", "run_for", type=float, help="Stop by itself after N seconds.")
+@_metrics_option("up")
 @pass_ctx
 def up(
     ctx: Context,
@@ -719,6 +770,7 @@ def up(
     no_collect: bool,
     use_airflow: bool | None,
     run_for: float | None,
+    metrics_port: int | None,
 ) -> None:
     """Run the whole pipeline here: embedded broker, collector, lake writer, hourly job and
     dashboard, with a live status. Ctrl-C stops everything cleanly."""
@@ -731,7 +783,7 @@ def up(
     from sysmetrics.orchestration.local import LocalPipeline
     from sysmetrics.stream.broker import BrokerError
 
-    settings = ctx.settings
+    settings = _overridden(ctx.settings, metrics_port=metrics_port)
     refresh = 60.0
     if demo:
         settings = settings.model_copy(update={"flush_seconds": 10.0})

@@ -122,6 +122,16 @@ class Settings(BaseSettings):
         60.0, gt=0, description="firing alerts are re-sent this often (as Prometheus does)"
     )
 
+    # Prometheus /metrics of the long-running commands
+    metrics_addr: str = Field("127.0.0.1", description="address /metrics binds to")
+    metrics_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="port of /metrics (0: off; unset: up 9850, collect 9851, consume 9852, "
+        "alert 9853)",
+    )
+
     # Dashboard
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = Field(8050, ge=1, le=65535)

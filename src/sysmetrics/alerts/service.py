@@ -25,6 +25,7 @@ from sysmetrics.alerts.live import write_firing
 from sysmetrics.alerts.notify import Outbox, api_alert, summary
 from sysmetrics.alerts.rules import Rule, load_rules
 from sysmetrics.config import Settings
+from sysmetrics.observability import Reading
 from sysmetrics.schema import SchemaError, decode_keeping_unknown
 from sysmetrics.stream.admin import ensure_topic
 from sysmetrics.stream.kafka_config import consumer_config, producer_config
@@ -128,6 +129,51 @@ class AlertService:
             self.outbox.flush(now=float("inf"))
             consumer.close()
         return self.stats
+
+    def readings(self) -> list[Reading]:
+        """The evaluator's numbers for /metrics."""
+        stats = self.stats
+        states = {"pending": 0, "firing": 0}
+        for alert in list(self.evaluator.alerts.values()):
+            states[alert.state] += 1
+        return [
+            Reading("sysmetrics_alert_events_total", "counter", "samples evaluated", stats.events),
+            Reading(
+                "sysmetrics_alert_skipped_total",
+                "counter",
+                "messages that are not events (skipped)",
+                stats.skipped,
+            ),
+            *(
+                Reading(
+                    "sysmetrics_alert_notifications_total",
+                    "counter",
+                    "notifications queued, by status",
+                    value,
+                    {"status": status},
+                )
+                for status, value in (
+                    ("firing", stats.firing_sent),
+                    ("resolved", stats.resolved_sent),
+                )
+            ),
+            *(
+                Reading("sysmetrics_alerts", "gauge", "alerts by state", n, {"state": state})
+                for state, n in states.items()
+            ),
+            Reading(
+                "sysmetrics_alert_outbox_pending",
+                "gauge",
+                "alerts waiting for the receiver (down: retried with backoff)",
+                len(self.outbox.pending),
+            ),
+            Reading(
+                "sysmetrics_alert_delivered_total",
+                "counter",
+                "alerts the receiver accepted",
+                self.outbox.sent,
+            ),
+        ]
 
     def _handle(self, payload: bytes, producer: Producer) -> None:
         try:

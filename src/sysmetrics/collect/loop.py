@@ -13,6 +13,7 @@ from types import FrameType
 from sysmetrics.collect.host import host_id_warning
 from sysmetrics.collect.sampler import Sampler
 from sysmetrics.config import Settings
+from sysmetrics.observability import MetricsEndpoint
 from sysmetrics.schema import encode
 from sysmetrics.stream.producer import SpooledProducer
 
@@ -40,10 +41,14 @@ def run_collector(
     stop: threading.Event,
     max_samples: int | None = None,
     on_sample: Callable[[int], None] | None = None,
+    metrics: MetricsEndpoint | None = None,
 ) -> SpooledProducer:
-    """Sample every ``settings.sample_interval_s`` until ``stop`` is set; return the producer."""
+    """Sample every ``settings.sample_interval_s`` until ``stop`` is set; return the producer.
+    ``metrics``: the endpoint that serves the producer's numbers."""
     sampler = Sampler(settings.sysfs_root, settings.host_id, settings.sample_interval_s)
     producer = SpooledProducer(settings, settings.data_dir / "spool" / sampler.host.host_id)
+    if metrics is not None:
+        metrics.add(producer.readings)
     key = sampler.host.host_id.encode()
     log.info(
         "collecting host %s (%s) every %.1fs to %s topic %s",

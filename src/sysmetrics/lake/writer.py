@@ -47,6 +47,7 @@ from confluent_kafka import (
 from sysmetrics.config import Settings
 from sysmetrics.lake import layout
 from sysmetrics.lake.store import LakeStore, StoreError
+from sysmetrics.observability import Reading
 from sysmetrics.schema import (
     MetricsEvent,
     SchemaError,
@@ -557,6 +558,43 @@ class LakeWriter:
             log.warning("watermark of partition %d not published: %s", partition, exc)
 
     # ------------------------------------------------------------------ status
+    def readings(self) -> list[Reading]:
+        """The lake writer's numbers for /metrics (the status file's, read at scrape time)."""
+        stats = self.stats
+        counters = [
+            ("records", stats.records, "records made durable: in lake files or quarantined"),
+            ("batches", stats.batches, "batches flushed"),
+            ("files", stats.files, "lake files created"),
+            ("bytes", stats.bytes, "bytes of lake files created"),
+            ("quarantined", stats.quarantined, "invalid messages quarantined"),
+            ("commit_failures", stats.commit_failures, "offset commits that failed"),
+            ("store_failures", stats.store_failures, "rounds the lake refused (retried)"),
+            ("late_files", stats.late_files, "files written into hours beyond the look-back"),
+        ]
+        out = [
+            Reading(f"sysmetrics_lake_{name}_total", "counter", text, value)
+            for name, value, text in counters
+        ]
+        out.append(
+            Reading(
+                "sysmetrics_lake_buffered_records",
+                "gauge",
+                "records consumed, not yet in a durable file",
+                sum(len(b.records) for b in self._buffers.values()),
+            )
+        )
+        out += [
+            Reading(
+                "sysmetrics_lake_consumer_lag",
+                "gauge",
+                "messages behind the partition's end (approximate on Tansu)",
+                lag,
+                {"partition": partition},
+            )
+            for partition, lag in sorted(stats.lag.items())
+        ]
+        return out
+
     def _write_status(self) -> None:
         if self.status_file is None or time.monotonic() - self._last_status < 2.0:
             return

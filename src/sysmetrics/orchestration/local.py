@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sysmetrics.config import Settings
+from sysmetrics.observability import MetricsEndpoint, serve_metrics
 from sysmetrics.orchestration.scheduler import HourlyScheduler
 from sysmetrics.stream.broker import EmbeddedBroker, pid_alive, process_group_alive, stop_pid
 
@@ -106,6 +107,7 @@ class LocalPipeline:
             target=self.scheduler.run, name="hourly-scheduler", daemon=True
         )
         self.state_file = settings.data_dir / "up.json"
+        self.metrics: MetricsEndpoint | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -116,6 +118,9 @@ class LocalPipeline:
             self.own_broker = True
         for component in self.components:
             self._spawn(component)
+        self.metrics = serve_metrics(
+            "up", [self.scheduler.readings], self.settings.metrics_addr, self.settings.metrics_port
+        )
         self._scheduler_thread.start()
         self._write_state()
 
@@ -154,9 +159,16 @@ class LocalPipeline:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # Ctrl-C reaches us only; we stop them in order
-                env={**os.environ, **self._child_env(), **component.env},
+                env=self._env(component),
             )
         component.started_at = time.time()
+
+    def _env(self, component: Component) -> dict[str, str]:
+        env = {**os.environ, **self._child_env(), **component.env}
+        # A port given to `up` is its own; each child serves /metrics on its role's default.
+        if self.settings.metrics_port:
+            env.pop("SYSMETRICS_METRICS_PORT", None)
+        return env
 
     def _child_env(self) -> dict[str, str]:
         values = self.settings.masked()
@@ -175,6 +187,7 @@ class LocalPipeline:
             "lake_compression",
             "watermark_grace_s",
             "watermark_wait_s",
+            "metrics_addr",
         ):
             value = str(values[name])
             if name in ("data_dir", "lake_url", "warehouse_url") and "://" not in value:
@@ -203,6 +216,8 @@ class LocalPipeline:
     def shutdown(self) -> None:
         """Stop everything in pipeline order; nothing is left running when this returns."""
         self.stop.set()
+        if self.metrics is not None:
+            self.metrics.close()
         order = ["collector", "simulator", "lake writer", "alert evaluator", "dashboard", "airflow"]
         for name in order:
             for component in self.components:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 from sysmetrics.batch.hourly import DataQualityError, lake_complete_before, run_hour
 from sysmetrics.config import Settings
 from sysmetrics.lake.store import LakeStore
+from sysmetrics.observability import Reading
 from sysmetrics.timeutil import hour_floor
 from sysmetrics.warehouse import open_warehouse
 
@@ -40,6 +42,8 @@ class HourlyScheduler:
         self.last_hour_done: datetime | None = None
         self.last_error: str | None = None
         self.runs = 0
+        self.failures = 0
+        self.last_run_s: float | None = None
 
     def history_due(self, current: datetime) -> list[datetime]:
         """The past hours still to run whose end the lake is complete up to, oldest first."""
@@ -60,6 +64,28 @@ class HourlyScheduler:
             return None
         return f"history {self.history_hours - len(self.history_pending)}/{self.history_hours} h"
 
+    def readings(self) -> list[Reading]:
+        """The scheduler's numbers for /metrics."""
+        out = [
+            Reading("sysmetrics_hourly_runs_total", "counter", "hourly runs done", self.runs),
+            Reading(
+                "sysmetrics_hourly_failures_total",
+                "counter",
+                "scheduler ticks that failed (see status)",
+                self.failures,
+            ),
+        ]
+        if self.last_run_s is not None:
+            out.append(
+                Reading(
+                    "sysmetrics_hourly_last_run_seconds",
+                    "gauge",
+                    "duration of the last hourly run (load + aggregate)",
+                    self.last_run_s,
+                )
+            )
+        return out
+
     def tick(self, now: datetime) -> None:
         current = hour_floor(now)
         previous = current - timedelta(hours=1)
@@ -71,8 +97,10 @@ class HourlyScheduler:
         wh = open_warehouse(self.settings)
         try:
             for hour in sorted(hours):  # oldest first: trends compare with the hour before
+                began = time.monotonic()
                 result = run_hour(self.settings, wh, self.store, hour)
                 self.runs += 1
+                self.last_run_s = time.monotonic() - began
                 if hour in history and self.history_pending is not None:
                     self.history_pending.remove(hour)
                 if hour == previous:
@@ -85,6 +113,7 @@ class HourlyScheduler:
                 )
             self.last_error = None
         except DataQualityError as exc:
+            self.failures += 1
             self.last_error = str(exc)
             log.error("%s", exc)
         finally:
@@ -95,6 +124,7 @@ class HourlyScheduler:
             try:
                 self.tick(datetime.now(UTC))
             except Exception as exc:  # keep the scheduler alive; the error is shown in status
+                self.failures += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("hourly run failed")
             catching_up = bool(self.history_pending)

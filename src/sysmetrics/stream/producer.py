@@ -11,6 +11,7 @@ from pathlib import Path
 from confluent_kafka import KafkaError, Message, Producer
 
 from sysmetrics.config import Settings
+from sysmetrics.observability import Reading
 from sysmetrics.stream.kafka_config import producer_config
 from sysmetrics.stream.spool import Spool, SpooledRecord
 
@@ -45,6 +46,41 @@ class SpooledProducer:
         self._in_flight: set[int] = set()
         self._sent_upto = -1  # highest seq handed to librdkafka in this send pass
         self._rewind = False
+
+    def readings(self) -> list[Reading]:
+        """The collector's numbers for /metrics."""
+        return [
+            Reading(
+                "sysmetrics_collector_samples_total",
+                "counter",
+                "samples spooled",
+                self.stats.spooled,
+            ),
+            Reading(
+                "sysmetrics_collector_delivered_total",
+                "counter",
+                "samples Kafka acknowledged",
+                self.stats.delivered,
+            ),
+            Reading(
+                "sysmetrics_collector_delivery_failures_total",
+                "counter",
+                "failed delivery attempts (retried from the spool)",
+                self.stats.failed_attempts,
+            ),
+            Reading(
+                "sysmetrics_collector_spool_depth",
+                "gauge",
+                "samples in the on-disk spool not yet acknowledged",
+                self.spool.pending,
+            ),
+            Reading(
+                "sysmetrics_collector_spool_dropped_total",
+                "counter",
+                "samples dropped because the spool reached SYSMETRICS_SPOOL_MAX_BYTES",
+                self.spool.dropped,
+            ),
+        ]
 
     def publish(self, key: bytes, value: bytes) -> None:
         self.spool.append(key, value)

@@ -1,0 +1,99 @@
+"""Prometheus ``/metrics`` for the long-running parts: the collector, the lake writer, the alert
+evaluator and the scheduler of ``sysmetrics up``.
+
+Each part hands the endpoint a function that reads its own counters at scrape time (the same
+numbers its status file and final summary print: one source), so nothing is counted twice.
+The endpoint binds to 127.0.0.1 unless SYSMETRICS_METRICS_ADDR says otherwise; a port already
+in use is a warning, never a reason for the pipeline to stop.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORTS = {"up": 9850, "collect": 9851, "consume": 9852, "alert": 9853}
+"""Each command's port when SYSMETRICS_METRICS_PORT / --metrics-port is not given: one per
+role, so a collector and a lake writer on one machine do not collide."""
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One sample of one metric: ``kind`` counter (monotonic, named ``…_total``) or gauge."""
+
+    name: str
+    kind: Literal["counter", "gauge"]
+    help: str
+    value: float
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+Reader = Callable[[], list[Reading]]
+
+
+class _ReadingsCollector(Collector):
+    def __init__(self, read: Reader) -> None:
+        self.read = read
+
+    def collect(self) -> Iterator[Metric]:
+        families: dict[str, CounterMetricFamily | GaugeMetricFamily] = {}
+        for reading in self.read():
+            names = sorted(reading.labels)
+            family = families.get(reading.name)
+            if family is None:
+                kind = CounterMetricFamily if reading.kind == "counter" else GaugeMetricFamily
+                family = families[reading.name] = kind(reading.name, reading.help, labels=names)
+            family.add_metric([reading.labels[n] for n in names], reading.value)
+        yield from families.values()
+
+
+class MetricsEndpoint:
+    """One process's ``/metrics``: every part running in it adds its reader."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self._server: object | None = None
+
+    def add(self, read: Reader) -> None:
+        self.registry.register(_ReadingsCollector(read))
+
+    def serve(self, addr: str, port: int) -> int | None:
+        """Start serving on ``addr:port`` (0: not at all); the port, or None when not serving."""
+        if port == 0:
+            return None
+        try:
+            self._server, _thread = start_http_server(port, addr, self.registry)
+        except OSError as exc:
+            log.warning(
+                "metrics not served on %s:%d (%s): set --metrics-port or "
+                "SYSMETRICS_METRICS_PORT to a free port (0 turns it off)",
+                addr,
+                port,
+                exc,
+            )
+            return None
+        log.info("Prometheus metrics on http://%s:%d/metrics", addr, port)
+        return port
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()  # type: ignore[attr-defined]
+            self._server.server_close()  # type: ignore[attr-defined]
+            self._server = None
+
+
+def serve_metrics(role: str, readers: list[Reader], addr: str, port: int | None) -> MetricsEndpoint:
+    """The endpoint of a ``role`` (``collect``, ``consume``…) on ``port``, or its default."""
+    endpoint = MetricsEndpoint()
+    for read in readers:
+        endpoint.add(read)
+    endpoint.serve(addr, DEFAULT_PORTS[role] if port is None else port)
+    return endpoint
