@@ -39,7 +39,7 @@ pytestmark = pytest.mark.skipif(
 class Receiver(HTTPServer):
     """Alertmanager's webhook receiver: keeps every notification it gets."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int | None = None) -> None:
         self.notifications: list[dict[str, Any]] = []
         outer = self
 
@@ -53,7 +53,7 @@ class Receiver(HTTPServer):
             def log_message(self, *args: object) -> None:
                 return
 
-        super().__init__(("127.0.0.1", free_port()), Handler)
+        super().__init__(("127.0.0.1", port or free_port()), Handler)
 
     def statuses(self, alertname: str) -> list[str]:
         return [
@@ -193,3 +193,151 @@ def test_kill_9_while_firing_loses_no_resolve(
         second.send_signal(signal.SIGTERM)
         second.wait(30)
     assert receiver.statuses("HighCpu") == ["firing", "resolved"]
+
+
+HIGH_CPU_ONLY = """
+[[rule]]
+name = "HighCpu"
+metric = "cpu_pct"
+op = ">"
+threshold = 90
+for = "5m"
+"""
+
+
+def evaluator_env(settings: Settings, tmp_path: Path, webhook: str) -> dict[str, str]:
+    rules = tmp_path / "rules.toml"
+    rules.write_text(HIGH_CPU_ONLY)
+    return {
+        **os.environ,
+        "SYSMETRICS_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "SYSMETRICS_TOPIC": settings.topic,
+        "SYSMETRICS_DATA_DIR": str(tmp_path / "data"),
+        "SYSMETRICS_ALERT_RULES": str(rules),
+        "SYSMETRICS_ALERT_WEBHOOK_URL": webhook,
+        "SYSMETRICS_ALERT_RESEND_S": "3600",
+        "SYSMETRICS_METRICS_PORT": "0",
+        "SYSMETRICS_ALERT_STATE_TOPIC": f"{settings.topic}-state",
+        "SYSMETRICS_ALERT_CONSUMER_GROUP": f"{settings.topic}-alerts",
+    }
+
+
+def pages(receiver: Receiver) -> dict[str, dict[str, set[str]]]:
+    """Per host: the distinct startsAt of its firing and of its resolved notifications (a
+    re-send has its alert's startsAt; a duplicate "new" page would have another)."""
+    out: dict[str, dict[str, set[str]]] = {}
+    for notification in receiver.notifications:
+        for a in notification["alerts"]:
+            host = out.setdefault(a["labels"]["host_id"], {"firing": set(), "resolved": set()})
+            host[a["status"]].add(a["startsAt"])
+    return out
+
+
+def test_kill_9_while_pending_and_a_rebalance_onto_a_second_evaluator(
+    tansu_settings: Settings, tmp_path: Path
+) -> None:
+    """Six hosts hot for 3 minutes: pending. The evaluator is killed; two start in its group
+    and split the partitions; the pending alerts fire at 5 minutes of event time, once each.
+    One of the two is killed: the other takes its partitions and sends every resolve."""
+    receiver = Receiver()
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    env = evaluator_env(tansu_settings, tmp_path, f"http://127.0.0.1:{receiver.server_port}/")
+    settings = tansu_settings.model_copy(
+        update={"alert_state_topic": env["SYSMETRICS_ALERT_STATE_TOPIC"]}
+    )
+    hosts = [f"rack-{n}" for n in range(6)]
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=20)
+
+    def samples(first: int, last: int, cpu: float) -> list[tuple[bytes | None, bytes | None]]:
+        return as_messages(
+            [
+                event(h, start + timedelta(seconds=10 * i), cpu, seq=i)
+                for i in range(first, last)
+                for h in hosts
+            ]
+        )
+
+    def spawn(name: str) -> subprocess.Popen[bytes]:
+        log = (tmp_path / f"{name}.log").open("wb")
+        return subprocess.Popen(
+            [SYSMETRICS, "alert"], env=env, stdout=subprocess.DEVNULL, stderr=log
+        )
+
+    def assigned(name: str) -> bool:
+        return "assigned" in (tmp_path / f"{name}.log").read_text()
+
+    from sysmetrics.alerts.service import read_state
+
+    produce(tansu_settings, samples(0, 18, 97.0))  # 3 minutes: pending, `for` is 5
+    first = spawn("first")
+    try:
+        wait_for(
+            lambda: len([a for a in read_state(settings, 20) if a.state == "pending"]) == 6,
+            90,
+            "six pending alerts in the state topic",
+        )
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    assert receiver.notifications == []
+    second, third = spawn("second"), spawn("third")
+    try:
+        wait_for(lambda: assigned("second") and assigned("third"), 60, "both to get partitions")
+        produce(tansu_settings, samples(18, 42, 97.0))  # 4 more minutes: fires at 5
+        wait_for(
+            lambda: all(pages(receiver).get(h, {}).get("firing") for h in hosts),
+            60,
+            "every host's page",
+        )
+        second.send_signal(signal.SIGKILL)
+        second.wait(10)
+        produce(tansu_settings, samples(42, 48, 10.0))
+        wait_for(lambda: all(pages(receiver)[h]["resolved"] for h in hosts), 90, "every resolve")
+    finally:
+        for process in (second, third):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                process.wait(30)
+        receiver.shutdown()
+    fired_at = (start + timedelta(minutes=5)).isoformat()
+    for host in hosts:
+        # One page per host, from the sample 5 minutes after the pending began before the
+        # kill (a lost pending would restart `for`), and one resolve.
+        assert pages(receiver)[host] == {"firing": {fired_at}, "resolved": {fired_at}}, host
+    # Both evaluators owned partitions, and the survivor took the killed one's over.
+    assert (tmp_path / "third.log").read_text().count("assigned") >= 2
+
+
+def test_a_receiver_down_for_2_minutes_delays_notifications_never_drops_them(
+    tansu_settings: Settings, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = evaluator_env(tansu_settings, tmp_path, f"http://127.0.0.1:{port}/")
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=20)
+    hot = [event("db-9", start + timedelta(seconds=10 * i), 95.0, seq=i) for i in range(37)]
+    produce(tansu_settings, as_messages(hot))
+    log = tmp_path / "alert.log"
+    process = subprocess.Popen(
+        [SYSMETRICS, "alert"], env=env, stdout=subprocess.DEVNULL, stderr=log.open("wb")
+    )
+    receiver: Receiver | None = None
+    try:
+        time.sleep(60)
+        cool = [event("db-9", start + timedelta(seconds=10 * i), 5.0, seq=i) for i in range(37, 40)]
+        produce(tansu_settings, as_messages(cool))  # fired and resolved while nobody listens
+        time.sleep(60)
+        assert process.poll() is None
+        receiver = Receiver(port)
+        threading.Thread(target=receiver.serve_forever, daemon=True).start()
+        wait_for(
+            lambda: receiver is not None and "resolved" in receiver.statuses("HighCpu"),
+            30,
+            "the delayed notifications",
+        )
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+        if receiver is not None:
+            receiver.shutdown()
+    assert receiver.statuses("HighCpu") == ["firing", "resolved"]
+    assert "alert receiver unreachable" in log.read_text()

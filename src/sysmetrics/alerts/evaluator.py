@@ -35,6 +35,8 @@ class Alert:
     resolved_at: datetime | None = None
     keep_firing_since: datetime | None = None
     """First sample, while firing, where the rule stopped holding (``keep_firing_for``)."""
+    partition: int | None = None
+    """The topic partition the host's samples come from: its evaluator owns the alert."""
 
     @property
     def fingerprint(self) -> str:
@@ -70,6 +72,7 @@ class _Seen:
     hostname: str
     interval_s: float
     arrived: float  # wall clock (time.time()) of the host's last sample
+    partition: int | None = None
 
 
 @dataclass
@@ -81,15 +84,24 @@ class Evaluator:
 
     def restore(self, alerts: list[Alert]) -> None:
         """State saved by an earlier evaluator (the state topic): no re-page, no lost resolve."""
-        self.alerts = {a.fingerprint: a for a in alerts}
+        self.alerts.update({a.fingerprint: a for a in alerts})
 
-    def observe(self, event: MetricsEvent, arrived: float | None = None) -> list[Change]:
+    def release(self, partitions: set[int]) -> None:
+        """Forget the hosts of partitions another evaluator now owns (a rebalance): it takes
+        their alerts from the state topic; this one must not re-send or time them out."""
+        self.alerts = {k: a for k, a in self.alerts.items() if a.partition not in partitions}
+        self.seen = {h: s for h, s in self.seen.items() if s.partition not in partitions}
+
+    def observe(
+        self, event: MetricsEvent, arrived: float | None = None, partition: int | None = None
+    ) -> list[Change]:
         host = event.host
         changes: list[Change] = []
         self.seen[host.host_id] = _Seen(
             host.hostname,
             event.interval_s or self.default_interval_s,
             time.time() if arrived is None else arrived,
+            partition,
         )
         for rule in self.rules:
             key = f"{rule.name}|{host.host_id}"
@@ -106,6 +118,7 @@ class Evaluator:
                         rule.name, host.host_id, host.hostname, "pending", event.ts, event.ts
                     )
                     self.alerts[key] = alert
+                alert.partition = partition
                 alert.last_true, alert.value, alert.hostname = event.ts, value, host.hostname
                 alert.keep_firing_since = None
                 if alert.state == "pending" and event.ts - alert.active_since >= rule.for_:
@@ -131,7 +144,7 @@ class Evaluator:
                 if silent_s > rule.intervals * seen.interval_s and key not in self.alerts:
                     at = datetime.fromtimestamp(now, UTC)
                     alert = Alert(rule.name, host_id, seen.hostname, "firing", at, at, silent_s)
-                    alert.fired_at = at
+                    alert.fired_at, alert.partition = at, seen.partition
                     self.alerts[key] = alert
                     changes.append(Change("firing", alert))
         return changes

@@ -21,7 +21,7 @@ from sysmetrics.alerts.evaluator import Alert, Change
 from sysmetrics.alerts.rules import Rule
 
 log = logging.getLogger(__name__)
-MAX_BACKOFF_S = 60.0
+MAX_BACKOFF_S = 15.0
 
 
 def labels(alert: Alert, rule: Rule) -> dict[str, str]:

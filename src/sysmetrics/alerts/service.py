@@ -4,8 +4,10 @@ rules as samples arrive and notifying Alertmanager (or a webhook) within seconds
 Alert state (pending and firing alerts) lives in a compacted topic keyed by the alert's
 fingerprint, written before the input offsets are committed: an evaluator that restarts, or
 takes over partitions, reads it back and neither pages a firing alert again as new nor loses
-its resolve. Messages that are not valid events are counted and skipped (the lake writer
-quarantines them); they never stop the evaluator.
+its resolve. Each alert records the partition of its host's samples: on a rebalance the
+evaluator that gives a partition up flushes its state and forgets those hosts, the one that
+gets it restores exactly their alerts. Messages that are not valid events are counted and
+skipped (the lake writer quarantines them); they never stop the evaluator.
 """
 
 from __future__ import annotations
@@ -86,6 +88,7 @@ class AlertService:
         self.stats = AlertStats()
         self._last_resend = 0.0
         self._last_state = 0.0
+        self._producer: Producer | None = None
 
     def run(self) -> AlertStats:
         settings = self.settings
@@ -93,22 +96,16 @@ class AlertService:
         ensure_topic(
             settings, settings.alert_state_topic, partitions=1, config={"cleanup.policy": "compact"}
         )
-        self.evaluator.restore(read_state(settings))
-        log.info(
-            "alert evaluator: %d rules, %d alerts restored",
-            len(self.rules),
-            len(self.evaluator.alerts),
-        )
-        producer = Producer(producer_config(settings))
+        producer = self._producer = Producer(producer_config(settings))
         consumer = Consumer(consumer_config(settings, settings.alert_consumer_group))
-        consumer.subscribe([settings.topic])
+        consumer.subscribe([settings.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         last_commit = time.monotonic()
         try:
             while not self.stop.is_set():
                 message = consumer.poll(0.5)
                 error = message.error() if message is not None else None
                 if message is not None and error is None:
-                    self._handle(message.value() or b"", producer)
+                    self._handle(message.value() or b"", producer, message.partition())
                     consumer.store_offsets(message)
                 elif error is not None and error.code() != KafkaError._PARTITION_EOF:
                     log.warning("consumer: %s", error)
@@ -175,7 +172,32 @@ class AlertService:
             ),
         ]
 
-    def _handle(self, payload: bytes, producer: Producer) -> None:
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Take over the alerts of the hosts on these partitions from the state topic."""
+        owned = {tp.partition for tp in partitions}
+        if self._producer is not None:
+            self._producer.flush(30)
+        restored = [a for a in read_state(self.settings) if a.partition in owned | {None}]
+        self.evaluator.restore(restored)
+        log.info(
+            "alert evaluator: partitions %s assigned, %d alerts restored",
+            sorted(owned),
+            len(restored),
+        )
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """State and offsets of these partitions are saved, then their hosts forgotten."""
+        lost = {tp.partition for tp in partitions}
+        if self._producer is not None:
+            self._producer.flush(30)
+        try:
+            consumer.commit(asynchronous=False)
+        except Exception as exc:  # nothing stored to commit yet
+            log.debug("commit on revoke: %s", exc)
+        self.evaluator.release(lost)
+        log.info("alert evaluator: partitions %s revoked", sorted(lost))
+
+    def _handle(self, payload: bytes, producer: Producer, partition: int | None = None) -> None:
         try:
             event = decode_keeping_unknown(payload)[0]
         except (SchemaError, ValueError) as exc:
@@ -184,7 +206,7 @@ class AlertService:
             return
         self.stats.events += 1
         before = {k: a.state for k, a in self.evaluator.alerts.items()}
-        changes = self.evaluator.observe(event)
+        changes = self.evaluator.observe(event, partition=partition)
         self._publish(changes, producer)
         # Pending alerts that appeared or vanished are state too (a restart keeps their `for`).
         after = self.evaluator.alerts
