@@ -341,3 +341,49 @@ def test_a_receiver_down_for_2_minutes_delays_notifications_never_drops_them(
             receiver.shutdown()
     assert receiver.statuses("HighCpu") == ["firing", "resolved"]
     assert "alert receiver unreachable" in log.read_text()
+
+
+def test_a_host_that_stops_sending_is_down_within_3_intervals_and_back_when_it_returns(
+    tansu_settings: Settings,
+) -> None:
+    """The default pack's HostDown: a host sampling every 2 s goes quiet; the page comes
+    within 3 intervals + 10 s of its last sample, the resolve when it reports again."""
+    receiver = Receiver()
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    settings = tansu_settings.model_copy(
+        update={
+            "alert_webhook_url": f"http://127.0.0.1:{receiver.server_port}/",
+            "alert_state_topic": f"{tansu_settings.topic}-state",
+            "alert_consumer_group": f"{tansu_settings.topic}-alerts",
+        }
+    )
+    service = AlertService(settings)
+    thread = threading.Thread(target=service.run, daemon=True)
+    thread.start()
+    seq = 0
+
+    def report(n: int) -> None:
+        nonlocal seq
+        for _ in range(n):
+            now = datetime.now(UTC)
+            produce(settings, as_messages([event("edge-4", now, 20.0, seq=seq, interval_s=2.0)]))
+            seq += 1
+            time.sleep(2.0)
+
+    try:
+        report(8)  # alive, seen by the evaluator
+        wait_for(lambda: service.stats.events >= 8, 30, "the samples to be evaluated")
+        assert receiver.statuses("HostDown") == []
+        silent_since = time.monotonic() - 2.0  # report() slept one interval after the last
+        wait_for(
+            lambda: receiver.statuses("HostDown") == ["firing"],
+            3 * 2.0 + 10.0 - (time.monotonic() - silent_since),
+            "the host-down page within 3 intervals + 10 s",
+        )
+        report(1)
+        wait_for(lambda: "resolved" in receiver.statuses("HostDown"), 30, "the resolve")
+    finally:
+        service.stop.set()
+        thread.join(30)
+        receiver.shutdown()
+    assert receiver.statuses("HostDown") == ["firing", "resolved"]
