@@ -280,8 +280,12 @@ _IN_SCOPE = re.compile(r"IN_SCOPE\(([\w.]+)\)")
 
 def scoped(statement: str, every_host: bool) -> str:
     """``IN_SCOPE(host_id)`` in a per-host statement: every host of the hour, or only those
-    in the array parameter @hosts (an hour recomputed for the hosts whose rows changed)."""
-    return _IN_SCOPE.sub("TRUE" if every_host else r"\1 IN UNNEST(@hosts)", statement)
+    in the array parameter @hosts (an hour recomputed for the hosts whose rows changed). A
+    subquery, not ``IN UNNEST``: DuckDB runs it as a hash semi-join (0.06 s for 3.6 M rows and
+    10,000 hosts), where the list lookup it transpiles ``IN UNNEST`` to took 15 s."""
+    return _IN_SCOPE.sub(
+        "TRUE" if every_host else r"\1 IN (SELECT h FROM UNNEST(@hosts) AS h)", statement
+    )
 
 
 # Hourly per-host aggregates for [@start, @start + 1h). Averages and rates are rounded to 6
