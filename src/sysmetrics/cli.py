@@ -496,6 +496,14 @@ def _echo_result(result: Any) -> None:
     )
 
 
+def _echo_curated(done: Any) -> None:
+    for c in done.compacted:
+        if c.version is not None:
+            click.echo(f"  curated {c.hour:%Y-%m-%dT%H}Z: version {c.version}, {c.rows} rows")
+    if done.pruned is not None:
+        click.echo(f"  retention: {done.pruned.hour:%Y-%m-%dT%H}Z {done.pruned.detail}")
+
+
 @batch.command("run")
 @click.option(
     "--hour", "hour_text", required=True, help="Hour to process (UTC), e.g. 2026-11-27T14."
@@ -517,7 +525,9 @@ def batch_run(ctx: Context, hour_text: str, wait: float, rebuild: bool) -> None:
     """Load one hour's new lake files (plus late files of the look-back window) and compute
     its tables: every host of the hour (settings may have changed), and of late hours the
     hosts that received rows."""
-    from sysmetrics.batch.hourly import DataQualityError, run_hour
+    from datetime import UTC, datetime
+
+    from sysmetrics.batch.hourly import DataQualityError, curate, run_hour
     from sysmetrics.timeutil import parse_utc
 
     try:
@@ -526,11 +536,11 @@ def batch_run(ctx: Context, hour_text: str, wait: float, rebuild: bool) -> None:
         raise click.BadParameter(str(exc), param_hint="--hour") from None
     wh, store = _batch_parts(ctx.settings)
     try:
-        _echo_result(
-            run_hour(
-                ctx.settings, wh, store, hour, wait_timeout_s=wait, rebuild=rebuild, recompute=True
-            )
+        result = run_hour(
+            ctx.settings, wh, store, hour, wait_timeout_s=wait, rebuild=rebuild, recompute=True
         )
+        _echo_result(result)
+        _echo_curated(curate(ctx.settings, store, result.recomputed, datetime.now(UTC)))
     except DataQualityError as exc:
         raise click.ClickException(str(exc)) from None
     finally:
@@ -594,6 +604,223 @@ def batch_backfill(
     finally:
         wh.close()
     click.echo(f"backfilled {len(results)} hours, {sum(r.rows for r in results)} rows")
+
+
+# --------------------------------------------------------------------------- lake
+@cli.group("lake")
+def lake_group() -> None:
+    """The raw lake and its curated Parquet copy: compact, verify, prune, stats."""
+
+
+def _range_options(fn: Any) -> Any:
+    for option in reversed(
+        [
+            click.option("--from", "start_text", help="First hour (UTC), e.g. 2026-11-20T00."),
+            click.option("--to", "end_text", help="End hour, exclusive (UTC)."),
+            click.option("--last", "last_text", help="Instead of --from: the last N, e.g. 7d."),
+        ]
+    ):
+        fn = option(fn)
+    return fn
+
+
+def _lake_hours(
+    store: Any,
+    topic: str,
+    start_text: str | None,
+    end_text: str | None,
+    last_text: str | None,
+    prefixes: tuple[str, ...] = ("raw",),
+) -> list[Any]:
+    """The hours of the lake in the range (every hour with a folder when none is given)."""
+    from datetime import UTC, datetime, timedelta
+
+    from sysmetrics.lake.compaction import hours_in_lake
+    from sysmetrics.timeutil import parse_duration, parse_utc
+
+    try:
+        end = parse_utc(end_text) if end_text else None
+        start = parse_utc(start_text) if start_text else None
+        if last_text:
+            start = (end or datetime.now(UTC)) - timedelta(seconds=parse_duration(last_text))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    hours = sorted({h for prefix in prefixes for h in hours_in_lake(store, topic, prefix)})
+    return [h for h in hours if (start is None or h >= start) and (end is None or h < end)]
+
+
+def _progress(label: str, total: int) -> Any:
+    from rich.progress import Progress
+
+    bar = Progress(transient=False)
+    return bar, bar.add_task(label, total=total or 1)
+
+
+@lake_group.command("compact")
+@_range_options
+@pass_ctx
+def lake_compact(
+    ctx: Context, start_text: str | None, end_text: str | None, last_text: str | None
+) -> None:
+    """Write each complete hour (its watermark passed) as curated Parquet: deduplicated,
+    typed, sorted by host and time, zstd. An hour already compacted is rewritten only when
+    raw files arrived after it (a new version replaces the old one atomically)."""
+    from datetime import timedelta
+
+    from sysmetrics.batch.hourly import lake_complete_before
+    from sysmetrics.lake.compaction import compact_hour
+    from sysmetrics.lake.store import LakeStore
+
+    settings = ctx.settings
+    store = LakeStore.from_settings(settings)
+    complete = lake_complete_before(store, settings.topic)
+    hours = _lake_hours(store, settings.topic, start_text, end_text, last_text)
+    ready = [h for h in hours if complete is not None and h + timedelta(hours=1) <= complete]
+    if len(ready) < len(hours):
+        click.echo(f"{len(hours) - len(ready)} hours not complete yet (lake watermark): skipped")
+    written = 0
+    bar, task = _progress("compacting hours", len(ready))
+    with bar:
+        for hour in ready:
+            done = compact_hour(store, settings.topic, hour, settings.curated_row_group_rows)
+            bar.advance(task)
+            if done.version is not None:
+                written += 1
+                bar.console.print(
+                    f"  {hour:%Y-%m-%dT%H}Z version {done.version}: {done.rows:,} rows "
+                    f"from {done.sources} raw files"
+                )
+    click.echo(f"compacted {written} of {len(ready)} hours ({len(ready) - written} up to date)")
+
+
+@lake_group.command("verify")
+@_range_options
+@pass_ctx
+def lake_verify(
+    ctx: Context, start_text: str | None, end_text: str | None, last_text: str | None
+) -> None:
+    """Check each compacted hour: its file matches its manifest and holds exactly the event
+    ids of the hour's raw files. Exit status 1 when any hour does not verify."""
+    from sysmetrics.lake.compaction import verify_hour
+    from sysmetrics.lake.store import LakeStore
+
+    settings = ctx.settings
+    store = LakeStore.from_settings(settings)
+    hours = _lake_hours(store, settings.topic, start_text, end_text, last_text, ("raw", "curated"))
+    failed = 0
+    bar, task = _progress("verifying hours", len(hours))
+    with bar:
+        for hour in hours:
+            check = verify_hour(store, settings.topic, hour)
+            bar.advance(task)
+            failed += not check.ok
+            bar.console.print(
+                f"  {hour:%Y-%m-%dT%H}Z {'ok  ' if check.ok else 'FAIL'} {check.detail}"
+            )
+    click.echo(f"{len(hours) - failed} of {len(hours)} hours verified")
+    if failed:
+        sys.exit(1)
+
+
+@lake_group.command("prune")
+@_range_options
+@click.option("--dry-run", is_flag=True, help="Say what would be deleted, delete nothing.")
+@pass_ctx
+def lake_prune(
+    ctx: Context,
+    start_text: str | None,
+    end_text: str | None,
+    last_text: str | None,
+    dry_run: bool,
+) -> None:
+    """Delete the raw JSON of hours older than SYSMETRICS_RAW_RETENTION_DAYS whose curated
+    Parquet verifies (an hour that does not keep its raw files, and says why), and
+    quarantined files older than SYSMETRICS_QUARANTINE_RETENTION_DAYS."""
+    from datetime import UTC, datetime, timedelta
+
+    from sysmetrics.lake.compaction import (
+        Verification,
+        prune_hour,
+        prune_quarantine,
+        verify_hour,
+    )
+    from sysmetrics.lake.store import LakeStore
+
+    settings = ctx.settings
+    if settings.raw_retention_days == 0:
+        click.echo("SYSMETRICS_RAW_RETENTION_DAYS=0: raw files are kept forever")
+        return
+    store = LakeStore.from_settings(settings)
+    now = datetime.now(UTC)
+    cutoff = now - timedelta(days=settings.raw_retention_days, hours=1)
+    hours = [
+        h
+        for h in _lake_hours(store, settings.topic, start_text, end_text, last_text)
+        if h <= cutoff
+    ]
+    pruned = kept = 0
+    bar, task = _progress("pruning hours", len(hours))
+    with bar:
+        for hour in hours:
+            check: Verification | None
+            if dry_run:
+                check = verify_hour(store, settings.topic, hour)
+            else:
+                check = prune_hour(store, settings.topic, hour, now, settings.raw_retention_days)
+            bar.advance(task)
+            if check is None:
+                continue
+            if check.ok and check.raw_files:
+                pruned += 1
+                verb = "would delete" if dry_run else "deleted"
+                bar.console.print(f"  {hour:%Y-%m-%dT%H}Z {verb} {len(check.raw_files)} raw files")
+            elif not check.ok:
+                kept += 1
+                bar.console.print(f"  {hour:%Y-%m-%dT%H}Z kept: {check.detail}")
+    quarantined = (
+        0
+        if dry_run
+        else prune_quarantine(store, settings.topic, now, settings.quarantine_retention_days)
+    )
+    click.echo(
+        f"{'would prune' if dry_run else 'pruned'} {pruned} hours, kept {kept} that do not "
+        f"verify (run 'sysmetrics lake compact'); {quarantined} quarantine files expired"
+    )
+
+
+@lake_group.command("stats")
+@_range_options
+@pass_ctx
+def lake_stats(
+    ctx: Context, start_text: str | None, end_text: str | None, last_text: str | None
+) -> None:
+    """Files, bytes, rows and bytes per host-day of the raw and the curated lake."""
+    from sysmetrics.lake.compaction import LayerStats, hour_hosts, hour_stats
+    from sysmetrics.lake.store import LakeStore
+
+    settings = ctx.settings
+    store = LakeStore.from_settings(settings)
+    hours = _lake_hours(store, settings.topic, start_text, end_text, last_text, ("raw", "curated"))
+    raw, curated = LayerStats(), LayerStats()
+    host_hours = 0
+    bar, task = _progress("reading hours", len(hours))
+    with bar:
+        for hour in hours:
+            r, c = hour_stats(store, settings.topic, hour)
+            for total, part in ((raw, r), (curated, c)):
+                total.files += part.files
+                total.bytes += part.bytes
+                total.rows += part.rows
+            host_hours += hour_hosts(store, settings.topic, hour)
+            bar.advance(task)
+    host_days = host_hours / 24
+    click.echo(f"{len(hours)} hours, {host_days:,.1f} host-days")
+    click.echo(f"{'layer':8} {'files':>10} {'bytes':>16} {'rows':>14} {'bytes/host-day':>15}")
+    for name, layer in (("raw", raw), ("curated", curated)):
+        per = layer.bytes / host_days if host_days else 0.0
+        click.echo(
+            f"{name:8} {layer.files:>10,} {layer.bytes:>16,} {layer.rows:>14,} {per:>15,.0f}"
+        )
 
 
 # --------------------------------------------------------------------------- query

@@ -61,6 +61,18 @@ class Settings(BaseSettings):
     flush_records: int = Field(50, ge=1, description="flush a partition at this many records")
     flush_seconds: float = Field(60.0, gt=0, description="flush at least this often (timer)")
     lake_compression: Literal["none", "gzip", "zstd"] = "none"
+    raw_retention_days: int = Field(
+        7,
+        ge=0,
+        description="raw JSON of an hour is deleted this long after it, once its curated "
+        "Parquet is verified (0: keep forever)",
+    )
+    quarantine_retention_days: int = Field(
+        30, ge=0, description="quarantined messages are deleted after this (0: keep forever)"
+    )
+    curated_row_group_rows: int = Field(
+        122_880, ge=1_000, description="rows per Parquet row group in curated/"
+    )
     dead_letter_topic: str | None = Field(
         None, description="also send quarantined messages here (raw bytes + reason headers)"
     )

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import sqlglot
 
+from sysmetrics.event_types import bigquery_schema, duckdb_columns
 from sysmetrics.warehouse import sql
-from sysmetrics.warehouse.event_types import bigquery_schema, duckdb_columns
 
 STATEMENTS = {
     "flatten": sql.FLATTEN.replace("{events}", "events"),

@@ -26,6 +26,16 @@ from typing import Any
 
 from sysmetrics.config import Settings
 from sysmetrics.lake import layout
+from sysmetrics.lake.compaction import (
+    Compacted,
+    Verification,
+    compact_hour,
+    curated_uri,
+    current_manifest,
+    prune_hour,
+    prune_quarantine,
+    raw_files,
+)
 from sysmetrics.lake.store import LakeStore
 from sysmetrics.lake.watermarks import read_watermarks
 from sysmetrics.timeutil import hour_floor
@@ -86,15 +96,6 @@ def wait_for_watermark(
 
 
 # ---------------------------------------------------------------------------- steps
-def lake_files(store: LakeStore, topic: str, hour: datetime) -> list[str]:
-    """Relative paths of every data file of ``hour`` in the lake."""
-    return [
-        path
-        for path in store.glob(layout.hour_glob(topic, hour))
-        if layout.parse_batch_name(path.rsplit("/", 1)[-1])
-    ]
-
-
 def ledger(wh: Warehouse, hour: datetime) -> set[str]:
     rows = wh.rows("SELECT file FROM {loaded_files} WHERE hour = @start", start=hour)
     return {row["file"] for row in rows}
@@ -182,18 +183,30 @@ def load(
         )
         hosts = None if repair else appended.hosts
         return HourLoad(len(known) + len(new), len(new), appended.rows, False, hosts)
-    files = lake_files(store, topic, hour)
+    files = raw_files(store, topic, hour)
     names = {f: f.rsplit("/", 1)[-1] for f in files}
-    if rebuild or not known or not known <= set(names.values()):
-        rows = wh.load_hour(hour, [store.uri(f) for f in files])
-        wh.execute(sql.delete_hour("loaded_files"), start=hour)
-        for name in names.values():
-            wh.execute(
-                "INSERT INTO {loaded_files} (hour, file) VALUES (@start, @file)",
-                start=hour,
-                file=name,
+    listed = set(names.values())
+    if rebuild or not known or not known <= listed:
+        # From scratch: the curated Parquet of the hour when there is one (its raw files may
+        # be pruned), plus the raw files that arrived after it.
+        curated = current_manifest(store, topic, hour)
+        compacted = set(curated.sources) if curated else set()
+        if rebuild or not known or not known <= listed | compacted:
+            extra = [f for f in files if names[f] not in compacted]
+            rows = wh.load_hour(
+                hour,
+                [store.uri(f) for f in extra],
+                curated_uri(store, topic, curated) if curated else None,
             )
-        return HourLoad(len(files), len(files), rows, rebuilt=True, hosts=None)
+            wh.execute(sql.delete_hour("loaded_files"), start=hour)
+            for name in sorted(listed | compacted):
+                wh.execute(
+                    "INSERT INTO {loaded_files} (hour, file) VALUES (@start, @file)",
+                    start=hour,
+                    file=name,
+                )
+            read = len(extra) + (curated is not None)
+            return HourLoad(len(listed | compacted), read, rows, rebuilt=True, hosts=None)
     new = [f for f in files if names[f] not in known]
     if not new:
         return HourLoad(len(files), 0, 0, rebuilt=False)
@@ -326,7 +339,7 @@ def hours_with_new_files(
     late = []
     for back in range(lookback_hours, 0, -1):
         earlier = hour - back * HOUR
-        names = {f.rsplit("/", 1)[-1] for f in lake_files(store, topic, earlier)}
+        names = {f.rsplit("/", 1)[-1] for f in raw_files(store, topic, earlier)}
         if names != ledger(wh, earlier):
             late.append(earlier)
     return late
@@ -589,6 +602,50 @@ def run_hour(
     if loaded.manifests is not None:
         record_manifests(wh, store, settings.topic, loaded.manifests)
     return result
+
+
+@dataclass
+class Curated:
+    """What the curation step did: hours compacted, the hour pruned (or why not)."""
+
+    compacted: list[Compacted] = field(default_factory=list)
+    pruned: Verification | None = None
+    quarantine_deleted: int = 0
+
+
+def curate(
+    settings: Settings,
+    store: LakeStore,
+    hours: list[datetime],
+    now: datetime,
+    prune: bool = True,
+) -> Curated:
+    """After the load: compact each of ``hours`` that the lake is complete for (a late file
+    makes a new version of its hour), then, with ``prune``, delete the raw files of the hour
+    that just passed SYSMETRICS_RAW_RETENTION_DAYS if its curated version verifies, and
+    expired quarantine files. ``sysmetrics lake compact|prune`` catch up on any other hour."""
+    done = Curated()
+    complete = lake_complete_before(store, settings.topic)
+    for hour in sorted(hours):
+        if complete is not None and hour + HOUR <= complete:
+            done.compacted.append(
+                compact_hour(store, settings.topic, hour, settings.curated_row_group_rows)
+            )
+    if prune and settings.raw_retention_days > 0:
+        expired = hour_floor(now) - timedelta(days=settings.raw_retention_days) - HOUR
+        # Never inside the look-back window: the loader compares those hours with the lake.
+        expired = min(expired, hour_floor(now) - (settings.lookback_hours + 1) * HOUR)
+        done.pruned = prune_hour(store, settings.topic, expired, now, settings.raw_retention_days)
+        if done.pruned is not None and not done.pruned.ok and done.pruned.raw_files:
+            log.warning(
+                "raw files of %s kept past retention: %s",
+                f"{expired:%Y-%m-%dT%H}Z",
+                done.pruned.detail,
+            )
+        done.quarantine_deleted = prune_quarantine(
+            store, settings.topic, now, settings.quarantine_retention_days
+        )
+    return done
 
 
 def backfill(

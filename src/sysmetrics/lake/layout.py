@@ -10,6 +10,10 @@
                                              round of one partition, filed by the hour it was
                                              written: the hourly job finds new files by reading
                                              these instead of listing every hour of the lake
+    curated/<topic>/year=YYYY/month=MM/day=DD/hour=HH/part-v<version>.parquet   the hour
+                                             compacted: deduplicated, typed, sorted by host, ts
+    curated/<topic>/…/hour=HH/_manifest-v<version>.json   its source files, rows and event_id
+                                             checksum; the highest version is the hour's
 
 Partitions are by the event's own UTC timestamp (Hive style, so DuckDB and BigQuery prune by
 path). Names come only from the topic (validated), partition numbers, offsets and times: nothing
@@ -36,6 +40,28 @@ def raw_root(topic: str) -> str:
 def hour_dir(topic: str, hour: datetime) -> str:
     h = hour.astimezone(UTC)
     return f"{raw_root(topic)}/year={h:%Y}/month={h:%m}/day={h:%d}/hour={h:%H}"
+
+
+def curated_hour_dir(topic: str, hour: datetime) -> str:
+    h = hour.astimezone(UTC)
+    return f"curated/{topic}/year={h:%Y}/month={h:%m}/day={h:%d}/hour={h:%H}"
+
+
+def curated_data_name(version: int) -> str:
+    return f"part-v{version:06d}.parquet"
+
+
+def curated_manifest_name(version: int) -> str:
+    return f"_manifest-v{version:06d}.json"
+
+
+_CURATED_RE = re.compile(r"^(?:part|_manifest)-v(\d{6})\.(?:parquet|json)$")
+
+
+def parse_curated_version(name: str) -> int | None:
+    """The version of a curated data file or manifest name, else None."""
+    match = _CURATED_RE.match(name)
+    return int(match[1]) if match else None
 
 
 def hour_glob(topic: str, hour: datetime) -> str:

@@ -13,7 +13,7 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 
-from sysmetrics.batch.hourly import DataQualityError, lake_complete_before, run_hour
+from sysmetrics.batch.hourly import DataQualityError, curate, lake_complete_before, run_hour
 from sysmetrics.config import Settings
 from sysmetrics.lake.store import LakeStore
 from sysmetrics.observability import Reading
@@ -101,6 +101,8 @@ class HourlyScheduler:
                 result = run_hour(self.settings, wh, self.store, hour)
                 self.runs += 1
                 self.last_run_s = time.monotonic() - began
+                # Complete hours go to curated Parquet; retention once per finished hour.
+                curate(self.settings, self.store, result.recomputed, now, prune=hour == previous)
                 if hour in history and self.history_pending is not None:
                     self.history_pending.remove(hour)
                 if hour == previous:

@@ -99,6 +99,22 @@ def alerts(scopes: list[dict[str, Any]]) -> None:
         hourly.alerts(wh, _scopes(scopes), settings)
 
 
+def curate(scopes: list[dict[str, Any]]) -> dict[str, object]:
+    """Compact the complete hours the run computed; prune the hour past retention."""
+    settings = load_settings()
+    done = hourly.curate(
+        settings, _store(settings), [s.hour for s in _scopes(scopes)], datetime.now(UTC)
+    )
+    return {
+        "compacted": {
+            f"{c.hour:%Y-%m-%dT%H}": c.skipped or f"version {c.version}, {c.rows} rows"
+            for c in done.compacted
+        },
+        "pruned": None if done.pruned is None else done.pruned.detail,
+        "quarantine_deleted": done.quarantine_deleted,
+    }
+
+
 def record_run(hour: str, complete: bool, loaded: dict[str, object]) -> None:
     result = hourly.HourResult(
         hour=datetime.fromisoformat(hour),

@@ -59,9 +59,9 @@ class Warehouse(ABC):
     def ensure_tables(self) -> None: ...
 
     @abstractmethod
-    def load_hour(self, hour: datetime, file_uris: list[str]) -> int:
-        """Replace the raw rows of ``hour`` with the events of ``file_uris`` (dedup by
-        event_id); return the number of rows now in that hour."""
+    def load_hour(self, hour: datetime, file_uris: list[str], curated: str | None = None) -> int:
+        """Replace the raw rows of ``hour`` with the events of ``file_uris`` and of the
+        ``curated`` Parquet file if given (dedup by event_id); return the rows now in it."""
 
     @abstractmethod
     def append_files(self, hour: datetime, file_uris: list[str], names: list[str]) -> Appended:

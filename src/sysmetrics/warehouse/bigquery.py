@@ -9,9 +9,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from sysmetrics.event_types import bigquery_schema
 from sysmetrics.warehouse import sql
 from sysmetrics.warehouse.base import Appended, Warehouse
-from sysmetrics.warehouse.event_types import bigquery_schema
 
 _PARTITIONED = {"raw", "hourly", "trends", "alerts"}
 
@@ -141,7 +141,13 @@ class BigQueryWarehouse(Warehouse):
             self.client.delete_table(staged, not_found_ok=True)
         return Appended(after - before, frozenset(row["host_id"] for row in hosts))
 
-    def load_hour(self, hour: datetime, file_uris: list[str]) -> int:
+    def load_hour(self, hour: datetime, file_uris: list[str], curated: str | None = None) -> int:
+        if curated is not None:
+            raise NotImplementedError(
+                f"hour {hour:%Y-%m-%dT%H}Z is compacted ({curated}): rebuilding BigQuery from "
+                "curated Parquet is not supported yet; keep raw JSON "
+                "(SYSMETRICS_RAW_RETENTION_DAYS=0) with BigQuery"
+            )
         self.execute(sql.delete_hour("raw"), start=hour)
         if file_uris:
             staging = self._stage(hour, file_uris, "_staging")

@@ -9,9 +9,10 @@ from typing import Any
 
 import duckdb
 
+from sysmetrics.event_types import duckdb_columns
+from sysmetrics.lake.compaction import curated_source
 from sysmetrics.warehouse import sql
 from sysmetrics.warehouse.base import Appended, Warehouse
-from sysmetrics.warehouse.event_types import duckdb_columns
 
 _TYPES = {
     "STRING": "VARCHAR",
@@ -76,13 +77,16 @@ class DuckDBWarehouse(Warehouse):
                 if name not in existing[table]:
                     self._execute(f"ALTER TABLE {table} ADD COLUMN {name} {_TYPES[kind_]}", {})
 
-    def _flatten(self, file_uris: list[str]) -> str:
-        """FLATTEN over these lake files, in DuckDB's dialect."""
-        source = (
-            "(SELECT *, parse_filename(filename) AS source_file FROM read_json("
-            f"{_list_literal(file_uris)}, format = 'newline_delimited', "
-            f"columns = {_columns_literal()}, filename = true))"
-        )
+    def _flatten(self, file_uris: list[str], curated: str | None = None) -> str:
+        """FLATTEN over these lake files (and a curated Parquet file), in DuckDB's dialect."""
+        if curated is not None:
+            source = curated_source(curated, file_uris)
+        else:
+            source = (
+                "(SELECT *, parse_filename(filename) AS source_file FROM read_json("
+                f"{_list_literal(file_uris)}, format = 'newline_delimited', "
+                f"columns = {_columns_literal()}, filename = true))"
+            )
         flatten = self.render(sql.FLATTEN.replace("{events}", _EVENTS_PLACEHOLDER))
         return flatten.replace(_EVENTS_PLACEHOLDER, source)
 
@@ -112,14 +116,14 @@ class DuckDBWarehouse(Warehouse):
                 raise
         return Appended(int(added), frozenset(row[0] for row in hosts))
 
-    def load_hour(self, hour: datetime, file_uris: list[str]) -> int:
+    def load_hour(self, hour: datetime, file_uris: list[str], curated: str | None = None) -> int:
         raw = self.table("raw")
         with self._lock:
             self._con.execute("BEGIN TRANSACTION")
             try:
                 self._con.execute(f"DELETE FROM {raw} WHERE hour = $start", {"start": hour})
-                if file_uris:
-                    statement = f"INSERT INTO {raw} " + self._flatten(file_uris)
+                if file_uris or curated:
+                    statement = f"INSERT INTO {raw} " + self._flatten(file_uris, curated)
                     self._con.execute(statement, {"start": hour})
                 count = self._con.execute(
                     f"SELECT COUNT(*) FROM {raw} WHERE hour = $start", {"start": hour}

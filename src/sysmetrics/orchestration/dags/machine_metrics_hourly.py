@@ -72,6 +72,10 @@ def machine_metrics_hourly() -> None:
         return scopes
 
     @task
+    def curate(scopes: list[dict[str, Any]]) -> dict[str, object]:
+        return tasks.curate(scopes)
+
+    @task
     def record_run(
         complete: bool,
         loaded: dict[str, object],
@@ -86,7 +90,7 @@ def machine_metrics_hourly() -> None:
     loaded = load()
     complete >> loaded
     done = alerts(trends(host_quality(aggregate(check_raw(loaded)))))  # type: ignore[arg-type]
-    record_run(complete, loaded, done)  # type: ignore[arg-type]
+    record_run(complete, loaded, done) >> curate(done)  # type: ignore[arg-type]
 
 
 machine_metrics_hourly()

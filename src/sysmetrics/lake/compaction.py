@@ -1,0 +1,351 @@
+"""The lake for years: each finished hour compacted into one Parquet file, verified, and only
+then the raw JSON of old hours deleted.
+
+Compaction (DuckDB, in memory) reads the hour's raw files (plus the current curated version
+when late files arrive after it), keeps one copy per ``event_id`` (the one from the smallest
+file name, as the warehouse load does), sorts by host and time, and writes the full schema-v1
+event with nested columns, timestamps as timestamps, zstd, row groups of
+``row_group_rows``, and the raw file each event came from (``source_file``). The file is
+complete before it is visible (atomic create or rename), then a new manifest version names it
+(create-if-absent): readers take the highest manifest, so a crash at any point leaves the
+previous version in force and a re-run completes the hour. Older versions are removed after.
+
+Retention deletes an hour's raw files only when the curated version holds exactly the same
+event_id set (count and checksum) as those files; an hour that cannot be verified keeps its
+raw files, and says why.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sysmetrics.event_types import duckdb_columns
+from sysmetrics.lake import layout
+from sysmetrics.lake.store import LakeStore
+
+log = logging.getLogger(__name__)
+HOUR = timedelta(hours=1)
+DEFAULT_ROW_GROUP_ROWS = 122_880
+"""DuckDB's own row group size; BigQuery and DuckDB both read row groups of 100k+ rows best."""
+
+
+def raw_files(store: LakeStore, topic: str, hour: datetime) -> list[str]:
+    """Relative paths of every raw data file of ``hour``."""
+    return [
+        path
+        for path in store.glob(layout.hour_glob(topic, hour))
+        if layout.parse_batch_name(path.rsplit("/", 1)[-1])
+    ]
+
+
+def _name(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
+
+
+@dataclass
+class CuratedManifest:
+    version: int
+    hour: str
+    file: str
+    rows: int
+    checksum: str
+    """bit_xor of md5_number(event_id) over the rows (order-free, stable across runs)."""
+    sources: list[str]
+    """Names of the raw files whose events the file holds."""
+    created_at: str = ""
+    schema_version: int = 1
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CuratedManifest:
+        return cls(**data)
+
+
+def current_manifest(store: LakeStore, topic: str, hour: datetime) -> CuratedManifest | None:
+    """The hour's curated version in force (the highest manifest), or None."""
+    folder = layout.curated_hour_dir(topic, hour)
+    versions = [
+        v
+        for name in store.list_dir(folder)
+        if name.startswith("_manifest") and (v := layout.parse_curated_version(name)) is not None
+    ]
+    if not versions:
+        return None
+    data = store.get(f"{folder}/{layout.curated_manifest_name(max(versions))}")
+    return None if data is None else CuratedManifest.from_json(json.loads(data))
+
+
+def curated_uri(store: LakeStore, topic: str, manifest: CuratedManifest) -> str:
+    return store.uri(f"{layout.curated_hour_dir(topic, _hour(manifest))}/{manifest.file}")
+
+
+def _hour(manifest: CuratedManifest) -> datetime:
+    return datetime.fromisoformat(manifest.hour)
+
+
+# ---------------------------------------------------------------------------- engine
+def _connect(store: LakeStore) -> Any:
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET preserve_insertion_order = false")
+    if not store.is_local:
+        con.register_filesystem(store.fs)
+    return con
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def raw_source(uris: list[str]) -> str:
+    """Every schema-v1 field of these raw files, typed, plus the file each row came from."""
+    columns = "{" + ", ".join(f"{_quote(k)}: {_quote(v)}" for k, v in duckdb_columns().items())
+    return (
+        "(SELECT * EXCLUDE (filename), parse_filename(filename) AS source_file FROM read_json(["
+        + ", ".join(_quote(u) for u in uris)
+        + f"], format = 'newline_delimited', columns = {columns}}}, filename = true, "
+        "hive_partitioning = false))"
+    )
+
+
+def curated_source(uri: str, raw_uris: list[str]) -> str:
+    """A curated file, plus raw files that arrived after it (same columns)."""
+    parquet = f"(SELECT * FROM read_parquet({_quote(uri)}, hive_partitioning = false))"
+    if not raw_uris:
+        return parquet
+    return f"({parquet} UNION ALL BY NAME {raw_source(raw_uris)})"
+
+
+_STATS = "SELECT COUNT(*), COALESCE(CAST(BIT_XOR(md5_number(event_id)) AS VARCHAR), '0') FROM "
+
+
+@dataclass
+class Compacted:
+    hour: datetime
+    version: int | None = None
+    rows: int = 0
+    sources: int = 0
+    skipped: str | None = None
+    """Why nothing was written (no raw files, already up to date)."""
+
+
+def compact_hour(
+    store: LakeStore,
+    topic: str,
+    hour: datetime,
+    row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
+) -> Compacted:
+    """Write ``hour`` as a new curated version if raw files exist that the current one lacks."""
+    current = current_manifest(store, topic, hour)
+    raw = raw_files(store, topic, hour)
+    known = set(current.sources) if current else set()
+    new = [f for f in raw if _name(f) not in known]
+    if not new:
+        return Compacted(hour, skipped="up to date" if current else "no raw files")
+    version = current.version + 1 if current else 1
+    folder = layout.curated_hour_dir(topic, hour)
+    uris = [store.uri(f) for f in new]
+    source = (
+        curated_source(curated_uri(store, topic, current), uris) if current else raw_source(uris)
+    )
+    con = _connect(store)
+    try:
+        with tempfile.TemporaryDirectory(prefix="sysmetrics-compact-") as tmp:
+            out = Path(tmp) / "part.parquet"
+            con.execute(
+                f"COPY (SELECT * FROM {source} "
+                "QUALIFY ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY source_file) = 1 "
+                f"ORDER BY host.host_id, ts, event_id) TO {_quote(str(out))} "
+                f"(FORMAT PARQUET, COMPRESSION ZSTD, ROW_GROUP_SIZE {int(row_group_rows)})"
+            )
+            rows, checksum = con.execute(
+                _STATS + f"read_parquet({_quote(str(out))}, hive_partitioning = false)"
+            ).fetchone()
+            data = out.read_bytes()
+    finally:
+        con.close()
+    name = layout.curated_data_name(version)
+    # No manifest names this version yet: a file left by a crashed attempt is replaced.
+    store.put(f"{folder}/{name}", data)
+    manifest = CuratedManifest(
+        version=version,
+        hour=hour.astimezone(UTC).isoformat(),
+        file=name,
+        rows=int(rows),
+        checksum=str(checksum),
+        sources=sorted(known | {_name(f) for f in new}),
+        created_at=datetime.now(UTC).isoformat(),
+    )
+    if not store.create(
+        f"{folder}/{layout.curated_manifest_name(version)}",
+        json.dumps(asdict(manifest), indent=1).encode(),
+    ):
+        raise RuntimeError(f"{folder}: version {version} was written by another compaction")
+    _remove_older(store, folder, version)
+    return Compacted(hour, version, int(rows), len(manifest.sources))
+
+
+def _remove_older(store: LakeStore, folder: str, version: int) -> None:
+    """Files of versions before ``version`` and orphans of crashed attempts: the data file
+    first, so a manifest never names a missing file."""
+    names = store.list_dir(folder)
+    stale = [n for n in names if (v := layout.parse_curated_version(n)) is not None and v < version]
+    stale += [n for n in names if n not in stale and layout.parse_curated_version(n) is None]
+    store.delete([f"{folder}/{n}" for n in sorted(stale, key=lambda n: n.startswith("_"))])
+
+
+# ---------------------------------------------------------------------------- verify
+@dataclass
+class Verification:
+    hour: datetime
+    ok: bool
+    detail: str
+    raw_files: list[str] = field(default_factory=list)
+    """The hour's raw files now (what a prune would delete when ``ok``)."""
+
+
+def verify_hour(store: LakeStore, topic: str, hour: datetime) -> Verification:
+    """Does the curated version hold exactly the events of the hour's raw files?
+
+    Its file must match its manifest (rows, checksum); every raw file must be among its
+    sources (else it is stale: compact again); and with all sources present, the raw files'
+    distinct event_ids must equal the curated ones. When a prune was interrupted (some
+    sources gone), every event of the remaining raw files must be in the curated file."""
+    manifest = current_manifest(store, topic, hour)
+    raw = raw_files(store, topic, hour)
+    if manifest is None:
+        return Verification(hour, False, "not compacted", raw)
+    extra = sorted(_name(f) for f in raw if _name(f) not in set(manifest.sources))
+    if extra:
+        return Verification(
+            hour, False, f"stale: {len(extra)} raw files newer than version {manifest.version}", raw
+        )
+    curated = (
+        f"read_parquet({_quote(curated_uri(store, topic, manifest))}, hive_partitioning = false)"
+    )
+    con = _connect(store)
+    try:
+        rows, checksum = con.execute(_STATS + curated).fetchone()
+        if (int(rows), str(checksum)) != (manifest.rows, manifest.checksum):
+            return Verification(hour, False, "curated file does not match its manifest", raw)
+        if not raw:
+            return Verification(hour, True, f"version {manifest.version}, raw pruned", raw)
+        events = f"(SELECT DISTINCT event_id FROM {raw_source([store.uri(f) for f in raw])})"
+        if len(raw) == len(manifest.sources):
+            raw_rows, raw_checksum = con.execute(_STATS + events).fetchone()
+            if (int(raw_rows), str(raw_checksum)) != (manifest.rows, manifest.checksum):
+                return Verification(
+                    hour, False, f"raw has {raw_rows} events, curated {manifest.rows}", raw
+                )
+        else:
+            missing = con.execute(
+                f"SELECT COUNT(*) FROM {events} AS r ANTI JOIN {curated} AS c USING (event_id)"
+            ).fetchone()[0]
+            if missing:
+                return Verification(hour, False, f"{missing} raw events not in curated", raw)
+    finally:
+        con.close()
+    return Verification(hour, True, f"version {manifest.version}, {manifest.rows} events", raw)
+
+
+# ---------------------------------------------------------------------------- retention
+def prune_hour(
+    store: LakeStore, topic: str, hour: datetime, now: datetime, retention_days: int
+) -> Verification | None:
+    """Delete the hour's raw files if it is past retention and its curated version verifies;
+    None when the hour is within retention (or retention is 0: keep forever)."""
+    if retention_days <= 0 or hour + HOUR > now - timedelta(days=retention_days):
+        return None
+    check = verify_hour(store, topic, hour)
+    if check.ok and check.raw_files:
+        store.delete(check.raw_files)
+        log.info("pruned %d raw files of %s (%s)", len(check.raw_files), hour, check.detail)
+    return check
+
+
+def prune_quarantine(store: LakeStore, topic: str, now: datetime, retention_days: int) -> int:
+    """Delete quarantined files older than ``retention_days`` (0: keep forever)."""
+    if retention_days <= 0:
+        return 0
+    folder = f"quarantine/{topic}"
+    expired = []
+    for name in store.list_dir(folder):
+        modified = store.fs.modified(store.full(f"{folder}/{name}"))
+        if modified.tzinfo is None:
+            modified = modified.replace(tzinfo=UTC)
+        if modified < now - timedelta(days=retention_days):
+            expired.append(f"{folder}/{name}")
+    store.delete(expired)
+    return len(expired)
+
+
+# ---------------------------------------------------------------------------- stats
+@dataclass
+class LayerStats:
+    files: int = 0
+    bytes: int = 0
+    rows: int = 0
+
+
+def hours_in_lake(store: LakeStore, topic: str, prefix: str = "raw") -> list[datetime]:
+    """Every hour that has a folder under raw/ (or curated/), oldest first."""
+    hours = set()
+    for path in store.glob(f"{prefix}/{topic}/year=*/month=*/day=*/hour=*"):
+        if (hour := layout.hour_of_path(path + "/")) is not None:
+            hours.add(hour)
+    return sorted(hours)
+
+
+def hour_stats(store: LakeStore, topic: str, hour: datetime) -> tuple[LayerStats, LayerStats]:
+    """(raw, curated) files, bytes and rows of one hour."""
+    raw, curated = LayerStats(), LayerStats()
+    for path in raw_files(store, topic, hour):
+        data = store.get(path) or b""
+        raw.files += 1
+        raw.bytes += len(data)
+        raw.rows += _lines(path, data)
+    manifest = current_manifest(store, topic, hour)
+    if manifest is not None:
+        rel = f"{layout.curated_hour_dir(topic, hour)}/{manifest.file}"
+        curated.files, curated.rows = 1, manifest.rows
+        curated.bytes = int(store.fs.size(store.full(rel)))
+    return raw, curated
+
+
+def hour_hosts(store: LakeStore, topic: str, hour: datetime) -> int:
+    """Distinct hosts of the hour: from its curated file, else its raw files."""
+    manifest = current_manifest(store, topic, hour)
+    raw = raw_files(store, topic, hour)
+    if manifest is not None:
+        source = curated_source(
+            curated_uri(store, topic, manifest),
+            [store.uri(f) for f in raw if _name(f) not in set(manifest.sources)],
+        )
+    elif raw:
+        source = raw_source([store.uri(f) for f in raw])
+    else:
+        return 0
+    con = _connect(store)
+    try:
+        return int(con.execute(f"SELECT COUNT(DISTINCT host.host_id) FROM {source}").fetchone()[0])
+    finally:
+        con.close()
+
+
+def _lines(path: str, data: bytes) -> int:
+    if path.endswith(".zst"):
+        import zstandard
+
+        data = zstandard.ZstdDecompressor().decompressobj().decompress(data)
+    elif path.endswith(".gz"):
+        import gzip
+
+        data = gzip.decompress(data)
+    return data.count(b"\n")
