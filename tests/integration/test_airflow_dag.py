@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from sysmetrics.lake.compaction import current_manifest
+from sysmetrics.lake.store import LakeStore
 from sysmetrics.warehouse.duckdb import DuckDBWarehouse
 from tests.support.fleets import assert_fleet_hour, the_messy_fleet, write_lake
 from tests.support.lakes import HOUR14, LakeBuilder, event, steady_host
@@ -75,6 +77,7 @@ def test_dag_imports_with_the_expected_tasks(airflow_home: Path) -> None:
         "trends",
         "alerts",
         "record_run",
+        "curate",
     }
     assert dag.get_task("aggregate").retries == 3
 
@@ -118,6 +121,9 @@ def test_dag_run_builds_the_hour_and_is_idempotent(
         ("web-1", datetime(2026, 11, 27, 14, tzinfo=UTC), 300, 25.0),
     ]
     assert alerts == [("gpu-9", "cpu_p95_high"), ("gpu-9", "temperature_high")]
+    store = LakeStore(str(lake))
+    curated = current_manifest(store, "machine_metrics", HOUR14)
+    assert curated is not None and (curated.version, curated.rows) == (1, 660)
 
     # A late file for hour 14, then the same DAG run again: the incremental path reads only
     # that file, and the hour is recomputed, not appended to.
@@ -134,6 +140,9 @@ def test_dag_run_builds_the_hour_and_is_idempotent(
     finally:
         wh.close()
     assert [(r["files_read"], r["rows_added"]) for r in runs] == [(2, 660), (1, 1)]
+    # The curate task compacted the hour again with the late file: a new version.
+    curated = current_manifest(store, "machine_metrics", HOUR14)
+    assert curated is not None and (curated.version, curated.rows) == (2, 661)
 
 
 def test_dag_run_of_a_messy_fleet_succeeds_and_flags_the_odd_hosts(
