@@ -1,0 +1,127 @@
+"""The lake for years: storage per host-day and the cost of reading an old hour back.
+
+    .venv/bin/python benchmarks/lake_storage.py [hosts] [hours] [rebuild hosts]
+        (defaults: 1,000 hosts x 2 hours for storage, 10,000 hosts for the rebuild)
+
+(a) Storage, in the lake writer's real layout at default settings (3 partitions, files of 50
+    records, a flush round per minute): bytes per host-day as plain JSON, as .jsonl.zst (the
+    writer's SYSMETRICS_LAKE_COMPRESSION=zstd, level 3, per file), and as curated Parquet
+    (`lake compact`); files per hour. Per host-day figures are scaled from the hours built
+    (the simulator's fleet is the same every hour).
+(b) Reading an old hour back at fleet scale: the from-scratch rebuild of one hour
+    (`run_hour(rebuild=True)`: load + checks + aggregate + quality + trends + alerts) from the
+    raw JSON files, then from its curated Parquet, in the same run; and `lake compact` itself.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import zstandard
+from incremental_refresh import TOPIC, LakeBuilder, build_hour
+
+from sysmetrics.batch.hourly import run_hour
+from sysmetrics.config import load_settings
+from sysmetrics.lake import layout
+from sysmetrics.lake.compaction import compact_hour, current_manifest, raw_files
+from sysmetrics.lake.store import LakeStore
+from sysmetrics.warehouse.duckdb import DuckDBWarehouse
+
+START = datetime(2026, 11, 20, tzinfo=UTC)
+
+
+def storage(root: Path, hosts: int, hours: int) -> None:
+    builder = LakeBuilder(root / "lake")
+    for n in range(hours):
+        build_hour(builder, hosts, START + timedelta(hours=n), seed=n)
+    store = LakeStore(str(root / "lake"))
+    compressor = zstandard.ZstdCompressor(level=3)
+    plain = zst = curated = raw_count = 0
+    began = time.perf_counter()
+    for n in range(hours):
+        hour = START + timedelta(hours=n)
+        for rel in raw_files(store, TOPIC, hour):
+            data = (root / "lake" / rel).read_bytes()
+            plain += len(data)
+            zst += len(compressor.compress(data))
+            raw_count += 1
+        compact_hour(store, TOPIC, hour)
+        manifest = current_manifest(store, TOPIC, hour)
+        assert manifest is not None
+        curated += (
+            (root / "lake" / layout.curated_hour_dir(TOPIC, hour) / manifest.file).stat().st_size
+        )
+    compact_s = (time.perf_counter() - began) / hours
+    host_days = hosts * hours / 24
+    print(f"(a) storage: {hosts:,} hosts x {hours} h, writer's layout, default flush")
+    print(f"    {'layer':28} {'bytes/host-day':>15} {'vs JSON':>8} {'files/hour':>11}")
+    for name, size, files in (
+        ("raw JSON (default)", plain, raw_count / hours),
+        ("raw .jsonl.zst (level 3)", zst, raw_count / hours),
+        ("curated Parquet (zstd)", curated, 1),
+    ):
+        print(f"    {name:28} {size / host_days:>15,.0f} {plain / size:>7.1f}x {files:>11,.0f}")
+    print(f"    compaction: {compact_s:.1f} s per hour of {hosts:,} hosts")
+    per_month_1k = {
+        k: v / host_days * 1000 * 30
+        for k, v in (("json", plain), ("zst", zst), ("parquet", curated))
+    }
+    print(
+        "    per 1,000 hosts per month: "
+        + ", ".join(f"{k} {v / 2**30:,.1f} GiB" for k, v in per_month_1k.items())
+        + f"; raw object writes {raw_count / hours * 24 * 30 * 1000 / hosts:,.0f}"
+    )
+
+
+def rebuild(root: Path, hosts: int) -> None:
+    builder = LakeBuilder(root / "lake")
+    hour = START
+    build_hour(builder, hosts, hour, seed=3)
+    builder.watermarks(hour + timedelta(hours=1))
+    store = LakeStore(str(root / "lake"))
+    settings = load_settings(
+        data_dir=root / "data",
+        lake_url=str(root / "lake"),
+        warehouse_url=str(root / "wh.duckdb"),
+    )
+    files = len(raw_files(store, TOPIC, hour))
+
+    def measure() -> float:
+        wh = DuckDBWarehouse(settings.warehouse_url)
+        began = time.perf_counter()
+        try:
+            run_hour(settings, wh, store, hour, rebuild=True)
+        finally:
+            wh.close()
+        return time.perf_counter() - began
+
+    from_raw = measure()
+    began = time.perf_counter()
+    done = compact_hour(store, TOPIC, hour)
+    compact_s = time.perf_counter() - began
+    from_curated = measure()
+    print(f"(b) rebuild of one hour of {hosts:,} hosts ({done.rows:,} events)")
+    print(f"    from raw JSON ({files:,} files)    {from_raw:8.1f} s")
+    print(
+        f"    from curated Parquet (1 file)  {from_curated:8.1f} s   "
+        f"{from_raw / from_curated:.1f}x faster"
+    )
+    print(f"    lake compact of that hour      {compact_s:8.1f} s")
+
+
+def main() -> None:
+    hosts = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000
+    hours = int(sys.argv[2]) if len(sys.argv) > 2 else 2
+    big = int(sys.argv[3]) if len(sys.argv) > 3 else 10_000
+    with tempfile.TemporaryDirectory(prefix="sysmetrics-storage-") as tmp:
+        storage(Path(tmp) / "a", hosts, hours)
+    with tempfile.TemporaryDirectory(prefix="sysmetrics-rebuild-") as tmp:
+        rebuild(Path(tmp) / "b", big)
+
+
+if __name__ == "__main__":
+    main()
