@@ -248,3 +248,27 @@ def test_kill_9_during_compaction_or_prune_then_a_rerun(tmp_path: Path, step: st
     assert check.ok, check.detail
     if step == "prune":
         assert not raw_files(store, TOPIC, OLD)
+
+
+def test_lake_stats_and_verify_commands(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from sysmetrics.cli import cli
+
+    lake = tmp_path / "lake"
+    LakeBuilder(lake).add_batch(steady_host("web-1", OLD, 40.0, samples=360))
+    LakeBuilder(lake).add_batch(steady_host("web-2", OLD, 40.0, samples=360), partition=1)
+    env = {"SYSMETRICS_LAKE_URL": str(lake), "SYSMETRICS_DATA_DIR": str(tmp_path / "data")}
+    runner = CliRunner()
+    unverified = runner.invoke(cli, ["lake", "verify"], env=env)
+    assert unverified.exit_code == 1 and "not compacted" in unverified.output
+    compact_hour(LakeStore(str(lake)), TOPIC, OLD)
+    verified = runner.invoke(cli, ["lake", "verify"], env=env)
+    assert verified.exit_code == 0 and "1 of 1 hours verified" in verified.output
+    stats = runner.invoke(cli, ["lake", "stats"], env=env)
+    assert stats.exit_code == 0, stats.output
+    lines = {line.split()[0]: line.split() for line in stats.output.splitlines() if line}
+    assert "0.1 host-days" in stats.output  # 2 hosts x 1 hour
+    raw_bytes = sum(p.stat().st_size for p in data_files(lake))
+    assert lines["raw"][1:4] == ["2", f"{raw_bytes:,}", "720"]
+    assert lines["curated"][1] == "1" and lines["curated"][3] == "720"
