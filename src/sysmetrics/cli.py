@@ -1070,6 +1070,7 @@ def up(
 def status(ctx: Context) -> None:
     """Health of each component: broker, lake writers (lag, last file), last aggregated hour."""
     from sysmetrics.orchestration.local import read_writer_status
+    from sysmetrics.stream.admin import under_replicated
 
     settings = ctx.settings
     info = _embedded(settings).running()
@@ -1077,6 +1078,15 @@ def status(ctx: Context) -> None:
         f"broker       {'running pid ' + str(info.pid) if info else 'not running (embedded)'}"
         f"  {settings.bootstrap_servers}"
     )
+    try:
+        lagging = under_replicated(settings)
+        if lagging:
+            click.echo(
+                f"replication  {len(lagging)} partitions below their replicas: "
+                + ", ".join(lagging)
+            )
+    except ConnectionError as exc:
+        click.echo(f"kafka        unreachable: {exc}")
     writers = read_writer_status(settings.data_dir)
     if not writers:
         click.echo("lake writer  not running")

@@ -37,6 +37,18 @@ class Settings(BaseSettings):
     )
     topic: str = Field("machine_metrics", description="topic the collector publishes to")
     topic_partitions: int = Field(3, ge=1, description="partitions when the topic is created")
+    replication_factor: int | None = Field(
+        None,
+        ge=1,
+        description="replicas of the topics created (default: 3 on a cluster of 3+ "
+        "brokers, else 1)",
+    )
+    min_insync_replicas: int | None = Field(
+        None,
+        ge=1,
+        description="min.insync.replicas of the topics created (default: 2 when "
+        "replicated 3 times)",
+    )
     consumer_group: str = Field("sysmetrics-lake-writer", description="lake writer group id")
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: str | None = Field(None, description="e.g. PLAIN, SCRAM-SHA-512")

@@ -54,7 +54,13 @@ from sysmetrics.schema import (
     decode_keeping_unknown,
     encode_keeping_unknown,
 )
-from sysmetrics.stream.kafka_config import consumer_config, producer_config
+from sysmetrics.stream.kafka_config import (
+    consumer_config,
+    explain,
+    explain_failure,
+    is_refusal,
+    producer_config,
+)
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +216,8 @@ class LakeWriter:
                 received = datetime.now(UTC).replace(microsecond=0)
                 for message in messages:
                     self._add(message, received)
+                if not messages and (refused := explain_failure(self.settings)) is not None:
+                    raise WriterError(refused)
                 if messages:
                     last_message = time.monotonic()
                 try:
@@ -277,6 +285,8 @@ class LakeWriter:
         unless the topic stamps records with the broker's log-append time)."""
         error = message.error()
         if error is not None:
+            if is_refusal(error):
+                raise WriterError(explain(self.settings, error))
             if error.code() != KafkaError._PARTITION_EOF:
                 log.warning("consumer error: %s", error.str())
             return

@@ -8,9 +8,26 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from sysmetrics.config import Settings
-from sysmetrics.stream.kafka_config import admin_config
+from sysmetrics.stream.kafka_config import AUTHORIZATION_ERRORS, admin_config, explain_failure
 
 log = logging.getLogger(__name__)
+
+
+def under_replicated(settings: Settings, timeout_s: float = 5.0) -> list[str]:
+    """Partitions of the metrics topic whose in-sync replicas are fewer than their replicas,
+    as 'p<N>: isr a/b'; [] when all are in sync."""
+    admin = AdminClient(admin_config(settings))
+    try:
+        topic = admin.list_topics(settings.topic, timeout=timeout_s).topics.get(settings.topic)
+    except KafkaException as exc:
+        raise ConnectionError(explain_failure(settings) or str(exc.args[0])) from None
+    if topic is None or topic.error is not None:
+        return []
+    return [
+        f"p{p.id}: isr {len(p.isrs)}/{len(p.replicas)}"
+        for p in sorted(topic.partitions.values(), key=lambda p: p.id)
+        if len(p.isrs) < len(p.replicas)
+    ]
 
 
 def ensure_topic(
@@ -25,14 +42,22 @@ def ensure_topic(
     partitions = partitions or settings.topic_partitions
     admin = AdminClient(admin_config(settings))
     try:
-        existing = admin.list_topics(timeout=timeout_s).topics
+        metadata = admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:
         raise ConnectionError(
-            f"cannot reach Kafka at {settings.bootstrap_servers}: {exc.args[0]} "
+            explain_failure(settings)
+            or f"cannot reach Kafka at {settings.bootstrap_servers}: {exc.args[0]} "
             "(start it with 'sysmetrics broker start' or set SYSMETRICS_BOOTSTRAP_SERVERS)"
         ) from None
+    existing = metadata.topics
     if name in existing and existing[name].error is None:
         return
+    replicas = settings.replication_factor or (3 if len(metadata.brokers) >= 3 else 1)
+    topic_config = dict(config or {"message.timestamp.type": "LogAppendTime"})
+    if replicas >= 3:
+        topic_config.setdefault("min.insync.replicas", str(settings.min_insync_replicas or 2))
+    elif settings.min_insync_replicas:
+        topic_config.setdefault("min.insync.replicas", str(settings.min_insync_replicas))
     # Log-append time: records carry the broker's clock, against which the lake writer
     # measures each host's clock skew (a producer's own create time shares the host's error).
     # Tansu accepts and ignores it; the writer then uses its own clock.
@@ -41,14 +66,22 @@ def ensure_topic(
             NewTopic(
                 name,
                 num_partitions=partitions,
-                replication_factor=1,
-                config=config or {"message.timestamp.type": "LogAppendTime"},
+                replication_factor=replicas,
+                config=topic_config,
             )
         ]
     )
     try:
         futures[name].result(timeout=timeout_s)
-        log.info("created topic %s with %d partitions", name, partitions)
+        log.info("created topic %s: %d partitions x %d replicas", name, partitions, replicas)
     except KafkaException as exc:
-        if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-            raise
+        error = exc.args[0]
+        if error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+            return
+        if error.code() in AUTHORIZATION_ERRORS:
+            raise PermissionError(
+                f"Kafka user {settings.sasl_username or '(anonymous)'} may not create topic "
+                f"{name}: create it as an administrator (partitions {partitions}, replication "
+                f"{replicas}) or grant CREATE on it"
+            ) from None
+        raise

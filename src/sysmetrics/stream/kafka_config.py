@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
+
+from confluent_kafka import KafkaError
 
 from sysmetrics.config import Settings
 
@@ -17,11 +20,88 @@ CLIENT_LOGGER = logging.getLogger("sysmetrics.kafka.client")
 CLI shows them only with --log-level debug, our code logs what they mean for the data."""
 
 
+log = logging.getLogger(__name__)
+
+AUTHENTICATION_ERRORS = frozenset(
+    {KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED, KafkaError._SSL}
+)
+AUTHORIZATION_ERRORS = frozenset(
+    {
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.GROUP_AUTHORIZATION_FAILED,
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+    }
+)
+_failures: dict[str, KafkaError] = {}
+"""The last credentials / TLS / ACL refusal per (bootstrap servers, user) in this process:
+librdkafka reports those through the error callback and keeps reconnecting, so the code that
+waits on Kafka asks here why it got nothing."""
+
+
+def _identity(settings: Settings) -> str:
+    return f"{settings.bootstrap_servers}|{settings.sasl_username}"
+
+
+def is_refusal(error: KafkaError) -> bool:
+    """Credentials, TLS or an ACL: retrying will not help until someone changes a setting."""
+    text = error.str()
+    return (
+        error.code() in AUTHENTICATION_ERRORS | AUTHORIZATION_ERRORS
+        or "certificate verify failed" in text
+        or "SSL handshake failed" in text
+    )
+
+
+def explain(settings: Settings, error: KafkaError) -> str:
+    """One line: what Kafka refused and which setting to check."""
+    text = error.str()
+    user = settings.sasl_username or "(anonymous)"
+    if "SSL" in text or "certificate" in text or error.code() == KafkaError._SSL:
+        reason = "certificate verify failed" if "verify failed" in text else text.split(": ")[-1]
+        return (
+            f"TLS with Kafka at {settings.bootstrap_servers} failed ({reason}): check that "
+            f"SYSMETRICS_SSL_CA_LOCATION ({settings.ssl_ca_location or 'system default'}) is "
+            "the CA that signed the brokers' certificates and that they name the host you "
+            "connect to"
+        )
+    if error.code() in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
+        return (
+            f"Kafka refused the credentials of user {user} ({settings.sasl_mechanism}): check "
+            "SYSMETRICS_SASL_USERNAME and SYSMETRICS_SASL_PASSWORD (or _FILE)"
+        )
+    what = {
+        KafkaError.TOPIC_AUTHORIZATION_FAILED: f"use topic {settings.topic}",
+        KafkaError.GROUP_AUTHORIZATION_FAILED: "use its consumer group",
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED: "do this on the cluster",
+    }.get(error.code(), "do this")
+    return f"Kafka user {user} is not allowed to {what}: ask for an ACL ({text})"
+
+
+def explain_failure(settings: Settings) -> str | None:
+    """Why Kafka refused these settings' client in this process, if it did."""
+    error = _failures.get(_identity(settings))
+    return None if error is None else explain(settings, error)
+
+
+def _error_callback(settings: Settings) -> Callable[[KafkaError], None]:
+    def on_error(error: KafkaError) -> None:
+        if not is_refusal(error):
+            CLIENT_LOGGER.debug("%s", error)
+            return
+        # Said once, not on every reconnect attempt.
+        known = _identity(settings) in _failures
+        _failures[_identity(settings)] = error
+        (log.debug if known else log.error)("%s", explain(settings, error))
+
+    return on_error
+
+
 def common_config(settings: Settings) -> dict[str, Any]:
     config: dict[str, Any] = {
         "bootstrap.servers": settings.bootstrap_servers,
         "security.protocol": settings.security_protocol,
         "logger": CLIENT_LOGGER,
+        "error_cb": _error_callback(settings),
     }
     if settings.sasl_mechanism:
         config["sasl.mechanism"] = settings.sasl_mechanism
