@@ -184,7 +184,7 @@ def collect(
 
     try:
         ensure_topic(settings)
-    except ConnectionError as exc:
+    except (ConnectionError, PermissionError) as exc:
         click.echo(f"warning: {exc}; events are spooled until it is back", err=True)
     from sysmetrics.observability import serve_metrics
 
@@ -361,7 +361,7 @@ def simulate(
 
     try:
         ensure_topic(settings)
-    except ConnectionError as exc:
+    except (ConnectionError, PermissionError) as exc:
         raise click.ClickException(str(exc)) from None
     expected = hosts * int(duration_s // settings.sample_interval_s)
 
@@ -437,7 +437,7 @@ def consume(
         ensure_topic(settings)
         if settings.dead_letter_topic:
             ensure_topic(settings, settings.dead_letter_topic)
-    except ConnectionError as exc:
+    except (ConnectionError, PermissionError) as exc:
         raise click.ClickException(str(exc)) from None
     stop = threading.Event()
     install_stop_signals(stop)
@@ -925,7 +925,7 @@ def alert(
     )
     try:
         stats = service.run()
-    except ConnectionError as exc:
+    except (ConnectionError, PermissionError) as exc:
         raise click.ClickException(str(exc)) from None
     finally:
         metrics.close()
@@ -1085,7 +1085,7 @@ def status(ctx: Context) -> None:
                 f"replication  {len(lagging)} partitions below their replicas: "
                 + ", ".join(lagging)
             )
-    except ConnectionError as exc:
+    except (ConnectionError, PermissionError) as exc:
         click.echo(f"kafka        unreachable: {exc}")
     writers = read_writer_status(settings.data_dir)
     if not writers:

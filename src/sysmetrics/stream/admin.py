@@ -8,7 +8,12 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from sysmetrics.config import Settings
-from sysmetrics.stream.kafka_config import AUTHORIZATION_ERRORS, admin_config, explain_failure
+from sysmetrics.stream.kafka_config import (
+    AUTHORIZATION_ERRORS,
+    admin_config,
+    explain,
+    explain_failure,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +55,12 @@ def ensure_topic(
             "(start it with 'sysmetrics broker start' or set SYSMETRICS_BOOTSTRAP_SERVERS)"
         ) from None
     existing = metadata.topics
-    if name in existing and existing[name].error is None:
-        return
+    if name in existing:
+        error = existing[name].error
+        if error is None:
+            return
+        if error.code() in AUTHORIZATION_ERRORS:
+            raise PermissionError(explain(settings, error))
     replicas = settings.replication_factor or (3 if len(metadata.brokers) >= 3 else 1)
     topic_config = dict(config or {"message.timestamp.type": "LogAppendTime"})
     if replicas >= 3:
