@@ -216,7 +216,8 @@ class LakeWriter:
                 received = datetime.now(UTC).replace(microsecond=0)
                 for message in messages:
                     self._add(message, received)
-                if not messages and (refused := explain_failure(self.settings)) is not None:
+                refused = None if messages else explain_failure(self.settings, probe_tls=False)
+                if refused is not None:
                     raise WriterError(refused)
                 if messages:
                     last_message = time.monotonic()

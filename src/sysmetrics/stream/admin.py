@@ -25,6 +25,7 @@ def under_replicated(settings: Settings, timeout_s: float = 5.0) -> list[str]:
     try:
         topic = admin.list_topics(settings.topic, timeout=timeout_s).topics.get(settings.topic)
     except KafkaException as exc:
+        admin.poll(1.0)
         raise ConnectionError(explain_failure(settings) or str(exc.args[0])) from None
     if topic is None or topic.error is not None:
         return []
@@ -49,6 +50,7 @@ def ensure_topic(
     try:
         metadata = admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:
+        admin.poll(1.0)  # serve the error callback: it says why (credentials, TLS...)
         raise ConnectionError(
             explain_failure(settings)
             or f"cannot reach Kafka at {settings.bootstrap_servers}: {exc.args[0]} "
@@ -89,8 +91,9 @@ def ensure_topic(
             return
         if error.code() in AUTHORIZATION_ERRORS:
             raise PermissionError(
-                f"Kafka user {settings.sasl_username or '(anonymous)'} may not create topic "
-                f"{name}: create it as an administrator (partitions {partitions}, replication "
-                f"{replicas}) or grant CREATE on it"
+                f"Kafka user {settings.sasl_username or '(anonymous)'} may not see or create "
+                f"topic {name}: ask for an ACL (DESCRIBE and WRITE for a collector, DESCRIBE "
+                f"and READ plus its group for a lake writer), or create the topic as an "
+                f"administrator ({partitions} partitions, replication {replicas})"
             ) from None
         raise

@@ -77,10 +77,41 @@ def explain(settings: Settings, error: KafkaError) -> str:
     return f"Kafka user {user} is not allowed to {what}: ask for an ACL ({text})"
 
 
-def explain_failure(settings: Settings) -> str | None:
-    """Why Kafka refused these settings' client in this process, if it did."""
+def explain_failure(settings: Settings, probe_tls: bool = True) -> str | None:
+    """Why Kafka refused these settings' client in this process, if it did: a refusal the
+    client reported, else, on a TLS listener, what a TLS handshake of our own finds (librdkafka
+    reports a certificate it does not trust only as a transport failure)."""
     error = _failures.get(_identity(settings))
-    return None if error is None else explain(settings, error)
+    if error is not None:
+        return explain(settings, error)
+    if probe_tls and settings.security_protocol in ("SSL", "SASL_SSL"):
+        return _tls_problem(settings)
+    return None
+
+
+def _tls_problem(settings: Settings, timeout_s: float = 5.0) -> str | None:
+    import socket
+    import ssl
+
+    context = ssl.create_default_context(cafile=settings.ssl_ca_location)
+    for server in settings.bootstrap_servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            with (
+                socket.create_connection((host, int(port)), timeout=timeout_s) as raw,
+                context.wrap_socket(raw, server_hostname=host),
+            ):
+                return None  # this broker's certificate is trusted
+        except ssl.SSLCertVerificationError as exc:
+            return (
+                f"TLS with Kafka at {server} failed ({exc.verify_message}): check that "
+                f"SYSMETRICS_SSL_CA_LOCATION ({settings.ssl_ca_location or 'system default'}) "
+                "is the CA that signed the brokers' certificates and that they name the host "
+                "you connect to"
+            )
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def _error_callback(settings: Settings) -> Callable[[KafkaError], None]:
