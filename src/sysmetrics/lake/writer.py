@@ -168,6 +168,7 @@ class LakeWriter:
             Producer(producer_config(settings)) if settings.dead_letter_topic else None
         )
         self._assigned: set[int] = set()
+        self._ever_assigned = False  # joined the group at least once (settings are right)
         self._paused = False
         self._assigned_at = 0.0
         self._commit_failures_in_a_row = 0
@@ -179,6 +180,7 @@ class LakeWriter:
     # ------------------------------------------------------------------ group membership
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._assigned_at = time.monotonic()
+        self._ever_assigned = True
         for tp in partitions:
             self._assigned.add(tp.partition)
             self._buffers[tp.partition] = _PartitionBuffer()
@@ -216,7 +218,13 @@ class LakeWriter:
                 received = datetime.now(UTC).replace(microsecond=0)
                 for message in messages:
                     self._add(message, received)
-                refused = None if messages else explain_failure(self.settings, probe_tls=False)
+                # Refused before ever joining: a setting is wrong. A writer that has worked
+                # keeps going through a refusal (a broker restarting may refuse for a moment).
+                refused = (
+                    None
+                    if messages or self._ever_assigned
+                    else explain_failure(self.settings, probe_tls=False)
+                )
                 if refused is not None:
                     raise WriterError(refused)
                 if messages:
@@ -286,7 +294,7 @@ class LakeWriter:
         unless the topic stamps records with the broker's log-append time)."""
         error = message.error()
         if error is not None:
-            if is_refusal(error):
+            if is_refusal(error) and not self._ever_assigned:
                 raise WriterError(explain(self.settings, error))
             if error.code() != KafkaError._PARTITION_EOF:
                 log.warning("consumer error: %s", error.str())

@@ -23,7 +23,7 @@ CLI shows them only with --log-level debug, our code logs what they mean for the
 log = logging.getLogger(__name__)
 
 AUTHENTICATION_ERRORS = frozenset(
-    {KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED, KafkaError._SSL}
+    {KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED}
 )
 AUTHORIZATION_ERRORS = frozenset(
     {
@@ -43,12 +43,11 @@ def _identity(settings: Settings) -> str:
 
 
 def is_refusal(error: KafkaError) -> bool:
-    """Credentials, TLS or an ACL: retrying will not help until someone changes a setting."""
-    text = error.str()
+    """Credentials, an untrusted certificate or an ACL: retrying will not help until someone
+    changes a setting. (A handshake cut short, e.g. by a broker restarting, is not one.)"""
     return (
         error.code() in AUTHENTICATION_ERRORS | AUTHORIZATION_ERRORS
-        or "certificate verify failed" in text
-        or "SSL handshake failed" in text
+        or "certificate verify failed" in error.str()
     )
 
 
@@ -56,7 +55,7 @@ def explain(settings: Settings, error: KafkaError) -> str:
     """One line: what Kafka refused and which setting to check."""
     text = error.str()
     user = settings.sasl_username or "(anonymous)"
-    if "SSL" in text or "certificate" in text or error.code() == KafkaError._SSL:
+    if "certificate" in text:
         reason = "certificate verify failed" if "verify failed" in text else text.split(": ")[-1]
         return (
             f"TLS with Kafka at {settings.bootstrap_servers} failed ({reason}): check that "
