@@ -1,8 +1,12 @@
 """Sustained events/s through one and two lake writers (real Tansu broker, local lake).
 
-Baseline in the same run: a bare confluent-kafka consumer reading the same topic without
-writing anything. Writer time is from its first file until 95 % of the events are in files
-(group join and the idle stop-time flush excluded).
+Baselines in the same run, on the same topic: a bare confluent-kafka consumer reading it
+without writing anything; the seed system's style of writer; and a real peer, Apache Kafka's
+own Connect worker (standalone, `FileStreamSink`, jars from Maven through
+benchmarks/kafka-connect/pom.xml), which writes each record's value as a line to one file: no
+validation, no partitioning by event hour, no exactly-once commit. Writer time is from its
+first file (the sink: its first line) until 95 % of the events are written (group join and the
+idle stop-time flush excluded).
 
     .venv/bin/python benchmarks/lake_writer.py [events]
 """
@@ -29,7 +33,10 @@ from sysmetrics.stream.kafka_config import consumer_config
 from sysmetrics.stream.simulator import generate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.support.apache_kafka import maven_libs
 from tests.support.kafka_io import SYSMETRICS, produce
+
+CONNECT_POM = Path(__file__).resolve().parent / "kafka-connect" / "pom.xml"
 
 
 def bare_consume_rate(settings: Settings, total: int) -> float:
@@ -77,6 +84,62 @@ def seed_style_rate(settings: Settings, out_dir: Path, total: int) -> float:
     elapsed = time.perf_counter() - (first or time.perf_counter())
     consumer.close()
     return seen / elapsed
+
+
+def connect_sink_rate(settings: Settings, work: Path, total: int) -> float:
+    """Kafka Connect standalone with the FileStreamSink connector on the same topic."""
+    libs = maven_libs(CONNECT_POM, "kafka-connect-4.4.0")
+    work.mkdir(parents=True)
+    sink = work / "sink.jsonl"
+    worker = work / "worker.properties"
+    worker.write_text(
+        f"bootstrap.servers={settings.bootstrap_servers}\n"
+        "key.converter=org.apache.kafka.connect.storage.StringConverter\n"
+        "value.converter=org.apache.kafka.connect.storage.StringConverter\n"
+        f"offset.storage.file.filename={work / 'offsets'}\n"
+        f"listeners=http://127.0.0.1:{free_port()}\n"
+        "consumer.auto.offset.reset=earliest\n"
+    )
+    connector = work / "file-sink.properties"
+    connector.write_text(
+        "name=file-sink\n"
+        "connector.class=org.apache.kafka.connect.file.FileStreamSinkConnector\n"
+        f"tasks.max=1\nfile={sink}\ntopics={settings.topic}\n"
+    )
+    command = [
+        "java",
+        "-Xmx1g",
+        "-cp",
+        f"{libs}/*",
+        "org.apache.kafka.connect.cli.ConnectStandalone",
+    ]
+    with (work / "connect.log").open("wb") as log:
+        process = subprocess.Popen(
+            [*command, str(worker), str(connector)], stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        first = t95 = None
+        lines, read = 0, 0
+        deadline = time.monotonic() + 900
+        while t95 is None and time.monotonic() < deadline:
+            assert process.poll() is None, (work / "connect.log").read_text()[-3000:]
+            if sink.exists():
+                with sink.open("rb") as f:
+                    f.seek(read)
+                    chunk = f.read()
+                read += len(chunk)
+                lines += chunk.count(b"\n")
+                now = time.perf_counter()
+                if lines and first is None:
+                    first = now
+                if lines >= 0.95 * total:
+                    t95 = now
+            time.sleep(0.05)
+        assert first is not None and t95 is not None, f"the sink wrote {lines} of {total} lines"
+        return 0.95 * total / max(t95 - first, 1e-3)
+    finally:
+        process.kill()
+        process.wait()
 
 
 def writers_rate(settings: Settings, lake: Path, total: int, writers: int, flush: int) -> float:
@@ -133,13 +196,15 @@ def main() -> None:
             print(f"lake writer throughput, {total:,} events, {cores} cores, Tansu, local disk")
             print(f"  (a) bare confluent-kafka consumer  {base:>10,.0f} events/s")
             print(f"  (b) seed-style kafka-python writer {seed:>10,.0f} events/s")
+            connect = connect_sink_rate(settings, root / "connect", total)
+            print(f"  (c) Kafka Connect FileStreamSink   {connect:>10,.0f} events/s")
             for writers, flush in ((1, 50), (2, 50), (1, 500), (2, 500)):
                 rate = writers_rate(
                     settings, root / f"lake-{writers}-{flush}" / "lake", total, writers, flush
                 )
                 print(
                     f"  {writers} writer(s), flush {flush:>3} records     {rate:>10,.0f} events/s  "
-                    f"{rate / base:.3f}x (a)  {rate / seed:.2f}x (b)"
+                    f"{rate / base:.3f}x (a)  {rate / seed:.2f}x (b)  {rate / connect:.2f}x (c)"
                 )
         finally:
             broker.stop()

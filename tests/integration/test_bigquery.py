@@ -8,6 +8,7 @@ Left out because the emulator cannot do them (platform notes): gzipped NDJSON lo
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 
 from sysmetrics.batch.hourly import run_hour
 from sysmetrics.config import Settings
+from sysmetrics.lake.compaction import compact_hour
 from sysmetrics.lake.store import LakeStore
 from sysmetrics.warehouse.bigquery import BigQueryWarehouse
 from sysmetrics.warehouse.duckdb import DuckDBWarehouse
@@ -129,5 +131,30 @@ def test_bigquery_load_aggregate_and_rerun_match_duckdb(
             HOUR14,
         )
         assert tables(duck) == second  # from scratch in DuckDB = incremental in BigQuery
+    finally:
+        duck.close()
+
+    # Compacted to curated Parquet, plus a raw file that came after: a BigQuery rebuild loads
+    # the Parquet file (a PARQUET load job from gs://) and that raw file, and its tables equal
+    # DuckDB's from the raw files alone.
+    assert compact_hour(store, cloud_settings.topic, HOUR14).rows == 670
+    later_dir = tmp_path / "later"
+    LakeBuilder(later_dir).add_batch(steady_host("late-4", HOUR14, cpu=60.0, samples=20))
+    for path in later_dir.rglob("*.jsonl"):
+        assert store.create(str(path.relative_to(later_dir)), path.read_bytes())
+    wh = BigQueryWarehouse(bq.project, "sysmetrics", bq.endpoint)
+    try:
+        rebuilt = run_hour(cloud_settings, wh, store, HOUR14, rebuild=True)
+        assert (rebuilt.read, rebuilt.rows) == (2, 690)  # the Parquet file + the later file
+        from_curated = tables(wh)
+    finally:
+        wh.close()
+    raw_only = tmp_path / "raw-only"
+    for source in ("local", "late", "later"):
+        shutil.copytree(tmp_path / source, raw_only, dirs_exist_ok=True)
+    duck = DuckDBWarehouse(str(tmp_path / "from-raw.duckdb"))
+    try:
+        run_hour(settings, duck, LakeStore(str(raw_only)), HOUR14)
+        assert tables(duck) == from_curated
     finally:
         duck.close()

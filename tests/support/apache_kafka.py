@@ -6,6 +6,7 @@ survives between runs (``SYSMETRICS_KAFKA_CACHE``, default ``~/.cache/sysmetrics
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -29,10 +30,12 @@ def missing_tools() -> str | None:
     return None
 
 
-def kafka_libs() -> Path:
+def maven_libs(pom: Path, name: str) -> Path:
+    """The runtime jars of ``pom``'s dependencies, fetched once into the cache as ``name``."""
     cache = Path(os.environ.get("SYSMETRICS_KAFKA_CACHE", Path.home() / ".cache" / "sysmetrics"))
-    libs = cache / f"kafka-{KAFKA_VERSION}" / "libs"
-    marker = libs / ".complete"
+    libs = cache / name / "libs"
+    # The marker names the pom it was fetched for: a changed pom fetches again.
+    marker = libs / f".complete-{hashlib.sha256(pom.read_bytes()).hexdigest()[:12]}"
     if not marker.exists():
         libs.mkdir(parents=True, exist_ok=True)
         subprocess.run(
@@ -41,7 +44,7 @@ def kafka_libs() -> Path:
                 "-q",
                 "-B",
                 "-f",
-                str(POM),
+                str(pom),
                 "dependency:copy-dependencies",
                 f"-DoutputDirectory={libs}",
                 "-DincludeScope=runtime",
@@ -50,6 +53,10 @@ def kafka_libs() -> Path:
         )
         marker.touch()
     return libs
+
+
+def kafka_libs() -> Path:
+    return maven_libs(POM, f"kafka-{KAFKA_VERSION}")
 
 
 class ApacheKafkaBroker:

@@ -13,18 +13,15 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import os
+import shlex
 import subprocess
 import time
 import uuid
 from pathlib import Path
 
 from confluent_kafka.admin import (
-    AclBinding,
-    AclOperation,
-    AclPermissionType,
     AdminClient,
-    ResourcePatternType,
-    ResourceType,
     ScramCredentialInfo,
     ScramMechanism,
     UserScramCredentialUpsertion,
@@ -34,6 +31,35 @@ from sysmetrics.stream.broker import free_port, stop_pid
 from tests.support.apache_kafka import kafka_libs
 
 ADMIN_PASSWORD = "admin-secret-for-tests"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+# What every node of a secured, replicated cluster sets. deploy/docker-compose.cluster.yml sets
+# the same (tests/unit/test_deploy.py compares them), so what the tests prove is what it runs.
+CLUSTER_PROPERTIES = {
+    "process.roles": "broker,controller",
+    "listener.security.protocol.map": "CLIENT:SASL_SSL,INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT",
+    "inter.broker.listener.name": "INTERNAL",
+    "controller.listener.names": "CONTROLLER",
+    "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+    "listener.name.client.scram-sha-512.sasl.jaas.config": (
+        "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+    ),
+    "ssl.keystore.type": "PEM",
+    "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+    "allow.everyone.if.no.acl.found": "false",
+    "default.replication.factor": "3",
+    "min.insync.replicas": "2",
+    "offsets.topic.replication.factor": "3",
+    "transaction.state.log.replication.factor": "3",
+    "transaction.state.log.min.isr": "2",
+    "auto.create.topics.enable": "false",
+    "unclean.leader.election.enable": "false",
+}
+# The scripts of Kafka's distribution (which Maven does not ship) and the classes they run.
+ADMIN_TOOLS = {
+    "kafka-topics.sh": "org.apache.kafka.tools.TopicCommand",
+    "kafka-configs.sh": "org.apache.kafka.tools.ConfigCommand",
+    "kafka-acls.sh": "org.apache.kafka.tools.AclCommand",
+}
 
 
 def make_ca(folder: Path) -> tuple[Path, Path]:
@@ -109,40 +135,26 @@ class KafkaNode:
     def write_properties(self) -> None:
         c = self.cluster
         self.dir.mkdir(parents=True, exist_ok=True)
-        lines = [
-            "process.roles=broker,controller",
-            f"node.id={self.node_id}",
-            "controller.quorum.voters="
-            + ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in c.nodes),
-            f"listeners=CLIENT://127.0.0.1:{self.client_port},"
+        properties = {
+            **CLUSTER_PROPERTIES,
+            "node.id": str(self.node_id),
+            "controller.quorum.voters": ",".join(
+                f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in c.nodes
+            ),
+            "listeners": f"CLIENT://127.0.0.1:{self.client_port},"
             f"INTERNAL://127.0.0.1:{self.internal_port},"
             f"CONTROLLER://127.0.0.1:{self.controller_port}",
-            f"advertised.listeners=CLIENT://127.0.0.1:{self.client_port},"
+            "advertised.listeners": f"CLIENT://127.0.0.1:{self.client_port},"
             f"INTERNAL://127.0.0.1:{self.internal_port}",
-            "listener.security.protocol.map=CLIENT:SASL_SSL,INTERNAL:PLAINTEXT,"
-            "CONTROLLER:PLAINTEXT",
-            "inter.broker.listener.name=INTERNAL",
-            "controller.listener.names=CONTROLLER",
-            "sasl.enabled.mechanisms=SCRAM-SHA-512",
-            "listener.name.client.scram-sha-512.sasl.jaas.config="
-            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
-            "ssl.keystore.type=PEM",
-            f"ssl.keystore.location={c.server_pem}",
-            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
-            "super.users=User:admin;User:ANONYMOUS",
-            "allow.everyone.if.no.acl.found=false",
-            f"log.dirs={self.dir / 'data'}",
-            "num.partitions=6",
-            "default.replication.factor=3",
-            "min.insync.replicas=2",
-            "offsets.topic.replication.factor=3",
-            "offsets.topic.num.partitions=6",
-            "transaction.state.log.replication.factor=3",
-            "transaction.state.log.min.isr=2",
-            "group.initial.rebalance.delay.ms=0",
-            "auto.create.topics.enable=false",
-            "unclean.leader.election.enable=false",
-        ]
+            "ssl.keystore.location": str(c.server_pem),
+            "super.users": "User:admin;User:ANONYMOUS",
+            "log.dirs": str(self.dir / "data"),
+            # Small and quick for tests: fewer offsets partitions, no initial rebalance delay.
+            "num.partitions": "6",
+            "offsets.topic.num.partitions": "6",
+            "group.initial.rebalance.delay.ms": "0",
+        }
+        lines = [f"{key}={value}" for key, value in properties.items()]
         self.properties.write_text("\n".join(lines) + "\n")
 
     def format(self, cluster_id: str) -> None:
@@ -187,11 +199,11 @@ class KafkaNode:
 
 
 class KafkaCluster:
-    def __init__(self, work_dir: Path, size: int = 3) -> None:
+    def __init__(self, work_dir: Path, size: int = 3, tls: tuple[Path, Path] | None = None) -> None:
+        """``tls``: (CA certificate, the nodes' key + certificate) in PEM; default: made here."""
         self.work_dir = work_dir
         self.libs = kafka_libs()
-        self.ca_pem, self.server_pem = make_ca(work_dir / "tls")
-        self.nodes: list[KafkaNode] = []
+        self.ca_pem, self.server_pem = tls or make_ca(work_dir / "tls")
         self.nodes = [KafkaNode(self, n) for n in range(1, size + 1)]
 
     @property
@@ -211,6 +223,22 @@ class KafkaCluster:
             main_class,
             *args,
         ]
+
+    @property
+    def internal_bootstrap(self) -> str:
+        """The nodes' PLAINTEXT listeners, whose connections are trusted (a super user)."""
+        return ",".join(f"127.0.0.1:{n.internal_port}" for n in self.nodes)
+
+    def admin_tools(self) -> Path:
+        """A bin folder with kafka-topics.sh, kafka-configs.sh and kafka-acls.sh as in Kafka's
+        distribution, each running its tool class from the Maven jars."""
+        bin_dir = self.work_dir / "bin"
+        bin_dir.mkdir(exist_ok=True)
+        for script, main_class in ADMIN_TOOLS.items():
+            path = bin_dir / script
+            path.write_text(f'#!/bin/sh\nexec {shlex.join(self.java(main_class))} "$@"\n')
+            path.chmod(0o755)
+        return bin_dir
 
     def client(self, user: str = "admin", password: str = ADMIN_PASSWORD) -> dict[str, str]:
         """librdkafka settings of a SASL_SSL client."""
@@ -263,23 +291,45 @@ class KafkaCluster:
         for future in futures.values():
             future.result(30)
 
-    def allow(self, user: str, resource: ResourceType, name: str, *ops: AclOperation) -> None:
-        admin = AdminClient(self.client())
-        bindings = [
-            AclBinding(
-                resource,
-                name,
-                ResourcePatternType.LITERAL,
-                f"User:{user}",
-                "*",
-                op,
-                AclPermissionType.ALLOW,
-            )
-            for op in ops
-        ]
-        for future in admin.create_acls(bindings).values():
-            future.result(30)
-
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+
+
+def deployed_cluster(work_dir: Path, passwords: dict[str, str]) -> KafkaCluster:
+    """A started cluster set up the way the README tells an administrator to:
+    deploy/kafka-secrets.sh makes the CA, the nodes' certificate and the passwords it is not
+    given (``passwords``: collector, lake-writer, alerts); deploy/kafka-setup.sh creates the
+    topics, the users and their ACLs through Kafka's own tools. Raises with their output if
+    either fails, or prints a password."""
+    secrets = work_dir / "secrets"
+    secrets.mkdir(parents=True)
+    for user, password in passwords.items():
+        (secrets / f"kafka_{user.replace('-', '_')}_password").write_text(password + "\n")
+    subprocess.run(
+        ["bash", str(DEPLOY / "kafka-secrets.sh"), "IP:127.0.0.1", "DNS:localhost"],
+        env={**os.environ, "SECRETS_DIR": str(secrets)},
+        capture_output=True,
+        check=True,
+    )
+    cluster = KafkaCluster(work_dir, tls=(secrets / "kafka_ca.pem", secrets / "kafka_server.pem"))
+    cluster.start()
+    setup = subprocess.run(
+        ["bash", str(DEPLOY / "kafka-setup.sh")],
+        env={
+            **os.environ,
+            "BOOTSTRAP": cluster.internal_bootstrap,
+            "KAFKA_BIN": str(cluster.admin_tools()),
+            "SECRETS_DIR": str(secrets),
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = setup.stdout + setup.stderr
+    leaked = [user for user, password in passwords.items() if password in output]
+    if setup.returncode != 0 or leaked:
+        for node in cluster.nodes:
+            node.kill()
+        raise RuntimeError(f"kafka-setup.sh (rc {setup.returncode}, leaked {leaked}): {output}")
+    return cluster

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import yaml
 
+from tests.support.kafka_cluster import CLUSTER_PROPERTIES
+
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
 
@@ -52,3 +54,68 @@ def test_dockerfile_installs_from_the_lock_file() -> None:
     text = (DEPLOY / "Dockerfile").read_text()
     assert "uv sync --locked" in text
     assert "COPY pyproject.toml uv.lock" in text
+
+
+def cluster_compose() -> dict:  # type: ignore[type-arg]
+    return yaml.safe_load((DEPLOY / "docker-compose.cluster.yml").read_text())
+
+
+def kafka_property(env_name: str) -> str:
+    """The server property an apache/kafka image variable sets (KAFKA_ prefix; '_' is '.',
+    '__' is '-', '___' is '_')."""
+    name = env_name.removeprefix("KAFKA_").lower()
+    return name.replace("___", "\0").replace("__", "-").replace("_", ".").replace("\0", "_")
+
+
+def test_cluster_variant_runs_what_the_cluster_tests_prove() -> None:
+    """Three KRaft nodes with the secured, replicated settings of the tests' cluster
+    (tests/support/kafka_cluster.py), each node its own id and volume, one quorum."""
+    services = cluster_compose()["services"]
+    nodes = {name: services[name] for name in ("kafka-1", "kafka-2", "kafka-3")}
+    ids, voters, cluster_ids, volumes = set(), set(), set(), set()
+    for name, node in nodes.items():
+        env = node["environment"]
+        properties = {kafka_property(k): str(v) for k, v in env.items() if k.startswith("KAFKA_")}
+        assert {k: properties.get(k) for k in CLUSTER_PROPERTIES} == CLUSTER_PROPERTIES, name
+        ids.add(properties["node.id"])
+        voters.add(properties["controller.quorum.voters"])
+        cluster_ids.add(env["CLUSTER_ID"])
+        volumes.update(node["volumes"])
+        listeners = dict(item.split("://") for item in properties["listeners"].split(","))
+        published = {port.split(":")[0] for port in node["ports"]}
+        # Only the SASL_SSL listener is reachable from outside; INTERNAL trusts everyone.
+        assert published == {listeners["CLIENT"].lstrip(":")}, name
+        assert properties["ssl.keystore.location"] == "/run/secrets/kafka_server_pem"
+    assert ids == {"1", "2", "3"} and len(cluster_ids) == 1 and len(volumes) == 3
+    (quorum,) = voters
+    assert quorum == "1@kafka-1:9093,2@kafka-2:9093,3@kafka-3:9093"
+
+
+def test_cluster_variant_clients_use_sasl_ssl_with_their_own_user() -> None:
+    spec = cluster_compose()
+    services = spec["services"]
+    advertised = {
+        services[n]["environment"]["KAFKA_ADVERTISED_LISTENERS"].split(",")[0].split("://")[1]
+        for n in ("kafka-1", "kafka-2", "kafka-3")
+    }
+    users = {"lake-writer": "lake-writer", "collector": "collector", "alerts": "alerts"}
+    for service, user in users.items():
+        env = services[service]["environment"]
+        assert set(env["SYSMETRICS_BOOTSTRAP_SERVERS"].split(",")) == advertised
+        assert env["SYSMETRICS_SECURITY_PROTOCOL"] == "SASL_SSL"
+        assert env["SYSMETRICS_SASL_MECHANISM"] == "SCRAM-SHA-512"
+        assert env["SYSMETRICS_SASL_USERNAME"] == user
+        assert "SYSMETRICS_SASL_PASSWORD" not in env  # only from a file
+        secret = f"kafka_{user.replace('-', '_')}_password"
+        assert env["SYSMETRICS_SASL_PASSWORD_FILE"] == f"/run/secrets/{secret}"
+        assert env["SYSMETRICS_SSL_CA_LOCATION"] == "/run/secrets/kafka_ca"
+        assert set(services[service]["secrets"]) == {"kafka_ca", secret}
+        assert secret in services["kafka-setup"]["secrets"]
+        after = services[service]["depends_on"]["kafka-setup"]["condition"]
+        assert after == "service_completed_successfully"
+    assert services["lake-writer"]["deploy"]["replicas"] >= 2
+    setup = services["kafka-setup"]
+    assert setup["volumes"] == ["./kafka-setup.sh:/opt/sysmetrics/kafka-setup.sh:ro"]
+    assert all(dep["condition"] == "service_healthy" for dep in setup["depends_on"].values())
+    for name, secret in spec["secrets"].items():
+        assert (DEPLOY / secret["file"]).parent.name in {"secrets", "deploy"}, name

@@ -51,6 +51,7 @@ class BigQueryWarehouse(Warehouse):
             }
         self.project, self.dataset = project, dataset
         self.client = bigquery.Client(project=project, **options)
+        self._filesystem: Any = None
 
     def table(self, kind: str) -> str:
         return f"`{self.project}.{self.dataset}.{sql.TABLE_NAMES[kind]}`"
@@ -96,25 +97,42 @@ class BigQueryWarehouse(Warehouse):
                 table.schema = [*table.schema, *missing]
                 self.client.update_table(table, ["schema"])
 
-    def _stage(self, hour: datetime, file_uris: list[str], name: str) -> str:
-        """Load job of lake files into a staging table of raw events; its full name."""
+    def _stage(
+        self, hour: datetime, file_uris: list[str], name: str, curated: str | None = None
+    ) -> str:
+        """Load jobs of lake files (a curated Parquet file first, if given) into a staging
+        table of raw events; its full name."""
         from google.cloud import bigquery
 
         staging = f"{self.project}.{self.dataset}.{name}_{hour:%Y%m%d%H}"
         schema = [bigquery.SchemaField.from_api_repr(f) for f in bigquery_schema()]
         schema.append(bigquery.SchemaField("source_file", "STRING"))
-        job = self.client.load_table_from_uri(
-            file_uris,
-            staging,
-            job_config=bigquery.LoadJobConfig(
+        disposition = bigquery.WriteDisposition.WRITE_TRUNCATE
+        if curated is not None:
+            config = bigquery.LoadJobConfig(
+                source_format=bigquery.SourceFormat.PARQUET,
+                schema=schema,
+                write_disposition=disposition,
+            )
+            parquet = bigquery.ParquetOptions()
+            # Parquet LISTs (disks, GPUs, temperatures) as REPEATED fields, not list.element.
+            parquet.enable_list_inference = True
+            config.parquet_options = parquet
+            # Uploaded through the lake's filesystem rather than loaded from its gs:// URI: the
+            # emulator the tests run reads key=value folders as extra hive columns, so a URI
+            # load could not be checked here. One file of an hour: ~16x smaller than its JSON.
+            with self._open(curated) as data:
+                self.client.load_table_from_file(data, staging, job_config=config).result()
+            disposition = bigquery.WriteDisposition.WRITE_APPEND
+        if file_uris:
+            config = bigquery.LoadJobConfig(
                 source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON,
                 schema=schema,
                 # Fields of a newer minor schema version stay in the lake, not here.
                 ignore_unknown_values=True,
-                write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
-            ),
-        )
-        job.result()
+                write_disposition=disposition,
+            )
+            self.client.load_table_from_uri(file_uris, staging, job_config=config).result()
         return staging
 
     def append_files(self, hour: datetime, file_uris: list[str], names: list[str]) -> Appended:
@@ -142,15 +160,9 @@ class BigQueryWarehouse(Warehouse):
         return Appended(after - before, frozenset(row["host_id"] for row in hosts))
 
     def load_hour(self, hour: datetime, file_uris: list[str], curated: str | None = None) -> int:
-        if curated is not None:
-            raise NotImplementedError(
-                f"hour {hour:%Y-%m-%dT%H}Z is compacted ({curated}): rebuilding BigQuery from "
-                "curated Parquet is not supported yet; keep raw JSON "
-                "(SYSMETRICS_RAW_RETENTION_DAYS=0) with BigQuery"
-            )
         self.execute(sql.delete_hour("raw"), start=hour)
-        if file_uris:
-            staging = self._stage(hour, file_uris, "_staging")
+        if file_uris or curated:
+            staging = self._stage(hour, file_uris, "_staging", curated)
             try:
                 flatten = self.render(sql.FLATTEN.replace("{events}", f"`{staging}`"))
                 self._execute(
@@ -162,7 +174,15 @@ class BigQueryWarehouse(Warehouse):
         return int(self.scalar("SELECT COUNT(*) FROM {raw} WHERE hour = @start", start=hour))
 
     def use_filesystem(self, filesystem: Any) -> None:
-        """BigQuery reads gs:// itself."""
+        """BigQuery reads raw gs:// files itself; curated files are uploaded through this."""
+        self._filesystem = filesystem
+
+    def _open(self, uri: str) -> Any:
+        if self._filesystem is not None:
+            return self._filesystem.open(uri, "rb")
+        import fsspec
+
+        return fsspec.open(uri, "rb").open()
 
     def close(self) -> None:
         self.client.close()
