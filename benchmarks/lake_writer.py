@@ -88,7 +88,7 @@ def seed_style_rate(settings: Settings, out_dir: Path, total: int) -> float:
 
 def connect_sink_rate(settings: Settings, work: Path, total: int) -> float:
     """Kafka Connect standalone with the FileStreamSink connector on the same topic."""
-    libs = maven_libs(CONNECT_POM, "kafka-connect-4.4.0")
+    libs = maven_libs(CONNECT_POM, "kafka-connect-4.1.0")
     work.mkdir(parents=True)
     sink = work / "sink.jsonl"
     worker = work / "worker.properties"
@@ -151,6 +151,7 @@ def writers_rate(settings: Settings, lake: Path, total: int, writers: int, flush
         "SYSMETRICS_CONSUMER_GROUP": f"bench-{uuid.uuid4().hex[:6]}",
         "SYSMETRICS_DATA_DIR": str(lake.parent / "state"),
         "SYSMETRICS_FLUSH_RECORDS": str(flush),
+        "SYSMETRICS_METRICS_PORT": "0",
     }
     procs = [
         subprocess.Popen(
