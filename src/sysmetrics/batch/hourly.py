@@ -199,12 +199,7 @@ def load(
                 curated_uri(store, topic, curated) if curated else None,
             )
             wh.execute(sql.delete_hour("loaded_files"), start=hour)
-            for name in sorted(listed | compacted):
-                wh.execute(
-                    "INSERT INTO {loaded_files} (hour, file) VALUES (@start, @file)",
-                    start=hour,
-                    file=name,
-                )
+            wh.execute(sql.RECORD_LOADED_FILES, start=hour, files=sorted(listed | compacted))
             read = len(extra) + (curated is not None)
             return HourLoad(len(listed | compacted), read, rows, rebuilt=True, hosts=None)
     new = [f for f in files if names[f] not in known]

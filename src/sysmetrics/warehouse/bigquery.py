@@ -148,12 +148,7 @@ class BigQueryWarehouse(Warehouse):
                 self.execute(statement.replace("{staged}", f"`{staged}`"), start=hour)
             after = int(self.scalar("SELECT COUNT(*) FROM {raw} WHERE hour = @start", start=hour))
             hosts = self._rows(f"SELECT DISTINCT host_id FROM `{staged}`", {})
-            for name in names:
-                self.execute(
-                    "INSERT INTO {loaded_files} (hour, file) VALUES (@start, @file)",
-                    start=hour,
-                    file=name,
-                )
+            self.execute(sql.RECORD_LOADED_FILES, start=hour, files=names)
         finally:
             self.client.delete_table(staging, not_found_ok=True)
             self.client.delete_table(staged, not_found_ok=True)

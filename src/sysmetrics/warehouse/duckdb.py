@@ -91,7 +91,6 @@ class DuckDBWarehouse(Warehouse):
         return flatten.replace(_EVENTS_PLACEHOLDER, source)
 
     def append_files(self, hour: datetime, file_uris: list[str], names: list[str]) -> Appended:
-        ledger = self.table("loaded_files")
         with self._lock:
             # One transaction: rows and ledger entries land together or not at all.
             self._con.execute("BEGIN TRANSACTION")
@@ -105,9 +104,8 @@ class DuckDBWarehouse(Warehouse):
                 append = sql.APPEND_NEW_EVENTS.replace("{staged}", "staged_events")
                 added = self._con.execute(self.render(append), {"start": hour}).fetchall()[0][0]
                 hosts = self._con.execute("SELECT DISTINCT host_id FROM staged_events").fetchall()
-                self._con.executemany(
-                    f"INSERT INTO {ledger} (hour, file) VALUES ($1, $2)",
-                    [(hour, name) for name in names],
+                self._con.execute(
+                    self.render(sql.RECORD_LOADED_FILES), {"start": hour, "files": names}
                 )
                 self._con.execute("DROP TABLE staged_events")
                 self._con.execute("COMMIT")
