@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -104,9 +105,11 @@ def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def raw_source(uris: list[str]) -> str:
-    """Every schema-v1 field of these raw files, typed, plus the file each row came from."""
-    columns = "{" + ", ".join(f"{_quote(k)}: {_quote(v)}" for k, v in duckdb_columns().items())
+def raw_source(uris: list[str], only: Mapping[str, frozenset[str]] | None = None) -> str:
+    """DuckDB's typed read of these raw files, plus the file each row came from: every
+    schema-v1 field, or just the struct fields named in ``only`` (see ``duckdb_columns``)."""
+    fields = duckdb_columns(only).items()
+    columns = "{" + ", ".join(f"{_quote(k)}: {_quote(v)}" for k, v in fields)
     return (
         "(SELECT * EXCLUDE (filename), parse_filename(filename) AS source_file FROM read_json(["
         + ", ".join(_quote(u) for u in uris)

@@ -9,8 +9,7 @@ from typing import Any
 
 import duckdb
 
-from sysmetrics.event_types import duckdb_columns
-from sysmetrics.lake.compaction import curated_source
+from sysmetrics.lake.compaction import curated_source, raw_source
 from sysmetrics.warehouse import sql
 from sysmetrics.warehouse.base import Appended, Warehouse
 
@@ -82,11 +81,7 @@ class DuckDBWarehouse(Warehouse):
         if curated is not None:
             source = curated_source(curated, file_uris)
         else:
-            source = (
-                "(SELECT *, parse_filename(filename) AS source_file FROM read_json("
-                f"{_list_literal(file_uris)}, format = 'newline_delimited', "
-                f"columns = {_columns_literal()}, filename = true))"
-            )
+            source = raw_source(file_uris, sql.flatten_fields())
         flatten = self.render(sql.FLATTEN.replace("{events}", _EVENTS_PLACEHOLDER))
         return flatten.replace(_EVENTS_PLACEHOLDER, source)
 
@@ -142,16 +137,3 @@ class DuckDBWarehouse(Warehouse):
     def close(self) -> None:
         with self._lock:
             self._con.close()
-
-
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _list_literal(items: list[str]) -> str:
-    return "[" + ", ".join(_quote(i) for i in items) + "]"
-
-
-def _columns_literal() -> str:
-    columns = duckdb_columns(sql.flatten_fields())
-    return "{" + ", ".join(f"{_quote(k)}: {_quote(v)}" for k, v in columns.items()) + "}"
