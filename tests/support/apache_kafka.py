@@ -59,6 +59,22 @@ def kafka_libs() -> Path:
     return maven_libs(POM, f"kafka-{KAFKA_VERSION}")
 
 
+def java_command(libs: Path, heap: str, main_class: str, *args: str) -> list[str]:
+    """A Kafka class run from the Maven jars, small enough for a 2-core test machine."""
+    return [
+        "java",
+        "-Xms128m",
+        f"-Xmx{heap}",
+        "-XX:+UseSerialGC",
+        "-XX:TieredStopAtLevel=1",
+        "-Dlog4j2.level=WARN",
+        "-cp",
+        f"{libs}/*",
+        main_class,
+        *args,
+    ]
+
+
 class ApacheKafkaBroker:
     def __init__(self, work_dir: Path) -> None:
         self.work_dir = work_dir
@@ -72,19 +88,6 @@ class ApacheKafkaBroker:
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
-
-    def _java(self, main_class: str, *args: str) -> list[str]:
-        return [
-            "java",
-            "-Xms256m",
-            "-Xmx768m",
-            "-XX:+UseSerialGC",
-            "-Dlog4j2.level=WARN",
-            "-cp",
-            f"{self.libs}/*",
-            main_class,
-            *args,
-        ]
 
     def start(self, timeout_s: float = 90.0) -> None:
         data = self.work_dir / "data"
@@ -116,7 +119,9 @@ class ApacheKafkaBroker:
         if fresh:
             cluster_id = uuid.uuid4().hex[:22]
             subprocess.run(
-                self._java(
+                java_command(
+                    self.libs,
+                    "768m",
                     "kafka.tools.StorageTool",
                     "format",
                     "-t",
@@ -130,7 +135,7 @@ class ApacheKafkaBroker:
             )
         with self.log_file.open("ab") as out:
             self.process = subprocess.Popen(
-                self._java("kafka.Kafka", str(self.properties)),
+                java_command(self.libs, "768m", "kafka.Kafka", str(self.properties)),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

@@ -28,7 +28,7 @@ from confluent_kafka.admin import (
 )
 
 from sysmetrics.stream.broker import free_port, stop_pid
-from tests.support.apache_kafka import kafka_libs
+from tests.support.apache_kafka import java_command, kafka_libs
 
 ADMIN_PASSWORD = "admin-secret-for-tests"
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -211,18 +211,7 @@ class KafkaCluster:
         return ",".join(f"127.0.0.1:{n.client_port}" for n in self.nodes)
 
     def java(self, main_class: str, *args: str) -> list[str]:
-        return [
-            "java",
-            "-Xms128m",
-            "-Xmx512m",
-            "-XX:+UseSerialGC",
-            "-XX:TieredStopAtLevel=1",
-            "-Dlog4j2.level=WARN",
-            "-cp",
-            f"{self.libs}/*",
-            main_class,
-            *args,
-        ]
+        return java_command(self.libs, "512m", main_class, *args)
 
     @property
     def internal_bootstrap(self) -> str:
