@@ -770,10 +770,12 @@ def lake_prune(
             bar.advance(task)
             if check is None:
                 continue
+            doomed = len(check.raw_files) - len(check.kept)
             if check.ok and check.raw_files:
-                pruned += 1
+                pruned += doomed > 0
                 verb = "would delete" if dry_run else "deleted"
-                bar.console.print(f"  {hour:%Y-%m-%dT%H}Z {verb} {len(check.raw_files)} raw files")
+                line = f"  {hour:%Y-%m-%dT%H}Z {verb} {doomed} raw files"
+                bar.console.print(line + (f" ({check.detail})" if check.kept else ""))
             elif not check.ok:
                 kept += 1
                 bar.console.print(f"  {hour:%Y-%m-%dT%H}Z kept: {check.detail}")

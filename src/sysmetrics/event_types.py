@@ -83,3 +83,44 @@ def bigquery_schema() -> list[dict[str, Any]]:
     info = mi.type_info(MetricsEvent)
     assert isinstance(info, mi.StructType)
     return [_bigquery_field(f.encode_name, f.type) for f in info.fields]
+
+
+def _walk_fields(t: mi.Type, prefix: str, found: set[str]) -> None:
+    t = bare_type(t)
+    if isinstance(t, mi.ListType):
+        _walk_fields(t.item_type, f"{prefix}[]", found)
+    elif isinstance(t, mi.StructType):
+        for f in t.fields:
+            path = f"{prefix}.{f.encode_name}" if prefix else f.encode_name
+            found.add(path)
+            _walk_fields(f.type, path, found)
+
+
+def field_paths() -> frozenset[str]:
+    """Every field of schema v1 as this version knows it, as a dotted path (a list's items
+    as ``name[]``, e.g. ``disks[].mount``)."""
+    found: set[str] = set()
+    _walk_fields(mi.type_info(MetricsEvent), "", found)
+    return frozenset(found)
+
+
+def unknown_fields(document: Mapping[str, Any]) -> list[str]:
+    """The paths (as :func:`field_paths` writes them) of the fields in ``document`` that this
+    version does not know: what a collector of a newer minor version added."""
+    known = field_paths()
+    found: set[str] = set()
+
+    def walk(value: Any, prefix: str) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                path = f"{prefix}.{key}" if prefix else str(key)
+                if path not in known:
+                    found.add(path)
+                else:
+                    walk(item, path)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item, f"{prefix}[]")
+
+    walk(document, "")
+    return sorted(found)

@@ -276,3 +276,10 @@ def test_mixed_collector_versions_and_wrong_clocks_reach_the_lake(
     assert writer.stats.late_files == 1
     (marker,) = (root / layout.late_dir(settings.topic)).iterdir()
     assert layout.parse_late_marker(marker.name) == layout.hour_of(now - timedelta(days=30))
+    # The newer minor version's file is marked with the fields this version cannot type, so
+    # retention keeps it until a curated version holds them (tests/unit/test_compaction.py).
+    (newer,) = (root / layout.newer_fields_dir(settings.topic)).iterdir()
+    hour, name = layout.parse_marker(newer.name) or (None, "")
+    assert hour == layout.hour_of(now)
+    assert any(f.name == name and minor["event_id"] in f.read_text() for f in data_files(root))
+    assert json.loads(newer.read_text()) == ["cpu.steal_pct", "power"]

@@ -272,3 +272,51 @@ def test_lake_stats_and_verify_commands(tmp_path: Path) -> None:
     raw_bytes = sum(p.stat().st_size for p in data_files(lake))
     assert lines["raw"][1:4] == ["2", f"{raw_bytes:,}", "720"]
     assert lines["curated"][1] == "1" and lines["curated"][3] == "720"
+
+
+def test_raw_files_with_fields_this_version_lacks_outlive_retention(tmp_path: Path) -> None:
+    """A collector of a newer minor version sent fields the curated Parquet cannot hold: the
+    writer marked its file (tests/integration/test_lake_writer.py); prune keeps that file and
+    says why, and deletes the rest. A version that knows the fields compacts the hour again,
+    reading that file anew, and then prune deletes it too."""
+    lake = tmp_path / "lake"
+    builder = LakeBuilder(lake)
+    builder.add_batch(steady_host("web-1", OLD, 40.0, samples=60))
+    (newer_file,) = builder.add_batch(steady_host("new-1", OLD, 20.0, samples=10))
+    lines = [json.loads(line) for line in read_lines(newer_file)]
+    for line in lines:
+        line["power"] = {"package_watts": 31.5}
+    newer_file.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    markers = lake / layout.newer_fields_dir(TOPIC)
+    markers.mkdir(parents=True)
+    marker = markers / layout.newer_fields_marker_path(TOPIC, OLD, newer_file.name).split("/")[-1]
+    marker.write_text(json.dumps(["power"]))
+    store = LakeStore(str(lake))
+    assert compact_hour(store, TOPIC, OLD).rows == 70
+    manifest = current_manifest(store, TOPIC, OLD)
+    assert manifest is not None and "cpu.utilization_pct" in manifest.fields
+    assert "power" not in manifest.fields
+
+    now = OLD + timedelta(days=3)
+    check = prune_hour(store, TOPIC, OLD, now, retention_days=1)
+    assert check is not None and check.ok and check.kept == [str(newer_file.relative_to(lake))]
+    assert "fields this version does not know (power)" in check.detail
+    assert [p.name for p in data_files(lake)] == [newer_file.name]  # the other one pruned
+    assert "package_watts" in newer_file.read_text()
+    assert compact_hour(store, TOPIC, OLD).skipped == "up to date"  # nothing it can add
+
+    # After an upgrade that knows the marked field: here, a field this version knows whose
+    # column an older curated version lacked.
+    marker.write_text(json.dumps(["cpu.freq_mhz"]))
+    manifest_path = lake / layout.curated_hour_dir(TOPIC, OLD) / "_manifest-v000001.json"
+    older = json.loads(manifest_path.read_text())
+    older["fields"].remove("cpu.freq_mhz")
+    manifest_path.write_text(json.dumps(older))
+    check = verify_hour(store, TOPIC, OLD)
+    assert check.ok and check.kept == [str(newer_file.relative_to(lake))]
+    again = compact_hour(store, TOPIC, OLD)
+    assert (again.version, again.rows) == (2, 70)  # the file read anew, not doubled
+    assert set(as_events(curated_table(store, OLD))) >= {line["event_id"] for line in lines}
+    check = prune_hour(store, TOPIC, OLD, now, retention_days=1)
+    assert check is not None and check.ok and not check.kept
+    assert data_files(lake) == []

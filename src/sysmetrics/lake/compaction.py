@@ -20,13 +20,13 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sysmetrics.event_types import duckdb_columns
+from sysmetrics.event_types import duckdb_columns, field_paths
 from sysmetrics.lake import layout
 from sysmetrics.lake.store import LakeStore
 
@@ -61,6 +61,8 @@ class CuratedManifest:
     """Names of the raw files whose events the file holds."""
     created_at: str = ""
     schema_version: int = 1
+    fields: list[str] = field(default_factory=list)
+    """The event fields its columns hold (``field_paths`` of the version that wrote it)."""
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CuratedManifest:
@@ -79,6 +81,17 @@ def current_manifest(store: LakeStore, topic: str, hour: datetime) -> CuratedMan
         return None
     data = store.get(f"{folder}/{layout.curated_manifest_name(max(versions))}")
     return None if data is None else CuratedManifest.from_json(json.loads(data))
+
+
+def newer_fields(store: LakeStore, topic: str, hour: datetime) -> dict[str, set[str]]:
+    """Raw files of ``hour`` that hold fields their writer did not know: name -> field paths."""
+    folder = layout.newer_fields_dir(topic)
+    marked: dict[str, set[str]] = {}
+    for name in store.list_dir(folder):
+        parsed = layout.parse_marker(name)
+        if parsed is not None and parsed[0] == hour and (data := store.get(f"{folder}/{name}")):
+            marked[parsed[1]] = set(json.loads(data))
+    return marked
 
 
 def curated_uri(store: LakeStore, topic: str, manifest: CuratedManifest) -> str:
@@ -118,9 +131,12 @@ def raw_source(uris: list[str], only: Mapping[str, frozenset[str]] | None = None
     )
 
 
-def curated_source(uri: str, raw_uris: list[str]) -> str:
-    """A curated file, plus raw files that arrived after it (same columns)."""
-    parquet = f"(SELECT * FROM read_parquet({_quote(uri)}, hive_partitioning = false))"
+def curated_source(uri: str, raw_uris: list[str], without: Iterable[str] = ()) -> str:
+    """A curated file (less the rows from raw files named in ``without``, read again), plus
+    raw files that arrived after it or are read again (same columns)."""
+    skip = ", ".join(_quote(name) for name in sorted(without))
+    where = f" WHERE source_file NOT IN ({skip})" if skip else ""
+    parquet = f"(SELECT * FROM read_parquet({_quote(uri)}, hive_partitioning = false){where})"
     if not raw_uris:
         return parquet
     return f"({parquet} UNION ALL BY NAME {raw_source(raw_uris)})"
@@ -145,18 +161,26 @@ def compact_hour(
     hour: datetime,
     row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
 ) -> Compacted:
-    """Write ``hour`` as a new curated version if raw files exist that the current one lacks."""
+    """Write ``hour`` as a new curated version if raw files exist that the current one lacks,
+    or that hold fields the current one lacks and this version knows (after an upgrade)."""
     current = current_manifest(store, topic, hour)
     raw = raw_files(store, topic, hour)
     known = set(current.sources) if current else set()
-    new = [f for f in raw if _name(f) not in known]
+    fields = field_paths()
+    held = set(current.fields) if current else set()
+    again = {
+        name for name, paths in newer_fields(store, topic, hour).items() if (paths & fields) - held
+    }
+    new = [f for f in raw if _name(f) not in known or _name(f) in again]
     if not new:
         return Compacted(hour, skipped="up to date" if current else "no raw files")
     version = current.version + 1 if current else 1
     folder = layout.curated_hour_dir(topic, hour)
     uris = [store.uri(f) for f in new]
     source = (
-        curated_source(curated_uri(store, topic, current), uris) if current else raw_source(uris)
+        curated_source(curated_uri(store, topic, current), uris, again & known)
+        if current
+        else raw_source(uris)
     )
     con = _connect(store)
     try:
@@ -185,6 +209,7 @@ def compact_hour(
         checksum=str(checksum),
         sources=sorted(known | {_name(f) for f in new}),
         created_at=datetime.now(UTC).isoformat(),
+        fields=sorted(fields),
     )
     if not store.create(
         f"{folder}/{layout.curated_manifest_name(version)}",
@@ -211,7 +236,9 @@ class Verification:
     ok: bool
     detail: str
     raw_files: list[str] = field(default_factory=list)
-    """The hour's raw files now (what a prune would delete when ``ok``)."""
+    """The hour's raw files now (what a prune deletes when ``ok``, less ``kept``)."""
+    kept: list[str] = field(default_factory=list)
+    """Raw files a prune keeps: they hold fields the curated version lacks."""
 
 
 def verify_hour(store: LakeStore, topic: str, hour: datetime) -> Verification:
@@ -255,7 +282,22 @@ def verify_hour(store: LakeStore, topic: str, hour: datetime) -> Verification:
                 return Verification(hour, False, f"{missing} raw events not in curated", raw)
     finally:
         con.close()
-    return Verification(hour, True, f"version {manifest.version}, {manifest.rows} events", raw)
+    detail = f"version {manifest.version}, {manifest.rows} events"
+    held = set(manifest.fields)
+    lacking = {
+        name: paths - held
+        for name, paths in newer_fields(store, topic, hour).items()
+        if paths - held
+    }
+    kept = [f for f in raw if _name(f) in lacking]
+    if kept:
+        missing = sorted(set().union(*lacking.values()))
+        detail += (
+            f"; {len(kept)} raw files kept: they hold fields this version does not know "
+            f"({', '.join(missing[:5])}{', …' if len(missing) > 5 else ''}): upgrade "
+            "sysmetrics, then 'sysmetrics lake compact' and 'lake prune' for this hour"
+        )
+    return Verification(hour, True, detail, raw, kept)
 
 
 # ---------------------------------------------------------------------------- retention
@@ -267,9 +309,10 @@ def prune_hour(
     if retention_days <= 0 or hour + HOUR > now - timedelta(days=retention_days):
         return None
     check = verify_hour(store, topic, hour)
-    if check.ok and check.raw_files:
-        store.delete(check.raw_files)
-        log.info("pruned %d raw files of %s (%s)", len(check.raw_files), hour, check.detail)
+    doomed = [f for f in check.raw_files if f not in set(check.kept)]
+    if check.ok and doomed:
+        store.delete(doomed)
+        log.info("pruned %d raw files of %s (%s)", len(doomed), hour, check.detail)
     return check
 
 

@@ -105,8 +105,24 @@ def late_marker_path(topic: str, hour: datetime, file_name: str) -> str:
     return f"{late_dir(topic)}/{hour.astimezone(UTC):%Y-%m-%dT%H}+{file_name}"
 
 
+def newer_fields_dir(topic: str) -> str:
+    return f"_newer/{topic}"
+
+
+def newer_fields_marker_path(topic: str, hour: datetime, file_name: str) -> str:
+    """Marks a raw file holding fields the writer did not know (a newer minor schema); the
+    marker's content is their paths, as JSON."""
+    return f"{newer_fields_dir(topic)}/{hour.astimezone(UTC):%Y-%m-%dT%H}+{file_name}"
+
+
+def parse_marker(name: str) -> tuple[datetime, str] | None:
+    """(hour, raw file name) a late-data or newer-fields marker names, else None."""
+    hour = parse_late_marker(name)
+    return None if hour is None else (hour, name.split("+", 1)[1])
+
+
 def parse_late_marker(name: str) -> datetime | None:
-    """The hour a late-data marker names, else None."""
+    """The hour a late-data (or newer-fields) marker names, else None."""
     try:
         return datetime.strptime(name.split("+", 1)[0], "%Y-%m-%dT%H").replace(tzinfo=UTC)
     except ValueError:

@@ -45,6 +45,7 @@ from confluent_kafka import (
 )
 
 from sysmetrics.config import Settings
+from sysmetrics.event_types import unknown_fields
 from sysmetrics.lake import layout
 from sysmetrics.lake.store import LakeStore, StoreError
 from sysmetrics.observability import Reading
@@ -423,12 +424,14 @@ class LakeWriter:
                 state[layout.intent_path(self.topic, partition)] = json.dumps(intent).encode()
             for batch in batches:
                 by_hour: dict[datetime, list[bytes]] = defaultdict(list)
+                newer: dict[datetime, set[str]] = defaultdict(set)
                 bad: list[bytes] = []
                 for record in batch.records:
                     if record.event is not None:
-                        by_hour[layout.hour_of(record.event.ts)].append(
-                            encode_keeping_unknown(record.event, record.document)
-                        )
+                        hour = layout.hour_of(record.event.ts)
+                        by_hour[hour].append(encode_keeping_unknown(record.event, record.document))
+                        if record.document is not None:
+                            newer[hour].update(unknown_fields(record.document))
                     else:
                         bad.append(_quarantine_line(self.topic, partition, record))
                         dead_letters.append((partition, record))
@@ -439,6 +442,12 @@ class LakeWriter:
                     data = _compress(b"\n".join(lines) + b"\n", compression)
                     files.append((f"{layout.hour_dir(self.topic, hour)}/{name}", data))
                     round_files.append(files[-1][0])
+                    if hour in newer:
+                        # Fields this version cannot type: the curated Parquet would lack
+                        # them, so retention keeps this raw file until a version that
+                        # knows them has compacted the hour again.
+                        marker = layout.newer_fields_marker_path(self.topic, hour, name)
+                        state[marker] = json.dumps(sorted(newer[hour])).encode()
                     if hour < late_before:
                         # Beyond the hourly job's look-back: tell it where to look.
                         state[layout.late_marker_path(self.topic, hour, name)] = b""
