@@ -319,4 +319,4 @@ def test_raw_files_with_fields_this_version_lacks_outlive_retention(tmp_path: Pa
     assert set(as_events(curated_table(store, OLD))) >= {line["event_id"] for line in lines}
     check = prune_hour(store, TOPIC, OLD, now, retention_days=1)
     assert check is not None and check.ok and not check.kept
-    assert data_files(lake) == []
+    assert data_files(lake) == [] and not marker.exists()  # the marker went with its file

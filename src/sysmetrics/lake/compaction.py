@@ -312,6 +312,15 @@ def prune_hour(
     doomed = [f for f in check.raw_files if f not in set(check.kept)]
     if check.ok and doomed:
         store.delete(doomed)
+        # Their newer-fields markers go with them (a curated version holds those fields).
+        marked = newer_fields(store, topic, hour)
+        store.delete(
+            [
+                layout.newer_fields_marker_path(topic, hour, _name(f))
+                for f in doomed
+                if _name(f) in marked
+            ]
+        )
         log.info("pruned %d raw files of %s (%s)", len(doomed), hour, check.detail)
     return check
 
