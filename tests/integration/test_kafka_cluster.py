@@ -130,9 +130,10 @@ def end_offsets(cluster: KafkaCluster, partitions: Iterable[int] = range(6)) -> 
 def test_refusals_are_one_line_and_nothing_is_written(
     cluster: KafkaCluster, tmp_path: Path
 ) -> None:
-    """Wrong password, no ACL, unknown CA: one line saying what to check, no traceback, no
-    retry storm, nothing in the topic or the lake from that client; the collector spools and
-    delivers once its password is fixed; the password given by file is never printed."""
+    """Wrong password, no ACL, unknown CA, TLS name mismatch: one line saying what to check, no
+    traceback, no retry storm, nothing in the topic or the lake from that client; the collector
+    spools and delivers once its password is fixed; the password given by file is never
+    printed."""
     before = end_offsets(cluster)
     outputs: list[str] = []
 
@@ -148,7 +149,8 @@ def test_refusals_are_one_line_and_nothing_is_written(
     assert 1 <= spooled.stderr.count(refusal) <= 2, spooled.stderr  # ensure_topic, producer
     assert end_offsets(cluster) == before
 
-    # The lake writer: wrong password, a user without ACLs, a CA that did not sign the brokers.
+    # The lake writer: wrong password, a user without ACLs, a CA that did not sign the brokers,
+    # a host name the brokers' certificate does not name.
     other_ca, _ = make_ca(tmp_path / "other-ca")
     cases = [
         (
@@ -157,6 +159,13 @@ def test_refusals_are_one_line_and_nothing_is_written(
         ),
         (env_for(cluster, tmp_path, "nobody"), "Kafka user nobody may not see or create topic"),
         (env_for(cluster, tmp_path, "lake-writer", ca=other_ca), "TLS with Kafka at 127.0.0.1"),
+        (  # the right CA, a name the certificate does not hold
+            {
+                **env_for(cluster, tmp_path, "lake-writer"),
+                "SYSMETRICS_BOOTSTRAP_SERVERS": cluster.bootstrap.replace("127.0.0.1", "localhost"),
+            },
+            "TLS with Kafka at localhost",
+        ),
     ]
     for env, expected in cases:
         try:
