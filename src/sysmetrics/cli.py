@@ -464,6 +464,39 @@ def consume(
     )
 
 
+@cli.command()
+@click.option(
+    "--host", "bind_host", help="Address to listen on [SYSMETRICS_INGEST_HOST, 127.0.0.1]."
+)
+@click.option("--port", type=int, help="Port [SYSMETRICS_INGEST_PORT, 4318].")
+@pass_ctx
+def ingest(ctx: Context, bind_host: str | None, port: int | None) -> None:
+    """Receive other agents' metrics and publish them as events: Prometheus remote-write
+    (POST /api/v1/write; node_exporter, windows_exporter behind Prometheus, Grafana Alloy,
+    vmagent, Telegraf) and OTLP/HTTP (POST /v1/metrics; the OTel Collector's hostmetrics).
+
+    A request is answered 2xx once its series are on disk; Kafka outages are absorbed by the
+    spool. On a non-loopback address SYSMETRICS_INGEST_TOKEN is required. Its own counters are
+    at GET /metrics. See the README's "Fleets that already run an agent".
+    """
+    from sysmetrics.ingest.server import IngestRefused, serve
+    from sysmetrics.stream.admin import ensure_topic
+
+    settings = _overridden(ctx.settings, ingest_host=bind_host, ingest_port=port)
+    try:
+        ensure_topic(settings)
+    except (ConnectionError, PermissionError) as exc:
+        click.echo(f"warning: {exc}; events are spooled until it is back", err=True)
+    try:
+        emitted, left, pending = serve(settings)
+    except IngestRefused as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"emitted {emitted} events, {left} waiting in the spool, {pending} samples still "
+        "being assembled (kept in the journal for the next start)"
+    )
+
+
 # --------------------------------------------------------------------------- batch
 @cli.group()
 def batch() -> None:
@@ -1156,6 +1189,8 @@ EXTRA_OF_MODULE = {
     "uvicorn": "dashboard",
     "jinja2": "dashboard",
     "airflow": "airflow",
+    "cramjam": "ingest",
+    "opentelemetry": "ingest",
 }
 """Which extra brings each optional module: the base install is the collector only."""
 

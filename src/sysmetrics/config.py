@@ -156,6 +156,37 @@ class Settings(BaseSettings):
         "alert 9853)",
     )
 
+    # Ingest (`sysmetrics ingest`: Prometheus remote-write and OTLP/HTTP in)
+    ingest_host: str = Field("127.0.0.1", description="address the ingest receiver binds to")
+    ingest_port: int = Field(4318, ge=1, le=65535, description="ingest receiver port (OTLP's)")
+    ingest_token: SecretStr | None = Field(
+        None,
+        description="bearer token (or HTTP Basic password, any user) senders must present; "
+        "required to listen on a non-loopback address",
+    )
+    ingest_tls_cert: Path | None = Field(None, description="serve HTTPS with this certificate")
+    ingest_tls_key: Path | None = Field(None, description="private key of ingest_tls_cert")
+    ingest_host_label: str = Field(
+        "instance", description="remote-write label whose value is the host_id"
+    )
+    ingest_otel_host_attributes: str = Field(
+        "host.id,host.name",
+        description="OTLP resource attributes tried in order for the host_id",
+    )
+    ingest_assembly_wait_s: float = Field(
+        15.0,
+        gt=0,
+        le=3600,
+        description="how long the series of one host's sample may trickle in (Prometheus "
+        "sends them over parallel shards) before the event is emitted as it is",
+    )
+    ingest_max_request_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="largest request body accepted (decompressed)"
+    )
+    ingest_max_series: int = Field(
+        100_000, ge=1, description="most series (OTLP: data points) one request may carry"
+    )
+
     # Dashboard
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = Field(8050, ge=1, le=65535)
@@ -218,7 +249,7 @@ def config_file_path() -> Path | None:
     return default if default.is_file() else None
 
 
-SECRET_FIELDS = ("sasl_password", "dashboard_token")
+SECRET_FIELDS = ("sasl_password", "dashboard_token", "ingest_token")
 """Secrets may also come from a file named by ``SYSMETRICS_<NAME>_FILE`` (the container
 convention for mounted secrets); the variable itself wins when both are set."""
 

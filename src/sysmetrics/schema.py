@@ -201,6 +201,18 @@ class MetricsEvent(_Group):
         ]
         | None
     ) = None
+    source: (
+        Annotated[
+            str,
+            msgspec.Meta(
+                max_length=64,
+                description="what produced the sample: absent or 'sysmetrics' for our collector, "
+                "'node_exporter', 'windows_exporter' or 'otel' for events made by `sysmetrics "
+                "ingest` from another agent's stream (added in v1.2)",
+            ),
+        ]
+        | None
+    ) = None
     received_at: (
         Annotated[
             datetime,

@@ -83,8 +83,12 @@ class SpooledProducer:
         ]
 
     def publish(self, key: bytes, value: bytes) -> None:
-        self.spool.append(key, value)
-        self.stats.spooled += 1
+        self.publish_many([(key, value)])
+
+    def publish_many(self, messages: list[tuple[bytes, bytes]]) -> None:
+        """Spool the messages (durable, one fsync for all), then hand them to Kafka."""
+        self.spool.extend(messages)
+        self.stats.spooled += len(messages)
         self.pump()
 
     def pump(self) -> None:

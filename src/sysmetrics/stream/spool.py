@@ -96,21 +96,31 @@ class Spool:
 
     # ------------------------------------------------------------------ write
     def append(self, key: bytes, value: bytes) -> SpooledRecord:
-        record = SpooledRecord(self._next_seq, key, value)
-        self._next_seq += 1
-        if not self._segments or self._segments[-1][2] >= self.segment_bytes:
-            self._close_out()
-            path = self.directory / f"seg-{record.seq:020d}.log"
-            self._segments.append((record.seq, path, 0))
-        first, path, size = self._segments[-1]
-        if self._out is None:
-            self._out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        os.write(self._out, _HEADER.pack(record.seq, len(key), len(value)) + key + value)
-        os.fsync(self._out)
-        self._segments[-1] = (first, path, size + record.size)
-        self._pending.append(record)
+        return self.extend([(key, value)])[0]
+
+    def extend(self, messages: list[tuple[bytes, bytes]]) -> list[SpooledRecord]:
+        """Append messages, durable (one fsync for all) when this returns."""
+        records = []
+        for key, value in messages:
+            record = SpooledRecord(self._next_seq, key, value)
+            self._next_seq += 1
+            if not self._segments or self._segments[-1][2] >= self.segment_bytes:
+                self._close_out()
+                path = self.directory / f"seg-{record.seq:020d}.log"
+                self._segments.append((record.seq, path, 0))
+            first, path, size = self._segments[-1]
+            if self._out is None:
+                self._out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            os.write(self._out, _HEADER.pack(record.seq, len(key), len(value)) + key + value)
+            self._segments[-1] = (first, path, size + record.size)
+            records.append(record)
+            if self._segments[-1][2] >= self.segment_bytes:
+                os.fsync(self._out)  # a segment is closed durable before the next one starts
+        if self._out is not None:
+            os.fsync(self._out)
+        self._pending.extend(records)
         self._enforce_bound()
-        return record
+        return records
 
     def _close_out(self) -> None:
         if self._out is not None:

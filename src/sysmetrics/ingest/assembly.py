@@ -1,0 +1,203 @@
+"""Gather each host's series of one sample time into one event, durably.
+
+A sender's request is answered only after its facts are in the **journal** (appended and
+fsynced): from then on the receiver owns them, whatever happens to its process. The assembler
+keeps the samples still being gathered in memory and rebuilds them from the journal on start.
+
+A sample is emitted when it is complete (an OTLP export carries a whole collection; a
+remote-write sample has as many facts as the host's previous one) or ``wait_s`` after its first
+fact arrived, whichever comes first: Prometheus spreads one scrape over parallel shards, so its
+series arrive in several requests, in any order. Emitting means: the event goes into the
+producer's spool (fsynced), then an ``emitted`` record goes into the journal.
+
+A fact for a sample of a host at or before the last one already emitted (a late shard, or a
+resend of a request whose answer was lost) is not emitted again: it is counted as late. This
+is what makes a resend harmless; its cost is that a series arriving after ``wait_s`` is not in
+its event (the event has that field null).
+
+Journal records (JSON lines): ``{"c": [host, ts_ms, source, complete, facts]}`` for facts
+received, ``{"e": [host, ts_ms, source], "s": host state}`` for an event emitted. It is
+rewritten (pending samples + each host's state) when it grows past ``compact_bytes``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from sysmetrics.ingest.mapping import Fact, HostState, Source, build_event
+from sysmetrics.ingest.wire import SampleKey
+from sysmetrics.schema import MetricsEvent
+
+log = logging.getLogger(__name__)
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
+
+
+@dataclass
+class _Pending:
+    first_seen: float
+    facts: dict[tuple[str, tuple[str, ...]], float] = field(default_factory=dict)
+    complete: bool = False
+
+
+@dataclass
+class AssemblyStats:
+    received_facts: int = 0
+    late_facts: int = 0
+    emitted: int = 0
+    emitted_incomplete: int = 0
+
+
+class Assembler:
+    def __init__(self, directory: Path, wait_s: float, compact_bytes: int = 64 << 20) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / "journal.jsonl"
+        self.wait_s = wait_s
+        self.compact_bytes = compact_bytes
+        self.stats = AssemblyStats()
+        self.pending: dict[SampleKey, _Pending] = {}
+        self.hosts: dict[tuple[str, str], HostState] = {}
+        self._load()
+        self._out = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._size = os.fstat(self._out).st_size
+
+    # ------------------------------------------------------------------ journal
+    def _load(self) -> None:
+        if not self.path.exists():
+            return
+        now = time.monotonic()
+        lines = self.path.read_bytes().split(b"\n")
+        for number, line in enumerate(lines):
+            if not line:
+                continue
+            try:
+                record = _decode(line)
+            except msgspec.DecodeError:
+                # Only the last line can be torn by a crash; it was never acknowledged.
+                if number < len(lines) - 2:
+                    log.error("ingest journal %s: line %d unreadable, skipped", self.path, number)
+                continue
+            if "c" in record:
+                host, ts_ms, source, complete, facts = record["c"]
+                self._merge((host, ts_ms, source), facts, complete, now)
+            else:
+                host, ts_ms, source = record["e"]
+                self.pending.pop((host, ts_ms, source), None)
+                self.hosts[(host, source)] = HostState.from_json(record["s"])
+        if self.pending:
+            log.info("ingest journal holds %d samples still being assembled", len(self.pending))
+        self.stats = AssemblyStats()
+
+    def _write(self, records: list[dict[str, Any]]) -> None:
+        if not records:
+            return
+        data = b"".join(_encode(r) + b"\n" for r in records)
+        os.write(self._out, data)
+        os.fsync(self._out)
+        self._size += len(data)
+
+    def compact(self) -> None:
+        """Rewrite the journal as what it holds now: pending samples and host states."""
+        records: list[dict[str, Any]] = []
+        for (host, source), state in self.hosts.items():
+            if state.last_ts is not None:
+                records.append({"e": [host, state.last_ts, source], "s": state.to_json()})
+        for (host, ts_ms, source), pending in self.pending.items():
+            facts = [[name, list(labels), value] for (name, labels), value in pending.facts.items()]
+            records.append({"c": [host, ts_ms, source, pending.complete, facts]})
+        tmp = self.path.with_suffix(".tmp")
+        with tmp.open("wb") as fh:
+            fh.write(b"".join(_encode(r) + b"\n" for r in records))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)
+        with contextlib.suppress(OSError):
+            directory = os.open(self.path.parent, os.O_RDONLY)
+            os.fsync(directory)
+            os.close(directory)
+        os.close(self._out)
+        self._out = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        self._size = os.fstat(self._out).st_size
+
+    # ------------------------------------------------------------------ receive
+    def _merge(
+        self, key: SampleKey, facts: list[Any], complete: bool, now: float
+    ) -> tuple[int, int]:
+        """Add facts to a pending sample; (facts taken, facts late)."""
+        host, ts_ms, source = key
+        pending = self.pending.get(key)
+        if pending is None:
+            state = self.hosts.get((host, source))
+            if state is not None and state.last_ts is not None and ts_ms <= state.last_ts:
+                return 0, len(facts)
+            pending = self.pending[key] = _Pending(now)
+        for name, labels, value in facts:
+            pending.facts[(name, tuple(labels))] = value
+        pending.complete = pending.complete or complete
+        return len(facts), 0
+
+    def receive(self, samples: dict[SampleKey, list[Fact]], complete: bool) -> None:
+        """Take a request's facts: journaled (fsynced) before this returns, so the caller may
+        acknowledge the request. Raises OSError when the journal cannot be written."""
+        now = time.monotonic()
+        records = []
+        for key, facts in samples.items():
+            taken, late = self._merge(key, facts, complete, now)
+            self.stats.received_facts += taken
+            self.stats.late_facts += late
+            if taken:
+                records.append({"c": [*key, complete, facts]})
+        self._write(records)
+
+    # ------------------------------------------------------------------ emit
+    def due(self, now: float | None = None) -> list[SampleKey]:
+        """Samples to emit now, oldest first per host."""
+        now = time.monotonic() if now is None else now
+        ready = []
+        for key, pending in self.pending.items():
+            state = self.hosts.get((key[0], key[2]))
+            expected = state.last_facts if state is not None else 0
+            if (
+                pending.complete
+                or (expected and len(pending.facts) >= expected)
+                or now - pending.first_seen >= self.wait_s
+            ):
+                ready.append(key)
+        return sorted(ready, key=lambda k: (k[0], k[1]))
+
+    def build(self, key: SampleKey) -> MetricsEvent:
+        host, ts_ms, source = key
+        pending = self.pending[key]
+        state = self.hosts.setdefault((host, source), HostState())
+        expected = state.last_facts
+        facts = [(name, labels, value) for (name, labels), value in pending.facts.items()]
+        source_name: Source = source  # type: ignore[assignment]
+        event = build_event(source_name, host, ts_ms, facts, state)
+        if not pending.complete and len(facts) < expected:
+            self.stats.emitted_incomplete += 1
+        state.last_facts = max(len(facts), expected)
+        return event
+
+    def emitted(self, keys: list[SampleKey]) -> None:
+        """Record that these samples' events are in the producer's spool."""
+        records = []
+        for key in keys:
+            self.pending.pop(key, None)
+            state = self.hosts[(key[0], key[2])]
+            records.append({"e": list(key), "s": state.to_json()})
+        self._write(records)
+        self.stats.emitted += len(keys)
+        if self._size > self.compact_bytes:
+            self.compact()
+
+    def close(self) -> None:
+        os.close(self._out)

@@ -1,0 +1,342 @@
+"""The HTTP receiver: ``POST /api/v1/write`` (Prometheus remote-write 1.0), ``POST /v1/metrics``
+(OTLP/HTTP, protobuf or JSON), ``GET /metrics`` (its own counters), ``GET /-/healthy``.
+
+One event loop owns the assembler and the producer, so nothing is shared between threads. A
+request is answered 2xx only after its facts are fsynced in the journal; a failure to write it
+is a 503 (the sender retries from its WAL or queue); a payload that can never succeed is a 4xx
+with a one-line reason, counted, and nothing of it is kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hmac
+import ipaddress
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from sysmetrics.config import Settings
+from sysmetrics.ingest.assembly import Assembler
+from sysmetrics.ingest.wire import (
+    Decoded,
+    PayloadError,
+    decode_otlp,
+    decode_remote_write,
+    decompress,
+)
+from sysmetrics.observability import MetricsEndpoint, Reading
+from sysmetrics.schema import encode
+from sysmetrics.stream.producer import SpooledProducer
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+TICK_S = 0.25
+"""How often due samples are emitted and the Kafka client is served."""
+
+
+class IngestRefused(RuntimeError):
+    """The receiver cannot start as configured; the message says what to change."""
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(settings: Settings) -> None:
+    if not is_loopback(settings.ingest_host) and settings.ingest_token is None:
+        raise IngestRefused(
+            f"refusing to listen on {settings.ingest_host} without authentication: set "
+            "SYSMETRICS_INGEST_TOKEN (or SYSMETRICS_INGEST_TOKEN_FILE), or bind to 127.0.0.1"
+        )
+    if (settings.ingest_tls_cert is None) != (settings.ingest_tls_key is None):
+        raise IngestRefused("set both SYSMETRICS_INGEST_TLS_CERT and SYSMETRICS_INGEST_TLS_KEY")
+
+
+class IngestApp:
+    """The ASGI application; :meth:`tick` runs beside it in the same loop."""
+
+    def __init__(self, settings: Settings, producer: SpooledProducer, assembler: Assembler):
+        self.settings = settings
+        self.producer = producer
+        self.assembler = assembler
+        self.requests: Counter[tuple[str, int]] = Counter()
+        self.rejected: Counter[str] = Counter()
+        self.samples = 0
+        self.dropped_series = 0
+        self.host_attributes = tuple(
+            a.strip() for a in settings.ingest_otel_host_attributes.split(",") if a.strip()
+        )
+        self._token = (
+            settings.ingest_token.get_secret_value().encode()
+            if settings.ingest_token is not None
+            else None
+        )
+        self.metrics = MetricsEndpoint()
+        self.metrics.add(self.readings)
+        self.metrics.add(producer.readings)
+
+    # ------------------------------------------------------------------ numbers
+    def readings(self) -> list[Reading]:
+        stats = self.assembler.stats
+        out = [
+            Reading("sysmetrics_ingest_samples_total", "counter", "samples received", self.samples),
+            Reading(
+                "sysmetrics_ingest_dropped_series_total",
+                "counter",
+                "series (OTLP: data points) not mapped to a field, dropped on arrival",
+                self.dropped_series,
+            ),
+            Reading(
+                "sysmetrics_ingest_late_series_total",
+                "counter",
+                "series of a sample whose event was already emitted (late shard or resend)",
+                stats.late_facts,
+            ),
+            Reading("sysmetrics_ingest_events_total", "counter", "events emitted", stats.emitted),
+            Reading(
+                "sysmetrics_ingest_incomplete_events_total",
+                "counter",
+                "events emitted after the assembly wait with fewer series than the host's last",
+                stats.emitted_incomplete,
+            ),
+            Reading(
+                "sysmetrics_ingest_pending_samples",
+                "gauge",
+                "samples being assembled (in the journal, not yet emitted)",
+                len(self.assembler.pending),
+            ),
+        ]
+        for (endpoint, status), count in sorted(self.requests.items()):
+            out.append(
+                Reading(
+                    "sysmetrics_ingest_requests_total",
+                    "counter",
+                    "requests by endpoint and HTTP status",
+                    count,
+                    {"endpoint": endpoint, "code": str(status)},
+                )
+            )
+        for reason, count in sorted(self.rejected.items()):
+            out.append(
+                Reading(
+                    "sysmetrics_ingest_rejected_total",
+                    "counter",
+                    "payloads refused with a 4xx, by reason",
+                    count,
+                    {"reason": reason},
+                )
+            )
+        return out
+
+    # ------------------------------------------------------------------ emit
+    def tick(self) -> None:
+        keys = self.assembler.due()
+        if keys:
+            messages = []
+            for key in keys:
+                event = self.assembler.build(key)
+                messages.append((event.host.host_id.encode(), encode(event)))
+            self.producer.publish_many(messages)
+            self.assembler.emitted(keys)
+        self.producer.poll(0)
+
+    async def run_ticks(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                self.tick()
+            except OSError as exc:
+                log.error("ingest: cannot write the spool or journal (%s); retrying", exc)
+            await asyncio.sleep(TICK_S)
+
+    # ------------------------------------------------------------------ HTTP
+    def _authorized(self, headers: dict[bytes, bytes]) -> bool:
+        if self._token is None:
+            return True
+        credentials = headers.get(b"authorization", b"")
+        scheme, _, value = credentials.partition(b" ")
+        if scheme.lower() == b"bearer":
+            return hmac.compare_digest(value.strip(), self._token)
+        if scheme.lower() == b"basic":
+            try:
+                decoded = base64.b64decode(value.strip(), validate=True)
+            except ValueError:
+                return False
+            return hmac.compare_digest(decoded.partition(b":")[2], self._token)
+        return False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        path, method = scope["path"], scope["method"]
+        headers = dict(scope["headers"])
+        if path == "/-/healthy":
+            await _respond(send, 200, b"ok\n")
+            return
+        if not self._authorized(headers):
+            self.requests[(path, 401)] += 1
+            await _respond(
+                send, 401, b"authentication required\n", [(b"www-authenticate", b"Bearer")]
+            )
+            return
+        if path == "/metrics" and method == "GET":
+            from prometheus_client import generate_latest
+
+            await _respond(send, 200, generate_latest(self.metrics.registry))
+            return
+        if path not in ("/api/v1/write", "/v1/metrics"):
+            await _respond(send, 404, b"not found: POST /api/v1/write or /v1/metrics\n")
+            return
+        if method != "POST":
+            await _respond(send, 405, b"use POST\n")
+            return
+        status, body, content_type = await self._ingest(path, headers, receive)
+        self.requests[(path, status)] += 1
+        await _respond(send, status, body, [(b"content-type", content_type)])
+
+    async def _ingest(
+        self, path: str, headers: dict[bytes, bytes], receive: Receive
+    ) -> tuple[int, bytes, bytes]:
+        limit = self.settings.ingest_max_request_bytes
+        content_type = headers.get(b"content-type", b"").split(b";")[0].strip().decode("latin-1")
+        try:
+            raw = await _read_body(receive, limit)
+            if path == "/api/v1/write":
+                if content_type != "application/x-protobuf":
+                    raise PayloadError(
+                        "bad_content_type",
+                        f"Content-Type {content_type!r}: remote-write sends application/x-protobuf",
+                        415,
+                    )
+                encoding = headers.get(b"content-encoding", b"snappy").decode("latin-1")
+                data = decompress(raw, encoding.lower(), limit)
+                decoded = decode_remote_write(
+                    data, self.settings.ingest_host_label, self.settings.ingest_max_series
+                )
+                complete = False
+            else:
+                if content_type not in ("application/x-protobuf", "application/json"):
+                    raise PayloadError(
+                        "bad_content_type",
+                        f"Content-Type {content_type!r}: OTLP/HTTP sends application/x-protobuf "
+                        "or application/json",
+                        415,
+                    )
+                encoding = headers.get(b"content-encoding", b"identity").decode("latin-1")
+                data = decompress(raw, encoding.lower(), limit)
+                decoded = decode_otlp(
+                    data, content_type, self.host_attributes, self.settings.ingest_max_series
+                )
+                complete = True
+        except PayloadError as exc:
+            self.rejected[exc.kind] += 1
+            log.info("ingest %s: refused (%s)", path, exc)
+            return exc.status, f"{exc}\n".encode(), b"text/plain; charset=utf-8"
+        try:
+            self._accept(decoded, complete)
+        except OSError as exc:
+            log.error("ingest: journal not writable (%s): answering 503 so senders retry", exc)
+            return 503, b"journal not writable; retry\n", b"text/plain; charset=utf-8"
+        if path == "/v1/metrics":
+            # An empty ExportMetricsServiceResponse, in the request's encoding.
+            body = b"{}" if content_type == "application/json" else b""
+            return 200, body, content_type.encode()
+        return 204, b"", b"text/plain"
+
+    def _accept(self, decoded: Decoded, complete: bool) -> None:
+        self.assembler.receive(decoded.samples, complete)
+        self.samples += sum(len(f) for f in decoded.samples.values())
+        self.dropped_series += decoded.dropped
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self._stop = asyncio.Event()
+                self._ticker = asyncio.create_task(self.run_ticks(self._stop))
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self._stop.set()
+                await self._ticker
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadError("too_large", f"request body over the {limit} bytes allowed", 413)
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+async def _respond(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    all_headers = [(b"content-length", str(len(body)).encode()), *(headers or [])]
+    if not any(name == b"content-type" for name, _ in all_headers):
+        all_headers.append((b"content-type", b"text/plain; charset=utf-8"))
+    await send({"type": "http.response.start", "status": status, "headers": all_headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def serve(settings: Settings) -> tuple[int, int, int]:
+    """Run the receiver until SIGINT/SIGTERM; (events emitted, left in the spool, pending)."""
+    import uvicorn
+
+    check_exposure(settings)
+    ingest_dir = settings.data_dir / "ingest"
+    assembler = Assembler(ingest_dir, settings.ingest_assembly_wait_s)
+    producer = SpooledProducer(settings, ingest_dir / "spool")
+    app = IngestApp(settings, producer, assembler)
+    config = uvicorn.Config(
+        app,
+        host=settings.ingest_host,
+        port=settings.ingest_port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        ssl_certfile=str(settings.ingest_tls_cert) if settings.ingest_tls_cert else None,
+        ssl_keyfile=str(settings.ingest_tls_key) if settings.ingest_tls_key else None,
+        timeout_graceful_shutdown=10,
+    )
+    scheme = "https" if settings.ingest_tls_cert else "http"
+    log.info(
+        "ingest on %s://%s:%d (remote-write /api/v1/write, OTLP /v1/metrics) to topic %s",
+        scheme,
+        settings.ingest_host,
+        settings.ingest_port,
+        producer.topic,
+    )
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        try:
+            app.tick()
+        finally:
+            left = producer.close(timeout_s=10.0)
+            assembler.close()
+    return assembler.stats.emitted, left, len(assembler.pending)

@@ -1,0 +1,190 @@
+"""Payloads in, facts out: Prometheus remote-write 1.0 and OTLP/HTTP metrics.
+
+Each decoder returns the request's facts grouped by (host, sample time, source), drops the
+series the mapping does not name as soon as it reads their name, and raises
+:class:`PayloadError` for a payload that can never succeed, so the sender gets a 4xx and no
+part of it is kept.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+import zlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Final
+
+import cramjam
+from google.protobuf.message import DecodeError
+
+from sysmetrics.ingest import prompb
+from sysmetrics.ingest.mapping import (
+    OTEL_METRICS,
+    OTEL_RESOURCE,
+    OTEL_RESOURCE_ATTRIBUTES,
+    REMOTE_WRITE_SERIES,
+    Fact,
+)
+
+SampleKey = tuple[str, int, str]
+"""(host_id, sample time in Unix ms, source)."""
+
+_HOST_ID: Final = re.compile(r"^[^\x00-\x1f\x7f]{1,256}\Z")
+
+
+class PayloadError(ValueError):
+    """The request can never succeed; ``reason`` is the one-line answer, ``kind`` its counter."""
+
+    def __init__(self, kind: str, reason: str, status: int = 400) -> None:
+        super().__init__(reason)
+        self.kind = kind
+        self.status = status
+
+
+@dataclass
+class Decoded:
+    samples: dict[SampleKey, list[Fact]] = field(default_factory=lambda: defaultdict(list))
+    series: int = 0
+    dropped: int = 0
+
+
+def _host(value: str | None, where: str) -> str:
+    if not value:
+        raise PayloadError("no_host", f"{where}: a mapped series has no host identity")
+    if not _HOST_ID.match(value):
+        raise PayloadError("bad_host", f"{where}: host id {value[:40]!r} is not a valid host_id")
+    return value
+
+
+def decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    """``body`` decoded per its Content-Encoding, refusing to inflate past ``limit`` bytes."""
+    try:
+        if encoding == "snappy":
+            size = cramjam.snappy.decompress_raw_len(body)
+            if size > limit:
+                raise PayloadError(
+                    "too_large", f"body inflates to {size} bytes, over the {limit} allowed", 413
+                )
+            return bytes(cramjam.snappy.decompress_raw(body))
+        if encoding == "gzip":
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            data = inflater.decompress(body, limit + 1)
+            if len(data) > limit:
+                raise PayloadError(
+                    "too_large", f"body inflates to over the {limit} bytes allowed", 413
+                )
+            return data
+    except (cramjam.DecompressionError, zlib.error, gzip.BadGzipFile) as exc:
+        raise PayloadError("bad_encoding", f"body is not valid {encoding}: {exc}") from None
+    if encoding in ("", "identity"):
+        return body
+    raise PayloadError("bad_encoding", f"Content-Encoding {encoding!r} is not supported", 415)
+
+
+def decode_remote_write(data: bytes, host_label: str, max_series: int) -> Decoded:
+    try:
+        request = prompb.WriteRequest.FromString(data)
+    except DecodeError:
+        raise PayloadError("bad_protobuf", "body is not a remote-write WriteRequest") from None
+    if len(request.timeseries) > max_series:
+        raise PayloadError(
+            "too_many_series",
+            f"{len(request.timeseries)} series in one request, over the {max_series} allowed",
+            413,
+        )
+    out = Decoded(series=len(request.timeseries))
+    for series in request.timeseries:
+        labels = {label.name: label.value for label in series.labels}
+        mapped = REMOTE_WRITE_SERIES.get(labels.get("__name__", ""))
+        if mapped is None:
+            out.dropped += 1
+            continue
+        source, keep = mapped
+        host = _host(labels.get(host_label), f"series {labels['__name__']}")
+        values = tuple(labels.get(name, "") for name in keep)
+        for sample in series.samples:
+            out.samples[(host, sample.timestamp, source)].append(
+                (labels["__name__"], values, sample.value)
+            )
+    return out
+
+
+def _otlp_request(data: bytes, content_type: str) -> object:
+    from google.protobuf import json_format
+    from google.protobuf.json_format import ParseError
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+        ExportMetricsServiceRequest,
+    )
+
+    request = ExportMetricsServiceRequest()
+    try:
+        if content_type == "application/json":
+            json_format.Parse(data, request, ignore_unknown_fields=True)
+        else:
+            request.ParseFromString(data)
+    except (DecodeError, ParseError, UnicodeDecodeError) as exc:
+        raise PayloadError(
+            "bad_protobuf", f"body is not an OTLP ExportMetricsServiceRequest: {exc}"
+        ) from None
+    return request
+
+
+def _attribute(value: object) -> str:
+    kind = value.WhichOneof("value")  # type: ignore[attr-defined]
+    return "" if kind is None else str(getattr(value, kind))
+
+
+def decode_otlp(
+    data: bytes, content_type: str, host_attributes: tuple[str, ...], max_series: int
+) -> Decoded:
+    """An OTLP export's data points as facts. The points of one host within a second of each
+    other are one sample (the hostmetrics scrapers of one collection differ by milliseconds);
+    its time is the earliest of them."""
+    request = _otlp_request(data, content_type)
+    out = Decoded()
+    for resource_metrics in request.resource_metrics:  # type: ignore[attr-defined]
+        resource = {a.key: _attribute(a.value) for a in resource_metrics.resource.attributes}
+        host_value = next((resource[k] for k in host_attributes if resource.get(k)), None)
+        points: list[tuple[int, Fact]] = []
+        for scope in resource_metrics.scope_metrics:
+            for metric in scope.metrics:
+                kind = metric.WhichOneof("data")
+                data_points = getattr(metric, kind).data_points if kind in ("sum", "gauge") else ()
+                out.series += len(data_points) or 1
+                if out.series > max_series:
+                    raise PayloadError(
+                        "too_many_series",
+                        f"over {max_series} data points in one request",
+                        413,
+                    )
+                keep = OTEL_METRICS.get(metric.name)
+                if keep is None:
+                    out.dropped += len(data_points) or 1
+                    continue
+                for point in data_points:
+                    attributes = {a.key: _attribute(a.value) for a in point.attributes}
+                    value = (
+                        point.as_double
+                        if point.WhichOneof("value") == "as_double"
+                        else float(point.as_int)
+                    )
+                    values = tuple(attributes.get(name, "") for name in keep)
+                    points.append((point.time_unix_nano // 1_000_000, (metric.name, values, value)))
+        if not points:
+            continue
+        host = _host(host_value, f"resource with attributes {sorted(resource)[:6]}")
+        resource_fact: Fact = (
+            OTEL_RESOURCE,
+            tuple(resource.get(k, "") for k in OTEL_RESOURCE_ATTRIBUTES),
+            1.0,
+        )
+        points.sort(key=lambda p: p[0])
+        start = points[0][0]
+        out.samples[(host, start, "otel")].append(resource_fact)
+        for ts_ms, fact in points:
+            if ts_ms - start > 1000:
+                start = ts_ms
+                out.samples[(host, start, "otel")].append(resource_fact)
+            out.samples[(host, start, "otel")].append(fact)
+    return out

@@ -1,0 +1,121 @@
+"""Recorded windows_exporter and macOS node_exporter outputs (tests/fixtures/ingest/SOURCES.md),
+encoded as remote-write payloads, become the documented fields; CPU % needs two samples."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import cramjam
+import pytest
+
+from sysmetrics.ingest.mapping import HostState, build_event
+from sysmetrics.ingest.wire import PayloadError, decode_remote_write
+from sysmetrics.schema import decode, encode
+from tests.support.remote_write import series_of, write_request
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ingest"
+T0 = 1_764_547_200_000  # 2025-12-01T00:00:00Z
+
+
+def _events(text: str, instance: str, times: list[int], advance: float = 0.0) -> list:
+    """The exposition scraped at each time; each CPU spends ``advance`` of the time since the
+    first sample in user mode and the rest idle."""
+    state = HostState()
+    events = []
+    for i, ts in enumerate(times):
+        series = []
+        for labels, value in series_of(text):
+            if labels["__name__"] in ("node_cpu_seconds_total", "windows_cpu_time_total"):
+                share = {"user": advance, "idle": 1 - advance}.get(labels["mode"], 0.0)
+                value += (ts - times[0]) / 1000 * share
+            series.append((labels, value))
+        payload = write_request(series, ts, {"instance": instance, "job": "node"})
+        decoded = decode_remote_write(
+            bytes(cramjam.snappy.decompress_raw(payload)), "instance", 10**6
+        )
+        assert decoded.dropped > 0  # the Go runtime's own series are not ours
+        [(key, facts)] = decoded.samples.items()
+        assert key == (instance, ts, key[2])
+        events.append(decode(encode(build_event(key[2], instance, ts, facts, state))))
+    return events
+
+
+def test_macos_node_exporter_fills_the_documented_fields() -> None:
+    text = (FIXTURES / "node_exporter_darwin.prom").read_text()
+    first, second = _events(text, "mac-mini:9100", [T0, T0 + 10_000], advance=0.25)
+    assert first.source == "node_exporter" and first.host.os == "darwin"
+    assert first.host.arch == "x86_64" and first.host.hostname == "MacBook-Pro-16"
+    assert first.cpu.utilization_pct is None, "the first sample has no CPU %, never a guess"
+    assert second.cpu.utilization_pct == pytest.approx(25.0, abs=0.01)
+    assert second.cpu.logical_cores == 12 and len(second.cpu.per_core_pct) == 12
+    assert second.cpu.load_1m == pytest.approx(2.5048828125)
+    assert first.memory.total_bytes == 17179869184
+    # psutil's macOS meaning: available = free + inactive, used = active + wired
+    assert first.memory.available_bytes == 501157888 + 5574938624
+    assert first.memory.used_bytes == 5238034432 + 3383091200
+    assert first.swap.total_bytes == 2147483648 and first.swap.used_bytes == 1095499776
+    root = next(d for d in first.disks if d.mountpoint == "/")
+    assert root.total_bytes == round(
+        float(
+            re.search(r'node_filesystem_size_bytes\{device="/dev/disk1s5s1".*\} (\S+)', text).group(
+                1
+            )
+        )
+    )
+    assert root.free_bytes == 425092554752 and root.fstype == "apfs"
+    assert all(d.fstype != "autofs" for d in first.disks)
+    assert first.disk_io.read_bytes == 111846789120 and first.disk_io.write_count == 2666872
+    en0 = next(i for i in first.network.interfaces if i.name == "en0")
+    assert en0.bytes_recv == 3019623424
+    assert first.network.bytes_recv == sum(i.bytes_recv for i in first.network.interfaces)
+    assert first.host.boot_time is not None
+    assert second.interval_s == 10.0
+    assert first.gpus == [] and first.battery is None
+
+
+def test_windows_exporter_fills_the_documented_fields() -> None:
+    text = (FIXTURES / "windows_exporter_0.15.prom").read_text()
+    first, second = _events(text, "10.0.0.7:9182", [T0, T0 + 15_000], advance=0.5)
+    assert first.source == "windows_exporter" and first.host.os == "windows"
+    assert first.host.hostname == "kvn-test-bsp"
+    assert first.cpu.utilization_pct is None
+    # busy = user + privileged (which holds dpc and interrupt); total adds idle
+    assert second.cpu.utilization_pct == pytest.approx(50.0, abs=0.01)
+    assert first.cpu.logical_cores == 1 and first.cpu.freq_mhz == 2095
+    assert first.memory.total_bytes == 2147012608 and first.memory.used_bytes is None
+    nic = first.network.interfaces[0]
+    assert nic.name == "Microsoft_Hyper_V_Network_Adapter"
+    assert (nic.bytes_recv, nic.bytes_sent, nic.packets_recv, nic.packets_sent) == (
+        105848279,
+        141699537,
+        200810,
+        109826,
+    )
+    assert first.disks == [] and first.disk_io is None  # no logical_disk collector ran
+
+
+def test_same_sample_same_event_id_and_a_new_sample_a_new_one() -> None:
+    text = (FIXTURES / "windows_exporter_0.15.prom").read_text()
+    a = _events(text, "w:9182", [T0])[0]
+    b = _events(text, "w:9182", [T0])[0]
+    c = _events(text, "w:9182", [T0 + 1])[0]
+    assert a.event_id == b.event_id != c.event_id
+
+
+@pytest.mark.parametrize(
+    ("payload", "kind"),
+    [
+        (b"\x00\x01garbage", "bad_protobuf"),
+        (write_request([({"__name__": "node_load1"}, 1.0)], T0), "no_host"),
+        (write_request([({"__name__": "node_load1", "instance": "a\nb"}, 1.0)], T0), "bad_host"),
+    ],
+)
+def test_payloads_that_can_never_succeed_say_why(payload: bytes, kind: str) -> None:
+    try:
+        data = bytes(cramjam.snappy.decompress_raw(payload))
+    except Exception:
+        data = payload
+    with pytest.raises(PayloadError) as raised:
+        decode_remote_write(data, "instance", 1000)
+    assert raised.value.kind == kind and 400 <= raised.value.status < 500
