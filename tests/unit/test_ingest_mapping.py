@@ -23,7 +23,7 @@ def _events(text: str, instance: str, times: list[int], advance: float = 0.0) ->
     first sample in user mode and the rest idle."""
     state = HostState()
     events = []
-    for i, ts in enumerate(times):
+    for ts in times:
         series = []
         for labels, value in series_of(text):
             if labels["__name__"] in ("node_cpu_seconds_total", "windows_cpu_time_total"):

@@ -276,21 +276,23 @@ class IngestApp:
                 return
 
 
-class _TooLarge(Exception):
-    pass
-
-
 async def _read_body(receive: Receive, limit: int) -> bytes:
     chunks, size = [], 0
     while True:
         message = await receive()
         chunk = message.get("body", b"")
         size += len(chunk)
-        if size > limit:
-            raise PayloadError("too_large", f"request body over the {limit} bytes allowed", 413)
-        chunks.append(chunk)
+        if size <= limit:
+            chunks.append(chunk)
         if not message.get("more_body"):
-            return b"".join(chunks)
+            break
+        if size > 4 * limit:
+            break  # not worth reading on: the connection closes after the answer
+    if size > limit:
+        # Read (and dropped) to its end first: a sender writes its whole body before it
+        # reads an answer, and would stall on a full socket otherwise.
+        raise PayloadError("too_large", f"request body over the {limit} bytes allowed", 413)
+    return b"".join(chunks)
 
 
 async def _respond(

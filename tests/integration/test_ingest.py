@@ -1,0 +1,350 @@
+"""`sysmetrics ingest` with the real agents: node_exporter scraped by Prometheus 2.42 with
+remote_write, and the OTel Collector's hostmetrics over OTLP/HTTP, through Kafka into the lake,
+the warehouse and the dashboard; poison requests, authentication, and faults."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime
+from pathlib import Path
+
+import cramjam
+import pytest
+
+from sysmetrics.config import Settings
+from sysmetrics.stream.broker import free_port, stop_pid
+from tests.conftest import settings_for
+from tests.support.agents import (
+    NODE_EXPORTER,
+    PROMETHEUS,
+    Ingest,
+    NodeExporter,
+    Prometheus,
+    RecordingProxy,
+    otelcol_binary,
+)
+from tests.support.brokers import TestBroker
+from tests.support.kafka_io import SYSMETRICS
+from tests.support.lake import data_files, read_lines
+from tests.support.remote_write import series_of, write_request
+from tests.support.waiting import wait_for
+
+pytestmark = [
+    pytest.mark.broker,
+    pytest.mark.skipif(
+        PROMETHEUS is None or NODE_EXPORTER is None,
+        reason="Prometheus / node_exporter missing: run scripts/install-system-deps.sh",
+    ),
+]
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    return {
+        **os.environ,
+        "SYSMETRICS_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "SYSMETRICS_TOPIC": settings.topic,
+        "SYSMETRICS_CONSUMER_GROUP": settings.consumer_group,
+        "SYSMETRICS_DATA_DIR": str(settings.data_dir),
+        "SYSMETRICS_LAKE_URL": settings.lake_url,
+        "SYSMETRICS_WAREHOUSE_URL": settings.warehouse_url,
+        "SYSMETRICS_FLUSH_SECONDS": "1",
+    }
+
+
+def drain_to_lake(settings: Settings) -> list[dict]:
+    subprocess.run(
+        [SYSMETRICS, "consume", "--idle-exit", "6", "--metrics-port", "0"],
+        env=_env(settings),
+        check=True,
+        capture_output=True,
+        timeout=180,
+    )
+    return [json.loads(line) for p in data_files(Path(settings.lake_url)) for line in read_lines(p)]
+
+
+def post(url: str, body: bytes, headers: dict[str, str]) -> int:
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def _cpu_busy_total(exposition: str) -> tuple[float, float]:
+    busy = total = 0.0
+    for labels, value in series_of(exposition):
+        if labels["__name__"] == "node_cpu_seconds_total":
+            total += value
+            busy += 0 if labels["mode"] in ("idle", "iowait") else value
+    return busy, total
+
+
+def _counter(exposition: str, name: str, **match: str) -> float:
+    return sum(
+        v
+        for labels, v in series_of(exposition)
+        if labels["__name__"] == name and all(labels.get(k) == x for k, x in match.items())
+    )
+
+
+def poison_requests(url: str) -> dict[str, int]:
+    """1,000 requests that can never succeed, 200 of each kind; their status codes."""
+    valid = write_request([({"__name__": "node_load1", "instance": "evil:9100"}, 1.0)], 1)
+    no_host = write_request([({"__name__": "node_load1"}, 1.0)], int(time.time() * 1000))
+    rw = {"Content-Type": "application/x-protobuf", "Content-Encoding": "snappy"}
+    kinds = {
+        "not_snappy": (b"\xff" * 64, rw),
+        "not_protobuf": (bytes(cramjam.snappy.compress_raw(b"\x0a\xff\xff\xff")), rw),
+        "wrong_content_type": (valid, {**rw, "Content-Type": "text/plain"}),
+        "too_large": (b"\x00" * (2 * 1024 * 1024), rw),
+        "no_host_label": (no_host, rw),
+    }
+    codes: dict[str, int] = {}
+    for kind, (body, headers) in kinds.items():
+        for _ in range(200):
+            code = post(f"{url}/api/v1/write", body, headers)
+            codes[kind] = code
+            assert 400 <= code < 500, f"{kind} answered {code}"
+    return codes
+
+
+def test_node_exporter_through_prometheus_reaches_lake_warehouse_and_dashboard(
+    broker_settings: Settings, tmp_path: Path
+) -> None:
+    settings = broker_settings
+    ingest = Ingest(settings, settings.data_dir, SYSMETRICS_INGEST_MAX_REQUEST_BYTES="1048576")
+    ingest.start()
+    node = NodeExporter()
+    proxy = RecordingProxy(node.url)
+    prometheus = Prometheus(tmp_path / "prometheus", proxy.address, ingest.url, interval_s=2)
+    try:
+        time.sleep(8)
+        codes = poison_requests(ingest.url)  # beside the valid stream
+        assert codes == {
+            "not_snappy": 400,
+            "not_protobuf": 400,
+            "wrong_content_type": 415,
+            "too_large": 413,
+            "no_host_label": 400,
+        }
+        time.sleep(12)
+    finally:
+        prometheus.stop()
+        proxy.close()
+        node.close()
+    wait_for(lambda: ingest.metric("sysmetrics_ingest_pending_samples") == 0, 30, "assembly")
+    assert ingest.metric("sysmetrics_ingest_rejected_total") == 1000
+    assert ingest.metric("sysmetrics_ingest_dropped_series_total") == 0, "relabel keeps only ours"
+    ingest.stop()
+
+    events = drain_to_lake(settings)
+    assert events and {e["source"] for e in events} == {"node_exporter"}
+    assert {e["host"]["host_id"] for e in events} == {proxy.address}, "no poison in the lake"
+    stamps = [e["ts"] for e in events]
+    assert len(stamps) == len(set(stamps)) == len({e["event_id"] for e in events})
+    events.sort(key=lambda e: e["ts"])
+    scrapes = sorted(proxy.scrapes)
+    matched = []
+    for event in events:
+        ts = datetime.fromisoformat(event["ts"]).timestamp()
+        scrape_time, body = min(scrapes, key=lambda s: abs(s[0] - ts))
+        assert abs(scrape_time - ts) < 1.0, "every event is one scrape"
+        matched.append((event, body))
+    assert len(matched) >= 6
+    for event, body in matched:  # counters and gauges exactly what node_exporter said
+        assert event["memory"]["total_bytes"] == _counter(body, "node_memory_MemTotal_bytes")
+        assert event["memory"]["available_bytes"] == _counter(
+            body, "node_memory_MemAvailable_bytes"
+        )
+        for nic in event["network"]["interfaces"]:
+            assert nic["bytes_recv"] == _counter(
+                body, "node_network_receive_bytes_total", device=nic["name"]
+            )
+            assert nic["bytes_sent"] == _counter(
+                body, "node_network_transmit_bytes_total", device=nic["name"]
+            )
+        assert event["disk_io"]["read_bytes"] == _counter(body, "node_disk_read_bytes_total")
+        root = next(d for d in event["disks"] if d["mountpoint"] == "/")
+        assert root["total_bytes"] == _counter(body, "node_filesystem_size_bytes", mountpoint="/")
+    assert matched[0][0]["cpu"]["utilization_pct"] is None
+    for (_prev, prev_body), (event, body) in itertools.pairwise(matched):
+        (b0, t0), (b1, t1) = _cpu_busy_total(prev_body), _cpu_busy_total(body)
+        assert event["cpu"]["utilization_pct"] == pytest.approx(100 * (b1 - b0) / (t1 - t0))
+
+    hours = sorted({e["ts"][:13] for e in events})
+    for hour in hours:
+        subprocess.run(
+            [SYSMETRICS, "batch", "run", "--hour", hour],
+            env=_env(settings),
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+    port = free_port()
+    dashboard = subprocess.Popen(
+        [SYSMETRICS, "dashboard", "--port", str(port)],
+        env=_env(settings),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/host?id={proxy.address}"
+        wait_for(lambda: _page(url) is not None, 60, "the dashboard")
+        page = _page(url) or ""
+        assert events[-1]["host"]["hostname"] in page
+    finally:
+        stop_pid(dashboard.pid)
+
+
+def _page(url: str) -> str | None:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.read().decode()
+    except OSError:
+        return None
+
+
+@pytest.mark.slow
+def test_kafka_down_60s_and_receiver_killed_lose_and_duplicate_nothing(
+    restartable_broker: TestBroker, tmp_path: Path
+) -> None:
+    settings = settings_for(restartable_broker, tmp_path)
+    ingest = Ingest(settings, settings.data_dir)
+    ingest.start()
+    node = NodeExporter()
+    prometheus = Prometheus(tmp_path / "prometheus", f"127.0.0.1:{node.port}", ingest.url, 1)
+    try:
+        time.sleep(8)
+        restartable_broker.stop()
+        time.sleep(20)
+        ingest.kill()  # mid-stream, with events in its spool and samples being assembled
+        time.sleep(5)
+        ingest.start()
+        time.sleep(37)
+        restartable_broker.start()
+        time.sleep(10)
+    finally:
+        prometheus.stop()
+        node.close()
+    scrape_times = _prometheus_scrape_times(tmp_path / "prometheus")
+    wait_for(lambda: ingest.metric("sysmetrics_ingest_pending_samples") == 0, 60, "assembly")
+    wait_for(lambda: ingest.metric("sysmetrics_collector_spool_depth") == 0, 120, "spool drain")
+    ingest.stop()
+    events = drain_to_lake(settings)
+    stamps = sorted(int(datetime.fromisoformat(e["ts"]).timestamp() * 1000) for e in events)
+    assert len(stamps) == len(set(stamps)), f"{len(stamps) - len(set(stamps))} duplicated"
+    assert set(scrape_times) <= set(stamps), f"lost: {sorted(set(scrape_times) - set(stamps))}"
+    assert len(stamps) >= 60
+
+
+def _prometheus_scrape_times(work: Path) -> list[int]:
+    """Every scrape time Prometheus recorded (its TSDB, read with promtool)."""
+    out = subprocess.run(
+        ["promtool", "tsdb", "dump", str(work / "tsdb"), "--match", "node_load1"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return sorted({int(line.split()[-1]) for line in out.splitlines() if line.strip()})
+
+
+def test_non_loopback_needs_a_token_and_unauthenticated_requests_get_401(
+    tansu_settings: Settings, tmp_path: Path
+) -> None:
+    refused = subprocess.run(
+        [SYSMETRICS, "ingest", "--host", "0.0.0.0", "--port", str(free_port())],
+        env=_env(tansu_settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode != 0 and "SYSMETRICS_INGEST_TOKEN" in refused.stderr
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret\n")
+    ingest = Ingest(
+        tansu_settings,
+        tmp_path / "data",
+        SYSMETRICS_INGEST_HOST="0.0.0.0",
+        SYSMETRICS_INGEST_TOKEN_FILE=str(token_file),
+    )
+    ingest.start()
+    try:
+        body = write_request(
+            [({"__name__": "node_load1", "instance": "h:9100"}, 1.0)], int(time.time() * 1000)
+        )
+        headers = {"Content-Type": "application/x-protobuf", "Content-Encoding": "snappy"}
+        assert post(f"{ingest.url}/api/v1/write", body, headers) == 401
+        wrong = {**headers, "Authorization": "Bearer nope"}
+        assert post(f"{ingest.url}/api/v1/write", body, wrong) == 401
+        right = {**headers, "Authorization": "Bearer s3cret"}
+        assert post(f"{ingest.url}/api/v1/write", body, right) == 204
+    finally:
+        ingest.stop()
+
+
+def test_otel_collector_hostmetrics_over_otlp_reaches_the_lake(
+    tansu_settings: Settings, tmp_path: Path
+) -> None:
+    binary = otelcol_binary()
+    if binary is None:
+        pytest.skip("Go missing: the OTel Collector cannot be built")
+    settings = tansu_settings
+    ingest = Ingest(settings, settings.data_dir)
+    ingest.start()
+    config = tmp_path / "otelcol.yaml"
+    config.write_text(
+        f"""receivers:
+  hostmetrics:
+    collection_interval: 2s
+    scrapers: {{cpu: {{}}, load: {{}}, memory: {{}}, paging: {{}}, filesystem: {{}}, disk: {{}},
+               network: {{}}}}
+processors:
+  resource:
+    attributes: [{{key: host.name, value: otel-test-host, action: upsert}}]
+exporters:
+  otlphttp:
+    endpoint: {ingest.url}
+service:
+  telemetry: {{metrics: {{level: none}}}}
+  pipelines:
+    metrics: {{receivers: [hostmetrics], processors: [resource], exporters: [otlphttp]}}
+"""
+    )
+    collector = subprocess.Popen(
+        [str(binary), "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: ingest.metric("sysmetrics_ingest_events_total") >= 6, 90, "6 events")
+    finally:
+        stop_pid(collector.pid)
+    wait_for(lambda: ingest.metric("sysmetrics_ingest_pending_samples") == 0, 30, "assembly")
+    ingest.stop()
+    events = sorted(drain_to_lake(settings), key=lambda e: e["ts"])
+    assert len(events) >= 6 and {e["source"] for e in events} == {"otel"}
+    assert {e["host"]["host_id"] for e in events} == {"otel-test-host"}
+    assert len({e["ts"] for e in events}) == len(events)
+    mem_total = int(Path("/proc/meminfo").read_text().split()[1]) * 1024
+    root = os.statvfs("/")
+    for event in events:
+        assert event["memory"]["total_bytes"] == pytest.approx(mem_total, rel=0.02)
+        assert event["cpu"]["logical_cores"] == os.cpu_count()
+        assert event["network"]["bytes_recv"] >= 0
+        assert any(d["total_bytes"] == root.f_blocks * root.f_frsize for d in event["disks"]), (
+            "the root filesystem's size, exactly as statvfs says"
+        )
+    assert events[0]["cpu"]["utilization_pct"] is None
+    assert all(0 <= e["cpu"]["utilization_pct"] <= 100 for e in events[1:])
+    lo = [
+        [i["bytes_recv"] for i in e["network"]["interfaces"] if i["name"] == "lo"] for e in events
+    ]
+    assert all(a <= b for a, b in itertools.pairwise(lo)), "counters pass through"

@@ -1,0 +1,211 @@
+"""Real agents that feed `sysmetrics ingest`: Debian's node_exporter scraped by Debian's
+Prometheus with remote_write, the OTel Collector built from Go modules, and the receiver
+itself as a process."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import os
+import shutil
+import subprocess
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from sysmetrics.config import Settings
+from sysmetrics.ingest.mapping import REMOTE_WRITE_SERIES
+from sysmetrics.stream.broker import free_port, stop_pid
+from tests.support.kafka_io import SYSMETRICS
+from tests.support.waiting import wait_for
+
+PROMETHEUS = shutil.which("prometheus")
+NODE_EXPORTER = shutil.which("prometheus-node-exporter")
+OTELCOL_SOURCE = Path(__file__).resolve().parents[1] / "otelcol"
+NODE_COLLECTORS = (
+    "cpu",
+    "meminfo",
+    "filesystem",
+    "diskstats",
+    "netdev",
+    "loadavg",
+    "uname",
+    "stat",
+)
+
+
+def _get(url: str, timeout_s: float = 2.0) -> bytes:
+    with urllib.request.urlopen(url, timeout=timeout_s) as response:
+        return bytes(response.read())
+
+
+def _ready(url: str) -> bool:
+    try:
+        _get(url, 1.0)
+    except OSError:
+        return False
+    return True
+
+
+class Ingest:
+    """`sysmetrics ingest` as a process on a fixed port (it keeps the port across restarts)."""
+
+    def __init__(self, settings: Settings, data_dir: Path, wait_s: float = 3.0, **env: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "SYSMETRICS_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+            "SYSMETRICS_TOPIC": settings.topic,
+            "SYSMETRICS_DATA_DIR": str(data_dir),
+            "SYSMETRICS_INGEST_PORT": str(self.port),
+            "SYSMETRICS_INGEST_ASSEMBLY_WAIT_S": str(wait_s),
+            **env,
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        data_dir = Path(self.env["SYSMETRICS_DATA_DIR"])
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.log = (data_dir / "ingest.log").open("a")
+        self.process = subprocess.Popen(
+            [SYSMETRICS, "ingest"], env=self.env, stdout=self.log, stderr=subprocess.STDOUT
+        )
+        wait_for(lambda: _ready(f"{self.url}/-/healthy"), 30, "sysmetrics ingest to listen")
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(10)
+
+    def stop(self) -> str:
+        """Stop it (SIGTERM); its output."""
+        assert self.process is not None
+        stop_pid(self.process.pid, timeout_s=30)
+        self.log.close()
+        return Path(self.log.name).read_text()
+
+    def metric(self, name: str) -> float:
+        total = 0.0
+        for line in _get(f"{self.url}/metrics").decode().splitlines():
+            if line.startswith(name) and not line.startswith("#"):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+
+class RecordingProxy:
+    """Stands between Prometheus and node_exporter: every scrape's body, with its time, is
+    kept, so the test knows what node_exporter answered at each scrape."""
+
+    def __init__(self, upstream: str) -> None:
+        self.scrapes: list[tuple[float, str]] = []
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                received = time.time()
+                body = _get(upstream)
+                proxy.scrapes.append((received, body.decode()))
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class NodeExporter:
+    def __init__(self) -> None:
+        assert NODE_EXPORTER is not None
+        self.port = free_port()
+        flags = [f"--collector.{c}" for c in NODE_COLLECTORS]
+        self.process = subprocess.Popen(
+            [
+                NODE_EXPORTER,
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--collector.disable-defaults",
+                *flags,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.url = f"http://127.0.0.1:{self.port}/metrics"
+        wait_for(lambda: _ready(self.url), 30, "node_exporter")
+
+    def close(self) -> None:
+        stop_pid(self.process.pid, timeout_s=10)
+
+
+def remote_write_block(url: str) -> str:
+    """The README's remote_write block: only the series sysmetrics maps leave Prometheus."""
+    names = "|".join(sorted(REMOTE_WRITE_SERIES))
+    return f"""remote_write:
+  - url: {url}/api/v1/write
+    queue_config: {{batch_send_deadline: 1s, min_backoff: 100ms, max_backoff: 2s}}
+    write_relabel_configs:
+      - source_labels: [__name__]
+        regex: "{names}"
+        action: keep
+"""
+
+
+class Prometheus:
+    def __init__(self, work: Path, target: str, ingest_url: str, interval_s: float = 2) -> None:
+        assert PROMETHEUS is not None
+        work.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        config = work / "prometheus.yml"
+        config.write_text(
+            f"""global: {{scrape_interval: {interval_s}s, scrape_timeout: {interval_s}s}}
+scrape_configs:
+  - job_name: node
+    static_configs: [{{targets: ["{target}"]}}]
+{remote_write_block(ingest_url)}"""
+        )
+        self.process = subprocess.Popen(
+            [
+                PROMETHEUS,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={work / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for(lambda: _ready(f"http://127.0.0.1:{self.port}/-/ready"), 60, "Prometheus")
+
+    def stop(self) -> None:
+        stop_pid(self.process.pid, timeout_s=60)
+
+
+def otelcol_binary() -> Path | None:
+    """The test Collector, built once from tests/otelcol through the Go proxy and cached by
+    the hash of its sources (as the Kafka jars are); None when Go is missing."""
+    go = shutil.which("go")
+    if go is None:
+        return None
+    digest = hashlib.sha256()
+    for name in ("go.mod", "go.sum", "main.go"):
+        digest.update((OTELCOL_SOURCE / name).read_bytes())
+    cache = Path(os.environ.get("SYSMETRICS_KAFKA_CACHE", Path.home() / ".cache" / "sysmetrics"))
+    binary = cache / f"otelcol-{digest.hexdigest()[:12]}" / "otelcol"
+    if not binary.exists():
+        binary.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [go, "build", "-trimpath", "-ldflags=-s", "-o", str(binary) + ".tmp", "."],
+            cwd=OTELCOL_SOURCE,
+            check=True,
+        )
+        os.replace(str(binary) + ".tmp", binary)
+    return binary
