@@ -38,6 +38,9 @@ from sysmetrics.schema import MetricsEvent
 
 log = logging.getLogger(__name__)
 
+OTEL_SAMPLE_SPREAD_MS = 1000
+"""OTLP points of one host this close in time belong to one sample."""
+
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
 
@@ -66,6 +69,7 @@ class Assembler:
         self.stats = AssemblyStats()
         self.pending: dict[SampleKey, _Pending] = {}
         self.hosts: dict[tuple[str, str], HostState] = {}
+        self._by_host: dict[tuple[str, str], set[SampleKey]] = {}
         self._load()
         self._out = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._size = os.fstat(self._out).st_size
@@ -91,7 +95,7 @@ class Assembler:
                 self._merge((host, ts_ms, source), facts, complete, now)
             else:
                 host, ts_ms, source = record["e"]
-                self.pending.pop((host, ts_ms, source), None)
+                self._forget((host, ts_ms, source))
                 self.hosts[(host, source)] = HostState.from_json(record["s"])
         if self.pending:
             log.info("ingest journal holds %d samples still being assembled", len(self.pending))
@@ -134,16 +138,29 @@ class Assembler:
     ) -> tuple[int, int]:
         """Add facts to a pending sample; (facts taken, facts late)."""
         host, ts_ms, source = key
+        slack = OTEL_SAMPLE_SPREAD_MS if source == "otel" else 0
+        if slack:
+            # One collection's scrapers stamp their points milliseconds apart and an exporter
+            # may split them over requests: points of one host within the spread are one sample.
+            key = next(
+                (k for k in self._by_host.get((host, source), ()) if abs(k[1] - ts_ms) <= slack),
+                key,
+            )
         pending = self.pending.get(key)
         if pending is None:
             state = self.hosts.get((host, source))
-            if state is not None and state.last_ts is not None and ts_ms <= state.last_ts:
+            if state is not None and state.last_ts is not None and ts_ms <= state.last_ts + slack:
                 return 0, len(facts)
             pending = self.pending[key] = _Pending(now)
+            self._by_host.setdefault((host, source), set()).add(key)
         for name, labels, value in facts:
             pending.facts[(name, tuple(labels))] = value
         pending.complete = pending.complete or complete
         return len(facts), 0
+
+    def _forget(self, key: SampleKey) -> None:
+        self.pending.pop(key, None)
+        self._by_host.get((key[0], key[2]), set()).discard(key)
 
     def receive(self, samples: dict[SampleKey, list[Fact]], complete: bool) -> None:
         """Take a request's facts: journaled (fsynced) before this returns, so the caller may
@@ -191,7 +208,7 @@ class Assembler:
         """Record that these samples' events are in the producer's spool."""
         records = []
         for key in keys:
-            self.pending.pop(key, None)
+            self._forget(key)
             state = self.hosts[(key[0], key[2])]
             records.append({"e": list(key), "s": state.to_json()})
         self._write(records)

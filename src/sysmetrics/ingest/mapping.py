@@ -371,7 +371,8 @@ def _memory(facts: _Facts, source: Source) -> tuple[Memory | None, Swap | None]:
     else:
         states = facts.by_first_label("system.memory.usage")
         if states:
-            total = sum(states.values())
+            # slab_* states break down memory the other states already count
+            total = sum(v for k, v in states.items() if not k.startswith("slab"))
             used = states.get("used")
         available = facts.one("system.linux.memory.available")
         paging: dict[str, float] = defaultdict(float)
@@ -573,8 +574,7 @@ def _network(facts: _Facts, source: Source) -> Network | None:
     if not per_nic:
         return None
     interfaces = [
-        NetInterface(name=_label(nic), **values)
-        for nic, values in sorted(per_nic.items())
+        NetInterface(name=_label(nic), **values) for nic, values in sorted(per_nic.items())
     ]
     totals: dict[str, int | None] = {}
     for field_name in _NET_FIELDS:

@@ -241,7 +241,7 @@ class IngestApp:
                 decoded = decode_otlp(
                     data, content_type, self.host_attributes, self.settings.ingest_max_series
                 )
-                complete = True
+                complete = False  # an exporter may split one collection over requests
         except PayloadError as exc:
             self.rejected[exc.kind] += 1
             log.info("ingest %s: refused (%s)", path, exc)
