@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # System packages the tests need and Python cannot bring: Chromium for the dashboard's browser
 # test, systemd's systemd-analyze to verify the collector's unit file, Prometheus' Alertmanager
-# for the alert evaluator's end-to-end test, Prometheus (promtool, and a server scraping /metrics). Java 17+ and Maven (for
+# for the alert evaluator's end-to-end test, Prometheus (promtool, and a server scraping /metrics) and node_exporter (the ingest tests' real sender). Java 17+ and Maven (for
 # the real Apache Kafka broker) are checked, not installed: the tests say how to enable that
 # tier when they are missing.
 set -euo pipefail
