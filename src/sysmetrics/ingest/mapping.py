@@ -22,6 +22,7 @@ from typing import Final, Literal
 
 import msgspec
 
+from sysmetrics.collect.disks import PSEUDO_FILESYSTEMS
 from sysmetrics.schema import (
     Battery,
     Cpu,
@@ -140,38 +141,6 @@ OTEL_RESOURCE: Final = "resource"
 OTEL_RESOURCE_ATTRIBUTES: Final = ("host.name", "os.type", "host.arch")
 """Kept from the OTLP resource as the fact ``resource`` (host name, OS, architecture)."""
 
-PSEUDO_FILESYSTEMS: Final = frozenset(
-    [
-        "autofs",
-        "binfmt_misc",
-        "bpf",
-        "cgroup",
-        "cgroup2",
-        "configfs",
-        "debugfs",
-        "devpts",
-        "devtmpfs",
-        "fusectl",
-        "hugetlbfs",
-        "mqueue",
-        "nsfs",
-        "overlay",
-        "proc",
-        "procfs",
-        "pstore",
-        "rpc_pipefs",
-        "securityfs",
-        "selinuxfs",
-        "squashfs",
-        "sysfs",
-        "tracefs",
-        "tmpfs",
-        "ramfs",
-        "nullfs",
-        "devfs",
-    ]
-)
-"""Filesystems that hold no disk space of the host: left out of ``disks`` (as psutil does)."""
 
 _IDLE_MODES: Final = frozenset({"idle", "iowait", "wait"})
 _WINDOWS_CPU_MODES: Final = frozenset({"idle", "user", "privileged"})
