@@ -395,7 +395,13 @@ def _overridden(settings: Settings, **options: object) -> Settings:
 @cli.command()
 @click.option("--flush-records", type=int, help="Flush a partition at N records [50].")
 @click.option("--flush-seconds", type=float, help="Flush at least every N seconds [60].")
-@click.option("--idle-exit", type=float, help="Exit after N seconds without messages (batch use).")
+@click.option(
+    "--idle-exit",
+    type=float,
+    help="Exit after N seconds without messages (batch use). Partitions a crashed writer held "
+    "come only after its session times out (6 s) and the group rebalances: after a crash, "
+    "give N of 20 or more.",
+)
 @_metrics_option("consume")
 @pass_ctx
 def consume(

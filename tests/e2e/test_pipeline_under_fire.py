@@ -25,6 +25,7 @@ from sysmetrics.warehouse.duckdb import DuckDBWarehouse
 from tests.conftest import settings_for
 from tests.support.brokers import TestBroker
 from tests.support.kafka_io import SYSMETRICS, produce
+from tests.support.lake import event_id_counts
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -113,9 +114,26 @@ def lake_lines(run: Run) -> int:
     return sum(p.read_bytes().count(b"\n") for p in lake.rglob("*.jsonl"))
 
 
+def lake_diagnosis(run: Run, expected: int) -> str:
+    """What a lake that did not fill holds, and what the writers last said."""
+    counts = event_id_counts(Path(run.settings.lake_url))
+    missing = {e.event_id for e in produced_events()} - counts.keys()
+    duplicated = sum(1 for n in counts.values() if n > 1)
+    alive = [p.poll() is None for p in run.writers]
+    log = run.tmp / "writers.log"
+    tail = log.read_text(errors="replace")[-2500:] if log.exists() else ""
+    return (
+        f"{len(counts)} distinct of {expected}, {len(missing)} missing, {duplicated} duplicated, "
+        f"writers alive {alive}; writers' log ends:\n{tail}"
+    )
+
+
 def finish(run: Run, expected: int, quarantined: int = 0) -> None:
     """Let the writers drain, stop them, run the hourly job for every hour, then check."""
-    wait_for(lambda: lake_lines(run) >= expected, 240, f"{expected} events in the lake")
+    try:
+        wait_for(lambda: lake_lines(run) >= expected, 240, f"{expected} events in the lake")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {lake_diagnosis(run, expected)}") from None
     time.sleep(3)  # anything extra (a duplicate) would show up now
     for process in run.writers:
         if process.poll() is None:

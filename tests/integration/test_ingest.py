@@ -8,6 +8,7 @@ import itertools
 import json
 import os
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -17,6 +18,7 @@ from pathlib import Path
 import cramjam
 import pytest
 
+from sysmetrics.alerts.service import AlertService
 from sysmetrics.config import Settings
 from sysmetrics.stream.broker import free_port, stop_pid
 from tests.conftest import settings_for
@@ -29,6 +31,7 @@ from tests.support.agents import (
     RecordingProxy,
     otelcol_binary,
 )
+from tests.support.alertmanager import ALERTMANAGER, MISSING, alertmanager
 from tests.support.brokers import TestBroker
 from tests.support.kafka_io import SYSMETRICS
 from tests.support.lake import data_files, read_lines
@@ -350,3 +353,52 @@ service:
         [i["bytes_recv"] for i in e["network"]["interfaces"] if i["name"] == "lo"] for e in events
     ]
     assert all(a <= b for a, b in itertools.pairwise(lo)), "counters pass through"
+
+
+@pytest.mark.skipif(ALERTMANAGER is None, reason=MISSING)
+def test_ingested_host_pinned_at_high_cpu_pages_through_the_alert_evaluator(
+    tansu_settings: Settings, tmp_path: Path
+) -> None:
+    """No alert code knows about ingest: node_exporter CPU counters of a host busy 97 % of
+    each 10 s for 7 minutes become events whose cpu_pct pages HighCpu through Alertmanager."""
+    ingest = Ingest(tansu_settings, tansu_settings.data_dir)
+    ingest.start()
+    start_ms = (int(time.time()) - 600) * 1000
+    rw = {"Content-Type": "application/x-protobuf", "Content-Encoding": "snappy"}
+    try:
+        for i in range(43):
+            series = [
+                ({"__name__": "node_cpu_seconds_total", "cpu": "0", "mode": "user"}, 9.7 * i),
+                ({"__name__": "node_cpu_seconds_total", "cpu": "0", "mode": "idle"}, 0.3 * i),
+                ({"__name__": "node_memory_MemTotal_bytes"}, 8e9),
+                ({"__name__": "node_memory_MemAvailable_bytes"}, 6e9),
+            ]
+            body = write_request(series, start_ms + 10_000 * i, {"instance": "hot-1:9100"})
+            assert post(f"{ingest.url}/api/v1/write", body, rw) == 204
+        wait_for(lambda: ingest.metric("sysmetrics_ingest_events_total") >= 43, 60, "43 events")
+    finally:
+        ingest.stop()
+    settings = tansu_settings.model_copy(
+        update={
+            "alert_state_topic": f"{tansu_settings.topic}-alert-state",
+            "alert_consumer_group": f"{tansu_settings.consumer_group}-alerts",
+        }
+    )
+    with alertmanager(tmp_path) as (url, receiver):
+        service = AlertService(settings.model_copy(update={"alertmanager_url": url}))
+        thread = threading.Thread(target=service.run, daemon=True)
+        thread.start()
+        try:
+            wait_for(lambda: "firing" in receiver.statuses("HighCpu"), 60, "the HighCpu page")
+        finally:
+            service.stop.set()
+            thread.join(30)
+    alert = next(
+        a
+        for n in receiver.notifications
+        for a in n["alerts"]
+        if a["labels"]["alertname"] == "HighCpu"
+    )
+    assert alert["labels"]["host_id"] == "hot-1:9100"
+    assert "CPU at 97 % on hot-1" in alert["annotations"]["summary"]
+    assert service.stats.events == 43 and service.stats.skipped == 0

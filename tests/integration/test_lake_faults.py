@@ -56,8 +56,10 @@ def assert_exactly_once(lake: Path, expected: set[str]) -> None:
 
 
 def drain(settings: Settings, log: Path, expected: set[str]) -> None:
-    """Run one clean writer until it idles, so everything committed is in the lake."""
-    process = spawn_writer(settings, log, "--idle-exit", "8")
+    """Run one clean writer until it idles, so everything committed is in the lake. Idle for
+    20 s: the partitions a killed writer held reach it only after that member's session times
+    out (6 s) and the group rebalances (an 8 s window once closed just before they came)."""
+    process = spawn_writer(settings, log, "--idle-exit", "20")
     assert process.wait(timeout=300) == 0, log.read_text()[-3000:]
     assert_exactly_once(Path(settings.lake_url), expected)
 
