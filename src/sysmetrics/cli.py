@@ -1020,6 +1020,14 @@ def dashboard(ctx: Context, host: str | None, port: int | None) -> None:
 @click.option("--no-dashboard", is_flag=True, help="Do not start the dashboard.")
 @click.option("--no-collect", is_flag=True, help="Do not collect this machine's metrics.")
 @click.option(
+    "--ingest",
+    "with_ingest",
+    is_flag=True,
+    help="Also receive Prometheus remote-write and OTLP from agents already running "
+    "(`sysmetrics ingest`, on SYSMETRICS_INGEST_HOST:SYSMETRICS_INGEST_PORT; needs the "
+    "ingest extra).",
+)
+@click.option(
     "--airflow/--no-airflow",
     "use_airflow",
     default=None,
@@ -1036,6 +1044,7 @@ def up(
     demo: bool,
     no_dashboard: bool,
     no_collect: bool,
+    with_ingest: bool,
     use_airflow: bool | None,
     run_for: float | None,
     metrics_port: int | None,
@@ -1052,6 +1061,11 @@ def up(
     from sysmetrics.stream.broker import BrokerError
 
     settings = _overridden(ctx.settings, metrics_port=metrics_port)
+    if with_ingest:
+        import importlib
+
+        # A missing extra fails here, with what to install, not in a child restarted forever.
+        importlib.import_module("sysmetrics.ingest.server")
     refresh = 60.0
     if demo:
         settings = settings.model_copy(update={"flush_seconds": 10.0})
@@ -1066,6 +1080,7 @@ def up(
         history_hours=history,
         collect=not no_collect,
         dashboard=not no_dashboard,
+        ingest=with_ingest,
         scheduler_refresh_s=refresh,
         airflow=use_airflow,
     )

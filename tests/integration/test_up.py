@@ -1,5 +1,5 @@
-"""`sysmetrics up` brings the whole pipeline up, a simulated fleet with its past included, and
-SIGINT takes all of it down."""
+"""`sysmetrics up` brings the whole pipeline up, a simulated fleet with its past included and an
+agent's remote-write through `--ingest`, and SIGINT takes all of it down."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import pytest
 from sysmetrics.collect.host import read_host
 from sysmetrics.stream.broker import free_port, pid_alive
 from tests.support.kafka_io import SYSMETRICS
+from tests.support.remote_write import write_request
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
@@ -28,6 +29,14 @@ def fetch(url: str) -> str:
             return str(response.read().decode())
     except OSError:
         return ""
+
+
+def post_ok(request: urllib.request.Request) -> bool:
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return bool(response.status == 204)
+    except OSError:
+        return False
 
 
 def hourly_points(html: str) -> int:
@@ -45,9 +54,11 @@ def test_up_shows_this_machine_and_sigint_leaves_nothing_behind(tmp_path: Path) 
         "SYSMETRICS_BROKER_PORT": (port := str(free_port())),
         "SYSMETRICS_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
         "SYSMETRICS_DASHBOARD_PORT": str(dashboard_port),
+        "SYSMETRICS_INGEST_PORT": (ingest_port := str(free_port())),
+        "SYSMETRICS_INGEST_ASSEMBLY_WAIT_S": "2",
     }
     up = subprocess.Popen(
-        [SYSMETRICS, "up", "--demo", "--simulate", "5", "--no-airflow"],
+        [SYSMETRICS, "up", "--demo", "--simulate", "5", "--no-airflow", "--ingest"],
         env=env,
         cwd=tmp_path,
         stdout=subprocess.PIPE,
@@ -70,6 +81,22 @@ def test_up_shows_this_machine_and_sigint_leaves_nothing_behind(tmp_path: Path) 
             "this machine on the dashboard",
         )
         assert "sim-host-00000" in fetch(f"http://127.0.0.1:{dashboard_port}/")
+        # A machine that runs node_exporter behind a Prometheus joins through `up --ingest`.
+        now_ms = int(time.time() * 1000)
+        for i, busy in enumerate((100.0, 105.0)):
+            series = [({"__name__": "node_cpu_seconds_total", "cpu": "0", "mode": "user"}, busy)]
+            body = write_request(series, now_ms - 10_000 * (1 - i), {"instance": "prom-7:9100"})
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{ingest_port}/api/v1/write",
+                data=body,
+                headers={"Content-Type": "application/x-protobuf", "Content-Encoding": "snappy"},
+            )
+            wait_for(lambda r=request: post_ok(r), 60, "the ingest receiver to accept")
+        wait_for(
+            lambda: "prom-7" in fetch(f"http://127.0.0.1:{dashboard_port}/"),
+            150,
+            "the ingested host on the dashboard",
+        )
         # The demo has a past: the simulated fleet's last 24 h went through the broker, the
         # lake writer and the hourly job, so the hourly charts have >= 24 points at once.
         host_page = f"http://127.0.0.1:{dashboard_port}/host?id=sim-42-00000&range=7d"
@@ -85,7 +112,7 @@ def test_up_shows_this_machine_and_sigint_leaves_nothing_behind(tmp_path: Path) 
     assert up.returncode == 0, output[-3000:]
     assert "all components stopped" in output
     pids = [state["pid"], state["broker_pid"], *state["components"].values()]
-    # up, broker, collector, simulator, writer, evaluator, dashboard
-    assert len([p for p in pids if p]) == 7
+    # up, broker, collector, simulator, ingest, writer, evaluator, dashboard
+    assert len([p for p in pids if p]) == 8
     assert not [p for p in pids if p and pid_alive(p)], "processes left behind"
     assert not state_file.exists()

@@ -50,6 +50,18 @@ def test_exposed_dashboard_gets_its_token_from_a_secret() -> None:
     assert dashboard["environment"]["SYSMETRICS_WAREHOUSE_URL"]  # the shared env still merged
 
 
+def test_exposed_ingest_needs_a_token_and_keeps_its_journal() -> None:
+    spec = compose()
+    ingest = spec["services"]["ingest"]
+    assert ingest["command"] == ["sysmetrics", "ingest", "--host", "0.0.0.0"]
+    assert "4318:4318" in ingest["ports"]
+    assert ingest["environment"]["SYSMETRICS_INGEST_TOKEN_FILE"] == "/run/secrets/ingest_token"
+    assert spec["secrets"]["ingest_token"]["file"] == "./ingest_token"
+    state = ingest["environment"]["SYSMETRICS_DATA_DIR"]
+    assert any(v.split(":")[1] == state for v in ingest["volumes"])  # survives a restart
+    assert "--extra ingest" in (DEPLOY / "Dockerfile").read_text()
+
+
 def test_dockerfile_installs_from_the_lock_file() -> None:
     text = (DEPLOY / "Dockerfile").read_text()
     assert "uv sync --locked" in text

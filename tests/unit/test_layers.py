@@ -17,6 +17,10 @@ import pytest
         ("sysmetrics.collect.service", ["confluent_kafka", "duckdb", "fsspec"]),
         ("sysmetrics.alerts.service", ["duckdb", "fsspec", "starlette", "sysmetrics.lake"]),
         ("sysmetrics.alerts.evaluator", ["confluent_kafka", "duckdb"]),
+        (
+            "sysmetrics.ingest.server",
+            ["duckdb", "fsspec", "starlette", "sysmetrics.lake", "sysmetrics.dashboard"],
+        ),
     ],
 )
 def test_module_does_not_import(module: str, absent: list[str]) -> None:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
 import json
 import logging
 import time
@@ -30,6 +27,7 @@ from starlette.types import ASGIApp
 from sysmetrics.alerts.live import read_firing
 from sysmetrics.config import Settings
 from sysmetrics.dashboard.charts import Series, line_chart
+from sysmetrics.http_auth import carries_token, is_loopback
 from sysmetrics.warehouse import open_warehouse, sql
 from sysmetrics.warehouse.base import Warehouse
 
@@ -296,18 +294,13 @@ class DashboardAuthError(RuntimeError):
     """The dashboard would be reachable from other machines without any authentication."""
 
 
-LOOPBACK = ("127.", "::1", "localhost")
 OPEN_PATHS = ("/healthz", "/static/")
 """Paths without fleet data: a load balancer's health check and the CSS need no login."""
 
 
 def check_exposure(settings: Settings, host: str) -> None:
     """Refuse to serve on a non-loopback address unless requests must authenticate."""
-    if (
-        host.startswith(LOOPBACK)
-        or settings.dashboard_token
-        or settings.dashboard_trusted_user_header
-    ):
+    if is_loopback(host) or settings.dashboard_token or settings.dashboard_trusted_user_header:
         return
     raise DashboardAuthError(
         f"the dashboard on {host} would serve the fleet's data to anyone: set "
@@ -323,16 +316,7 @@ def _authenticated(settings: Settings, request: Request) -> bool:
     if settings.dashboard_token is None:
         return header is None
     token = settings.dashboard_token.get_secret_value().encode()
-    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer":
-        return hmac.compare_digest(credentials.strip().encode(), token)
-    if scheme.lower() == "basic":
-        try:
-            decoded = base64.b64decode(credentials.strip(), validate=True)
-        except (binascii.Error, ValueError):
-            return False
-        return hmac.compare_digest(decoded.partition(b":")[2], token)
-    return False
+    return carries_token(request.headers.get("authorization", "").encode(), token)
 
 
 class AuthMiddleware(BaseHTTPMiddleware):

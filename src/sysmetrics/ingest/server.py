@@ -10,15 +10,13 @@ with a one-line reason, counted, and nothing of it is kept.
 from __future__ import annotations
 
 import asyncio
-import base64
-import hmac
-import ipaddress
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from sysmetrics.config import Settings
+from sysmetrics.http_auth import carries_token, is_loopback
 from sysmetrics.ingest.assembly import Assembler
 from sysmetrics.ingest.wire import (
     Decoded,
@@ -43,15 +41,6 @@ TICK_S = 0.25
 
 class IngestRefused(RuntimeError):
     """The receiver cannot start as configured; the message says what to change."""
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_exposure(settings: Settings) -> None:
@@ -164,17 +153,7 @@ class IngestApp:
     def _authorized(self, headers: dict[bytes, bytes]) -> bool:
         if self._token is None:
             return True
-        credentials = headers.get(b"authorization", b"")
-        scheme, _, value = credentials.partition(b" ")
-        if scheme.lower() == b"bearer":
-            return hmac.compare_digest(value.strip(), self._token)
-        if scheme.lower() == b"basic":
-            try:
-                decoded = base64.b64decode(value.strip(), validate=True)
-            except ValueError:
-                return False
-            return hmac.compare_digest(decoded.partition(b":")[2], self._token)
-        return False
+        return carries_token(headers.get(b"authorization", b""), self._token)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":

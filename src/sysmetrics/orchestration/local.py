@@ -1,8 +1,9 @@
 """`sysmetrics up`: the whole pipeline on one machine, supervised, stopped cleanly on Ctrl-C.
 
-Components run as child processes of ``sysmetrics`` itself (broker, collector, simulator, lake
-writer, dashboard) plus the hourly scheduler in this process. They stop in pipeline order so
-nothing in flight is lost: sources first, then the writer (which flushes), then the broker.
+Components run as child processes of ``sysmetrics`` itself (broker, collector, simulator,
+ingest receiver, lake writer, alert evaluator, dashboard) plus the hourly scheduler in this
+process. They stop in pipeline order so nothing in flight is lost: sources first, then the
+writer (which flushes), then the broker.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class LocalPipeline:
         history_hours: int = 0,
         collect: bool = True,
         dashboard: bool = True,
+        ingest: bool = False,
         scheduler_refresh_s: float = 60.0,
         airflow: bool = False,
     ) -> None:
@@ -71,6 +73,8 @@ class LocalPipeline:
         self.components: list[Component] = []
         if collect:
             self.components.append(Component("collector", ["collect"]))
+        if ingest:
+            self.components.append(Component("ingest", ["ingest"]))
         if simulate_hosts:
             self.components.append(
                 Component(
@@ -184,6 +188,8 @@ class LocalPipeline:
             "sample_interval_s",
             "dashboard_host",
             "dashboard_port",
+            "ingest_host",
+            "ingest_port",
             "lake_compression",
             "watermark_grace_s",
             "watermark_wait_s",
@@ -218,7 +224,15 @@ class LocalPipeline:
         self.stop.set()
         if self.metrics is not None:
             self.metrics.close()
-        order = ["collector", "simulator", "lake writer", "alert evaluator", "dashboard", "airflow"]
+        order = [
+            "ingest",
+            "collector",
+            "simulator",
+            "lake writer",
+            "alert evaluator",
+            "dashboard",
+            "airflow",
+        ]
         for name in order:
             for component in self.components:
                 if component.name == name and component.process is not None:
@@ -265,6 +279,9 @@ class LocalPipeline:
                 )
             if c.name == "dashboard":
                 detail += f", http://{self.settings.dashboard_host}:{self.settings.dashboard_port}"
+            if c.name == "ingest":
+                url = f"http://{self.settings.ingest_host}:{self.settings.ingest_port}"
+                detail += f", {url}/api/v1/write, {url}/v1/metrics"
             out.append((c.name, state, detail))
         sched = self.scheduler
         detail = f"{sched.runs} runs" + (f", error: {sched.last_error}" if sched.last_error else "")

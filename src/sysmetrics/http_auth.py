@@ -1,0 +1,34 @@
+"""What the HTTP servers (dashboard, ingest) share: when an address is loopback, and whether an
+Authorization header carries the token (bearer, or HTTP Basic with any user name)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import ipaddress
+
+
+def is_loopback(host: str) -> bool:
+    """Only this machine can connect: ``localhost`` or a loopback IP (not a name like
+    ``127.example.com``)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def carries_token(authorization: bytes, token: bytes) -> bool:
+    """``Bearer <token>`` or ``Basic base64(<any user>:<token>)``, compared in constant time."""
+    scheme, _, value = authorization.partition(b" ")
+    if scheme.lower() == b"bearer":
+        return hmac.compare_digest(value.strip(), token)
+    if scheme.lower() == b"basic":
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            return False
+        return hmac.compare_digest(decoded.partition(b":")[2], token)
+    return False
