@@ -94,19 +94,27 @@ def decode_remote_write(data: bytes, host_label: str, max_series: int) -> Decode
             413,
         )
     out = Decoded(series=len(request.timeseries))
+    samples = out.samples
+    mapping = REMOTE_WRITE_SERIES.get
+    hosts: set[str] = set()
+    # The hot loop of the receiver: each attribute read of a protobuf field costs, so labels
+    # are read once into a dict and a host is validated once per request.
     for series in request.timeseries:
-        labels = {label.name: label.value for label in series.labels}
-        mapped = REMOTE_WRITE_SERIES.get(labels.get("__name__", ""))
+        labels = {}
+        for label in series.labels:
+            labels[label.name] = label.value
+        name = labels.get("__name__", "")
+        mapped = mapping(name)
         if mapped is None:
             out.dropped += 1
             continue
         source, keep = mapped
-        host = _host(labels.get(host_label), f"series {labels['__name__']}")
-        values = tuple(labels.get(name, "") for name in keep)
+        host = labels.get(host_label, "")
+        if host not in hosts:
+            hosts.add(_host(host, f"series {name}"))
+        values = tuple([labels.get(k, "") for k in keep])
         for sample in series.samples:
-            out.samples[(host, sample.timestamp, source)].append(
-                (labels["__name__"], values, sample.value)
-            )
+            samples[(host, sample.timestamp, source)].append((name, values, sample.value))
     return out
 
 
@@ -162,15 +170,17 @@ def decode_otlp(
                 if keep is None:
                     out.dropped += len(data_points) or 1
                     continue
+                name = metric.name
+                # The hot loop: hostmetrics' attributes are strings, read without WhichOneof;
+                # a point's value is as_double or as_int (an unset one reads 0).
                 for point in data_points:
-                    attributes = {a.key: _attribute(a.value) for a in point.attributes}
-                    value = (
-                        point.as_double
-                        if point.WhichOneof("value") == "as_double"
-                        else float(point.as_int)
-                    )
-                    values = tuple(attributes.get(name, "") for name in keep)
-                    points.append((point.time_unix_nano // 1_000_000, (metric.name, values, value)))
+                    attributes = {}
+                    for attribute in point.attributes:
+                        value = attribute.value
+                        attributes[attribute.key] = value.string_value or _attribute(value)
+                    values = tuple([attributes.get(k, "") for k in keep])
+                    number = point.as_double or float(point.as_int)
+                    points.append((point.time_unix_nano // 1_000_000, (name, values, number)))
         if not points:
             continue
         host = _host(host_value, f"resource with attributes {sorted(resource)[:6]}")
