@@ -135,6 +135,7 @@ class SpooledProducer:
 
     def poll(self, timeout_s: float = 0.0) -> None:
         self._producer.poll(timeout_s)
+        self.spool.save_acked()
         self.pump()
 
     def flush(self, timeout_s: float = 10.0) -> int:
@@ -143,6 +144,7 @@ class SpooledProducer:
         while self.spool.pending and time.monotonic() < deadline:
             self.pump()
             self._producer.flush(min(1.0, max(0.0, deadline - time.monotonic())))
+        self.spool.save_acked()
         return self.spool.pending
 
     def close(self, timeout_s: float = 10.0) -> int:

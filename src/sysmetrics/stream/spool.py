@@ -46,6 +46,7 @@ class Spool:
         self._pending: deque[SpooledRecord] = deque()
         self._segments: deque[tuple[int, Path, int]] = deque()  # (first seq, path, bytes)
         self._ack_file = directory / "acked"
+        self._acked_unsaved = False
         directory.mkdir(parents=True, exist_ok=True)
         self._out: int | None = None
         self._next_seq = self._load()
@@ -150,14 +151,20 @@ class Spool:
 
     # ------------------------------------------------------------------ ack
     def ack(self, record: SpooledRecord) -> None:
+        """Mark ``record`` delivered; :meth:`save_acked` makes the progress durable."""
         record.acked = True
-        advanced = False
         while self._pending and self._pending[0].acked:
             self._pending.popleft()
-            advanced = True
-        if advanced:
-            upto = self._pending[0].seq if self._pending else self._next_seq
-            self._write_acked(upto)
+            self._acked_unsaved = True
+
+    def save_acked(self) -> None:
+        """Write how far delivery got and delete fully delivered segments: once per poll, not
+        per record (a receiver acknowledges thousands of events a second). A crash before it
+        only makes the next start resend what Kafka already has, which dedup by event_id
+        absorbs."""
+        if self._acked_unsaved:
+            self._acked_unsaved = False
+            self._write_acked(self._pending[0].seq if self._pending else self._next_seq)
             self._drop_acked_segments()
 
     def _write_acked(self, upto: int) -> None:
@@ -177,4 +184,5 @@ class Spool:
             path.unlink(missing_ok=True)
 
     def close(self) -> None:
+        self.save_acked()
         self._close_out()
