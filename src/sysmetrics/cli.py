@@ -775,10 +775,11 @@ def lake_prune(
     """Delete the raw JSON of hours older than SYSMETRICS_RAW_RETENTION_DAYS whose curated
     Parquet verifies (an hour that does not keep its raw files, and says why), and
     quarantined files older than SYSMETRICS_QUARANTINE_RETENTION_DAYS."""
-    from datetime import UTC, datetime, timedelta
+    from datetime import UTC, datetime
 
     from sysmetrics.lake.compaction import (
         Verification,
+        last_prunable_hour,
         prune_hour,
         prune_quarantine,
         verify_hour,
@@ -791,11 +792,10 @@ def lake_prune(
         return
     store = LakeStore.from_settings(settings)
     now = datetime.now(UTC)
-    cutoff = now - timedelta(days=settings.raw_retention_days, hours=1)
+    last = last_prunable_hour(now, settings.raw_retention_days, settings.lookback_hours)
+    assert last is not None  # retention 0 returned above
     hours = [
-        h
-        for h in _lake_hours(store, settings.topic, start_text, end_text, last_text)
-        if h <= cutoff
+        h for h in _lake_hours(store, settings.topic, start_text, end_text, last_text) if h <= last
     ]
     pruned = kept = 0
     bar, task = _progress("pruning hours", len(hours))
@@ -805,7 +805,14 @@ def lake_prune(
             if dry_run:
                 check = verify_hour(store, settings.topic, hour)
             else:
-                check = prune_hour(store, settings.topic, hour, now, settings.raw_retention_days)
+                check = prune_hour(
+                    store,
+                    settings.topic,
+                    hour,
+                    now,
+                    settings.raw_retention_days,
+                    lookback_hours=settings.lookback_hours,
+                )
             bar.advance(task)
             if check is None:
                 continue

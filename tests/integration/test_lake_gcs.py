@@ -132,5 +132,7 @@ def test_compaction_verify_and_prune_on_gcs(gcs: FakeGcs, tmp_path: Path) -> Non
         == sample["cpu"]["utilization_pct"]
     )
     assert verify_hour(store, "machine_metrics", START).ok
-    pruned = prune_hour(store, "machine_metrics", START, START + timedelta(days=9), 7)
+    pruned = prune_hour(
+        store, "machine_metrics", START, START + timedelta(days=9), 7, lookback_hours=48
+    )
     assert pruned is not None and pruned.ok and not raw_files(store, "machine_metrics", START)

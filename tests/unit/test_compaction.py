@@ -23,6 +23,7 @@ from sysmetrics.lake import layout
 from sysmetrics.lake.compaction import (
     compact_hour,
     current_manifest,
+    last_prunable_hour,
     prune_hour,
     raw_files,
     verify_hour,
@@ -157,14 +158,17 @@ def test_retention_prunes_only_verified_hours_and_the_warehouse_is_the_same(
         wh.close()
     now = OLD + timedelta(days=3)
     # Not compacted: nothing deleted, and it says why.
-    refused = prune_hour(store, TOPIC, OLD, now, retention_days=1)
+    refused = prune_hour(store, TOPIC, OLD, now, retention_days=1, lookback_hours=0)
     assert refused is not None and not refused.ok and refused.detail == "not compacted"
     assert raw_files(store, TOPIC, OLD)
     # Within retention: not even looked at.
-    assert prune_hour(store, TOPIC, OLD, OLD + timedelta(hours=5), retention_days=1) is None
+    assert (
+        prune_hour(store, TOPIC, OLD, OLD + timedelta(hours=5), retention_days=1, lookback_hours=0)
+        is None
+    )
     for n in range(3):
         compact_hour(store, TOPIC, OLD + n * H)
-    pruned = prune_hour(store, TOPIC, OLD, now, retention_days=1)
+    pruned = prune_hour(store, TOPIC, OLD, now, retention_days=1, lookback_hours=0)
     assert pruned is not None and pruned.ok and not raw_files(store, TOPIC, OLD)
     assert verify_hour(store, TOPIC, OLD).detail.endswith("raw pruned")
 
@@ -298,7 +302,7 @@ def test_raw_files_with_fields_this_version_lacks_outlive_retention(tmp_path: Pa
     assert "power" not in manifest.fields
 
     now = OLD + timedelta(days=3)
-    check = prune_hour(store, TOPIC, OLD, now, retention_days=1)
+    check = prune_hour(store, TOPIC, OLD, now, retention_days=1, lookback_hours=0)
     assert check is not None and check.ok and check.kept == [str(newer_file.relative_to(lake))]
     assert "fields this version does not know (power)" in check.detail
     assert [p.name for p in data_files(lake)] == [newer_file.name]  # the other one pruned
@@ -317,6 +321,17 @@ def test_raw_files_with_fields_this_version_lacks_outlive_retention(tmp_path: Pa
     again = compact_hour(store, TOPIC, OLD)
     assert (again.version, again.rows) == (2, 70)  # the file read anew, not doubled
     assert set(as_events(curated_table(store, OLD))) >= {line["event_id"] for line in lines}
-    check = prune_hour(store, TOPIC, OLD, now, retention_days=1)
+    check = prune_hour(store, TOPIC, OLD, now, retention_days=1, lookback_hours=0)
     assert check is not None and check.ok and not check.kept
     assert data_files(lake) == [] and not marker.exists()  # the marker went with its file
+
+
+def test_prune_and_the_hourly_job_keep_out_of_the_look_back_window() -> None:
+    """With 1 day of retention and a 48 h look-back, an hour 30 h old is past retention but the
+    loader still compares it with the lake: neither `lake prune` nor the hourly job may take
+    its raw files. Both ask last_prunable_hour."""
+    now = datetime(2026, 12, 1, 10, 20, tzinfo=UTC)
+    assert last_prunable_hour(now, 1, 48) == datetime(2026, 11, 29, 9, tzinfo=UTC)
+    assert last_prunable_hour(now, 7, 48) == datetime(2026, 11, 24, 9, tzinfo=UTC)
+    assert last_prunable_hour(now, 1, 0) == datetime(2026, 11, 30, 9, tzinfo=UTC)
+    assert last_prunable_hour(now, 0, 48) is None

@@ -32,6 +32,7 @@ from sysmetrics.lake.compaction import (
     compact_hour,
     curated_uri,
     current_manifest,
+    last_prunable_hour,
     prune_hour,
     prune_quarantine,
     raw_files,
@@ -626,11 +627,16 @@ def curate(
             done.compacted.append(
                 compact_hour(store, settings.topic, hour, settings.curated_row_group_rows)
             )
-    if prune and settings.raw_retention_days > 0:
-        expired = hour_floor(now) - timedelta(days=settings.raw_retention_days) - HOUR
-        # Never inside the look-back window: the loader compares those hours with the lake.
-        expired = min(expired, hour_floor(now) - (settings.lookback_hours + 1) * HOUR)
-        done.pruned = prune_hour(store, settings.topic, expired, now, settings.raw_retention_days)
+    expired = last_prunable_hour(now, settings.raw_retention_days, settings.lookback_hours)
+    if prune and expired is not None:
+        done.pruned = prune_hour(
+            store,
+            settings.topic,
+            expired,
+            now,
+            settings.raw_retention_days,
+            lookback_hours=settings.lookback_hours,
+        )
         if done.pruned is not None and not done.pruned.ok and done.pruned.raw_files:
             log.warning(
                 "raw files of %s kept past retention: %s",

@@ -29,6 +29,7 @@ from typing import Any
 from sysmetrics.event_types import duckdb_columns, field_paths
 from sysmetrics.lake import layout
 from sysmetrics.lake.store import LakeStore
+from sysmetrics.timeutil import hour_floor
 
 log = logging.getLogger(__name__)
 HOUR = timedelta(hours=1)
@@ -301,12 +302,31 @@ def verify_hour(store: LakeStore, topic: str, hour: datetime) -> Verification:
 
 
 # ---------------------------------------------------------------------------- retention
+def last_prunable_hour(now: datetime, retention_days: int, lookback_hours: int) -> datetime | None:
+    """The latest hour whose raw files may go: it ended ``retention_days`` ago and lies outside
+    the hourly job's look-back (the loader still compares those hours with the lake). None:
+    retention 0 keeps raw files forever. `lake prune` and the hourly job both ask this."""
+    if retention_days <= 0:
+        return None
+    return min(
+        hour_floor(now - timedelta(days=retention_days) - HOUR),
+        hour_floor(now) - (lookback_hours + 1) * HOUR,
+    )
+
+
 def prune_hour(
-    store: LakeStore, topic: str, hour: datetime, now: datetime, retention_days: int
+    store: LakeStore,
+    topic: str,
+    hour: datetime,
+    now: datetime,
+    retention_days: int,
+    *,
+    lookback_hours: int,
 ) -> Verification | None:
-    """Delete the hour's raw files if it is past retention and its curated version verifies;
-    None when the hour is within retention (or retention is 0: keep forever)."""
-    if retention_days <= 0 or hour + HOUR > now - timedelta(days=retention_days):
+    """Delete the hour's raw files if it is past :func:`last_prunable_hour` and its curated
+    version verifies; None when the hour must keep them."""
+    last = last_prunable_hour(now, retention_days, lookback_hours)
+    if last is None or hour > last:
         return None
     check = verify_hour(store, topic, hour)
     doomed = [f for f in check.raw_files if f not in set(check.kept)]
