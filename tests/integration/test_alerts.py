@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
+from sysmetrics.alerts.evaluator import Evaluator
+from sysmetrics.alerts.rules import load_rules
 from sysmetrics.alerts.service import AlertService
 from sysmetrics.config import Settings
 from sysmetrics.dashboard.app import create_app
@@ -306,3 +308,80 @@ def test_a_host_that_stops_sending_is_down_within_3_intervals_and_back_when_it_r
         thread.join(30)
         receiver.shutdown()
     assert receiver.statuses("HostDown") == ["firing", "resolved"]
+
+
+KEEP_FIRING = """
+[[rule]]
+name = "HighCpu"
+metric = "cpu_pct"
+op = ">"
+threshold = 90
+for = "1m"
+keep_firing_for = "3m"
+"""
+
+
+def test_kill_9_inside_keep_firing_for_resolves_when_it_would_have_without_the_crash(
+    tansu_settings: Settings, tmp_path: Path
+) -> None:
+    """Hot for 2 minutes (fires at 1), then cool: the alert rides out keep_firing_for (3 m)
+    from the first cool sample. The evaluator is killed one minute into that window; the next
+    one must resolve at the same sample as an evaluator that never crashed (the window's start
+    is saved with the state), not 3 minutes after its own first sample."""
+    receiver = Receiver()
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    env = evaluator_env(tansu_settings, tmp_path, f"http://127.0.0.1:{receiver.server_port}/")
+    (tmp_path / "rules.toml").write_text(KEEP_FIRING)
+    settings = tansu_settings.model_copy(
+        update={"alert_state_topic": env["SYSMETRICS_ALERT_STATE_TOPIC"]}
+    )
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=20)
+    samples = [
+        event("db-9", start + timedelta(seconds=10 * i), 97.0 if i < 12 else 10.0, seq=i)
+        for i in range(40)
+    ]
+    # The same series through an evaluator that never crashes.
+    uninterrupted = Evaluator(load_rules(tmp_path / "rules.toml"), 10.0)
+    resolves = [
+        c.alert.resolved_at
+        for s in samples
+        for c in uninterrupted.observe(s)
+        if c.status == "resolved"
+    ]
+    assert resolves == [samples[12].ts + timedelta(minutes=3)]
+
+    from sysmetrics.alerts.service import read_state
+
+    produce(tansu_settings, as_messages(samples[:18]))  # fired; 1 minute into the window
+    log = tmp_path / "first.log"
+    first = subprocess.Popen(
+        [SYSMETRICS, "alert"], env=env, stdout=subprocess.DEVNULL, stderr=log.open("wb")
+    )
+    try:
+        wait_for(
+            lambda: any(a.keep_firing_since for a in read_state(settings, 20)),
+            90,
+            "the keep_firing_for window in the state topic",
+        )
+        time.sleep(3)  # past a commit: the window's samples are not read again
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    assert pages(receiver)["db-9"]["firing"] and not pages(receiver)["db-9"]["resolved"]
+    produce(tansu_settings, as_messages(samples[18:]))
+    second = subprocess.Popen(
+        [SYSMETRICS, "alert"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_for(lambda: pages(receiver)["db-9"]["resolved"], 90, "the resolve")
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(30)
+        receiver.shutdown()
+    ends = [
+        a["endsAt"]
+        for n in receiver.notifications
+        for a in n["alerts"]
+        if a["status"] == "resolved"
+    ]
+    assert ends == [resolves[0].isoformat()]

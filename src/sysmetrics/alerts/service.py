@@ -30,6 +30,7 @@ from sysmetrics.config import Settings
 from sysmetrics.observability import Reading
 from sysmetrics.schema import SchemaError, decode_keeping_unknown
 from sysmetrics.stream.admin import ensure_topic
+from sysmetrics.stream.group import leave_group
 from sysmetrics.stream.kafka_config import consumer_config, producer_config
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,11 @@ def read_state(settings: Settings, timeout_s: float = 60.0) -> list[Alert]:
     return [Alert.from_json(v) for v in latest.values() if v]
 
 
+def _resume_point(alert: Alert) -> tuple[str, datetime, datetime | None]:
+    """The fields a restarted evaluator needs to continue an alert exactly."""
+    return alert.state, alert.active_since, alert.keep_firing_since
+
+
 class AlertService:
     def __init__(self, settings: Settings, rules: list[Rule] | None = None) -> None:
         self.settings = settings
@@ -122,9 +128,9 @@ class AlertService:
                         log.debug("commit: %s", exc)
                     last_commit = time.monotonic()
         finally:
+            leave_group(consumer)  # the revocation commits what was handled
             producer.flush(30)
             self.outbox.flush(now=float("inf"))
-            consumer.close()
         return self.stats
 
     def readings(self) -> list[Reading]:
@@ -205,16 +211,19 @@ class AlertService:
             log.debug("skipped a message that is not an event: %s", exc)
             return
         self.stats.events += 1
-        before = {k: a.state for k, a in self.evaluator.alerts.items()}
+        before = {k: _resume_point(a) for k, a in self.evaluator.alerts.items()}
         changes = self.evaluator.observe(event, partition=partition)
         self._publish(changes, producer)
-        # Pending alerts that appeared or vanished are state too (a restart keeps their `for`).
+        # What a restart resumes from is state too: a pending alert (its `for`), a firing one
+        # entering or leaving its keep_firing_for window (the window's start); pages and
+        # resolves were saved by _publish.
+        published = {c.alert.fingerprint for c in changes}
         after = self.evaluator.alerts
-        for key in set(before) ^ set(after):
-            if key in after and after[key].state == "pending":
-                self._save(producer, key, after[key])
-            elif key not in after and not any(c.alert.fingerprint == key for c in changes):
+        for key in (set(before) | set(after)) - published:
+            if key not in after:
                 self._save(producer, key, None)
+            elif before.get(key) != _resume_point(after[key]):
+                self._save(producer, key, after[key])
 
     def _publish(self, changes: list[Change], producer: Producer) -> None:
         now = datetime.now(UTC)

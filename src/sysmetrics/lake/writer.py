@@ -55,6 +55,7 @@ from sysmetrics.schema import (
     decode_keeping_unknown,
     encode_keeping_unknown,
 )
+from sysmetrics.stream.group import leave_group
 from sysmetrics.stream.kafka_config import (
     consumer_config,
     explain,
@@ -260,23 +261,8 @@ class LakeWriter:
             self._flush_all_on_stop()
         finally:
             self._write_status()
-            self._leave_group()
+            leave_group(self._consumer, batch=self.consume_batch)
         return self.stats
-
-    def _leave_group(self, timeout_s: float = 10.0) -> None:
-        """Unsubscribe, serve the revocation, then close: a close that meets an incremental
-        rebalance is where librdkafka consumers have hung (a stopped writer once did not exit
-        in CI, SIGTERM'd as a second writer joined). Messages polled meanwhile are dropped:
-        nothing past the last commit is, so the next owner reads them again."""
-        try:
-            self._consumer.unsubscribe()
-            deadline = time.monotonic() + timeout_s
-            while self._consumer.assignment() and time.monotonic() < deadline:
-                self._consumer.consume(self.consume_batch, timeout=0.1)
-        except KafkaException as exc:
-            log.debug("leaving the group: %s", exc)
-        finally:
-            self._consumer.close()
 
     def _poll_timeout(self) -> float:
         oldest = min(
