@@ -385,3 +385,72 @@ def test_kill_9_inside_keep_firing_for_resolves_when_it_would_have_without_the_c
         if a["status"] == "resolved"
     ]
     assert ends == [resolves[0].isoformat()]
+
+
+HOST_DOWN_ONLY = """
+[[rule]]
+name = "HostDown"
+kind = "absent"
+intervals = 3
+severity = "critical"
+summary = "{hostname} has sent no sample for {intervals} intervals"
+"""
+
+
+def test_a_host_that_went_silent_while_no_evaluator_ran_is_still_paged(
+    tansu_settings: Settings, tmp_path: Path
+) -> None:
+    """The evaluator that knew the host is killed; the host stops sending; the next evaluator
+    has no sample of it, but knows it from the state topic and pages it down."""
+    receiver = Receiver()
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    env = evaluator_env(tansu_settings, tmp_path, f"http://127.0.0.1:{receiver.server_port}/")
+    (tmp_path / "rules.toml").write_text(HOST_DOWN_ONLY)
+    settings = tansu_settings.model_copy(
+        update={"alert_state_topic": env["SYSMETRICS_ALERT_STATE_TOPIC"]}
+    )
+    from sysmetrics.alerts.service import read_known_hosts, read_state_records
+
+    alive = threading.Event()
+    alive.set()
+
+    def report() -> None:  # a sample every 2 s while the host is alive
+        seq = 0
+        while alive.is_set():
+            now = datetime.now(UTC)
+            produce(settings, as_messages([event("edge-7", now, 20.0, seq=seq, interval_s=2.0)]))
+            seq += 1
+            time.sleep(2.0)
+
+    reporter = threading.Thread(target=report)
+    first = subprocess.Popen(
+        [SYSMETRICS, "alert"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    reporter.start()
+    try:
+        wait_for(
+            lambda: any(
+                h.host_id == "edge-7" for h in read_known_hosts(read_state_records(settings, 20))
+            ),
+            60,
+            "the host in the state topic",
+        )
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        alive.clear()  # the host falls silent
+        reporter.join(10)
+    assert receiver.statuses("HostDown") == []
+    time.sleep(8)  # silent for 3 intervals while no evaluator runs
+    second = subprocess.Popen(
+        [SYSMETRICS, "alert"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_for(lambda: receiver.statuses("HostDown") == ["firing"], 60, "the host-down page")
+        produce(settings, as_messages([event("edge-7", datetime.now(UTC), 20.0, seq=99)]))
+        wait_for(lambda: "resolved" in receiver.statuses("HostDown"), 60, "the resolve")
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(30)
+        receiver.shutdown()
+    assert receiver.statuses("HostDown") == ["firing", "resolved"]

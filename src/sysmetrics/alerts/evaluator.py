@@ -12,6 +12,7 @@ or, with ``keep_firing_for``, once that long has passed since that first sample 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -68,6 +69,23 @@ class Change:
 
 
 @dataclass
+class KnownHost:
+    """A host an evaluator has heard from, as the state topic keeps it."""
+
+    host_id: str
+    hostname: str
+    interval_s: float
+    partition: int | None
+
+    KEY_PREFIX = "@host|"
+    """State-topic keys of hosts; rule names cannot start with '@'."""
+
+    @property
+    def key(self) -> str:
+        return f"{self.KEY_PREFIX}{self.host_id}"
+
+
+@dataclass
 class _Seen:
     hostname: str
     interval_s: float
@@ -81,10 +99,23 @@ class Evaluator:
     default_interval_s: float = 10.0
     alerts: dict[str, Alert] = field(default_factory=dict)
     seen: dict[str, _Seen] = field(default_factory=dict)
+    hosts_changed: set[str] = field(default_factory=set)
+    """Hosts new to this evaluator or whose name, interval or partition changed: to be saved
+    with the state, so a host that falls silent while no evaluator runs is still paged."""
 
-    def restore(self, alerts: list[Alert]) -> None:
-        """State saved by an earlier evaluator (the state topic): no re-page, no lost resolve."""
+    def restore(
+        self, alerts: list[Alert], hosts: Sequence[KnownHost] = (), now: float | None = None
+    ) -> None:
+        """State saved by an earlier evaluator (the state topic): no re-page, no lost resolve.
+        Hosts known from it count as heard from ``now``: one that stays silent is paged
+        ``intervals`` of its interval later."""
         self.alerts.update({a.fingerprint: a for a in alerts})
+        arrived = time.time() if now is None else now
+        for host in hosts:
+            if host.host_id not in self.seen:
+                self.seen[host.host_id] = _Seen(
+                    host.hostname, host.interval_s, arrived, host.partition
+                )
 
     def release(self, partitions: set[int]) -> None:
         """Forget the hosts of partitions another evaluator now owns (a rebalance): it takes
@@ -97,12 +128,19 @@ class Evaluator:
     ) -> list[Change]:
         host = event.host
         changes: list[Change] = []
-        self.seen[host.host_id] = _Seen(
+        before = self.seen.get(host.host_id)
+        seen = self.seen[host.host_id] = _Seen(
             host.hostname,
             event.interval_s or self.default_interval_s,
             time.time() if arrived is None else arrived,
             partition,
         )
+        if before is None or (before.hostname, before.interval_s, before.partition) != (
+            seen.hostname,
+            seen.interval_s,
+            seen.partition,
+        ):
+            self.hosts_changed.add(host.host_id)
         for rule in self.rules:
             key = f"{rule.name}|{host.host_id}"
             alert = self.alerts.get(key)
@@ -148,6 +186,10 @@ class Evaluator:
                     self.alerts[key] = alert
                     changes.append(Change("firing", alert))
         return changes
+
+    def known_host(self, host_id: str) -> KnownHost:
+        seen = self.seen[host_id]
+        return KnownHost(host_id, seen.hostname, seen.interval_s, seen.partition)
 
     def firing(self) -> list[Alert]:
         return [a for a in self.alerts.values() if a.state == "firing"]

@@ -16,13 +16,13 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
-from sysmetrics.alerts.evaluator import Alert, Change, Evaluator
+from sysmetrics.alerts.evaluator import Alert, Change, Evaluator, KnownHost
 from sysmetrics.alerts.live import write_firing
 from sysmetrics.alerts.notify import Outbox, api_alert, summary
 from sysmetrics.alerts.rules import Rule, load_rules
@@ -52,6 +52,20 @@ it ends on every broker (Tansu reports the start of the last batch + 1)."""
 
 def read_state(settings: Settings, timeout_s: float = 60.0) -> list[Alert]:
     """Every pending/firing alert the state topic holds (latest value per fingerprint)."""
+    records = read_state_records(settings, timeout_s)
+    return [Alert.from_json(v) for k, v in records.items() if v and not _is_host_key(k)]
+
+
+def read_known_hosts(records: dict[str, dict[str, Any] | None]) -> list[KnownHost]:
+    return [KnownHost(**v) for k, v in records.items() if v and _is_host_key(k)]
+
+
+def _is_host_key(key: str) -> bool:
+    return key.startswith(KnownHost.KEY_PREFIX)
+
+
+def read_state_records(settings: Settings, timeout_s: float) -> dict[str, dict[str, Any] | None]:
+    """The state topic's latest value per key (None: deleted)."""
     consumer = Consumer(consumer_config(settings, f"{settings.alert_consumer_group}-state"))
     try:
         topic = consumer.list_topics(settings.alert_state_topic, timeout=15).topics
@@ -75,7 +89,7 @@ def read_state(settings: Settings, timeout_s: float = 60.0) -> list[Alert]:
             latest[(message.key() or b"").decode()] = json.loads(value) if value else None
     finally:
         consumer.close()
-    return [Alert.from_json(v) for v in latest.values() if v]
+    return latest
 
 
 def _resume_point(alert: Alert) -> tuple[str, datetime, datetime | None]:
@@ -183,12 +197,19 @@ class AlertService:
         owned = {tp.partition for tp in partitions}
         if self._producer is not None:
             self._producer.flush(30)
-        restored = [a for a in read_state(self.settings) if a.partition in owned | {None}]
-        self.evaluator.restore(restored)
+        records = read_state_records(self.settings, 60.0)
+        restored = [
+            a
+            for k, v in records.items()
+            if v and not _is_host_key(k) and (a := Alert.from_json(v)).partition in owned | {None}
+        ]
+        hosts = [h for h in read_known_hosts(records) if h.partition in owned | {None}]
+        self.evaluator.restore(restored, hosts)
         log.info(
-            "alert evaluator: partitions %s assigned, %d alerts restored",
+            "alert evaluator: partitions %s assigned, %d alerts and %d hosts restored",
             sorted(owned),
             len(restored),
+            len(hosts),
         )
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -223,7 +244,11 @@ class AlertService:
             if key not in after:
                 self._save(producer, key, None)
             elif before.get(key) != _resume_point(after[key]):
-                self._save(producer, key, after[key])
+                self._save(producer, key, after[key].to_json())
+        for host_id in self.evaluator.hosts_changed:
+            host = self.evaluator.known_host(host_id)
+            self._save(producer, host.key, asdict(host))
+        self.evaluator.hosts_changed.clear()
 
     def _publish(self, changes: list[Change], producer: Producer) -> None:
         now = datetime.now(UTC)
@@ -232,7 +257,7 @@ class AlertService:
             self.outbox.add([api_alert(change, rule, self.settings.alert_resend_s, now)])
             if change.status == "firing":
                 self.stats.firing_sent += 1
-                self._save(producer, change.alert.fingerprint, change.alert)
+                self._save(producer, change.alert.fingerprint, change.alert.to_json())
             else:
                 self.stats.resolved_sent += 1
                 self._save(producer, change.alert.fingerprint, None)
@@ -269,7 +294,7 @@ class AlertService:
         ]
         write_firing(self.settings, datetime.now(UTC), firing)
 
-    def _save(self, producer: Producer, key: str, alert: Alert | None) -> None:
-        value = json.dumps(alert.to_json()).encode() if alert is not None else None
+    def _save(self, producer: Producer, key: str, record: dict[str, Any] | None) -> None:
+        value = json.dumps(record).encode() if record is not None else None
         producer.produce(self.settings.alert_state_topic, value, key.encode())
         producer.poll(0)
