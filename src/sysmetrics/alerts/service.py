@@ -232,19 +232,24 @@ class AlertService:
             log.debug("skipped a message that is not an event: %s", exc)
             return
         self.stats.events += 1
-        before = {k: _resume_point(a) for k, a in self.evaluator.alerts.items()}
+        alerts = self.evaluator.alerts
+        # A sample touches only its host's alerts: compare those, not the whole state.
+        keys = [f"{rule.name}|{event.host.host_id}" for rule in self.rules]
+        before = {k: _resume_point(alerts[k]) for k in keys if k in alerts}
         changes = self.evaluator.observe(event, partition=partition)
         self._publish(changes, producer)
         # What a restart resumes from is state too: a pending alert (its `for`), a firing one
         # entering or leaving its keep_firing_for window (the window's start); pages and
         # resolves were saved by _publish.
         published = {c.alert.fingerprint for c in changes}
-        after = self.evaluator.alerts
-        for key in (set(before) | set(after)) - published:
-            if key not in after:
-                self._save(producer, key, None)
-            elif before.get(key) != _resume_point(after[key]):
-                self._save(producer, key, after[key].to_json())
+        for key in keys:
+            if key in published:
+                continue
+            if key not in alerts:
+                if key in before:
+                    self._save(producer, key, None)
+            elif before.get(key) != _resume_point(alerts[key]):
+                self._save(producer, key, alerts[key].to_json())
         for host_id in self.evaluator.hosts_changed:
             host = self.evaluator.known_host(host_id)
             self._save(producer, host.key, asdict(host))
