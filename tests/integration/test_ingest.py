@@ -293,12 +293,12 @@ def test_non_loopback_needs_a_token_and_unauthenticated_requests_get_401(
 
 
 def test_otel_collector_hostmetrics_over_otlp_reaches_the_lake(
-    tansu_settings: Settings, tmp_path: Path
+    broker_settings: Settings, tmp_path: Path
 ) -> None:
     binary = otelcol_binary()
     if binary is None:
         pytest.skip("Go missing: the OTel Collector cannot be built")
-    settings = tansu_settings
+    settings = broker_settings
     ingest = Ingest(settings, settings.data_dir)
     ingest.start()
     config = tmp_path / "otelcol.yaml"
