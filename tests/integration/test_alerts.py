@@ -126,9 +126,11 @@ for = "5m"
 """
 
 
-def evaluator_env(settings: Settings, tmp_path: Path, webhook: str) -> dict[str, str]:
+def evaluator_env(
+    settings: Settings, tmp_path: Path, webhook: str, rules_text: str = HIGH_CPU_ONLY
+) -> dict[str, str]:
     rules = tmp_path / "rules.toml"
-    rules.write_text(HIGH_CPU_ONLY)
+    rules.write_text(rules_text)
     return {
         **os.environ,
         "SYSMETRICS_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
@@ -330,8 +332,8 @@ def test_kill_9_inside_keep_firing_for_resolves_when_it_would_have_without_the_c
     is saved with the state), not 3 minutes after its own first sample."""
     receiver = Receiver()
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
-    env = evaluator_env(tansu_settings, tmp_path, f"http://127.0.0.1:{receiver.server_port}/")
-    (tmp_path / "rules.toml").write_text(KEEP_FIRING)
+    webhook = f"http://127.0.0.1:{receiver.server_port}/"
+    env = evaluator_env(tansu_settings, tmp_path, webhook, KEEP_FIRING)
     settings = tansu_settings.model_copy(
         update={"alert_state_topic": env["SYSMETRICS_ALERT_STATE_TOPIC"]}
     )
@@ -404,8 +406,8 @@ def test_a_host_that_went_silent_while_no_evaluator_ran_is_still_paged(
     has no sample of it, but knows it from the state topic and pages it down."""
     receiver = Receiver()
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
-    env = evaluator_env(tansu_settings, tmp_path, f"http://127.0.0.1:{receiver.server_port}/")
-    (tmp_path / "rules.toml").write_text(HOST_DOWN_ONLY)
+    webhook = f"http://127.0.0.1:{receiver.server_port}/"
+    env = evaluator_env(tansu_settings, tmp_path, webhook, HOST_DOWN_ONLY)
     settings = tansu_settings.model_copy(
         update={"alert_state_topic": env["SYSMETRICS_ALERT_STATE_TOPIC"]}
     )
