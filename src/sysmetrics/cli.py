@@ -422,6 +422,7 @@ def consume(
     import threading
 
     from sysmetrics.collect.loop import install_stop_signals
+    from sysmetrics.lake.status import status_path
     from sysmetrics.lake.writer import LakeWriter, WriterError
     from sysmetrics.stream.admin import ensure_topic
 
@@ -447,7 +448,7 @@ def consume(
         raise click.ClickException(str(exc)) from None
     stop = threading.Event()
     install_stop_signals(stop)
-    status_file = settings.data_dir / "status" / f"lake-writer-{os.getpid()}.json"
+    status_file = status_path(settings.data_dir, os.getpid())
     writer = LakeWriter(settings, stop=stop, status_file=status_file)
     metrics = serve_metrics(
         "consume", [writer.readings], settings.metrics_addr, settings.metrics_port
@@ -1132,7 +1133,7 @@ def up(
 @pass_ctx
 def status(ctx: Context) -> None:
     """Health of each component: broker, lake writers (lag, last file), last aggregated hour."""
-    from sysmetrics.orchestration.local import read_writer_status
+    from sysmetrics.lake.status import read_writer_status
     from sysmetrics.stream.admin import under_replicated
 
     settings = ctx.settings

@@ -18,12 +18,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from sysmetrics.config import Settings
+from sysmetrics.lake.status import read_writer_status
 from sysmetrics.observability import MetricsEndpoint, serve_metrics
 from sysmetrics.orchestration.scheduler import HourlyScheduler
-from sysmetrics.stream.broker import EmbeddedBroker, pid_alive, process_group_alive, stop_pid
+from sysmetrics.stream.broker import EmbeddedBroker, process_group_alive, stop_pid
 
 log = logging.getLogger(__name__)
 
@@ -310,16 +310,3 @@ def stop_process_group(process: subprocess.Popen[bytes], grace_s: float = 20.0) 
             if not process_group_alive(pgid):
                 return
             time.sleep(0.2)
-
-
-def read_writer_status(data_dir: Path) -> list[dict[str, Any]]:
-    """The status files of live lake writers (``sysmetrics consume`` writes one each)."""
-    out = []
-    for path in sorted((data_dir / "status").glob("lake-writer-*.json")):
-        try:
-            status = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if pid_alive(int(status.get("pid", 0))):
-            out.append(status)
-    return out
