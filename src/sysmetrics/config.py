@@ -145,6 +145,12 @@ class Settings(BaseSettings):
     alert_resend_s: float = Field(
         60.0, gt=0, description="firing alerts are re-sent this often (as Prometheus does)"
     )
+    alert_forget_host_days: float = Field(
+        7.0,
+        gt=0,
+        description="a host down this long is forgotten: its HostDown resolves (taken out of "
+        "service), it is paged again only after it reports",
+    )
 
     # Prometheus /metrics of the long-running commands
     metrics_addr: str = Field("127.0.0.1", description="address /metrics binds to")

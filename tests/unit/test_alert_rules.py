@@ -66,6 +66,28 @@ def test_host_down_by_wall_clock_and_back() -> None:
     assert back.status == "resolved"
 
 
+def test_a_host_down_past_the_forget_time_resolves_and_is_forgotten_across_a_restart() -> None:
+    """Taken out of service: paged once, resolved after forget_after_s of being down (the
+    alert's firing time survives a restart, so a restarted evaluator still lets it go), and
+    paged again only once it reports and falls silent anew."""
+    day = 86_400.0
+    first = Evaluator([Rule(name="HostDown", kind="absent", intervals=3)], forget_after_s=7 * day)
+    first.observe(event("old-db", HOUR14, 10.0, interval_s=10.0), arrived=0.0)
+    (down,) = first.check_absent(now=31.0)
+    assert down.status == "firing"
+    known = [first.known_host("old-db")]
+    saved = [a.from_json(a.to_json()) for a in first.alerts.values()]
+    # Restarted 3 days later: the host is known again, its alert restored, nothing re-paged.
+    second = Evaluator([Rule(name="HostDown", kind="absent", intervals=3)], forget_after_s=7 * day)
+    second.restore(saved, known, now=3 * day)
+    assert second.check_absent(now=3 * day + 60) == []
+    assert second.check_absent(now=7 * day + 30) == []
+    (gone,) = second.check_absent(now=7 * day + 31.0)  # 7 days after it fired at 31 s
+    assert (gone.status, gone.alert.host_id) == ("resolved", "old-db")
+    assert second.hosts_forgotten == {"old-db"} and "old-db" not in second.seen
+    assert second.check_absent(now=30 * day) == []  # forgotten: no page
+
+
 def test_restored_state_is_not_paged_again_and_still_resolves() -> None:
     first = Evaluator([rule(**{"for": "0s"})])
     run(first, [95])

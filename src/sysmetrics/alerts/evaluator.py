@@ -97,8 +97,12 @@ class _Seen:
 class Evaluator:
     rules: list[Rule]
     default_interval_s: float = 10.0
+    forget_after_s: float = 7 * 86_400.0
+    """A host down this long is forgotten (its host-down alert resolves): a machine taken out
+    of service does not page forever, across restarts too (the alert's firing time is kept)."""
     alerts: dict[str, Alert] = field(default_factory=dict)
     seen: dict[str, _Seen] = field(default_factory=dict)
+    hosts_forgotten: set[str] = field(default_factory=set)
     hosts_changed: set[str] = field(default_factory=set)
     """Hosts new to this evaluator or whose name, interval or partition changed: to be saved
     with the state, so a host that falls silent while no evaluator runs is still paged."""
@@ -176,10 +180,16 @@ class Evaluator:
         now = time.time() if now is None else now
         changes = []
         for rule in (r for r in self.rules if r.kind == "absent"):
-            for host_id, seen in self.seen.items():
+            for host_id, seen in list(self.seen.items()):
                 key = f"{rule.name}|{host_id}"
                 silent_s = now - seen.arrived
-                if silent_s > rule.intervals * seen.interval_s and key not in self.alerts:
+                down = self.alerts.get(key)
+                fired = down.fired_at if down is not None else None
+                if fired is not None and now - fired.timestamp() >= self.forget_after_s:
+                    changes.append(self._resolve(key, datetime.fromtimestamp(now, UTC)))
+                    del self.seen[host_id]
+                    self.hosts_forgotten.add(host_id)
+                elif silent_s > rule.intervals * seen.interval_s and down is None:
                     at = datetime.fromtimestamp(now, UTC)
                     alert = Alert(rule.name, host_id, seen.hostname, "firing", at, at, silent_s)
                     alert.fired_at, alert.partition = at, seen.partition

@@ -102,7 +102,9 @@ class AlertService:
         self.settings = settings
         self.rules = rules or load_rules(settings.alert_rules)
         self.by_name = {r.name: r for r in self.rules}
-        self.evaluator = Evaluator(self.rules, settings.sample_interval_s)
+        self.evaluator = Evaluator(
+            self.rules, settings.sample_interval_s, settings.alert_forget_host_days * 86_400
+        )
         self.outbox = Outbox(settings.alertmanager_url, settings.alert_webhook_url)
         self.stop = threading.Event()
         self.stats = AlertStats()
@@ -130,6 +132,7 @@ class AlertService:
                 elif error is not None and error.code() != KafkaError._PARTITION_EOF:
                     log.warning("consumer: %s", error)
                 self._publish(self.evaluator.check_absent(), producer)
+                self._forget_hosts(producer)
                 self._resend()
                 self.outbox.flush()
                 self._write_live_state()
@@ -254,6 +257,16 @@ class AlertService:
             host = self.evaluator.known_host(host_id)
             self._save(producer, host.key, asdict(host))
         self.evaluator.hosts_changed.clear()
+
+    def _forget_hosts(self, producer: Producer) -> None:
+        for host_id in self.evaluator.hosts_forgotten:
+            log.warning(
+                "host %s down for %g days: forgotten (paged again when it reports)",
+                host_id,
+                self.settings.alert_forget_host_days,
+            )
+            self._save(producer, f"{KnownHost.KEY_PREFIX}{host_id}", None)
+        self.evaluator.hosts_forgotten.clear()
 
     def _publish(self, changes: list[Change], producer: Producer) -> None:
         now = datetime.now(UTC)
