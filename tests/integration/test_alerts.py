@@ -37,7 +37,7 @@ def paging(tmp_path: Path) -> Iterator[tuple[str, Receiver]]:
 
 
 def test_cpu_above_90_for_6_minutes_pages_once_and_resolves_once(
-    tansu_settings: Settings, paging: tuple[str, Receiver]
+    tansu_settings: Settings, paging: tuple[str, Receiver], tmp_path: Path
 ) -> None:
     url, receiver = paging
     settings = tansu_settings.model_copy(
@@ -63,6 +63,12 @@ def test_cpu_above_90_for_6_minutes_pages_once_and_resolves_once(
         wait_for(lambda: "HighCpu" in web.get("/alerts").text, 10, "the live view")
         live = web.get("/alerts").text
         assert 'href="/host?id=db-1"' in live and "CPU at 96 %" in live
+        # A dashboard on another machine (its own data dir) shows it from the state topic.
+        elsewhere = settings.model_copy(update={"data_dir": tmp_path / "another-machine"})
+        with TestClient(create_app(elsewhere)) as remote:
+            wait_for(lambda: "CPU at 96 %" in remote.get("/alerts").text, 30, "the topic view")
+            view = remote.get("/alerts").text
+        assert "from the state topic" in view and 'href="/host?id=db-1"' in view
         # ...and when the CPU drops, one resolved notification.
         produce(settings, as_messages(cool))
         wait_for(lambda: "resolved" in receiver.statuses("HighCpu"), 60, "the resolve")

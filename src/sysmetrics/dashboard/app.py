@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,7 +25,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
-from sysmetrics.alerts.live import read_firing
+from sysmetrics.alerts.live import StateTopicView, read_firing
 from sysmetrics.config import Settings
 from sysmetrics.dashboard.charts import Series, line_chart
 from sysmetrics.http_auth import carries_token, is_loopback
@@ -517,22 +518,51 @@ def create_app(
             )
         except Exception as exc:  # the live view still shows without a warehouse
             rows, hourly_error = [], str(exc)
-        live = read_firing(settings)
+        live, live_age_s, live_note = await run_in_threadpool(firing_now)
         return page(
             "alerts.html",
             alerts=rows,
             hourly_error=hourly_error,
             filters=filters,
             hours=hours,
-            live=live[1] if live else None,
-            live_age_s=(datetime.now(UTC) - live[0]).total_seconds() if live else None,
+            live=live,
+            live_age_s=live_age_s,
+            live_note=live_note,
         )
+
+    state_view: list[StateTopicView] = []
+
+    def firing_now() -> tuple[list[dict[str, Any]] | None, float | None, str]:
+        """(firing alerts or None, seconds old or None, where from): the file of an evaluator on
+        this machine, else the evaluators' state topic (read from the first visit on)."""
+        local = read_firing(settings)
+        if local is not None:
+            return local[1], (datetime.now(UTC) - local[0]).total_seconds(), "live"
+        if not state_view:
+            state_view.append(StateTopicView(settings))
+        view = state_view[0]
+        if view.error is not None:
+            return None, None, f"no alert evaluator on this machine, and {view.error}"
+        if not view.caught_up:
+            return None, None, f"reading the state topic {settings.alert_state_topic}…"
+        return view.firing(), None, f"from the state topic {settings.alert_state_topic}"
+
+    def close_state_view() -> None:
+        for view in state_view:
+            view.close()
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
     static = Path(__file__).parent / "static"
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        yield
+        close_state_view()
+
     return Starlette(
+        lifespan=lifespan,
         routes=[
             Route("/", fleet),
             Route("/host", host),  # ?id=: host ids may hold "/" and are passed verbatim
