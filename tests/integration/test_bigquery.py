@@ -120,6 +120,8 @@ def test_bigquery_load_aggregate_and_rerun_match_duckdb(
     assert first["raw"] == [(640, 640)] and second["raw"] == [(670, 670)]
     assert [row[0] for row in first["hourly"]] == ["gpu-9", "web-1", HOSTILE]
     assert ("gpu-9", "cpu_p95_high", "warning", 97.0) in first["alerts"]
+    # Held for longer than HighTemperature's `for` (the run-length query on BigQuery too).
+    assert ("gpu-9", "temperature_high", "critical", 91.0) in first["alerts"]
 
     # The same lake through DuckDB (gcsfs) gives the same tables: one SQL, two engines.
     duck = DuckDBWarehouse(settings.warehouse_url)

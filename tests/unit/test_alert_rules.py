@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -133,3 +133,57 @@ def test_hourly_alerts_take_their_thresholds_from_the_rules(settings: Settings) 
         **{**settings.model_dump(), "alert_rules": rules, "alert_cpu_p95_pct": 80.0}
     )
     assert cpu_alerts(overridden) == []
+
+
+def test_hourly_disk_full_and_temperature_high_give_the_streams_answer(settings: Settings) -> None:
+    """One answer per rule: the same series through the stream evaluator (default pack:
+    DiskFull > 90 for 2m, HighTemperature > 85 for 1m) and the hourly job; the hourly alerts
+    name exactly the hours in which the stream alert was firing at a sample. Spikes shorter
+    than `for`, runs longer, and runs crossing the hour boundary (firing only after it, or on
+    both sides of it)."""
+    scenarios: dict[str, tuple[str, range]] = {
+        "t-spike": ("temp", range(100, 103)),
+        "t-run": ("temp", range(200, 216)),
+        "t-cross": ("temp", range(356, 366)),
+        "t-long-cross": ("temp", range(348, 373)),
+        "d-spike": ("disk", range(200, 211)),
+        "d-run": ("disk", range(300, 331)),
+        "d-cross": ("disk", range(350, 381)),
+    }
+    rules = load_rules()
+    stream_hours: set[tuple[str, str, datetime]] = set()
+    events = []
+    for host, (kind, hot) in scenarios.items():
+        evaluator = Evaluator(rules)
+        for i in range(720):  # 14:00 to 16:00, every 10 s
+            e = event(
+                host,
+                HOUR14 + i * S,
+                20.0,
+                temp=95.0 if kind == "temp" and i in hot else 50.0,
+                disk_pct=95.0 if kind == "disk" and i in hot else 40.0,
+                seq=i,
+                interval_s=10.0,
+            )
+            events.append(e)
+            evaluator.observe(e, arrived=0.0)
+            for alert in evaluator.firing():
+                stream_hours.add((host, alert.rule, e.ts.replace(minute=0, second=0)))
+    fired = {h for h, _, _ in stream_hours}
+    assert fired == {"t-run", "t-cross", "t-long-cross", "d-run", "d-cross"}
+    LakeBuilder(Path(settings.lake_url)).add_batch(events)
+    wh = DuckDBWarehouse(settings.warehouse_url)
+    try:
+        for hour in (HOUR14, HOUR14 + timedelta(hours=1)):
+            run_hour(settings, wh, LakeStore(settings.lake_url), hour)
+        rows = wh.rows(
+            "SELECT host_id, rule, hour FROM {alerts} "
+            "WHERE rule IN ('disk_full', 'temperature_high')"
+        )
+    finally:
+        wh.close()
+    stream_name = {"temperature_high": "HighTemperature", "disk_full": "DiskFull"}
+    hourly = {(r["host_id"], stream_name[r["rule"]], r["hour"]) for r in rows}
+    assert hourly == stream_hours
+    assert ("t-long-cross", "HighTemperature", HOUR14) in hourly  # firing on both sides
+    assert ("t-cross", "HighTemperature", HOUR14) not in hourly  # it fired after 15:00

@@ -301,12 +301,28 @@ def hourly_thresholds(settings: Settings) -> dict[str, float]:
     return thresholds
 
 
+def hourly_for_ms(settings: Settings) -> dict[str, int]:
+    """The `for` of the stream rules the hourly disk_full and temperature_high answer for
+    (DiskFull, HighTemperature: the first rule on the metric with ">"); 0 without one."""
+    from sysmetrics.alerts.rules import load_rules
+
+    rules = load_rules(settings.alert_rules)
+    out = {}
+    for metric in ("disk_used_pct", "temperature_max_celsius"):
+        rule = next((r for r in rules if r.metric == metric and r.op == ">"), None)
+        out[metric] = int(rule.for_.total_seconds() * 1000) if rule is not None else 0
+    return out
+
+
 def alert_params(settings: Settings) -> dict[str, Any]:
     thresholds = hourly_thresholds(settings)
+    held_for = hourly_for_ms(settings)
     return {
         "cpu_p95": thresholds["alert_cpu_p95_pct"],
         "disk_pct": thresholds["alert_disk_used_pct"],
+        "disk_for_ms": held_for["disk_used_pct"],
         "temperature": thresholds["alert_temperature_celsius"],
+        "temperature_for_ms": held_for["temperature_max_celsius"],
         "battery_health": thresholds["alert_battery_health_pct"],
         "completeness": settings.alert_completeness_pct,
         "zscore": settings.alert_zscore,

@@ -501,9 +501,43 @@ ORDER BY anomaly, host_id
 # Threshold rules, a silent-host rule and a z-score anomaly flag against the host's own
 # baseline (the previous 168 hours, at least 24 of them). Rules that count samples judge
 # finished hours only (@hour_finished): a running hour is not an incident.
+# disk_full and temperature_high are the stream's DiskFull and HighTemperature, with the same
+# answer: they hold for a host in an hour when one of its samples in the hour is in a run of
+# samples above the threshold that began at least the rule's `for` earlier (@disk_for_ms,
+# @temperature_for_ms; a run may begin in the hour before), as the evaluator fires.
 ALERTS = """
 INSERT INTO {alerts}
 WITH cur AS (SELECT * FROM {hourly} WHERE hour = @start AND IN_SCOPE(host_id)),
+around AS (
+  SELECT host_id, ts, hostname, disk_used_pct, temp_max_celsius,
+    SUM(IF(disk_used_pct > @disk_pct, 0, 1)) OVER w AS disk_run,
+    SUM(IF(temp_max_celsius > @temperature, 0, 1)) OVER w AS temp_run
+  FROM {raw}
+  WHERE ts >= TIMESTAMP_SUB(@start, INTERVAL 1 HOUR)
+    AND ts < TIMESTAMP_ADD(@start, INTERVAL 1 HOUR)
+    AND IN_SCOPE(host_id)
+  WINDOW w AS (PARTITION BY host_id ORDER BY ts, event_id)
+),
+disk_runs AS (
+  SELECT host_id, ts, hostname, disk_used_pct AS value,
+    MIN(ts) OVER (PARTITION BY host_id, disk_run) AS since
+  FROM around WHERE disk_used_pct > @disk_pct
+),
+temp_runs AS (
+  SELECT host_id, ts, hostname, temp_max_celsius AS value,
+    MIN(ts) OVER (PARTITION BY host_id, temp_run) AS since
+  FROM around WHERE temp_max_celsius > @temperature
+),
+disk_held AS (
+  SELECT host_id, MAX_BY(hostname, ts) AS hostname, MAX(value) AS value FROM disk_runs
+  WHERE ts >= @start AND TIMESTAMP_DIFF(ts, since, MILLISECOND) >= @disk_for_ms
+  GROUP BY host_id
+),
+temp_held AS (
+  SELECT host_id, MAX_BY(hostname, ts) AS hostname, MAX(value) AS value FROM temp_runs
+  WHERE ts >= @start AND TIMESTAMP_DIFF(ts, since, MILLISECOND) >= @temperature_for_ms
+  GROUP BY host_id
+),
 baseline AS (
   SELECT host_id, ROUND(AVG(cpu_avg), 6) AS mean_cpu,
          ROUND(STDDEV_SAMP(cpu_avg), 6) AS sd_cpu, COUNT(*) AS n
@@ -522,11 +556,9 @@ rules AS (
   SELECT host_id, hostname, 'cpu_p95_high' AS rule, 'warning' AS severity,
          cpu_p95 AS value, @cpu_p95 AS threshold FROM cur WHERE cpu_p95 > @cpu_p95
   UNION ALL
-  SELECT host_id, hostname, 'disk_full', 'critical', disk_used_max, @disk_pct
-  FROM cur WHERE disk_used_max > @disk_pct
+  SELECT host_id, hostname, 'disk_full', 'critical', value, @disk_pct FROM disk_held
   UNION ALL
-  SELECT host_id, hostname, 'temperature_high', 'critical', temp_max, @temperature
-  FROM cur WHERE temp_max > @temperature
+  SELECT host_id, hostname, 'temperature_high', 'critical', value, @temperature FROM temp_held
   UNION ALL
   SELECT host_id, hostname, 'battery_worn', 'info', battery_health_pct, @battery_health
   FROM cur WHERE battery_health_pct < @battery_health
