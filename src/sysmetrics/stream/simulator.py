@@ -87,7 +87,7 @@ def _make_host(index: int, seed: int, start: datetime, duration_s: float) -> Sim
         cores=rng.choice([2, 4, 8, 16, 32, 64]),
         mem_total=rng.choice([8, 16, 32, 64, 128, 256]) * GIB,
         disk_total=rng.choice([256, 512, 1024, 2048]) * GIB,
-        disk_used=rng.uniform(0.2, 0.95),
+        disk_used=rng.uniform(0.2, 0.85),  # no disk starts full: DiskFull is an incident
         base_cpu=rng.uniform(5, 45),
         amp_cpu=rng.uniform(5, 40),
         gpus=rng.choice([1, 2, 4, 8]) if kind > 0.9 else 0,
@@ -107,7 +107,7 @@ def _data_volume(h: SimHost) -> list[DiskUsage]:
     if h.cores < 16:
         return []
     total = 4 * h.disk_total
-    used = int(total * ((h.disk_used * 1.7) % 0.9 + 0.05))
+    used = int(total * ((h.disk_used * 1.7) % 0.8 + 0.05))
     return [
         DiskUsage(
             mountpoint="/data",
