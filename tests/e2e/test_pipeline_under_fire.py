@@ -23,8 +23,8 @@ from sysmetrics.schema import MetricsEvent, encode
 from sysmetrics.stream.simulator import generate
 from sysmetrics.warehouse.duckdb import DuckDBWarehouse
 from tests.conftest import settings_for
-from tests.support.brokers import TestBroker
-from tests.support.kafka_io import SYSMETRICS, produce
+from tests.support.brokers import DurableTansuBroker, TestBroker
+from tests.support.kafka_io import SYSMETRICS, produce, read_topic
 from tests.support.lake import event_id_counts
 from tests.support.waiting import wait_for
 
@@ -128,8 +128,11 @@ def lake_diagnosis(run: Run, expected: int) -> str:
     )
 
 
-def finish(run: Run, expected: int, quarantined: int = 0) -> None:
-    """Let the writers drain, stop them, run the hourly job for every hour, then check."""
+def finish(
+    run: Run, expected: int, quarantined: int = 0, events: list[MetricsEvent] | None = None
+) -> None:
+    """Let the writers drain, stop them, run the hourly job for every hour, then check the
+    warehouse against ``events`` (default: every produced event)."""
     try:
         wait_for(lambda: lake_lines(run) >= expected, 240, f"{expected} events in the lake")
     except AssertionError as exc:
@@ -141,7 +144,7 @@ def finish(run: Run, expected: int, quarantined: int = 0) -> None:
             assert process.wait(timeout=60) == 0
     end = START + timedelta(hours=HOURS)
     run.cli("batch", "backfill", "--from", START.isoformat(), "--to", end.isoformat())
-    check_warehouse(run, produced_events())
+    check_warehouse(run, produced_events() if events is None else events)
     q = sum(
         p.read_bytes().count(b"\n")
         for p in (Path(run.settings.lake_url) / "quarantine").rglob("*.jsonl")
@@ -308,7 +311,19 @@ def test_broker_killed_and_restarted(restartable_broker: TestBroker, tmp_path: P
         time.sleep(5)
         restartable_broker.start()
         assert sim.wait(timeout=400) == 0
-        finish(run, len(produced_events()))
+        produced = produced_events()
+        if isinstance(restartable_broker, DurableTansuBroker):
+            # Tansu on S3 acknowledges a produce before its object is written, so a kill -9
+            # can lose records it acknowledged (README: Known limitations; it lost 343 of
+            # 43,200 in one CI run). The pipeline must lose and duplicate nothing the broker
+            # kept: the expectation is what a fresh consumer reads back after the restart.
+            kept = {
+                json.loads(m.value())["event_id"]
+                for m in read_topic(run.settings, len(produced), timeout_s=90)
+            }
+            produced = [e for e in produced if e.event_id in kept]
+            print(f"durable Tansu kept {len(produced)} of {len(produced_events())} events")
+        finish(run, len(produced), events=produced)
     finally:
         for process in run.writers:
             if process.poll() is None:
