@@ -43,8 +43,8 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 
+from sysmetrics import prompb
 from sysmetrics.config import load_settings
-from sysmetrics.ingest import prompb
 from sysmetrics.stream.admin import ensure_topic
 from sysmetrics.stream.broker import EmbeddedBroker, free_port, stop_pid
 from sysmetrics.stream.kafka_config import consumer_config

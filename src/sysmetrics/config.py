@@ -207,6 +207,20 @@ class Settings(BaseSettings):
         "user (e.g. X-Forwarded-User); requests without it are refused",
     )
 
+    # Prometheus remote read (served by the dashboard at /api/v1/read)
+    remote_read_max_samples: int = Field(
+        20_000_000,
+        ge=1,
+        description="refuse a remote-read query that could read more samples than this "
+        "(sized from its range and hosts before reading)",
+    )
+    remote_read_max_series: int = Field(
+        200_000, ge=1, description="refuse a remote-read query that returns more series"
+    )
+    remote_read_timeout_s: float = Field(
+        60.0, gt=0, description="interrupt a remote-read query's warehouse statement after this"
+    )
+
     @field_validator("topic", "dead_letter_topic", "alert_state_topic")
     @classmethod
     def _topic_is_legal(cls, value: str | None) -> str | None:

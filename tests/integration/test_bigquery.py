@@ -15,10 +15,12 @@ from typing import Any
 
 import pytest
 
+from sysmetrics import prompb
 from sysmetrics.batch.hourly import run_hour
 from sysmetrics.config import Settings
 from sysmetrics.lake.compaction import compact_hour
 from sysmetrics.lake.store import LakeStore
+from sysmetrics.remote_read.query import Limits, read
 from sysmetrics.warehouse.bigquery import BigQueryWarehouse
 from sysmetrics.warehouse.duckdb import DuckDBWarehouse
 from tests.support.bigquery import BINARY, BigQueryEmulator
@@ -82,6 +84,22 @@ def tables(wh: Any) -> dict[str, list[tuple[Any, ...]]]:
     }
 
 
+def remote_read(wh: Any, store: LakeStore) -> list[tuple[Any, ...]]:
+    """Prometheus' remote read of raw and hourly CPU for every host but one."""
+    request = prompb.ReadRequest()
+    start = int(HOUR14.timestamp() * 1000)
+    query = request.queries.add(start_timestamp_ms=start, end_timestamp_ms=start + 3_600_000)
+    query.matchers.add(
+        type=prompb.MATCH_REGEX, name="__name__", value="sysmetrics_cpu_utilization_percent.*"
+    )
+    query.matchers.add(type=prompb.MATCH_NOT_EQUAL, name="host_id", value="web-1")
+    body = read(wh, store, "machine_metrics", request.SerializeToString(), Limits())
+    return [
+        (tuple((label.name, label.value) for label in ts.labels), len(ts.samples), ts.samples[-1])
+        for ts in prompb.ReadResponse.FromString(body).results[0].timeseries
+    ]
+
+
 def test_bigquery_load_aggregate_and_rerun_match_duckdb(
     cloud: tuple[FakeGcs, BigQueryEmulator], settings: Settings, tmp_path: Path
 ) -> None:
@@ -115,9 +133,14 @@ def test_bigquery_load_aggregate_and_rerun_match_duckdb(
         result = run_hour(cloud_settings, wh, store, HOUR14)
         assert (result.read, result.added) == (1, 30)
         second = tables(wh)
+        read_from_bigquery = remote_read(wh, store)
     finally:
         wh.close()
     assert first["raw"] == [(640, 640)] and second["raw"] == [(670, 670)]
+    hosts = {dict(labels)["host_id"] for labels, _, _ in read_from_bigquery}
+    assert hosts == {"gpu-9", HOSTILE, "late-3"}
+    names = {dict(labels)["__name__"] for labels, _, _ in read_from_bigquery}
+    assert len(read_from_bigquery) == 3 * len(names) and len(names) == 5  # raw + 4 hourly
     assert [row[0] for row in first["hourly"]] == ["gpu-9", "web-1", HOSTILE]
     assert ("gpu-9", "cpu_p95_high", "warning", 97.0) in first["alerts"]
     # Held for longer than HighTemperature's `for` (the run-length query on BigQuery too).
@@ -133,6 +156,8 @@ def test_bigquery_load_aggregate_and_rerun_match_duckdb(
             HOUR14,
         )
         assert tables(duck) == second  # from scratch in DuckDB = incremental in BigQuery
+        # Remote read: the same series and samples from both engines.
+        assert remote_read(duck, store) == read_from_bigquery
     finally:
         duck.close()
 

@@ -126,7 +126,9 @@ def test_node_exporter_through_prometheus_reaches_lake_warehouse_and_dashboard(
     ingest.start()
     node = NodeExporter()
     proxy = RecordingProxy(node.url)
-    prometheus = Prometheus(tmp_path / "prometheus", proxy.address, ingest.url, interval_s=2)
+    prometheus = Prometheus.scraping(
+        tmp_path / "prometheus", proxy.address, ingest.url, interval_s=2
+    )
     try:
         time.sleep(8)
         codes = poison_requests(ingest.url)  # beside the valid stream
@@ -222,7 +224,9 @@ def test_kafka_down_60s_and_receiver_killed_lose_and_duplicate_nothing(
     ingest = Ingest(settings, settings.data_dir)
     ingest.start()
     node = NodeExporter()
-    prometheus = Prometheus(tmp_path / "prometheus", f"127.0.0.1:{node.port}", ingest.url, 1)
+    prometheus = Prometheus.scraping(
+        tmp_path / "prometheus", f"127.0.0.1:{node.port}", ingest.url, 1
+    )
     try:
         time.sleep(8)
         restartable_broker.stop()

@@ -161,29 +161,39 @@ def remote_write_block(url: str) -> str:
 
 
 class Prometheus:
-    def __init__(self, work: Path, target: str, ingest_url: str, interval_s: float = 2) -> None:
-        assert PROMETHEUS is not None
+    """Debian's Prometheus with this configuration (and an empty TSDB of its own)."""
+
+    def __init__(self, work: Path, config: str) -> None:
+        assert PROMETHEUS is not None, "Prometheus missing: run scripts/install-system-deps.sh"
         work.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        config = work / "prometheus.yml"
-        config.write_text(
-            f"""global: {{scrape_interval: {interval_s}s, scrape_timeout: {interval_s}s}}
-scrape_configs:
-  - job_name: node
-    static_configs: [{{targets: ["{target}"]}}]
-{remote_write_block(ingest_url)}"""
-        )
+        self.url = f"http://127.0.0.1:{self.port}"
+        (work / "prometheus.yml").write_text(config)
         self.process = subprocess.Popen(
             [
                 PROMETHEUS,
-                f"--config.file={config}",
+                f"--config.file={work / 'prometheus.yml'}",
                 f"--storage.tsdb.path={work / 'tsdb'}",
                 f"--web.listen-address=127.0.0.1:{self.port}",
             ],
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=(work / "prometheus.log").open("wb"),
         )
-        wait_for(lambda: _ready(f"http://127.0.0.1:{self.port}/-/ready"), 60, "Prometheus")
+        wait_for(lambda: _ready(f"{self.url}/-/ready"), 60, "Prometheus")
+
+    @classmethod
+    def scraping(
+        cls, work: Path, target: str, ingest_url: str, interval_s: float = 2
+    ) -> Prometheus:
+        """Scrapes ``target`` and remote-writes what sysmetrics maps to ``ingest_url``."""
+        return cls(
+            work,
+            f"""global: {{scrape_interval: {interval_s}s, scrape_timeout: {interval_s}s}}
+scrape_configs:
+  - job_name: node
+    static_configs: [{{targets: ["{target}"]}}]
+{remote_write_block(ingest_url)}""",
+        )
 
     def stop(self) -> None:
         stop_pid(self.process.pid, timeout_s=60)

@@ -121,14 +121,14 @@ HOUR14 = datetime(2026, 11, 27, 14, tzinfo=UTC)
 
 
 def write_simulated_fleet(
-    lake_root: Path, hosts: int, start: datetime, hours: int, batch: int = 2000
+    lake_root: Path, hosts: int, start: datetime, hours: int, batch: int = 2000, seed: int = 42
 ) -> int:
     """The simulator's fleet (GPU servers, laptops, counter resets, late hosts) for ``hours``
     from ``start``, written as the lake writer lays it out; returns the number of events."""
     lake = LakeBuilder(lake_root)
     pending: list[MetricsEvent] = []
     written = 0
-    for _, e in generate(hosts, start, hours * 3600.0):
+    for _, e in generate(hosts, start, hours * 3600.0, seed=seed):
         pending.append(e)
         if len(pending) == batch:
             lake.add_batch(pending)

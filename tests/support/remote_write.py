@@ -5,7 +5,7 @@ from __future__ import annotations
 import cramjam
 from prometheus_client.parser import text_string_to_metric_families
 
-from sysmetrics.ingest import prompb
+from sysmetrics import prompb
 
 
 def series_of(exposition: str) -> list[tuple[dict[str, str], float]]:

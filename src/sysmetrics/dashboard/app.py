@@ -554,6 +554,11 @@ def create_app(
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
+    async def prometheus_remote_read(request: Request) -> Response:
+        from sysmetrics.remote_read.http import respond
+
+        return await respond(request, settings, query_warehouse)
+
     static = Path(__file__).parent / "static"
 
     @contextlib.asynccontextmanager
@@ -568,6 +573,7 @@ def create_app(
             Route("/host", host),  # ?id=: host ids may hold "/" and are passed verbatim
             Route("/alerts", alerts),
             Route("/healthz", health),
+            Route("/api/v1/read", prometheus_remote_read, methods=["POST"]),
             Mount("/static", StaticFiles(directory=static), name="static"),
         ],
         middleware=[Middleware(AuthMiddleware, settings=settings)],

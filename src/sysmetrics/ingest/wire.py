@@ -18,7 +18,7 @@ from typing import Final
 import cramjam
 from google.protobuf.message import DecodeError
 
-from sysmetrics.ingest import prompb
+from sysmetrics import prompb
 from sysmetrics.ingest.mapping import (
     OTEL_METRICS,
     OTEL_RESOURCE,

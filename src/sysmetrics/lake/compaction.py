@@ -394,18 +394,24 @@ def hour_stats(store: LakeStore, topic: str, hour: datetime) -> tuple[LayerStats
     return raw, curated
 
 
-def hour_hosts(store: LakeStore, topic: str, hour: datetime) -> int:
-    """Distinct hosts of the hour: from its curated file, else its raw files."""
+def hour_source(store: LakeStore, topic: str, hour: datetime) -> str | None:
+    """DuckDB's read of every event the lake holds for ``hour`` (each event possibly more than
+    once: readers deduplicate by event_id): its curated file plus the raw files that came
+    after it, else its raw files; None when the lake has nothing of the hour."""
     manifest = current_manifest(store, topic, hour)
     raw = raw_files(store, topic, hour)
     if manifest is not None:
-        source = curated_source(
+        return curated_source(
             curated_uri(store, topic, manifest),
             [store.uri(f) for f in raw if _name(f) not in set(manifest.sources)],
         )
-    elif raw:
-        source = raw_source([store.uri(f) for f in raw])
-    else:
+    return raw_source([store.uri(f) for f in raw]) if raw else None
+
+
+def hour_hosts(store: LakeStore, topic: str, hour: datetime) -> int:
+    """Distinct hosts of the hour: from its curated file, else its raw files."""
+    source = hour_source(store, topic, hour)
+    if source is None:
         return 0
     con = _connect(store)
     try:

@@ -75,6 +75,10 @@ class Warehouse(ABC):
         return self._rows(statement, {})
 
     @abstractmethod
+    def interrupt(self) -> None:
+        """Stop the statement running now, from another thread (a request past its timeout)."""
+
+    @abstractmethod
     def use_filesystem(self, filesystem: Any) -> None:
         """Let the engine read lake URIs of this fsspec filesystem (e.g. gcsfs for gs://)."""
 

@@ -64,11 +64,20 @@ class BigQueryWarehouse(Warehouse):
         )
 
     def _execute(self, statement: str, params: dict[str, Any]) -> None:
-        self.client.query(statement, job_config=self._job_config(params)).result()
+        self._start(statement, params).result()
 
     def _rows(self, statement: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-        result = self.client.query(statement, job_config=self._job_config(params)).result()
+        result = self._start(statement, params).result()
         return [dict(row.items()) for row in result]
+
+    def _start(self, statement: str, params: dict[str, Any]) -> Any:
+        self._running = self.client.query(statement, job_config=self._job_config(params))
+        return self._running
+
+    def interrupt(self) -> None:
+        job = getattr(self, "_running", None)
+        if job is not None:
+            job.cancel()
 
     def ensure_tables(self) -> None:
         from google.api_core.exceptions import NotFound

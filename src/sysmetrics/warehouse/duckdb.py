@@ -21,6 +21,7 @@ _TYPES = {
     "BOOL": "BOOLEAN",
 }
 _EVENTS_PLACEHOLDER = "__events__"
+_RAW_PLACEHOLDER = "__lake_hour__"
 
 
 class WarehouseBusyError(RuntimeError):
@@ -79,11 +80,24 @@ class DuckDBWarehouse(Warehouse):
     def _flatten(self, file_uris: list[str], curated: str | None = None) -> str:
         """FLATTEN over these lake files (and a curated Parquet file), in DuckDB's dialect."""
         if curated is not None:
-            source = curated_source(curated, file_uris)
-        else:
-            source = raw_source(file_uris, sql.flatten_fields())
+            return self._flattened(curated_source(curated, file_uris))
+        return self._flattened(raw_source(file_uris, sql.flatten_fields()))
+
+    def _flattened(self, source: str) -> str:
         flatten = self.render(sql.FLATTEN.replace("{events}", _EVENTS_PLACEHOLDER))
         return flatten.replace(_EVENTS_PLACEHOLDER, source)
+
+    def lake_rows(
+        self, template: str, source: str, hour: datetime, **params: Any
+    ) -> list[dict[str, Any]]:
+        """A statement over ``{raw}`` run on one lake hour instead of the table: ``source`` is
+        the hour's events (``lake.compaction.hour_source``), flattened as the load would."""
+        statement = self.render(template.replace("{raw}", _RAW_PLACEHOLDER))
+        statement = statement.replace(_RAW_PLACEHOLDER, f"({self._flattened(source)})")
+        return self._rows(statement, {**self.used_params(template, params), "start": hour})
+
+    def interrupt(self) -> None:
+        self._con.interrupt()
 
     def append_files(self, hour: datetime, file_uris: list[str], names: list[str]) -> Appended:
         with self._lock:

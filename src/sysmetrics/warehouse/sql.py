@@ -384,6 +384,57 @@ FROM slotted
 GROUP BY host_id
 """
 
+# Prometheus remote read (sysmetrics.remote_read): the series of the hosts that @m0, @m1…
+# select (``host_filter``), in [@start, @end] (raw) or for the hours ending in it (hourly).
+# Column lists come from the series catalog, never from a request.
+_READ_RAW = """
+SELECT host_id, hostname, os, UNIX_MILLIS(ts) AS t, {columns}
+FROM {{raw}} WHERE ts >= @start AND ts <= @end AND {hosts}
+ORDER BY host_id, hostname, os, t
+"""
+_READ_HOURLY = """
+SELECT host_id, hostname, os, UNIX_MILLIS(hour) + 3600000 AS t, {columns}
+FROM {{hourly}} WHERE hour >= @first_hour AND hour <= @last_hour AND {hosts}
+ORDER BY host_id, hostname, os, t
+"""
+# How many hosts a query selects (from the hourly table: 360x smaller than raw), to refuse
+# one that would read too much before reading it.
+_READ_HOSTS = """
+SELECT COUNT(DISTINCT host_id) AS hosts
+FROM {{hourly}} WHERE hour >= @first_hour AND hour <= @last_hour AND {hosts}
+"""
+READ_HOURS_HELD = """
+SELECT DISTINCT hour FROM {raw} WHERE hour >= @first_hour AND hour <= @last_hour
+"""
+_MATCH = {
+    "=": "{label} = @{param}",
+    "!=": "{label} != @{param}",
+    "=~": "REGEXP_CONTAINS({label}, @{param})",
+    "!~": "NOT REGEXP_CONTAINS({label}, @{param})",
+}
+
+
+def host_filter(matchers: list[tuple[str, str, str]]) -> str:
+    """``(label, op, param)`` matchers on host columns as one condition (TRUE for none); a
+    regex parameter must hold the anchored pattern. Labels come from the series catalog."""
+    return (
+        " AND ".join(_MATCH[op].format(label=label, param=param) for label, op, param in matchers)
+        or "TRUE"
+    )
+
+
+def read_raw(columns: list[str], hosts: str) -> str:
+    return _READ_RAW.format(columns=", ".join(columns), hosts=hosts)
+
+
+def read_hourly(columns: list[str], hosts: str) -> str:
+    return _READ_HOURLY.format(columns=", ".join(columns), hosts=hosts)
+
+
+def read_hosts(hosts: str) -> str:
+    return _READ_HOSTS.format(hosts=hosts)
+
+
 # Change vs the previous hour and vs the same hour of day over the host's last 7 days.
 TRENDS = """
 INSERT INTO {trends}

@@ -1,0 +1,365 @@
+"""Prometheus remote read over the warehouse and the lake: a ``ReadRequest`` in, a sampled
+``ReadResponse`` out.
+
+Per query: the ``__name__`` matchers pick series of the catalog (``series.py``); matchers on
+``host_id``, ``hostname`` and ``os`` become the SQL's WHERE (a query for one host reads that
+host); every matcher is then applied to each series' labels as Prometheus would (a label a
+series lacks is ""). Raw series come from the raw table, and from the lake (curated Parquet
+plus later raw files) for the hours of the range the table does not hold (its retention, or
+history never loaded); ``…_1h`` series from the hourly table.
+
+Before reading, a query is sized from its range, not from what is stored, so the same query
+is allowed or refused whatever the warehouse holds: hosts selected x samples per host (range /
+sample interval) x series families. Over ``max_samples`` it is refused with what to do
+instead; a statement past ``timeout_s`` is interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sysmetrics import prompb
+from sysmetrics.lake.compaction import hour_source, hours_in_lake
+from sysmetrics.lake.store import LakeStore
+from sysmetrics.remote_read import series as catalog
+from sysmetrics.timeutil import hour_floor
+from sysmetrics.warehouse import sql
+from sysmetrics.warehouse.base import Warehouse
+
+HOUR_MS = 3_600_000
+_OPS = {
+    prompb.MATCH_EQUAL: "=",
+    prompb.MATCH_NOT_EQUAL: "!=",
+    prompb.MATCH_REGEX: "=~",
+    prompb.MATCH_NOT_REGEX: "!~",
+}
+
+
+class RemoteReadError(ValueError):
+    """A request that cannot be answered as asked: ``status`` is the HTTP status to send."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_samples: int = 20_000_000
+    max_series: int = 200_000
+    timeout_s: float = 60.0
+    sample_interval_s: float = 10.0
+    """The fleet's sample interval: how many raw samples per host a range may hold."""
+
+
+@dataclass(frozen=True)
+class Matcher:
+    label: str
+    op: str
+    value: str
+    pattern: re.Pattern[str] | None = None
+
+    @classmethod
+    def of(cls, message: Any) -> Matcher:
+        op = _OPS.get(message.type)
+        if op is None:
+            raise RemoteReadError(f"unknown matcher type {message.type} on {message.name!r}")
+        pattern = None
+        if op in ("=~", "!~"):
+            try:
+                pattern = re.compile(message.value)
+            except re.error as exc:
+                raise RemoteReadError(f"bad regex {message.value!r}: {exc}") from exc
+        return cls(message.name, op, message.value, pattern)
+
+    def matches(self, value: str) -> bool:
+        if self.pattern is not None:
+            return (self.pattern.fullmatch(value) is not None) == (self.op == "=~")
+        return (value == self.value) == (self.op == "=")
+
+
+@dataclass
+class Selection:
+    raw: list[catalog.RawSeries]
+    devices: list[catalog.DeviceSeries]
+    hourly: list[catalog.HourlySeries]
+
+    @property
+    def raw_families(self) -> int:
+        return len(self.raw) + len(self.devices)
+
+
+def select(matchers: list[Matcher]) -> Selection:
+    """The catalog's series whose names pass every ``__name__`` matcher."""
+    names = [m for m in matchers if m.label == "__name__"]
+
+    def wanted(name: str) -> bool:
+        return all(m.matches(name) for m in names)
+
+    return Selection(
+        [s for s in catalog.RAW if wanted(s.name)],
+        [s for s in catalog.DEVICES if wanted(s.name)],
+        [s for s in catalog.HOURLY if wanted(s.name)],
+    )
+
+
+def pushdown(matchers: list[Matcher]) -> tuple[str, dict[str, str]]:
+    """The host-label matchers as a SQL condition and its parameters."""
+    conditions, params = [], {}
+    for i, m in enumerate(m for m in matchers if m.label in catalog.HOST_LABELS):
+        param = f"m{i}"
+        conditions.append((m.label, m.op, param))
+        params[param] = f"^(?:{m.value})$" if m.pattern is not None else m.value
+    return sql.host_filter(conditions), params
+
+
+@dataclass
+class _Series:
+    labels: dict[str, str]
+    samples: list[tuple[int, float]]
+
+
+def _value(value: Any) -> float | None:
+    if value is None:
+        return None
+    return float(value)
+
+
+class _Collector:
+    """Rows in, series out: one series per (host labels, name, device)."""
+
+    def __init__(self, matchers: list[Matcher], limits: Limits) -> None:
+        self.matchers = matchers
+        self.limits = limits
+        self.series: dict[tuple[str, ...], _Series] = {}
+        self.samples = 0
+
+    def _add(
+        self, row: dict[str, Any], name: str, extra: tuple[tuple[str, str], ...], v: Any
+    ) -> None:
+        value = _value(v)
+        if value is None:
+            return
+        key = (row["host_id"], row["hostname"] or "", row["os"] or "", name, *(x[1] for x in extra))
+        found = self.series.get(key)
+        if found is None:
+            labels = {"__name__": name, "host_id": key[0], "hostname": key[1], "os": key[2]}
+            labels.update(extra)
+            if not all(m.matches(labels.get(m.label, "")) for m in self.matchers):
+                self.series[key] = found = _Series({}, [])  # filtered out: remembered as empty
+            else:
+                if len(self.series) >= self.limits.max_series:
+                    raise RemoteReadError(
+                        f"the query selects more than {self.limits.max_series} series "
+                        "(SYSMETRICS_REMOTE_READ_MAX_SERIES): select fewer hosts or families",
+                        422,
+                    )
+                self.series[key] = found = _Series(labels, [])
+        if found.labels:
+            found.samples.append((row["t"], value))
+            self.samples += 1
+
+    def raw_rows(self, rows: list[dict[str, Any]], selection: Selection) -> None:
+        for row in rows:
+            for s in selection.raw:
+                self._add(row, s.name, (), row[s.column])
+            parsed: dict[str, list[dict[str, Any]]] = {}
+            for d in selection.devices:
+                if d.column not in parsed:
+                    parsed[d.column] = json.loads(row[d.column] or "[]")
+                for device in parsed[d.column]:
+                    self._add(row, d.name, ((d.label, str(device[d.key])),), device.get(d.field))
+        self._check_samples()
+
+    def hourly_rows(self, rows: list[dict[str, Any]], selection: Selection) -> None:
+        for row in rows:
+            for s in selection.hourly:
+                self._add(row, s.name, (), row[s.column])
+        self._check_samples()
+
+    def _check_samples(self) -> None:
+        if self.samples > self.limits.max_samples:
+            raise RemoteReadError(
+                f"the query returns more than {self.limits.max_samples} samples "
+                "(SYSMETRICS_REMOTE_READ_MAX_SAMPLES): narrow the range or the hosts",
+                422,
+            )
+
+    def result(self) -> Iterator[_Series]:
+        found = [s for s in self.series.values() if s.samples]
+        found.sort(key=lambda s: sorted(s.labels.items()))
+        for s in found:
+            s.samples.sort()
+            yield s
+
+
+class _Deadline:
+    """Interrupts the warehouse's running statement once ``timeout_s`` has passed."""
+
+    def __init__(self, engines: list[Warehouse], timeout_s: float) -> None:
+        self.expired = False
+        self._engines = engines
+        self._timer = threading.Timer(timeout_s, self._fire)
+        self._timer.daemon = True
+
+    def _fire(self) -> None:
+        self.expired = True
+        for engine in self._engines:
+            engine.interrupt()
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._timer.cancel()
+
+
+def _hour_params(start_ms: int, end_ms: int) -> tuple[datetime, datetime]:
+    start = datetime.fromtimestamp(start_ms / 1000, UTC)
+    end = datetime.fromtimestamp(end_ms / 1000, UTC)
+    return hour_floor(start), hour_floor(end)
+
+
+def size_up(
+    wh: Warehouse,
+    query: Any,
+    selection: Selection,
+    where: str,
+    params: dict[str, str],
+    limits: Limits,
+) -> int:
+    """An upper bound of the samples the query may return, from its range (see the module)."""
+    start_ms, end_ms = query.start_timestamp_ms, query.end_timestamp_ms
+    first_hour, last_hour = _hour_params(start_ms, end_ms)
+    hosts = wh.scalar(sql.read_hosts(where), first_hour=first_hour, last_hour=last_hour, **params)
+    hosts = max(int(hosts or 0), 1)
+    per_host_raw = (end_ms - start_ms) / 1000 / limits.sample_interval_s + 1
+    per_host_hourly = (end_ms - start_ms) / HOUR_MS + 1
+    estimate = hosts * (
+        selection.raw_families * per_host_raw + len(selection.hourly) * per_host_hourly
+    )
+    if estimate > limits.max_samples:
+        days = (end_ms - start_ms) / 86_400_000
+        raise RemoteReadError(
+            f"the query could read ~{estimate:,.0f} samples ({hosts} hosts x {days:,.1f} days x "
+            f"{selection.raw_families} raw + {len(selection.hourly)} hourly families), over the "
+            f"limit of {limits.max_samples:,} (SYSMETRICS_REMOTE_READ_MAX_SAMPLES): narrow the "
+            "range or the hosts, or read the …_1h series (hourly aggregates) for long ranges",
+            422,
+        )
+    return int(estimate)
+
+
+def run_query(
+    wh: Warehouse, store: LakeStore | None, topic: str, query: Any, limits: Limits
+) -> list[_Series]:
+    """One query of a ReadRequest: its series, each with its samples in time order."""
+    if query.end_timestamp_ms < query.start_timestamp_ms:
+        raise RemoteReadError("end_timestamp_ms is before start_timestamp_ms")
+    matchers = [Matcher.of(m) for m in query.matchers]
+    selection = select(matchers)
+    if not selection.raw_families and not selection.hourly:
+        return []
+    where, params = pushdown(matchers)
+    size_up(wh, query, selection, where, params, limits)
+    collector = _Collector(matchers, limits)
+    start_ms, end_ms = query.start_timestamp_ms, query.end_timestamp_ms
+    start = datetime.fromtimestamp(start_ms / 1000, UTC)
+    end = datetime.fromtimestamp(end_ms / 1000, UTC)
+    first_hour, last_hour = hour_floor(start), hour_floor(end)
+    if selection.raw_families:
+        columns = sorted({s.column for s in selection.raw} | {d.column for d in selection.devices})
+        statement = sql.read_raw(columns, where)
+        collector.raw_rows(wh.rows(statement, start=start, end=end, **params), selection)
+        if store is not None:
+            held = {
+                hour_floor(r["hour"])
+                for r in wh.rows(sql.READ_HOURS_HELD, first_hour=first_hour, last_hour=last_hour)
+            }
+            for hour in lake_hours(store, topic, first_hour, last_hour, held):
+                source = hour_source(store, topic, hour)
+                if source is None:
+                    continue
+                rows = _lake_engine(store).lake_rows(
+                    statement, source, hour, start=start, end=end, **params
+                )
+                collector.raw_rows(rows, selection)
+    if selection.hourly:
+        statement = sql.read_hourly([s.column for s in selection.hourly], where)
+        # The sample of hour h is stamped h + 1h: the hours whose end lies in [start, end].
+        rows = wh.rows(
+            statement,
+            first_hour=hour_floor(start - timedelta(milliseconds=1)),
+            last_hour=hour_floor(end) - timedelta(hours=1),
+            **params,
+        )
+        collector.hourly_rows([r for r in rows if start_ms <= r["t"] <= end_ms], selection)
+    return list(collector.result())
+
+
+def lake_hours(
+    store: LakeStore, topic: str, first: datetime, last: datetime, held: set[datetime]
+) -> list[datetime]:
+    """Hours of [first, last] that the lake has and the warehouse's raw table does not."""
+    found = set(hours_in_lake(store, topic, "curated")) | set(hours_in_lake(store, topic, "raw"))
+    return sorted(h for h in found if first <= h <= last and h not in held)
+
+
+_local = threading.local()
+
+
+def _lake_engine(store: LakeStore) -> Any:
+    """An in-memory DuckDB that reads the lake's files (whatever the warehouse is)."""
+    from sysmetrics.warehouse.duckdb import DuckDBWarehouse
+
+    engine = getattr(_local, "engine", None)
+    if engine is None:
+        engine = _local.engine = DuckDBWarehouse(":memory:")
+    if not store.is_local:
+        engine.use_filesystem(store.fs)
+    return engine
+
+
+def read(wh: Warehouse, store: LakeStore | None, topic: str, body: bytes, limits: Limits) -> bytes:
+    """A ReadRequest's protobuf bytes in, the ReadResponse's protobuf bytes out."""
+    from google.protobuf.message import DecodeError
+
+    try:
+        request = prompb.ReadRequest.FromString(body)
+    except DecodeError as exc:
+        raise RemoteReadError(f"not a protobuf ReadRequest: {exc}") from exc
+    accepted = list(request.accepted_response_types)
+    if accepted and prompb.RESPONSE_SAMPLES not in accepted:
+        raise RemoteReadError(
+            "only the sampled response type is served; accept SAMPLES (Prometheus does)"
+        )
+    response = prompb.ReadResponse()
+    engines = [wh] + ([_lake_engine(store)] if store is not None else [])
+    with _Deadline(engines, limits.timeout_s) as deadline:
+        try:
+            for query in request.queries:
+                result = response.results.add()
+                for found in run_query(wh, store, topic, query, limits):
+                    ts = result.timeseries.add()
+                    for name, value in sorted(found.labels.items()):
+                        ts.labels.add(name=name, value=value)
+                    for t, v in found.samples:
+                        ts.samples.add(timestamp=t, value=v)
+        except RemoteReadError:
+            raise
+        except Exception as exc:
+            if deadline.expired:
+                raise RemoteReadError(
+                    f"the query took longer than {limits.timeout_s:g} s "
+                    "(SYSMETRICS_REMOTE_READ_TIMEOUT_S): narrow the range or the hosts",
+                    503,
+                ) from exc
+            raise
+    return bytes(response.SerializeToString())
