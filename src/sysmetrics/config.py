@@ -79,6 +79,13 @@ class Settings(BaseSettings):
         description="raw JSON of an hour is deleted this long after it, once its curated "
         "Parquet is verified (0: keep forever)",
     )
+    warehouse_raw_retention_days: int = Field(
+        0,
+        ge=0,
+        description="the warehouse's raw rows of an hour are deleted this long after it (outside "
+        "the look-back window); the hourly aggregates stay, and remote read answers those hours "
+        "from the lake (0: keep forever)",
+    )
     quarantine_retention_days: int = Field(
         30, ge=0, description="quarantined messages are deleted after this (0: keep forever)"
     )

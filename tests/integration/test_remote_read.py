@@ -25,13 +25,12 @@ import uvicorn
 from pydantic import SecretStr
 
 from sysmetrics import prompb
-from sysmetrics.batch.hourly import run_hour
+from sysmetrics.batch.hourly import prune_raw_rows, run_hour
 from sysmetrics.config import Settings
 from sysmetrics.dashboard.app import create_app
 from sysmetrics.lake.compaction import compact_hour
 from sysmetrics.lake.store import LakeStore
 from sysmetrics.stream.broker import free_port
-from sysmetrics.warehouse import sql
 from sysmetrics.warehouse.duckdb import DuckDBWarehouse
 from tests.support.agents import PROMETHEUS, Prometheus
 from tests.support.lakes import HOUR14, write_simulated_fleet
@@ -96,9 +95,11 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     for row in wh.rows("SELECT host_id, UNIX_MILLIS(ts) AS t, cpu_pct FROM {raw} ORDER BY ts"):
         expected_cpu.setdefault(row["host_id"], []).append((row["t"], row["cpu_pct"]))
     for n in range(LAKE_ONLY):
-        hour = START + timedelta(hours=n)
-        assert compact_hour(store, settings.topic, hour).version == 1
-        wh.execute(sql.delete_hour("raw"), start=hour)  # what warehouse retention does
+        assert compact_hour(store, settings.topic, START + timedelta(hours=n)).version == 1
+    # Warehouse retention of 1 day, a day after them: those hours leave the raw table.
+    retention = settings.model_copy(update={"warehouse_raw_retention_days": 1})
+    now = START + timedelta(hours=LAKE_ONLY + 24)
+    assert prune_raw_rows(retention, wh, now) == START + timedelta(hours=LAKE_ONLY - 1)
     held = wh.scalar("SELECT MIN(hour) FROM {raw}")
     wh.close()
     assert held == START + timedelta(hours=LAKE_ONLY)

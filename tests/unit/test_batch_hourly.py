@@ -15,6 +15,8 @@ from sysmetrics.batch.hourly import (
     HourScope,
     aggregate,
     check_raw,
+    ledger,
+    prune_raw_rows,
     run_hour,
 )
 from sysmetrics.config import Settings
@@ -341,3 +343,32 @@ def test_hostile_host_ids_reach_the_tables_verbatim(
     stored = {r["host_id"] for r in wh.native_query("SELECT host_id FROM hourly_host_metrics")}
     assert stored == set(hostile)
     assert wh.native_query("SELECT COUNT(*) AS n FROM raw_metrics")[0]["n"] == 90
+
+
+def test_warehouse_retention_drops_old_raw_rows_and_a_late_file_reloads_the_whole_hour(
+    settings: Settings, wh: DuckDBWarehouse, lake: LakeBuilder
+) -> None:
+    old = HOUR14 - 10 * 24 * H
+    lake.add_batch(steady_host("web", old, cpu=30.0, samples=60))
+    lake.add_batch(steady_host("web", HOUR14, cpu=40.0, samples=60))
+    run(settings, wh, old)
+    run(settings, wh)
+    kept = settings.model_copy(update={"warehouse_raw_retention_days": 7})
+    last = prune_raw_rows(kept, wh, now=HOUR14 + H)
+    assert last == HOUR14 - 7 * 24 * H  # ended 7 days before now
+
+    def raw_rows(hour: datetime) -> int:
+        return int(wh.scalar("SELECT COUNT(*) FROM {raw} WHERE hour = @start", start=hour))
+
+    assert (raw_rows(old), raw_rows(HOUR14)) == (0, 60)
+    assert ledger(wh, old) == set()
+    assert hourly(wh, "web", old)["samples"] == 60  # the aggregates stay
+    # A laptop back after days, with samples of the pruned hour: the hour is reloaded from
+    # the lake whole (not 5 rows beside nothing), and every host of it recomputed.
+    (path,) = lake.add_batch(steady_host("laptop", old + timedelta(minutes=30), 20.0, samples=5))
+    marker = Path(settings.lake_url) / layout.late_marker_path(settings.topic, old, path.name)
+    marker.parent.mkdir(parents=True)
+    marker.touch()
+    assert old in run(settings, wh).beyond_lookback
+    assert raw_rows(old) == 65
+    assert hourly(wh, "web", old)["samples"] == 60 and hourly(wh, "laptop", old)["samples"] == 5

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import yaml
@@ -131,3 +132,36 @@ def test_cluster_variant_clients_use_sasl_ssl_with_their_own_user() -> None:
     assert all(dep["condition"] == "service_healthy" for dep in setup["depends_on"].values())
     for name, secret in spec["secrets"].items():
         assert (DEPLOY / secret["file"]).parent.name in {"secrets", "deploy"}, name
+
+
+def test_grafana_charts_through_a_prometheus_that_reads_the_dashboard() -> None:
+    services = compose()["services"]
+    prometheus = services["prometheus"]
+    mounted = dict(m.split(":", 1) for m in prometheus["volumes"])
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    assert mounted["./prometheus/prometheus.yml"] == "/etc/prometheus/prometheus.yml:ro"
+    [source] = config["remote_read"]
+    port = services["dashboard"]["ports"][0].split(":")[1]
+    assert source["url"] == f"http://dashboard:{port}/api/v1/read"
+    assert source["read_recent"] is True  # it holds nothing of its own
+    assert source["authorization"]["credentials_file"] == "/run/secrets/dashboard_token"
+    assert prometheus["secrets"] == ["dashboard_token"]
+
+    grafana = services["grafana"]
+    for volume in grafana["volumes"]:
+        assert (DEPLOY / volume.split(":")[0]).is_dir(), volume
+    [datasource] = yaml.safe_load(
+        (DEPLOY / "grafana/provisioning/datasources/sysmetrics.yaml").read_text()
+    )["datasources"]
+    assert datasource["url"] == "http://prometheus:9090" and "9090:9090" in prometheus["ports"]
+    dashboards = yaml.safe_load(
+        (DEPLOY / "grafana/provisioning/dashboards/sysmetrics.yaml").read_text()
+    )["providers"][0]["options"]["path"]
+    assert any(v.endswith(f":{dashboards}:ro") for v in grafana["volumes"])
+    board = json.loads((DEPLOY / "grafana/dashboards/sysmetrics-fleet.json").read_text())
+    uids = {
+        target["datasource"]["uid"]
+        for panel in board["panels"]
+        for target in panel.get("targets", [])
+    }
+    assert uids == {datasource["uid"]}

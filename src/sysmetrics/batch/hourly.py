@@ -609,11 +609,23 @@ def run_hour(
     host_quality(wh, loaded.scopes, settings)
     trends(wh, loaded.scopes)
     alerts(wh, loaded.scopes, settings)
-    record_run(wh, result, datetime.now(UTC))
+    now = datetime.now(UTC)
+    record_run(wh, result, now)
+    prune_raw_rows(settings, wh, now)
     store.delete(loaded.markers)
     if loaded.manifests is not None:
         record_manifests(wh, store, settings.topic, loaded.manifests)
     return result
+
+
+def prune_raw_rows(settings: Settings, wh: Warehouse, now: datetime) -> datetime | None:
+    """Delete the raw rows past SYSMETRICS_WAREHOUSE_RAW_RETENTION_DAYS (never inside the
+    look-back window, whose hours may still be recomputed from them); the last hour deleted."""
+    last = last_prunable_hour(now, settings.warehouse_raw_retention_days, settings.lookback_hours)
+    if last is not None:
+        for statement in sql.PRUNE_RAW:
+            wh.execute(statement, last=last)
+    return last
 
 
 @dataclass

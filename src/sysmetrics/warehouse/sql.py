@@ -276,6 +276,14 @@ def delete_hour(kind: str) -> str:
     return f"DELETE FROM {{{kind}}} WHERE hour = @start"
 
 
+# Warehouse retention: the raw rows of every hour up to @last, and their ledger entries, so a
+# late file for such an hour reloads it from the lake from scratch (never an hour of a few rows).
+PRUNE_RAW = (
+    "DELETE FROM {raw} WHERE hour <= @last",
+    "DELETE FROM {loaded_files} WHERE hour <= @last",
+)
+
+
 def delete_hosts(kind: str) -> str:
     """The statement that empties the hosts in scope (``IN_SCOPE``) of hour @start of a
     per-host table (``hourly``, ``quality``…)."""
