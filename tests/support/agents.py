@@ -163,7 +163,7 @@ def remote_write_block(url: str) -> str:
 class Prometheus:
     """Debian's Prometheus with this configuration (and an empty TSDB of its own)."""
 
-    def __init__(self, work: Path, config: str) -> None:
+    def __init__(self, work: Path, config: str, flags: tuple[str, ...] = ()) -> None:
         assert PROMETHEUS is not None, "Prometheus missing: run scripts/install-system-deps.sh"
         work.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -175,6 +175,7 @@ class Prometheus:
                 f"--config.file={work / 'prometheus.yml'}",
                 f"--storage.tsdb.path={work / 'tsdb'}",
                 f"--web.listen-address=127.0.0.1:{self.port}",
+                *flags,
             ],
             stdout=subprocess.DEVNULL,
             stderr=(work / "prometheus.log").open("wb"),
