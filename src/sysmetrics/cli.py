@@ -1213,6 +1213,7 @@ EXTRA_OF_MODULE = {
     "duckdb": "warehouse",
     "sqlglot": "warehouse",
     "gcsfs": "gcp",
+    "s3fs": "s3",
     "google": "gcp",
     "starlette": "dashboard",
     "uvicorn": "dashboard",

@@ -102,6 +102,9 @@ class Settings(BaseSettings):
         "counted by the writer and its host flagged clock_skew by the hourly job",
     )
     gcs_endpoint: str | None = Field(None, description="GCS API endpoint (emulator)")
+    s3_endpoint: str | None = Field(
+        None, description="S3 API endpoint of an s3:// lake that is not AWS (MinIO, Ceph…)"
+    )
     gcp_project: str | None = None
 
     # Warehouse and hourly batch

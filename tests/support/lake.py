@@ -1,4 +1,4 @@
-"""Reading a local lake back, to check exactly-once contents."""
+"""Reading a lake back (a local folder, or any store), to check exactly-once contents."""
 
 from __future__ import annotations
 
@@ -9,16 +9,22 @@ from pathlib import Path
 
 import zstandard
 
+from sysmetrics.lake import layout
+from sysmetrics.lake.store import LakeStore
+
 
 def data_files(lake: Path) -> list[Path]:
     return sorted(p for p in (lake / "raw").rglob("*.jsonl*") if not p.name.startswith("."))
 
 
 def read_lines(path: Path) -> list[bytes]:
-    data = path.read_bytes()
-    if path.name.endswith(".gz"):
+    return lines_of(path.name, path.read_bytes())
+
+
+def lines_of(name: str, data: bytes) -> list[bytes]:
+    if name.endswith(".gz"):
         data = gzip.decompress(data)
-    elif path.name.endswith(".zst"):
+    elif name.endswith(".zst"):
         data = zstandard.ZstdDecompressor().decompressobj().decompress(data)
     return [line for line in data.split(b"\n") if line]
 
@@ -27,5 +33,14 @@ def event_id_counts(lake: Path) -> Counter[str]:
     counts: Counter[str] = Counter()
     for path in data_files(lake):
         for line in read_lines(path):
+            counts[json.loads(line)["event_id"]] += 1
+    return counts
+
+
+def store_event_id_counts(store: LakeStore, topic: str) -> Counter[str]:
+    """The same over a lake store's raw files (gs://, s3://)."""
+    counts: Counter[str] = Counter()
+    for rel in store.glob(f"{layout.raw_root(topic)}/*/*/*/*/*.jsonl*"):
+        for line in lines_of(rel, store.get(rel) or b""):
             counts[json.loads(line)["event_id"]] += 1
     return counts

@@ -8,6 +8,7 @@ fsync, then ``link`` it to the final name, which fails if the name exists; GCS:
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import contextlib
 import ctypes
 import logging
@@ -47,7 +48,13 @@ class StoreError(OSError):
 
 
 class LakeStore:
-    def __init__(self, url: str, gcs_endpoint: str | None = None, project: str | None = None):
+    def __init__(
+        self,
+        url: str,
+        gcs_endpoint: str | None = None,
+        project: str | None = None,
+        s3_endpoint: str | None = None,
+    ):
         self.url = url.rstrip("/")
         options: dict[str, Any] = {}
         if url.startswith("gs://"):
@@ -56,6 +63,14 @@ class LakeStore:
                 options.update(endpoint_url=gcs_endpoint, token="anon")
             if project:
                 options["project"] = project
+        elif url.startswith("s3://"):
+            # Credentials and region the AWS way (environment, ~/.aws, instance role).
+            if s3_endpoint:  # MinIO, Ceph, a local emulator
+                options["endpoint_url"] = s3_endpoint
+        for prefix, module in (("gs://", "gcsfs"), ("s3://", "s3fs")):
+            if url.startswith(prefix) and importlib.util.find_spec(module) is None:
+                # main() names the extra that installs it.
+                raise ModuleNotFoundError(f"{module} is needed for {prefix} lakes", name=module)
         self.fs, root = fsspec.core.url_to_fs(self.url, **options)
         self.root = root.rstrip("/")
         self.is_local = (
@@ -67,7 +82,9 @@ class LakeStore:
     @classmethod
     def from_settings(cls, settings: Settings) -> LakeStore:
         """The lake the settings name (SYSMETRICS_LAKE_URL, GCS endpoint and project)."""
-        return cls(settings.lake_url, settings.gcs_endpoint, settings.gcp_project)
+        return cls(
+            settings.lake_url, settings.gcs_endpoint, settings.gcp_project, settings.s3_endpoint
+        )
 
     def full(self, rel: str) -> str:
         return f"{self.root}/{rel}"

@@ -1,11 +1,14 @@
-"""The lake on Google Cloud Storage, through the real GCS API of fake-gcs-server."""
+"""The lake on object stores, through their real APIs: Google Cloud Storage (fake-gcs-server)
+and S3 (moto's server): create-if-absent, the writer through an outage, compaction and
+retention. The same tests on both."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,26 +23,48 @@ from sysmetrics.warehouse.duckdb import DuckDBWarehouse
 from tests.support.events import as_messages, simulated
 from tests.support.gcs import FakeGcs
 from tests.support.kafka_io import produce
+from tests.support.s3 import FakeS3
 from tests.support.waiting import wait_for
 
 START = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 
 
-@pytest.fixture
-def gcs(tmp_path: Path) -> Iterator[FakeGcs]:
-    server = FakeGcs(tmp_path / "gcs")
-    server.start()
-    server.create_bucket("lake")
-    yield server
-    server.stop()
+@dataclass
+class ObjectStore:
+    settings: dict[str, str]
+    """What points Settings at it (lake_url, endpoint…)."""
+    stop: Callable[[], None]
+    start: Callable[[], None]
+
+    def store(self) -> LakeStore:
+        return LakeStore(
+            self.settings["lake_url"],
+            gcs_endpoint=self.settings.get("gcs_endpoint"),
+            project=self.settings.get("gcp_project"),
+            s3_endpoint=self.settings.get("s3_endpoint"),
+        )
 
 
-def gcs_store(gcs: FakeGcs) -> LakeStore:
-    return LakeStore("gs://lake/prod", gcs_endpoint=gcs.endpoint, project="test")
+@pytest.fixture(params=["gcs", "s3"])
+def object_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ObjectStore]:
+    if request.param == "gcs":
+        gcs = FakeGcs(tmp_path / "gcs")
+        gcs.start()
+        gcs.create_bucket("lake")
+        # Same port and filesystem root on restart: the objects are back.
+        urls = {"lake_url": "gs://lake/prod", "gcs_endpoint": gcs.endpoint, "gcp_project": "test"}
+        yield ObjectStore(urls, gcs.stop, gcs.start)
+        gcs.stop()
+        return
+    s3 = FakeS3()
+    s3.start_server()
+    s3.create_bucket("lake")
+    yield ObjectStore({"lake_url": "s3://lake/prod", "s3_endpoint": s3.endpoint}, s3.stop, s3.start)
+    s3.close()
 
 
-def test_create_if_absent_uses_generation_preconditions(gcs: FakeGcs) -> None:
-    store = gcs_store(gcs)
+def test_create_if_absent_uses_preconditions(object_store: ObjectStore) -> None:
+    store = object_store.store()
     assert store.create("raw/x/a.jsonl", b"first\n") is True
     assert store.create("raw/x/a.jsonl", b"second\n") is False
     assert store.get("raw/x/a.jsonl") == b"first\n"
@@ -50,39 +75,33 @@ def test_create_if_absent_uses_generation_preconditions(gcs: FakeGcs) -> None:
 
 @pytest.mark.broker
 @pytest.mark.slow
-def test_writer_survives_a_gcs_outage_and_the_hour_loads_from_gs(
-    tansu_settings: Settings, gcs: FakeGcs
+def test_writer_survives_a_storage_outage_and_the_hour_loads_from_the_store(
+    tansu_settings: Settings, object_store: ObjectStore
 ) -> None:
     """Broker-independent: runs once, on Tansu."""
     settings = tansu_settings.model_copy(
-        update={
-            "lake_url": "gs://lake/prod",
-            "gcs_endpoint": gcs.endpoint,
-            "gcp_project": "test",
-            "flush_seconds": 1.0,
-            "lake_compression": "zstd",
-        }
+        update={**object_store.settings, "flush_seconds": 1.0, "lake_compression": "zstd"}
     )
     events = simulated(5, START, 1200)
     messages = as_messages(events)
     produce(settings, messages[:200])
-    writer = LakeWriter(settings, store=gcs_store(gcs))
+    writer = LakeWriter(settings, store=object_store.store())
     thread = threading.Thread(target=writer.run, daemon=True)
     thread.start()
     try:
-        wait_for(lambda: writer.stats.records == 200, 60, "the first 200 events on GCS")
-        gcs.stop()  # storage down
+        wait_for(lambda: writer.stats.records == 200, 60, "the first 200 events in the store")
+        object_store.stop()  # storage down
         produce(settings, messages[200:])
-        wait_for(lambda: writer.stats.store_failures >= 2, 120, "retries while GCS is down")
-        time.sleep(10)
-        assert writer.stats.records == 200, "nothing may be committed while GCS is down"
-        gcs.start()  # same port, same filesystem root: the objects are back
+        wait_for(lambda: writer.stats.store_failures >= 2, 120, "retries while it is down")
+        time.sleep(5)
+        assert writer.stats.records == 200, "nothing may be committed while storage is down"
+        object_store.start()
         wait_for(lambda: writer.stats.records == len(events), 180, "recovery after the outage")
     finally:
         writer.stop.set()
         thread.join(60)
 
-    store = gcs_store(gcs)
+    store = object_store.store()
     files = store.glob(f"{layout.raw_root(settings.topic)}/*/*/*/*/*.jsonl.zst")
     assert files and all(f.endswith(".jsonl.zst") for f in files)
     wh = DuckDBWarehouse(settings.warehouse_url)
@@ -95,8 +114,8 @@ def test_writer_survives_a_gcs_outage_and_the_hour_loads_from_gs(
     assert ids == Counter({e.event_id: 1 for e in events})
 
 
-def test_compaction_verify_and_prune_on_gcs(gcs: FakeGcs, tmp_path: Path) -> None:
-    """The curated layer on the GCS API: the hour compacted from gs:// equals its raw events,
+def test_compaction_verify_and_prune(object_store: ObjectStore, tmp_path: Path) -> None:
+    """The curated layer on the store's API: the hour compacted from it equals its raw events,
     verifies, and its raw objects are pruned only then."""
     from sysmetrics.lake.compaction import (
         compact_hour,
@@ -107,7 +126,7 @@ def test_compaction_verify_and_prune_on_gcs(gcs: FakeGcs, tmp_path: Path) -> Non
     )
     from sysmetrics.schema import decode, encode
 
-    store = gcs_store(gcs)
+    store = object_store.store()
     events = simulated(6, START, 3600.0)
     for n in range(0, len(events), 500):
         chunk = events[n : n + 500]
