@@ -8,9 +8,9 @@ fsync, then ``link`` it to the final name, which fails if the name exists; GCS:
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import contextlib
 import ctypes
+import importlib.util
 import logging
 import os
 import sys
