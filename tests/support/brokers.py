@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Protocol
@@ -48,18 +46,10 @@ class DurableTansuBroker(TansuBroker):
     def __init__(self, work_dir: Path) -> None:
         import boto3
 
+        from tests.support.s3 import moto_server
+
         self._s3_port = free_port()
-        self._moto = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "moto_server"),
-                "-H",
-                "127.0.0.1",
-                "-p",
-                str(self._s3_port),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        self._moto = moto_server(self._s3_port)
         endpoint = f"http://127.0.0.1:{self._s3_port}"
         self._env = {
             "AWS_ACCESS_KEY_ID": "test",

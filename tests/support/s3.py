@@ -22,6 +22,15 @@ CREDENTIALS = {
 }
 
 
+def moto_server(port: int) -> subprocess.Popen[bytes]:
+    """moto's S3 (and other AWS APIs) server on 127.0.0.1:port."""
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 def _pump(source: socket.socket, target: socket.socket) -> None:
     with contextlib.suppress(OSError):
         while data := source.recv(65536):
@@ -45,17 +54,7 @@ class FakeS3:
         return f"http://127.0.0.1:{self.port}"
 
     def start_server(self) -> None:
-        self._server = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "moto_server"),
-                "-H",
-                "127.0.0.1",
-                "-p",
-                str(self._server_port),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        self._server = moto_server(self._server_port)
         self.start()
         wait_for(self._answers, 30, "moto's S3 server")
 

@@ -63,10 +63,9 @@ class LakeStore:
                 options.update(endpoint_url=gcs_endpoint, token="anon")
             if project:
                 options["project"] = project
-        elif url.startswith("s3://"):
-            # Credentials and region the AWS way (environment, ~/.aws, instance role).
-            if s3_endpoint:  # MinIO, Ceph, a local emulator
-                options["endpoint_url"] = s3_endpoint
+        elif url.startswith("s3://") and s3_endpoint:  # MinIO, Ceph, a local emulator
+            # Credentials and region stay the AWS way (environment, ~/.aws, instance role).
+            options["endpoint_url"] = s3_endpoint
         for prefix, module in (("gs://", "gcsfs"), ("s3://", "s3fs")):
             if url.startswith(prefix) and importlib.util.find_spec(module) is None:
                 # main() names the extra that installs it.
