@@ -11,9 +11,10 @@ family of the host) and over 30 days from the hourly aggregates (`…_avg_1h`). 
 same run: the same PromQL against a Prometheus holding the same samples in its own TSDB
 (`promtool tsdb create-blocks-from openmetrics`, the queried host plus --tsdb-hosts others).
 
-The warehouse is generated in SQL with the real tables (`ensure_tables`), hour by hour with
-the hosts interleaved as the hourly load leaves them; values are synthetic (waves and ramps),
-event ids empty: no query here reads them.
+The warehouse is generated in SQL with the real tables (`ensure_tables`), hour by hour as the
+hourly job leaves them (complete hours stored by host and time, the last hour's hosts
+interleaved as flushes append them); values are synthetic (waves and ramps), event ids empty:
+no query here reads them.
 
     .venv/bin/python benchmarks/remote_read.py [--hosts 10000] [--rounds 5]
         (goal: each request and each PromQL query <= 1 s on this machine)
@@ -73,7 +74,7 @@ FROM (
     'bench-' || lpad(h::VARCHAR, 5, '0') AS host_id
   FROM range(360) AS a(s), range($hosts) AS b(h)
 )
-ORDER BY s, h
+ORDER BY {order}
 """
 HOURLY_ROWS = """
 INSERT INTO hourly_host_metrics (host_id, hour, hostname, samples, completeness_pct, cpu_avg,
@@ -96,7 +97,9 @@ def build(path: Path, hosts: int, end: datetime, raw_hours: int, hourly_days: in
     began = time.perf_counter()
     for n in range(raw_hours):
         hour = end - timedelta(hours=raw_hours - n)
-        con.execute(RAW_ROWS, {"hour": hour, "k0": n * 360, "hosts": hosts})
+        # As the hourly job leaves them: complete hours by host, the live hour as it came.
+        order = "s, h" if n == raw_hours - 1 else "h, s"
+        con.execute(RAW_ROWS.format(order=order), {"hour": hour, "k0": n * 360, "hosts": hosts})
         print(f"  raw hour {n + 1}/{raw_hours} ({time.perf_counter() - began:.0f} s)", flush=True)
     first = end - timedelta(days=hourly_days)
     con.execute(HOURLY_ROWS, {"first": first, "hours": hourly_days * 24, "hosts": hosts})
@@ -215,13 +218,23 @@ def main() -> None:
     parser.add_argument("--hourly-days", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--tsdb-hosts", type=int, default=100)
+    parser.add_argument(
+        "--keep", type=Path, help="build the warehouse here once and reuse it in later runs"
+    )
     args = parser.parse_args()
     assert PROMETHEUS and PROMTOOL, "Prometheus missing: run scripts/install-system-deps.sh"
     root = Path(tempfile.mkdtemp(prefix="sysmetrics-remote-read-"))
     end = hour_floor(datetime.now(UTC))
     day, month = end - timedelta(hours=args.raw_hours), end - timedelta(days=args.hourly_days)
-    warehouse = root / "warehouse.duckdb"
-    build(warehouse, args.hosts, end, args.raw_hours, args.hourly_days)
+    warehouse = (args.keep or root) / "warehouse.duckdb"
+    if warehouse.exists():
+        con = duckdb.connect(str(warehouse), read_only=True)
+        end = con.execute("SELECT MAX(hour) + INTERVAL 1 HOUR FROM raw_metrics").fetchone()[0]
+        con.close()
+        day, month = end - timedelta(hours=args.raw_hours), end - timedelta(days=args.hourly_days)
+    else:
+        warehouse.parent.mkdir(parents=True, exist_ok=True)
+        build(warehouse, args.hosts, end, args.raw_hours, args.hourly_days)
 
     token, port = "bench-token", free_port()
     env = {

@@ -372,3 +372,34 @@ def test_warehouse_retention_drops_old_raw_rows_and_a_late_file_reloads_the_whol
     assert old in run(settings, wh).beyond_lookback
     assert raw_rows(old) == 65
     assert hourly(wh, "web", old)["samples"] == 60 and hourly(wh, "laptop", old)["samples"] == 5
+
+
+def test_a_complete_hour_is_stored_by_host_and_time_with_the_same_rows(
+    settings: Settings, wh: DuckDBWarehouse, lake: LakeBuilder
+) -> None:
+    """Flushes interleave hosts; once the lake says the hour is complete, its rows are stored
+    by host and time (so a one-host read skips the other hosts' row groups), unchanged."""
+
+    def physical() -> list[tuple[str, datetime]]:
+        return [
+            (r["host_id"], r["ts"])
+            for r in wh.rows(
+                "SELECT host_id, ts FROM {raw} WHERE hour = @start ORDER BY rowid", start=HOUR14
+            )
+        ]
+
+    hosts = [steady_host(f"h{n}", HOUR14, cpu=10.0 + n, samples=120) for n in range(4)]
+    for i in range(0, 120, 30):  # four flushes, each with every host
+        lake.add_batch([e for host in hosts for e in host[i : i + 30]])
+        run(settings, wh)
+    before = physical()
+    assert before != sorted(before)  # appended as they came
+    aggregates = wh.rows("SELECT * FROM {hourly} ORDER BY host_id")
+    marks = Path(settings.lake_url) / layout.watermark_dir(settings.topic)
+    marks.mkdir(parents=True)
+    (marks / "p0000.json").write_text(
+        json.dumps({"partition": 0, "committed_offset": 10**6, "complete_before": str(HOUR14 + H)})
+    )
+    assert run(settings, wh).complete
+    assert physical() == sorted(before)
+    assert wh.rows("SELECT * FROM {hourly} ORDER BY host_id") == aggregates

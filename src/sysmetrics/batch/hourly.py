@@ -609,6 +609,12 @@ def run_hour(
     host_quality(wh, loaded.scopes, settings)
     trends(wh, loaded.scopes)
     alerts(wh, loaded.scopes, settings)
+    first_complete = result.complete and not wh.scalar(sql.HOUR_WAS_COMPLETE, start=hour)
+    for changed in sorted(
+        {scope.hour for scope in loaded.scopes if scope.hour != hour or result.complete}
+        | ({hour} if first_complete else set())
+    ):
+        wh.order_hour(changed)
     now = datetime.now(UTC)
     record_run(wh, result, now)
     prune_raw_rows(settings, wh, now)

@@ -16,13 +16,16 @@ instead; a statement past ``timeout_s`` is interrupted.
 
 from __future__ import annotations
 
-import json
 import re
 import threading
+from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import groupby
 from typing import Any
+
+import msgspec
 
 from sysmetrics import prompb
 from sysmetrics.lake.compaction import hour_source, hours_in_lake
@@ -125,62 +128,83 @@ class _Series:
     samples: list[tuple[int, float]]
 
 
-def _value(value: Any) -> float | None:
-    if value is None:
-        return None
-    return float(value)
+def _host(row: dict[str, Any]) -> tuple[str, str, str]:
+    return row["host_id"], row["hostname"] or "", row["os"] or ""
 
 
 class _Collector:
-    """Rows in, series out: one series per (host labels, name, device)."""
+    """Rows (sorted by host) in, series out: one series per (host labels, name, device)."""
 
     def __init__(self, matchers: list[Matcher], limits: Limits) -> None:
         self.matchers = matchers
         self.limits = limits
-        self.series: dict[tuple[str, ...], _Series] = {}
+        self.series: dict[tuple[str, ...], _Series | None] = {}
+        """None: a series the matchers exclude, remembered so they run once per series."""
         self.samples = 0
 
     def _add(
-        self, row: dict[str, Any], name: str, extra: tuple[tuple[str, str], ...], v: Any
+        self,
+        host: tuple[str, str, str],
+        name: str,
+        device: tuple[str, str] | None,
+        samples: list[tuple[int, float]],
     ) -> None:
-        value = _value(v)
-        if value is None:
+        if not samples:
             return
-        key = (row["host_id"], row["hostname"] or "", row["os"] or "", name, *(x[1] for x in extra))
-        found = self.series.get(key)
-        if found is None:
-            labels = {"__name__": name, "host_id": key[0], "hostname": key[1], "os": key[2]}
-            labels.update(extra)
-            if not all(m.matches(labels.get(m.label, "")) for m in self.matchers):
-                self.series[key] = found = _Series({}, [])  # filtered out: remembered as empty
-            else:
-                if len(self.series) >= self.limits.max_series:
-                    raise RemoteReadError(
-                        f"the query selects more than {self.limits.max_series} series "
-                        "(SYSMETRICS_REMOTE_READ_MAX_SERIES): select fewer hosts or families",
-                        422,
-                    )
-                self.series[key] = found = _Series(labels, [])
-        if found.labels:
-            found.samples.append((row["t"], value))
-            self.samples += 1
+        key = (*host, name, *(device or ()))
+        if key not in self.series:
+            labels = {"__name__": name, "host_id": host[0], "hostname": host[1], "os": host[2]}
+            if device is not None:
+                labels[device[0]] = device[1]
+            wanted = all(m.matches(labels.get(m.label, "")) for m in self.matchers)
+            if wanted and len(self.series) >= self.limits.max_series:
+                raise RemoteReadError(
+                    f"the query selects more than {self.limits.max_series} series "
+                    "(SYSMETRICS_REMOTE_READ_MAX_SERIES): select fewer hosts or families",
+                    422,
+                )
+            self.series[key] = _Series(labels, []) if wanted else None
+        found = self.series[key]
+        if found is not None:
+            found.samples += samples
+            self.samples += len(samples)
 
     def raw_rows(self, rows: list[dict[str, Any]], selection: Selection) -> None:
-        for row in rows:
+        for host, grouped in groupby(rows, key=_host):
+            group = list(grouped)
             for s in selection.raw:
-                self._add(row, s.name, (), row[s.column])
-            parsed: dict[str, list[dict[str, Any]]] = {}
+                column = s.column
+                self._add(
+                    host,
+                    s.name,
+                    None,
+                    [(r["t"], float(v)) for r in group if (v := r[column]) is not None],
+                )
+            parsed = {
+                column: [(r["t"], msgspec.json.decode(r[column] or "[]")) for r in group]
+                for column in {d.column for d in selection.devices}
+            }
             for d in selection.devices:
-                if d.column not in parsed:
-                    parsed[d.column] = json.loads(row[d.column] or "[]")
-                for device in parsed[d.column]:
-                    self._add(row, d.name, ((d.label, str(device[d.key])),), device.get(d.field))
+                by_device: dict[str, list[tuple[int, float]]] = defaultdict(list)
+                for t, devices in parsed[d.column]:
+                    for device in devices:
+                        if (v := device.get(d.field)) is not None:
+                            by_device[str(device[d.key])].append((t, float(v)))
+                for name, samples in by_device.items():
+                    self._add(host, d.name, (d.label, name), samples)
         self._check_samples()
 
     def hourly_rows(self, rows: list[dict[str, Any]], selection: Selection) -> None:
-        for row in rows:
+        for host, grouped in groupby(rows, key=_host):
+            group = list(grouped)
             for s in selection.hourly:
-                self._add(row, s.name, (), row[s.column])
+                column = s.column
+                self._add(
+                    host,
+                    s.name,
+                    None,
+                    [(r["t"], float(v)) for r in group if (v := r[column]) is not None],
+                )
         self._check_samples()
 
     def _check_samples(self) -> None:
@@ -192,7 +216,7 @@ class _Collector:
             )
 
     def result(self) -> Iterator[_Series]:
-        found = [s for s in self.series.values() if s.samples]
+        found = [s for s in self.series.values() if s is not None]
         found.sort(key=lambda s: sorted(s.labels.items()))
         for s in found:
             s.samples.sort()

@@ -75,6 +75,11 @@ class Warehouse(ABC):
         return self._rows(statement, {})
 
     @abstractmethod
+    def order_hour(self, hour: datetime) -> None:
+        """Store ``hour``'s raw rows by host and time, once the hour is complete: a query for
+        one host then reads a few row groups of the hour instead of all of them."""
+
+    @abstractmethod
     def interrupt(self) -> None:
         """Stop the statement running now, from another thread (a request past its timeout)."""
 

@@ -74,6 +74,9 @@ class BigQueryWarehouse(Warehouse):
         self._running = self.client.query(statement, job_config=self._job_config(params))
         return self._running
 
+    def order_hour(self, hour: datetime) -> None:
+        """Nothing to do: BigQuery prunes by the table's clustering, not by insertion order."""
+
     def interrupt(self) -> None:
         job = getattr(self, "_running", None)
         if job is not None:

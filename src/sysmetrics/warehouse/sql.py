@@ -284,6 +284,10 @@ PRUNE_RAW = (
 )
 
 
+# Whether an earlier run already found hour @start complete (it was then stored in order).
+HOUR_WAS_COMPLETE = "SELECT COUNT(*) AS runs FROM {batch_runs} WHERE hour = @start AND complete"
+
+
 def delete_hosts(kind: str) -> str:
     """The statement that empties the hosts in scope (``IN_SCOPE``) of hour @start of a
     per-host table (``hourly``, ``quality``…)."""
