@@ -99,7 +99,9 @@ def build(path: Path, hosts: int, end: datetime, raw_hours: int, hourly_days: in
         hour = end - timedelta(hours=raw_hours - n)
         # As the hourly job leaves them: complete hours by host, the live hour as it came.
         order = "s, h" if n == raw_hours - 1 else "h, s"
-        con.execute(RAW_ROWS.format(order=order), {"hour": hour, "k0": n * 360, "hosts": hosts})
+        con.execute(
+            RAW_ROWS.replace("{order}", order), {"hour": hour, "k0": n * 360, "hosts": hosts}
+        )
         print(f"  raw hour {n + 1}/{raw_hours} ({time.perf_counter() - began:.0f} s)", flush=True)
     first = end - timedelta(days=hourly_days)
     con.execute(HOURLY_ROWS, {"first": first, "hours": hourly_days * 24, "hosts": hosts})
