@@ -223,7 +223,7 @@ class _Collector:
             yield s
 
 
-class _Deadline:
+class Deadline:
     """Interrupts the warehouse's running statement once ``timeout_s`` has passed."""
 
     def __init__(self, engines: list[Warehouse], timeout_s: float) -> None:
@@ -237,7 +237,7 @@ class _Deadline:
         for engine in self._engines:
             engine.interrupt()
 
-    def __enter__(self) -> _Deadline:
+    def __enter__(self) -> Deadline:
         self._timer.start()
         return self
 
@@ -366,7 +366,7 @@ def read(wh: Warehouse, store: LakeStore | None, topic: str, body: bytes, limits
         )
     response = prompb.ReadResponse()
     engines = [wh] + ([_lake_engine(store)] if store is not None else [])
-    with _Deadline(engines, limits.timeout_s) as deadline:
+    with Deadline(engines, limits.timeout_s) as deadline:
         try:
             for query in request.queries:
                 result = response.results.add()

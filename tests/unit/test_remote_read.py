@@ -1,0 +1,102 @@
+"""Remote read's pieces on their own: Prometheus' matcher semantics, which series a query
+selects, what reaches the SQL, the size check before reading, and the timeout."""
+
+from __future__ import annotations
+
+import time
+
+import duckdb
+import pytest
+
+from sysmetrics import prompb
+from sysmetrics.remote_read import series as catalog
+from sysmetrics.remote_read.query import (
+    Deadline,
+    Limits,
+    Matcher,
+    RemoteReadError,
+    pushdown,
+    read,
+    select,
+)
+from sysmetrics.warehouse.duckdb import DuckDBWarehouse
+
+
+def matcher(kind: int, name: str, value: str) -> Matcher:
+    return Matcher.of(prompb.LabelMatcher(type=kind, name=name, value=value))
+
+
+def test_matchers_follow_prometheus_semantics() -> None:
+    anchored = matcher(prompb.MATCH_REGEX, "hostname", "web-.")
+    assert anchored.matches("web-1") and not anchored.matches("web-10")  # fully anchored
+    assert not anchored.matches("xweb-1")
+    assert matcher(prompb.MATCH_NOT_REGEX, "os", "linux|darwin").matches("windows")
+    assert matcher(prompb.MATCH_NOT_EQUAL, "gpu", "0").matches("")  # a missing label is ""
+    assert matcher(prompb.MATCH_EQUAL, "mountpoint", "").matches("")
+    with pytest.raises(RemoteReadError, match="bad regex"):
+        matcher(prompb.MATCH_REGEX, "hostname", "(")
+
+
+def test_name_matchers_pick_catalog_series() -> None:
+    chosen = select([matcher(prompb.MATCH_REGEX, "__name__", "sysmetrics_cpu_.*")])
+    assert [s.name for s in chosen.raw] == [
+        "sysmetrics_cpu_utilization_percent",
+        "sysmetrics_cpu_logical_cores",
+    ]
+    assert {s.name for s in chosen.hourly} == {
+        f"sysmetrics_cpu_utilization_percent_{agg}_1h" for agg in ("avg", "min", "max", "p95")
+    }
+    assert not chosen.devices
+    none = select([matcher(prompb.MATCH_EQUAL, "__name__", "node_load1")])
+    assert not none.raw and not none.devices and not none.hourly
+    names = list(catalog.ALL_NAMES)
+    assert len(names) == len(set(names))  # every series named once
+
+
+def test_only_host_labels_reach_the_sql_and_values_only_as_parameters() -> None:
+    hostile = "x'; DROP TABLE raw_metrics; --"
+    where, params = pushdown(
+        [
+            matcher(prompb.MATCH_EQUAL, "host_id", hostile),
+            matcher(prompb.MATCH_REGEX, "hostname", "web-.*"),
+            matcher(prompb.MATCH_EQUAL, "__name__", "sysmetrics_load1"),
+            matcher(prompb.MATCH_EQUAL, "mountpoint", "/"),
+        ]
+    )
+    assert where == "host_id = @m0 AND REGEXP_CONTAINS(hostname, @m1)"
+    assert params == {"m0": hostile, "m1": "^(?:web-.*)$"}
+    assert hostile not in where
+
+
+def request(start_ms: int, end_ms: int, name: str) -> bytes:
+    body = prompb.ReadRequest()
+    query = body.queries.add(start_timestamp_ms=start_ms, end_timestamp_ms=end_ms)
+    query.matchers.add(type=prompb.MATCH_REGEX, name="__name__", value=name)
+    return bytes(body.SerializeToString())
+
+
+def test_a_query_is_sized_from_its_range_before_anything_is_read() -> None:
+    wh = DuckDBWarehouse(":memory:")
+    wh.ensure_tables()
+    year_ms = 365 * 86_400_000
+    # An empty warehouse: the range alone decides (1 host assumed, 10-s samples).
+    raw_year = request(0, year_ms, "sysmetrics_cpu_utilization_percent")
+    assert read(wh, None, "t", raw_year, Limits(max_samples=4_000_000)) is not None
+    with pytest.raises(RemoteReadError, match="over the limit") as refused:
+        read(wh, None, "t", raw_year, Limits(max_samples=3_000_000))
+    assert refused.value.status == 422
+    hourly_year = request(0, year_ms, "sysmetrics_cpu_utilization_percent_avg_1h")
+    assert read(wh, None, "t", hourly_year, Limits(max_samples=10_000)) is not None
+    with pytest.raises(RemoteReadError, match="only the sampled response type"):
+        streamed = prompb.ReadRequest(accepted_response_types=[prompb.RESPONSE_STREAMED_XOR_CHUNKS])
+        read(wh, None, "t", streamed.SerializeToString(), Limits())
+    wh.close()
+
+
+def test_a_statement_past_the_timeout_is_interrupted() -> None:
+    wh = DuckDBWarehouse(":memory:")
+    began = time.monotonic()
+    with pytest.raises(duckdb.InterruptException), Deadline([wh], 0.5) as deadline:
+        wh.rows("SELECT COUNT(*) FROM range(1000000000000)")
+    assert deadline.expired and time.monotonic() - began < 30
+    wh.close()
