@@ -7,7 +7,7 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import FrameType
 
 from sysmetrics.collect.host import host_id_warning
@@ -25,6 +25,26 @@ IDLE_WAKE_S = 2.0
 def next_tick(now: float, interval_s: float) -> float:
     """The next multiple of ``interval_s`` after ``now`` (epoch seconds): no drift over hours."""
     return (math.floor(now / interval_s) + 1) * interval_s
+
+
+def ticks(
+    interval_s: float,
+    stop: threading.Event,
+    max_samples: int | None,
+    between: Callable[[float], object],
+) -> Iterator[int]:
+    """The sampling clock of every collector loop: yields 1, 2, … at each multiple of
+    ``interval_s`` until ``stop`` is set or ``max_samples`` were taken; ``between(seconds
+    left)`` waits in between (and may return early: it is called again)."""
+    taken = 0
+    while not stop.is_set() and (max_samples is None or taken < max_samples):
+        tick = next_tick(time.time(), interval_s)
+        while not stop.is_set() and (wait := tick - time.time()) > 0:
+            between(wait)
+        if stop.is_set():
+            return
+        taken += 1
+        yield taken
 
 
 def install_stop_signals(stop: threading.Event) -> None:
@@ -60,22 +80,19 @@ def run_collector(
     )
     if (warning := host_id_warning(settings.sysfs_root, settings.host_id)) is not None:
         log.warning("host id %s: %s", sampler.host.host_id, warning)
-    taken = 0
+
+    def between_samples(wait: float) -> None:
+        if producer.idle:
+            # Between samples with nothing to deliver, sleep instead of polling the client:
+            # its poll wakes every 200 ms and was most of the collector's CPU.
+            stop.wait(min(wait, IDLE_WAKE_S))
+            producer.poll(0)
+        else:
+            producer.poll(min(wait, 0.5))
+
     try:
-        while not stop.is_set() and (max_samples is None or taken < max_samples):
-            tick = next_tick(time.time(), settings.sample_interval_s)
-            while not stop.is_set() and (wait := tick - time.time()) > 0:
-                if producer.idle:
-                    # Between samples with nothing to deliver, sleep instead of polling the
-                    # client: its poll wakes every 200 ms and was most of the collector's CPU.
-                    stop.wait(min(wait, IDLE_WAKE_S))
-                    producer.poll(0)
-                else:
-                    producer.poll(min(wait, 0.5))
-            if stop.is_set():
-                break
+        for taken in ticks(settings.sample_interval_s, stop, max_samples, between_samples):
             producer.publish(key, encode(sampler.sample()))
-            taken += 1
             if on_sample is not None:
                 on_sample(taken)
         producer.poll(0)
