@@ -521,16 +521,19 @@ def _echo_result(result: Any) -> None:
         count = result.hosts_recomputed.get(hour)
         return "" if count is None else f" ({count} host{'s' * (count != 1)})"
 
-    late = [h for h in result.recomputed if h != result.hour]
+    def listed(hours: list[Any]) -> str:
+        return ", ".join(f"{h:%H}h{hosts(h)}" for h in hours)
+
+    # Files of later hours already in the lake (a replayed history) load with this run too:
+    # they are not late.
+    late = [h for h in result.recomputed if h < result.hour]
+    ahead = [h for h in result.recomputed if h > result.hour]
     click.echo(
         f"{result.hour:%Y-%m-%dT%H}Z: {result.files} files, {result.rows} rows "
         f"({result.read} files read, {result.added} rows added)"
         + ("" if result.complete else " (PARTIAL: lake watermark not past the hour)")
-        + (
-            f"; late data recomputed {', '.join(f'{h:%H}h{hosts(h)}' for h in late)}"
-            if late
-            else ""
-        )
+        + (f"; late data recomputed {listed(late)}" if late else "")
+        + (f"; later hours already in the lake loaded too: {listed(ahead)}" if ahead else "")
     )
 
 

@@ -78,3 +78,34 @@ def test_summary_counts_and_worst_hosts(web: TestClient) -> None:
     summary = web.get("/").text.split('id="summary"')[1].split("</section>")[0]
     assert "<b>60</b> reporting" in summary and "<b>1</b> silent" in summary
     assert summary.index("node-59") < summary.index("node-58")  # highest CPU first
+
+
+def test_the_alerts_page_pages_and_keeps_its_filters(tmp_path: Path) -> None:
+    settings = Settings(lake_url=str(tmp_path / "lake"), warehouse_url=str(tmp_path / "wh.duckdb"))
+    wh = DuckDBWarehouse(settings.warehouse_url)
+    wh.ensure_tables()
+    for n in range(60):  # 60 hours of one warning on one host, and a critical one beside
+        hour = HOUR14 - timedelta(hours=n)
+        for host, severity in (("disk-1", "warning"), ("hot-1", "critical")):
+            wh.execute(
+                "INSERT INTO {alerts} (hour, host_id, hostname, rule, severity, value, threshold) "
+                "VALUES (@hour, @host, @host, 'disk_full', @severity, 95.0, 90.0)",
+                hour=hour,
+                host=host,
+                severity=severity,
+            )
+    wh.close()
+    web = TestClient(create_app(settings, now=lambda: HOUR14 + timedelta(minutes=30)))
+
+    def shown(html: str) -> list[str]:
+        return re.findall(r'<tr class="sev-(\w+)"><td>([^<]+)</td>', html)
+
+    first = web.get("/alerts?severity=warning&per=25").text
+    assert "60 in the last 168 h" in first and "page 1 of 3" in first
+    assert 'href="/alerts?severity=warning&amp;hours=168&amp;per=25&amp;page=2"' in first
+    pages = [shown(web.get(f"/alerts?severity=warning&per=25&page={p}").text) for p in (1, 2, 3)]
+    assert [len(p) for p in pages] == [25, 25, 10]
+    rows = [row for p in pages for row in p]
+    assert {severity for severity, _ in rows} == {"warning"} and len(set(rows)) == 60
+    assert rows[0][1] == f"{HOUR14:%Y-%m-%d %H}:00"  # newest first
+    assert "120 in the last 168 h" in web.get("/alerts").text

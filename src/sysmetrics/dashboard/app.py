@@ -144,10 +144,10 @@ COUNTER_RATES = (
 )
 """Raw cumulative counters and the per-bucket rate (bytes/s) the host page draws from them."""
 ALERTS = """
-SELECT * FROM {alerts}
+SELECT *, COUNT(*) OVER () AS matching FROM {alerts}
 WHERE hour >= @since AND (@severity = '' OR severity = @severity)
   AND (@rule = '' OR rule = @rule) AND (@host = '' OR host_id = @host)
-ORDER BY hour DESC, severity, host_id LIMIT 500
+ORDER BY hour DESC, severity, host_id, rule LIMIT @limit OFFSET @offset
 """
 
 
@@ -450,6 +450,7 @@ def create_app(
             "fleet.html",
             stale=stale,
             state=state,
+            per=per,
             page_no=page_no,
             pages=pages,
             link=link,
@@ -511,17 +512,37 @@ def create_app(
             "host": q.get("host", ""),
         }
         hours = int(q.get("hours", "168")) if q.get("hours", "168").isdigit() else 168
+        per = int(q["per"]) if q.get("per", "").isdigit() and int(q["per"]) in PAGE_SIZES else 50
+        page_no = max(1, int(q["page"])) if q.get("page", "").isdigit() else 1
         hourly_error = None
         try:
             rows = await query_warehouse(
-                lambda wh: wh.rows(ALERTS, since=now() - timedelta(hours=hours), **filters),
+                lambda wh: wh.rows(
+                    ALERTS,
+                    since=now() - timedelta(hours=hours),
+                    limit=per,
+                    offset=(page_no - 1) * per,
+                    **filters,
+                ),
             )
         except Exception as exc:  # the live view still shows without a warehouse
             rows, hourly_error = [], str(exc)
         live, live_age_s, live_note = await run_in_threadpool(firing_now)
+        matching = rows[0]["matching"] if rows else 0
+
+        def link(**change: Any) -> str:
+            params = {**filters, "hours": hours, "per": per, "page": page_no, **change}
+            kept = {k: v for k, v in params.items() if v not in ("", None)}
+            return "/alerts?" + urlencode(kept)
+
         return page(
             "alerts.html",
             alerts=rows,
+            matching=matching,
+            page_no=page_no,
+            pages=max(1, -(-matching // per)),
+            per=per,
+            link=link,
             hourly_error=hourly_error,
             filters=filters,
             hours=hours,
