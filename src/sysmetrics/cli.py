@@ -1168,12 +1168,12 @@ def status(ctx: Context) -> None:
                 f"clock is wrong), {w.get('late_files', 0)} files into hours beyond the look-back"
             )
     try:
-        from sysmetrics.warehouse import open_warehouse
+        from sysmetrics.warehouse import open_warehouse, sql
 
         wh = open_warehouse(settings, read_only=True)
         try:
-            last = wh.rows("SELECT MAX(hour) AS hour FROM {batch_runs} WHERE complete")[0]["hour"]
-            latest = wh.rows("SELECT MAX(ts) AS ts FROM {raw}")[0]["ts"]
+            last = wh.rows(sql.LAST_COMPLETE_HOUR)[0]["hour"]
+            latest = wh.rows(sql.LATEST_SAMPLE)[0]["ts"]
             click.echo(
                 f"warehouse    last complete hour {last or '-'}, newest sample {latest or '-'}"
             )

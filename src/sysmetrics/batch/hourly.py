@@ -98,7 +98,7 @@ def wait_for_watermark(
 
 # ---------------------------------------------------------------------------- steps
 def ledger(wh: Warehouse, hour: datetime) -> set[str]:
-    rows = wh.rows("SELECT file FROM {loaded_files} WHERE hour = @start", start=hour)
+    rows = wh.rows(sql.LEDGER, start=hour)
     return {row["file"] for row in rows}
 
 
@@ -341,7 +341,7 @@ def alerts(wh: Warehouse, scopes: list[HourScope], settings: Settings) -> None:
 
 # ---------------------------------------------------------------------------- the run
 def _computed(wh: Warehouse, hour: datetime) -> bool:
-    return bool(wh.scalar("SELECT COUNT(*) FROM {hourly} WHERE hour = @start", start=hour))
+    return bool(wh.scalar(sql.HOUR_AGGREGATED, start=hour))
 
 
 def hours_with_new_files(
@@ -388,10 +388,7 @@ def new_files_from_manifests(
     if not folders:
         return None
     loaded: dict[str, set[str]] = defaultdict(set)
-    for row in wh.rows(
-        "SELECT folder, manifest FROM {loaded_manifests} WHERE folder >= @oldest",
-        oldest=folders[0],
-    ):
+    for row in wh.rows(sql.LOADED_MANIFESTS, oldest=folders[0]):
         loaded[row["folder"]].add(row["manifest"])
     committed = {
         int(m["partition"]): int(m["committed_offset"]) for m in read_watermarks(store, topic)
@@ -426,16 +423,9 @@ def new_files_from_manifests(
 def record_manifests(wh: Warehouse, store: LakeStore, topic: str, found: NewFiles) -> None:
     """Remember the manifests whose hours are computed; delete folders loaded long ago."""
     for folder, name in found.manifests:
-        wh.execute(
-            "INSERT INTO {loaded_manifests} (folder, manifest) VALUES (@folder, @name)",
-            folder=folder,
-            name=name,
-        )
+        wh.execute(sql.RECORD_MANIFEST, folder=folder, name=name)
     for folder in found.folders_done:
-        wh.execute(
-            "INSERT INTO {loaded_manifests} (folder, manifest) VALUES (@folder, '')",
-            folder=folder,
-        )
+        wh.execute(sql.RECORD_MANIFEST, folder=folder, name="")
     expired = datetime.now(UTC) - MANIFESTS_KEPT
     for folder in found.folders_done:
         written = layout.parse_manifest_folder(folder)
@@ -535,7 +525,7 @@ def load_with_late_data(
             scopes[h + HOUR] = _widen(scopes[h + HOUR], hosts)
         elif _computed(wh, h + HOUR):
             scopes[h + HOUR] = hosts
-    rows = int(wh.scalar("SELECT COUNT(*) FROM {raw} WHERE hour = @start", start=hour))
+    rows = int(wh.scalar(sql.HOUR_ROWS, start=hour))
     return Loaded(
         scopes=[HourScope(h, scopes[h], judge_all=h == hour) for h in sorted(scopes)],
         files=files,
@@ -555,9 +545,7 @@ def _hours_text(hours: list[datetime]) -> str:
 
 def record_run(wh: Warehouse, result: HourResult, run_at: datetime) -> None:
     wh.execute(
-        "INSERT INTO {batch_runs} VALUES "
-        "(@run_at, @start, @complete, @files, @rows, @recomputed, @beyond_lookback, @read, "
-        "@added)",
+        sql.RECORD_RUN,
         run_at=run_at,
         start=result.hour,
         complete=result.complete,

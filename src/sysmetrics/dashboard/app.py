@@ -40,26 +40,6 @@ _templates = Environment(
 _warehouse_s: ContextVar[float] = ContextVar("warehouse_s", default=0.0)
 """Seconds this request spent in warehouse queries (each request runs in its own context)."""
 
-LATEST = """
--- Each host's newest state of the last 24 h (the fleet page's rows, a CTE of its queries):
--- its latest raw sample when it reported within @recent, else its last hourly aggregate. The
--- raw scan covers only the recent window, so the page costs the same on the 24th hour of data
--- as on the first.
-SELECT * FROM (
-  SELECT host_id, MAX_BY(hostname, ts) AS hostname, MAX(ts) AS last_seen,
-         MAX_BY(cpu_pct, ts) AS cpu, MAX_BY(mem_used_pct, ts) AS mem,
-         MAX_BY(disk_used_pct, ts) AS disk, MAX_BY(temp_max_celsius, ts) AS temp,
-         MAX_BY(os, ts) AS os
-  FROM {raw} WHERE ts >= @recent GROUP BY host_id
-  UNION ALL
-  SELECT host_id, MAX_BY(hostname, hour), MAX(last_ts), MAX_BY(cpu_avg, hour),
-         MAX_BY(mem_avg, hour), MAX_BY(disk_used_max, hour), MAX_BY(temp_max, hour),
-         MAX_BY(os, hour)
-  FROM {hourly} WHERE hour >= @since AND hour < @recent GROUP BY host_id
-)
-WHERE TRUE
-QUALIFY ROW_NUMBER() OVER (PARTITION BY host_id ORDER BY last_seen DESC) = 1
-"""
 RECENT = timedelta(hours=2)
 """How far back the fleet page reads raw samples; older hosts come from the hourly table."""
 FLEET_SORTS = {
@@ -73,59 +53,7 @@ FLEET_SORTS = {
     "alerts": "alerts",
 }
 """The fleet table's sortable columns: URL key -> SQL column (never the user's text)."""
-FLEET_PAGE = """
-WITH latest AS ({latest}),
-counts AS (SELECT host_id, COUNT(*) AS n FROM {alerts} WHERE hour >= @since GROUP BY host_id),
-hosts AS (
-  SELECT l.*, COALESCE(c.n, 0) AS alerts, l.last_seen < @stale AS silent
-  FROM latest AS l LEFT JOIN counts AS c ON c.host_id = l.host_id
-)
-SELECT *, COUNT(*) OVER () AS matching FROM hosts
-WHERE (@q = '' OR STRPOS(LOWER(hostname), LOWER(@q)) > 0 OR STRPOS(LOWER(host_id), LOWER(@q)) > 0)
-  AND (@os = '' OR os = @os)
-  AND (NOT @with_alerts OR alerts > 0)
-  AND (NOT @only_silent OR silent)
-ORDER BY {order}, host_id
-LIMIT @limit OFFSET @offset
-"""
-FLEET_SUMMARY = """
-WITH latest AS ({latest})
-SELECT COUNT(*) AS hosts, COUNTIF(last_seen < @stale) AS silent,
-       ARRAY_AGG(DISTINCT os IGNORE NULLS) AS systems
-FROM latest
-"""
-SEVERITY_COUNTS = """
-SELECT severity, COUNT(*) AS n FROM {alerts} WHERE hour >= @since GROUP BY severity
-"""
-WORST = """
-WITH latest AS ({latest})
-SELECT host_id, hostname, {column} AS value FROM latest WHERE {column} IS NOT NULL
-ORDER BY {column} DESC, host_id LIMIT 3
-"""
 PAGE_SIZES = (25, 50, 100, 200)
-HOST_HOURLY = """
-SELECT * FROM {hourly} WHERE host_id = @host AND hour >= @since ORDER BY hour
-"""
-HOST_SAMPLES = """
--- A host's raw samples in @bucket_s buckets: a short range stays a few hundred points per chart.
-SELECT TIMESTAMP_SECONDS(DIV(UNIX_SECONDS(ts), @bucket_s) * @bucket_s) AS ts,
-  AVG(cpu_pct) AS cpu_avg, MAX(cpu_pct) AS cpu_max, AVG(load_1m) AS load_avg,
-  AVG(mem_used_pct) AS mem_avg, MAX(mem_used_pct) AS mem_max,
-  AVG(swap_used_pct) AS swap_avg, MAX(swap_used_pct) AS swap_max,
-  AVG(disk_used_pct) AS disk_used_avg, MAX(disk_used_pct) AS disk_used_max,
-  MAX(disk_read_bytes) AS disk_read_counter, MAX(disk_write_bytes) AS disk_write_counter,
-  MAX(net_bytes_recv) AS net_recv_counter, MAX(net_bytes_sent) AS net_sent_counter,
-  AVG(temp_max_celsius) AS temp_avg, MAX(temp_max_celsius) AS temp_max,
-  AVG(gpu_util_pct) AS gpu_util_avg, MAX(gpu_util_pct) AS gpu_util_max,
-  MAX(gpu_mem_used_bytes) AS gpu_mem_used_max, MAX(gpu_temp_max_celsius) AS gpu_temp_max,
-  AVG(gpu_power_watts) AS gpu_power_avg, MAX(gpu_power_watts) AS gpu_power_max,
-  MIN(battery_pct) AS battery_min_pct, MAX(battery_health_pct) AS battery_health_pct
-FROM {raw} WHERE host_id = @host AND ts >= @since
-GROUP BY 1 ORDER BY 1
-"""
-HOST_DEVICES = """
-SELECT ts, disks_json, gpus_json FROM {raw} WHERE host_id = @host AND ts >= @since ORDER BY ts
-"""
 MOUNTS_SHOWN = 6
 """Per-mount chart: the fullest mounts (a host with dozens of container mounts stays legible)."""
 HOST_RANGES: dict[str, tuple[timedelta, int | None]] = {
@@ -143,12 +71,6 @@ COUNTER_RATES = (
     ("disk_write_counter", "disk_write_rate_avg"),
 )
 """Raw cumulative counters and the per-bucket rate (bytes/s) the host page draws from them."""
-ALERTS = """
-SELECT *, COUNT(*) OVER () AS matching FROM {alerts}
-WHERE hour >= @since AND (@severity = '' OR severity = @severity)
-  AND (@rule = '' OR rule = @rule) AND (@host = '' OR host_id = @host)
-ORDER BY hour DESC, severity, host_id, rule LIMIT @limit OFFSET @offset
-"""
 
 
 def with_counter_rates(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -396,7 +318,7 @@ def create_app(
 
         def read(wh: Warehouse) -> dict[str, Any]:
             rows = wh.rows(
-                FLEET_PAGE.replace("{latest}", LATEST).replace("{order}", order),
+                sql.FLEET_PAGE.replace("{latest}", sql.DASHBOARD_LATEST).replace("{order}", order),
                 since=since,
                 recent=recent,
                 stale=stale,
@@ -408,17 +330,20 @@ def create_app(
                 offset=(page_no - 1) * per,
             )
             summary = wh.rows(
-                FLEET_SUMMARY.replace("{latest}", LATEST), since=since, recent=recent, stale=stale
+                sql.FLEET_SUMMARY.replace("{latest}", sql.DASHBOARD_LATEST),
+                since=since,
+                recent=recent,
+                stale=stale,
             )
             worst = {
                 name: wh.rows(
-                    WORST.replace("{latest}", LATEST).replace("{column}", name),
+                    sql.WORST.replace("{latest}", sql.DASHBOARD_LATEST).replace("{column}", name),
                     since=since,
                     recent=recent,
                 )
                 for name in ("cpu", "disk", "temp")
             }
-            severities = {r["severity"]: r["n"] for r in wh.rows(SEVERITY_COUNTS, since=since)}
+            severities = {r["severity"]: r["n"] for r in wh.rows(sql.SEVERITY_COUNTS, since=since)}
             duplicates = wh.rows(
                 sql.FLAGGED_HOSTS, since=since, anomaly="duplicate_host_id", host=""
             )
@@ -465,12 +390,22 @@ def create_app(
         since = now() - timedelta(hours=48)
 
         def read(wh: Warehouse) -> tuple[list[dict[str, Any]], ...]:
-            hourly = wh.rows(HOST_HOURLY, host=host_id, since=now() - max(span, timedelta(2)))
+            hourly = wh.rows(sql.HOST_HOURLY, host=host_id, since=now() - max(span, timedelta(2)))
             samples, devices = [], []
             if bucket_s:
-                samples = wh.rows(HOST_SAMPLES, host=host_id, since=now() - span, bucket_s=bucket_s)
-                devices = wh.rows(HOST_DEVICES, host=host_id, since=now() - span)
-            alerts = wh.rows(ALERTS, since=since, severity="", rule="", host=host_id)
+                samples = wh.rows(
+                    sql.HOST_SAMPLES, host=host_id, since=now() - span, bucket_s=bucket_s
+                )
+                devices = wh.rows(sql.HOST_DEVICES, host=host_id, since=now() - span)
+            alerts = wh.rows(
+                sql.DASHBOARD_ALERTS,
+                since=since,
+                severity="",
+                rule="",
+                host=host_id,
+                limit=200,
+                offset=0,
+            )
             quality = wh.rows(sql.FLAGGED_HOSTS, since=since, anomaly="", host=host_id)
             return hourly, samples, devices, alerts, quality
 
@@ -518,7 +453,7 @@ def create_app(
         try:
             rows = await query_warehouse(
                 lambda wh: wh.rows(
-                    ALERTS,
+                    sql.DASHBOARD_ALERTS,
                     since=now() - timedelta(hours=hours),
                     limit=per,
                     offset=(page_no - 1) * per,

@@ -284,6 +284,21 @@ PRUNE_RAW = (
 )
 
 
+# The hourly job's bookkeeping: the ledger of an hour's loaded files, the manifests read, the
+# record of each run.
+LEDGER = "SELECT file FROM {loaded_files} WHERE hour = @start"
+LOADED_MANIFESTS = "SELECT folder, manifest FROM {loaded_manifests} WHERE folder >= @oldest"
+RECORD_MANIFEST = "INSERT INTO {loaded_manifests} (folder, manifest) VALUES (@folder, @name)"
+"""A manifest read (``@name``), or ``''``: every manifest of the folder is read."""
+HOUR_ROWS = "SELECT COUNT(*) FROM {raw} WHERE hour = @start"
+HOUR_AGGREGATED = "SELECT COUNT(*) FROM {hourly} WHERE hour = @start"
+RECORD_RUN = """
+INSERT INTO {batch_runs} VALUES
+(@run_at, @start, @complete, @files, @rows, @recomputed, @beyond_lookback, @read, @added)
+"""
+LAST_COMPLETE_HOUR = "SELECT MAX(hour) AS hour FROM {batch_runs} WHERE complete"
+LATEST_SAMPLE = "SELECT MAX(ts) AS ts FROM {raw}"
+
 # Whether an earlier run already found hour @start complete (it was then stored in order).
 HOUR_WAS_COMPLETE = "SELECT COUNT(*) AS runs FROM {batch_runs} WHERE hour = @start AND complete"
 
@@ -679,6 +694,88 @@ AGGREGATE_CHECKS = {
           cpu_max > 100 OR cpu_min < 0 OR mem_max > 100 OR disk_used_max > 100)""",
 }
 
+
+# ---------------------------------------------------------------------------- dashboard
+# The dashboard's reads. ``{latest}``, ``{order}`` and ``{column}`` are filled by the page from
+# these templates and fixed column names (never a user's text) before rendering.
+DASHBOARD_LATEST = """
+-- Each host's newest state of the last 24 h (the fleet page's rows, a CTE of its queries):
+-- its latest raw sample when it reported within @recent, else its last hourly aggregate. The
+-- raw scan covers only the recent window, so the page costs the same on the 24th hour of data
+-- as on the first.
+SELECT * FROM (
+  SELECT host_id, MAX_BY(hostname, ts) AS hostname, MAX(ts) AS last_seen,
+         MAX_BY(cpu_pct, ts) AS cpu, MAX_BY(mem_used_pct, ts) AS mem,
+         MAX_BY(disk_used_pct, ts) AS disk, MAX_BY(temp_max_celsius, ts) AS temp,
+         MAX_BY(os, ts) AS os
+  FROM {raw} WHERE ts >= @recent GROUP BY host_id
+  UNION ALL
+  SELECT host_id, MAX_BY(hostname, hour), MAX(last_ts), MAX_BY(cpu_avg, hour),
+         MAX_BY(mem_avg, hour), MAX_BY(disk_used_max, hour), MAX_BY(temp_max, hour),
+         MAX_BY(os, hour)
+  FROM {hourly} WHERE hour >= @since AND hour < @recent GROUP BY host_id
+)
+WHERE TRUE
+QUALIFY ROW_NUMBER() OVER (PARTITION BY host_id ORDER BY last_seen DESC) = 1
+"""
+FLEET_PAGE = """
+WITH latest AS ({latest}),
+counts AS (SELECT host_id, COUNT(*) AS n FROM {alerts} WHERE hour >= @since GROUP BY host_id),
+hosts AS (
+  SELECT l.*, COALESCE(c.n, 0) AS alerts, l.last_seen < @stale AS silent
+  FROM latest AS l LEFT JOIN counts AS c ON c.host_id = l.host_id
+)
+SELECT *, COUNT(*) OVER () AS matching FROM hosts
+WHERE (@q = '' OR STRPOS(LOWER(hostname), LOWER(@q)) > 0 OR STRPOS(LOWER(host_id), LOWER(@q)) > 0)
+  AND (@os = '' OR os = @os)
+  AND (NOT @with_alerts OR alerts > 0)
+  AND (NOT @only_silent OR silent)
+ORDER BY {order}, host_id
+LIMIT @limit OFFSET @offset
+"""
+FLEET_SUMMARY = """
+WITH latest AS ({latest})
+SELECT COUNT(*) AS hosts, COUNTIF(last_seen < @stale) AS silent,
+       ARRAY_AGG(DISTINCT os IGNORE NULLS) AS systems
+FROM latest
+"""
+SEVERITY_COUNTS = """
+SELECT severity, COUNT(*) AS n FROM {alerts} WHERE hour >= @since GROUP BY severity
+"""
+WORST = """
+WITH latest AS ({latest})
+SELECT host_id, hostname, {column} AS value FROM latest WHERE {column} IS NOT NULL
+ORDER BY {column} DESC, host_id LIMIT 3
+"""
+HOST_HOURLY = """
+SELECT * FROM {hourly} WHERE host_id = @host AND hour >= @since ORDER BY hour
+"""
+HOST_SAMPLES = """
+-- A host's raw samples in @bucket_s buckets: a short range stays a few hundred points per chart.
+SELECT TIMESTAMP_SECONDS(DIV(UNIX_SECONDS(ts), @bucket_s) * @bucket_s) AS ts,
+  AVG(cpu_pct) AS cpu_avg, MAX(cpu_pct) AS cpu_max, AVG(load_1m) AS load_avg,
+  AVG(mem_used_pct) AS mem_avg, MAX(mem_used_pct) AS mem_max,
+  AVG(swap_used_pct) AS swap_avg, MAX(swap_used_pct) AS swap_max,
+  AVG(disk_used_pct) AS disk_used_avg, MAX(disk_used_pct) AS disk_used_max,
+  MAX(disk_read_bytes) AS disk_read_counter, MAX(disk_write_bytes) AS disk_write_counter,
+  MAX(net_bytes_recv) AS net_recv_counter, MAX(net_bytes_sent) AS net_sent_counter,
+  AVG(temp_max_celsius) AS temp_avg, MAX(temp_max_celsius) AS temp_max,
+  AVG(gpu_util_pct) AS gpu_util_avg, MAX(gpu_util_pct) AS gpu_util_max,
+  MAX(gpu_mem_used_bytes) AS gpu_mem_used_max, MAX(gpu_temp_max_celsius) AS gpu_temp_max,
+  AVG(gpu_power_watts) AS gpu_power_avg, MAX(gpu_power_watts) AS gpu_power_max,
+  MIN(battery_pct) AS battery_min_pct, MAX(battery_health_pct) AS battery_health_pct
+FROM {raw} WHERE host_id = @host AND ts >= @since
+GROUP BY 1 ORDER BY 1
+"""
+HOST_DEVICES = """
+SELECT ts, disks_json, gpus_json FROM {raw} WHERE host_id = @host AND ts >= @since ORDER BY ts
+"""
+DASHBOARD_ALERTS = """
+SELECT *, COUNT(*) OVER () AS matching FROM {alerts}
+WHERE hour >= @since AND (@severity = '' OR severity = @severity)
+  AND (@rule = '' OR rule = @rule) AND (@host = '' OR host_id = @host)
+ORDER BY hour DESC, severity, host_id, rule LIMIT @limit OFFSET @offset
+"""
 
 _ARRAY_REDUCE = re.compile(r"ARRAY_REDUCE\('(max|min|sum|avg)', (\w+), '(\w+)'\)")
 
