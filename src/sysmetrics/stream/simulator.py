@@ -2,7 +2,8 @@
 
 What it models: diurnal CPU load per host, memory that follows CPU, cumulative network and
 disk counters that grow and sometimes reset (a reboot), a few GPU servers and laptops with
-batteries, and hosts that go offline and come back with their buffered (late) samples.
+batteries, hosts that go offline and come back with their buffered (late) samples, and a few
+incidents (a runaway process, a failed fan, a disk filling up) for the alerts to find.
 """
 
 from __future__ import annotations
@@ -43,6 +44,43 @@ log = logging.getLogger(__name__)
 GIB = 1024**3
 
 
+INCIDENTS_PER_HOST_DAY = 0.06
+"""A demo fleet of 50 hosts over a day shows about three believable incidents, not a fleet on
+fire: every other alert the simulator triggers is a spike too short for any rule's `for`."""
+INCIDENT_KINDS = ("cpu_runaway", "overheating", "disk_filling")
+
+
+@dataclass(frozen=True)
+class Incident:
+    """Something going wrong on one host for a while (seconds since start, [begin, end)):
+    a runaway process pins the CPU (and heats it), a failed fan overheats it at normal load,
+    or a log storm fills the root disk until someone cleans it up at the end."""
+
+    kind: str
+    begin: float
+    end: float
+
+    def active(self, elapsed_s: float) -> bool:
+        return self.begin <= elapsed_s < self.end
+
+    def progress(self, elapsed_s: float) -> float:
+        return (elapsed_s - self.begin) / (self.end - self.begin)
+
+
+def plan_incidents(hosts: int, seed: int, duration_s: float) -> dict[int, Incident]:
+    """Which hosts have an incident, and when: INCIDENTS_PER_HOST_DAY of the fleet's host-days,
+    one of each kind in turn (a 50-host day: one of each)."""
+    # Its own random stream: every other simulated value stays what it was for a given seed.
+    rng = random.Random(f"incidents-{seed}")
+    count = min(hosts, round(INCIDENTS_PER_HOST_DAY * hosts * duration_s / 86400))
+    planned = {}
+    for n, index in enumerate(sorted(rng.sample(range(hosts), count))):
+        length = rng.uniform(20, 45) * 60
+        begin = rng.uniform(0.1, 0.9) * max(duration_s - length, 0)
+        planned[index] = Incident(INCIDENT_KINDS[n % 3], begin, begin + length)
+    return planned
+
+
 @dataclass
 class SimHost:
     index: int
@@ -58,6 +96,7 @@ class SimHost:
     battery_health: float | None
     offline: tuple[float, float] | None  # seconds since start, [from, to)
     reset_at: float | None  # seconds since start: counters restart from 0 (a reboot)
+    incident: Incident | None = None
     net_sent: int = 0
     net_recv: int = 0
     disk_read: int = 0
@@ -128,6 +167,9 @@ def _sample(h: SimHost, ts: datetime, elapsed_s: float, interval_s: float) -> Me
     cpu = min(100.0, max(0.0, h.base_cpu + h.amp_cpu * diurnal + rng.gauss(0, 6)))
     if rng.random() < 0.002:
         cpu = rng.uniform(95, 100)  # a spike
+    incident = h.incident.kind if h.incident and h.incident.active(elapsed_s) else None
+    if incident == "cpu_runaway":
+        cpu = 96 + cpu % 3.5  # pinned; derived, not drawn, so later draws stay the same
     mem_pct = min(99.0, max(5.0, 30 + cpu * 0.4 + rng.gauss(0, 3)))
     if h.reset_at is not None and elapsed_s >= h.reset_at:
         h.net_sent = h.net_recv = h.disk_read = h.disk_write = 0
@@ -145,7 +187,12 @@ def _sample(h: SimHost, ts: datetime, elapsed_s: float, interval_s: float) -> Me
     h.disk_read += int(interval_s * rng.uniform(0, 4e6))
     h.disk_write += int(interval_s * rng.uniform(0, 2e6))
     h.disk_used = min(0.999, h.disk_used + rng.uniform(0, 2e-6))
-    disk_used = int(h.disk_total * h.disk_used)
+    root_used = h.disk_used
+    if incident == "disk_filling" and h.incident is not None:
+        # Full (97 %) two thirds into the incident; cleaned up when it ends.
+        filled = min(1.0, 1.5 * h.incident.progress(elapsed_s))
+        root_used = h.disk_used + (0.97 - h.disk_used) * filled
+    disk_used = int(h.disk_total * root_used)
     battery = None
     if h.battery_health is not None:
         plugged = 9 <= ts.hour < 18
@@ -211,7 +258,7 @@ def _sample(h: SimHost, ts: datetime, elapsed_s: float, interval_s: float) -> Me
                 total_bytes=h.disk_total,
                 used_bytes=disk_used,
                 free_bytes=h.disk_total - disk_used,
-                used_pct=round(100 * h.disk_used, 2),
+                used_pct=round(100 * root_used, 2),
             ),
             *_data_volume(h),
         ],
@@ -226,7 +273,12 @@ def _sample(h: SimHost, ts: datetime, elapsed_s: float, interval_s: float) -> Me
             Temperature(
                 sensor="coretemp",
                 label="Package id 0",
-                celsius=round(38 + cpu * 0.5 + rng.gauss(0, 1.5), 1),
+                # A failed fan: hot whatever the load.
+                celsius=round(
+                    (88 + cpu * 0.1 if incident == "overheating" else 38 + cpu * 0.5)
+                    + rng.gauss(0, 1.5),
+                    1,
+                ),
             )
         ],
         gpus=gpus,
@@ -244,6 +296,8 @@ def generate(
     the moment it comes back, the way a real collector's spool drains.
     """
     fleet = [_make_host(i, seed, start, duration_s) for i in range(hosts)]
+    for index, incident in plan_incidents(hosts, seed, duration_s).items():
+        fleet[index].incident = incident
     ticks = int(duration_s // interval_s)
     returning: list[tuple[float, int]] = []
     for tick in range(ticks):
