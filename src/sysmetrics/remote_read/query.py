@@ -169,17 +169,22 @@ class _Collector:
             found.samples += samples
             self.samples += len(samples)
 
+    def _columns(
+        self,
+        host: tuple[str, str, str],
+        group: list[dict[str, Any]],
+        families: list[catalog.RawSeries] | list[catalog.HourlySeries],
+    ) -> None:
+        """One series per family: its column's non-null values over the host's rows."""
+        for s in families:
+            column = s.column
+            samples = [(r["t"], float(v)) for r in group if (v := r[column]) is not None]
+            self._add(host, s.name, None, samples)
+
     def raw_rows(self, rows: list[dict[str, Any]], selection: Selection) -> None:
         for host, grouped in groupby(rows, key=_host):
             group = list(grouped)
-            for s in selection.raw:
-                column = s.column
-                self._add(
-                    host,
-                    s.name,
-                    None,
-                    [(r["t"], float(v)) for r in group if (v := r[column]) is not None],
-                )
+            self._columns(host, group, selection.raw)
             parsed = {
                 column: [(r["t"], msgspec.json.decode(r[column] or "[]")) for r in group]
                 for column in {d.column for d in selection.devices}
@@ -196,15 +201,7 @@ class _Collector:
 
     def hourly_rows(self, rows: list[dict[str, Any]], selection: Selection) -> None:
         for host, grouped in groupby(rows, key=_host):
-            group = list(grouped)
-            for s in selection.hourly:
-                column = s.column
-                self._add(
-                    host,
-                    s.name,
-                    None,
-                    [(r["t"], float(v)) for r in group if (v := r[column]) is not None],
-                )
+            self._columns(host, list(grouped), selection.hourly)
         self._check_samples()
 
     def _check_samples(self) -> None:
