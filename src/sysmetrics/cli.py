@@ -991,7 +991,12 @@ def alert(
 @click.option("--port", type=int, help="Port [SYSMETRICS_DASHBOARD_PORT=8050].")
 @pass_ctx
 def dashboard(ctx: Context, host: str | None, port: int | None) -> None:
-    """Serve the dashboard: fleet overview, per-host charts, alerts (no external assets)."""
+    """Serve the dashboard: fleet overview, per-host charts, alerts (no external assets).
+
+    The same server answers Prometheus' remote read at /api/v1/read (same login), so a
+    Prometheus with `remote_read` pointed here, and Grafana through it, chart the history with
+    PromQL: see deploy/prometheus/prometheus.yml and deploy/grafana/.
+    """
     from sysmetrics.dashboard.app import DashboardAuthError, check_exposure, serve
 
     settings = ctx.settings
