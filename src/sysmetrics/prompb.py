@@ -17,16 +17,18 @@ RESPONSE_SAMPLES, RESPONSE_STREAMED_XOR_CHUNKS = 0, 1
 """``ReadRequest.accepted_response_types``; none listed means samples."""
 
 
-def _field(message: Any, name: str, number: int, kind: int, type_name: str = "") -> None:
-    added = message.field.add(name=name, number=number, type=kind, label=_F.LABEL_OPTIONAL)
+def _add(message: Any, name: str, number: int, kind: int, type_name: str, label: int) -> None:
+    added = message.field.add(name=name, number=number, type=kind, label=label)
     if type_name:
         added.type_name = type_name
+
+
+def _field(message: Any, name: str, number: int, kind: int, type_name: str = "") -> None:
+    _add(message, name, number, kind, type_name, _F.LABEL_OPTIONAL)
 
 
 def _repeated(message: Any, name: str, number: int, kind: int, type_name: str = "") -> None:
-    added = message.field.add(name=name, number=number, type=kind, label=_F.LABEL_REPEATED)
-    if type_name:
-        added.type_name = type_name
+    _add(message, name, number, kind, type_name, _F.LABEL_REPEATED)
 
 
 def _build() -> dict[str, Any]:

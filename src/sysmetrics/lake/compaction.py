@@ -401,9 +401,10 @@ def hour_source(store: LakeStore, topic: str, hour: datetime) -> str | None:
     manifest = current_manifest(store, topic, hour)
     raw = raw_files(store, topic, hour)
     if manifest is not None:
+        compacted = set(manifest.sources)
         return curated_source(
             curated_uri(store, topic, manifest),
-            [store.uri(f) for f in raw if _name(f) not in set(manifest.sources)],
+            [store.uri(f) for f in raw if _name(f) not in compacted],
         )
     return raw_source([store.uri(f) for f in raw]) if raw else None
 

@@ -35,7 +35,6 @@ from sysmetrics.timeutil import hour_floor
 from sysmetrics.warehouse import sql
 from sysmetrics.warehouse.base import Warehouse
 
-HOUR_MS = 3_600_000
 _OPS = {
     prompb.MATCH_EQUAL: "=",
     prompb.MATCH_NOT_EQUAL: "!=",
@@ -242,37 +241,33 @@ class Deadline:
         self._timer.cancel()
 
 
-def _hour_params(start_ms: int, end_ms: int) -> tuple[datetime, datetime]:
-    start = datetime.fromtimestamp(start_ms / 1000, UTC)
-    end = datetime.fromtimestamp(end_ms / 1000, UTC)
-    return hour_floor(start), hour_floor(end)
-
-
 def size_up(
     wh: Warehouse,
-    query: Any,
+    span: tuple[datetime, datetime],
     selection: Selection,
     where: str,
     params: dict[str, str],
     limits: Limits,
 ) -> int:
-    """An upper bound of the samples the query may return, from its range (see the module)."""
-    start_ms, end_ms = query.start_timestamp_ms, query.end_timestamp_ms
-    first_hour, last_hour = _hour_params(start_ms, end_ms)
-    hosts = wh.scalar(sql.read_hosts(where), first_hour=first_hour, last_hour=last_hour, **params)
+    """An upper bound of the samples a query of ``span`` may return (see the module)."""
+    start, end = span
+    hosts = wh.scalar(
+        sql.read_hosts(where), first_hour=hour_floor(start), last_hour=hour_floor(end), **params
+    )
     hosts = max(int(hosts or 0), 1)
-    per_host_raw = (end_ms - start_ms) / 1000 / limits.sample_interval_s + 1
-    per_host_hourly = (end_ms - start_ms) / HOUR_MS + 1
+    seconds = (end - start).total_seconds()
+    per_host_raw = seconds / limits.sample_interval_s + 1
+    per_host_hourly = seconds / 3600 + 1
     estimate = hosts * (
         selection.raw_families * per_host_raw + len(selection.hourly) * per_host_hourly
     )
     if estimate > limits.max_samples:
-        days = (end_ms - start_ms) / 86_400_000
         raise RemoteReadError(
-            f"the query could read ~{estimate:,.0f} samples ({hosts} hosts x {days:,.1f} days x "
-            f"{selection.raw_families} raw + {len(selection.hourly)} hourly families), over the "
-            f"limit of {limits.max_samples:,} (SYSMETRICS_REMOTE_READ_MAX_SAMPLES): narrow the "
-            "range or the hosts, or read the …_1h series (hourly aggregates) for long ranges",
+            f"the query could read ~{estimate:,.0f} samples ({hosts} hosts x "
+            f"{seconds / 86400:,.1f} days x {selection.raw_families} raw + "
+            f"{len(selection.hourly)} hourly families), over the limit of "
+            f"{limits.max_samples:,} (SYSMETRICS_REMOTE_READ_MAX_SAMPLES): narrow the range or "
+            "the hosts, or read the …_1h series (hourly aggregates) for long ranges",
             422,
         )
     return int(estimate)
@@ -289,12 +284,12 @@ def run_query(
     if not selection.raw_families and not selection.hourly:
         return []
     where, params = pushdown(matchers)
-    size_up(wh, query, selection, where, params, limits)
-    collector = _Collector(matchers, limits)
     start_ms, end_ms = query.start_timestamp_ms, query.end_timestamp_ms
     start = datetime.fromtimestamp(start_ms / 1000, UTC)
     end = datetime.fromtimestamp(end_ms / 1000, UTC)
     first_hour, last_hour = hour_floor(start), hour_floor(end)
+    size_up(wh, (start, end), selection, where, params, limits)
+    collector = _Collector(matchers, limits)
     if selection.raw_families:
         columns = sorted({s.column for s in selection.raw} | {d.column for d in selection.devices})
         statement = sql.read_raw(columns, where)
