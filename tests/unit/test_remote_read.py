@@ -100,3 +100,22 @@ def test_a_statement_past_the_timeout_is_interrupted() -> None:
         wh.rows("SELECT COUNT(*) FROM range(1000000000000)")
     assert deadline.expired and time.monotonic() - began < 30
     wh.close()
+
+
+def test_a_query_returning_more_series_than_the_limit_is_refused() -> None:
+    wh = DuckDBWarehouse(":memory:")
+    wh.ensure_tables()
+    for host in ("a", "b", "c"):
+        wh.execute(
+            "INSERT INTO {hourly} (host_id, hour, hostname, os, cpu_avg) "
+            "VALUES (@host, TIMESTAMP '2026-11-27 10:00:00+00', @host, 'linux', 10.0)",
+            host=host,
+        )
+    day_ms = 1_795_737_600_000  # 2026-11-27T00:00Z
+    hourly = request(day_ms, day_ms + 86_400_000, "sysmetrics_cpu_utilization_percent_avg_1h")
+    answer = prompb.ReadResponse.FromString(read(wh, None, "t", hourly, Limits(max_series=3)))
+    assert len(answer.results[0].timeseries) == 3
+    with pytest.raises(RemoteReadError, match="more than 2 series") as refused:
+        read(wh, None, "t", hourly, Limits(max_series=2))
+    assert refused.value.status == 422
+    wh.close()
