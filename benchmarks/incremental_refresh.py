@@ -30,6 +30,7 @@ from pathlib import Path
 from sysmetrics.batch.hourly import run_hour
 from sysmetrics.config import Settings, load_settings
 from sysmetrics.lake import layout
+from sysmetrics.lake.catalog import RoundManifest, Watermark
 from sysmetrics.lake.store import LakeStore
 from sysmetrics.schema import encode
 from sysmetrics.stream.simulator import generate
@@ -77,21 +78,17 @@ class LakeBuilder:
                     self.files += 1
             end = start + len(records) - 1
             self.offsets[partition] = end + 1
-            manifest = {"partition": partition, "start": start, "end": end, "files": names}
+            manifest = RoundManifest(partition, start, end, names)
             target = self.root / layout.manifest_path(TOPIC, written, partition, start)
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(json.dumps(manifest))
+            target.write_bytes(manifest.encode())
 
     def watermarks(self, complete_before: datetime) -> None:
         for partition, committed in enumerate(self.offsets):
-            mark = {
-                "partition": partition,
-                "committed_offset": committed,
-                "complete_before": complete_before.isoformat(),
-            }
+            mark = Watermark(partition, committed, complete_before)
             target = self.root / layout.watermark_path(TOPIC, partition)
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(json.dumps(mark))
+            target.write_bytes(mark.encode())
 
 
 def build_hour(

@@ -415,22 +415,8 @@ def consume(
     Offsets are committed only after the files are durable; invalid messages are quarantined
     under quarantine/ in the lake with the reason and raw bytes.
     """
-    import gc
-    import os
-    import threading
-
-    from sysmetrics.collect.loop import install_stop_signals
-    from sysmetrics.lake.status import status_path
-    from sysmetrics.lake.writer import LakeWriter, WriterError
-    from sysmetrics.stream.admin import ensure_topic
-
-    # The writer allocates a few objects per message and builds no reference cycles: with
-    # the default threshold the cyclic GC ran every 700 allocations and took a third of the
-    # CPU while catching up (benchmarks/lake_writer.py).
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 20)
-
-    from sysmetrics.observability import serve_metrics
+    from sysmetrics.lake.writer import WriterError, run_writer
+    from sysmetrics.stream.runtime import ConsumerRefused
 
     settings = _overridden(
         ctx.settings,
@@ -439,30 +425,13 @@ def consume(
         metrics_port=metrics_port,
     )
     try:
-        ensure_topic(settings)
-        if settings.dead_letter_topic:
-            ensure_topic(settings, settings.dead_letter_topic)
-    except (ConnectionError, PermissionError) as exc:
+        stats = run_writer(settings, idle_exit, announce=click.echo)
+    except (ConnectionError, PermissionError, ConsumerRefused) as exc:
         raise click.ClickException(str(exc)) from None
-    stop = threading.Event()
-    install_stop_signals(stop)
-    status_file = status_path(settings.data_dir, os.getpid())
-    writer = LakeWriter(settings, stop=stop, status_file=status_file)
-    metrics = serve_metrics(
-        "consume", [writer.readings], settings.metrics_addr, settings.metrics_port
-    )
-    click.echo(
-        f"writing {settings.topic} to {settings.lake_url} as group {settings.consumer_group}"
-    )
-    try:
-        stats = writer.run(max_idle_s=idle_exit)
     except WriterError as exc:
         raise click.ClickException(
             f"{exc}; restart 'sysmetrics consume' (nothing was lost)"
         ) from None
-    finally:
-        metrics.close()
-        status_file.unlink(missing_ok=True)
     click.echo(
         f"wrote {stats.records} records in {stats.batches} batches ({stats.files} files, "
         f"{stats.bytes} bytes), {stats.quarantined} quarantined"
@@ -607,26 +576,22 @@ def batch_backfill(
     rebuild: bool,
 ) -> None:
     """Run every hour in [--from, --to) in order, with a progress bar."""
-    from datetime import UTC, datetime, timedelta
+    from datetime import UTC, datetime
 
     from rich.progress import Progress
 
     from sysmetrics.batch.hourly import DataQualityError, backfill
-    from sysmetrics.timeutil import hour_floor, parse_duration, parse_utc
+    from sysmetrics.timeutil import hour_floor, parse_range
 
     if (start_text is None) == (last_text is None):
         raise click.UsageError("give either --from or --last (e.g. --last 24h)")
     try:
-        end = parse_utc(end_text) if end_text else hour_floor(datetime.now(UTC))
-        start = (
-            parse_utc(start_text)
-            if start_text
-            else end - timedelta(seconds=parse_duration(last_text or "0s"))
+        start, end = parse_range(
+            start_text, end_text, last_text, default_end=hour_floor(datetime.now(UTC))
         )
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
-    if end <= start:
-        raise click.BadParameter("--to must be after --from")
+    assert start is not None and end is not None  # --from or --last given, --to defaulted
     total = int((end - start).total_seconds() // 3600) or 1
     wh, store = _batch_parts(ctx.settings)
     try:
@@ -674,16 +639,11 @@ def _lake_hours(
     prefixes: tuple[str, ...] = ("raw",),
 ) -> list[Any]:
     """The hours of the lake in the range (every hour with a folder when none is given)."""
-    from datetime import UTC, datetime, timedelta
-
     from sysmetrics.lake.compaction import hours_in_lake
-    from sysmetrics.timeutil import parse_duration, parse_utc
+    from sysmetrics.timeutil import parse_range
 
     try:
-        end = parse_utc(end_text) if end_text else None
-        start = parse_utc(start_text) if start_text else None
-        if last_text:
-            start = (end or datetime.now(UTC)) - timedelta(seconds=parse_duration(last_text))
+        start, end = parse_range(start_text, end_text, last_text)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     hours = sorted({h for prefix in prefixes for h in hours_in_lake(store, topic, prefix)})
@@ -706,17 +666,14 @@ def lake_compact(
     """Write each complete hour (its watermark passed) as curated Parquet: deduplicated,
     typed, sorted by host and time, zstd. An hour already compacted is rewritten only when
     raw files arrived after it (a new version replaces the old one atomically)."""
-    from datetime import timedelta
-
-    from sysmetrics.batch.hourly import lake_complete_before
+    from sysmetrics.lake.catalog import complete_hours
     from sysmetrics.lake.compaction import compact_hour
     from sysmetrics.lake.store import LakeStore
 
     settings = ctx.settings
     store = LakeStore.from_settings(settings)
-    complete = lake_complete_before(store, settings.topic)
     hours = _lake_hours(store, settings.topic, start_text, end_text, last_text)
-    ready = [h for h in hours if complete is not None and h + timedelta(hours=1) <= complete]
+    ready = complete_hours(store, settings.topic, hours)
     if len(ready) < len(hours):
         click.echo(f"{len(hours) - len(ready)} hours not complete yet (lake watermark): skipped")
     written = 0
@@ -934,8 +891,8 @@ def alert(
     notifications, never drops them. State survives restarts in SYSMETRICS_ALERT_STATE_TOPIC.
     """
     from sysmetrics.alerts.rules import RulesError, load_rules
-    from sysmetrics.alerts.service import AlertService
-    from sysmetrics.collect.loop import install_stop_signals
+    from sysmetrics.alerts.service import run_evaluator
+    from sysmetrics.stream.runtime import ConsumerRefused
 
     settings = _overridden(
         ctx.settings,
@@ -962,23 +919,10 @@ def alert(
             "no receiver configured (--alertmanager or --webhook): alerts are only logged",
             err=True,
         )
-    from sysmetrics.observability import serve_metrics
-
-    service = AlertService(settings, rules)
-    install_stop_signals(service.stop)
-    metrics = serve_metrics(
-        "alert", [service.readings], settings.metrics_addr, settings.metrics_port
-    )
-    click.echo(
-        f"evaluating {len(rules)} rules on {settings.topic} as group "
-        f"{settings.alert_consumer_group}"
-    )
     try:
-        stats = service.run()
-    except (ConnectionError, PermissionError) as exc:
+        stats = run_evaluator(settings, rules, announce=click.echo)
+    except (ConnectionError, PermissionError, ConsumerRefused) as exc:
         raise click.ClickException(str(exc)) from None
-    finally:
-        metrics.close()
     click.echo(
         f"{stats.events:,} events, {stats.skipped} skipped, {stats.firing_sent} firing, "
         f"{stats.resolved_sent} resolved"
@@ -997,7 +941,8 @@ def dashboard(ctx: Context, host: str | None, port: int | None) -> None:
     Prometheus with `remote_read` pointed here, and Grafana through it, chart the history with
     PromQL: see deploy/prometheus/prometheus.yml and deploy/grafana/.
     """
-    from sysmetrics.dashboard.app import DashboardAuthError, check_exposure, serve
+    from sysmetrics.dashboard.app import serve
+    from sysmetrics.dashboard.auth import DashboardAuthError, check_exposure
 
     settings = ctx.settings
     try:
@@ -1065,72 +1010,29 @@ def up(
 ) -> None:
     """Run the whole pipeline here: embedded broker, collector, lake writer, hourly job and
     dashboard, with a live status. Ctrl-C stops everything cleanly."""
-    import signal
-    import time
-
-    from rich.live import Live
-    from rich.table import Table
-
-    from sysmetrics.orchestration.local import LocalPipeline
+    from sysmetrics.orchestration.local import LocalPipeline, run_live
     from sysmetrics.stream.broker import BrokerError
 
-    settings = _overridden(ctx.settings, metrics_port=metrics_port)
     if with_ingest:
         import importlib
 
         # A missing extra fails here, with what to install, not in a child restarted forever.
         importlib.import_module("sysmetrics.ingest.server")
-    refresh = 60.0
-    if demo:
-        settings = settings.model_copy(update={"flush_seconds": 10.0})
-        refresh = 20.0
-    if use_airflow is None:
-        import importlib.util
-
-        use_airflow = importlib.util.find_spec("airflow") is not None
-    pipeline = LocalPipeline(
+    settings = _overridden(ctx.settings, metrics_port=metrics_port)
+    pipeline = LocalPipeline.for_up(
         settings,
         simulate_hosts,
         history_hours=history,
+        demo=demo,
         collect=not no_collect,
         dashboard=not no_dashboard,
         ingest=with_ingest,
-        scheduler_refresh_s=refresh,
         airflow=use_airflow,
     )
-    stopping = {"now": False}
-
-    def on_signal(signum: int, _frame: object) -> None:
-        stopping["now"] = True
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
     try:
-        pipeline.start()
+        run_live(pipeline, run_for)
     except BrokerError as exc:
-        pipeline.shutdown()
         raise click.ClickException(str(exc)) from None
-
-    def table() -> Table:
-        t = Table(title="sysmetrics up  (Ctrl-C stops everything)", expand=False)
-        for column in ("component", "state", "detail"):
-            t.add_column(column)
-        for row in pipeline.rows():
-            t.add_row(*row)
-        return t
-
-    started = time.monotonic()
-    try:
-        with Live(table(), refresh_per_second=1, transient=False) as live:
-            while not stopping["now"]:
-                if run_for is not None and time.monotonic() - started >= run_for:
-                    break
-                pipeline.supervise()
-                live.update(table())
-                time.sleep(1.0)
-    finally:
-        click.echo("stopping: collector, simulator, lake writer (flushing), dashboard, broker…")
-        pipeline.shutdown()
     click.echo("all components stopped")
 
 
@@ -1139,77 +1041,10 @@ def up(
 @pass_ctx
 def status(ctx: Context) -> None:
     """Health of each component: broker, lake writers (lag, last file), last aggregated hour."""
-    from sysmetrics.lake.status import read_writer_status
-    from sysmetrics.stream.admin import under_replicated
+    from sysmetrics.orchestration.health import report
 
-    settings = ctx.settings
-    info = _embedded(settings).running()
-    click.echo(
-        f"broker       {'running pid ' + str(info.pid) if info else 'not running (embedded)'}"
-        f"  {settings.bootstrap_servers}"
-    )
-    try:
-        lagging = under_replicated(settings)
-        if lagging:
-            click.echo(
-                f"replication  {len(lagging)} partitions below their replicas: "
-                + ", ".join(lagging)
-            )
-    except (ConnectionError, PermissionError) as exc:
-        click.echo(f"kafka        unreachable: {exc}")
-    writers = read_writer_status(settings.data_dir)
-    if not writers:
-        click.echo("lake writer  not running")
-    for w in writers:
-        lag = sum(w.get("lag", {}).values()) if w.get("lag") else "?"
-        click.echo(
-            f"lake writer  pid {w['pid']} partitions {w['assigned']}: {w['records']} records, "
-            f"{w['files']} files, {w['quarantined']} quarantined, {w['commit_failures']} commit "
-            f"failures, lag ~{lag}, last file {w.get('last_file') or '-'}"
-        )
-        if w.get("clock_ahead") or w.get("late_files"):
-            click.echo(
-                f"             {w.get('clock_ahead', 0)} events ahead of their arrival (a host "
-                f"clock is wrong), {w.get('late_files', 0)} files into hours beyond the look-back"
-            )
-    try:
-        from sysmetrics.warehouse import open_warehouse, sql
-
-        wh = open_warehouse(settings, read_only=True)
-        try:
-            last = wh.rows(sql.LAST_COMPLETE_HOUR)[0]["hour"]
-            latest = wh.rows(sql.LATEST_SAMPLE)[0]["ts"]
-            click.echo(
-                f"warehouse    last complete hour {last or '-'}, newest sample {latest or '-'}"
-            )
-            _echo_flagged_hosts(wh)
-        finally:
-            wh.close()
-    except Exception as exc:
-        click.echo(f"warehouse    unavailable ({type(exc).__name__}: {str(exc).splitlines()[0]})")
-
-
-def _echo_flagged_hosts(wh: Any) -> None:
-    """Hosts whose data was odd in the last 24 h; duplicates by name, the rest counted."""
-    from datetime import UTC, datetime, timedelta
-
-    from sysmetrics.warehouse import sql
-
-    since = datetime.now(UTC) - timedelta(hours=24)
-    flagged = wh.rows(sql.FLAGGED_HOSTS, since=since, anomaly="", host="")
-    duplicates = [f for f in flagged if f["anomaly"] == "duplicate_host_id"]
-    for f in duplicates:
-        click.echo(
-            f"duplicate id {f['host_id']!r}: about {f['value']:.0f} machines ({f['detail']}), "
-            f"{f['hours']} h in the last 24 h"
-        )
-    others: dict[str, int] = {}
-    for f in flagged:
-        if f["anomaly"] != "duplicate_host_id":
-            others[f["anomaly"]] = others.get(f["anomaly"], 0) + 1
-    if others:
-        counts = ", ".join(f"{n} {anomaly}" for anomaly, n in sorted(others.items()))
-        click.echo(f"data quality hosts flagged in the last 24 h: {counts} (see host_data_quality)")
+    for line in report(ctx.settings):
+        click.echo(line)
 
 
 EXTRA_OF_MODULE = {

@@ -10,7 +10,7 @@ in use is a warning, never a reason for the pipeline to stop.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -37,6 +37,16 @@ class Reading:
 
 
 Reader = Callable[[], list[Reading]]
+
+
+def counters(
+    prefix: str, rows: Sequence[tuple[str, float, str]], labels: dict[str, str] | None = None
+) -> list[Reading]:
+    """``prefix_NAME_total`` counters from (name, value, help) rows."""
+    return [
+        Reading(f"{prefix}_{name}_total", "counter", text, value, labels or {})
+        for name, value, text in rows
+    ]
 
 
 class _ReadingsCollector(Collector):

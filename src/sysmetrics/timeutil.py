@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -31,3 +31,23 @@ def parse_utc(text: str) -> datetime:
 
 def hour_floor(value: datetime) -> datetime:
     return value.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def parse_range(
+    start_text: str | None,
+    end_text: str | None,
+    last_text: str | None,
+    default_end: datetime | None = None,
+) -> tuple[datetime | None, datetime | None]:
+    """The ``--from`` / ``--to`` / ``--last`` options every command takes as [start, end):
+    ``--last`` counts back from ``--to``, else from ``default_end``, else from now; None where
+    the range is open."""
+    if start_text and last_text:
+        raise ValueError("give either --from or --last, not both")
+    end = parse_utc(end_text) if end_text else default_end
+    start = parse_utc(start_text) if start_text else None
+    if last_text:
+        start = (end or datetime.now(UTC)) - timedelta(seconds=parse_duration(last_text))
+    if start is not None and end is not None and end <= start:
+        raise ValueError("--to must be after --from")
+    return start, end

@@ -15,7 +15,8 @@ from starlette.testclient import TestClient
 
 from sysmetrics.batch.hourly import run_hour
 from sysmetrics.config import Settings
-from sysmetrics.dashboard.app import DashboardAuthError, check_exposure, create_app
+from sysmetrics.dashboard.app import create_app
+from sysmetrics.dashboard.auth import DashboardAuthError, check_exposure
 from sysmetrics.lake.store import LakeStore
 from sysmetrics.warehouse.duckdb import DuckDBWarehouse
 from tests.support.kafka_io import SYSMETRICS

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sysmetrics.alerts.rules import Rule
+from sysmetrics.alerts.rules import COMPARISONS, METRICS, Rule
 from sysmetrics.schema import MetricsEvent
 
 
@@ -106,6 +106,10 @@ class Evaluator:
     hosts_changed: set[str] = field(default_factory=set)
     """Hosts new to this evaluator or whose name, interval or partition changed: to be saved
     with the state, so a host that falls silent while no evaluator runs is still paged."""
+    state_changed: set[str] = field(default_factory=set)
+    """Alerts (fingerprints) whose resume point changed without a notification: a pending
+    alert begun or dropped, a keep_firing_for window opened or closed. The caller saves them
+    with the state and clears the set."""
 
     def restore(
         self, alerts: list[Alert], hosts: Sequence[KnownHost] = (), now: float | None = None
@@ -127,59 +131,77 @@ class Evaluator:
         self.alerts = {k: a for k, a in self.alerts.items() if a.partition not in partitions}
         self.seen = {h: s for h, s in self.seen.items() if s.partition not in partitions}
 
+    def __post_init__(self) -> None:
+        # Compiled once: each threshold rule's reader, comparison and threshold, so a sample
+        # costs a read and a compare per rule.
+        self._checks = [
+            (r, METRICS[r.metric], COMPARISONS[r.op], float(r.threshold))
+            for r in self.rules
+            if r.kind == "threshold" and r.metric is not None and r.threshold is not None
+        ]
+        self._absent = [r for r in self.rules if r.kind == "absent"]
+
     def observe(
         self, event: MetricsEvent, arrived: float | None = None, partition: int | None = None
     ) -> list[Change]:
+        """The firing and resolved changes this sample makes; alerts whose resume point
+        (pending start, keep_firing_for window) changed without one go to ``state_changed``."""
         host = event.host
+        host_id, ts, alerts = host.host_id, event.ts, self.alerts
         changes: list[Change] = []
-        before = self.seen.get(host.host_id)
-        seen = self.seen[host.host_id] = _Seen(
-            host.hostname,
-            event.interval_s or self.default_interval_s,
-            time.time() if arrived is None else arrived,
-            partition,
-        )
-        if before is None or (before.hostname, before.interval_s, before.partition) != (
-            seen.hostname,
-            seen.interval_s,
-            seen.partition,
+        interval_s = event.interval_s or self.default_interval_s
+        now = time.time() if arrived is None else arrived
+        seen = self.seen.get(host_id)
+        if (
+            seen is None
+            or seen.hostname != host.hostname
+            or seen.interval_s != interval_s
+            or seen.partition != partition
         ):
-            self.hosts_changed.add(host.host_id)
-        for rule in self.rules:
-            key = f"{rule.name}|{host.host_id}"
-            alert = self.alerts.get(key)
-            if rule.kind == "absent":
-                # Any sample ends a host-down alert (restored from state, or raised here).
-                if alert is not None:
-                    changes.append(self._resolve(key, event.ts))
-                continue
-            value = rule.value(event)
-            if rule.holds(value):
+            self.seen[host_id] = _Seen(host.hostname, interval_s, now, partition)
+            self.hosts_changed.add(host_id)
+        else:
+            seen.arrived = now
+        for rule in self._absent:
+            # Any sample ends a host-down alert (restored from state, or raised here).
+            key = f"{rule.name}|{host_id}"
+            if key in alerts:
+                changes.append(self._resolve(key, ts))
+        for rule, read, compare, threshold in self._checks:
+            key = f"{rule.name}|{host_id}"
+            alert = alerts.get(key)
+            value = read(event)
+            if value is not None and compare(value, threshold):
                 if alert is None:
-                    alert = Alert(
-                        rule.name, host.host_id, host.hostname, "pending", event.ts, event.ts
+                    alert = alerts[key] = Alert(
+                        rule.name, host_id, host.hostname, "pending", ts, ts
                     )
-                    self.alerts[key] = alert
+                    self.state_changed.add(key)
                 alert.partition = partition
-                alert.last_true, alert.value, alert.hostname = event.ts, value, host.hostname
-                alert.keep_firing_since = None
-                if alert.state == "pending" and event.ts - alert.active_since >= rule.for_:
-                    alert.state, alert.fired_at = "firing", event.ts
+                alert.last_true, alert.value, alert.hostname = ts, value, host.hostname
+                if alert.keep_firing_since is not None:
+                    alert.keep_firing_since = None
+                    self.state_changed.add(key)
+                if alert.state == "pending" and ts - alert.active_since >= rule.for_:
+                    alert.state, alert.fired_at = "firing", ts
                     changes.append(Change("firing", alert))
             elif alert is not None:
                 if alert.state == "pending":
-                    del self.alerts[key]
+                    del alerts[key]
+                    self.state_changed.add(key)
                     continue
-                alert.keep_firing_since = alert.keep_firing_since or event.ts
-                if event.ts - alert.keep_firing_since >= rule.keep_firing_for:
-                    changes.append(self._resolve(key, event.ts))
+                if alert.keep_firing_since is None:
+                    alert.keep_firing_since = ts
+                    self.state_changed.add(key)
+                if ts - alert.keep_firing_since >= rule.keep_firing_for:
+                    changes.append(self._resolve(key, ts))
         return changes
 
     def check_absent(self, now: float | None = None) -> list[Change]:
         """Host-down rules on the wall clock, for every host this evaluator has seen."""
         now = time.time() if now is None else now
         changes = []
-        for rule in (r for r in self.rules if r.kind == "absent"):
+        for rule in self._absent:
             for host_id, seen in list(self.seen.items()):
                 key = f"{rule.name}|{host_id}"
                 silent_s = now - seen.arrived

@@ -91,12 +91,6 @@ class Rule(BaseModel):
             if self.threshold is None:
                 raise ValueError("a threshold rule needs a threshold")
 
-    def value(self, event: MetricsEvent) -> float | None:
-        return METRICS[self.metric](event) if self.metric else None
-
-    def holds(self, value: float | None) -> bool:
-        return value is not None and COMPARISONS[self.op](value, float(self.threshold or 0))
-
 
 def default_rules_path() -> Path:
     return Path(str(files("sysmetrics.alerts") / "default_rules.toml"))

@@ -16,11 +16,19 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from sysmetrics.alerts.evaluator import Alert, Change, Evaluator, KnownHost
 from sysmetrics.alerts.live import write_firing
@@ -30,11 +38,14 @@ from sysmetrics.config import Settings
 from sysmetrics.observability import Reading
 from sysmetrics.schema import SchemaError, decode_keeping_unknown
 from sysmetrics.stream.admin import ensure_topic
-from sysmetrics.stream.group import leave_group
 from sysmetrics.stream.kafka_config import consumer_config, producer_config
+from sysmetrics.stream.runtime import ConsumerRuntime
 
 log = logging.getLogger(__name__)
 COMMIT_EVERY_S = 1.0
+ABSENT_CHECK_EVERY_S = 1.0
+"""Host-down rules look at every known host: once a second, not after every poll (a host is
+down after intervals x its interval, tens of seconds)."""
 
 
 @dataclass
@@ -92,11 +103,6 @@ def read_state_records(settings: Settings, timeout_s: float) -> dict[str, dict[s
     return latest
 
 
-def _resume_point(alert: Alert) -> tuple[str, datetime, datetime | None]:
-    """The fields a restarted evaluator needs to continue an alert exactly."""
-    return alert.state, alert.active_since, alert.keep_firing_since
-
-
 class AlertService:
     def __init__(self, settings: Settings, rules: list[Rule] | None = None) -> None:
         self.settings = settings
@@ -110,7 +116,13 @@ class AlertService:
         self.stats = AlertStats()
         self._last_resend = 0.0
         self._last_state = 0.0
+        self._last_commit = time.monotonic()
+        self._last_absent_check = 0.0
+        self._handled: dict[int, int] = {}  # partition -> next offset, not yet committed
         self._producer: Producer | None = None
+        self.runtime = ConsumerRuntime(
+            settings, settings.topic, settings.alert_consumer_group, self, self.stop
+        )
 
     def run(self) -> AlertStats:
         settings = self.settings
@@ -118,35 +130,11 @@ class AlertService:
         ensure_topic(
             settings, settings.alert_state_topic, partitions=1, config={"cleanup.policy": "compact"}
         )
-        producer = self._producer = Producer(producer_config(settings))
-        consumer = Consumer(consumer_config(settings, settings.alert_consumer_group))
-        consumer.subscribe([settings.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
-        last_commit = time.monotonic()
+        self._producer = Producer(producer_config(settings))
         try:
-            while not self.stop.is_set():
-                message = consumer.poll(0.5)
-                error = message.error() if message is not None else None
-                if message is not None and error is None:
-                    self._handle(message.value() or b"", producer, message.partition())
-                    consumer.store_offsets(message)
-                elif error is not None and error.code() != KafkaError._PARTITION_EOF:
-                    log.warning("consumer: %s", error)
-                self._publish(self.evaluator.check_absent(), producer)
-                self._forget_hosts(producer)
-                self._resend()
-                self.outbox.flush()
-                self._write_live_state()
-                if time.monotonic() - last_commit >= COMMIT_EVERY_S:
-                    # State first, offsets after: a crash re-reads samples, never loses state.
-                    producer.flush(30)
-                    try:
-                        consumer.commit(asynchronous=False)
-                    except Exception as exc:  # nothing stored to commit yet, or a rebalance
-                        log.debug("commit: %s", exc)
-                    last_commit = time.monotonic()
+            self.runtime.run()
         finally:
-            leave_group(consumer)  # the revocation commits what was handled
-            producer.flush(30)
+            self._producer.flush(30)
             self.outbox.flush(now=float("inf"))
         return self.stats
 
@@ -193,11 +181,13 @@ class AlertService:
                 "alerts the receiver accepted",
                 self.outbox.sent,
             ),
+            *self.runtime.readings(),
         ]
 
-    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    # ------------------------------------------------------------------ the runtime's stage
+    def assigned(self, partitions: list[int]) -> None:
         """Take over the alerts of the hosts on these partitions from the state topic."""
-        owned = {tp.partition for tp in partitions}
+        owned = set(partitions)
         if self._producer is not None:
             self._producer.flush(30)
         records = read_state_records(self.settings, 60.0)
@@ -215,17 +205,50 @@ class AlertService:
             len(hosts),
         )
 
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def revoked(self, partitions: list[int]) -> None:
         """State and offsets of these partitions are saved, then their hosts forgotten."""
-        lost = {tp.partition for tp in partitions}
+        self._commit()
+        for partition in partitions:
+            self._handled.pop(partition, None)
+        self.evaluator.release(set(partitions))
+
+    def receive(self, messages: list[Message], received: datetime) -> None:
+        assert self._producer is not None  # run() made it before consuming
+        for message in messages:
+            partition, offset = message.partition(), message.offset()
+            assert partition is not None and offset is not None  # set on consumed messages
+            self._handle(message.value() or b"", self._producer, partition)
+            self._handled[partition] = offset + 1
+
+    def after_poll(self) -> None:
+        assert self._producer is not None
+        if time.monotonic() - self._last_absent_check >= ABSENT_CHECK_EVERY_S:
+            self._last_absent_check = time.monotonic()
+            self._publish(self.evaluator.check_absent(), self._producer)
+        self._forget_hosts(self._producer)
+        self._resend()
+        self.outbox.flush()
+        self._write_live_state()
+        if time.monotonic() - self._last_commit >= COMMIT_EVERY_S:
+            self._commit()
+
+    def poll_timeout(self) -> float:
+        return 0.5
+
+    def finish(self) -> None:
+        self._commit()
+
+    def _commit(self) -> None:
+        """State first, offsets after: a crash re-reads samples, never loses state."""
+        self._last_commit = time.monotonic()
         if self._producer is not None:
             self._producer.flush(30)
         try:
-            consumer.commit(asynchronous=False)
-        except Exception as exc:  # nothing stored to commit yet
-            log.debug("commit on revoke: %s", exc)
-        self.evaluator.release(lost)
-        log.info("alert evaluator: partitions %s revoked", sorted(lost))
+            self.runtime.commit(self._handled)
+        except KafkaException as exc:  # e.g. a rebalance under way: committed next time
+            log.debug("commit: %s", exc)
+        else:
+            self._handled = {}
 
     def _handle(self, payload: bytes, producer: Producer, partition: int | None = None) -> None:
         try:
@@ -235,24 +258,18 @@ class AlertService:
             log.debug("skipped a message that is not an event: %s", exc)
             return
         self.stats.events += 1
-        alerts = self.evaluator.alerts
-        # A sample touches only its host's alerts: compare those, not the whole state.
-        keys = [f"{rule.name}|{event.host.host_id}" for rule in self.rules]
-        before = {k: _resume_point(alerts[k]) for k in keys if k in alerts}
-        changes = self.evaluator.observe(event, partition=partition)
+        evaluator = self.evaluator
+        changes = evaluator.observe(event, partition=partition)
         self._publish(changes, producer)
         # What a restart resumes from is state too: a pending alert (its `for`), a firing one
         # entering or leaving its keep_firing_for window (the window's start); pages and
         # resolves were saved by _publish.
-        published = {c.alert.fingerprint for c in changes}
-        for key in keys:
-            if key in published:
-                continue
-            if key not in alerts:
-                if key in before:
-                    self._save(producer, key, None)
-            elif before.get(key) != _resume_point(alerts[key]):
-                self._save(producer, key, alerts[key].to_json())
+        if evaluator.state_changed:
+            published = {c.alert.fingerprint for c in changes}
+            for key in evaluator.state_changed - published:
+                alert = evaluator.alerts.get(key)
+                self._save(producer, key, alert.to_json() if alert is not None else None)
+            evaluator.state_changed.clear()
         for host_id in self.evaluator.hosts_changed:
             host = self.evaluator.known_host(host_id)
             self._save(producer, host.key, asdict(host))
@@ -316,3 +333,25 @@ class AlertService:
         value = json.dumps(record).encode() if record is not None else None
         producer.produce(self.settings.alert_state_topic, value, key.encode())
         producer.poll(0)
+
+
+def run_evaluator(
+    settings: Settings, rules: list[Rule], announce: Callable[[str], None]
+) -> AlertStats:
+    """`sysmetrics alert`: evaluate until SIGINT/SIGTERM, serving /metrics meanwhile."""
+    from sysmetrics.collect.loop import install_stop_signals
+    from sysmetrics.observability import serve_metrics
+
+    service = AlertService(settings, rules)
+    install_stop_signals(service.stop)
+    metrics = serve_metrics(
+        "alert", [service.readings], settings.metrics_addr, settings.metrics_port
+    )
+    announce(
+        f"evaluating {len(rules)} rules on {settings.topic} as group "
+        f"{settings.alert_consumer_group}"
+    )
+    try:
+        return service.run()
+    finally:
+        metrics.close()

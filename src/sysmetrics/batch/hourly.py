@@ -15,7 +15,6 @@ and flagged in ``host_data_quality``.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import defaultdict
@@ -25,7 +24,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sysmetrics.config import Settings
-from sysmetrics.lake import layout
+from sysmetrics.lake.catalog import (
+    complete_before,
+    complete_hours,
+    delete_manifest_folder,
+    late_markers,
+    manifest_folders,
+    read_manifests,
+    read_watermarks,
+)
 from sysmetrics.lake.compaction import (
     Compacted,
     Verification,
@@ -38,7 +45,6 @@ from sysmetrics.lake.compaction import (
     raw_files,
 )
 from sysmetrics.lake.store import LakeStore
-from sysmetrics.lake.watermarks import read_watermarks
 from sysmetrics.timeutil import hour_floor
 from sysmetrics.warehouse import sql
 from sysmetrics.warehouse.base import Warehouse
@@ -71,21 +77,13 @@ class HourResult:
 
 
 # ---------------------------------------------------------------------------- watermark
-def lake_complete_before(store: LakeStore, topic: str) -> datetime | None:
-    """The event time up to which every partition's writer says the lake is complete."""
-    marks = read_watermarks(store, topic)
-    if not marks:
-        return None
-    return min(datetime.fromisoformat(m["complete_before"]) for m in marks)
-
-
 def wait_for_watermark(
     store: LakeStore, topic: str, until: datetime, timeout_s: float, poll_s: float = 5.0
 ) -> bool:
     """Wait until the lake is complete up to ``until``; False when ``timeout_s`` ran out."""
     deadline = time.monotonic() + timeout_s
     while True:
-        complete = lake_complete_before(store, topic)
+        complete = complete_before(store, topic)
         if complete is not None and complete >= until:
             return True
         if time.monotonic() >= deadline:
@@ -369,8 +367,9 @@ class NewFiles:
     """Data files by event hour (some may be in the ledger already, after a crash)."""
     manifests: list[tuple[str, str]] = field(default_factory=list)
     """(folder, name) of the manifests read, recorded once their hours are computed."""
-    folders_done: list[str] = field(default_factory=list)
-    """Write-hour folders no writer writes into any more, all of whose manifests are read."""
+    folders_done: list[tuple[str, datetime]] = field(default_factory=list)
+    """Write-hour folders (and their hour) no writer writes into any more, all of whose
+    manifests are read."""
 
 
 def new_files_from_manifests(
@@ -383,40 +382,29 @@ def new_files_from_manifests(
 
     A manifest is taken only once its partition's committed offset has passed the round
     (its files are durable then); until then it stays for the next run."""
-    root = layout.manifest_dir(topic)
-    folders = sorted(f for f in store.list_dir(root) if layout.parse_manifest_folder(f))
+    folders = manifest_folders(store, topic)
     if not folders:
         return None
     loaded: dict[str, set[str]] = defaultdict(set)
-    for row in wh.rows(sql.LOADED_MANIFESTS, oldest=folders[0]):
+    for row in wh.rows(sql.LOADED_MANIFESTS, oldest=folders[0][0]):
         loaded[row["folder"]].add(row["manifest"])
-    committed = {
-        int(m["partition"]): int(m["committed_offset"]) for m in read_watermarks(store, topic)
-    }
+    committed = {m.partition: m.committed_offset for m in read_watermarks(store, topic)}
     # Writers file a round under their own clock's hour: a folder an hour old is closed.
     closed_before = hour_floor(now) - HOUR
     found = NewFiles()
-    for folder in folders:
+    for folder, written in folders:
         if "" in loaded[folder]:
             continue
         pending = False
-        for name in store.list_dir(f"{root}/{folder}"):
-            if name in loaded[folder] or not name.endswith(".json"):
-                continue
-            data = store.get(f"{root}/{folder}/{name}")
-            if data is None:
-                continue
-            manifest = json.loads(data)
-            if committed.get(int(manifest["partition"]), -1) <= int(manifest["end"]):
+        for name, manifest in read_manifests(store, topic, folder, skip=loaded[folder]):
+            if committed.get(manifest.partition, -1) <= manifest.end:
                 pending = True
                 continue
-            for rel in manifest["files"]:
-                if (hour := layout.hour_of_path(rel)) is not None:
-                    found.by_hour.setdefault(hour, []).append(rel)
+            for hour, files in manifest.files_by_hour().items():
+                found.by_hour.setdefault(hour, []).extend(files)
             found.manifests.append((folder, name))
-        written = layout.parse_manifest_folder(folder)
-        if not pending and written is not None and written < closed_before:
-            found.folders_done.append(folder)
+        if not pending and written < closed_before:
+            found.folders_done.append((folder, written))
     return found
 
 
@@ -424,23 +412,12 @@ def record_manifests(wh: Warehouse, store: LakeStore, topic: str, found: NewFile
     """Remember the manifests whose hours are computed; delete folders loaded long ago."""
     for folder, name in found.manifests:
         wh.execute(sql.RECORD_MANIFEST, folder=folder, name=name)
-    for folder in found.folders_done:
+    for folder, _written in found.folders_done:
         wh.execute(sql.RECORD_MANIFEST, folder=folder, name="")
     expired = datetime.now(UTC) - MANIFESTS_KEPT
-    for folder in found.folders_done:
-        written = layout.parse_manifest_folder(folder)
-        if written is not None and written < expired:
-            path = f"{layout.manifest_dir(topic)}/{folder}"
-            store.delete([f"{path}/{name}" for name in store.list_dir(path)])
-
-
-def late_markers(store: LakeStore, topic: str) -> dict[datetime, list[str]]:
-    """The lake writer's markers of files written into hours beyond the look-back, by hour."""
-    marked: dict[datetime, list[str]] = {}
-    for name in store.list_dir(layout.late_dir(topic)):
-        if (marked_hour := layout.parse_late_marker(name)) is not None:
-            marked.setdefault(marked_hour, []).append(f"{layout.late_dir(topic)}/{name}")
-    return marked
+    for folder, written in found.folders_done:
+        if written < expired:
+            delete_manifest_folder(store, topic, folder)
 
 
 @dataclass
@@ -582,8 +559,7 @@ def run_hour(
             wait_timeout_s,
         )
     else:
-        complete = lake_complete_before(store, settings.topic)
-        result.complete = complete is not None and complete >= hour + HOUR
+        result.complete = bool(complete_hours(store, settings.topic, [hour]))
     loaded = load_with_late_data(settings, wh, store, hour, rebuild, recompute)
     result.recomputed = [scope.hour for scope in loaded.scopes]
     result.hosts_recomputed = {
@@ -643,12 +619,10 @@ def curate(
     that just passed SYSMETRICS_RAW_RETENTION_DAYS if its curated version verifies, and
     expired quarantine files. ``sysmetrics lake compact|prune`` catch up on any other hour."""
     done = Curated()
-    complete = lake_complete_before(store, settings.topic)
-    for hour in sorted(hours):
-        if complete is not None and hour + HOUR <= complete:
-            done.compacted.append(
-                compact_hour(store, settings.topic, hour, settings.curated_row_group_rows)
-            )
+    for hour in complete_hours(store, settings.topic, hours):
+        done.compacted.append(
+            compact_hour(store, settings.topic, hour, settings.curated_row_group_rows)
+        )
     expired = last_prunable_hour(now, settings.raw_retention_days, settings.lookback_hours)
     if prune and expired is not None:
         done.pruned = prune_hour(

@@ -20,7 +20,7 @@ record therefore ends up in exactly one file.
 
 from __future__ import annotations
 
-import contextlib
+import gc
 import gzip
 import json
 import logging
@@ -28,6 +28,7 @@ import os
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,33 +37,26 @@ from typing import Any
 import msgspec
 from confluent_kafka import (
     TIMESTAMP_LOG_APPEND_TIME,
-    Consumer,
     KafkaError,
     KafkaException,
     Message,
     Producer,
-    TopicPartition,
 )
 
 from sysmetrics.config import Settings
 from sysmetrics.event_types import unknown_fields
 from sysmetrics.lake import layout
+from sysmetrics.lake.catalog import RoundManifest, Watermark, publish_watermark
 from sysmetrics.lake.store import LakeStore, StoreError
-from sysmetrics.observability import Reading
+from sysmetrics.observability import Reading, counters
 from sysmetrics.schema import (
     MetricsEvent,
     SchemaError,
     decode_keeping_unknown,
     encode_keeping_unknown,
 )
-from sysmetrics.stream.group import leave_group
-from sysmetrics.stream.kafka_config import (
-    consumer_config,
-    explain,
-    explain_failure,
-    is_refusal,
-    producer_config,
-)
+from sysmetrics.stream.kafka_config import producer_config
+from sysmetrics.stream.runtime import ConsumerRuntime
 
 log = logging.getLogger(__name__)
 
@@ -165,36 +159,40 @@ class LakeWriter:
         self.stats = WriterStats()
         self.status_file = status_file
         self._buffers: dict[int, _PartitionBuffer] = defaultdict(_PartitionBuffer)
-        self._consumer = Consumer(consumer_config(settings))
+        self.runtime = ConsumerRuntime(
+            settings, self.topic, settings.consumer_group, self, self.stop, self.consume_batch
+        )
         self._dead_letters = (
             Producer(producer_config(settings)) if settings.dead_letter_topic else None
         )
-        self._assigned: set[int] = set()
-        self._ever_assigned = False  # joined the group at least once (settings are right)
-        self._paused = False
-        self._assigned_at = 0.0
         self._commit_failures_in_a_row = 0
+        self._backoff = 1.0
         self._max_buffered = max(10_000, 20 * settings.flush_records)
         self._last_status = 0.0
         self._skew_tolerance = timedelta(seconds=settings.clock_skew_tolerance_s)
         self._skewed_hosts: set[str] = set()
 
-    # ------------------------------------------------------------------ group membership
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._assigned_at = time.monotonic()
-        self._ever_assigned = True
-        for tp in partitions:
-            self._assigned.add(tp.partition)
-            self._buffers[tp.partition] = _PartitionBuffer()
-        log.info("assigned partitions %s", sorted(tp.partition for tp in partitions))
+    def run(self, max_idle_s: float | None = None) -> WriterStats:
+        """Consume until ``stop`` is set or nothing arrived for ``max_idle_s``; then flush all.
+        Raises ConsumerRefused when Kafka refuses the settings, WriterError when it cannot go
+        on safely."""
+        try:
+            self.runtime.run(max_idle_s)
+        finally:
+            self._write_status(force=True)
+        return self.stats
 
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    # ------------------------------------------------------------------ the runtime's stage
+    def assigned(self, partitions: list[int]) -> None:
+        for partition in partitions:
+            self._buffers[partition] = _PartitionBuffer()
+
+    def revoked(self, partitions: list[int]) -> None:
         revoked = {}
-        for tp in partitions:
-            buffer = self._buffers.pop(tp.partition, None)
-            self._assigned.discard(tp.partition)
+        for partition in partitions:
+            buffer = self._buffers.pop(partition, None)
             if buffer is not None and buffer.records:
-                revoked[tp.partition] = buffer
+                revoked[partition] = buffer
         try:
             # A batch an intent pinned but not yet fully read stays uncut: the next owner
             # reads it again and finishes it.
@@ -202,69 +200,35 @@ class LakeWriter:
         except (StoreError, WriterError) as exc:
             # Not committed: the next owner re-reads these records (and the intent).
             log.warning("partitions revoked, batches not flushed (%s): discarded", exc)
-        log.info("revoked partitions %s", sorted(tp.partition for tp in partitions))
 
-    # ------------------------------------------------------------------ main loop
-    def run(self, max_idle_s: float | None = None) -> WriterStats:
-        """Consume until ``stop`` is set or nothing arrived for ``max_idle_s``; then flush all."""
-        self._consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
-        last_message = time.monotonic()
-        backoff = 1.0
-        flowing = False
+    def receive(self, messages: list[Message], received: datetime) -> None:
+        for message in messages:
+            self._add(message, received)
+
+    def after_poll(self) -> None:
         try:
-            while not self.stop.is_set():
-                # While messages flow, do not wait for a full consume batch: flush what came.
-                timeout = 0.01 if flowing else self._poll_timeout()
-                messages = self._consumer.consume(self.consume_batch, timeout=timeout)
-                flowing = bool(messages)
-                received = datetime.now(UTC).replace(microsecond=0)
-                for message in messages:
-                    self._add(message, received)
-                # Refused before ever joining: a setting is wrong. A writer that has worked
-                # keeps going through a refusal (a broker restarting may refuse for a moment).
-                refused = (
-                    None
-                    if messages or self._ever_assigned
-                    else explain_failure(self.settings, probe_tls=False)
-                )
-                if refused is not None:
-                    raise WriterError(refused)
-                if messages:
-                    last_message = time.monotonic()
-                try:
-                    self._flush_due()
-                    self._apply_backpressure()
-                    backoff = 1.0
-                except CommitFailed as exc:
-                    self._commit_failures_in_a_row += 1
-                    if self._commit_failures_in_a_row > MAX_CONSECUTIVE_COMMIT_FAILURES:
-                        raise WriterError(
-                            f"{self._commit_failures_in_a_row} commits failed in a row: {exc}"
-                        ) from exc
-                    log.warning("%s; rewound to the batch start, will confirm it again", exc)
-                    self.stop.wait(min(0.5 * self._commit_failures_in_a_row, 5.0))
-                except StoreError as exc:
-                    self.stats.store_failures += 1
-                    self._pause()
-                    log.error(
-                        "lake unavailable, retrying in %.0fs (nothing committed): %s", backoff, exc
-                    )
-                    self.stop.wait(backoff)
-                    backoff = min(backoff * 2, 30.0)
-                self._write_status()
-                # Idle time counts from the last message or the last (re)assignment.
-                idle_since = max(last_message, self._assigned_at)
-                if not self._assigned:
-                    last_message = time.monotonic()
-                elif max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
-                    break
-            self._flush_all_on_stop()
-        finally:
-            self._write_status()
-            leave_group(self._consumer, batch=self.consume_batch)
-        return self.stats
+            self._flush_due()
+            self._apply_backpressure()
+            self._backoff = 1.0
+        except CommitFailed as exc:
+            self._commit_failures_in_a_row += 1
+            if self._commit_failures_in_a_row > MAX_CONSECUTIVE_COMMIT_FAILURES:
+                raise WriterError(
+                    f"{self._commit_failures_in_a_row} commits failed in a row: {exc}"
+                ) from exc
+            log.warning("%s; rewound to the batch start, will confirm it again", exc)
+            self.stop.wait(min(0.5 * self._commit_failures_in_a_row, 5.0))
+        except StoreError as exc:
+            self.stats.store_failures += 1
+            self.runtime.pause()
+            log.error(
+                "lake unavailable, retrying in %.0fs (nothing committed): %s", self._backoff, exc
+            )
+            self.stop.wait(self._backoff)
+            self._backoff = min(self._backoff * 2, 30.0)
+        self._write_status()
 
-    def _poll_timeout(self) -> float:
+    def poll_timeout(self) -> float:
         oldest = min(
             (b.records[0].arrived for b in self._buffers.values() if b.records), default=None
         )
@@ -273,34 +237,27 @@ class LakeWriter:
         due_in = oldest + self.settings.flush_seconds - time.monotonic()
         return max(0.0, min(0.5, due_in))
 
+    def finish(self) -> None:
+        try:
+            self._flush_round(self._assigned_buffers(), force=True)
+        except (StoreError, WriterError) as exc:
+            log.error("stopping with batches not flushed (not committed, nothing lost): %s", exc)
+
     def _apply_backpressure(self) -> None:
         """Pause fetching while the buffer is over its bound, instead of growing without one."""
         buffered = sum(len(b.records) for b in self._buffers.values())
         if buffered > self._max_buffered:
-            self._pause()
-        elif self._paused and buffered <= self._max_buffered // 2:
-            self._resume()
+            self.runtime.pause()
+        elif buffered <= self._max_buffered // 2:
+            self.runtime.resume()
 
-    def _pause(self) -> None:
-        if not self._paused:
-            self._consumer.pause([TopicPartition(self.topic, p) for p in self._assigned])
-            self._paused = True
-
-    def _resume(self) -> None:
-        self._consumer.resume([TopicPartition(self.topic, p) for p in self._assigned])
-        self._paused = False
+    def _assigned_buffers(self) -> dict[int, _PartitionBuffer]:
+        return {p: self._buffers[p] for p in sorted(self.runtime.assigned)}
 
     # ------------------------------------------------------------------ buffering
     def _add(self, message: Message, received: datetime) -> None:
         """Buffer one message; ``received`` is when this poll returned (the arrival time used
         unless the topic stamps records with the broker's log-append time)."""
-        error = message.error()
-        if error is not None:
-            if is_refusal(error) and not self._ever_assigned:
-                raise WriterError(explain(self.settings, error))
-            if error.code() != KafkaError._PARTITION_EOF:
-                log.warning("consumer error: %s", error.str())
-            return
         partition, offset = message.partition(), message.offset()
         assert partition is not None and offset is not None  # set on every consumed message
         buffer = self._buffers[partition]
@@ -387,13 +344,7 @@ class LakeWriter:
         return batches
 
     def _flush_due(self) -> None:
-        self._flush_round({p: self._buffers[p] for p in sorted(self._assigned)}, force=False)
-
-    def _flush_all_on_stop(self) -> None:
-        try:
-            self._flush_round({p: self._buffers[p] for p in sorted(self._assigned)}, force=True)
-        except (StoreError, WriterError) as exc:
-            log.error("stopping with batches not flushed (not committed, nothing lost): %s", exc)
+        self._flush_round(self._assigned_buffers(), force=False)
 
     # ------------------------------------------------------------------ the flush
     def _flush_round(self, buffers: dict[int, _PartitionBuffer], force: bool) -> None:
@@ -466,14 +417,9 @@ class LakeWriter:
             if round_files:
                 # The hourly job reads these instead of listing the lake; a replayed round
                 # writes the same manifest again (same name, same files).
-                manifest = {
-                    "partition": partition,
-                    "start": batches[0].start,
-                    "end": batches[-1].end,
-                    "files": round_files,
-                }
+                manifest = RoundManifest(partition, batches[0].start, batches[-1].end, round_files)
                 path = layout.manifest_path(self.topic, written, partition, batches[0].start)
-                state[path] = json.dumps(manifest).encode()
+                state[path] = manifest.encode()
         created = self.store.create_files(files + quarantine, state)
         self._send_dead_letters(dead_letters)
         self._commit(
@@ -540,12 +486,9 @@ class LakeWriter:
         self, next_offsets: dict[int, int], rewind_to: dict[int, tuple[_PartitionBuffer, int]]
     ) -> None:
         try:
-            self._consumer.commit(
-                offsets=[TopicPartition(self.topic, p, o) for p, o in next_offsets.items()],
-                asynchronous=False,
-            )
+            self.runtime.commit(next_offsets)
         except KafkaException as exc:
-            self.stats.commit_failures += 1
+            self.stats.commit_failures = self.runtime.stats.commit_failures
             # The files are durable and the intents pin the batches: whoever reads a partition
             # next (us after a rejoin, or a new owner) cuts the same batches and finds the same
             # names. Rewind to the round's start so nothing after it is written uncommitted.
@@ -553,8 +496,7 @@ class LakeWriter:
                 buffer.records.clear()
                 buffer.intent_checked = False
                 buffer.pinned_ends = []
-                with contextlib.suppress(KafkaException):
-                    self._consumer.seek(TopicPartition(self.topic, partition, start))
+                self.runtime.seek(partition, start)
             raise CommitFailed(
                 f"commit of partitions {sorted(next_offsets)} failed: {exc}"
             ) from exc
@@ -570,19 +512,9 @@ class LakeWriter:
             )
         else:
             complete_before = datetime.now(UTC)
-        mark = {
-            "partition": partition,
-            "committed_offset": committed,
-            "complete_before": complete_before.isoformat(),
-            "max_event_ts": max_ts.isoformat() if max_ts else None,
-            "updated_at": datetime.now(UTC).isoformat(),
-        }
+        mark = Watermark(partition, committed, complete_before, max_ts, datetime.now(UTC))
         try:
-            self.store.put(
-                layout.watermark_path(self.topic, partition),
-                json.dumps(mark).encode(),
-                durable=False,
-            )
+            publish_watermark(self.store, self.topic, mark)
         except StoreError as exc:
             log.warning("watermark of partition %d not published: %s", partition, exc)
 
@@ -590,20 +522,18 @@ class LakeWriter:
     def readings(self) -> list[Reading]:
         """The lake writer's numbers for /metrics (the status file's, read at scrape time)."""
         stats = self.stats
-        counters = [
-            ("records", stats.records, "records made durable: in lake files or quarantined"),
-            ("batches", stats.batches, "batches flushed"),
-            ("files", stats.files, "lake files created"),
-            ("bytes", stats.bytes, "bytes of lake files created"),
-            ("quarantined", stats.quarantined, "invalid messages quarantined"),
-            ("commit_failures", stats.commit_failures, "offset commits that failed"),
-            ("store_failures", stats.store_failures, "rounds the lake refused (retried)"),
-            ("late_files", stats.late_files, "files written into hours beyond the look-back"),
-        ]
-        out = [
-            Reading(f"sysmetrics_lake_{name}_total", "counter", text, value)
-            for name, value, text in counters
-        ]
+        out = counters(
+            "sysmetrics_lake",
+            [
+                ("records", stats.records, "records made durable: in lake files or quarantined"),
+                ("batches", stats.batches, "batches flushed"),
+                ("files", stats.files, "lake files created"),
+                ("bytes", stats.bytes, "bytes of lake files created"),
+                ("quarantined", stats.quarantined, "invalid messages quarantined"),
+                ("store_failures", stats.store_failures, "rounds the lake refused (retried)"),
+                ("late_files", stats.late_files, "files written into hours beyond the look-back"),
+            ],
+        )
         out.append(
             Reading(
                 "sysmetrics_lake_buffered_records",
@@ -622,31 +552,20 @@ class LakeWriter:
             )
             for partition, lag in sorted(stats.lag.items())
         ]
-        return out
+        return out + self.runtime.readings()
 
-    def _write_status(self) -> None:
-        if self.status_file is None or time.monotonic() - self._last_status < 2.0:
+    def _write_status(self, force: bool = False) -> None:
+        if self.status_file is None or (not force and time.monotonic() - self._last_status < 2.0):
             return
         self._last_status = time.monotonic()
-        for partition in self._assigned:
-            try:
-                _low, high = self._consumer.get_watermark_offsets(
-                    TopicPartition(self.topic, partition), timeout=0.5, cached=True
-                )
-                position = self._consumer.position([TopicPartition(self.topic, partition)])[
-                    0
-                ].offset
-                if position >= 0:
-                    self.stats.lag[str(partition)] = max(0, high - position)
-            except KafkaException:
-                continue
+        self.stats.lag = {str(p): lag for p, lag in self.runtime.measure_lag().items()}
         status: dict[str, Any] = {
             **asdict(self.stats),
             "pid": os.getpid(),
             "topic": self.topic,
-            "assigned": sorted(self._assigned),
+            "assigned": sorted(self.runtime.assigned),
             "buffered": sum(len(b.records) for b in self._buffers.values()),
-            "paused": self._paused,
+            "paused": self.runtime.paused,
             "updated_at": time.time(),
             "lag_note": "approximate (end offsets are not exact on Tansu)",
         }
@@ -654,3 +573,36 @@ class LakeWriter:
         tmp = self.status_file.with_suffix(".tmp")
         tmp.write_bytes(msgspec.json.encode(status))
         os.replace(tmp, self.status_file)
+
+
+def run_writer(
+    settings: Settings, idle_exit_s: float | None, announce: Callable[[str], None]
+) -> WriterStats:
+    """`sysmetrics consume`: ensure the topics, then write until SIGINT/SIGTERM (or
+    ``idle_exit_s`` without messages), publishing a status file and /metrics meanwhile."""
+    from sysmetrics.collect.loop import install_stop_signals
+    from sysmetrics.lake.status import status_path
+    from sysmetrics.observability import serve_metrics
+    from sysmetrics.stream.admin import ensure_topic
+
+    # The writer allocates a few objects per message and builds no reference cycles: with
+    # the default threshold the cyclic GC ran every 700 allocations and took a third of the
+    # CPU while catching up (benchmarks/lake_writer.py).
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+    ensure_topic(settings)
+    if settings.dead_letter_topic:
+        ensure_topic(settings, settings.dead_letter_topic)
+    stop = threading.Event()
+    install_stop_signals(stop)
+    status_file = status_path(settings.data_dir, os.getpid())
+    writer = LakeWriter(settings, stop=stop, status_file=status_file)
+    metrics = serve_metrics(
+        "consume", [writer.readings], settings.metrics_addr, settings.metrics_port
+    )
+    announce(f"writing {settings.topic} to {settings.lake_url} as group {settings.consumer_group}")
+    try:
+        return writer.run(max_idle_s=idle_exit_s)
+    finally:
+        metrics.close()
+        status_file.unlink(missing_ok=True)

@@ -8,6 +8,7 @@ writer (which flushes), then the broker.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -23,7 +24,7 @@ from sysmetrics.config import Settings
 from sysmetrics.lake.status import read_writer_status
 from sysmetrics.observability import MetricsEndpoint, serve_metrics
 from sysmetrics.orchestration.scheduler import HourlyScheduler
-from sysmetrics.stream.broker import EmbeddedBroker, process_group_alive, stop_pid
+from sysmetrics.stream.broker import BrokerError, EmbeddedBroker, process_group_alive, stop_pid
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,35 @@ class LocalPipeline:
         )
         self.state_file = settings.data_dir / "up.json"
         self.metrics: MetricsEndpoint | None = None
+
+    @classmethod
+    def for_up(
+        cls,
+        settings: Settings,
+        simulate_hosts: int,
+        history_hours: int,
+        demo: bool,
+        collect: bool,
+        dashboard: bool,
+        ingest: bool,
+        airflow: bool | None,
+    ) -> LocalPipeline:
+        """The pipeline `sysmetrics up` runs: ``demo`` flushes and refreshes faster; Airflow
+        runs the finished hours when asked, or by default when its extra is installed."""
+        if airflow is None:
+            airflow = importlib.util.find_spec("airflow") is not None
+        if demo:
+            settings = settings.model_copy(update={"flush_seconds": 10.0})
+        return cls(
+            settings,
+            simulate_hosts,
+            history_hours=history_hours,
+            collect=collect,
+            dashboard=dashboard,
+            ingest=ingest,
+            scheduler_refresh_s=20.0 if demo else 60.0,
+            airflow=airflow,
+        )
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -293,6 +323,45 @@ class LocalPipeline:
             ("hourly job", "running" if self._scheduler_thread.is_alive() else "stopped", detail)
         )
         return out
+
+
+def run_live(pipeline: LocalPipeline, run_for: float | None = None) -> None:
+    """Start ``pipeline``, supervise it with a live status table until Ctrl-C / SIGTERM (or
+    ``run_for`` seconds), then stop every component cleanly."""
+    from rich.live import Live
+    from rich.table import Table
+
+    stopping: list[int] = []  # a plain flag: a signal handler must not take a lock
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda signum, _frame: stopping.append(signum))
+    try:
+        pipeline.start()
+    except BrokerError:
+        pipeline.shutdown()
+        raise
+
+    def table() -> Table:
+        t = Table(title="sysmetrics up  (Ctrl-C stops everything)", expand=False)
+        for column in ("component", "state", "detail"):
+            t.add_column(column)
+        for row in pipeline.rows():
+            t.add_row(*row)
+        return t
+
+    started = time.monotonic()
+    try:
+        with Live(table(), refresh_per_second=1, transient=False) as live:
+            while not stopping:
+                if run_for is not None and time.monotonic() - started >= run_for:
+                    break
+                pipeline.supervise()
+                live.update(table())
+                time.sleep(1.0)
+    finally:
+        print(
+            "stopping: collector, simulator, lake writer (flushing), dashboard, broker…", flush=True
+        )
+        pipeline.shutdown()
 
 
 def stop_process_group(process: subprocess.Popen[bytes], grace_s: float = 20.0) -> None:

@@ -13,8 +13,9 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 
-from sysmetrics.batch.hourly import DataQualityError, curate, lake_complete_before, run_hour
+from sysmetrics.batch.hourly import DataQualityError, curate, run_hour
 from sysmetrics.config import Settings
+from sysmetrics.lake.catalog import complete_hours
 from sysmetrics.lake.store import LakeStore
 from sysmetrics.observability import Reading
 from sysmetrics.timeutil import hour_floor
@@ -53,10 +54,7 @@ class HourlyScheduler:
             ]
         if not self.history_pending:
             return []
-        complete = lake_complete_before(self.store, self.settings.topic)
-        if complete is None:
-            return []
-        return [h for h in self.history_pending if h + timedelta(hours=1) <= complete]
+        return complete_hours(self.store, self.settings.topic, self.history_pending)
 
     @property
     def history_progress(self) -> str | None:

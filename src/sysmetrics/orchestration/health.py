@@ -1,0 +1,87 @@
+"""`sysmetrics status`: the health of each component of this machine's pipeline, as lines: the
+broker, the lake writers (from their status files), the warehouse's last hour and the hosts its
+data-quality checks flagged."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from sysmetrics.config import Settings
+from sysmetrics.lake.status import read_writer_status
+from sysmetrics.stream.admin import under_replicated
+from sysmetrics.stream.broker import EmbeddedBroker
+
+if TYPE_CHECKING:  # the warehouse extra may be missing: status then says so
+    from sysmetrics.warehouse.base import Warehouse
+
+
+def report(settings: Settings) -> Iterator[str]:
+    info = EmbeddedBroker(settings.data_dir, settings.broker_port).running()
+    yield (
+        f"broker       {'running pid ' + str(info.pid) if info else 'not running (embedded)'}"
+        f"  {settings.bootstrap_servers}"
+    )
+    try:
+        lagging = under_replicated(settings)
+        if lagging:
+            yield (
+                f"replication  {len(lagging)} partitions below their replicas: "
+                + ", ".join(lagging)
+            )
+    except (ConnectionError, PermissionError) as exc:
+        yield f"kafka        unreachable: {exc}"
+    yield from _writers(settings)
+    try:
+        from sysmetrics.warehouse import open_warehouse, sql
+
+        wh = open_warehouse(settings, read_only=True)
+        try:
+            last = wh.rows(sql.LAST_COMPLETE_HOUR)[0]["hour"]
+            latest = wh.rows(sql.LATEST_SAMPLE)[0]["ts"]
+            yield f"warehouse    last complete hour {last or '-'}, newest sample {latest or '-'}"
+            yield from flagged_hosts(wh)
+        finally:
+            wh.close()
+    except Exception as exc:
+        yield f"warehouse    unavailable ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+
+
+def _writers(settings: Settings) -> Iterator[str]:
+    writers = read_writer_status(settings.data_dir)
+    if not writers:
+        yield "lake writer  not running"
+    for w in writers:
+        lag = sum(w.get("lag", {}).values()) if w.get("lag") else "?"
+        yield (
+            f"lake writer  pid {w['pid']} partitions {w['assigned']}: {w['records']} records, "
+            f"{w['files']} files, {w['quarantined']} quarantined, {w['commit_failures']} commit "
+            f"failures, lag ~{lag}, last file {w.get('last_file') or '-'}"
+        )
+        if w.get("clock_ahead") or w.get("late_files"):
+            yield (
+                f"             {w.get('clock_ahead', 0)} events ahead of their arrival (a host "
+                f"clock is wrong), {w.get('late_files', 0)} files into hours beyond the look-back"
+            )
+
+
+def flagged_hosts(wh: Warehouse) -> Iterator[str]:
+    """Hosts whose data was odd in the last 24 h; duplicates by name, the rest counted."""
+    from sysmetrics.warehouse import sql
+
+    since = datetime.now(UTC) - timedelta(hours=24)
+    flagged = wh.rows(sql.FLAGGED_HOSTS, since=since, anomaly="", host="")
+    for f in flagged:
+        if f["anomaly"] == "duplicate_host_id":
+            yield (
+                f"duplicate id {f['host_id']!r}: about {f['value']:.0f} machines ({f['detail']}), "
+                f"{f['hours']} h in the last 24 h"
+            )
+    others: dict[str, int] = {}
+    for f in flagged:
+        if f["anomaly"] != "duplicate_host_id":
+            others[f["anomaly"]] = others.get(f["anomaly"], 0) + 1
+    if others:
+        counts = ", ".join(f"{n} {anomaly}" for anomaly, n in sorted(others.items()))
+        yield f"data quality hosts flagged in the last 24 h: {counts} (see host_data_quality)"

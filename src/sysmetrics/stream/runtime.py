@@ -1,0 +1,237 @@
+"""The one consumer loop every consuming stage runs on (the lake writer, the alert evaluator).
+
+The runtime owns what is the same for every stage: subscribing, polling in batches, the
+rebalance callbacks, a refusal said once in one line, committing the offsets the stage names
+once the stage says they are durable, pausing, leaving the group before closing, and the
+consumer's own numbers for /metrics. A stage owns only what it does with messages: it is
+handed each batch, told when partitions come and go (to flush or save, then forget them), and
+asked after every poll to do its due work, committing through :meth:`ConsumerRuntime.commit`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from sysmetrics.config import Settings
+from sysmetrics.observability import Reading, counters
+from sysmetrics.stream.kafka_config import consumer_config, explain, explain_failure, is_refusal
+
+log = logging.getLogger(__name__)
+
+LEAVE_TIMEOUT_S = 10.0
+
+
+class ConsumerRefused(RuntimeError):
+    """Kafka refused this consumer before it ever joined its group: a setting is wrong
+    (credentials, certificate, ACL); retrying will not help until someone changes it."""
+
+
+class Stage(Protocol):
+    """What a consuming stage does; the runtime calls these from its one thread."""
+
+    def assigned(self, partitions: list[int]) -> None:
+        """These partitions are now this member's (restore what belongs to them)."""
+
+    def revoked(self, partitions: list[int]) -> None:
+        """These partitions go to another member: make durable and commit what was handled,
+        then forget them. What is not committed is read again by the next owner."""
+
+    def receive(self, messages: list[Message], received: datetime) -> None:
+        """One poll's messages (none has an error); ``received`` is when the poll returned."""
+
+    def after_poll(self) -> None:
+        """Due work after every poll (flush, commit, timers), also when nothing arrived."""
+
+    def poll_timeout(self) -> float:
+        """How long the next poll may wait when nothing is flowing."""
+
+    def finish(self) -> None:
+        """Stopping normally: make durable and commit everything handled."""
+
+
+@dataclass
+class ConsumerStats:
+    messages: int = 0
+    errors: int = 0
+    assignments: int = 0
+    revocations: int = 0
+    commits: int = 0
+    commit_failures: int = 0
+
+
+class ConsumerRuntime:
+    def __init__(
+        self,
+        settings: Settings,
+        topic: str,
+        group: str,
+        stage: Stage,
+        stop: threading.Event,
+        batch: int = 500,
+    ) -> None:
+        self.settings = settings
+        self.topic = topic
+        self.group = group
+        self.stage = stage
+        self.stop = stop
+        self.batch = batch
+        self.stats = ConsumerStats()
+        self.assigned: set[int] = set()
+        self.ever_assigned = False  # joined the group at least once: the settings are right
+        self.paused = False
+        self.assigned_at = 0.0
+        self.lag: dict[int, int] = {}
+        self._consumer = Consumer(consumer_config(settings, group))
+
+    def run(self, max_idle_s: float | None = None) -> None:
+        """Consume until ``stop`` is set, or nothing arrived for ``max_idle_s`` while this
+        member held partitions; then the stage finishes and the member leaves the group."""
+        self._consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        last_message = time.monotonic()
+        flowing = False
+        try:
+            while not self.stop.is_set():
+                # While messages flow, do not wait for a full batch: hand over what came.
+                timeout = 0.01 if flowing else self.stage.poll_timeout()
+                polled = self._consumer.consume(self.batch, timeout=timeout)
+                flowing = bool(polled)
+                received = datetime.now(UTC).replace(microsecond=0)
+                messages = [m for m in polled if self._usable(m)]
+                if messages:
+                    self.stats.messages += len(messages)
+                    self.stage.receive(messages, received)
+                    last_message = time.monotonic()
+                elif not self.ever_assigned:
+                    # A refusal a client of these settings met in this process (a broker
+                    # restarting may refuse for a moment: only before ever joining it counts).
+                    refused = explain_failure(self.settings, probe_tls=False)
+                    if refused is not None:
+                        raise ConsumerRefused(refused)
+                self.stage.after_poll()
+                idle_since = max(last_message, self.assigned_at)
+                if not self.assigned:
+                    last_message = time.monotonic()
+                elif max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
+                    break
+            self.stage.finish()
+        finally:
+            self._leave_group()
+
+    def _usable(self, message: Message) -> bool:
+        error = message.error()
+        if error is None:
+            return True
+        if is_refusal(error) and not self.ever_assigned:
+            raise ConsumerRefused(explain(self.settings, error))
+        if error.code() != KafkaError._PARTITION_EOF:
+            self.stats.errors += 1
+            log.warning("consumer error: %s", error.str())
+        return False
+
+    def commit(self, next_offsets: dict[int, int]) -> None:
+        """Commit these partitions' next offsets synchronously; raises KafkaException."""
+        if not next_offsets:
+            return
+        try:
+            self._consumer.commit(
+                offsets=[TopicPartition(self.topic, p, o) for p, o in next_offsets.items()],
+                asynchronous=False,
+            )
+        except KafkaException:
+            self.stats.commit_failures += 1
+            raise
+        self.stats.commits += 1
+
+    def seek(self, partition: int, offset: int) -> None:
+        """Read this partition again from ``offset`` (after a commit that failed)."""
+        try:
+            self._consumer.seek(TopicPartition(self.topic, partition, offset))
+        except KafkaException as exc:
+            log.debug("seek of partition %d: %s", partition, exc)
+
+    def pause(self) -> None:
+        """Stop fetching (the stage's buffer is full, or its storage is down)."""
+        if not self.paused:
+            self._consumer.pause([TopicPartition(self.topic, p) for p in self.assigned])
+            self.paused = True
+
+    def resume(self) -> None:
+        if self.paused:
+            self._consumer.resume([TopicPartition(self.topic, p) for p in self.assigned])
+            self.paused = False
+
+    def measure_lag(self) -> dict[int, int]:
+        """Messages behind each assigned partition's end (approximate on Tansu)."""
+        for partition in self.assigned:
+            tp = TopicPartition(self.topic, partition)
+            try:
+                _low, high = self._consumer.get_watermark_offsets(tp, timeout=0.5, cached=True)
+                position = self._consumer.position([tp])[0].offset
+            except KafkaException:
+                continue
+            if position >= 0:
+                self.lag[partition] = max(0, high - position)
+        return self.lag
+
+    def readings(self) -> list[Reading]:
+        """The consumer's numbers for /metrics, labelled with its group."""
+        group = {"group": self.group}
+        stats = self.stats
+        rows = [
+            ("messages", stats.messages, "messages consumed"),
+            ("errors", stats.errors, "consumer errors reported (retried by the client)"),
+            ("assignments", stats.assignments, "rebalances that assigned partitions"),
+            ("revocations", stats.revocations, "rebalances that revoked partitions"),
+            ("commits", stats.commits, "offset commits"),
+            ("commit_failures", stats.commit_failures, "offset commits that failed"),
+        ]
+        return [
+            *counters("sysmetrics_consumer", rows, group),
+            Reading(
+                "sysmetrics_consumer_assigned_partitions",
+                "gauge",
+                "partitions this member holds",
+                len(self.assigned),
+                group,
+            ),
+        ]
+
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        numbers = sorted(tp.partition for tp in partitions)
+        self.assigned_at = time.monotonic()
+        self.ever_assigned = True
+        self.stats.assignments += 1
+        self.assigned.update(numbers)
+        self.stage.assigned(numbers)
+        log.info("%s: assigned partitions %s", self.group, numbers)
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        numbers = sorted(tp.partition for tp in partitions)
+        self.stats.revocations += 1
+        self.stage.revoked(numbers)
+        self.assigned.difference_update(numbers)
+        for partition in numbers:
+            self.lag.pop(partition, None)
+        log.info("%s: revoked partitions %s", self.group, numbers)
+
+    def _leave_group(self) -> None:
+        """Unsubscribe, serve the revocation (the stage saves what it must), then close. A
+        close that meets an incremental rebalance is where librdkafka consumers have hung (a
+        lake writer SIGTERM'd as a second one joined did not exit in CI). Messages polled
+        meanwhile are dropped: nothing past the last commit is, so the next owner reads them."""
+        try:
+            self._consumer.unsubscribe()
+            deadline = time.monotonic() + LEAVE_TIMEOUT_S
+            while self._consumer.assignment() and time.monotonic() < deadline:
+                self._consumer.consume(self.batch, timeout=0.1)
+        except KafkaException as exc:
+            log.debug("leaving the group: %s", exc)
+        finally:
+            self._consumer.close()

@@ -1,0 +1,76 @@
+"""The consumer runtime the lake writer and the alert evaluator share: a member SIGTERM'd while
+another joins the group (an incremental rebalance under way) leaves and exits in time, and so
+does the joining one."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from sysmetrics.config import Settings
+from tests.support.events import as_messages, simulated
+from tests.support.kafka_io import SYSMETRICS, produce
+from tests.support.waiting import wait_for
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+EXIT_WITHIN_S = 30  # leaving waits at most 10 s for the revocation, then closes
+
+
+def command_env(settings: Settings, tmp_path: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "SYSMETRICS_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "SYSMETRICS_TOPIC": settings.topic,
+        "SYSMETRICS_CONSUMER_GROUP": settings.consumer_group,
+        "SYSMETRICS_LAKE_URL": settings.lake_url,
+        "SYSMETRICS_DATA_DIR": str(tmp_path / "data"),
+        "SYSMETRICS_METRICS_PORT": "0",
+        "SYSMETRICS_ALERT_STATE_TOPIC": f"{settings.topic}-state",
+        "SYSMETRICS_ALERT_CONSUMER_GROUP": f"{settings.topic}-alerts",
+    }
+
+
+@pytest.mark.parametrize("command", ["consume", "alert"])
+def test_sigterm_while_a_second_member_joins_exits_both_in_time(
+    broker_settings: Settings, tmp_path: Path, command: str
+) -> None:
+    produce(broker_settings, as_messages(simulated(10, datetime(2026, 11, 30, tzinfo=UTC), 600)))
+    env = command_env(broker_settings, tmp_path)
+    logs = {name: tmp_path / f"{name}.log" for name in ("first", "second")}
+
+    def spawn(name: str) -> subprocess.Popen[bytes]:
+        with logs[name].open("wb") as out:
+            return subprocess.Popen(
+                [SYSMETRICS, command], env=env, stdout=out, stderr=subprocess.STDOUT
+            )
+
+    first = spawn("first")
+    second = None
+    try:
+        wait_for(lambda: "assigned" in logs["first"].read_text(), 90, "the first member's join")
+        second = spawn("second")
+        # Started and joining (imports take ~1.5 s here): the group is rebalancing when both
+        # are told to stop.
+        time.sleep(3)
+        for process in (first, second):
+            process.send_signal(signal.SIGTERM)
+        for name, process in (("first", first), ("second", second)):
+            try:
+                code = process.wait(timeout=EXIT_WITHIN_S)
+            except subprocess.TimeoutExpired:
+                raise AssertionError(
+                    f"{command} ({name}) still running {EXIT_WITHIN_S} s after SIGTERM: "
+                    + logs[name].read_text()[-2000:]
+                ) from None
+            assert code == 0, logs[name].read_text()[-2000:]
+    finally:
+        for process in (first, second):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait()
