@@ -9,6 +9,7 @@ from typing import Any
 
 import duckdb
 import pytest
+from starlette.testclient import TestClient
 
 from sysmetrics.batch.hourly import (
     DataQualityError,
@@ -20,7 +21,10 @@ from sysmetrics.batch.hourly import (
     run_hour,
 )
 from sysmetrics.config import Settings
+from sysmetrics.dashboard.app import create_app
 from sysmetrics.lake import layout
+from sysmetrics.lake.catalog import Watermark, publish_watermark
+from sysmetrics.lake.compaction import compact_hour, prune_hour, raw_files
 from sysmetrics.lake.store import LakeStore
 from sysmetrics.warehouse import sql
 from sysmetrics.warehouse.duckdb import DuckDBWarehouse
@@ -395,11 +399,44 @@ def test_a_complete_hour_is_stored_by_host_and_time_with_the_same_rows(
     before = physical()
     assert before != sorted(before)  # appended as they came
     aggregates = wh.rows("SELECT * FROM {hourly} ORDER BY host_id")
-    marks = Path(settings.lake_url) / layout.watermark_dir(settings.topic)
-    marks.mkdir(parents=True)
-    (marks / "p0000.json").write_text(
-        json.dumps({"partition": 0, "committed_offset": 10**6, "complete_before": str(HOUR14 + H)})
-    )
+    mark = Watermark(partition=0, committed_offset=10**6, complete_before=HOUR14 + H)
+    publish_watermark(LakeStore(settings.lake_url), settings.topic, mark)
     assert run(settings, wh).complete
     assert physical() == sorted(before)
     assert wh.rows("SELECT * FROM {hourly} ORDER BY host_id") == aggregates
+
+
+def test_three_days_with_one_day_of_warehouse_retention_still_read_right(
+    settings: Settings, wh: DuckDBWarehouse, lake: LakeBuilder
+) -> None:
+    """Raw rows past retention leave the warehouse; the hourly tables, the host page and a
+    rebuild of an old hour (from its curated Parquet, its raw files pruned too) stay right."""
+    days = [HOUR14 - 48 * H, HOUR14 - 24 * H, HOUR14]
+    for n, hour in enumerate(days):
+        lake.add_batch(steady_host("web", hour, cpu=20.0 + 10 * n, samples=60))
+        run(settings, wh, hour)
+    before = {hour: hourly(wh, "web", hour) for hour in days}
+    now = HOUR14 + H
+    retention = settings.model_copy(update={"warehouse_raw_retention_days": 1})
+    assert prune_raw_rows(retention, wh, now) == HOUR14 - 24 * H
+    counts = wh.rows("SELECT hour, COUNT(*) AS n FROM {raw} GROUP BY hour")
+    assert {r["hour"]: r["n"] for r in counts} == {HOUR14: 60}
+    assert {hour: hourly(wh, "web", hour) for hour in days} == before
+
+    wh.close()  # the dashboard opens the warehouse read-only, per request
+    client = TestClient(create_app(settings, now=lambda: now))
+    page = client.get("/host", params={"id": "web", "range": "7d"})
+    assert page.status_code == 200 and "CPU % · hourly" in page.text
+    assert client.get("/host", params={"id": "web", "range": "24h"}).status_code == 200
+
+    store = LakeStore(settings.lake_url)
+    assert compact_hour(store, settings.topic, days[0]).version == 1
+    pruned = prune_hour(store, settings.topic, days[0], now, retention_days=1, lookback_hours=0)
+    assert pruned is not None and pruned.ok and raw_files(store, settings.topic, days[0]) == []
+    rebuilt = DuckDBWarehouse(settings.warehouse_url)
+    try:
+        result = run_hour(settings, rebuilt, store, days[0], rebuild=True)
+        assert result.rows == 60
+        assert hourly(rebuilt, "web", days[0]) == before[days[0]]
+    finally:
+        rebuilt.close()

@@ -3,11 +3,43 @@ the data dir, and `status` and `up` read them. Light on purpose (no Kafka client
 
 from __future__ import annotations
 
-import json
+import os
 from pathlib import Path
-from typing import Any
+
+import msgspec
 
 from sysmetrics.stream.broker import pid_alive
+
+
+class WriterStatus(msgspec.Struct, kw_only=True):
+    """One writer's progress: its counters (WriterStats) and where it stands."""
+
+    pid: int
+    topic: str
+    assigned: list[int]
+    records: int = 0
+    batches: int = 0
+    files: int = 0
+    bytes: int = 0
+    quarantined: int = 0
+    clock_ahead: int = 0
+    delayed: int = 0
+    late_files: int = 0
+    commit_failures: int = 0
+    store_failures: int = 0
+    last_file: str | None = None
+    last_flush_at: float | None = None
+    started_at: float = 0.0
+    lag: dict[str, int] = {}
+    """Messages behind each assigned partition's end: approximate (Tansu's end offsets are
+    not exact)."""
+    buffered: int = 0
+    paused: bool = False
+    updated_at: float = 0.0
+
+    @property
+    def total_lag(self) -> int | None:
+        return sum(self.lag.values()) if self.lag else None
 
 
 def status_path(data_dir: Path, pid: int) -> Path:
@@ -15,15 +47,23 @@ def status_path(data_dir: Path, pid: int) -> Path:
     return data_dir / "status" / f"lake-writer-{pid}.json"
 
 
-def read_writer_status(data_dir: Path) -> list[dict[str, Any]]:
+def write_writer_status(path: Path, status: WriterStatus) -> None:
+    """Replace the status file atomically (a reader never sees half of it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(msgspec.json.encode(status))
+    os.replace(tmp, path)
+
+
+def read_writer_status(data_dir: Path) -> list[WriterStatus]:
     """The status of every live lake writer of this data dir (a dead writer's file is
     skipped)."""
     out = []
     for path in sorted(status_path(data_dir, 0).parent.glob("lake-writer-*.json")):
         try:
-            status = json.loads(path.read_text())
-        except (OSError, ValueError):
+            status = msgspec.json.decode(path.read_bytes(), type=WriterStatus)
+        except (OSError, msgspec.DecodeError):
             continue
-        if pid_alive(int(status.get("pid", 0))):
+        if pid_alive(status.pid):
             out.append(status)
     return out

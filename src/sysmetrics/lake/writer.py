@@ -34,7 +34,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import msgspec
 from confluent_kafka import (
     TIMESTAMP_LOG_APPEND_TIME,
     KafkaError,
@@ -47,6 +46,7 @@ from sysmetrics.config import Settings
 from sysmetrics.event_types import unknown_fields
 from sysmetrics.lake import layout
 from sysmetrics.lake.catalog import RoundManifest, Watermark, publish_watermark
+from sysmetrics.lake.status import WriterStatus, write_writer_status
 from sysmetrics.lake.store import LakeStore, StoreError
 from sysmetrics.observability import Reading, counters
 from sysmetrics.schema import (
@@ -559,20 +559,16 @@ class LakeWriter:
             return
         self._last_status = time.monotonic()
         self.stats.lag = {str(p): lag for p, lag in self.runtime.measure_lag().items()}
-        status: dict[str, Any] = {
+        status = WriterStatus(
             **asdict(self.stats),
-            "pid": os.getpid(),
-            "topic": self.topic,
-            "assigned": sorted(self.runtime.assigned),
-            "buffered": sum(len(b.records) for b in self._buffers.values()),
-            "paused": self.runtime.paused,
-            "updated_at": time.time(),
-            "lag_note": "approximate (end offsets are not exact on Tansu)",
-        }
-        self.status_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.status_file.with_suffix(".tmp")
-        tmp.write_bytes(msgspec.json.encode(status))
-        os.replace(tmp, self.status_file)
+            pid=os.getpid(),
+            topic=self.topic,
+            assigned=sorted(self.runtime.assigned),
+            buffered=sum(len(b.records) for b in self._buffers.values()),
+            paused=self.runtime.paused,
+            updated_at=time.time(),
+        )
+        write_writer_status(self.status_file, status)
 
 
 def run_writer(

@@ -53,16 +53,16 @@ def _writers(settings: Settings) -> Iterator[str]:
     if not writers:
         yield "lake writer  not running"
     for w in writers:
-        lag = sum(w.get("lag", {}).values()) if w.get("lag") else "?"
+        lag = w.total_lag if w.total_lag is not None else "?"
         yield (
-            f"lake writer  pid {w['pid']} partitions {w['assigned']}: {w['records']} records, "
-            f"{w['files']} files, {w['quarantined']} quarantined, {w['commit_failures']} commit "
-            f"failures, lag ~{lag}, last file {w.get('last_file') or '-'}"
+            f"lake writer  pid {w.pid} partitions {w.assigned}: {w.records} records, "
+            f"{w.files} files, {w.quarantined} quarantined, {w.commit_failures} commit "
+            f"failures, lag ~{lag}, last file {w.last_file or '-'}"
         )
-        if w.get("clock_ahead") or w.get("late_files"):
+        if w.clock_ahead or w.late_files:
             yield (
-                f"             {w.get('clock_ahead', 0)} events ahead of their arrival (a host "
-                f"clock is wrong), {w.get('late_files', 0)} files into hours beyond the look-back"
+                f"             {w.clock_ahead} events ahead of their arrival (a host clock is "
+                f"wrong), {w.late_files} files into hours beyond the look-back"
             )
 
 

@@ -304,9 +304,7 @@ class LocalPipeline:
             detail = f"pid {c.pid}" + (f", {c.restarts} restarts" if c.restarts else "")
             if c.name == "lake writer" and writer_stats:
                 s = writer_stats[0]
-                detail += (
-                    f", {s['records']} records, {s['files']} files, {s['quarantined']} quarantined"
-                )
+                detail += f", {s.records} records, {s.files} files, {s.quarantined} quarantined"
             if c.name == "dashboard":
                 detail += f", http://{self.settings.dashboard_host}:{self.settings.dashboard_port}"
             if c.name == "ingest":
