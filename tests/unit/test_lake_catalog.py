@@ -3,6 +3,7 @@ hourly job reads, and the hours the lake holds completely are decided in one pla
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,6 +17,12 @@ from sysmetrics.lake.catalog import (
     publish_watermark,
     read_manifests,
     read_watermarks,
+)
+from sysmetrics.lake.status import (
+    WriterStatus,
+    read_writer_status,
+    status_path,
+    write_writer_status,
 )
 from sysmetrics.lake.store import LakeStore
 
@@ -76,3 +83,12 @@ def test_late_markers_are_grouped_by_the_hour_they_name(tmp_path: Path) -> None:
         store.put(path, b"")
     store.put(f"{layout.late_dir(TOPIC)}/junk", b"")
     assert {h: sorted(p) for h, p in late_markers(store, TOPIC).items()} == {old: sorted(paths)}
+
+
+def test_writer_status_is_read_back_typed_and_a_dead_writers_file_skipped(tmp_path: Path) -> None:
+    alive = WriterStatus(pid=os.getpid(), topic=TOPIC, assigned=[0, 2], records=50, lag={"0": 3})
+    write_writer_status(status_path(tmp_path, alive.pid), alive)
+    gone = WriterStatus(pid=2**22 + 7, topic=TOPIC, assigned=[1])  # above any pid Linux can give (2**22)
+    write_writer_status(status_path(tmp_path, gone.pid), gone)
+    [status] = read_writer_status(tmp_path)
+    assert status == alive and status.total_lag == 3
