@@ -88,7 +88,9 @@ def test_late_markers_are_grouped_by_the_hour_they_name(tmp_path: Path) -> None:
 def test_writer_status_is_read_back_typed_and_a_dead_writers_file_skipped(tmp_path: Path) -> None:
     alive = WriterStatus(pid=os.getpid(), topic=TOPIC, assigned=[0, 2], records=50, lag={"0": 3})
     write_writer_status(status_path(tmp_path, alive.pid), alive)
-    gone = WriterStatus(pid=2**22 + 7, topic=TOPIC, assigned=[1])  # above any pid Linux can give (2**22)
+    gone = WriterStatus(
+        pid=2**22 + 7, topic=TOPIC, assigned=[1]
+    )  # above any pid Linux can give (2**22)
     write_writer_status(status_path(tmp_path, gone.pid), gone)
     [status] = read_writer_status(tmp_path)
     assert status == alive and status.total_lag == 3
