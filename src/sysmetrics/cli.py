@@ -736,13 +736,7 @@ def lake_prune(
     quarantined files older than SYSMETRICS_QUARANTINE_RETENTION_DAYS."""
     from datetime import UTC, datetime
 
-    from sysmetrics.lake.compaction import (
-        Verification,
-        last_prunable_hour,
-        prune_hour,
-        prune_quarantine,
-        verify_hour,
-    )
+    from sysmetrics.lake.compaction import prune_lake
     from sysmetrics.lake.store import LakeStore
 
     settings = ctx.settings
@@ -750,48 +744,25 @@ def lake_prune(
         click.echo("SYSMETRICS_RAW_RETENTION_DAYS=0: raw files are kept forever")
         return
     store = LakeStore.from_settings(settings)
-    now = datetime.now(UTC)
-    last = last_prunable_hour(now, settings.raw_retention_days, settings.lookback_hours)
-    assert last is not None  # retention 0 returned above
-    hours = [
-        h for h in _lake_hours(store, settings.topic, start_text, end_text, last_text) if h <= last
-    ]
-    pruned = kept = 0
+    hours = _lake_hours(store, settings.topic, start_text, end_text, last_text)
     bar, task = _progress("pruning hours", len(hours))
     with bar:
-        for hour in hours:
-            check: Verification | None
-            if dry_run:
-                check = verify_hour(store, settings.topic, hour)
-            else:
-                check = prune_hour(
-                    store,
-                    settings.topic,
-                    hour,
-                    now,
-                    settings.raw_retention_days,
-                    lookback_hours=settings.lookback_hours,
-                )
-            bar.advance(task)
-            if check is None:
-                continue
-            doomed = len(check.raw_files) - len(check.kept)
-            if check.ok and check.raw_files:
-                pruned += doomed > 0
-                verb = "would delete" if dry_run else "deleted"
-                line = f"  {hour:%Y-%m-%dT%H}Z {verb} {doomed} raw files"
-                bar.console.print(line + (f" ({check.detail})" if check.kept else ""))
-            elif not check.ok:
-                kept += 1
-                bar.console.print(f"  {hour:%Y-%m-%dT%H}Z kept: {check.detail}")
-    quarantined = (
-        0
-        if dry_run
-        else prune_quarantine(store, settings.topic, now, settings.quarantine_retention_days)
-    )
+        done = prune_lake(
+            store,
+            settings.topic,
+            hours,
+            datetime.now(UTC),
+            settings.raw_retention_days,
+            settings.quarantine_retention_days,
+            settings.lookback_hours,
+            dry_run,
+            report=bar.console.print,
+            advance=lambda: bar.advance(task),
+        )
     click.echo(
-        f"{'would prune' if dry_run else 'pruned'} {pruned} hours, kept {kept} that do not "
-        f"verify (run 'sysmetrics lake compact'); {quarantined} quarantine files expired"
+        f"{'would prune' if dry_run else 'pruned'} {done.hours_pruned} hours, kept "
+        f"{done.hours_kept} that do not verify (run 'sysmetrics lake compact'); "
+        f"{done.quarantine_expired} quarantine files expired"
     )
 
 
@@ -802,25 +773,17 @@ def lake_stats(
     ctx: Context, start_text: str | None, end_text: str | None, last_text: str | None
 ) -> None:
     """Files, bytes, rows and bytes per host-day of the raw and the curated lake."""
-    from sysmetrics.lake.compaction import LayerStats, hour_hosts, hour_stats
+    from sysmetrics.lake.compaction import layer_stats
     from sysmetrics.lake.store import LakeStore
 
     settings = ctx.settings
     store = LakeStore.from_settings(settings)
     hours = _lake_hours(store, settings.topic, start_text, end_text, last_text, ("raw", "curated"))
-    raw, curated = LayerStats(), LayerStats()
-    host_hours = 0
     bar, task = _progress("reading hours", len(hours))
     with bar:
-        for hour in hours:
-            r, c = hour_stats(store, settings.topic, hour)
-            for total, part in ((raw, r), (curated, c)):
-                total.files += part.files
-                total.bytes += part.bytes
-                total.rows += part.rows
-            host_hours += hour_hosts(store, settings.topic, hour)
-            bar.advance(task)
-    host_days = host_hours / 24
+        raw, curated, host_days = layer_stats(
+            store, settings.topic, hours, advance=lambda: bar.advance(task)
+        )
     click.echo(f"{len(hours)} hours, {host_days:,.1f} host-days")
     click.echo(f"{'layer':8} {'files':>10} {'bytes':>16} {'rows':>14} {'bytes/host-day':>15}")
     for name, layer in (("raw", raw), ("curated", curated)):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -361,6 +361,58 @@ def prune_quarantine(store: LakeStore, topic: str, now: datetime, retention_days
     return len(expired)
 
 
+@dataclass
+class PruneSummary:
+    hours_pruned: int = 0
+    hours_kept: int = 0
+    """Hours past retention whose curated version does not verify: their raw files stay."""
+    quarantine_expired: int = 0
+
+
+def prune_lake(
+    store: LakeStore,
+    topic: str,
+    hours: list[datetime],
+    now: datetime,
+    retention_days: int,
+    quarantine_retention_days: int,
+    lookback_hours: int,
+    dry_run: bool = False,
+    report: Callable[[str], None] = log.info,
+    advance: Callable[[], None] = lambda: None,
+) -> PruneSummary:
+    """`lake prune`: the raw files of each of ``hours`` past retention whose curated version
+    verifies (with ``dry_run`` only what would go), then expired quarantine files. Each hour
+    that loses files or keeps them is ``report``ed in a line; ``advance`` after every hour."""
+    summary = PruneSummary()
+    last = last_prunable_hour(now, retention_days, lookback_hours)
+    for hour in hours:
+        check: Verification | None = None
+        if last is not None and hour <= last:
+            check = (
+                verify_hour(store, topic, hour)
+                if dry_run
+                else prune_hour(
+                    store, topic, hour, now, retention_days, lookback_hours=lookback_hours
+                )
+            )
+        advance()
+        if check is None:
+            continue
+        doomed = len(check.raw_files) - len(check.kept)
+        if check.ok and check.raw_files:
+            summary.hours_pruned += doomed > 0
+            verb = "would delete" if dry_run else "deleted"
+            line = f"  {hour:%Y-%m-%dT%H}Z {verb} {doomed} raw files"
+            report(line + (f" ({check.detail})" if check.kept else ""))
+        elif not check.ok:
+            summary.hours_kept += 1
+            report(f"  {hour:%Y-%m-%dT%H}Z kept: {check.detail}")
+    if not dry_run:
+        summary.quarantine_expired = prune_quarantine(store, topic, now, quarantine_retention_days)
+    return summary
+
+
 # ---------------------------------------------------------------------------- stats
 @dataclass
 class LayerStats:
@@ -419,6 +471,23 @@ def hour_hosts(store: LakeStore, topic: str, hour: datetime) -> int:
         return int(con.execute(f"SELECT COUNT(DISTINCT host.host_id) FROM {source}").fetchone()[0])
     finally:
         con.close()
+
+
+def layer_stats(
+    store: LakeStore, topic: str, hours: list[datetime], advance: Callable[[], None] = lambda: None
+) -> tuple[LayerStats, LayerStats, float]:
+    """`lake stats`: (raw, curated) files, bytes and rows over ``hours``, and the host-days
+    they hold."""
+    raw, curated = LayerStats(), LayerStats()
+    host_hours = 0
+    for hour in hours:
+        for total, part in zip((raw, curated), hour_stats(store, topic, hour), strict=True):
+            total.files += part.files
+            total.bytes += part.bytes
+            total.rows += part.rows
+        host_hours += hour_hosts(store, topic, hour)
+        advance()
+    return raw, curated, host_hours / 24
 
 
 def _lines(path: str, data: bytes) -> int:
