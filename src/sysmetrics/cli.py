@@ -157,26 +157,15 @@ def collect(
     outage or a restart of the collector loses nothing; Ctrl-C / SIGTERM flush and exit 0.
     """
     import threading
-    import time
 
-    from sysmetrics.collect.loop import install_stop_signals, run_collector, ticks
-    from sysmetrics.collect.sampler import Sampler
-    from sysmetrics.schema import encode
+    from sysmetrics.collect.loop import install_stop_signals, print_samples, run_collector
 
     settings = ctx.settings
     if interval is not None:
         settings = settings.model_copy(update={"sample_interval_s": interval})
     max_samples = 1 if once else count
     if print_only:
-        sampler = Sampler(settings.sysfs_root, settings.host_id, settings.sample_interval_s)
-        if once:  # at once, not at the next tick: CPU % needs only a short first interval
-            time.sleep(0.2)
-            click.echo(encode(sampler.sample()).decode())
-            return
-        printing = threading.Event()
-        install_stop_signals(printing)
-        for _ in ticks(settings.sample_interval_s, printing, max_samples, printing.wait):
-            click.echo(encode(sampler.sample()).decode())
+        print_samples(settings, max_samples, click.echo, once=once)
         return
     from sysmetrics.stream.admin import ensure_topic
 

@@ -99,3 +99,19 @@ def run_collector(
     finally:
         producer.close(timeout_s=10.0)
     return producer
+
+
+def print_samples(
+    settings: Settings, max_samples: int | None, write: Callable[[str], None], once: bool = False
+) -> None:
+    """`collect --print`: the same samples as JSON lines to ``write``, no Kafka; ``once``
+    samples at once instead of at the next tick (CPU % needs only a short first interval)."""
+    sampler = Sampler(settings.sysfs_root, settings.host_id, settings.sample_interval_s)
+    if once:
+        time.sleep(0.2)
+        write(encode(sampler.sample()).decode())
+        return
+    printing = threading.Event()
+    install_stop_signals(printing)
+    for _ in ticks(settings.sample_interval_s, printing, max_samples, printing.wait):
+        write(encode(sampler.sample()).decode())
