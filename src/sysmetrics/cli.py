@@ -322,9 +322,7 @@ def simulate(
     output: str | None,
 ) -> None:
     """Produce realistic events for a simulated fleet (diurnal load, counter resets, late hosts)."""
-    from datetime import UTC, datetime, timedelta
-
-    from sysmetrics.stream.simulator import SimulationStats, generate, run_simulation
+    from sysmetrics.stream.simulator import SimulationStats, run_simulation, write_simulation
     from sysmetrics.timeutil import parse_duration, parse_utc
 
     settings = ctx.settings
@@ -335,14 +333,10 @@ def simulate(
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     if output is not None:
-        from sysmetrics.schema import encode
-
-        begin = (start_at or datetime.now(UTC).replace(microsecond=0)) - timedelta(
-            seconds=history_s
-        )
         with click.open_file(output, "wb") as out:
-            for _, event in generate(hosts, begin, duration_s, settings.sample_interval_s, seed):
-                out.write(encode(event) + b"\n")
+            write_simulation(
+                out, hosts, duration_s, settings.sample_interval_s, start_at, seed, history_s
+            )
         return
     from sysmetrics.stream.admin import ensure_topic
 

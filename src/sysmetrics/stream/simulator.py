@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import IO
 
 from confluent_kafka import Producer
 
@@ -319,6 +320,25 @@ def generate(
     for h in fleet:  # hosts still offline at the end come back right after it
         for event in h.late:
             yield duration_s, event
+
+
+def write_simulation(
+    out: IO[bytes],
+    hosts: int,
+    duration_s: float,
+    interval_s: float,
+    start: datetime | None = None,
+    seed: int = 42,
+    history_s: float = 0.0,
+) -> int:
+    """The same fleet as :func:`run_simulation`, as NDJSON to ``out`` instead of Kafka;
+    returns the number of events."""
+    begin = (start or datetime.now(UTC).replace(microsecond=0)) - timedelta(seconds=history_s)
+    written = 0
+    for _, event in generate(hosts, begin, duration_s, interval_s, seed):
+        out.write(encode(event) + b"\n")
+        written += 1
+    return written
 
 
 @dataclass
