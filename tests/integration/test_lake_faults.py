@@ -199,7 +199,7 @@ def test_storage_outage_of_60s_retries_and_commits_nothing_early(
         wait_for(lambda: writer.stats.store_failures >= 3, 60, "retries during the outage")
         time.sleep(max(0.0, 60 - (time.monotonic() - outage_started)))
         assert writer.stats.records == 300, "nothing may be committed while the lake is down"
-        assert writer._paused
+        assert writer.runtime.paused
         lake.unlink()
         hidden.rename(lake)
         wait_for(lambda: writer.stats.records == len(events), 120, "recovery after the outage")
