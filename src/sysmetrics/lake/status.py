@@ -4,6 +4,7 @@ the data dir, and `status` and `up` read them. Light on purpose (no Kafka client
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import msgspec
@@ -11,28 +12,33 @@ import msgspec
 from sysmetrics.stream.broker import pid_alive
 
 
-class WriterStatus(msgspec.Struct, kw_only=True):
-    """One writer's progress: its counters (WriterStats) and where it stands."""
+class WriterStats(msgspec.Struct, kw_only=True):
+    """A lake writer's counters, kept while it runs."""
 
-    pid: int
-    topic: str
-    assigned: list[int]
     records: int = 0
     batches: int = 0
     files: int = 0
     bytes: int = 0
     quarantined: int = 0
-    clock_ahead: int = 0
-    delayed: int = 0
-    late_files: int = 0
+    clock_ahead: int = 0  # events whose ts is ahead of their arrival by more than the tolerance
+    delayed: int = 0  # events that arrived later than the tolerance (spool replay, slow clock)
+    late_files: int = 0  # files written into hours older than the hourly job's look-back
     commit_failures: int = 0
     store_failures: int = 0
     last_file: str | None = None
     last_flush_at: float | None = None
-    started_at: float = 0.0
+    started_at: float = msgspec.field(default_factory=time.time)
     lag: dict[str, int] = {}
     """Messages behind each assigned partition's end: approximate (Tansu's end offsets are
     not exact)."""
+
+
+class WriterStatus(WriterStats, kw_only=True):
+    """What a writer publishes: its counters and where it stands."""
+
+    pid: int
+    topic: str
+    assigned: list[int]
     buffered: int = 0
     paused: bool = False
     updated_at: float = 0.0

@@ -29,11 +29,12 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from confluent_kafka import (
     TIMESTAMP_LOG_APPEND_TIME,
     KafkaError,
@@ -46,7 +47,7 @@ from sysmetrics.config import Settings
 from sysmetrics.event_types import unknown_fields
 from sysmetrics.lake import layout
 from sysmetrics.lake.catalog import RoundManifest, Watermark, publish_watermark
-from sysmetrics.lake.status import WriterStatus, write_writer_status
+from sysmetrics.lake.status import WriterStats, WriterStatus, write_writer_status
 from sysmetrics.lake.store import LakeStore, StoreError
 from sysmetrics.observability import Reading, counters
 from sysmetrics.schema import (
@@ -71,24 +72,6 @@ class CommitFailed(WriterError):
 
 
 MAX_CONSECUTIVE_COMMIT_FAILURES = 20
-
-
-@dataclass
-class WriterStats:
-    records: int = 0
-    batches: int = 0
-    files: int = 0
-    bytes: int = 0
-    quarantined: int = 0
-    clock_ahead: int = 0  # events whose ts is ahead of their arrival by more than the tolerance
-    delayed: int = 0  # events that arrived later than the tolerance (spool replay, slow clock)
-    late_files: int = 0  # files written into hours older than the hourly job's look-back
-    commit_failures: int = 0
-    store_failures: int = 0
-    last_file: str | None = None
-    last_flush_at: float | None = None
-    started_at: float = field(default_factory=time.time)
-    lag: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -560,7 +543,7 @@ class LakeWriter:
         self._last_status = time.monotonic()
         self.stats.lag = {str(p): lag for p, lag in self.runtime.measure_lag().items()}
         status = WriterStatus(
-            **asdict(self.stats),
+            **msgspec.structs.asdict(self.stats),
             pid=os.getpid(),
             topic=self.topic,
             assigned=sorted(self.runtime.assigned),
