@@ -92,7 +92,9 @@ def test_writer_survives_a_storage_outage_and_the_hour_loads_from_the_store(
         wait_for(lambda: writer.stats.records == 200, 60, "the first 200 events in the store")
         object_store.stop()  # storage down
         produce(settings, messages[200:])
-        wait_for(lambda: writer.stats.store_failures >= 2, 120, "retries while it is down")
+        # One failure is a whole retry cycle of the store's client (gcsfs: 6 tries over ~30 s),
+        # so one is enough: the recovery below can only come from the writer trying again.
+        wait_for(lambda: writer.stats.store_failures >= 1, 120, "a failed flush while it is down")
         time.sleep(5)
         assert writer.stats.records == 200, "nothing may be committed while storage is down"
         object_store.start()
