@@ -18,8 +18,6 @@ from sysmetrics.schema import encode
 from sysmetrics.stream.producer import SpooledProducer
 
 log = logging.getLogger(__name__)
-IDLE_WAKE_S = 2.0
-"""How often an idle collector looks at its Kafka client between samples."""
 
 
 def next_tick(now: float, interval_s: float) -> float:
@@ -83,9 +81,9 @@ def run_collector(
 
     def between_samples(wait: float) -> None:
         if producer.idle:
-            # Between samples with nothing to deliver, sleep instead of polling the client:
-            # its poll wakes every 200 ms and was most of the collector's CPU.
-            stop.wait(min(wait, IDLE_WAKE_S))
+            # Nothing to deliver: sleep to the tick instead of polling the client (its poll
+            # wakes every 200 ms); the client's own events are served at the next tick.
+            stop.wait(wait)
             producer.poll(0)
         else:
             producer.poll(min(wait, 0.5))
