@@ -24,10 +24,16 @@ install: $(UV)  ## locked runtime environment (collector, lake, warehouse, dashb
 	$(UV) sync --locked $(RUN_EXTRAS)
 
 ACTIONLINT_VERSION := v1.7.12
+NATIVE_TARGET := $(HOME)/.cache/sysmetrics/native-target
 
 install-dev: $(UV)  ## locked environment with every extra and the test tools
 	$(UV) sync --locked --all-extras
 	bash scripts/install-system-deps.sh
+	# The optional compiled codec (native/, Rust + PyO3) when cargo is here; its build is cached
+	# across clones like the Kafka jars. Without it the same code runs in Python, slower.
+	! command -v cargo >/dev/null || CARGO_TARGET_DIR=$(NATIVE_TARGET) \
+	  $(UV) pip install --quiet --python $(VENV)/bin/python ./native || \
+	  echo "note: native/ not built: the ingest receiver decodes in Python" >&2
 	# actionlint (checks .github/workflows) built from its source through the Go proxy.
 	test -x $(TOOLS)/bin/actionlint || ! command -v go >/dev/null || \
 	  GOBIN=$(abspath $(TOOLS))/bin go install github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION) || \

@@ -1,0 +1,240 @@
+//! Compiled codecs for the hot loops the profiles name; each has a pure-Python twin in
+//! `sysmetrics` that gives the same answer on the same fixtures (tests/unit run both).
+//!
+//! `RemoteWriteDecoder`: a Prometheus remote-write 1.0 `WriteRequest` (already decompressed)
+//! into the receiver's facts, grouped by (host, sample time, source). The mapping (which
+//! series names we keep, their source and the labels each keeps) stays written once in
+//! Python and is handed over when the decoder is built.
+
+use std::collections::HashMap;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyFloat, PyList, PyString, PyTuple};
+
+/// A protobuf wire-format reader over one message's bytes.
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+type Parsed<T> = Result<T, ()>;
+
+impl<'a> Reader<'a> {
+    fn new(buf: &'a [u8]) -> Self {
+        Reader { buf, pos: 0 }
+    }
+
+    fn done(&self) -> bool {
+        self.pos >= self.buf.len()
+    }
+
+    fn varint(&mut self) -> Parsed<u64> {
+        let mut out: u64 = 0;
+        for shift in (0..70).step_by(7) {
+            let byte = *self.buf.get(self.pos).ok_or(())?;
+            self.pos += 1;
+            out |= u64::from(byte & 0x7f).checked_shl(shift).unwrap_or(0);
+            if byte < 0x80 {
+                return Ok(out);
+            }
+        }
+        Err(())
+    }
+
+    fn take(&mut self, n: usize) -> Parsed<&'a [u8]> {
+        let end = self.pos.checked_add(n).ok_or(())?;
+        let out = self.buf.get(self.pos..end).ok_or(())?;
+        self.pos = end;
+        Ok(out)
+    }
+
+    fn bytes(&mut self) -> Parsed<&'a [u8]> {
+        let n = usize::try_from(self.varint()?).map_err(|_| ())?;
+        self.take(n)
+    }
+
+    fn text(&mut self) -> Parsed<&'a str> {
+        // proto3 strings are UTF-8; the Python parser refuses a message where they are not.
+        std::str::from_utf8(self.bytes()?).map_err(|_| ())
+    }
+
+    fn tag(&mut self) -> Parsed<(u64, u8)> {
+        let tag = self.varint()?;
+        let field = tag >> 3;
+        if field == 0 {
+            return Err(());
+        }
+        Ok((field, (tag & 7) as u8))
+    }
+
+    /// Past a field this decoder does not read (exemplars, histograms, metadata, anything newer).
+    fn skip(&mut self, wire: u8) -> Parsed<()> {
+        match wire {
+            0 => self.varint().map(|_| ()),
+            1 => self.take(8).map(|_| ()),
+            2 => self.bytes().map(|_| ()),
+            5 => self.take(4).map(|_| ()),
+            _ => Err(()), // groups are not in remote-write; anything else is not protobuf
+        }
+    }
+}
+
+struct Series<'a> {
+    labels: Vec<(&'a str, &'a str)>,
+    samples: Vec<(f64, i64)>,
+}
+
+impl<'a> Series<'a> {
+    /// The value of label `name`; the last one wins, as in a dict built from the labels.
+    fn label(&self, name: &str) -> &'a str {
+        self.labels.iter().rev().find(|(k, _)| *k == name).map_or("", |(_, v)| *v)
+    }
+}
+
+fn parse_label(buf: &[u8]) -> Parsed<(&str, &str)> {
+    let (mut name, mut value) = ("", "");
+    let mut r = Reader::new(buf);
+    while !r.done() {
+        match r.tag()? {
+            (1, 2) => name = r.text()?,
+            (2, 2) => value = r.text()?,
+            (_, wire) => r.skip(wire)?,
+        }
+    }
+    Ok((name, value))
+}
+
+fn parse_sample(buf: &[u8]) -> Parsed<(f64, i64)> {
+    let (mut value, mut timestamp) = (0.0, 0);
+    let mut r = Reader::new(buf);
+    while !r.done() {
+        match r.tag()? {
+            (1, 1) => value = f64::from_le_bytes(r.take(8)?.try_into().map_err(|_| ())?),
+            (2, 0) => timestamp = r.varint()? as i64,
+            (_, wire) => r.skip(wire)?,
+        }
+    }
+    Ok((value, timestamp))
+}
+
+fn parse_series(buf: &[u8]) -> Parsed<Series<'_>> {
+    let mut series = Series { labels: Vec::new(), samples: Vec::new() };
+    let mut r = Reader::new(buf);
+    while !r.done() {
+        match r.tag()? {
+            (1, 2) => series.labels.push(parse_label(r.bytes()?)?),
+            (2, 2) => series.samples.push(parse_sample(r.bytes()?)?),
+            (_, wire) => r.skip(wire)?,
+        }
+    }
+    Ok(series)
+}
+
+fn parse_write_request(buf: &[u8]) -> Parsed<Vec<Series<'_>>> {
+    let mut out = Vec::new();
+    let mut r = Reader::new(buf);
+    while !r.done() {
+        match r.tag()? {
+            (1, 2) => out.push(parse_series(r.bytes()?)?),
+            (_, wire) => r.skip(wire)?,
+        }
+    }
+    Ok(out)
+}
+
+/// What the mapping says of one series name: the name and source as Python strings (shared by
+/// every fact) and the labels whose values the fact keeps, in order.
+struct Mapped {
+    name: Py<PyString>,
+    source: Py<PyString>,
+    keep: Vec<String>,
+}
+
+#[pyclass(frozen, module = "sysmetrics_native")]
+struct RemoteWriteDecoder {
+    mapping: HashMap<String, Mapped>,
+}
+
+#[pymethods]
+impl RemoteWriteDecoder {
+    /// `mapping`: series name -> (source, labels kept), the table `sysmetrics.ingest.mapping`
+    /// writes once.
+    #[new]
+    fn new(mapping: &Bound<'_, PyDict>) -> PyResult<Self> {
+        let mut out = HashMap::new();
+        for (name, entry) in mapping.iter() {
+            let (source, keep): (Bound<'_, PyString>, Vec<String>) = entry.extract()?;
+            out.insert(
+                name.extract::<String>()?,
+                Mapped { name: name.downcast_into::<PyString>()?.unbind(), source: source.unbind(), keep },
+            );
+        }
+        Ok(RemoteWriteDecoder { mapping: out })
+    }
+
+    /// Decode one `WriteRequest`: (samples, series, dropped, hosts). `samples` maps
+    /// (host, time ms, source) to [(name, kept label values, value)]; `hosts` is each distinct
+    /// host of a mapped series with the first series name it came with, in order, for the
+    /// caller to validate. A body that is not a WriteRequest raises ValueError("bad_protobuf");
+    /// more than `max_series` series raise ValueError("too_many_series", count).
+    fn decode<'py>(
+        &self,
+        py: Python<'py>,
+        data: &[u8],
+        host_label: &str,
+        max_series: usize,
+    ) -> PyResult<(Bound<'py, PyDict>, usize, usize, Vec<(String, String)>)> {
+        let request =
+            parse_write_request(data).map_err(|_| PyValueError::new_err(("bad_protobuf",)))?;
+        if request.len() > max_series {
+            return Err(PyValueError::new_err(("too_many_series", request.len())));
+        }
+        let samples = PyDict::new(py);
+        let mut dropped = 0;
+        let mut hosts: Vec<(String, String)> = Vec::new();
+        let mut host_objects: HashMap<&str, Bound<'py, PyString>> = HashMap::new();
+        for series in &request {
+            let name = series.label("__name__");
+            let Some(mapped) = self.mapping.get(name) else {
+                dropped += 1;
+                continue;
+            };
+            let host = series.label(host_label);
+            let host_object = match host_objects.get(host) {
+                Some(object) => object.clone(),
+                None => {
+                    hosts.push((host.to_owned(), name.to_owned()));
+                    let object = PyString::new(py, host);
+                    host_objects.insert(host, object.clone());
+                    object
+                }
+            };
+            let values =
+                PyTuple::new(py, mapped.keep.iter().map(|k| PyString::new(py, series.label(k))))?;
+            let name_object = mapped.name.bind(py);
+            let source = mapped.source.bind(py);
+            for &(value, timestamp) in &series.samples {
+                let key = PyTuple::new(
+                    py,
+                    [host_object.as_any(), &timestamp.into_pyobject(py)?.into_any(), source.as_any()],
+                )?;
+                let fact = PyTuple::new(
+                    py,
+                    [name_object.as_any(), values.as_any(), PyFloat::new(py, value).as_any()],
+                )?;
+                match samples.get_item(&key)? {
+                    Some(facts) => facts.downcast::<PyList>()?.append(fact)?,
+                    None => samples.set_item(key, PyList::new(py, [fact])?)?,
+                }
+            }
+        }
+        Ok((samples, request.len(), dropped, hosts))
+    }
+}
+
+#[pymodule]
+fn sysmetrics_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    module.add_class::<RemoteWriteDecoder>()?;
+    Ok(())
+}

@@ -1,0 +1,14 @@
+"""Compiled codecs for sysmetrics' hot loops; each has a pure-Python twin in sysmetrics."""
+
+from collections.abc import Mapping
+
+class RemoteWriteDecoder:
+    def __init__(self, mapping: Mapping[str, tuple[str, tuple[str, ...]]]) -> None: ...
+    def decode(
+        self, data: bytes, host_label: str, max_series: int
+    ) -> tuple[
+        dict[tuple[str, int, str], list[tuple[str, tuple[str, ...], float]]],
+        int,
+        int,
+        list[tuple[str, str]],
+    ]: ...
