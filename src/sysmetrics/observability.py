@@ -135,11 +135,16 @@ class MetricsEndpoint:
             return
         stopping = threading.Thread(target=server.shutdown, daemon=True)
         stopping.start()
-        while stopping.is_alive():
-            # shutdown() waits for the serving loop to look at its flag: wake it now.
+        # shutdown() waits for the serving loop to look at its flag: wake it with a connection
+        # (a wildcard address is reached on loopback). Should that fail, the daemon thread is
+        # left asleep rather than the caller kept waiting.
+        wake = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(self._addr, self._addr)
+        for _ in range(25):
             with contextlib.suppress(OSError):
-                socket.create_connection((self._addr, server.server_port), timeout=1).close()
+                socket.create_connection((wake, server.server_port), timeout=1).close()
             stopping.join(0.2)
+            if not stopping.is_alive():
+                break
         server.server_close()
 
 

@@ -24,7 +24,7 @@ def _serving_threads() -> int:
     return sum(1 for t in threading.enumerate() if t.name == "metrics")
 
 
-@pytest.mark.parametrize("addr", ["127.0.0.1", "::1"])
+@pytest.mark.parametrize("addr", ["127.0.0.1", "::1", "0.0.0.0"])
 def test_serves_the_readings_and_closes_without_waiting_for_its_poll(addr: str) -> None:
     if addr == "::1" and not socket.has_ipv6:
         pytest.skip("no IPv6 on this machine")
