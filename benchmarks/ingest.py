@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import http.client
 import http.server
+import importlib.util
 import json
 import os
 import statistics
@@ -541,6 +542,8 @@ def main() -> None:
     fresh_hosts = int(sys.argv[3]) if len(sys.argv) > 3 else 1000
     fresh_minutes = float(sys.argv[4]) if len(sys.argv) > 4 else 3.0
     print(f"{os.cpu_count()} cores; {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
+    decoder = "compiled (native/)" if importlib.util.find_spec("sysmetrics_native") else "Python"
+    print(f"remote-write decoder of the receiver: {decoder}")
     with tempfile.TemporaryDirectory() as tmp:
         if hosts:
             throughput(hosts, samples, Path(tmp))
