@@ -58,10 +58,16 @@ def collector_cost(samples: int = 200) -> float:
     return per_sample
 
 
+def _stat(path: str) -> tuple[str, float]:
+    """(name, utime + stime in seconds) from a /proc ``stat`` file."""
+    name, rest = Path(path).read_text().split("(", 1)[1].rsplit(")", 1)
+    fields = rest.split()
+    return name, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def process_cpu_s(pid: int) -> float:
     """utime + stime of a whole process (all its threads), from /proc/PID/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return _stat(f"/proc/{pid}/stat")[1]
 
 
 def process_rss_mb(pid: int) -> float:
@@ -77,11 +83,9 @@ def thread_cpu_s(pid: int) -> dict[str, float]:
     out = {"main": 0.0, "librdkafka": 0.0, "other": 0.0}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
-            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+            name, cpu = _stat(f"/proc/{pid}/task/{tid}/stat")
         except FileNotFoundError:
             continue  # a thread that just ended
-        name, fields = stat.split("(", 1)[1].rsplit(")", 1)
-        cpu = (int(fields.split()[11]) + int(fields.split()[12])) / os.sysconf("SC_CLK_TCK")
         where = "main" if int(tid) == pid else "librdkafka" if name.startswith("rdk:") else "other"
         out[where] += cpu
     return out
@@ -100,10 +104,8 @@ class Run:
         return self.ours_ms / self.peer_ms
 
 
-def whole_processes(seconds: float, interval_s: float = 10.0) -> Run:
+def whole_processes(exporter: str, seconds: float, interval_s: float = 10.0) -> Run:
     """Our collector and node_exporter, each measured as a process over the same wall time."""
-    exporter = shutil.which("prometheus-node-exporter")
-    assert exporter is not None
     with tempfile.TemporaryDirectory() as tmp:
         broker = EmbeddedBroker(Path(tmp), free_port())
         broker.start()
@@ -149,13 +151,14 @@ def whole_processes(seconds: float, interval_s: float = 10.0) -> Run:
 
 
 def compare_with_node_exporter(seconds: float, runs: int) -> None:
-    if shutil.which("prometheus-node-exporter") is None:
+    exporter = shutil.which("prometheus-node-exporter")
+    if exporter is None:
         print("node_exporter peer skipped: apt install prometheus-node-exporter")
         return
     print(f"whole processes, {runs} runs of {seconds:.0f} s at the 10 s interval:")
     results = []
     for n in range(runs):
-        run = whole_processes(seconds)
+        run = whole_processes(exporter, seconds)
         results.append(run)
         split = ", ".join(f"{k} {v:.2f}" for k, v in run.split_ms.items())
         print(
@@ -188,18 +191,20 @@ def raw_produce_rate(bootstrap: str, topic: str, payloads: list[tuple[bytes, byt
     return len(payloads) / (time.perf_counter() - start)
 
 
+def _take_option(args: list[str], flag: str, default: str) -> str:
+    """The value after ``flag`` in ``args`` (both removed), or ``default``."""
+    if flag not in args:
+        return default
+    index = args.index(flag)
+    value = args[index + 1]
+    del args[index : index + 2]
+    return value
+
+
 def main() -> None:
     args = sys.argv[1:]
-    peer_seconds, runs = 180.0, 3
-    for flag in ("--peer-seconds", "--runs"):
-        if flag in args:
-            index = args.index(flag)
-            value = float(args[index + 1])
-            del args[index : index + 2]
-            if flag == "--runs":
-                runs = int(value)
-            else:
-                peer_seconds = value
+    peer_seconds = float(_take_option(args, "--peer-seconds", "180"))
+    runs = int(_take_option(args, "--runs", "3"))
     total = int(args[0]) if args else 360_000
     per_sample = collector_cost()
     print(

@@ -93,21 +93,22 @@ def storage(root: Path, hosts: int, hours: int) -> None:
     )
 
 
-def leaf_columns(name: str, array: pa.Array) -> Iterator[tuple[str, pa.Array]]:
+def leaf_columns(array: pa.Array) -> Iterator[pa.Array]:
+    """The primitive columns inside ``array``: struct fields and list elements, recursively."""
     if pa.types.is_struct(array.type):
         for child in array.type:
-            yield from leaf_columns(f"{name}.{child.name}", pc.struct_field(array, child.name))
+            yield from leaf_columns(pc.struct_field(array, child.name))
     elif pa.types.is_list(array.type):
-        yield from leaf_columns(f"{name}[]", pc.list_flatten(array))
+        yield from leaf_columns(pc.list_flatten(array))
     else:
-        yield name, array
+        yield array
 
 
 def content_floor(table: pa.Table) -> int:
     """Bytes of the table's leaf columns, each delta-coded where numeric-ordered and xz -9."""
     total = 0
     for name in table.column_names:
-        for _, column in leaf_columns(name, table[name].combine_chunks()):
+        for column in leaf_columns(table[name].combine_chunks()):
             if pa.types.is_integer(column.type) or pa.types.is_timestamp(column.type):
                 values = column.cast(pa.int64()).fill_null(0)
                 data = pc.pairwise_diff(values).fill_null(0).buffers()[1].to_pybytes()
