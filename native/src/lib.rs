@@ -1,10 +1,15 @@
 //! Compiled codecs for the hot loops the profiles name; each has a pure-Python twin in
 //! `sysmetrics` that gives the same answer on the same fixtures (tests/unit run both).
 //!
+//! `EventValidator` (event_check.rs): vouches that a Kafka message is a valid event, for the
+//! lake writer's fast path.
+//!
 //! `RemoteWriteDecoder`: a Prometheus remote-write 1.0 `WriteRequest` (already decompressed)
 //! into the receiver's facts, grouped by (host, sample time, source). The mapping (which
 //! series names we keep, their source and the labels each keeps) stays written once in
 //! Python and is handed over when the decoder is built.
+
+mod event_check;
 
 use std::collections::HashMap;
 
@@ -236,5 +241,6 @@ impl RemoteWriteDecoder {
 #[pymodule]
 fn sysmetrics_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<RemoteWriteDecoder>()?;
+    module.add_class::<event_check::EventValidator>()?;
     Ok(())
 }

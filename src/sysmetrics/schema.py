@@ -259,6 +259,11 @@ def encode(event: MetricsEvent) -> bytes:
     return _encoder.encode(event)
 
 
+def encode_time(value: datetime) -> bytes:
+    """A time as the events spell it (a JSON string)."""
+    return _encoder.encode(value)
+
+
 def decode(data: bytes) -> MetricsEvent:
     """Decode and validate one JSON event; raise :class:`SchemaError` with a clear reason.
     Fields this version does not know are ignored (see :func:`decode_keeping_unknown`)."""
@@ -279,6 +284,8 @@ def decode_keeping_unknown(data: bytes) -> tuple[MetricsEvent, dict[str, Any] | 
         event, document = _decode_generic(data, exc)
     except msgspec.DecodeError as exc:
         raise SchemaError(f"not valid JSON: {exc}") from None
+    except UnicodeDecodeError as exc:  # msgspec's own error for a string that is not UTF-8
+        raise SchemaError(f"not valid JSON: a string is not UTF-8 ({exc.reason})") from None
     if not EARLIEST_TS <= event.ts < LATEST_TS:
         raise SchemaError(
             f"ts {event.ts.isoformat()} is outside {EARLIEST_TS.year}-{LATEST_TS.year}"
@@ -297,7 +304,8 @@ def _decode_generic(
         raise SchemaError(f"not a schema-v1 event: {reason}")
     try:
         document = msgspec.json.decode(data)
-    except (msgspec.DecodeError, RecursionError) as exc:  # strict decoding stopped before it
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
+        # Strict decoding stopped at an error before it reached this one.
         raise SchemaError(f"not valid JSON: {exc}") from None
     if not isinstance(document, dict):
         raise SchemaError(f"not a schema-v1 event: {reason}")
@@ -392,8 +400,14 @@ def encode_keeping_unknown(event: MetricsEvent, document: dict[str, Any] | None)
     return _encoder.encode(document)
 
 
+def strict_json_schema() -> dict[str, Any]:
+    """This version's schema as msgspec derives it from the types: unknown fields refused,
+    i.e. what this version accepts without having to keep anything it does not know."""
+    return msgspec.json.schema(MetricsEvent)
+
+
 def json_schema() -> dict[str, Any]:
-    schema = msgspec.json.schema(MetricsEvent)
+    schema = strict_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = "https://sysmetrics.dev/schemas/machine_metrics.v1.json"
     schema["title"] = "sysmetrics machine_metrics event, schema v1"

@@ -124,6 +124,11 @@ def poison_messages(
         lambda i: json.dumps(dict(template, ts="1970-01-01T00:00:00Z")).encode(),
         lambda i: json.dumps(dict(template, cpu={"utilization_pct": -5})).encode(),
         lambda i: bytes(range(256)),
+        lambda i: (
+            json.dumps(dict(template, host=dict(template["host"], host_id="@")))
+            .encode()
+            .replace(b'"@"', b'"h\xff%d"' % i)
+        ),  # a string that is not UTF-8
     ]
     return [(b"poison", kinds[i % len(kinds)](i)) for i in range(count)]
 

@@ -88,6 +88,8 @@ def _bad(mutate: object) -> bytes:
         (b'{"schema_version": 1, "x": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", "recursion"),
         (b"[" * 50_000, "not a schema-v1 event"),
         (b"not json at all", "not valid JSON"),
+        (encode(make_event()).replace(b"host-1", b"host-\xff"), "not UTF-8"),
+        (b'{"schema_version":1,"junk":1,"x":"\xff"}', "not valid JSON"),
         (b"", "not valid JSON"),
     ],
 )

@@ -32,7 +32,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import msgspec
 from confluent_kafka import (
@@ -44,18 +43,13 @@ from confluent_kafka import (
 )
 
 from sysmetrics.config import Settings
-from sysmetrics.event_types import unknown_fields
 from sysmetrics.lake import layout
 from sysmetrics.lake.catalog import RoundManifest, Watermark, publish_watermark
+from sysmetrics.lake.lines import MICROS_PER_HOUR, from_micros, hour_start, lake_line, micros
 from sysmetrics.lake.status import WriterStats, WriterStatus, write_writer_status
 from sysmetrics.lake.store import LakeStore, StoreError
 from sysmetrics.observability import Reading, counters
-from sysmetrics.schema import (
-    MetricsEvent,
-    SchemaError,
-    decode_keeping_unknown,
-    encode_keeping_unknown,
-)
+from sysmetrics.schema import SchemaError, decode, encode_time
 from sysmetrics.stream.kafka_config import producer_config
 from sysmetrics.stream.runtime import ConsumerRuntime
 
@@ -78,8 +72,9 @@ MAX_CONSECUTIVE_COMMIT_FAILURES = 20
 class _Record:
     offset: int
     arrived: float  # monotonic time it was consumed: the flush timer runs from here
-    event: MetricsEvent | None
-    document: dict[str, Any] | None  # the original, when it has fields newer than this version
+    ts_us: int | None  # the valid event's time (lines.micros); None: quarantined
+    line: bytes | None  # what the lake keeps (lines.lake_line)
+    newer: list[str] | None  # fields of a newer minor version the line carries
     raw: bytes | None
     key: bytes | None
     reason: str | None
@@ -152,8 +147,9 @@ class LakeWriter:
         self._backoff = 1.0
         self._max_buffered = max(10_000, 20 * settings.flush_records)
         self._last_status = 0.0
-        self._skew_tolerance = timedelta(seconds=settings.clock_skew_tolerance_s)
+        self._skew_tolerance_us = int(settings.clock_skew_tolerance_s * 1_000_000)
         self._skewed_hosts: set[str] = set()
+        self._stamp: tuple[datetime, bytes, int] | None = None  # the last arrival time used
 
     def run(self, max_idle_s: float | None = None) -> WriterStats:
         """Consume until ``stop`` is set or nothing arrived for ``max_idle_s``; then flush all.
@@ -185,8 +181,9 @@ class LakeWriter:
             log.warning("partitions revoked, batches not flushed (%s): discarded", exc)
 
     def receive(self, messages: list[Message], received: datetime) -> None:
+        arrived = time.monotonic()
         for message in messages:
-            self._add(message, received)
+            self._add(message, received, arrived)
 
     def after_poll(self) -> None:
         try:
@@ -238,7 +235,7 @@ class LakeWriter:
         return {p: self._buffers[p] for p in sorted(self.runtime.assigned)}
 
     # ------------------------------------------------------------------ buffering
-    def _add(self, message: Message, received: datetime) -> None:
+    def _add(self, message: Message, received: datetime, arrived: float) -> None:
         """Buffer one message; ``received`` is when this poll returned (the arrival time used
         unless the topic stamps records with the broker's log-append time)."""
         partition, offset = message.partition(), message.offset()
@@ -247,38 +244,46 @@ class LakeWriter:
         if not buffer.intent_checked:
             self._check_intent(partition, offset, buffer)
         raw = message.value()
-        record = _Record(offset, time.monotonic(), None, None, raw, message.key(), None)
+        record = _Record(offset, arrived, None, None, None, raw, message.key(), None)
         if raw is None:
             record.reason = "empty message (no value)"
         else:
+            kind, stamp = message.timestamp()
+            if kind == TIMESTAMP_LOG_APPEND_TIME:
+                received = datetime.fromtimestamp(stamp / 1000, UTC)
+            received_at, received_json, received_us = self._stamp_of(received)
             try:
-                record.event, record.document = decode_keeping_unknown(raw)
+                record.ts_us, record.line, record.newer = lake_line(raw, received_at, received_json)
             except SchemaError as exc:
                 record.reason = str(exc)[:2000]
             else:
-                kind, stamp = message.timestamp()
-                if kind == TIMESTAMP_LOG_APPEND_TIME:
-                    received = datetime.fromtimestamp(stamp / 1000, UTC)
-                self._check_clock(record.event, received)
+                self._check_clock(record.ts_us, received_us, raw)
         buffer.records.append(record)
 
-    def _check_clock(self, event: MetricsEvent, received: datetime) -> None:
-        """Stamp the event with its arrival and count a clock that is off: the event is still
-        written by its own ts; the hourly job flags the host (clock_skew)."""
-        event.received_at = received
-        if event.ts - received > self._skew_tolerance:
+    def _stamp_of(self, received: datetime) -> tuple[datetime, bytes, int]:
+        """``received`` with its JSON spelling and microseconds, computed once per distinct
+        time (a poll's messages share one, a producer batch one log-append time)."""
+        if self._stamp is None or self._stamp[0] != received:
+            self._stamp = (received, encode_time(received), micros(received))
+        return self._stamp
+
+    def _check_clock(self, ts_us: int, received_us: int, raw: bytes) -> None:
+        """Count an event whose clock is off: it is still written by its own ts; the hourly
+        job flags the host (clock_skew)."""
+        if ts_us - received_us > self._skew_tolerance_us:
             self.stats.clock_ahead += 1
-            host = event.host.host_id
-            if host not in self._skewed_hosts and len(self._skewed_hosts) < 1000:
-                self._skewed_hosts.add(host)
-                log.warning(
-                    "host %r: event ts %s is %.0fs ahead of its arrival: its clock is wrong "
-                    "(written by its own ts; flagged clock_skew by the hourly job)",
-                    host,
-                    event.ts.isoformat(),
-                    (event.ts - received).total_seconds(),
-                )
-        elif received - event.ts > self._skew_tolerance:
+            if len(self._skewed_hosts) < 1000:
+                host = decode(raw).host.host_id  # rare: only to name the host once
+                if host not in self._skewed_hosts:
+                    self._skewed_hosts.add(host)
+                    log.warning(
+                        "host %r: event ts %s is %.0fs ahead of its arrival: its clock is "
+                        "wrong (written by its own ts; flagged clock_skew by the hourly job)",
+                        host,
+                        from_micros(ts_us).isoformat(),
+                        (ts_us - received_us) / 1e6,
+                    )
+        elif received_us - ts_us > self._skew_tolerance_us:
             self.stats.delayed += 1
 
     def _check_intent(self, partition: int, first_offset: int, buffer: _PartitionBuffer) -> None:
@@ -358,31 +363,32 @@ class LakeWriter:
                 }
                 state[layout.intent_path(self.topic, partition)] = json.dumps(intent).encode()
             for batch in batches:
-                by_hour: dict[datetime, list[bytes]] = defaultdict(list)
-                newer: dict[datetime, set[str]] = defaultdict(set)
+                by_hour: dict[int, list[bytes]] = defaultdict(list)
+                newer: dict[int, set[str]] = defaultdict(set)
                 bad: list[bytes] = []
                 for record in batch.records:
-                    if record.event is not None:
-                        hour = layout.hour_of(record.event.ts)
-                        by_hour[hour].append(encode_keeping_unknown(record.event, record.document))
-                        if record.document is not None:
-                            newer[hour].update(unknown_fields(record.document))
+                    if record.line is not None and record.ts_us is not None:
+                        hour_number = record.ts_us // MICROS_PER_HOUR
+                        by_hour[hour_number].append(record.line)
+                        if record.newer:
+                            newer[hour_number].update(record.newer)
                     else:
                         bad.append(_quarantine_line(self.topic, partition, record))
                         dead_letters.append((partition, record))
-                for hour, lines in sorted(by_hour.items()):
+                for hour_number, lines in sorted(by_hour.items()):
+                    hour = hour_start(hour_number)
                     name = layout.batch_name(
                         self.topic, partition, batch.start, batch.end, compression
                     )
                     data = _compress(b"\n".join(lines) + b"\n", compression)
                     files.append((f"{layout.hour_dir(self.topic, hour)}/{name}", data))
                     round_files.append(files[-1][0])
-                    if hour in newer:
+                    if hour_number in newer:
                         # Fields this version cannot type: the curated Parquet would lack
                         # them, so retention keeps this raw file until a version that
                         # knows them has compacted the hour again.
                         marker = layout.newer_fields_marker_path(self.topic, hour, name)
-                        state[marker] = json.dumps(sorted(newer[hour])).encode()
+                        state[marker] = json.dumps(sorted(newer[hour_number])).encode()
                     if hour < late_before:
                         # Beyond the hourly job's look-back: tell it where to look.
                         state[layout.late_marker_path(self.topic, hour, name)] = b""
@@ -429,7 +435,7 @@ class LakeWriter:
                 buffer,
                 batches[-1].end + 1,
                 max(
-                    (r.event.ts for b in batches for r in b.records if r.event is not None),
+                    (r.ts_us for b in batches for r in b.records if r.ts_us is not None),
                     default=None,
                 ),
             )
@@ -486,15 +492,11 @@ class LakeWriter:
         self._commit_failures_in_a_row = 0
 
     def _publish_watermark(
-        self, partition: int, buffer: _PartitionBuffer, committed: int, max_ts: datetime | None
+        self, partition: int, buffer: _PartitionBuffer, committed: int, max_ts_us: int | None
     ) -> None:
-        if buffer.records:
-            complete_before = min(
-                (r.event.ts for r in buffer.records if r.event is not None),
-                default=datetime.now(UTC),
-            )
-        else:
-            complete_before = datetime.now(UTC)
+        oldest = min((r.ts_us for r in buffer.records if r.ts_us is not None), default=None)
+        complete_before = datetime.now(UTC) if oldest is None else from_micros(oldest)
+        max_ts = None if max_ts_us is None else from_micros(max_ts_us)
         mark = Watermark(partition, committed, complete_before, max_ts, datetime.now(UTC))
         try:
             publish_watermark(self.store, self.topic, mark)
