@@ -149,7 +149,9 @@ class LakeWriter:
         self._last_status = 0.0
         self._skew_tolerance_us = int(settings.clock_skew_tolerance_s * 1_000_000)
         self._skewed_hosts: set[str] = set()
-        self._stamp: tuple[datetime, bytes, int] | None = None  # the last arrival time used
+        # The last arrival time used (the broker's log-append ms or the poll's time), as a
+        # time, its JSON and microseconds: a producer batch shares one, a poll's messages one.
+        self._stamp: tuple[int | datetime, datetime, bytes, int] | None = None
 
     def run(self, max_idle_s: float | None = None) -> WriterStats:
         """Consume until ``stop`` is set or nothing arrived for ``max_idle_s``; then flush all.
@@ -248,43 +250,42 @@ class LakeWriter:
         if raw is None:
             record.reason = "empty message (no value)"
         else:
-            kind, stamp = message.timestamp()
-            if kind == TIMESTAMP_LOG_APPEND_TIME:
-                received = datetime.fromtimestamp(stamp / 1000, UTC)
-            received_at, received_json, received_us = self._stamp_of(received)
+            kind, log_time_ms = message.timestamp()
+            by_broker = kind == TIMESTAMP_LOG_APPEND_TIME
+            stamp = self._stamp
+            if stamp is None or stamp[0] != (log_time_ms if by_broker else received):
+                at = datetime.fromtimestamp(log_time_ms / 1000, UTC) if by_broker else received
+                key = log_time_ms if by_broker else received
+                stamp = self._stamp = (key, at, encode_time(at), micros(at))
             try:
-                record.ts_us, record.line, record.newer = lake_line(raw, received_at, received_json)
+                record.ts_us, record.line, record.newer = lake_line(raw, stamp[1], stamp[2])
             except SchemaError as exc:
                 record.reason = str(exc)[:2000]
             else:
-                self._check_clock(record.ts_us, received_us, raw)
+                skew_us = record.ts_us - stamp[3]
+                if not -self._skew_tolerance_us <= skew_us <= self._skew_tolerance_us:
+                    self._count_wrong_clock(skew_us, raw)
         buffer.records.append(record)
 
-    def _stamp_of(self, received: datetime) -> tuple[datetime, bytes, int]:
-        """``received`` with its JSON spelling and microseconds, computed once per distinct
-        time (a poll's messages share one, a producer batch one log-append time)."""
-        if self._stamp is None or self._stamp[0] != received:
-            self._stamp = (received, encode_time(received), micros(received))
-        return self._stamp
-
-    def _check_clock(self, ts_us: int, received_us: int, raw: bytes) -> None:
-        """Count an event whose clock is off: it is still written by its own ts; the hourly
-        job flags the host (clock_skew)."""
-        if ts_us - received_us > self._skew_tolerance_us:
-            self.stats.clock_ahead += 1
-            if len(self._skewed_hosts) < 1000:
-                host = decode(raw).host.host_id  # rare: only to name the host once
-                if host not in self._skewed_hosts:
-                    self._skewed_hosts.add(host)
-                    log.warning(
-                        "host %r: event ts %s is %.0fs ahead of its arrival: its clock is "
-                        "wrong (written by its own ts; flagged clock_skew by the hourly job)",
-                        host,
-                        from_micros(ts_us).isoformat(),
-                        (ts_us - received_us) / 1e6,
-                    )
-        elif received_us - ts_us > self._skew_tolerance_us:
+    def _count_wrong_clock(self, skew_us: int, raw: bytes) -> None:
+        """An event ``skew_us`` ahead of its arrival (or behind it) by more than the tolerance:
+        still written by its own ts; the hourly job flags the host (clock_skew)."""
+        if skew_us < 0:
             self.stats.delayed += 1
+            return
+        self.stats.clock_ahead += 1
+        if len(self._skewed_hosts) < 1000:
+            event = decode(raw)  # rare: only to name the host once
+            host = event.host.host_id
+            if host not in self._skewed_hosts:
+                self._skewed_hosts.add(host)
+                log.warning(
+                    "host %r: event ts %s is %.0fs ahead of its arrival: its clock is wrong "
+                    "(written by its own ts; flagged clock_skew by the hourly job)",
+                    host,
+                    event.ts.isoformat(),
+                    skew_us / 1e6,
+                )
 
     def _check_intent(self, partition: int, first_offset: int, buffer: _PartitionBuffer) -> None:
         buffer.intent_checked = True
