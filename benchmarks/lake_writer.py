@@ -8,13 +8,14 @@ validation, no partitioning by event hour, no exactly-once commit. Writer time i
 first file (the sink: its first line) until 95 % of the events are written (group join and the
 idle stop-time flush excluded).
 
-    .venv/bin/python benchmarks/lake_writer.py [events]
+    .venv/bin/python benchmarks/lake_writer.py [events] [rounds]
 """
 
 from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -178,6 +179,7 @@ def writers_rate(settings: Settings, lake: Path, total: int, writers: int, flush
 
 def main() -> None:
     total = int(sys.argv[1]) if len(sys.argv) > 1 else 500_000
+    rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         broker = EmbeddedBroker(root / "broker", free_port())
@@ -197,15 +199,34 @@ def main() -> None:
             print(f"lake writer throughput, {total:,} events, {cores} cores, Tansu, local disk")
             print(f"  (a) bare confluent-kafka consumer  {base:>10,.0f} events/s")
             print(f"  (b) seed-style kafka-python writer {seed:>10,.0f} events/s")
-            connect = connect_sink_rate(settings, root / "connect", total)
-            print(f"  (c) Kafka Connect FileStreamSink   {connect:>10,.0f} events/s")
-            for writers, flush in ((1, 50), (2, 50), (1, 500), (2, 500)):
+            # This machine's speed drifts by tens of percent within minutes: the peer and our
+            # writers alternate, round after round, and each ratio is taken within one round.
+            one_vs_connect, two_vs_one = [], []
+            for n in range(rounds):
+                connect = connect_sink_rate(settings, root / f"connect-{n}", total)
+                one = writers_rate(settings, root / f"lake-1-{n}" / "lake", total, 1, 50)
+                two = writers_rate(settings, root / f"lake-2-{n}" / "lake", total, 2, 50)
+                one_vs_connect.append(one / connect)
+                two_vs_one.append(two / one)
+                print(
+                    f"  round {n + 1}: (c) Kafka Connect FileStreamSink {connect:>8,.0f} events/s; "
+                    f"default flush (50): 1 writer {one:>8,.0f} ({one / connect:.2f}x (c), "
+                    f"{one / base:.3f}x (a), {one / seed:.1f}x (b)), "
+                    f"2 writers {two:>8,.0f} ({two / connect:.2f}x (c), {two / one:.2f}x 1)"
+                )
+            print(
+                f"  median of {rounds}: 1 writer {statistics.median(one_vs_connect):.2f}x Connect "
+                f"(spread {min(one_vs_connect):.2f}-{max(one_vs_connect):.2f}), 2 writers "
+                f"{statistics.median(two_vs_one):.2f}x 1 writer "
+                f"({min(two_vs_one):.2f}-{max(two_vs_one):.2f})"
+            )
+            for writers in (1, 2):
                 rate = writers_rate(
-                    settings, root / f"lake-{writers}-{flush}" / "lake", total, writers, flush
+                    settings, root / f"lake-{writers}-500" / "lake", total, writers, 500
                 )
                 print(
-                    f"  {writers} writer(s), flush {flush:>3} records     {rate:>10,.0f} events/s  "
-                    f"{rate / base:.3f}x (a)  {rate / seed:.2f}x (b)  {rate / connect:.2f}x (c)"
+                    f"  {writers} writer(s), flush 500 records     {rate:>10,.0f} events/s  "
+                    f"{rate / base:.3f}x (a)  {rate / seed:.2f}x (b)"
                 )
         finally:
             broker.stop()

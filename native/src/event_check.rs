@@ -260,12 +260,14 @@ fn utc_micros(text: &str) -> Checked<i64> {
 }
 
 impl<'a> Parser<'a> {
+    #[inline(always)]
     fn ws(&mut self) {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.bytes.get(self.pos) {
             self.pos += 1;
         }
     }
 
+    #[inline(always)]
     fn literal(&mut self, word: &[u8]) -> Checked<()> {
         if self.bytes[self.pos..].starts_with(word) {
             self.pos += word.len();
@@ -292,15 +294,13 @@ impl<'a> Parser<'a> {
         }
         self.pos += 1;
         let start = self.pos;
-        let plain = self.bytes[start..].iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20);
-        self.pos += plain.ok_or(())?;
-        match self.bytes[self.pos] {
-            b'"' => {
-                self.pos += 1;
-                return Ok(std::borrow::Cow::Borrowed(&self.text[start..self.pos - 1]));
-            }
-            b'\\' => {}
-            _ => return Err(()),
+        self.pos += memchr::memchr2(b'"', b'\\', &self.bytes[start..]).ok_or(())?;
+        if self.bytes[start..self.pos].iter().any(|&c| c < 0x20) {
+            return Err(());
+        }
+        if self.bytes[self.pos] == b'"' {
+            self.pos += 1;
+            return Ok(std::borrow::Cow::Borrowed(&self.text[start..self.pos - 1]));
         }
         let mut out = String::from(&self.text[start..self.pos]);
         loop {
@@ -408,7 +408,8 @@ impl<'a> Parser<'a> {
             }
             Node::Text { max_chars, pattern, date_time } => {
                 let text = self.string()?;
-                if max_chars.is_some_and(|n| text.chars().count() > n)
+                // A string's characters are at most its bytes: count only a long one.
+                if max_chars.is_some_and(|n| text.len() > n && text.chars().count() > n)
                     || pattern.as_ref().is_some_and(|p| !p.is_match(&text))
                     || *date_time && utc_micros(&text).is_err()
                 {
@@ -476,9 +477,10 @@ impl<'a> Parser<'a> {
             loop {
                 self.ws();
                 let key = self.string()?;
+                let same = |f: &String| f.len() == key.len() && f.as_bytes() == key.as_bytes();
                 let index = match fields.get(expected) {
-                    Some((f, _)) if *f == *key => expected,
-                    _ => fields.iter().position(|(f, _)| *f == *key).ok_or(())?,
+                    Some((f, _)) if same(f) => expected,
+                    _ => fields.iter().position(|(f, _)| same(f)).ok_or(())?,
                 };
                 expected = index + 1;
                 if seen & (1u128 << index) != 0 {
