@@ -33,7 +33,7 @@ install-dev: $(UV)  ## locked environment with every extra and the test tools
 	# across clones like the Kafka jars. Without it the same code runs in Python, slower.
 	! command -v cargo >/dev/null || CARGO_TARGET_DIR=$(NATIVE_TARGET) \
 	  $(UV) pip install --quiet --python $(VENV)/bin/python ./native || \
-	  echo "note: native/ not built: the ingest receiver decodes in Python" >&2
+	  echo "note: native/ not built: ingest and the lake writer decode in Python" >&2
 	# actionlint (checks .github/workflows) built from its source through the Go proxy.
 	test -x $(TOOLS)/bin/actionlint || ! command -v go >/dev/null || \
 	  GOBIN=$(abspath $(TOOLS))/bin go install github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION) || \

@@ -18,12 +18,14 @@ import msgspec
 import msgspec.inspect as mi
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from sysmetrics.lake import lines
 from sysmetrics.schema import (
     MetricsEvent,
     decode,
     decode_keeping_unknown,
     encode,
     encode_keeping_unknown,
+    encode_time,
 )
 from sysmetrics.stream.simulator import generate
 
@@ -89,13 +91,24 @@ def main() -> None:
         "msgspec decode + validate (sysmetrics.schema.decode)": rate(decode, payloads),
         "msgspec typed decoder alone": rate(msgspec_struct_only.decode, payloads),
         "pydantic v2 model_validate_json": rate(model.model_validate_json, payloads),
-        "msgspec decode + re-encode (the lake writer path)": rate(
+        "msgspec decode + re-encode (the lake writer's Python path)": rate(
             lambda p: encode(decode(p)), payloads
         ),
         "newer minor version: decode + keep unknown fields + re-encode": rate(
             lambda p: encode_keeping_unknown(*decode_keeping_unknown(p)), newer
         ),
     }
+    if lines.fast_path_available():  # native/ built: the lake writer's fast path
+        received = datetime.now(UTC)
+        stamp = encode_time(received)
+        results["compiled validator alone (native/ EventValidator)"] = rate(
+            lines.vouched_time, payloads
+        )
+        results["the lake writer's line: validator + stamp (lines.lake_line)"] = rate(
+            lambda p: lines.lake_line(p, received, stamp), payloads
+        )
+    else:
+        print("native/ is not built (make install-dev needs cargo): no compiled validator lines")
     base = results["json.loads (no validation, baseline)"]
     size = sum(map(len, payloads)) / len(payloads)
     print(f"schema-v1 codec, {N:,} events of {size:.0f} bytes avg, {os.cpu_count()} cores")
