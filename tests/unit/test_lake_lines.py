@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from sysmetrics.collect.sampler import Sampler
-from sysmetrics.lake import lines
+from sysmetrics.lake import layout, lines
 from sysmetrics.schema import (
     Battery,
     Gpu,
@@ -182,7 +182,7 @@ def test_the_validator_vouches_only_for_what_the_python_decoder_accepts_as_the_s
 
 def test_an_hour_number_is_the_event_hour() -> None:
     ts = datetime(2026, 11, 27, 23, 59, 59, 999999, tzinfo=UTC)
-    hour = lines.micros(ts) // lines.MICROS_PER_HOUR
-    assert lines.hour_start(hour) == datetime(2026, 11, 27, 23, tzinfo=UTC)
-    assert lines.hour_start(hour + 1) == ts + timedelta(microseconds=1)
+    hour = lines.micros(ts) // layout.MICROS_PER_HOUR
+    assert layout.hour_start(hour) == layout.hour_of(ts) == datetime(2026, 11, 27, 23, tzinfo=UTC)
+    assert layout.hour_start(hour + 1) == ts + timedelta(microseconds=1)
     assert lines.from_micros(lines.micros(ts)) == ts

@@ -19,7 +19,6 @@ The line is the event with ``received_at`` stamped by the writer. Two ways to th
 from __future__ import annotations
 
 import json
-import logging
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
@@ -33,12 +32,7 @@ from sysmetrics.schema import (
     strict_json_schema,
 )
 
-log = logging.getLogger(__name__)
-
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-MICROS_PER_HOUR: Final = 3_600_000_000
-_EARLIEST_US: Final = (EARLIEST_TS - EPOCH) // timedelta(microseconds=1)
-_LATEST_US: Final = (LATEST_TS - EPOCH) // timedelta(microseconds=1)
 _UNSTAMPED_END: Final = b',"received_at":null}'
 
 try:
@@ -58,9 +52,8 @@ def from_micros(us: int) -> datetime:
     return EPOCH + timedelta(microseconds=us)
 
 
-def hour_start(hour: int) -> datetime:
-    """The start of hour number ``hour`` since the epoch (``ts_us // MICROS_PER_HOUR``)."""
-    return EPOCH + timedelta(hours=hour)
+_EARLIEST_US: Final = micros(EARLIEST_TS)
+_LATEST_US: Final = micros(LATEST_TS)
 
 
 def fast_path_available() -> bool:
@@ -84,10 +77,8 @@ def lake_line(
     """(the event's ts in microseconds, the lake line, the fields newer than this version or
     None) for one message; raises SchemaError. ``received_json`` is ``received`` as the events
     spell a time (:func:`sysmetrics.schema.encode_time`)."""
-    if _VALIDATOR is not None and data.endswith(_UNSTAMPED_END) and len(data) <= MAX_EVENT_BYTES:
-        ts_us = _VALIDATOR.check(data)
-        if ts_us is not None and _EARLIEST_US <= ts_us < _LATEST_US:
-            return ts_us, b"".join((memoryview(data)[:-5], received_json, b"}")), None
+    if data.endswith(_UNSTAMPED_END) and (ts_us := vouched_time(data)) is not None:
+        return ts_us, b"".join((memoryview(data)[:-5], received_json, b"}")), None
     event, document = decode_keeping_unknown(data)
     event.received_at = received
     newer = unknown_fields(document) if document is not None else None

@@ -45,7 +45,7 @@ from confluent_kafka import (
 from sysmetrics.config import Settings
 from sysmetrics.lake import layout
 from sysmetrics.lake.catalog import RoundManifest, Watermark, publish_watermark
-from sysmetrics.lake.lines import MICROS_PER_HOUR, from_micros, hour_start, lake_line, micros
+from sysmetrics.lake.lines import from_micros, lake_line, micros
 from sysmetrics.lake.status import WriterStats, WriterStatus, write_writer_status
 from sysmetrics.lake.store import LakeStore, StoreError
 from sysmetrics.observability import Reading, counters
@@ -252,10 +252,10 @@ class LakeWriter:
         else:
             kind, log_time_ms = message.timestamp()
             by_broker = kind == TIMESTAMP_LOG_APPEND_TIME
+            key = log_time_ms if by_broker else received
             stamp = self._stamp
-            if stamp is None or stamp[0] != (log_time_ms if by_broker else received):
+            if stamp is None or stamp[0] != key:
                 at = datetime.fromtimestamp(log_time_ms / 1000, UTC) if by_broker else received
-                key = log_time_ms if by_broker else received
                 stamp = self._stamp = (key, at, encode_time(at), micros(at))
             try:
                 record.ts_us, record.line, record.newer = lake_line(raw, stamp[1], stamp[2])
@@ -369,7 +369,7 @@ class LakeWriter:
                 bad: list[bytes] = []
                 for record in batch.records:
                     if record.line is not None and record.ts_us is not None:
-                        hour_number = record.ts_us // MICROS_PER_HOUR
+                        hour_number = record.ts_us // layout.MICROS_PER_HOUR
                         by_hour[hour_number].append(record.line)
                         if record.newer:
                             newer[hour_number].update(record.newer)
@@ -377,7 +377,7 @@ class LakeWriter:
                         bad.append(_quarantine_line(self.topic, partition, record))
                         dead_letters.append((partition, record))
                 for hour_number, lines in sorted(by_hour.items()):
-                    hour = hour_start(hour_number)
+                    hour = layout.hour_start(hour_number)
                     name = layout.batch_name(
                         self.topic, partition, batch.start, batch.end, compression
                     )
