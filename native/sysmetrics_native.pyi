@@ -1,6 +1,6 @@
 """Compiled codecs for sysmetrics' hot loops; each has a pure-Python twin in sysmetrics."""
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 class RemoteWriteDecoder:
     def __init__(self, mapping: Mapping[str, tuple[str, tuple[str, ...]]]) -> None: ...
@@ -16,3 +16,22 @@ class RemoteWriteDecoder:
 class EventValidator:
     def __init__(self, schema: str, time_field: str) -> None: ...
     def check(self, data: bytes) -> int | None: ...
+
+class OtlpDecoder:
+    def __init__(
+        self,
+        metrics: Mapping[str, tuple[str, ...]],
+        resource_fact: str,
+        resource_keep: Sequence[str],
+    ) -> None: ...
+    def decode(
+        self, data: bytes, host_attributes: list[str]
+    ) -> (
+        tuple[
+            dict[tuple[str, int, str], list[tuple[str, tuple[str, ...], float]]],
+            int,
+            int,
+            list[tuple[str | None, list[str], int, bool]],
+        ]
+        | None
+    ): ...

@@ -4,12 +4,16 @@
 //! `EventValidator` (event_check.rs): vouches that a Kafka message is a valid event, for the
 //! lake writer's fast path.
 //!
+//! `OtlpDecoder` (otlp.rs): an OTLP/HTTP metrics export into the same facts.
+//!
 //! `RemoteWriteDecoder`: a Prometheus remote-write 1.0 `WriteRequest` (already decompressed)
 //! into the receiver's facts, grouped by (host, sample time, source). The mapping (which
 //! series names we keep, their source and the labels each keeps) stays written once in
 //! Python and is handed over when the decoder is built.
 
 mod event_check;
+mod otlp;
+mod protobuf;
 
 use std::collections::HashMap;
 
@@ -17,73 +21,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyFloat, PyList, PyString, PyTuple};
 
-/// A protobuf wire-format reader over one message's bytes.
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-type Parsed<T> = Result<T, ()>;
-
-impl<'a> Reader<'a> {
-    fn new(buf: &'a [u8]) -> Self {
-        Reader { buf, pos: 0 }
-    }
-
-    fn done(&self) -> bool {
-        self.pos >= self.buf.len()
-    }
-
-    fn varint(&mut self) -> Parsed<u64> {
-        let mut out: u64 = 0;
-        for shift in (0..70).step_by(7) {
-            let byte = *self.buf.get(self.pos).ok_or(())?;
-            self.pos += 1;
-            out |= u64::from(byte & 0x7f).checked_shl(shift).unwrap_or(0);
-            if byte < 0x80 {
-                return Ok(out);
-            }
-        }
-        Err(())
-    }
-
-    fn take(&mut self, n: usize) -> Parsed<&'a [u8]> {
-        let end = self.pos.checked_add(n).ok_or(())?;
-        let out = self.buf.get(self.pos..end).ok_or(())?;
-        self.pos = end;
-        Ok(out)
-    }
-
-    fn bytes(&mut self) -> Parsed<&'a [u8]> {
-        let n = usize::try_from(self.varint()?).map_err(|_| ())?;
-        self.take(n)
-    }
-
-    fn text(&mut self) -> Parsed<&'a str> {
-        // proto3 strings are UTF-8; the Python parser refuses a message where they are not.
-        std::str::from_utf8(self.bytes()?).map_err(|_| ())
-    }
-
-    fn tag(&mut self) -> Parsed<(u64, u8)> {
-        let tag = self.varint()?;
-        let field = tag >> 3;
-        if field == 0 {
-            return Err(());
-        }
-        Ok((field, (tag & 7) as u8))
-    }
-
-    /// Past a field this decoder does not read (exemplars, histograms, metadata, anything newer).
-    fn skip(&mut self, wire: u8) -> Parsed<()> {
-        match wire {
-            0 => self.varint().map(|_| ()),
-            1 => self.take(8).map(|_| ()),
-            2 => self.bytes().map(|_| ()),
-            5 => self.take(4).map(|_| ()),
-            _ => Err(()), // groups are not in remote-write; anything else is not protobuf
-        }
-    }
-}
+use protobuf::{Parsed, Reader};
 
 struct Series<'a> {
     labels: Vec<(&'a str, &'a str)>,
@@ -242,5 +180,6 @@ impl RemoteWriteDecoder {
 fn sysmetrics_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<RemoteWriteDecoder>()?;
     module.add_class::<event_check::EventValidator>()?;
+    module.add_class::<otlp::OtlpDecoder>()?;
     Ok(())
 }

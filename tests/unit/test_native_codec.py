@@ -1,9 +1,11 @@
-"""The compiled remote-write decoder (native/, optional) and its Python twin give the same
-answer on the same payloads: the recorded exporters, the shapes Prometheus sends, and poison."""
+"""The compiled decoders (native/, optional: remote-write, OTLP) and their Python twins give
+the same answer on the same payloads: recorded exporters and a recorded OTel Collector export,
+the shapes the senders use, merges, poison and mutants."""
 
 from __future__ import annotations
 
 import math
+import random
 import struct
 from pathlib import Path
 
@@ -131,3 +133,266 @@ def test_poison_is_refused_the_same_way(data: bytes, kind: str) -> None:
     assert compiled == python
     assert isinstance(compiled, tuple) and isinstance(compiled[0], str)
     assert compiled[0] == (kind or "bad_protobuf") and 400 <= compiled[2] < 500
+
+
+# OTLP/HTTP: the compiled decoder answers only where it reads every field; elsewhere it hands
+# over (None) and the Python decoder answers, so both entry points must agree everywhere.
+
+HOST_ATTRIBUTES = ("host.id", "host.name")
+PROTOBUF = "application/x-protobuf"
+
+
+def _otlp_both(data: bytes, max_series: int = 10**6) -> list[object]:
+    answers: list[object] = []
+    for decode in (wire.decode_otlp, wire.decode_otlp_python):
+        try:
+            answers.append(_comparable(decode(data, PROTOBUF, HOST_ATTRIBUTES, max_series)))
+        except PayloadError as exc:
+            answers.append((exc.kind, str(exc), exc.status))
+    return answers
+
+
+def _compiled_reads(data: bytes) -> bool:
+    return wire._NATIVE_OTLP.decode(data, list(HOST_ATTRIBUTES)) is not None  # type: ignore[union-attr]
+
+
+def _kv(key: bytes, value: bytes) -> bytes:
+    """A KeyValue; ``value`` is an AnyValue's body."""
+    return _field(1, 2, key) + _field(2, 2, value)
+
+
+def _text(value: bytes) -> bytes:
+    return _field(1, 2, value)
+
+
+def _point(attributes: list[bytes], time_ns: int, value: bytes) -> bytes:
+    return (
+        b"".join(_field(7, 2, a) for a in attributes)
+        + _field(2, 1, struct.pack("<Q", time_ns - 10**9))
+        + _field(3, 1, struct.pack("<Q", time_ns))
+        + value
+    )
+
+
+def _double(x: float) -> bytes:
+    return _field(4, 1, struct.pack("<d", x))
+
+
+def _int(n: int) -> bytes:
+    return _field(6, 1, struct.pack("<q", n))
+
+
+def _metric(name: bytes, kind: int, *points: bytes, extra: bytes = b"") -> bytes:
+    """A Metric with a Gauge (kind 5) or a Sum (kind 7) of ``points``."""
+    data = b"".join(_field(1, 2, p) for p in points) + extra
+    return _field(1, 2, name) + _field(3, 2, b"By") + _field(kind, 2, data)
+
+
+def _resource(attributes: list[bytes], *metrics: bytes) -> bytes:
+    resource = b"".join(_field(1, 2, a) for a in attributes)
+    scope = _field(1, 2, _field(1, 2, b"hostmetricsreceiver") + _field(2, 2, b"0.160.0"))
+    return _field(1, 2, resource) + _field(2, 2, scope + b"".join(_field(2, 2, m) for m in metrics))
+
+
+def _export(*resources: bytes) -> bytes:
+    return b"".join(_field(1, 2, r) for r in resources)
+
+
+T0_NS = T0 * 1_000_000
+HOST = _kv(b"host.name", _text(b"otel-1"))
+
+
+def test_the_compiled_otlp_decoder_is_the_one_the_receiver_uses() -> None:
+    assert isinstance(wire._NATIVE_OTLP, native.OtlpDecoder)
+
+
+def test_a_recorded_collector_export_is_read_by_the_compiled_decoder_the_same() -> None:
+    data = (FIXTURES / "otelcol_hostmetrics_export.pb").read_bytes()
+    assert _compiled_reads(data)
+    compiled, python = _otlp_both(data)
+    assert compiled == python
+    assert isinstance(compiled, tuple) and compiled[1:] == (84, 27)
+    facts = [fact for facts in compiled[0].values() for fact in facts]  # type: ignore[attr-defined]
+    assert {"system.cpu.time", "system.memory.usage", "resource"} <= {f[0] for f in facts}
+
+
+def test_every_shape_the_compiled_decoder_reads_decodes_the_same() -> None:
+    cpu = b"system.cpu.time"
+    data = _export(
+        _resource(
+            # host.name twice (the last wins), an int and a bool attribute, a double not kept
+            [
+                _kv(b"host.name", _text(b"old")),
+                HOST,
+                _kv(b"host.arch", _field(3, 0, _varint(64))),
+                _kv(b"os.type", _field(2, 0, b"\x01")),
+                _kv(b"load", _double(0.5)),
+            ],
+            _metric(
+                cpu,
+                7,
+                _point(
+                    [_kv(b"cpu", _text(b"cpu0")), _kv(b"state", _text(b"idle"))],
+                    T0_NS,
+                    _double(9.5),
+                ),
+                # an int value, attributes out of order, one repeated, one an int
+                _point(
+                    [
+                        _kv(b"state", _text(b"user")),
+                        _kv(b"cpu", _field(3, 0, _varint(1))),
+                        _kv(b"state", _text(b"system")),
+                    ],
+                    T0_NS + 400_000_000,
+                    _int(-3),
+                ),
+                # 1.2 s later: a sample of its own; -0.0, then no value at all
+                _point([_kv(b"cpu", _text(b"cpu0"))], T0_NS + 1_600_000_000, _double(-0.0)),
+                _point([], T0_NS + 1_600_000_000, b""),
+                extra=_field(2, 0, b"\x02") + _field(3, 0, b"\x01"),
+            ),
+            _metric(b"system.memory.usage", 5, _point([], T0_NS, _double(float("nan")))),
+            _metric(b"process.cpu.time", 7, _point([], T0_NS, _double(1.0))),  # not mapped
+            _field(1, 2, b"system.cpu.logical.count"),  # a metric with no data
+        ),
+        # the same host again in a second resource; a resource with no points
+        _resource([HOST], _metric(b"system.cpu.load_average.1m", 5, _point([], T0_NS, _double(1)))),
+        _resource([_kv(b"host.name", _text(b"idle-host"))]),
+    )
+    assert _compiled_reads(data)
+    compiled, python = _otlp_both(data)
+    assert compiled == python
+    assert isinstance(compiled, tuple) and compiled[1:] == (8, 1)
+    assert set(compiled[0]) == {  # type: ignore[call-overload]
+        ("otel-1", T0, "otel"),
+        ("otel-1", T0 + 1_600, "otel"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("data", "compiled_reads"),
+    [
+        # a merged message: the metric's gauge given twice, then switched to a sum
+        (
+            _export(
+                _resource(
+                    [HOST],
+                    _metric(b"system.memory.usage", 5, _point([], T0_NS, _double(1)))
+                    + _field(5, 2, _field(1, 2, _point([], T0_NS, _double(2))))
+                    + _field(7, 2, _field(1, 2, _point([], T0_NS, _double(3)))),
+                )
+            ),
+            True,
+        ),
+        # a resource given twice on the wire (merged: the host in the second part)
+        (
+            _field(
+                1,
+                2,
+                _field(1, 2, b"")
+                + _resource(
+                    [HOST], _metric(b"system.cpu.load_average.5m", 5, _point([], T0_NS, _double(1)))
+                ),
+            ),
+            True,
+        ),
+        # a kept attribute that is a double, a histogram, an exemplar, a string-table index
+        (
+            _export(
+                _resource(
+                    [HOST],
+                    _metric(
+                        b"system.cpu.frequency",
+                        5,
+                        _point([_kv(b"cpu", _double(1))], T0_NS, _double(1)),
+                    ),
+                )
+            ),
+            False,
+        ),
+        (_export(_resource([HOST], _field(1, 2, b"system.cpu.time") + _field(9, 2, b""))), False),
+        (
+            _export(
+                _resource(
+                    [HOST],
+                    _metric(
+                        b"system.cpu.time", 7, _point([], T0_NS, _double(1)) + _field(5, 2, b"")
+                    ),
+                )
+            ),
+            False,
+        ),
+        (
+            _export(
+                _resource(
+                    [_kv(b"host.name", _field(8, 0, b"\x01"))],
+                    _metric(b"system.cpu.time", 7, _point([], T0_NS, _double(1))),
+                )
+            ),
+            False,
+        ),
+    ],
+)
+def test_merges_and_what_the_compiled_decoder_hands_over_decode_the_same(
+    data: bytes, compiled_reads: bool
+) -> None:
+    assert _compiled_reads(data) is compiled_reads
+    compiled, python = _otlp_both(data)
+    assert compiled == python
+    assert isinstance(compiled, tuple) and compiled[1] >= 1  # decoded, not refused
+
+
+MEMORY = _metric(b"system.memory.usage", 5, _point([], T0_NS, _double(1)))
+
+
+@pytest.mark.parametrize(
+    ("data", "kind"),
+    [
+        (b"\x00\x01garbage", "bad_protobuf"),
+        (_export(_resource([_kv(b"host.name", b"\x0a\x02\xff\xfe")], MEMORY)), "bad_protobuf"),
+        (
+            _export(_resource([_kv(b"k", _field(5, 2, _field(1, 2, _text(b"\xff"))))], MEMORY)),
+            "bad_protobuf",
+        ),
+        (_export(_resource([_kv(b"os.type", _text(b"linux"))], MEMORY)), "no_host"),
+        (_export(_resource([_kv(b"host.name", _text(b"a\nb"))], MEMORY)), "bad_host"),
+        # a host given as a key-value list: Python's str() of the message has line breaks
+        (
+            _export(
+                _resource(
+                    [_kv(b"host.name", _field(6, 2, _field(1, 2, _kv(b"a", _text(b"b")))))], MEMORY
+                )
+            ),
+            "bad_host",
+        ),
+        (_export(_resource([HOST], *[MEMORY] * 6), _resource([], MEMORY)), "too_many_series"),
+        (_export(_resource([], MEMORY), _resource([HOST], *[MEMORY] * 6)), "no_host"),
+    ],
+)
+def test_otlp_poison_is_refused_the_same_way(data: bytes, kind: str) -> None:
+    compiled, python = _otlp_both(data, max_series=5)
+    assert compiled == python
+    assert isinstance(compiled, tuple) and compiled[0] == kind and 400 <= compiled[2] < 500
+
+
+def test_mutants_of_a_recorded_export_decode_the_same() -> None:
+    """Bytes flipped, cut and inserted anywhere in a real export: the compiled decoder either
+    hands over or gives the Python decoder's answer, never another one."""
+    data = (FIXTURES / "otelcol_hostmetrics_export.pb").read_bytes()
+    rng = random.Random(23)
+    read = 0
+    for _ in range(3_000):
+        mutant = bytearray(data)
+        for _ in range(rng.randint(1, 3)):
+            at = rng.randrange(len(mutant))
+            action = rng.random()
+            if action < 0.6:
+                mutant[at] = rng.randrange(256)
+            elif action < 0.8:
+                del mutant[at : at + rng.randint(1, 8)]
+            else:
+                mutant[at:at] = rng.randbytes(rng.randint(1, 4))
+        compiled, python = _otlp_both(bytes(mutant))
+        assert compiled == python, bytes(mutant).hex()
+        read += _compiled_reads(bytes(mutant))
+    assert read > 300  # most mutants a flipped value or name the compiled decoder still reads

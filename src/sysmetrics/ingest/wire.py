@@ -33,11 +33,13 @@ SampleKey = tuple[str, int, str]
 _HOST_ID: Final = re.compile(r"^[^\x00-\x1f\x7f]{1,256}\Z")
 
 try:
-    from sysmetrics_native import RemoteWriteDecoder
-except ImportError:  # the optional compiled codec is not installed: the Python twin runs
+    from sysmetrics_native import OtlpDecoder, RemoteWriteDecoder
+except ImportError:  # the optional compiled codec is not installed: the Python twins run
     _NATIVE = None
+    _NATIVE_OTLP = None
 else:
     _NATIVE = RemoteWriteDecoder(REMOTE_WRITE_SERIES)
+    _NATIVE_OTLP = OtlpDecoder(OTEL_METRICS, OTEL_RESOURCE, OTEL_RESOURCE_ATTRIBUTES)
 
 
 class PayloadError(ValueError):
@@ -172,6 +174,32 @@ def _attribute(value: object) -> str:
 def decode_otlp(
     data: bytes, content_type: str, host_attributes: tuple[str, ...], max_series: int
 ) -> Decoded:
+    """An OTLP export's data points as facts: a protobuf body through the compiled decoder
+    when it is installed and reads every field of the body (``native/src/otlp.rs``: the
+    receiver's profile was ~60 % protobuf reads), else :func:`decode_otlp_python`; both give
+    the same answer (tests/unit run both)."""
+    answer = None
+    if _NATIVE_OTLP is not None and content_type != "application/json":
+        answer = _NATIVE_OTLP.decode(data, list(host_attributes))
+    if answer is None:
+        return decode_otlp_python(data, content_type, host_attributes, max_series)
+    samples, series, dropped, resources = answer
+    # The checks in the order the Python decoder makes them, so the same one refuses.
+    for host, names, series_so_far, has_points in resources:
+        if series_so_far > max_series:
+            raise _too_many_points(max_series)
+        if has_points:
+            _host(host, f"resource with attributes {names}")
+    return Decoded(samples, series, dropped)
+
+
+def _too_many_points(max_series: int) -> PayloadError:
+    return PayloadError("too_many_series", f"over {max_series} data points in one request", 413)
+
+
+def decode_otlp_python(
+    data: bytes, content_type: str, host_attributes: tuple[str, ...], max_series: int
+) -> Decoded:
     """An OTLP export's data points as facts. The points of one host within a second of each
     other are one sample (the hostmetrics scrapers of one collection differ by milliseconds);
     its time is the earliest of them."""
@@ -187,11 +215,7 @@ def decode_otlp(
                 data_points = getattr(metric, kind).data_points if kind in ("sum", "gauge") else ()
                 out.series += len(data_points) or 1
                 if out.series > max_series:
-                    raise PayloadError(
-                        "too_many_series",
-                        f"over {max_series} data points in one request",
-                        413,
-                    )
+                    raise _too_many_points(max_series)
                 keep = OTEL_METRICS.get(metric.name)
                 if keep is None:
                     out.dropped += len(data_points) or 1

@@ -1,0 +1,399 @@
+//! `OtlpDecoder`: an OTLP/HTTP `ExportMetricsServiceRequest` (protobuf, already decompressed)
+//! into the receiver's facts, the answer `sysmetrics.ingest.wire.decode_otlp_python` gives.
+//!
+//! It reads only the fields the `hostmetrics` receiver and the OTel SDKs' number metrics send
+//! (a field-by-field list below). Anything else (histograms, exemplars, string-table indexes,
+//! a field newer than this list, a wire type that does not match, bytes that are not protobuf,
+//! a kept attribute that is not a string, an integer or a boolean) makes it answer None and the
+//! Python decoder answers instead: that one decides what is refused, so both stay the same by
+//! construction and this one never has to agree on a corner it does not read.
+
+use std::collections::HashMap;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyFloat, PyList, PyString, PyTuple};
+
+use crate::protobuf::{Parsed, Reader};
+
+/// An attribute's value as far as the facts need it. `Other` (a double, an array, a key-value
+/// list, bytes) was checked to be well-formed but is not turned into text here.
+#[derive(Clone, Copy)]
+enum Attribute<'a> {
+    Unset,
+    Text(&'a str),
+    Int(i64),
+    Bool(bool),
+    Other,
+}
+
+/// Python's `str()` of the value, as the Python decoder writes it; None for `Other`.
+fn as_text(value: Option<Attribute<'_>>) -> Option<std::borrow::Cow<'_, str>> {
+    Some(match value {
+        None | Some(Attribute::Unset) => "".into(),
+        Some(Attribute::Text(text)) => text.into(),
+        Some(Attribute::Int(n)) => n.to_string().into(),
+        Some(Attribute::Bool(b)) => (if b { "True" } else { "False" }).into(),
+        Some(Attribute::Other) => return None,
+    })
+}
+
+type Attributes<'a> = Vec<(&'a str, Attribute<'a>)>;
+
+/// The value of `key`; the last one wins, as in the dict the Python decoder builds.
+fn last<'a>(attributes: &Attributes<'a>, key: &str) -> Option<Attribute<'a>> {
+    attributes.iter().rev().find(|(k, _)| *k == key).map(|(_, v)| *v)
+}
+
+/// Deeper than this, None: the Python parser's own limit (100 messages) must decide.
+const MAX_DEPTH: u32 = 24;
+
+/// An `AnyValue`'s bytes applied to `value`: a message field repeated on the wire is merged,
+/// and in a oneof the last member set wins.
+fn any_value<'a>(buf: &'a [u8], value: &mut Attribute<'a>, depth: u32) -> Parsed<()> {
+    if depth > MAX_DEPTH {
+        return Err(());
+    }
+    let mut r = Reader::new(buf);
+    while !r.done() {
+        *value = match r.tag()? {
+            (1, 2) => Attribute::Text(r.text()?),
+            (2, 0) => Attribute::Bool(r.varint()? != 0),
+            (3, 0) => Attribute::Int(r.varint()? as i64),
+            (4, 1) => r.take(8).map(|_| Attribute::Other)?,
+            (field @ (5 | 6), 2) => {
+                // ArrayValue (values: AnyValue) and KeyValueList (values: KeyValue)
+                let mut inner = Reader::new(r.bytes()?);
+                while !inner.done() {
+                    match inner.tag()? {
+                        (1, 2) if field == 5 => any_value(inner.bytes()?, &mut Attribute::Unset, depth + 1)?,
+                        (1, 2) => key_value(inner.bytes()?, depth + 1).map(|_| ())?,
+                        _ => return Err(()),
+                    }
+                }
+                Attribute::Other
+            }
+            (7, 2) => r.bytes().map(|_| Attribute::Other)?,
+            _ => return Err(()),
+        };
+    }
+    Ok(())
+}
+
+fn key_value(buf: &[u8], depth: u32) -> Parsed<(&str, Attribute<'_>)> {
+    let (mut key, mut value) = ("", Attribute::Unset);
+    let mut r = Reader::new(buf);
+    while !r.done() {
+        match r.tag()? {
+            (1, 2) => key = r.text()?,
+            (2, 2) => any_value(r.bytes()?, &mut value, depth + 1)?,
+            _ => return Err(()),
+        }
+    }
+    Ok((key, value))
+}
+
+#[derive(Clone, Copy)]
+enum Number {
+    Unset,
+    Double(f64),
+    Int(i64),
+}
+
+struct Point<'a> {
+    attributes: Attributes<'a>,
+    time_ms: u64,
+    number: Number,
+}
+
+impl Point<'_> {
+    /// `point.as_double or float(point.as_int)`: the unset member of the oneof reads 0.
+    fn value(&self) -> f64 {
+        match self.number {
+            Number::Double(d) if d != 0.0 || d.is_nan() => d,
+            Number::Int(i) => i as f64,
+            _ => 0.0,
+        }
+    }
+}
+
+fn fixed64(r: &mut Reader<'_>) -> Parsed<u64> {
+    Ok(u64::from_le_bytes(r.take(8)?.try_into().map_err(|_| ())?))
+}
+
+fn number_point(buf: &[u8]) -> Parsed<Point<'_>> {
+    let mut point = Point { attributes: Vec::new(), time_ms: 0, number: Number::Unset };
+    let mut r = Reader::new(buf);
+    while !r.done() {
+        match r.tag()? {
+            (7, 2) => point.attributes.push(key_value(r.bytes()?, 0)?),
+            (2, 1) => {
+                fixed64(&mut r)?;
+            }
+            (3, 1) => point.time_ms = fixed64(&mut r)? / 1_000_000,
+            (4, 1) => point.number = Number::Double(f64::from_bits(fixed64(&mut r)?)),
+            (6, 1) => point.number = Number::Int(fixed64(&mut r)? as i64),
+            (8, 0) => {
+                r.varint()?;
+            }
+            _ => return Err(()),
+        }
+    }
+    Ok(point)
+}
+
+#[derive(PartialEq)]
+enum Data {
+    Unset,
+    Gauge,
+    Sum,
+}
+
+struct Metric<'a> {
+    name: &'a str,
+    data: Data,
+    points: Vec<Point<'a>>,
+}
+
+/// A `Gauge` (data_points) or a `Sum` (data_points, temporality, monotonic) into `metric`.
+fn number_data<'a>(buf: &'a [u8], metric: &mut Metric<'a>, data: Data) -> Parsed<()> {
+    if metric.data != data {
+        metric.points.clear();
+        metric.data = data;
+    }
+    let mut r = Reader::new(buf);
+    while !r.done() {
+        match r.tag()? {
+            (1, 2) => metric.points.push(number_point(r.bytes()?)?),
+            (2 | 3, 0) if metric.data == Data::Sum => {
+                r.varint()?;
+            }
+            _ => return Err(()),
+        }
+    }
+    Ok(())
+}
+
+fn metric(buf: &[u8]) -> Parsed<Metric<'_>> {
+    let mut metric = Metric { name: "", data: Data::Unset, points: Vec::new() };
+    let mut r = Reader::new(buf);
+    while !r.done() {
+        match r.tag()? {
+            (1, 2) => metric.name = r.text()?,
+            (2 | 3, 2) => {
+                r.text()?;
+            }
+            (5, 2) => number_data(r.bytes()?, &mut metric, Data::Gauge)?,
+            (7, 2) => number_data(r.bytes()?, &mut metric, Data::Sum)?,
+            (12, 2) => {
+                key_value(r.bytes()?, 0)?;
+            }
+            _ => return Err(()),
+        }
+    }
+    Ok(metric)
+}
+
+fn scope(buf: &[u8]) -> Parsed<()> {
+    let mut r = Reader::new(buf);
+    while !r.done() {
+        match r.tag()? {
+            (1 | 2, 2) => {
+                r.text()?;
+            }
+            (3, 2) => {
+                key_value(r.bytes()?, 0)?;
+            }
+            (4, 0) => {
+                r.varint()?;
+            }
+            _ => return Err(()),
+        }
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+struct Resource<'a> {
+    attributes: Attributes<'a>,
+    metrics: Vec<Metric<'a>>,
+}
+
+fn resource_attributes<'a>(buf: &'a [u8], into: &mut Attributes<'a>) -> Parsed<()> {
+    let mut r = Reader::new(buf);
+    while !r.done() {
+        match r.tag()? {
+            (1, 2) => into.push(key_value(r.bytes()?, 0)?),
+            (2, 0) => {
+                r.varint()?;
+            }
+            _ => return Err(()),
+        }
+    }
+    Ok(())
+}
+
+fn scope_metrics<'a>(buf: &'a [u8], into: &mut Vec<Metric<'a>>) -> Parsed<()> {
+    let mut r = Reader::new(buf);
+    while !r.done() {
+        match r.tag()? {
+            (1, 2) => scope(r.bytes()?)?,
+            (2, 2) => into.push(metric(r.bytes()?)?),
+            (3, 2) => {
+                r.text()?;
+            }
+            _ => return Err(()),
+        }
+    }
+    Ok(())
+}
+
+fn resource_metrics(buf: &[u8]) -> Parsed<Resource<'_>> {
+    let mut resource = Resource::default();
+    let mut r = Reader::new(buf);
+    while !r.done() {
+        match r.tag()? {
+            (1, 2) => resource_attributes(r.bytes()?, &mut resource.attributes)?,
+            (2, 2) => scope_metrics(r.bytes()?, &mut resource.metrics)?,
+            (3, 2) => {
+                r.text()?;
+            }
+            _ => return Err(()),
+        }
+    }
+    Ok(resource)
+}
+
+fn request(buf: &[u8]) -> Parsed<Vec<Resource<'_>>> {
+    let mut out = Vec::new();
+    let mut r = Reader::new(buf);
+    while !r.done() {
+        match r.tag()? {
+            (1, 2) => out.push(resource_metrics(r.bytes()?)?),
+            _ => return Err(()),
+        }
+    }
+    Ok(out)
+}
+
+/// What the mapping keeps of one metric: its name as a Python string (shared by every fact)
+/// and the point attributes the fact keeps, in order.
+struct Mapped {
+    name: Py<PyString>,
+    keep: Vec<String>,
+}
+
+/// Per resource, for the caller to check in order: (host, its first six attribute names in
+/// sorted order, data points counted up to it, whether it had mapped points).
+type ResourceCheck = (Option<String>, Vec<String>, usize, bool);
+
+type Answer<'py> = (Bound<'py, PyDict>, usize, usize, Vec<ResourceCheck>);
+
+#[pyclass(frozen, module = "sysmetrics_native")]
+pub struct OtlpDecoder {
+    metrics: HashMap<String, Mapped>,
+    resource_fact: Py<PyString>,
+    resource_keep: Vec<String>,
+}
+
+#[pymethods]
+impl OtlpDecoder {
+    /// `metrics`: metric name -> data-point attributes kept; `resource_fact` and
+    /// `resource_keep`: the fact made of the resource and the attributes it keeps (the tables
+    /// `sysmetrics.ingest.mapping` writes once).
+    #[new]
+    fn new(metrics: &Bound<'_, PyDict>, resource_fact: Bound<'_, PyString>, resource_keep: Vec<String>) -> PyResult<Self> {
+        let mut out = HashMap::new();
+        for (name, keep) in metrics.iter() {
+            out.insert(
+                name.extract::<String>()?,
+                Mapped { name: name.downcast_into::<PyString>()?.unbind(), keep: keep.extract()? },
+            );
+        }
+        Ok(OtlpDecoder { metrics: out, resource_fact: resource_fact.unbind(), resource_keep })
+    }
+
+    /// Decode one request: (samples, series, dropped, resources), see `decode_otlp_python`,
+    /// or None where the Python decoder must answer (see the module's comment).
+    fn decode<'py>(&self, py: Python<'py>, data: &[u8], host_attributes: Vec<String>) -> PyResult<Option<Answer<'py>>> {
+        let Ok(resources) = request(data) else { return Ok(None) };
+        let samples = PyDict::new(py);
+        let (mut series, mut dropped) = (0, 0);
+        let mut checks = Vec::with_capacity(resources.len());
+        let otel = PyString::new(py, "otel");
+        for resource in &resources {
+            let mut points: Vec<(u64, Bound<'py, PyTuple>)> = Vec::new();
+            for metric in &resource.metrics {
+                let count = metric.points.len().max(1);
+                series += count;
+                let Some(mapped) = self.metrics.get(metric.name) else {
+                    dropped += count;
+                    continue;
+                };
+                let name = mapped.name.bind(py);
+                for point in &metric.points {
+                    let mut values = Vec::with_capacity(mapped.keep.len());
+                    for key in &mapped.keep {
+                        let Some(text) = as_text(last(&point.attributes, key)) else { return Ok(None) };
+                        values.push(PyString::new(py, &text));
+                    }
+                    let fact = PyTuple::new(
+                        py,
+                        [name.as_any(), PyTuple::new(py, values)?.as_any(), PyFloat::new(py, point.value()).as_any()],
+                    )?;
+                    points.push((point.time_ms, fact));
+                }
+            }
+            let attributes = &resource.attributes;
+            let mut texts = HashMap::new();
+            for key in host_attributes.iter().chain(&self.resource_keep) {
+                let Some(text) = as_text(last(attributes, key)) else { return Ok(None) };
+                texts.insert(key.as_str(), text);
+            }
+            let host = host_attributes.iter().find_map(|k| texts.get(k.as_str()).filter(|t| !t.is_empty()));
+            let mut names: Vec<&str> = attributes.iter().map(|(k, _)| *k).collect();
+            names.sort_unstable();
+            names.dedup();
+            names.truncate(6);
+            checks.push((
+                host.map(|h| h.to_string()),
+                names.iter().map(|k| k.to_string()).collect(),
+                series,
+                !points.is_empty(),
+            ));
+            if points.is_empty() {
+                continue;
+            }
+            let host = PyString::new(py, host.map_or("", |h| h));
+            let kept = self.resource_keep.iter().map(|k| PyString::new(py, &texts[k.as_str()]));
+            let resource_fact = PyTuple::new(
+                py,
+                [self.resource_fact.bind(py).as_any(), PyTuple::new(py, kept)?.as_any(), PyFloat::new(py, 1.0).as_any()],
+            )?;
+            // The points of one host within a second of each other are one sample, timed by
+            // the earliest (a stable sort keeps the order the metrics came in).
+            points.sort_by_key(|(time, _)| *time);
+            let mut facts: Option<Bound<'py, PyList>> = None;
+            let mut start = 0;
+            for (time, fact) in points {
+                if facts.is_none() || time - start > 1000 {
+                    start = time;
+                    let key = PyTuple::new(py, [host.as_any(), &time.into_pyobject(py)?.into_any(), otel.as_any()])?;
+                    let list = match samples.get_item(&key)? {
+                        Some(list) => list.downcast_into::<PyList>()?,
+                        None => {
+                            let list = PyList::empty(py);
+                            samples.set_item(key, &list)?;
+                            list
+                        }
+                    };
+                    list.append(&resource_fact)?;
+                    facts = Some(list);
+                }
+                if let Some(list) = &facts {
+                    list.append(fact)?;
+                }
+            }
+        }
+        Ok(Some((samples, series, dropped, checks)))
+    }
+}
