@@ -530,8 +530,9 @@ _OTEL_NET: Final = (
 def _network(facts: _Facts, source: Source) -> Network | None:
     per_nic: dict[str, dict[str, int | None]] = defaultdict(dict)
     if source == "otel":
+        tables = {metric: _directional(facts, metric) for metric in {m for m, _ in _OTEL_NET}}
         for field_name, (metric, direction) in zip(_NET_FIELDS, _OTEL_NET, strict=True):
-            for device, directions in _directional(facts, metric).items():
+            for device, directions in tables[metric].items():
                 if direction in directions:
                     per_nic[device][field_name] = _count(directions[direction])
     else:
