@@ -6,8 +6,9 @@
    README's `write_relabel_configs` keep, as HOSTS hosts x SAMPLES samples, 500 samples per
    request (Prometheus' `max_samples_per_send`) from 4 parallel senders (its shards).
 2. OTLP/HTTP: data points per CPU-second vs the OTel Collector's own `otlp` receiver feeding
-   its `debug` exporter; the payload is a real `hostmetrics` export captured from that
-   Collector, one resource per host.
+   its `debug` exporter (counts and drops what it gets) and, apart, its `file` exporter
+   (keeps every point, as JSON lines); the payload is a real `hostmetrics` export captured
+   from that Collector, one resource per host.
 3. Freshness: FRESH_HOSTS hosts in real time (a sample every 10 s, stamped now) through
    remote-write → ingest → Kafka → `sysmetrics consume` (default flush) → lake: sample time →
    lake file, p50/p99; baseline in the same run: sample time → a bare Kafka consumer.
@@ -351,17 +352,26 @@ def prometheus_once(root: Path, shards: list[list[bytes]]) -> tuple[float, float
         stop_pid(prometheus.pid, timeout_s=60)
 
 
-def collector_once(binary: Path, root: Path, shards: list[list[bytes]]) -> tuple[float, float]:
-    """A fresh OTel Collector: its otlp receiver (HTTP) into the debug exporter."""
-    port, config = free_port(), root / f"otelcol-{uuid.uuid4().hex[:6]}.yaml"
+def collector_once(
+    binary: Path, root: Path, shards: list[list[bytes]], exporter: str
+) -> tuple[float, float]:
+    """A fresh OTel Collector: its otlp receiver (HTTP) into the ``debug`` exporter (which
+    counts what it gets and drops it) or the ``file`` exporter (which keeps every point, as
+    JSON lines: the work closer to ours, which keeps every event in Kafka)."""
+    port, name = free_port(), f"otelcol-{uuid.uuid4().hex[:6]}"
+    exporters = {
+        "debug": "debug: {verbosity: basic}",
+        "file": f"file: {{path: {root / name}.jsonl}}",
+    }
+    config = root / f"{name}.yaml"
     config.write_text(
         f"""receivers:
   otlp: {{protocols: {{http: {{endpoint: "127.0.0.1:{port}"}}}}}}
 exporters:
-  debug: {{verbosity: basic}}
+  {exporters[exporter]}
 service:
   telemetry: {{metrics: {{level: none}}}}
-  pipelines: {{metrics: {{receivers: [otlp], exporters: [debug]}}}}
+  pipelines: {{metrics: {{receivers: [otlp], exporters: [{exporter}]}}}}
 """
     )
     collector = subprocess.Popen(
@@ -376,28 +386,38 @@ service:
         )
     finally:
         stop_pid(collector.pid)
+        (root / f"{name}.jsonl").unlink(missing_ok=True)
 
 
 def compare(
     unit: str,
     amount: int,
     ours: Callable[[], tuple[float, float]],
-    peer_name: str,
-    theirs: Callable[[], tuple[float, float]],
+    peers: dict[str, Callable[[], tuple[float, float]]],
 ) -> None:
-    """Alternate the two receivers ROUNDS times; per-round rates and the median ratio."""
-    ratios = []
+    """Alternate our receiver and each peer ROUNDS times; per-round rates and the median
+    ratio against each peer."""
+    ratios: dict[str, list[float]] = {name: [] for name in peers}
     for round_number in range(1, ROUNDS + 1):
-        (our_cpu, our_wall), (their_cpu, their_wall) = ours(), theirs()
-        ratio = (amount / our_cpu) / (amount / their_cpu)
-        ratios.append(ratio)
-        print(
+        our_cpu, our_wall = ours()
+        line = (
             f"  round {round_number}: sysmetrics ingest {amount / our_cpu:>9,.0f} {unit}/CPU-s "
-            f"({our_cpu:.2f} CPU-s, {our_wall:.1f} s wall); {peer_name} "
-            f"{amount / their_cpu:>9,.0f} ({their_cpu:.2f} CPU-s, {their_wall:.1f} s wall): "
-            f"{ratio:.2f}x"
+            f"({our_cpu:.2f} CPU-s, {our_wall:.1f} s wall)"
         )
-    print(f"  median ratio {statistics.median(ratios):.2f}x (goal >= 1x)")
+        for name, theirs in peers.items():
+            their_cpu, their_wall = theirs()
+            ratio = (amount / our_cpu) / (amount / their_cpu)
+            ratios[name].append(ratio)
+            line += (
+                f"; {name} {amount / their_cpu:>9,.0f} ({their_cpu:.2f} CPU-s, "
+                f"{their_wall:.1f} s wall): {ratio:.2f}x"
+            )
+        print(line)
+    for name, values in ratios.items():
+        print(
+            f"  vs {name}: median ratio {statistics.median(values):.2f}x "
+            f"(rounds {min(values):.2f}-{max(values):.2f}x; goal >= 1x)"
+        )
 
 
 def throughput(hosts: int, samples: int, root: Path) -> None:
@@ -418,8 +438,7 @@ def throughput(hosts: int, samples: int, root: Path) -> None:
         lambda: ours_once(
             root, broker.bootstrap, "/api/v1/write", RW_HEADERS, shards, hosts * samples
         ),
-        "Prometheus 2.42",
-        lambda: prometheus_once(root, shards),
+        {"Prometheus 2.42": lambda: prometheus_once(root, shards)},
     )
     print(
         f"  (the embedded broker took {process_cpu_s(broker_pid) - broker_before:.2f} CPU-s "
@@ -441,8 +460,12 @@ def throughput(hosts: int, samples: int, root: Path) -> None:
         lambda: ours_once(
             root, broker.bootstrap, "/v1/metrics", OTLP_HEADERS, otlp_shards, hosts * samples
         ),
-        "OTel Collector otlp->debug",
-        lambda: collector_once(binary, root, otlp_shards),
+        {
+            f"OTel Collector otlp->{exporter}": (
+                lambda exporter=exporter: collector_once(binary, root, otlp_shards, exporter)
+            )
+            for exporter in ("debug", "file")
+        },
     )
     broker.stop()
 

@@ -1,11 +1,13 @@
 // A minimal OpenTelemetry Collector for the ingest tests and benchmark: what the builder (ocb)
 // would generate for the hostmetrics and otlp receivers, the resource processor (it sets
-// host.name) and the otlphttp and debug exporters. Built by tests/support/otelcol.py, cached by the hash of this folder.
+// host.name) and the otlphttp, debug and file exporters (file: the benchmark's peer that keeps
+// what it receives). Built by tests/support/otelcol.py, cached by the hash of this folder.
 package main
 
 import (
 	"log"
 
+	"github.com/open-telemetry/opentelemetry-collector-contrib/exporter/fileexporter"
 	"github.com/open-telemetry/opentelemetry-collector-contrib/processor/resourceprocessor"
 	"github.com/open-telemetry/opentelemetry-collector-contrib/receiver/hostmetricsreceiver"
 	"go.opentelemetry.io/collector/component"
@@ -40,6 +42,7 @@ func components() (otelcol.Factories, error) {
 	factories.Exporters, err = otelcol.MakeFactoryMap[exporter.Factory](
 		otlphttpexporter.NewFactory(),
 		debugexporter.NewFactory(),
+		fileexporter.NewFactory(),
 	)
 	if err != nil {
 		return otelcol.Factories{}, err
