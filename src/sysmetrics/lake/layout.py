@@ -26,6 +26,8 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
+from sysmetrics.timeutil import hour_floor
+
 EXTENSIONS: Final = {"none": ".jsonl", "gzip": ".jsonl.gz", "zstd": ".jsonl.zst"}
 DATA_GLOBS: Final = ("*.jsonl", "*.jsonl.gz", "*.jsonl.zst")
 _FILE_RE = re.compile(
@@ -130,7 +132,8 @@ def parse_late_marker(name: str) -> datetime | None:
 
 
 def hour_of(ts: datetime) -> datetime:
-    return ts.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    """The partition hour of an event time: its UTC hour."""
+    return hour_floor(ts)
 
 
 MICROS_PER_HOUR: Final = 3_600_000_000
