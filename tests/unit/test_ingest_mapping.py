@@ -1,5 +1,6 @@
 """Recorded windows_exporter and macOS node_exporter outputs (tests/fixtures/ingest/SOURCES.md),
-encoded as remote-write payloads, become the documented fields; CPU % needs two samples."""
+encoded as remote-write payloads, and a recorded OTel Collector export become the documented
+fields; CPU % needs two samples."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ from pathlib import Path
 
 import cramjam
 import pytest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
 
 from sysmetrics.ingest.mapping import HostState, build_event
-from sysmetrics.ingest.wire import PayloadError, decode_remote_write
+from sysmetrics.ingest.wire import PayloadError, decode_otlp_python, decode_remote_write
 from sysmetrics.schema import decode, encode
 from tests.support.remote_write import series_of, write_request
 
@@ -119,3 +123,56 @@ def test_payloads_that_can_never_succeed_say_why(payload: bytes, kind: str) -> N
     with pytest.raises(PayloadError) as raised:
         decode_remote_write(data, "instance", 1000)
     assert raised.value.kind == kind and 400 <= raised.value.status < 500
+
+
+NETWORK_METRICS = (
+    "system.network.io",
+    "system.network.packets",
+    "system.network.errors",
+    "system.network.dropped",
+)
+
+
+def test_recorded_otel_collector_export_fills_the_documented_fields() -> None:
+    """The network, CPU and host fields of an event built from a real Collector export equal
+    what the export itself says, read straight from its protobuf."""
+    data = (FIXTURES / "otelcol_hostmetrics_export.pb").read_bytes()
+    export = ExportMetricsServiceRequest.FromString(data)
+    counters: dict[tuple[str, str, str], float] = {}
+    logical_cpus = None
+    for resource in export.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                for point in metric.sum.data_points:
+                    labels = {a.key: a.value.string_value for a in point.attributes}
+                    if metric.name in NETWORK_METRICS:
+                        key = (metric.name, labels["device"], labels["direction"])
+                        counters[key] = point.as_int
+                    if metric.name == "system.cpu.logical.count":
+                        logical_cpus = point.as_int
+    decoded = decode_otlp_python(data, "application/x-protobuf", ("host.name",), 10**6)
+    facts = [fact for facts in decoded.samples.values() for fact in facts]
+    key = min(decoded.samples)
+    event = decode(encode(build_event("otel", key[0], key[1], facts, HostState())))
+    assert event.host.hostname == "otel-fixture-host" and event.host.os == "linux"
+    assert event.source == "otel" and event.cpu is not None
+    assert event.cpu.logical_cores == logical_cpus
+    assert event.network is not None
+    devices = {device for _, device, _ in counters}
+    assert [i.name for i in event.network.interfaces] == sorted(devices)
+    fields = {
+        "bytes_recv": ("system.network.io", "receive"),
+        "bytes_sent": ("system.network.io", "transmit"),
+        "packets_recv": ("system.network.packets", "receive"),
+        "packets_sent": ("system.network.packets", "transmit"),
+        "errin": ("system.network.errors", "receive"),
+        "errout": ("system.network.errors", "transmit"),
+        "dropin": ("system.network.dropped", "receive"),
+        "dropout": ("system.network.dropped", "transmit"),
+    }
+    for field, (metric, direction) in fields.items():
+        for interface in event.network.interfaces:
+            assert getattr(interface, field) == counters[(metric, interface.name, direction)]
+        total = sum(counters[(metric, device, direction)] for device in devices)
+        assert getattr(event.network, field) == total
+    assert event.network.bytes_recv > 0

@@ -525,16 +525,21 @@ _OTEL_NET: Final = (
     ("system.network.dropped", "receive"),
     ("system.network.dropped", "transmit"),
 )
+_OTEL_NET_FIELDS: Final = {
+    metric: {d: f for f, (m, d) in zip(_NET_FIELDS, _OTEL_NET, strict=True) if m == metric}
+    for metric, _ in _OTEL_NET
+}
+"""OTel metric → direction → our field."""
 
 
 def _network(facts: _Facts, source: Source) -> Network | None:
     per_nic: dict[str, dict[str, int | None]] = defaultdict(dict)
     if source == "otel":
-        tables = {metric: _directional(facts, metric) for metric in {m for m, _ in _OTEL_NET}}
-        for field_name, (metric, direction) in zip(_NET_FIELDS, _OTEL_NET, strict=True):
-            for device, directions in tables[metric].items():
-                if direction in directions:
-                    per_nic[device][field_name] = _count(directions[direction])
+        for metric, fields in _OTEL_NET_FIELDS.items():
+            for (device, direction), value in facts.rows(metric):
+                field_name = fields.get(direction)
+                if field_name is not None:
+                    per_nic[device][field_name] = _count(value)
     else:
         table = _NODE_NET if source == "node_exporter" else _WINDOWS_NET
         for field_name, names in zip(_NET_FIELDS, table, strict=True):
@@ -543,13 +548,13 @@ def _network(facts: _Facts, source: Source) -> Network | None:
                     per_nic[nic][field_name] = _count(value)
     if not per_nic:
         return None
+    totals: dict[str, int | None] = {}
+    for field_name in _NET_FIELDS:
+        found = [v for values in per_nic.values() if (v := values.get(field_name)) is not None]
+        totals[field_name] = sum(found) if found else None
     interfaces = [
         NetInterface(name=_label(nic), **values) for nic, values in sorted(per_nic.items())
     ]
-    totals: dict[str, int | None] = {}
-    for field_name in _NET_FIELDS:
-        found = [v for i in interfaces if (v := getattr(i, field_name)) is not None]
-        totals[field_name] = sum(found) if found else None
     return Network(interfaces=interfaces, **totals)
 
 
