@@ -268,8 +268,9 @@ impl<'a> Parser<'a> {
     }
 
     #[inline(always)]
-    fn literal(&mut self, word: &[u8]) -> Checked<()> {
-        if self.bytes[self.pos..].starts_with(word) {
+    fn literal<const N: usize>(&mut self, word: &[u8; N]) -> Checked<()> {
+        // A fixed-size comparison the compiler inlines (these are 1 to 5 bytes).
+        if self.bytes.get(self.pos..self.pos + N) == Some(word.as_slice()) {
             self.pos += word.len();
             Ok(())
         } else {
@@ -294,13 +295,17 @@ impl<'a> Parser<'a> {
         }
         self.pos += 1;
         let start = self.pos;
-        self.pos += memchr::memchr2(b'"', b'\\', &self.bytes[start..]).ok_or(())?;
-        if self.bytes[start..self.pos].iter().any(|&c| c < 0x20) {
-            return Err(());
-        }
-        if self.bytes[self.pos] == b'"' {
-            self.pos += 1;
-            return Ok(std::borrow::Cow::Borrowed(&self.text[start..self.pos - 1]));
+        // One pass over the (mostly short) string: its end, an escape, or a control character.
+        loop {
+            match *self.bytes.get(self.pos).ok_or(())? {
+                b'"' => {
+                    self.pos += 1;
+                    return Ok(std::borrow::Cow::Borrowed(&self.text[start..self.pos - 1]));
+                }
+                b'\\' => break,
+                c if c < 0x20 => return Err(()),
+                _ => self.pos += 1,
+            }
         }
         let mut out = String::from(&self.text[start..self.pos]);
         loop {

@@ -94,6 +94,9 @@ struct Mapped {
     keep: Vec<String>,
 }
 
+/// (samples, series, dropped, hosts): see `RemoteWriteDecoder::decode`.
+type RemoteWriteAnswer<'py> = (Bound<'py, PyDict>, usize, usize, Vec<(String, String)>);
+
 #[pyclass(frozen, module = "sysmetrics_native")]
 struct RemoteWriteDecoder {
     mapping: HashMap<String, Mapped>,
@@ -127,7 +130,7 @@ impl RemoteWriteDecoder {
         data: &[u8],
         host_label: &str,
         max_series: usize,
-    ) -> PyResult<(Bound<'py, PyDict>, usize, usize, Vec<(String, String)>)> {
+    ) -> PyResult<RemoteWriteAnswer<'py>> {
         let request =
             parse_write_request(data).map_err(|_| PyValueError::new_err(("bad_protobuf",)))?;
         if request.len() > max_series {
