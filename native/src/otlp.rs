@@ -320,6 +320,7 @@ impl OtlpDecoder {
         let (mut series, mut dropped) = (0, 0);
         let mut checks = Vec::with_capacity(resources.len());
         let otel = PyString::new(py, "otel");
+        let mut labels: HashMap<Vec<std::borrow::Cow<'_, str>>, Bound<'py, PyTuple>> = HashMap::new();
         for resource in &resources {
             let mut points: Vec<(u64, Bound<'py, PyTuple>)> = Vec::new();
             for metric in &resource.metrics {
@@ -331,14 +332,24 @@ impl OtlpDecoder {
                 };
                 let name = mapped.name.bind(py);
                 for point in &metric.points {
-                    let mut values = Vec::with_capacity(mapped.keep.len());
+                    let mut texts = Vec::with_capacity(mapped.keep.len());
                     for key in &mapped.keep {
                         let Some(text) = as_text(last(&point.attributes, key)) else { return Ok(None) };
-                        values.push(PyString::new(py, &text));
+                        texts.push(text);
                     }
+                    // The same attribute values recur on every host of a request (states,
+                    // devices, directions): one Python tuple each, whose strings keep their hash.
+                    let values = match labels.get(&texts) {
+                        Some(values) => values.clone(),
+                        None => {
+                            let values = PyTuple::new(py, texts.iter().map(|t| PyString::new(py, t)))?;
+                            labels.insert(texts, values.clone());
+                            values
+                        }
+                    };
                     let fact = PyTuple::new(
                         py,
-                        [name.as_any(), PyTuple::new(py, values)?.as_any(), PyFloat::new(py, point.value()).as_any()],
+                        [name.as_any(), values.as_any(), PyFloat::new(py, point.value()).as_any()],
                     )?;
                     points.push((point.time_ms, fact));
                 }
