@@ -566,7 +566,7 @@ def main() -> None:
     fresh_minutes = float(sys.argv[4]) if len(sys.argv) > 4 else 3.0
     print(f"{os.cpu_count()} cores; {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
     decoder = "compiled (native/)" if importlib.util.find_spec("sysmetrics_native") else "Python"
-    print(f"remote-write decoder of the receiver: {decoder}")
+    print(f"decoders of the receiver (remote-write, OTLP protobuf): {decoder}")
     with tempfile.TemporaryDirectory() as tmp:
         if hosts:
             throughput(hosts, samples, Path(tmp))

@@ -181,10 +181,14 @@ class HostState:
         return msgspec.convert(data, cls)
 
 
+_COUNT_LIMIT: Final = float(2**63)
+
+
 def _count(value: float | None) -> int | None:
-    if value is None or not math.isfinite(value) or value < 0 or value >= 2**63:
-        return None
-    return round(value)
+    # One chained comparison also refuses NaN and infinities (it is on every counter).
+    if value is not None and 0 <= value < _COUNT_LIMIT:
+        return round(value)
+    return None
 
 
 def _pct(part: float | None, whole: float | None) -> float | None:
@@ -201,10 +205,12 @@ class _Facts:
     """A sample's facts by name, with the lookups the builders need."""
 
     def __init__(self, facts: Iterable[Fact]) -> None:
-        self.by_name: dict[str, list[tuple[tuple[str, ...], float]]] = defaultdict(list)
+        by_name: dict[str, list[tuple[tuple[str, ...], float]]] = defaultdict(list)
+        isfinite = math.isfinite
         for name, labels, value in facts:
-            if math.isfinite(value):  # Prometheus' stale markers are NaN
-                self.by_name[name].append((labels, value))
+            if isfinite(value):  # Prometheus' stale markers are NaN
+                by_name[name].append((labels, value))
+        self.by_name = by_name
 
     def one(self, *names: str) -> float | None:
         for name in names:
