@@ -51,6 +51,9 @@ enum Node {
     Array(usize),
     Object { fields: Vec<(String, usize)>, required: Vec<usize> },
     AnyOf(Vec<usize>),
+    /// `anyOf: [T, null]` (every optional field): only `null` starts with `n`, so one byte
+    /// picks the branch.
+    Nullable(usize),
 }
 
 /// The schema compiled to a flat list of nodes; `$ref`s resolve to their definition's index.
@@ -76,7 +79,10 @@ impl<'a> Compiler<'a> {
         let node = if let Some(options) = object.get("anyOf").and_then(Value::as_array) {
             let options = options.iter().map(|o| self.compile(o)).collect::<PyResult<Vec<_>>>()?;
             self.check_keys(object, &["anyOf"])?;
-            Node::AnyOf(options)
+            match options[..] {
+                [other, null] | [null, other] if matches!(self.nodes[null], Node::Null) => Node::Nullable(other),
+                _ => Node::AnyOf(options),
+            }
         } else if let Some(values) = object.get("enum").and_then(Value::as_array) {
             self.check_keys(object, &["enum"])?;
             Node::Enum(
@@ -451,6 +457,10 @@ impl<'a> Parser<'a> {
                 }
             }
             Node::Object { fields, required } => self.object(nodes, fields, required, None).map(|_| ()),
+            Node::Nullable(other) => match self.bytes.get(self.pos) {
+                Some(b'n') => self.literal(b"null"),
+                _ => self.value(nodes, *other),
+            },
             Node::AnyOf(options) => {
                 let start = self.pos;
                 for &option in options {
