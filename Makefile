@@ -54,7 +54,9 @@ typecheck:
 
 test: install-dev  ## lint, type check and the whole test suite (Tansu and Apache Kafka)
 	$(MAKE) --no-print-directory lint typecheck
-	$(VENV)/bin/pytest
+	# Two workers, one test file each at a time (a file's brokers and clusters start once): most
+	# of the suite's time is fault tests waiting out outages, which overlap well on two cores.
+	$(VENV)/bin/pytest -n 2 --dist loadfile
 
 unit: $(UV)  ## the fast tests only
 	$(VENV)/bin/pytest tests/unit
