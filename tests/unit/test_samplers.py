@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from sysmetrics.collect.battery import health_pct, read_linux_battery
-from sysmetrics.collect.gpu import GpuReader
+from sysmetrics.collect.gpu import GpuReader, nvml_library_present
 from sysmetrics.collect.host import host_id_warning, read_host, sanitize_host_id
 from sysmetrics.collect.sampler import Sampler
 from sysmetrics.collect.temperatures import read_linux_hwmon
@@ -102,6 +104,31 @@ def test_no_gpu_means_empty_list() -> None:
     assert isinstance(gpus, list)
     for gpu in gpus:  # on a GPU machine, values are in range
         assert gpu.utilization_pct is None or 0 <= gpu.utilization_pct <= 100
+
+
+def test_the_nvml_probe_agrees_with_nvidia_ml_py() -> None:
+    import pynvml
+
+    present = nvml_library_present()
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError_LibraryNotFound:
+        assert not present
+    except pynvml.NVMLError:  # the library loads, the driver or the GPU is not there
+        assert present
+    else:
+        assert present
+        pynvml.nvmlShutdown()
+
+
+def test_a_machine_without_the_nvidia_library_never_imports_pynvml() -> None:
+    # pynvml is ~18 MB of a collector's RSS: only a machine that can use it pays for it.
+    probe = "import sys; from sysmetrics.collect.sampler import Sampler; Sampler().sample(); "
+    probe += "print('pynvml' in sys.modules)"
+    imported = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert imported == str(nvml_library_present())
 
 
 def test_full_sample_on_fixture_tree_without_sensors_is_valid() -> None:

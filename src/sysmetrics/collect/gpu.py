@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import sys
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -13,11 +15,28 @@ from sysmetrics.schema import Gpu
 log = logging.getLogger(__name__)
 
 
+def nvml_library_present() -> bool:
+    """Whether NVIDIA's driver library loads, probed the way nvidia-ml-py loads it on Linux and
+    macOS. Importing pynvml costs ~18 MB of RSS (thousands of ctypes types), most of a small
+    collector's memory: a machine without the driver skips it. On Windows pynvml's own search
+    (System32, then NVSMI) decides."""
+    if sys.platform.startswith("win"):
+        return True
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        return False
+    return True
+
+
 class GpuReader:
     """Initializes NVML once; a machine without the driver yields an empty list forever."""
 
     def __init__(self) -> None:
         self._nvml: Any = None
+        if not nvml_library_present():
+            log.debug("no NVIDIA GPU: libnvidia-ml.so.1 not found")
+            return
         try:
             import pynvml  # provided by nvidia-ml-py
 
