@@ -26,7 +26,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
-from sysmetrics.timeutil import hour_floor
+from sysmetrics.timeutil import EPOCH, hour_floor
 
 EXTENSIONS: Final = {"none": ".jsonl", "gzip": ".jsonl.gz", "zstd": ".jsonl.zst"}
 DATA_GLOBS: Final = ("*.jsonl", "*.jsonl.gz", "*.jsonl.zst")
@@ -142,7 +142,7 @@ writer's hot path; :func:`hour_start` turns the number back into ``hour_of``'s h
 
 
 def hour_start(hour_number: int) -> datetime:
-    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(hours=hour_number)
+    return EPOCH + timedelta(hours=hour_number)
 
 
 def manifest_dir(topic: str) -> str:

@@ -19,7 +19,7 @@ The line is the event with ``received_at`` stamped by the writer. Two ways to th
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Final
 
 from sysmetrics.event_types import unknown_fields
@@ -31,8 +31,8 @@ from sysmetrics.schema import (
     encode_keeping_unknown,
     strict_json_schema,
 )
+from sysmetrics.timeutil import EPOCH
 
-EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _UNSTAMPED_END: Final = b',"received_at":null}'
 
 try:
