@@ -18,6 +18,7 @@ from sysmetrics.config import Settings
 from sysmetrics.ingest.mapping import REMOTE_WRITE_SERIES
 from sysmetrics.stream.broker import free_port, stop_pid
 from tests.support.kafka_io import SYSMETRICS
+from tests.support.tool_cache import exclusive
 from tests.support.waiting import wait_for
 
 PROMETHEUS = shutil.which("prometheus")
@@ -209,14 +210,15 @@ def otelcol_binary() -> Path | None:
     digest = hashlib.sha256()
     for name in ("go.mod", "go.sum", "main.go"):
         digest.update((OTELCOL_SOURCE / name).read_bytes())
-    cache = Path(os.environ.get("SYSMETRICS_KAFKA_CACHE", Path.home() / ".cache" / "sysmetrics"))
-    binary = cache / f"otelcol-{digest.hexdigest()[:12]}" / "otelcol"
-    if not binary.exists():
-        binary.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [go, "build", "-trimpath", "-ldflags=-s", "-o", str(binary) + ".tmp", "."],
-            cwd=OTELCOL_SOURCE,
-            check=True,
-        )
-        os.replace(str(binary) + ".tmp", binary)
+    name = f"otelcol-{digest.hexdigest()[:12]}"
+    with exclusive(name) as cache:
+        binary = cache / name / "otelcol"
+        if not binary.exists():
+            binary.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run(
+                [go, "build", "-trimpath", "-ldflags=-s", "-o", str(binary) + ".tmp", "."],
+                cwd=OTELCOL_SOURCE,
+                check=True,
+            )
+            os.replace(str(binary) + ".tmp", binary)
     return binary

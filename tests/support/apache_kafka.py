@@ -7,13 +7,13 @@ survives between runs (``SYSMETRICS_KAFKA_CACHE``, default ``~/.cache/sysmetrics
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import subprocess
 import uuid
 from pathlib import Path
 
 from sysmetrics.stream.broker import BrokerError, free_port, stop_pid, wait_for_metadata
+from tests.support.tool_cache import exclusive
 
 POM = Path(__file__).resolve().parents[1] / "kafka" / "pom.xml"
 KAFKA_VERSION = "4.4.0"
@@ -32,26 +32,26 @@ def missing_tools() -> str | None:
 
 def maven_libs(pom: Path, name: str) -> Path:
     """The runtime jars of ``pom``'s dependencies, fetched once into the cache as ``name``."""
-    cache = Path(os.environ.get("SYSMETRICS_KAFKA_CACHE", Path.home() / ".cache" / "sysmetrics"))
-    libs = cache / name / "libs"
-    # The marker names the pom it was fetched for: a changed pom fetches again.
-    marker = libs / f".complete-{hashlib.sha256(pom.read_bytes()).hexdigest()[:12]}"
-    if not marker.exists():
-        libs.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [
-                "mvn",
-                "-q",
-                "-B",
-                "-f",
-                str(pom),
-                "dependency:copy-dependencies",
-                f"-DoutputDirectory={libs}",
-                "-DincludeScope=runtime",
-            ],
-            check=True,
-        )
-        marker.touch()
+    with exclusive(name) as cache:
+        libs = cache / name / "libs"
+        # The marker names the pom it was fetched for: a changed pom fetches again.
+        marker = libs / f".complete-{hashlib.sha256(pom.read_bytes()).hexdigest()[:12]}"
+        if not marker.exists():
+            libs.mkdir(parents=True, exist_ok=True)
+            subprocess.run(
+                [
+                    "mvn",
+                    "-q",
+                    "-B",
+                    "-f",
+                    str(pom),
+                    "dependency:copy-dependencies",
+                    f"-DoutputDirectory={libs}",
+                    "-DincludeScope=runtime",
+                ],
+                check=True,
+            )
+            marker.touch()
     return libs
 
 
