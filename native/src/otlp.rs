@@ -103,6 +103,8 @@ struct Point<'a> {
     attributes: Attributes<'a>,
     time_ms: u64,
     number: Number,
+    /// `FLAG_NO_RECORDED_VALUE`: OTLP's stale marker, a point that is no reading.
+    no_recorded_value: bool,
 }
 
 impl Point<'_> {
@@ -121,7 +123,8 @@ fn fixed64(r: &mut Reader<'_>) -> Parsed<u64> {
 }
 
 fn number_point(buf: &[u8]) -> Parsed<Point<'_>> {
-    let mut point = Point { attributes: Vec::new(), time_ms: 0, number: Number::Unset };
+    let mut point =
+        Point { attributes: Vec::new(), time_ms: 0, number: Number::Unset, no_recorded_value: false };
     let mut r = Reader::new(buf);
     while !r.done() {
         match r.tag()? {
@@ -132,9 +135,7 @@ fn number_point(buf: &[u8]) -> Parsed<Point<'_>> {
             (3, 1) => point.time_ms = fixed64(&mut r)? / 1_000_000,
             (4, 1) => point.number = Number::Double(f64::from_bits(fixed64(&mut r)?)),
             (6, 1) => point.number = Number::Int(fixed64(&mut r)? as i64),
-            (8, 0) => {
-                r.varint()?;
-            }
+            (8, 0) => point.no_recorded_value = r.varint()? & 1 == 1,
             _ => return Err(()),
         }
     }
@@ -331,7 +332,7 @@ impl OtlpDecoder {
                     continue;
                 };
                 let name = mapped.name.bind(py);
-                for point in &metric.points {
+                for point in metric.points.iter().filter(|p| !p.no_recorded_value) {
                     let mut texts = Vec::with_capacity(mapped.keep.len());
                     for key in &mapped.keep {
                         let Some(text) = as_text(last(&point.attributes, key)) else { return Ok(None) };

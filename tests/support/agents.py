@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import json
 import os
 import shutil
 import subprocess
 import threading
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -196,6 +198,31 @@ scrape_configs:
     static_configs: [{{targets: ["{target}"]}}]
 {remote_write_block(ingest_url)}""",
         )
+
+    def _get(self, path: str) -> str:
+        with urllib.request.urlopen(f"{self.url}{path}", timeout=10) as response:
+            return response.read().decode()
+
+    def _delivered_past(self, ts_ms: int) -> bool:
+        """Remote-write sent a sample later than ``ts_ms`` and has none pending: a stopped
+        Prometheus does not send what its WAL watcher had not read yet, so a test's oracle is
+        what was delivered, not what was scraped."""
+        sent = pending = None
+        for line in self._get("/metrics").splitlines():
+            name, _, value = line.rpartition(" ")
+            if name.startswith("prometheus_remote_storage_queue_highest_sent_timestamp_seconds"):
+                sent = float(value)  # whole seconds: Prometheus divides the ms by 1000
+            elif name.startswith("prometheus_remote_storage_samples_pending"):
+                pending = float(value)
+        return sent is not None and sent * 1000 > ts_ms and pending == 0
+
+    def wait_delivered(self, series: str, timeout_s: float = 120) -> None:
+        """Once the target is gone: wait until remote-write delivered every sample of
+        ``series`` (the stale marker after the last one included, so the WAL was read past)."""
+        query = urllib.parse.quote(f"{series}[1h]")
+        answer = json.loads(self._get(f"/api/v1/query?query={query}"))
+        last = max(int(float(ts) * 1000) for r in answer["data"]["result"] for ts, _ in r["values"])
+        wait_for(lambda: self._delivered_past(last), timeout_s, f"{series} remote-written")
 
     def stop(self) -> None:
         stop_pid(self.process.pid, timeout_s=60)

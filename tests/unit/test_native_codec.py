@@ -93,10 +93,12 @@ def test_several_samples_hosts_and_label_orders_decode_the_same() -> None:
         + _sample(1.5, T0)
         + _sample(2.5, T0 + 10_000),
         # labels out of order, a repeated label (the last wins, as in a dict), a stale marker
+        # (no sample: the series ended) beside a reading
         _label(b"instance", b"b:9100")
         + _label(b"__name__", b"node_load1")
         + _label(b"instance", b"c:9100")
-        + _sample(struct.unpack("<d", struct.pack("<Q", 0x7FF0000000000002))[0], T0),
+        + _sample(struct.unpack("<d", struct.pack("<Q", 0x7FF0000000000002))[0], T0)
+        + _sample(0.5, T0 + 20_000),
         # an unmapped series, a series with no samples, unknown fields at every level
         _label(b"__name__", b"go_goroutines") + _label(b"instance", b"a:9100") + _sample(9, T0),
         _label(b"__name__", b"node_load5") + _label(b"instance", b"a:9100"),
@@ -111,7 +113,7 @@ def test_several_samples_hosts_and_label_orders_decode_the_same() -> None:
     assert set(compiled[0]) == {  # type: ignore[call-overload]
         ("a:9100", T0, "node_exporter"),
         ("a:9100", T0 + 10_000, "node_exporter"),
-        ("c:9100", T0, "node_exporter"),
+        ("c:9100", T0 + 20_000, "node_exporter"),
         ("a:9100", 0, "node_exporter"),
     }
 
@@ -267,6 +269,27 @@ def test_every_shape_the_compiled_decoder_reads_decodes_the_same() -> None:
         ("otel-1", T0, "otel"),
         ("otel-1", T0 + 1_600, "otel"),
     }
+
+
+def test_points_with_no_recorded_value_make_no_sample_in_both() -> None:
+    """FLAG_NO_RECORDED_VALUE (flags bit 0) is OTLP's stale marker: no reading, even with a
+    value set; other flag bits change nothing."""
+    no_value = _field(8, 0, b"\x01")
+    memory = b"system.memory.usage"
+    data = _export(
+        _resource(
+            [HOST],
+            _metric(memory, 5, _point([], T0_NS, _double(5.0) + _field(8, 0, b"\x02"))),
+            _metric(b"system.cpu.load_average.1m", 5, _point([], T0_NS, _double(1) + no_value)),
+            _metric(memory, 5, _point([], T0_NS + 5 * 10**9, _double(7.0) + no_value)),
+        ),
+    )
+    assert _compiled_reads(data)
+    compiled, python = _otlp_both(data)
+    assert compiled == python
+    samples = compiled[0]  # type: ignore[index]
+    assert set(samples) == {("otel-1", T0, "otel")}
+    assert [f[0] for f in samples[("otel-1", T0, "otel")]] == ["resource", "system.memory.usage"]
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ import re
 import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
+from math import isfinite
 from typing import Final
 
 import cramjam
@@ -142,7 +143,8 @@ def decode_remote_write_python(data: bytes, host_label: str, max_series: int) ->
             hosts.add(_host(host, f"series {name}"))
         values = tuple([labels.get(k, "") for k in keep])
         for sample in series.samples:
-            samples[(host, sample.timestamp, source)].append((name, values, sample.value))
+            if isfinite(sample.value):  # a stale marker (NaN) ends a series; it is no reading
+                samples[(host, sample.timestamp, source)].append((name, values, sample.value))
     return out
 
 
@@ -224,6 +226,8 @@ def decode_otlp_python(
                 # The hot loop: hostmetrics' attributes are strings, read without WhichOneof;
                 # a point's value is as_double or as_int (an unset one reads 0).
                 for point in data_points:
+                    if point.flags & 1:  # FLAG_NO_RECORDED_VALUE: OTLP's stale marker
+                        continue
                     attributes = {}
                     for attribute in point.attributes:
                         value = attribute.value
