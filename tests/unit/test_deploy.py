@@ -69,6 +69,19 @@ def test_dockerfile_installs_from_the_lock_file() -> None:
     assert "COPY pyproject.toml uv.lock" in text
 
 
+def test_the_image_carries_the_compiled_codecs_and_no_local_state() -> None:
+    """native/ is built to a wheel in a stage of its own and installed into the image's
+    environment; the build context leaves out what is local (environments, data, secrets)."""
+    text = (DEPLOY / "Dockerfile").read_text()
+    stages = text.split("\nFROM ")[1:]
+    assert len(stages) == 2 and " AS native" in stages[0]
+    assert "pip wheel" in stages[0] and "/native" in stages[0]
+    assert "COPY --from=native /wheels" in stages[1]
+    assert "--python /opt/venv/bin/python" in stages[1]
+    ignored = (DEPLOY.parent / ".dockerignore").read_text().split()
+    assert {".venv", "data", "native/target", "deploy/secrets"} <= set(ignored)
+
+
 def cluster_compose() -> dict:  # type: ignore[type-arg]
     return yaml.safe_load((DEPLOY / "docker-compose.cluster.yml").read_text())
 
