@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 OTEL_SAMPLE_SPREAD_MS = 1000
 """OTLP points of one host this close in time belong to one sample."""
 
-_encode = msgspec.json.Encoder().encode
+_encode_lines = msgspec.json.Encoder().encode_lines
 _decode = msgspec.json.Decoder().decode
 
 
@@ -92,6 +92,7 @@ class Assembler:
                 continue
             if "c" in record:
                 host, ts_ms, source, complete, facts = record["c"]
+                facts = [(name, tuple(labels), value) for name, labels, value in facts]
                 self._merge((host, ts_ms, source), facts, complete, now)
             else:
                 host, ts_ms, source = record["e"]
@@ -104,7 +105,7 @@ class Assembler:
     def _write(self, records: list[dict[str, Any]]) -> None:
         if not records:
             return
-        data = b"".join(_encode(r) + b"\n" for r in records)
+        data = _encode_lines(records)
         os.write(self._out, data)
         os.fsync(self._out)
         self._size += len(data)
@@ -120,7 +121,7 @@ class Assembler:
             records.append({"c": [host, ts_ms, source, pending.complete, facts]})
         tmp = self.path.with_suffix(".tmp")
         with tmp.open("wb") as fh:
-            fh.write(b"".join(_encode(r) + b"\n" for r in records))
+            fh.write(_encode_lines(records))
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.path)
@@ -134,9 +135,9 @@ class Assembler:
 
     # ------------------------------------------------------------------ receive
     def _merge(
-        self, key: SampleKey, facts: list[Any], complete: bool, now: float
+        self, key: SampleKey, facts: list[Fact], complete: bool, now: float
     ) -> tuple[int, int]:
-        """Add facts to a pending sample; (facts taken, facts late)."""
+        """Add facts (their labels a tuple) to a pending sample; (facts taken, facts late)."""
         host, ts_ms, source = key
         slack = OTEL_SAMPLE_SPREAD_MS if source == "otel" else 0
         if slack:
@@ -153,8 +154,7 @@ class Assembler:
                 return 0, len(facts)
             pending = self.pending[key] = _Pending(now)
             self._by_host.setdefault((host, source), set()).add(key)
-        for name, labels, value in facts:
-            pending.facts[(name, tuple(labels))] = value
+        pending.facts.update({(name, labels): value for name, labels, value in facts})
         pending.complete = pending.complete or complete
         return len(facts), 0
 
