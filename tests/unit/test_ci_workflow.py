@@ -41,3 +41,17 @@ def test_collector_matrix_covers_the_fleet_and_linux_runs_the_readme_command() -
         if path.startswith("tests/"):
             assert (ROOT / path).exists(), path
     assert any(s.get("run") == "make test" for s in jobs["full"]["steps"])
+
+
+def test_the_image_job_builds_the_compose_files_dockerfile_and_checks_the_codecs() -> None:
+    """The compose files build deploy/Dockerfile with the repository as context; the forge
+    builds it the same way and starts it (no engine runs where the suite runs)."""
+    steps = yaml.safe_load(WORKFLOW.read_text())["jobs"]["image"]["steps"]
+    runs = [str(s.get("run", "")) for s in steps]
+    compose = yaml.safe_load((ROOT / "deploy" / "docker-compose.yml").read_text())
+    build = compose["services"]["lake-writer"]["build"]
+    assert (build["context"], build["dockerfile"]) == ("..", "deploy/Dockerfile")
+    assert any(
+        "docker build --file deploy/Dockerfile" in r and r.rstrip().endswith(" .") for r in runs
+    )
+    assert any("wire._NATIVE, wire._NATIVE_OTLP, lines._VALIDATOR" in r for r in runs)
