@@ -74,3 +74,27 @@ def test_a_compacted_journal_holds_the_same_samples_and_hosts(tmp_path: Path) ->
     assembler = _restart(assembler, tmp_path)
     assert {k: dict(p.facts) for k, p in assembler.pending.items()} == pending
     assert assembler.hosts[(KEY[0], KEY[2])].to_json() == state
+
+
+def test_a_host_that_sends_fewer_series_waits_the_bound_once_not_for_ever(tmp_path: Path) -> None:
+    """A NIC or a mount gone, containers' veths come and go: the sample after the shrink waits
+    ``wait_s`` (its series might still be on their way) and counts as incomplete; the next one
+    is expected with what the host sends now, as the README says (the host's previous sample)."""
+    assembler = Assembler(tmp_path, wait_s=15)
+    times = [(KEY[0], T0 + 10_000 * i, KEY[2]) for i in range(4)]
+    assembler.receive({times[0]: PART_1 + PART_2}, complete=False)
+    assembler.build(times[0])
+    assembler.emitted([times[0]])
+    for key in times[1:]:
+        assembler.receive({key: PART_1}, complete=False)
+        if key == times[1]:
+            assert assembler.due(now=0) == [], "fewer series than before: wait"
+            assert assembler.due(now=math.inf) == [key]
+        else:
+            assert assembler.due(now=0) == [key], "as many as the previous sample: complete"
+        assembler.build(key)
+        assembler.emitted([key])
+    assert assembler.stats.emitted_incomplete == 1
+    grown = (KEY[0], T0 + 40_000, KEY[2])
+    assembler.receive({grown: PART_1 + PART_2}, complete=False)
+    assert assembler.due(now=0) == [grown]

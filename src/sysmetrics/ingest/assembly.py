@@ -13,7 +13,10 @@ producer's spool (fsynced), then an ``emitted`` record goes into the journal.
 A fact for a sample of a host at or before the last one already emitted (a late shard, or a
 resend of a request whose answer was lost) is not emitted again: it is counted as late. This
 is what makes a resend harmless; its cost is that a series arriving after ``wait_s`` is not in
-its event (the event has that field null).
+its event (the event has that field null). A sample emitted after ``wait_s`` with fewer facts
+than the previous one sets what the next is expected to have: a host whose series set shrank
+waits the bound once; a shard more than ``wait_s`` behind may leave the next sample's series of
+it late too.
 
 Journal records (JSON lines): ``{"c": [host, ts_ms, source, complete, facts]}`` for facts
 received, ``{"e": [host, ts_ms, source], "s": host state}`` for an event emitted. It is
@@ -201,7 +204,9 @@ class Assembler:
         event = build_event(source_name, host, ts_ms, facts, state)
         if not pending.complete and len(facts) < expected:
             self.stats.emitted_incomplete += 1
-        state.last_facts = max(len(facts), expected)
+        # The next sample is expected with this one's series: a host that sends fewer now (a
+        # NIC or mount gone) waits the bound once, not on every sample from then on.
+        state.last_facts = len(facts)
         return event
 
     def emitted(self, keys: list[SampleKey]) -> None:
