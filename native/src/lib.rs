@@ -160,8 +160,7 @@ impl RemoteWriteDecoder {
                 PyTuple::new(py, mapped.keep.iter().map(|k| PyString::new(py, series.label(k))))?;
             let name_object = mapped.name.bind(py);
             let source = mapped.source.bind(py);
-            // A stale marker (NaN) ends a series; it is no reading, so it makes no sample.
-            for &(value, timestamp) in series.samples.iter().filter(|(value, _)| value.is_finite()) {
+            for &(value, timestamp) in &series.samples {
                 let key = PyTuple::new(
                     py,
                     [host_object.as_any(), &timestamp.into_pyobject(py)?.into_any(), source.as_any()],

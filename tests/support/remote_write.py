@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import struct
+
 import cramjam
 from prometheus_client.parser import text_string_to_metric_families
 
 from sysmetrics import prompb
+
+STALE_MARKER = struct.unpack("<d", struct.pack("<Q", 0x7FF0000000000002))[0]
+"""Prometheus' stale marker: the NaN it sends on every series of a target that went away."""
 
 
 def series_of(exposition: str) -> list[tuple[dict[str, str], float]]:

@@ -1,12 +1,19 @@
 """The ingest assembler's journal on real files: what was received survives a restart, what was
-emitted is not emitted again, a torn last line is skipped, a compacted journal says the same."""
+emitted is not emitted again, a torn last line is skipped, a compacted journal says the same;
+stale markers are no readings."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
+import cramjam
+
 from sysmetrics.ingest.assembly import Assembler
+from sysmetrics.ingest.wire import decode_remote_write
+from tests.support.remote_write import STALE_MARKER, series_of, write_request
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ingest"
 
 T0 = 1_764_547_200_000
 KEY = ("host-1:9100", T0, "node_exporter")
@@ -98,3 +105,39 @@ def test_a_host_that_sends_fewer_series_waits_the_bound_once_not_for_ever(tmp_pa
     grown = (KEY[0], T0 + 40_000, KEY[2])
     assembler.receive({grown: PART_1 + PART_2}, complete=False)
     assert assembler.due(now=0) == [grown]
+
+
+def test_stale_markers_make_no_sample_and_no_event(tmp_path: Path) -> None:
+    """A target that goes down gets a stale marker (NaN) on each of its series at the next
+    scrape: that time is no reading of the host, so it must not become an empty event; a live
+    series among stale ones is a sample of that one reading."""
+    live = series_of((FIXTURES / "node_exporter_darwin.prom").read_text())
+    stale = [(labels, STALE_MARKER) for labels, _ in live]
+    one_live = [
+        (labels, v if labels["__name__"] == "node_load1" else STALE_MARKER) for labels, v in live
+    ]
+    assembler = Assembler(tmp_path, wait_s=15)
+    for ts, series in ((T0, stale), (T0 + 10_000, one_live)):
+        payload = write_request(series, ts, {"instance": "m:9100", "job": "node"})
+        data = bytes(cramjam.snappy.decompress_raw(payload))
+        assembler.receive(decode_remote_write(data, "instance", 10**6).samples, complete=False)
+    [key] = assembler.pending
+    assert key[1] == T0 + 10_000 and list(assembler.pending[key].facts) == [("node_load1", ())]
+    assembler = _restart(assembler, tmp_path)
+    assert list(assembler.pending) == [key], "the journal holds readings only"
+
+
+def test_a_journal_with_a_non_finite_value_replays(tmp_path: Path) -> None:
+    """JSON has no NaN: a journal written before stale markers were dropped holds them as null.
+    Replayed, they are no readings (they crashed the event building before)."""
+    (tmp_path / "journal.jsonl").write_bytes(
+        b'{"c":["m:9100",%d,"node_exporter",false,[["node_load1",[],null]]]}\n'
+        b'{"c":["m:9100",%d,"node_exporter",false,[["node_load1",[],null],'
+        b'["node_memory_MemTotal_bytes",[],8e9]]]}\n' % (T0, T0 + 10_000)
+    )
+    assembler = Assembler(tmp_path, wait_s=15)
+    later = ("m:9100", T0 + 10_000, "node_exporter")
+    assert list(assembler.pending) == [later]
+    event = assembler.build(later)
+    assert event.memory is not None and event.memory.total_bytes == 8_000_000_000
+    assert event.cpu.load_1m is None

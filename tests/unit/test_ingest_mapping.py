@@ -4,9 +4,7 @@ fields; CPU % needs two samples."""
 
 from __future__ import annotations
 
-import math
 import re
-import struct
 from pathlib import Path
 
 import cramjam
@@ -107,28 +105,6 @@ def test_same_sample_same_event_id_and_a_new_sample_a_new_one() -> None:
     b = _events(text, "w:9182", [T0])[0]
     c = _events(text, "w:9182", [T0 + 1])[0]
     assert a.event_id == b.event_id != c.event_id
-
-
-STALE_MARKER = struct.unpack("<d", struct.pack("<Q", 0x7FF0000000000002))[0]
-
-
-def test_stale_markers_make_no_sample_and_no_event() -> None:
-    """A target that goes down gets a stale marker (NaN) on each of its series at the next
-    scrape: that time is no reading of the host, so it must not become an empty event."""
-    text = (FIXTURES / "node_exporter_darwin.prom").read_text()
-    live = series_of(text)
-    stale = [(labels, STALE_MARKER) for labels, _ in live]
-    extra = {"instance": "m:9100", "job": "node"}
-    one_live = [
-        (labels, v if labels["__name__"] == "node_load1" else STALE_MARKER) for labels, v in live
-    ]
-    for series, expected in ((stale, set()), (one_live, {T0})):
-        payload = write_request(series, T0, extra)
-        decoded = decode_remote_write(
-            bytes(cramjam.snappy.decompress_raw(payload)), "instance", 10**6
-        )
-        assert {ts for _host, ts, _source in decoded.samples} == expected
-        assert all(math.isfinite(v) for facts in decoded.samples.values() for *_, v in facts)
 
 
 @pytest.mark.parametrize(

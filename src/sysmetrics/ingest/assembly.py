@@ -13,7 +13,9 @@ producer's spool (fsynced), then an ``emitted`` record goes into the journal.
 A fact for a sample of a host at or before the last one already emitted (a late shard, or a
 resend of a request whose answer was lost) is not emitted again: it is counted as late. This
 is what makes a resend harmless; its cost is that a series arriving after ``wait_s`` is not in
-its event (the event has that field null). A sample emitted after ``wait_s`` with fewer facts
+its event (the event has that field null). A non-finite value (Prometheus' stale marker, a NaN
+sent on every series of a target that went away) is no reading: it is dropped on receipt, and a
+sample of none makes no event. A sample emitted after ``wait_s`` with fewer facts
 than the previous one sets what the next is expected to have: a host whose series set shrank
 waits the bound once; a shard more than ``wait_s`` behind may leave the next sample's series of
 it late too.
@@ -30,6 +32,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from math import isfinite
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +98,10 @@ class Assembler:
                 continue
             if "c" in record:
                 host, ts_ms, source, complete, facts = record["c"]
-                facts = [(name, tuple(labels), value) for name, labels, value in facts]
+                # null: a non-finite value journaled before receive() dropped them (JSON has no NaN)
+                facts = [(n, tuple(labels), v) for n, labels, v in facts if v is not None]
+                if not facts:
+                    continue
                 self._merge((host, ts_ms, source), facts, complete, now)
             else:
                 host, ts_ms, source = record["e"]
@@ -171,11 +177,14 @@ class Assembler:
         now = time.monotonic()
         records = []
         for key, facts in samples.items():
-            taken, late = self._merge(key, facts, complete, now)
+            readings = [fact for fact in facts if isfinite(fact[2])]
+            if not readings:
+                continue
+            taken, late = self._merge(key, readings, complete, now)
             self.stats.received_facts += taken
             self.stats.late_facts += late
             if taken:
-                records.append({"c": [*key, complete, facts]})
+                records.append({"c": [*key, complete, readings]})
         self._write(records)
 
     # ------------------------------------------------------------------ emit

@@ -202,14 +202,13 @@ def _label(text: str) -> str:
 
 
 class _Facts:
-    """A sample's facts by name, with the lookups the builders need."""
+    """A sample's facts by name, with the lookups the builders need; every value is a reading
+    (finite: the assembler drops stale markers on receipt)."""
 
     def __init__(self, facts: Iterable[Fact]) -> None:
         by_name: dict[str, list[tuple[tuple[str, ...], float]]] = defaultdict(list)
-        isfinite = math.isfinite
         for name, labels, value in facts:
-            if isfinite(value):  # Prometheus' stale markers are NaN
-                by_name[name].append((labels, value))
+            by_name[name].append((labels, value))
         self.by_name = by_name
 
     def one(self, *names: str) -> float | None:

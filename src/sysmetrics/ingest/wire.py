@@ -13,7 +13,6 @@ import re
 import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
-from math import isfinite
 from typing import Final
 
 import cramjam
@@ -143,8 +142,7 @@ def decode_remote_write_python(data: bytes, host_label: str, max_series: int) ->
             hosts.add(_host(host, f"series {name}"))
         values = tuple([labels.get(k, "") for k in keep])
         for sample in series.samples:
-            if isfinite(sample.value):  # a stale marker (NaN) ends a series; it is no reading
-                samples[(host, sample.timestamp, source)].append((name, values, sample.value))
+            samples[(host, sample.timestamp, source)].append((name, values, sample.value))
     return out
 
 
