@@ -76,7 +76,7 @@ def test_dag_imports_with_the_expected_tasks(airflow_home: Path) -> None:
         "host_quality",
         "trends",
         "alerts",
-        "record_run",
+        "finish",
         "curate",
     }
     assert dag.get_task("aggregate").retries == 3
@@ -143,6 +143,47 @@ def test_dag_run_builds_the_hour_and_is_idempotent(
     # The curate task compacted the hour again with the late file: a new version.
     curated = current_manifest(store, "machine_metrics", HOUR14)
     assert curated is not None and (curated.version, curated.rows) == (2, 661)
+
+
+def test_the_last_task_stores_a_complete_hour_in_order_and_deletes_raw_rows_past_retention(
+    airflow_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The DAG ends as `batch run` does (``hourly.finish``): an hour loaded in pieces while the
+    lake was still writing it is stored by host and time once the lake says it is complete,
+    and raw rows past SYSMETRICS_WAREHOUSE_RAW_RETENTION_DAYS leave the warehouse."""
+    lake, warehouse = tmp_path / "lake", tmp_path / "warehouse.duckdb"
+    use_lake_and_warehouse(monkeypatch, lake, warehouse)
+    monkeypatch.setenv("SYSMETRICS_WATERMARK_WAIT_S", "0")
+    builder = LakeBuilder(lake)
+    dag = hourly_dag()
+
+    def run() -> None:
+        assert dag.test(logical_date=HOUR14 + timedelta(hours=1)).state == "success"
+
+    def query(statement: str) -> list[tuple[Any, ...]]:
+        wh = DuckDBWarehouse(str(warehouse), read_only=True)
+        try:
+            return [tuple(r.values()) for r in wh.native_query(statement)]
+        finally:
+            wh.close()
+
+    hosts = [steady_host(f"h{n}", HOUR14, cpu=10.0 + n, samples=120) for n in range(4)]
+    for i in range(0, 120, 30):  # four flushes, each with every host, each followed by a run
+        builder.add_batch([e for host in hosts for e in host[i : i + 30]])
+        run()
+    stored = "SELECT host_id, ts FROM raw_metrics ORDER BY rowid"
+    before = query(stored)
+    assert len(before) == 480 and before != sorted(before)  # appended as the files came
+    mark_lake_complete(lake)
+    run()
+    assert query(stored) == sorted(before)
+
+    monkeypatch.setenv("SYSMETRICS_WAREHOUSE_RAW_RETENTION_DAYS", "1")  # the hour is days old
+    run()
+    assert query("SELECT COUNT(*) FROM raw_metrics") == [(0,)]
+    assert query("SELECT host_id, samples FROM hourly_host_metrics ORDER BY host_id") == [
+        (f"h{n}", 120) for n in range(4)
+    ]
 
 
 def test_dag_run_of_a_messy_fleet_succeeds_and_flags_the_odd_hosts(

@@ -406,6 +406,42 @@ def test_a_complete_hour_is_stored_by_host_and_time_with_the_same_rows(
     assert wh.rows("SELECT * FROM {hourly} ORDER BY host_id") == aggregates
 
 
+def test_a_rebuilt_hour_is_stored_by_host_and_time_from_raw_files_and_from_its_curated_file(
+    settings: Settings, wh: DuckDBWarehouse, lake: LakeBuilder
+) -> None:
+    """A from-scratch load stores the hour in order itself (the run does not sort it again):
+    raw files are sorted as they load, a curated file alone is already in order and holds
+    each event once (loaded without the deduplication), with the same rows either way."""
+
+    def physical() -> list[tuple[Any, ...]]:
+        return [
+            tuple(r.values())
+            for r in wh.rows("SELECT * FROM {raw} WHERE hour = @start ORDER BY rowid", start=HOUR14)
+        ]
+
+    hosts = [steady_host(f"h{n}", HOUR14, cpu=10.0 + n, samples=120) for n in range(4)]
+    for i in range(0, 120, 30):  # four flushes, each with every host
+        lake.add_batch([e for host in hosts for e in host[i : i + 30]])
+    lake.add_batch(hosts[2][40:50])  # a re-flushed batch: ten events in two files
+    publish_watermark(
+        LakeStore(settings.lake_url),
+        settings.topic,
+        Watermark(partition=0, committed_offset=10**6, complete_before=HOUR14 + H),
+    )
+    store = LakeStore(settings.lake_url)
+    assert run_hour(settings, wh, store, HOUR14, rebuild=True).rows == 480
+    from_raw = physical()
+    key = [(r[3], r[1], r[0]) for r in from_raw]  # host_id, ts, event_id
+    assert key == sorted(key) and len(set(key)) == 480
+    aggregates = wh.rows("SELECT * FROM {hourly} ORDER BY host_id")
+
+    assert compact_hour(store, settings.topic, HOUR14).rows == 480
+    assert run_hour(settings, wh, store, HOUR14, rebuild=True).rows == 480
+    assert run_hour(settings, wh, store, HOUR14, rebuild=True).read == 1  # the curated file
+    assert physical() == from_raw
+    assert wh.rows("SELECT * FROM {hourly} ORDER BY host_id") == aggregates
+
+
 def test_three_days_with_one_day_of_warehouse_retention_still_read_right(
     settings: Settings, wh: DuckDBWarehouse, lake: LakeBuilder
 ) -> None:

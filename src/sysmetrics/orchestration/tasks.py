@@ -31,10 +31,6 @@ def _store(settings: Settings) -> LakeStore:
     return LakeStore.from_settings(settings)
 
 
-def _hours(hours: list[str]) -> list[datetime]:
-    return [datetime.fromisoformat(h) for h in hours]
-
-
 def _scopes(scopes: list[dict[str, Any]]) -> list[hourly.HourScope]:
     return [hourly.HourScope.from_json(scope) for scope in scopes]
 
@@ -46,29 +42,14 @@ def wait_for_lake(hour: str, timeout_s: float) -> bool:
     return hourly.wait_for_watermark(_store(settings), settings.topic, until, timeout_s)
 
 
-def load(hour: str) -> dict[str, object]:
+def load(hour: str) -> dict[str, Any]:
     """The hour's run recomputes every host of the hour (as ``batch run`` does)."""
     settings = load_settings()
     with _warehouse(settings) as wh:
         loaded = hourly.load_with_late_data(
             settings, wh, _store(settings), datetime.fromisoformat(hour), recompute=True
         )
-    return {
-        "scopes": [scope.to_json() for scope in loaded.scopes],
-        "files": loaded.files,
-        "rows": loaded.rows,
-        "read": loaded.read,
-        "added": loaded.added,
-        "late_read": loaded.late_read,
-        "beyond_lookback": [h.isoformat() for h in loaded.beyond_lookback],
-        "markers": loaded.markers,
-        "manifests": None
-        if loaded.manifests is None
-        else {
-            "read": [list(m) for m in loaded.manifests.manifests],
-            "folders_done": loaded.manifests.folders_done,
-        },
-    }
+    return loaded.to_json()
 
 
 def check_raw(scopes: list[dict[str, Any]]) -> None:
@@ -115,27 +96,20 @@ def curate(scopes: list[dict[str, Any]]) -> dict[str, object]:
     }
 
 
-def record_run(hour: str, complete: bool, loaded: dict[str, object]) -> None:
+def finish(hour: str, complete: bool, loaded: dict[str, Any]) -> None:
+    """The run's last step, as ``batch run`` ends: ``hourly.finish``."""
+    done = hourly.Loaded.from_json(loaded)
     result = hourly.HourResult(
         hour=datetime.fromisoformat(hour),
         complete=complete,
-        files=int(loaded["files"]),  # type: ignore[call-overload]
-        rows=int(loaded["rows"]),  # type: ignore[call-overload]
-        recomputed=[scope.hour for scope in _scopes(loaded["scopes"])],  # type: ignore[arg-type]
-        beyond_lookback=_hours(loaded["beyond_lookback"]),  # type: ignore[arg-type]
-        read=int(loaded["read"]),  # type: ignore[call-overload]
-        added=int(loaded["added"]),  # type: ignore[call-overload]
-        late_read=int(loaded["late_read"]),  # type: ignore[call-overload]
+        files=done.files,
+        rows=done.rows,
+        recomputed=[scope.hour for scope in done.scopes],
+        beyond_lookback=done.beyond_lookback,
+        read=done.read,
+        added=done.added,
+        late_read=done.late_read,
     )
     settings = load_settings()
-    store = _store(settings)
-    manifests: dict[str, Any] | None = loaded["manifests"]  # type: ignore[assignment]
     with _warehouse(settings) as wh:
-        hourly.record_run(wh, result, datetime.now(UTC))
-        if manifests is not None:
-            found = hourly.NewFiles(
-                manifests=[(folder, name) for folder, name in manifests["read"]],
-                folders_done=manifests["folders_done"],
-            )
-            hourly.record_manifests(wh, store, settings.topic, found)
-    store.delete(loaded["markers"])  # type: ignore[arg-type]
+        hourly.finish(settings, wh, _store(settings), result, done)

@@ -170,8 +170,10 @@ class BigQueryWarehouse(Warehouse):
         self.execute(sql.delete_hour("raw"), start=hour)
         if file_uris or curated:
             staging = self._stage(hour, file_uris, "_staging", curated)
+            # A curated file alone holds each event once: no deduplication to do.
+            template = sql.FLATTEN_ROWS if curated and not file_uris else sql.FLATTEN
             try:
-                flatten = self.render(sql.FLATTEN.replace("{events}", f"`{staging}`"))
+                flatten = self.render(template.replace("{events}", f"`{staging}`"))
                 self._execute(
                     f"INSERT INTO {self.table('raw')} " + flatten,
                     {"start": hour},

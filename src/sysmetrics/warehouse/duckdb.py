@@ -80,11 +80,13 @@ class DuckDBWarehouse(Warehouse):
     def _flatten(self, file_uris: list[str], curated: str | None = None) -> str:
         """FLATTEN over these lake files (and a curated Parquet file), in DuckDB's dialect."""
         if curated is not None:
-            return self._flattened(curated_source(curated, file_uris))
+            # A curated file alone holds each event once: no deduplication to do.
+            template = sql.FLATTEN_ROWS if not file_uris else sql.FLATTEN
+            return self._flattened(curated_source(curated, file_uris), template)
         return self._flattened(raw_source(file_uris, sql.flatten_fields()))
 
-    def _flattened(self, source: str) -> str:
-        flatten = self.render(sql.FLATTEN.replace("{events}", _EVENTS_PLACEHOLDER))
+    def _flattened(self, source: str, template: str = sql.FLATTEN) -> str:
+        flatten = self.render(template.replace("{events}", _EVENTS_PLACEHOLDER))
         return flatten.replace(_EVENTS_PLACEHOLDER, source)
 
     def lake_rows(
@@ -152,9 +154,13 @@ class DuckDBWarehouse(Warehouse):
             try:
                 self._con.execute(f"DELETE FROM {raw} WHERE hour = $start", {"start": hour})
                 if file_uris or curated:
+                    # Stored by host and time (see order_hour). A curated file alone already is
+                    # (compaction sorted it): read in parallel, each row group of the table
+                    # still holds one stretch of its hosts, which is all a query gains.
+                    order = "" if curated and not file_uris else "ORDER BY host_id, ts, event_id"
                     statement = (
                         f"INSERT INTO {raw} SELECT * FROM ({self._flatten(file_uris, curated)}) "
-                        "ORDER BY host_id, ts, event_id"  # see order_hour
+                        + order
                     )
                     self._con.execute(statement, {"start": hour})
                 count = self._con.execute(

@@ -186,7 +186,7 @@ TABLE_NAMES: Final = {
 }
 
 # Flatten schema-v1 events (a table or external source ``{events}``) into RAW_COLUMNS.
-FLATTEN = """
+FLATTEN_ROWS = """
 SELECT
   CAST(event_id AS STRING) AS event_id,
   ts,
@@ -228,8 +228,15 @@ SELECT
   ) AS gpus_json
 FROM {events}
 WHERE ts >= @start AND ts < TIMESTAMP_ADD(@start, INTERVAL 1 HOUR)
-QUALIFY ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY source_file) = 1
 """
+"""Every event of the source as it comes: for a source that holds each event once (a curated
+Parquet file alone, which compaction deduplicated as FLATTEN does). The window FLATTEN adds was
+a third of the load of a 10,000-host hour from that file."""
+FLATTEN = (
+    FLATTEN_ROWS + "QUALIFY ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY source_file) = 1\n"
+)
+"""Each event once, the copy from the lake file with the smallest name (a resent or
+re-flushed event is in several files)."""
 
 
 @cache

@@ -76,21 +76,21 @@ def machine_metrics_hourly() -> None:
         return tasks.curate(scopes)
 
     @task
-    def record_run(
+    def finish(
         complete: bool,
         loaded: dict[str, object],
         _done: list[dict[str, Any]],
         data_interval_start: pendulum.DateTime | None = None,
     ) -> None:
         assert data_interval_start is not None
-        tasks.record_run(data_interval_start.isoformat(), complete, loaded)
+        tasks.finish(data_interval_start.isoformat(), complete, loaded)
 
     # TaskFlow passes XComArgs where the functions declare their runtime types.
     complete = wait_for_lake()
     loaded = load()
     complete >> loaded
     done = alerts(trends(host_quality(aggregate(check_raw(loaded)))))  # type: ignore[arg-type]
-    record_run(complete, loaded, done) >> curate(done)  # type: ignore[arg-type]
+    finish(complete, loaded, done) >> curate(done)  # type: ignore[arg-type]
 
 
 machine_metrics_hourly()
