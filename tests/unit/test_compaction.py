@@ -21,8 +21,10 @@ from sysmetrics.batch.hourly import run_hour
 from sysmetrics.config import Settings
 from sysmetrics.lake import layout
 from sysmetrics.lake.compaction import (
+    HourSource,
     compact_hour,
     current_manifest,
+    hour_source,
     last_prunable_hour,
     prune_hour,
     raw_files,
@@ -30,6 +32,7 @@ from sysmetrics.lake.compaction import (
 )
 from sysmetrics.lake.store import LakeStore
 from sysmetrics.schema import MetricsEvent, decode
+from sysmetrics.warehouse import sql
 from sysmetrics.warehouse.duckdb import DuckDBWarehouse
 from tests.support.kafka_io import SYSMETRICS
 from tests.support.lake import data_files, read_lines
@@ -136,6 +139,40 @@ def test_a_late_raw_file_makes_a_new_version_and_the_old_one_goes(tmp_path: Path
         "part-v000002.parquet",
     ]
     assert as_events(curated_table(store, OLD)) == raw_events(lake, OLD)
+
+
+def test_reading_an_hour_from_the_lake_gives_each_event_once(tmp_path: Path) -> None:
+    """What remote read runs on an hour the warehouse no longer holds: the curated file alone
+    is read without the deduplication (it holds each event once), and a raw file newer than it
+    that repeats some of its events (a re-flush) is read with it, each event once."""
+    lake = tmp_path / "lake"
+    builder = LakeBuilder(lake)
+    events = steady_host("web-1", OLD, 40.0, samples=60)
+    builder.add_batch(events)
+    store = LakeStore(str(lake))
+    assert hour_source(store, TOPIC, OLD + H) is None
+    raw_only = hour_source(store, TOPIC, OLD)
+    assert raw_only is not None and not raw_only.each_event_once
+    compact_hour(store, TOPIC, OLD)
+    statement = sql.read_raw(["cpu_pct"], "host_id = @host")
+    wh = DuckDBWarehouse(":memory:")
+    try:
+
+        def read(source: HourSource) -> list[tuple[int, float]]:
+            rows = wh.lake_rows(statement, source, OLD, start=OLD, end=OLD + H, host="web-1")
+            return [(r["t"], r["cpu_pct"]) for r in rows]
+
+        alone = hour_source(store, TOPIC, OLD)
+        assert alone is not None and alone.each_event_once
+        expected = [(int(e.ts.timestamp() * 1000), 40.0) for e in events]
+        assert read(alone) == expected
+        last = steady_host("web-1", OLD + timedelta(minutes=59), 40.0, samples=1)
+        builder.add_batch([*events[50:], *last])  # ten events again, and one new
+        newer = hour_source(store, TOPIC, OLD)
+        assert newer is not None and not newer.each_event_once
+        assert read(newer) == [*expected, (int(last[0].ts.timestamp() * 1000), 40.0)]
+    finally:
+        wh.close()
 
 
 def test_retention_prunes_only_verified_hours_and_the_warehouse_is_the_same(

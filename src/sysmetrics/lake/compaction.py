@@ -446,19 +446,26 @@ def hour_stats(store: LakeStore, topic: str, hour: datetime) -> tuple[LayerStats
     return raw, curated
 
 
-def hour_source(store: LakeStore, topic: str, hour: datetime) -> str | None:
-    """DuckDB's read of every event the lake holds for ``hour`` (each event possibly more than
-    once: readers deduplicate by event_id): its curated file plus the raw files that came
-    after it, else its raw files; None when the lake has nothing of the hour."""
+@dataclass(frozen=True)
+class HourSource:
+    """DuckDB's read of every event the lake holds for an hour."""
+
+    sql: str
+    each_event_once: bool
+    """True for a curated file alone (compaction deduplicated it); else an event may be read
+    more than once and readers deduplicate by event_id."""
+
+
+def hour_source(store: LakeStore, topic: str, hour: datetime) -> HourSource | None:
+    """The hour's curated file plus the raw files that came after it, else its raw files;
+    None when the lake has nothing of the hour."""
     manifest = current_manifest(store, topic, hour)
     raw = raw_files(store, topic, hour)
     if manifest is not None:
         compacted = set(manifest.sources)
-        return curated_source(
-            curated_uri(store, topic, manifest),
-            [store.uri(f) for f in raw if _name(f) not in compacted],
-        )
-    return raw_source([store.uri(f) for f in raw]) if raw else None
+        newer = [store.uri(f) for f in raw if _name(f) not in compacted]
+        return HourSource(curated_source(curated_uri(store, topic, manifest), newer), not newer)
+    return HourSource(raw_source([store.uri(f) for f in raw]), False) if raw else None
 
 
 def hour_hosts(store: LakeStore, topic: str, hour: datetime) -> int:
@@ -468,7 +475,8 @@ def hour_hosts(store: LakeStore, topic: str, hour: datetime) -> int:
         return 0
     con = _connect(store)
     try:
-        return int(con.execute(f"SELECT COUNT(DISTINCT host.host_id) FROM {source}").fetchone()[0])
+        statement = f"SELECT COUNT(DISTINCT host.host_id) FROM {source.sql}"
+        return int(con.execute(statement).fetchone()[0])
     finally:
         con.close()
 

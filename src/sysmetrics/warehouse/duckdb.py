@@ -9,7 +9,7 @@ from typing import Any
 
 import duckdb
 
-from sysmetrics.lake.compaction import curated_source, raw_source
+from sysmetrics.lake.compaction import HourSource, curated_source, raw_source
 from sysmetrics.warehouse import sql
 from sysmetrics.warehouse.base import Appended, Warehouse
 
@@ -90,12 +90,14 @@ class DuckDBWarehouse(Warehouse):
         return flatten.replace(_EVENTS_PLACEHOLDER, source)
 
     def lake_rows(
-        self, template: str, source: str, hour: datetime, **params: Any
+        self, template: str, source: HourSource, hour: datetime, **params: Any
     ) -> list[dict[str, Any]]:
-        """A statement over ``{raw}`` run on one lake hour instead of the table: ``source`` is
-        the hour's events (``lake.compaction.hour_source``), flattened as the load would."""
+        """A statement over ``{raw}`` run on one lake hour instead of the table, its events
+        flattened as the load would. Without the deduplication's window (a curated file
+        alone), a host filter reaches the file's row groups."""
+        flatten = sql.FLATTEN_ROWS if source.each_event_once else sql.FLATTEN
         statement = self.render(template.replace("{raw}", _RAW_PLACEHOLDER))
-        statement = statement.replace(_RAW_PLACEHOLDER, f"({self._flattened(source)})")
+        statement = statement.replace(_RAW_PLACEHOLDER, f"({self._flattened(source.sql, flatten)})")
         return self._rows(statement, {**self.used_params(template, params), "start": hour})
 
     def order_hour(self, hour: datetime) -> None:
