@@ -14,6 +14,8 @@ from starlette.testclient import TestClient
 from sysmetrics.batch.hourly import (
     DataQualityError,
     HourScope,
+    Loaded,
+    NewFiles,
     aggregate,
     check_raw,
     ledger,
@@ -440,6 +442,28 @@ def test_a_rebuilt_hour_is_stored_by_host_and_time_from_raw_files_and_from_its_c
     assert run_hour(settings, wh, store, HOUR14, rebuild=True).read == 1  # the curated file
     assert physical() == from_raw
     assert wh.rows("SELECT * FROM {hourly} ORDER BY host_id") == aggregates
+
+
+def test_what_the_load_task_passes_on_survives_json() -> None:
+    """The DAG's load task hands the run's last task a Loaded through XCom (JSON)."""
+    loaded = Loaded(
+        scopes=[HourScope(HOUR14, frozenset({"a", "b"}), judge_all=True), HourScope(HOUR14 + H)],
+        files=3,
+        rows=30,
+        read=2,
+        added=20,
+        late_read=1,
+        beyond_lookback=[HOUR14 - 48 * H],
+        markers=["_late/x"],
+        manifests=NewFiles(
+            manifests=[("2026112714", "p0000+10.json")], folders_done=[("2026112713", HOUR14 - H)]
+        ),
+        rebuilt=[HOUR14],
+    )
+    assert Loaded.from_json(json.loads(json.dumps(loaded.to_json()))) == loaded
+    earlier = loaded.to_json()
+    del earlier["rebuilt"]  # written by an earlier version's load task
+    assert Loaded.from_json(earlier).rebuilt == []
 
 
 def test_three_days_with_one_day_of_warehouse_retention_still_read_right(

@@ -480,7 +480,8 @@ class Loaded:
                     for folder, written in manifests["folders_done"]
                 ],
             ),
-            rebuilt=[datetime.fromisoformat(h) for h in data["rebuilt"]],
+            # Absent when an earlier version's load task wrote it (a run across an upgrade).
+            rebuilt=[datetime.fromisoformat(h) for h in data.get("rebuilt", [])],
         )
 
 
