@@ -161,10 +161,17 @@ def test_bigquery_load_aggregate_and_rerun_match_duckdb(
     finally:
         duck.close()
 
-    # Compacted to curated Parquet, plus a raw file that came after: a BigQuery rebuild loads
-    # the Parquet file (a PARQUET load job from gs://) and that raw file, and its tables equal
+    # Compacted to curated Parquet: a BigQuery rebuild loads the Parquet file alone, then with
+    # a raw file that came after (a PARQUET load job, then NDJSON), and its tables equal
     # DuckDB's from the raw files alone.
     assert compact_hour(store, cloud_settings.topic, HOUR14).rows == 670
+    wh = BigQueryWarehouse(bq.project, "sysmetrics", bq.endpoint)
+    try:
+        alone = run_hour(cloud_settings, wh, store, HOUR14, rebuild=True)
+        assert (alone.read, alone.rows) == (1, 670)  # the Parquet file alone, read without dedup
+        assert tables(wh) == second
+    finally:
+        wh.close()
     later_dir = tmp_path / "later"
     LakeBuilder(later_dir).add_batch(steady_host("late-4", HOUR14, cpu=60.0, samples=20))
     for path in later_dir.rglob("*.jsonl"):
