@@ -439,6 +439,24 @@ class Loaded:
     rebuilt: list[datetime] = field(default_factory=list)
     """Hours loaded from scratch: their load stored them by host and time already."""
 
+    def result(self, hour: datetime, complete: bool) -> HourResult:
+        """The run of ``hour`` as this load leaves it (what ``batch_runs`` records)."""
+        return HourResult(
+            hour=hour,
+            complete=complete,
+            files=self.files,
+            rows=self.rows,
+            recomputed=[scope.hour for scope in self.scopes],
+            beyond_lookback=self.beyond_lookback,
+            read=self.read,
+            added=self.added,
+            late_read=self.late_read,
+            hosts_recomputed={
+                scope.hour: None if scope.hosts is None else len(scope.hosts)
+                for scope in self.scopes
+            },
+        )
+
     def to_json(self) -> dict[str, Any]:
         """What the DAG's tasks pass on (XCom: JSON)."""
         return {
@@ -601,24 +619,17 @@ def run_hour(
     scratch; either way the tables come out the same. Only hosts with new rows are
     aggregated again unless ``recompute`` asks for every host of ``hour``."""
     hour = hour_floor(hour)
-    result = HourResult(hour)
     if wait_timeout_s > 0:
-        result.complete = wait_for_watermark(
+        complete = wait_for_watermark(
             store,
             settings.topic,
             hour + HOUR + timedelta(seconds=settings.watermark_grace_s),
             wait_timeout_s,
         )
     else:
-        result.complete = bool(complete_hours(store, settings.topic, [hour]))
+        complete = bool(complete_hours(store, settings.topic, [hour]))
     loaded = load_with_late_data(settings, wh, store, hour, rebuild, recompute)
-    result.recomputed = [scope.hour for scope in loaded.scopes]
-    result.hosts_recomputed = {
-        scope.hour: None if scope.hosts is None else len(scope.hosts) for scope in loaded.scopes
-    }
-    result.files, result.rows = loaded.files, loaded.rows
-    result.read, result.added, result.late_read = loaded.read, loaded.added, loaded.late_read
-    result.beyond_lookback = loaded.beyond_lookback
+    result = loaded.result(hour, complete)
     check_raw(wh, loaded.scopes)
     aggregate(wh, loaded.scopes, settings.sample_interval_s)
     host_quality(wh, loaded.scopes, settings)

@@ -99,17 +99,7 @@ def curate(scopes: list[dict[str, Any]]) -> dict[str, object]:
 def finish(hour: str, complete: bool, loaded: dict[str, Any]) -> None:
     """The run's last step, as ``batch run`` ends: ``hourly.finish``."""
     done = hourly.Loaded.from_json(loaded)
-    result = hourly.HourResult(
-        hour=datetime.fromisoformat(hour),
-        complete=complete,
-        files=done.files,
-        rows=done.rows,
-        recomputed=[scope.hour for scope in done.scopes],
-        beyond_lookback=done.beyond_lookback,
-        read=done.read,
-        added=done.added,
-        late_read=done.late_read,
-    )
+    result = done.result(datetime.fromisoformat(hour), complete)
     settings = load_settings()
     with _warehouse(settings) as wh:
         hourly.finish(settings, wh, _store(settings), result, done)
