@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,12 @@ from sysmetrics.warehouse.duckdb import DuckDBWarehouse
 from tests.support.fleets import assert_fleet_hour, the_messy_fleet, write_lake
 from tests.support.lakes import HOUR14, LakeBuilder, event, steady_host
 
-airflow = pytest.importorskip("airflow", reason="install the 'airflow' extra to test the DAG")
+# Not imported here: Airflow fixes its home and metadata database when first imported, so an
+# import at collection would put every run (both xdist workers, any other checkout's run on this
+# machine) on ~/airflow/airflow.db, where one run's resetdb breaks another's DAG runs.
+pytestmark = pytest.mark.skipif(
+    find_spec("airflow") is None, reason="install the 'airflow' extra to test the DAG"
+)
 DAGS = Path(__file__).resolve().parents[2] / "src" / "sysmetrics" / "orchestration" / "dags"
 
 
@@ -30,8 +36,12 @@ def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
         AIRFLOW__CORE__UNIT_TEST_MODE="True",
     )
+    from airflow import settings
     from airflow.utils import db
 
+    assert str(home) in str(settings.SQL_ALCHEMY_CONN), (
+        f"Airflow was imported before this fixture: its database is {settings.SQL_ALCHEMY_CONN}"
+    )
     db.resetdb()
     yield home
     os.environ.clear()
