@@ -60,8 +60,7 @@ def tables(wh: Any) -> dict[str, list[tuple[Any, ...]]]:
         "hourly": [
             tuple(r.values())
             for r in wh.rows(
-                "SELECT host_id, hour, samples, completeness_pct, cpu_avg, cpu_p95, cpu_max, "
-                "temp_max, net_sent_bytes, net_sent_rate_peak FROM {hourly} ORDER BY host_id"
+                "SELECT * FROM {hourly} ORDER BY host_id"  # every column: averages too
             )
         ],
         "alerts": [
