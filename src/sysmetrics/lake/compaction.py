@@ -188,8 +188,7 @@ def compact_hour(
         with tempfile.TemporaryDirectory(prefix="sysmetrics-compact-") as tmp:
             out = Path(tmp) / "part.parquet"
             con.execute(
-                f"COPY (SELECT * FROM {source} "
-                "QUALIFY ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY source_file) = 1 "
+                f"COPY (SELECT * FROM {source} {layout.EACH_EVENT_ONCE} "
                 f"ORDER BY host.host_id, ts, event_id) TO {_quote(str(out))} "
                 f"(FORMAT PARQUET, COMPRESSION ZSTD, ROW_GROUP_SIZE {int(row_group_rows)})"
             )

@@ -13,6 +13,8 @@ from typing import Final
 
 import sqlglot
 
+from sysmetrics.lake import layout
+
 # (column, BigQuery type): the raw table, one row per event, flattened from schema v1.
 RAW_COLUMNS: Final = (
     ("event_id", "STRING"),
@@ -232,11 +234,9 @@ WHERE ts >= @start AND ts < TIMESTAMP_ADD(@start, INTERVAL 1 HOUR)
 """Every event of the source as it comes: for a source that holds each event once (a curated
 Parquet file alone, which compaction deduplicated as FLATTEN does). The window FLATTEN adds was
 ~40 % of the load of a 10,000-host hour from that file."""
-FLATTEN = (
-    FLATTEN_ROWS + "QUALIFY ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY source_file) = 1\n"
-)
-"""Each event once, the copy from the lake file with the smallest name (a resent or
-re-flushed event is in several files)."""
+FLATTEN = f"{FLATTEN_ROWS}{layout.EACH_EVENT_ONCE}\n"
+"""Each event once, the copy compaction keeps (the one from the lake file with the smallest
+name)."""
 
 
 @cache
@@ -333,7 +333,7 @@ def _exact_averages(statement: str) -> str:
     """``EXACT_AVG(column)``: the average of the column's values rounded to 6 decimals, added
     as integers, so it is the same in any order of rows and on either engine."""
     return re.sub(
-        r"EXACT_AVG\((\w+)\)",
+        r"EXACT_AVG\(([\w.]+)\)",
         r"SAFE_DIVIDE(SUM(CAST(ROUND(\1 * 1000000) AS INT64)), 1000000 * COUNT(\1))",
         statement,
     )
@@ -541,7 +541,7 @@ def read_hosts(hosts: str) -> str:
 
 
 # Change vs the previous hour and vs the same hour of day over the host's last 7 days.
-TRENDS = """
+TRENDS = _exact_averages("""
 INSERT INTO {trends}
 SELECT
   cur.host_id,
@@ -549,14 +549,14 @@ SELECT
   cur.cpu_avg,
   prev.cpu_avg AS cpu_avg_prev_hour,
   cur.cpu_avg - prev.cpu_avg AS cpu_change_vs_prev_hour,
-  (SELECT ROUND(AVG(d.cpu_avg), 6) FROM {hourly} AS d
+  (SELECT ROUND(EXACT_AVG(d.cpu_avg), 6) FROM {hourly} AS d
    WHERE d.host_id = cur.host_id AND d.hour < cur.hour
      AND d.hour >= TIMESTAMP_SUB(cur.hour, INTERVAL 7 DAY)
      AND EXTRACT(HOUR FROM d.hour) = EXTRACT(HOUR FROM cur.hour)) AS cpu_avg_same_hour_7d,
   cur.mem_avg,
   prev.mem_avg AS mem_avg_prev_hour,
   cur.mem_avg - prev.mem_avg AS mem_change_vs_prev_hour,
-  (SELECT ROUND(AVG(d.mem_avg), 6) FROM {hourly} AS d
+  (SELECT ROUND(EXACT_AVG(d.mem_avg), 6) FROM {hourly} AS d
    WHERE d.host_id = cur.host_id AND d.hour < cur.hour
      AND d.hour >= TIMESTAMP_SUB(cur.hour, INTERVAL 7 DAY)
      AND EXTRACT(HOUR FROM d.hour) = EXTRACT(HOUR FROM cur.hour)) AS mem_avg_same_hour_7d
@@ -564,7 +564,7 @@ FROM {hourly} AS cur
 LEFT JOIN {hourly} AS prev
   ON prev.host_id = cur.host_id AND prev.hour = TIMESTAMP_SUB(cur.hour, INTERVAL 1 HOUR)
 WHERE cur.hour = @start AND IN_SCOPE(cur.host_id)
-"""
+""")
 
 # What is odd about each host's data in hour @start: flagged per host, never failing the run.
 # - duplicate_host_id: several machines publish under one id (cloned VMs, containers from one
@@ -661,7 +661,7 @@ ORDER BY anomaly, host_id
 # answer: they hold for a host in an hour when one of its samples in the hour is in a run of
 # samples above the threshold that began at least the rule's `for` earlier (@disk_for_ms,
 # @temperature_for_ms; a run may begin in the hour before), as the evaluator fires.
-ALERTS = """
+ALERTS = _exact_averages("""
 INSERT INTO {alerts}
 WITH cur AS (SELECT * FROM {hourly} WHERE hour = @start AND IN_SCOPE(host_id)),
 around AS (
@@ -695,7 +695,7 @@ temp_held AS (
   GROUP BY host_id
 ),
 baseline AS (
-  SELECT host_id, ROUND(AVG(cpu_avg), 6) AS mean_cpu,
+  SELECT host_id, ROUND(EXACT_AVG(cpu_avg), 6) AS mean_cpu,
          ROUND(STDDEV_SAMP(cpu_avg), 6) AS sd_cpu, COUNT(*) AS n
   FROM {hourly}
   WHERE hour < @start AND hour >= TIMESTAMP_SUB(@start, INTERVAL 168 HOUR)
@@ -738,7 +738,7 @@ rules AS (
     AND anomaly IN ('duplicate_host_id', 'clock_skew', 'counter_backwards')
 )
 SELECT @start AS hour, host_id, hostname, rule, severity, value, threshold FROM rules
-"""
+""")
 
 # Data-quality checks: each returns the number of offending rows for hour @start (its hosts in
 # scope).
