@@ -33,6 +33,11 @@ from sysmetrics.timeutil import hour_floor
 
 log = logging.getLogger(__name__)
 HOUR = timedelta(hours=1)
+EACH_EVENT_ONCE = "QUALIFY ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY source_file) = 1"
+"""Each event once, in SQL over lake files with a ``source_file`` column: the copy from the file
+with the smallest name (a resent or re-flushed event is in several files). Compaction and the
+warehouse load both keep that copy, so a curated file holds the rows a load of its raw files
+would."""
 DEFAULT_ROW_GROUP_ROWS = 122_880
 """DuckDB's own row group size; BigQuery and DuckDB both read row groups of 100k+ rows best."""
 
@@ -188,7 +193,7 @@ def compact_hour(
         with tempfile.TemporaryDirectory(prefix="sysmetrics-compact-") as tmp:
             out = Path(tmp) / "part.parquet"
             con.execute(
-                f"COPY (SELECT * FROM {source} {layout.EACH_EVENT_ONCE} "
+                f"COPY (SELECT * FROM {source} {EACH_EVENT_ONCE} "
                 f"ORDER BY host.host_id, ts, event_id) TO {_quote(str(out))} "
                 f"(FORMAT PARQUET, COMPRESSION ZSTD, ROW_GROUP_SIZE {int(row_group_rows)})"
             )

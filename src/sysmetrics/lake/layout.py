@@ -83,15 +83,6 @@ def parse_batch_name(name: str) -> tuple[int, int, int] | None:
     return int(match["partition"]), int(match["start"]), int(match["end"])
 
 
-EACH_EVENT_ONCE: Final = (
-    "QUALIFY ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY source_file) = 1"
-)
-"""Each event once, in SQL over lake files with a ``source_file`` column: the copy from the file
-with the smallest name (a resent or re-flushed event is in several files). Compaction and the
-warehouse load both keep that copy, so a curated file holds the rows a load of its raw files
-would."""
-
-
 def quarantine_path(topic: str, partition: int, start: int, end: int) -> str:
     return f"quarantine/{topic}/{batch_name(topic, partition, start, end)}"
 

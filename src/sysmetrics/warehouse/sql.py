@@ -13,7 +13,7 @@ from typing import Final
 
 import sqlglot
 
-from sysmetrics.lake import layout
+from sysmetrics.lake.compaction import EACH_EVENT_ONCE
 
 # (column, BigQuery type): the raw table, one row per event, flattened from schema v1.
 RAW_COLUMNS: Final = (
@@ -234,7 +234,7 @@ WHERE ts >= @start AND ts < TIMESTAMP_ADD(@start, INTERVAL 1 HOUR)
 """Every event of the source as it comes: for a source that holds each event once (a curated
 Parquet file alone, which compaction deduplicated as FLATTEN does). The window FLATTEN adds was
 ~40 % of the load of a 10,000-host hour from that file."""
-FLATTEN = f"{FLATTEN_ROWS}{layout.EACH_EVENT_ONCE}\n"
+FLATTEN = f"{FLATTEN_ROWS}{EACH_EVENT_ONCE}\n"
 """Each event once, the copy compaction keeps (the one from the lake file with the smallest
 name)."""
 
