@@ -90,6 +90,37 @@ def test_hourly_aggregates_match_hand_computed_values(
     assert row["hostname"] == "detail.example"
 
 
+# 64 readings in tenths whose exact mean, 47.0484375, sits on a 6-decimal rounding boundary:
+# added as floats, time order rounds it to 47.048437 and the reverse to 47.048438.
+TIE_TENTHS = [
+    585, 33, 439, 494, 591, 15, 211, 473, 832, 503, 843, 284, 669, 830, 164, 35,
+    533, 501, 335, 77, 255, 975, 975, 763, 369, 45, 430, 880, 142, 617, 363, 390,
+    431, 290, 846, 691, 268, 467, 178, 702, 310, 677, 371, 136, 467, 786, 880, 245,
+    992, 450, 628, 384, 45, 596, 4, 241, 137, 199, 963, 931, 310, 549, 374, 912,
+]  # fmt: skip
+
+
+def test_hourly_averages_do_not_depend_on_the_order_rows_are_stored_in(
+    settings: Settings, wh: DuckDBWarehouse, lake: LakeBuilder
+) -> None:
+    """An incremental load appends rows where a from-scratch load sorts them: the aggregates
+    must be the same to the last digit either way."""
+    lake.add_batch(
+        [
+            event("tie", HOUR14 + timedelta(seconds=10 * i), tenths / 10, seq=i)
+            for i, tenths in enumerate(TIE_TENTHS)
+        ]
+    )
+    run(settings, wh)
+    in_time_order = hourly(wh, "tie")
+    assert in_time_order["cpu_avg"] == 47.048437  # the exact mean, rounded as a double
+    wh.execute("CREATE TABLE reversed AS SELECT * FROM {raw} ORDER BY ts DESC")
+    wh.execute("DELETE FROM {raw}")
+    wh.execute("INSERT INTO {raw} SELECT * FROM reversed")
+    aggregate(wh, [HourScope(HOUR14)], settings.sample_interval_s)
+    assert hourly(wh, "tie") == in_time_order
+
+
 def test_counter_deltas_reach_back_into_the_previous_hour(
     settings: Settings, wh: DuckDBWarehouse, lake: LakeBuilder
 ) -> None:
