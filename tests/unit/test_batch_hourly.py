@@ -121,6 +121,20 @@ def test_hourly_averages_do_not_depend_on_the_order_rows_are_stored_in(
     assert hourly(wh, "tie") == in_time_order
 
 
+def test_an_absurd_reading_is_left_out_of_its_average_and_the_hour_still_runs(
+    settings: Settings, wh: DuckDBWarehouse, lake: LakeBuilder
+) -> None:
+    """The schema bounds percentages and temperatures but not load or watts: a reading of
+    1e300 passes validation, and an average added as integers must not overflow on it."""
+    samples = [event("absurd", HOUR14 + timedelta(seconds=10 * i), 20.0, seq=i) for i in range(3)]
+    for sample, load in zip(samples, (2.0, 1e300, 4.0), strict=True):
+        sample.cpu.load_1m = load
+    lake.add_batch(samples)
+    run(settings, wh)
+    row = hourly(wh, "absurd")
+    assert (row["samples"], row["load_avg"], row["cpu_avg"]) == (3, 3.0, 20.0)
+
+
 def test_counter_deltas_reach_back_into_the_previous_hour(
     settings: Settings, wh: DuckDBWarehouse, lake: LakeBuilder
 ) -> None:

@@ -331,10 +331,14 @@ def scoped(statement: str, every_host: bool) -> str:
 
 def _exact_averages(statement: str) -> str:
     """``EXACT_AVG(column)``: the average of the column's values rounded to 6 decimals, added
-    as integers, so it is the same in any order of rows and on either engine."""
+    as integers, so it is the same in any order of rows and on either engine. A reading of a
+    million or more is left out: no averaged field is that large for a real machine (the schema
+    bounds percentages and temperatures, not load or watts), and as an integer it could
+    overflow the sum (an error that would stop the hour for every host)."""
     return re.sub(
         r"EXACT_AVG\(([\w.]+)\)",
-        r"SAFE_DIVIDE(SUM(CAST(ROUND(\1 * 1000000) AS INT64)), 1000000 * COUNT(\1))",
+        r"SAFE_DIVIDE(SUM(IF(ABS(\1) < 1000000, CAST(ROUND(\1 * 1000000) AS INT64), NULL)),"
+        r" 1000000 * COUNT(IF(ABS(\1) < 1000000, \1, NULL)))",
         statement,
     )
 
@@ -389,9 +393,9 @@ traffic AS (
     host_id,
     SUM(inc_sent) AS net_sent_bytes,
     SUM(inc_recv) AS net_recv_bytes,
-    ROUND(SAFE_DIVIDE(1000 * SUM(inc_sent), SUM(IF(inc_sent IS NULL, NULL, dt_ms))), 6)
+    ROUND(SAFE_DIVIDE(SUM(inc_sent), SUM(IF(inc_sent IS NULL, NULL, dt_ms)) / 1000.0), 6)
       AS net_sent_rate_avg,
-    ROUND(SAFE_DIVIDE(1000 * SUM(inc_recv), SUM(IF(inc_recv IS NULL, NULL, dt_ms))), 6)
+    ROUND(SAFE_DIVIDE(SUM(inc_recv), SUM(IF(inc_recv IS NULL, NULL, dt_ms)) / 1000.0), 6)
       AS net_recv_rate_avg,
     MAX(SAFE_DIVIDE(inc_sent, dt_s)) AS net_sent_rate_peak,
     MAX(SAFE_DIVIDE(inc_recv, dt_s)) AS net_recv_rate_peak,
