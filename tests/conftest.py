@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +17,18 @@ from tests.support.apache_kafka import ApacheKafkaBroker, missing_tools
 from tests.support.brokers import DurableTansuBroker, TansuBroker, TestBroker
 
 BROKER_KINDS = ["tansu", "apache-kafka"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Each test process gets its own Airflow home. Airflow fixes its home and metadata
+    database when first imported, and test modules import it at collection (importorskip), so
+    without this every run on the machine, both xdist workers included, shared
+    ~/airflow/airflow.db, where one run's resetdb broke another's DAG runs."""
+    os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="sysmetrics-airflow-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(os.environ["AIRFLOW_HOME"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -17,9 +17,6 @@ from sysmetrics.warehouse.duckdb import DuckDBWarehouse
 from tests.support.fleets import assert_fleet_hour, the_messy_fleet, write_lake
 from tests.support.lakes import HOUR14, LakeBuilder, event, steady_host
 
-# Not imported here: Airflow fixes its home and metadata database when first imported, so an
-# import at collection would put every run (both xdist workers, any other checkout's run on this
-# machine) on ~/airflow/airflow.db, where one run's resetdb breaks another's DAG runs.
 pytestmark = pytest.mark.skipif(
     find_spec("airflow") is None, reason="install the 'airflow' extra to test the DAG"
 )
@@ -27,11 +24,10 @@ DAGS = Path(__file__).resolve().parents[2] / "src" / "sysmetrics" / "orchestrati
 
 
 @pytest.fixture(scope="module")
-def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    home = tmp_path_factory.mktemp("airflow")
+def airflow_home() -> Iterator[Path]:
+    home = Path(os.environ["AIRFLOW_HOME"])  # this test process's own (tests/conftest.py)
     saved = dict(os.environ)
     os.environ.update(
-        AIRFLOW_HOME=str(home),
         AIRFLOW__CORE__DAGS_FOLDER=str(DAGS),
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
         AIRFLOW__CORE__UNIT_TEST_MODE="True",
@@ -40,7 +36,7 @@ def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     from airflow.utils import db
 
     assert str(home) in str(settings.SQL_ALCHEMY_CONN), (
-        f"Airflow was imported before this fixture: its database is {settings.SQL_ALCHEMY_CONN}"
+        f"Airflow's database is {settings.SQL_ALCHEMY_CONN}, not this test process's own"
     )
     db.resetdb()
     yield home
