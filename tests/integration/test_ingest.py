@@ -316,8 +316,14 @@ def test_otel_collector_hostmetrics_over_otlp_reaches_the_lake(
         f"""receivers:
   hostmetrics:
     collection_interval: 2s
-    scrapers: {{cpu: {{}}, load: {{}}, memory: {{}}, paging: {{}}, filesystem: {{}}, disk: {{}},
-               network: {{}}}}
+    scrapers:
+      cpu: {{}}
+      load: {{}}
+      memory: {{metrics: {{system.memory.limit: {{enabled: true}}}}}}
+      paging: {{}}
+      filesystem: {{}}
+      disk: {{}}
+      network: {{}}
 processors:
   resource:
     attributes: [{{key: host.name, value: otel-test-host, action: upsert}}]
@@ -349,7 +355,7 @@ service:
     mem_total = int(Path("/proc/meminfo").read_text().split()[1]) * 1024
     root = os.statvfs("/")
     for event in events:
-        assert event["memory"]["total_bytes"] == pytest.approx(mem_total, rel=0.02)
+        assert event["memory"]["total_bytes"] == mem_total  # system.memory.limit: MemTotal
         assert event["network"]["bytes_recv"] >= 0
         assert any(d["total_bytes"] == root.f_blocks * root.f_frsize for d in event["disks"]), (
             "the root filesystem's size, exactly as statvfs says"

@@ -176,3 +176,30 @@ def test_recorded_otel_collector_export_fills_the_documented_fields() -> None:
         total = sum(counters[(metric, device, direction)] for device in devices)
         assert getattr(event.network, field) == total
     assert event.network.bytes_recv > 0
+
+
+def test_otel_memory_total_is_the_limit_when_the_collector_sends_it() -> None:
+    """Since Collector v0.137 `used` is total - MemAvailable, so the states no longer add up
+    to the memory: `system.memory.limit` (MemTotal; the README's config turns it on) is the
+    total when sent, else the states' sum without the slab breakdown."""
+    data = (FIXTURES / "otelcol_hostmetrics_export.pb").read_bytes()
+    decoded = decode_otlp_python(data, "application/x-protobuf", ("host.name",), 10**6)
+    key, facts = next(
+        (key, list(facts))
+        for key, facts in decoded.samples.items()
+        if any(name == "system.memory.usage" for name, _, _ in facts)
+    )
+    states = {labels[0]: value for name, labels, value in facts if name == "system.memory.usage"}
+    assert {"used", "free", "slab_reclaimable"} <= set(states)
+
+    def memory(extra: list) -> object:  # type: ignore[type-arg]
+        event = build_event("otel", key[0], key[1], facts + extra, HostState())
+        return decode(encode(event)).memory
+
+    without = memory([])
+    assert without.total_bytes == sum(v for k, v in states.items() if not k.startswith("slab"))
+    limit = states["used"] + states["free"] + 123_456_789
+    with_limit = memory([("system.memory.limit", (), float(limit))])
+    assert with_limit.total_bytes == limit
+    assert with_limit.used_bytes == states["used"]
+    assert with_limit.used_pct == pytest.approx(100 * states["used"] / limit, abs=0.01)

@@ -124,6 +124,7 @@ OTEL_METRICS: Final[dict[str, tuple[str, ...]]] = {
     "system.cpu.load_average.1m": (),
     "system.cpu.load_average.5m": (),
     "system.cpu.load_average.15m": (),
+    "system.memory.limit": (),
     "system.memory.usage": ("state",),
     "system.linux.memory.available": (),
     "system.paging.usage": ("device", "state"),
@@ -344,10 +345,14 @@ def _memory(facts: _Facts, source: Source) -> tuple[Memory | None, Swap | None]:
             swap_used = swap_total - swap_free
     else:
         states = facts.by_first_label("system.memory.usage")
+        total = facts.one("system.memory.limit")
         if states:
-            # slab_* states break down memory the other states already count
-            total = sum(v for k, v in states.items() if not k.startswith("slab"))
             used = states.get("used")
+            if total is None:
+                # Without the limit (off by default), the states' sum: slab_* break down memory
+                # the others count. Exact before Collector v0.137; since, `used` is total -
+                # MemAvailable, and the sum overstates total by the cache the kernel cannot free.
+                total = sum(v for k, v in states.items() if not k.startswith("slab"))
         available = facts.one("system.linux.memory.available")
         paging: dict[str, float] = defaultdict(float)
         for (_device, state), value in facts.rows("system.paging.usage"):
