@@ -8,7 +8,7 @@ import signal
 import subprocess
 import time
 import urllib.request
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -72,11 +72,25 @@ def test_up_with_airflow_runs_the_dag_and_stops_cleanly(tmp_path: Path) -> None:
             "the DAG to be parsed and unpaused",
         )
         state = json.loads((data / "up.json").read_text())
-        run = api(
-            port,
-            f"/dags/{DAG}/dagRuns",
-            {"logical_date": (HOUR14 + timedelta(hours=1)).isoformat()},
-        )
+        logical = HOUR14 + timedelta(hours=1)
+
+        def the_run() -> dict[str, Any] | None:
+            """Triggered here; a trigger whose answer timed out (5 s, under CI's load) may
+            still have made the run, and a second trigger then conflicts: look it up."""
+            listed = (api(port, f"/dags/{DAG}/dagRuns") or {}).get("dag_runs", [])
+            made = [
+                r
+                for r in listed
+                if datetime.fromisoformat(r["logical_date"].replace("Z", "+00:00")) == logical
+            ]
+            return (
+                made[0]
+                if made
+                else api(port, f"/dags/{DAG}/dagRuns", {"logical_date": logical.isoformat()})
+            )
+
+        wait_for(lambda: the_run() is not None, 120, "the 14:00 run to be triggered")
+        run = the_run()
         assert run is not None and run["data_interval_start"].startswith("2026-11-27T14:00")
         run_id = urllib.request.quote(run["dag_run_id"], safe="")
         wait_for(
