@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +16,7 @@ from sysmetrics.warehouse.duckdb import DuckDBWarehouse
 from tests.support.fleets import assert_fleet_hour, the_messy_fleet, write_lake
 from tests.support.lakes import HOUR14, LakeBuilder, event, steady_host
 
-pytestmark = pytest.mark.skipif(
-    find_spec("airflow") is None, reason="install the 'airflow' extra to test the DAG"
-)
+pytest.importorskip("airflow", reason="install the 'airflow' extra to test the DAG")
 DAGS = Path(__file__).resolve().parents[2] / "src" / "sysmetrics" / "orchestration" / "dags"
 
 
