@@ -8,6 +8,11 @@ validation, no partitioning by event hour, no exactly-once commit. Writer time i
 first file (the sink: its first line) until 95 % of the events are written (group join and the
 idle stop-time flush excluded).
 
+Two floors in each round say what no writer of this lake can beat: (d) the contract alone
+(consume, one file per 50-record batch through the same store, commit; nothing validated) and
+(e) the kernel's share of it: creating those files with the same bytes and nothing else. And
+the cores the one writer and the broker use bound what two writers can add on this machine.
+
     .venv/bin/python benchmarks/lake_writer.py [events] [rounds]
 """
 
@@ -21,12 +26,17 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import defaultdict
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, Message, TopicPartition
 
 from sysmetrics.config import Settings, load_settings
+from sysmetrics.lake import layout
+from sysmetrics.lake.store import LakeStore
+from sysmetrics.lake.writer import LakeWriter
 from sysmetrics.schema import encode
 from sysmetrics.stream.admin import ensure_topic
 from sysmetrics.stream.broker import EmbeddedBroker, free_port
@@ -87,6 +97,76 @@ def seed_style_rate(settings: Settings, out_dir: Path, total: int) -> float:
     return seen / elapsed
 
 
+def contract_floor_rate(settings: Settings, lake: Path, total: int) -> float:
+    """What the lake's contract alone costs, in one Python process: consume, cut 50-record
+    batches per partition, create one file per batch through the same store (intent first,
+    create-if-absent, the same syncs), commit synchronously. Nothing is validated, stamped or
+    partitioned by hour: our writer can at best approach this rate."""
+    consumer = Consumer(consumer_config(settings, group_id=f"floor-{uuid.uuid4().hex[:6]}"))
+    consumer.subscribe([settings.topic])
+    store = LakeStore(str(lake))
+    pending: dict[int, list[Message]] = defaultdict(list)
+    read = written = 0
+    first = t95 = None
+    while written < total:
+        polled = [
+            m for m in consumer.consume(LakeWriter.consume_batch, timeout=1.0) if not m.error()
+        ]
+        if polled and first is None:
+            first = time.perf_counter()
+        read += len(polled)
+        for message in polled:
+            pending[message.partition()].append(message)  # type: ignore[index]
+        files: list[tuple[str, bytes]] = []
+        state: dict[str, bytes] = {}
+        offsets: list[TopicPartition] = []
+        for partition, messages in pending.items():
+            cut = len(messages) if read >= total else len(messages) - len(messages) % 50
+            batches = [messages[i : min(i + 50, cut)] for i in range(0, cut, 50)]
+            pending[partition] = messages[cut:]
+            if not batches:
+                continue
+            offsets.append(TopicPartition(settings.topic, partition, batches[-1][-1].offset() + 1))  # type: ignore[operator]
+            state[layout.intent_path(settings.topic, partition)] = json.dumps(
+                {"start": batches[0][0].offset(), "ends": [b[-1].offset() for b in batches]}
+            ).encode()
+            for batch in batches:
+                start, end = batch[0].offset(), batch[-1].offset()
+                name = layout.batch_name(settings.topic, partition, start, end)
+                files.append((f"raw/{name}", b"\n".join(m.value() for m in batch) + b"\n"))  # type: ignore[misc]
+                written += len(batch)
+        if files:
+            store.create_files(files, state)
+            consumer.commit(offsets=offsets, asynchronous=False)
+        if t95 is None and written >= 0.95 * total:
+            t95 = time.perf_counter()
+    consumer.close()
+    assert first is not None and t95 is not None
+    return 0.95 * total / max(t95 - first, 1e-3)
+
+
+def file_creation_seconds(work: Path, values: list[bytes], per_file: int = 50) -> float:
+    """Seconds to create the files a writer flushing every ``per_file`` records creates, with
+    the same bytes, and nothing else: open, write, close (no temporary name, no sync, no
+    Kafka). What the one-file-per-batch contract costs the kernel, in any language."""
+    work.mkdir(parents=True)
+    chunks = [b"\n".join(values[i : i + per_file]) + b"\n" for i in range(0, len(values), per_file)]
+    began = time.perf_counter()
+    for i, chunk in enumerate(chunks):
+        fd = os.open(work / f"{i}.jsonl", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            os.write(fd, chunk)
+        finally:
+            os.close(fd)
+    return time.perf_counter() - began
+
+
+def cpu_seconds(pid: int) -> float:
+    """A live process's user + system CPU time so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def connect_sink_rate(settings: Settings, work: Path, total: int) -> float:
     """Kafka Connect standalone with the FileStreamSink connector on the same topic."""
     libs = maven_libs(CONNECT_POM, "kafka-connect-4.1.0")
@@ -143,7 +223,15 @@ def connect_sink_rate(settings: Settings, work: Path, total: int) -> float:
         process.wait()
 
 
-def writers_rate(settings: Settings, lake: Path, total: int, writers: int, flush: int) -> float:
+@dataclass
+class WritersRun:
+    rate: float  # events/s, from the first file until 95 % are written
+    cores: float  # CPU-seconds per second over that window: the writers' and the broker's
+
+
+def writers_rate(
+    settings: Settings, lake: Path, total: int, writers: int, flush: int, broker_pid: int
+) -> WritersRun:
     env = {
         **os.environ,
         "SYSMETRICS_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
@@ -162,6 +250,15 @@ def writers_rate(settings: Settings, lake: Path, total: int, writers: int, flush
         )
         for _ in range(writers)
     ]
+    # (wall time, CPU-seconds of the writers and the broker so far), every 50 ms
+    samples: list[tuple[float, float]] = []
+    while any(p.poll() is None for p in procs):
+        try:
+            used = sum(cpu_seconds(p.pid) for p in procs) + cpu_seconds(broker_pid)
+        except (FileNotFoundError, ProcessLookupError):  # a writer just exited
+            break
+        samples.append((time.time(), used))
+        time.sleep(0.05)
     for p in procs:
         p.wait()
     files = list((lake / "raw").rglob("*.jsonl"))
@@ -174,7 +271,9 @@ def writers_rate(settings: Settings, lake: Path, total: int, writers: int, flush
         if done >= 0.95 * total:
             t95 = mtime
             break
-    return 0.95 * total / max(t95 - first, 1e-3)
+    window = [(t, used) for t, used in samples if first <= t <= t95]
+    cores = (window[-1][1] - window[0][1]) / (window[-1][0] - window[0][0])
+    return WritersRun(0.95 * total / max(t95 - first, 1e-3), cores)
 
 
 def main() -> None:
@@ -183,7 +282,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         broker = EmbeddedBroker(root / "broker", free_port())
-        broker.start()
+        pid = broker.start().pid
         try:
             settings = load_settings(
                 bootstrap_servers=broker.bootstrap, topic="bench", topic_partitions=4
@@ -192,38 +291,62 @@ def main() -> None:
             start = datetime(2026, 11, 27, tzinfo=UTC)
             hosts = total // 360 + 1
             events = [e for _, e in generate(hosts, start, 3600, 10, 5)][:total]
-            produce(settings, [(e.host.host_id.encode(), encode(e)) for e in events])
+            messages = [(e.host.host_id.encode(), encode(e)) for e in events]
+            produce(settings, messages)
             base = bare_consume_rate(settings, total)
             seed = seed_style_rate(settings, root / "seed", total)
-            cores = os.cpu_count()
+            cores = os.cpu_count() or 1
             print(f"lake writer throughput, {total:,} events, {cores} cores, Tansu, local disk")
             print(f"  (a) bare confluent-kafka consumer  {base:>10,.0f} events/s")
             print(f"  (b) seed-style kafka-python writer {seed:>10,.0f} events/s")
             # This machine's speed drifts by tens of percent within minutes: the peer and our
             # writers alternate, round after round, and each ratio is taken within one round.
-            one_vs_connect, two_vs_one = [], []
+            one_vs_connect: list[float] = []
+            two_vs_one: list[float] = []
+            floor_vs_connect: list[float] = []  # (d)
+            files_vs_connect: list[float] = []  # (e)
+            ceilings: list[float] = []
             for n in range(rounds):
                 connect = connect_sink_rate(settings, root / f"connect-{n}", total)
-                one = writers_rate(settings, root / f"lake-1-{n}" / "lake", total, 1, 50)
-                two = writers_rate(settings, root / f"lake-2-{n}" / "lake", total, 2, 50)
-                one_vs_connect.append(one / connect)
-                two_vs_one.append(two / one)
+                floor = contract_floor_rate(settings, root / f"floor-{n}" / "lake", total)
+                files_s = file_creation_seconds(root / f"files-{n}", [v for _, v in messages])
+                files_vs_connect.append(files_s / (total / connect))
+                one = writers_rate(settings, root / f"lake-1-{n}" / "lake", total, 1, 50, pid)
+                two = writers_rate(settings, root / f"lake-2-{n}" / "lake", total, 2, 50, pid)
+                # At a constant CPU cost per event, k times one writer's rate needs k times
+                # the cores the one writer and the broker used: the machine caps k.
+                ceiling = min(2.0, cores / one.cores)
+                one_vs_connect.append(one.rate / connect)
+                two_vs_one.append(two.rate / one.rate)
+                floor_vs_connect.append(floor / connect)
+                ceilings.append(ceiling)
                 print(
                     f"  round {n + 1}: (c) Kafka Connect FileStreamSink {connect:>8,.0f} events/s; "
-                    f"default flush (50): 1 writer {one:>8,.0f} ({one / connect:.2f}x (c), "
-                    f"{one / base:.3f}x (a), {one / seed:.1f}x (b)), "
-                    f"2 writers {two:>8,.0f} ({two / connect:.2f}x (c), {two / one:.2f}x 1)"
+                    f"(d) the contract alone {floor:>8,.0f} ({floor / connect:.2f}x (c)); "
+                    f"(e) creating its {total // 50:,} files alone {files_s:.2f} s = "
+                    f"{files_vs_connect[-1]:.2f}x (c)'s whole run; "
+                    f"default flush (50): 1 writer {one.rate:>8,.0f} "
+                    f"({one.rate / connect:.2f}x (c), "
+                    f"{one.rate / floor:.2f}x (d), {one.rate / base:.3f}x (a), "
+                    f"{one.rate / seed:.1f}x (b); writer + broker {one.cores:.2f} cores), "
+                    f"2 writers {two.rate:>8,.0f} ({two.rate / one.rate:.2f}x 1; "
+                    f"{two.cores:.2f} cores; at most {ceiling:.2f}x on {cores} cores)"
                 )
             print(
                 f"  median of {rounds}: 1 writer {statistics.median(one_vs_connect):.2f}x Connect "
-                f"(spread {min(one_vs_connect):.2f}-{max(one_vs_connect):.2f}), 2 writers "
+                f"(spread {min(one_vs_connect):.2f}-{max(one_vs_connect):.2f}); the contract "
+                f"alone {statistics.median(floor_vs_connect):.2f}x Connect "
+                f"({min(floor_vs_connect):.2f}-{max(floor_vs_connect):.2f}), creating its files "
+                f"alone takes {statistics.median(files_vs_connect):.2f}x Connect's time "
+                f"({min(files_vs_connect):.2f}-{max(files_vs_connect):.2f}); 2 writers "
                 f"{statistics.median(two_vs_one):.2f}x 1 writer "
-                f"({min(two_vs_one):.2f}-{max(two_vs_one):.2f})"
+                f"({min(two_vs_one):.2f}-{max(two_vs_one):.2f}), the cores allow "
+                f"{statistics.median(ceilings):.2f}x ({min(ceilings):.2f}-{max(ceilings):.2f})"
             )
             for writers in (1, 2):
                 rate = writers_rate(
-                    settings, root / f"lake-{writers}-500" / "lake", total, writers, 500
-                )
+                    settings, root / f"lake-{writers}-500" / "lake", total, writers, 500, pid
+                ).rate
                 print(
                     f"  {writers} writer(s), flush 500 records     {rate:>10,.0f} events/s  "
                     f"{rate / base:.3f}x (a)  {rate / seed:.2f}x (b)"

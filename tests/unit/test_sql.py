@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+import duckdb
 import pytest
 import sqlglot
 
@@ -13,6 +16,7 @@ STATEMENTS = {
     "aggregate": sql.AGGREGATE,
     "trends": sql.TRENDS,
     "alerts": sql.ALERTS,
+    "host_quality": sql.HOST_QUALITY,
     **sql.RAW_CHECKS,
     **sql.AGGREGATE_CHECKS,
 }
@@ -50,3 +54,27 @@ def test_every_aggregate_column_is_declared() -> None:
         ).expression.expressions
     ]
     assert selected == declared
+
+
+def test_the_shared_definitions_are_expanded_in_every_statement() -> None:
+    for statement in STATEMENTS.values():
+        assert "EXACT_AVG(" not in statement and "SLOT(" not in statement
+
+
+def test_a_slot_counts_whole_intervals_since_the_epoch_on_the_engine() -> None:
+    at = datetime(2026, 12, 1, 10, 0, 25, tzinfo=UTC)
+    statement = sql.render(
+        sql._macros(
+            "SELECT SLOT(@at, COALESCE(NULL, 10.0)), SLOT(@at, 2.5), "
+            "EXACT_AVG(x) FROM UNNEST([0.1, 0.2, 1e300]) AS x"
+        ),
+        "duckdb",
+    )
+    row = duckdb.connect().execute(statement, {"at": at}).fetchone()
+    millis = int(at.timestamp() * 1000)
+    assert row == (millis // 10_000, millis // 2_500, pytest.approx(0.15))
+
+
+def test_an_unbalanced_macro_call_is_refused() -> None:
+    with pytest.raises(ValueError, match="unbalanced"):
+        sql._macros("SELECT SLOT(ts, COALESCE(a, 1)")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sized
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -450,6 +450,12 @@ def hour_stats(store: LakeStore, topic: str, hour: datetime) -> tuple[LayerStats
     return raw, curated
 
 
+def each_event_once(curated: bool, raw_files: Sized) -> bool:
+    """Whether a read of an hour holds each event once: a curated file alone does (compaction
+    deduplicated it); raw files, alone or beside one, may hold an event more than once."""
+    return curated and not raw_files
+
+
 @dataclass(frozen=True)
 class HourSource:
     """DuckDB's read of every event the lake holds for an hour."""
@@ -468,7 +474,8 @@ def hour_source(store: LakeStore, topic: str, hour: datetime) -> HourSource | No
     if manifest is not None:
         compacted = set(manifest.sources)
         newer = [store.uri(f) for f in raw if _name(f) not in compacted]
-        return HourSource(curated_source(curated_uri(store, topic, manifest), newer), not newer)
+        source = curated_source(curated_uri(store, topic, manifest), newer)
+        return HourSource(source, each_event_once(True, newer))
     return HourSource(raw_source([store.uri(f) for f in raw]), False) if raw else None
 
 

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from sysmetrics.event_types import bigquery_schema
+from sysmetrics.lake.compaction import each_event_once
 from sysmetrics.warehouse import sql
 from sysmetrics.warehouse.base import Appended, Warehouse
 
@@ -170,8 +171,7 @@ class BigQueryWarehouse(Warehouse):
         self.execute(sql.delete_hour("raw"), start=hour)
         if file_uris or curated:
             staging = self._stage(hour, file_uris, "_staging", curated)
-            # A curated file alone holds each event once: no deduplication to do.
-            template = sql.FLATTEN_ROWS if curated and not file_uris else sql.FLATTEN
+            template = sql.flatten(each_event_once(curated is not None, file_uris))
             try:
                 flatten = self.render(template.replace("{events}", f"`{staging}`"))
                 self._execute(

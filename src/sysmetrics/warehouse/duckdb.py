@@ -9,7 +9,7 @@ from typing import Any
 
 import duckdb
 
-from sysmetrics.lake.compaction import HourSource, curated_source, raw_source
+from sysmetrics.lake.compaction import HourSource, curated_source, each_event_once, raw_source
 from sysmetrics.warehouse import sql
 from sysmetrics.warehouse.base import Appended, Warehouse
 
@@ -80,8 +80,7 @@ class DuckDBWarehouse(Warehouse):
     def _flatten(self, file_uris: list[str], curated: str | None = None) -> str:
         """FLATTEN over these lake files (and a curated Parquet file), in DuckDB's dialect."""
         if curated is not None:
-            # A curated file alone holds each event once: no deduplication to do.
-            template = sql.FLATTEN_ROWS if not file_uris else sql.FLATTEN
+            template = sql.flatten(each_event_once(True, file_uris))
             return self._flattened(curated_source(curated, file_uris), template)
         return self._flattened(raw_source(file_uris, sql.flatten_fields()))
 
@@ -95,7 +94,7 @@ class DuckDBWarehouse(Warehouse):
         """A statement over ``{raw}`` run on one lake hour instead of the table, its events
         flattened as the load would. Without the deduplication's window (a curated file
         alone), a host filter reaches the file's row groups."""
-        flatten = sql.FLATTEN_ROWS if source.each_event_once else sql.FLATTEN
+        flatten = sql.flatten(source.each_event_once)
         statement = self.render(template.replace("{raw}", _RAW_PLACEHOLDER))
         statement = statement.replace(_RAW_PLACEHOLDER, f"({self._flattened(source.sql, flatten)})")
         return self._rows(statement, {**self.used_params(template, params), "start": hour})
@@ -159,7 +158,8 @@ class DuckDBWarehouse(Warehouse):
                     # Stored by host and time (see order_hour). A curated file alone already is
                     # (compaction sorted it): read in parallel, each row group of the table
                     # still holds one stretch of its hosts, which is all a query gains.
-                    order = "" if curated and not file_uris else "ORDER BY host_id, ts, event_id"
+                    once = each_event_once(curated is not None, file_uris)
+                    order = "" if once else "ORDER BY host_id, ts, event_id"
                     statement = (
                         f"INSERT INTO {raw} SELECT * FROM ({self._flatten(file_uris, curated)}) "
                         + order

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Callable
 from functools import cache
 from typing import Final
 
@@ -239,6 +240,11 @@ FLATTEN = f"{FLATTEN_ROWS}{EACH_EVENT_ONCE}\n"
 name)."""
 
 
+def flatten(each_event_once: bool) -> str:
+    """FLATTEN, less its deduplication where the source already holds each event once."""
+    return FLATTEN_ROWS if each_event_once else FLATTEN
+
+
 @cache
 def flatten_fields() -> dict[str, frozenset[str]]:
     """The struct fields FLATTEN reads, per event column (``{"host": {"host_id", ...}}``), so
@@ -329,17 +335,60 @@ def scoped(statement: str, every_host: bool) -> str:
     )
 
 
-def _exact_averages(statement: str) -> str:
-    """``EXACT_AVG(column)``: the average of the column's values rounded to 6 decimals, added
-    as integers, so it is the same in any order of rows and on either engine. A reading of a
-    million or more is left out: no averaged field is that large for a real machine (the schema
-    bounds percentages and temperatures, not load or watts), and as an integer it could
-    overflow the sum (an error that would stop the hour for every host)."""
-    return re.sub(
-        r"EXACT_AVG\(([\w.]+)\)",
-        r"SAFE_DIVIDE(SUM(IF(ABS(\1) < 1000000, CAST(ROUND(\1 * 1000000) AS INT64), NULL)),"
-        r" 1000000 * COUNT(IF(ABS(\1) < 1000000, \1, NULL)))",
+def _call_arguments(text: str, open_paren: int) -> tuple[list[str], int]:
+    """The top-level, comma-separated arguments of the call whose ``(`` is at ``open_paren``,
+    and the index just past its ``)``."""
+    arguments, depth, start = [], 0, open_paren + 1
+    for i in range(open_paren, len(text)):
+        if text[i] == "(":
+            depth += 1
+        elif text[i] == ")":
+            depth -= 1
+            if depth == 0:
+                arguments.append(text[start:i].strip())
+                return arguments, i + 1
+        elif text[i] == "," and depth == 1:
+            arguments.append(text[start:i].strip())
+            start = i + 1
+    raise ValueError(f"unbalanced parentheses after {text[open_paren - 10 : open_paren]!r}")
+
+
+def _expand(statement: str, name: str, body: Callable[..., str]) -> str:
+    """Every ``name(a, b, ...)`` in ``statement`` as ``body(a, b, ...)``."""
+    out, at = [], 0
+    for match in re.finditer(rf"\b{name}\(", statement):
+        if match.start() < at:
+            continue
+        arguments, end = _call_arguments(statement, match.end() - 1)
+        out += [statement[at : match.start()], body(*arguments)]
+        at = end
+    return "".join(out) + statement[at:]
+
+
+def _macros(statement: str) -> str:
+    """The hourly statements' two shared definitions, written once:
+
+    ``EXACT_AVG(x)``: the average of x's values rounded to 6 decimals, added as integers, so it
+    is the same in any order of rows and on either engine. A reading of a million or more is
+    left out: no averaged field is that large for a real machine (the schema bounds percentages
+    and temperatures, not load or watts), and as an integer it could overflow the sum (an error
+    that would stop the hour for every host).
+
+    ``SLOT(ts, seconds)``: the sample slot ``ts`` falls in, for a host sampling every
+    ``seconds``: whole multiples of the interval since the epoch, in milliseconds. DIV's first
+    argument is in its own parentheses: sqlglot's DuckDB ``//`` would drop them."""
+    statement = _expand(
         statement,
+        "EXACT_AVG",
+        lambda x: (
+            f"SAFE_DIVIDE(SUM(IF(ABS({x}) < 1000000, CAST(ROUND({x} * 1000000) AS INT64),"
+            f" NULL)), 1000000 * COUNT(IF(ABS({x}) < 1000000, {x}, NULL)))"
+        ),
+    )
+    return _expand(
+        statement,
+        "SLOT",
+        lambda ts, seconds: f"DIV((UNIX_MILLIS({ts})), CAST(ROUND(1000 * ({seconds})) AS INT64))",
     )
 
 
@@ -353,8 +402,7 @@ def _exact_averages(statement: str) -> str:
 # hold a sample, so a host that samples faster, or two machines behind one id, never exceed
 # 100 %. Each window carries only the columns it needs (windows over every column were ~70 % of
 # the statement's CPU on a 10,000-host hour); the readings are a plain GROUP BY.
-# DIV's first argument is in its own parentheses: sqlglot's DuckDB `//` would drop them.
-AGGREGATE = _exact_averages("""
+AGGREGATE = _macros("""
 INSERT INTO {hourly}
 WITH counters AS (
   SELECT
@@ -428,8 +476,7 @@ spread AS (
     ANY_VALUE(temp_p95) AS temp_p95,
     ANY_VALUE(gpu_util_p95) AS gpu_util_p95,
     ANY_VALUE(host_interval_s) AS interval_s,
-    CAST(ROUND(1000 * ANY_VALUE(host_interval_s)) AS INT64) AS interval_ms,
-    COUNT(DISTINCT DIV(UNIX_MILLIS(ts), CAST(ROUND(1000 * host_interval_s) AS INT64))) AS slots
+    COUNT(DISTINCT SLOT(ts, host_interval_s)) AS slots
   FROM ranked
   GROUP BY host_id
 ),
@@ -464,8 +511,8 @@ SELECT
   samples,
   ROUND(
     100.0 * slots / (
-      DIV((UNIX_MILLIS(@start) + 3599999), interval_ms) - DIV(UNIX_MILLIS(@start), interval_ms)
-      + 1
+      SLOT(TIMESTAMP_ADD(@start, INTERVAL 3599999 MILLISECOND), interval_s)
+      - SLOT(@start, interval_s) + 1
     ),
     2
   ) AS completeness_pct,
@@ -545,7 +592,7 @@ def read_hosts(hosts: str) -> str:
 
 
 # Change vs the previous hour and vs the same hour of day over the host's last 7 days.
-TRENDS = _exact_averages("""
+TRENDS = _macros("""
 INSERT INTO {trends}
 SELECT
   cur.host_id,
@@ -580,13 +627,12 @@ WHERE cur.hour = @start AND IN_SCOPE(cur.host_id)
 #   delay explains that), or behind by a steady amount (a spool replay is not steady). value: s.
 # - sampling_interval: the host samples at another interval than @default_interval_s
 #   (declared, or, for collectors that do not declare it, more samples than slots).
-HOST_QUALITY = """
+HOST_QUALITY = _macros("""
 INSERT INTO {quality}
 WITH s AS (
   SELECT
     host_id, hostname, ts, boot_time, interval_s,
-    DIV(UNIX_MILLIS(ts), CAST(ROUND(1000 * COALESCE(interval_s, @default_interval_s)) AS INT64))
-      AS slot,
+    SLOT(ts, COALESCE(interval_s, @default_interval_s)) AS slot,
     TIMESTAMP_DIFF(ts, received_at, MILLISECOND) / 1000.0 AS skew_s,
     TIMESTAMP_DIFF(boot_time, LAG(boot_time) OVER w, SECOND) AS boot_step_s,
     IF(net_bytes_sent < LAG(net_bytes_sent) OVER w OR net_bytes_recv < LAG(net_bytes_recv) OVER w
@@ -644,7 +690,7 @@ SELECT @start, host_id, hostname, 'sampling_interval', 'info',
 FROM flagged
 WHERE NOT duplicate AND ((declared > 0 AND interval_s != @default_interval_s)
                          OR (declared = 0 AND samples > slots))
-"""
+""")
 
 # Hosts HOST_QUALITY flagged since @since (one row per host and anomaly, latest values first):
 # what `sysmetrics status` and the dashboard list. @anomaly / @host = '' means any.
@@ -665,7 +711,7 @@ ORDER BY anomaly, host_id
 # answer: they hold for a host in an hour when one of its samples in the hour is in a run of
 # samples above the threshold that began at least the rule's `for` earlier (@disk_for_ms,
 # @temperature_for_ms; a run may begin in the hour before), as the evaluator fires.
-ALERTS = _exact_averages("""
+ALERTS = _macros("""
 INSERT INTO {alerts}
 WITH cur AS (SELECT * FROM {hourly} WHERE hour = @start AND IN_SCOPE(host_id)),
 around AS (
