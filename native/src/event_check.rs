@@ -284,6 +284,15 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// Whether `"name"` is at `pos`, byte for byte.
+    #[inline(always)]
+    fn quoted_name_at(&self, name: &str) -> bool {
+        let end = self.pos + name.len() + 1;
+        self.bytes.get(self.pos) == Some(&b'"')
+            && self.bytes.get(self.pos + 1..end) == Some(name.as_bytes())
+            && self.bytes.get(end) == Some(&b'"')
+    }
+
     fn hex4(&mut self) -> Checked<u32> {
         let part = self.text.get(self.pos..self.pos + 4).ok_or(())?;
         let value = u32::from_str_radix(part, 16).map_err(|_| ())?;
@@ -301,17 +310,16 @@ impl<'a> Parser<'a> {
         }
         self.pos += 1;
         let start = self.pos;
-        // One pass over the (mostly short) string: its end, an escape, or a control character.
-        loop {
-            match *self.bytes.get(self.pos).ok_or(())? {
-                b'"' => {
-                    self.pos += 1;
-                    return Ok(std::borrow::Cow::Borrowed(&self.text[start..self.pos - 1]));
-                }
-                b'\\' => break,
-                c if c < 0x20 => return Err(()),
-                _ => self.pos += 1,
-            }
+        // The first quote or backslash (memchr: a word at a time); the common string has no
+        // escape and ends there, and then only its control characters are left to refuse.
+        let stop = memchr::memchr2(b'"', b'\\', &self.bytes[start..]).ok_or(())? + start;
+        if self.bytes[start..stop].iter().any(|&c| c < 0x20) {
+            return Err(());
+        }
+        self.pos = stop;
+        if self.bytes[stop] == b'"' {
+            self.pos += 1;
+            return Ok(std::borrow::Cow::Borrowed(&self.text[start..stop]));
         }
         let mut out = String::from(&self.text[start..self.pos]);
         loop {
@@ -491,12 +499,19 @@ impl<'a> Parser<'a> {
         if self.literal(b"}").is_err() {
             loop {
                 self.ws();
-                let key = self.string()?;
-                let same = |f: &String| f.len() == key.len() && f.as_bytes() == key.as_bytes();
+                // Encoders write the key as the field's name in quotes: compare it in place;
+                // anything else (another field, an escaped name) is read as a string.
                 let index = match fields.get(expected) {
-                    Some((f, _)) if same(f) => expected,
-                    _ => fields.iter().position(|(f, _)| same(f)).ok_or(())?,
+                    Some((f, _)) if self.quoted_name_at(f) => {
+                        self.pos += f.len() + 2;
+                        expected
+                    }
+                    _ => {
+                        let key = self.string()?;
+                        fields.iter().position(|(f, _)| f.as_bytes() == key.as_bytes()).ok_or(())?
+                    }
                 };
+                let key = fields[index].0.as_str();
                 expected = index + 1;
                 if seen & (1u128 << index) != 0 {
                     return Err(()); // a duplicate key: which one counts is the reader's guess
@@ -505,7 +520,7 @@ impl<'a> Parser<'a> {
                 self.ws();
                 self.literal(b":")?;
                 self.ws();
-                if time_field == Some(&*key) {
+                if time_field == Some(key) {
                     let value_start = self.pos;
                     self.value(nodes, fields[index].1)?;
                     let mut again = Parser { text: self.text, bytes: self.bytes, pos: value_start };
