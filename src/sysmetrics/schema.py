@@ -42,9 +42,14 @@ partitions should not be chosen by a hostile timestamp."""
 
 SCHEMA_FILE: Final = Path(__file__).resolve().parents[2] / "schemas" / "machine_metrics.v1.json"
 
+INT64_MAX: Final = 2**63 - 1
+"""The largest count or size an event may carry: every store downstream holds them as signed
+64-bit integers (DuckDB BIGINT, BigQuery INT64, Parquet INT64), and one larger value would stop
+the load of its whole hour, for every host."""
+
 Pct = Annotated[float, msgspec.Meta(ge=0, le=100, description="percent, 0-100")]
-Bytes = Annotated[int, msgspec.Meta(ge=0, description="bytes")]
-Count = Annotated[int, msgspec.Meta(ge=0)]
+Bytes = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX, description="bytes")]
+Count = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
 Celsius = Annotated[float, msgspec.Meta(ge=-273.15, le=1000, description="degrees Celsius")]
 UtcTime = Annotated[datetime, msgspec.Meta(tz=True, description="RFC 3339 UTC timestamp")]
 Label = Annotated[str, msgspec.Meta(max_length=256)]
@@ -163,7 +168,7 @@ class Gpu(_Group):
 class Battery(_Group):
     percent: Pct | None = None
     plugged_in: bool | None = None
-    secs_left: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    secs_left: Count | None = None
     health_pct: (
         Annotated[
             float, msgspec.Meta(ge=0, le=150, description="full-charge / design capacity x 100")

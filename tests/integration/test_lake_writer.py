@@ -123,6 +123,8 @@ def poison_messages(
         ).encode(),
         lambda i: json.dumps(dict(template, ts="1970-01-01T00:00:00Z")).encode(),
         lambda i: json.dumps(dict(template, cpu={"utilization_pct": -5})).encode(),
+        # fits msgspec's int, not the warehouse's INT64: it would stop the load of its hour
+        lambda i: json.dumps(dict(template, disk_io={"read_bytes": 2**63 + i})).encode(),
         lambda i: bytes(range(256)),
         lambda i: (
             json.dumps(dict(template, host=dict(template["host"], host_id="@")))

@@ -116,6 +116,7 @@ NOT_VOUCHED = {
     "an int as float": _with(lambda d: d.update(memory={"total_bytes": 1.0})),
     "negative counter": _with(lambda d: d.update(disk_io={"read_bytes": -1})),
     "huge int": _with(lambda d: d.update(disk_io={"read_bytes": 2**64})),
+    "counter beyond int64": _with(lambda d: d.update(disk_io={"read_bytes": 2**63})),
     "bad event id": _with(lambda d: d.update(event_id="not-a-uuid")),
     "control char in host": _with(lambda d: d["host"].update(host_id="a\nb")),
     "empty host": _with(lambda d: d["host"].update(host_id="")),

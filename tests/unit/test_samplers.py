@@ -7,11 +7,13 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from sysmetrics.collect.battery import health_pct, read_linux_battery
 from sysmetrics.collect.gpu import GpuReader, nvml_library_present
 from sysmetrics.collect.host import host_id_warning, read_host, sanitize_host_id
+from sysmetrics.collect.network import read_network
 from sysmetrics.collect.sampler import Sampler
 from sysmetrics.collect.temperatures import read_linux_hwmon
 from sysmetrics.schema import decode, encode
@@ -154,3 +156,36 @@ def test_real_machine_sample_has_sane_values() -> None:
     assert event.network.bytes_recv >= 0
     assert event.disk_io is None or (event.disk_io.read_bytes or 0) >= 0
     assert event.host.host_id and event.host.boot_time is not None
+
+
+NET_DEV = """\
+Inter-|   Receive                        |  Transmit
+ face |bytes packets errs drop fifo frame compressed multicast|bytes packets errs drop ...
+    lo: 1000 10 0 0 0 0 0 0 1000 10 0 0 0 0 0 0
+  nic0: 18446744073709551615 20 0 0 0 0 0 0 5000 30 0 0 0 0 0 0
+  nic1: 7000 40 0 0 0 0 0 0 8000 50 0 0 0 0 0 0
+"""
+
+
+def test_a_counter_beyond_what_the_event_can_carry_is_null_not_a_lost_sample(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A driver reporting 2**64 - 1 ("unknown"): that counter, and the total it is part of,
+    are null; the rest of the sample is kept and valid (the lake writer would quarantine an
+    event carrying it, and with it the whole sample)."""
+    sample = Sampler().sample()
+    (tmp_path / "net").mkdir()
+    (tmp_path / "net" / "dev").write_text(NET_DEV)
+    monkeypatch.setattr(psutil, "PROCFS_PATH", str(tmp_path))  # psutil reads net/dev there
+    # psutil remembers each interface's last counters to undo wraps: a fresh memory
+    psutil.net_io_counters.cache_clear()
+    try:
+        network = read_network()
+    finally:
+        psutil.net_io_counters.cache_clear()
+    assert network is not None
+    nic0, nic1 = (i for i in network.interfaces if i.name in ("nic0", "nic1"))
+    assert (nic0.bytes_recv, nic0.bytes_sent, nic1.bytes_recv) == (None, 5000, 7000)
+    assert (network.bytes_recv, network.bytes_sent, network.packets_recv) == (None, 13000, 60)
+    sample.network = network
+    assert decode(encode(sample)).network == network

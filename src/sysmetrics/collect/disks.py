@@ -7,7 +7,7 @@ from typing import Any
 
 import psutil
 
-from sysmetrics.collect._safe import clamp_pct, guarded
+from sysmetrics.collect._safe import clamp_pct, counter, guarded
 from sysmetrics.schema import DiskIo, DiskUsage
 
 PSEUDO_FILESYSTEMS = frozenset(
@@ -78,8 +78,8 @@ def read_disk_io() -> DiskIo | None:
     if counters is None:
         return None
     return DiskIo(
-        read_bytes=counters.read_bytes,
-        write_bytes=counters.write_bytes,
-        read_count=counters.read_count,
-        write_count=counters.write_count,
+        read_bytes=counter(counters.read_bytes),
+        write_bytes=counter(counters.write_bytes),
+        read_count=counter(counters.read_count),
+        write_count=counter(counters.write_count),
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import psutil
 
-from sysmetrics.collect._safe import guarded
+from sysmetrics.collect._safe import counter, guarded
 from sysmetrics.schema import NetInterface, Network
 
 
@@ -15,22 +15,25 @@ def read_network() -> Network | None:
     interfaces = [
         NetInterface(
             name=name[:256],
-            bytes_sent=c.bytes_sent,
-            bytes_recv=c.bytes_recv,
-            packets_sent=c.packets_sent,
-            packets_recv=c.packets_recv,
-            errin=c.errin,
-            errout=c.errout,
-            dropin=c.dropin,
-            dropout=c.dropout,
+            bytes_sent=counter(c.bytes_sent),
+            bytes_recv=counter(c.bytes_recv),
+            packets_sent=counter(c.packets_sent),
+            packets_recv=counter(c.packets_recv),
+            errin=counter(c.errin),
+            errout=counter(c.errout),
+            dropin=counter(c.dropin),
+            dropout=counter(c.dropout),
         )
         for name, c in sorted(per_nic.items())
     ]
     # Loopback traffic is not the machine's network I/O.
     external = [i for i in interfaces if i.name != "lo" and not i.name.startswith("lo0")]
 
-    def total(field: str) -> int:
-        return sum(getattr(i, field) or 0 for i in external)
+    def total(field: str) -> int | None:
+        values = [getattr(i, field) for i in external]
+        # One interface's counter unknown: the machine's total is too (a sum without it
+        # would jump back and forth as that interface comes and goes).
+        return None if None in values else counter(sum(values))
 
     return Network(
         bytes_sent=total("bytes_sent"),

@@ -24,6 +24,7 @@ import msgspec
 
 from sysmetrics.collect.disks import PSEUDO_FILESYSTEMS
 from sysmetrics.schema import (
+    INT64_MAX,
     Battery,
     Cpu,
     DiskIo,
@@ -182,7 +183,7 @@ class HostState:
         return msgspec.convert(data, cls)
 
 
-_COUNT_LIMIT: Final = float(2**63)
+_COUNT_LIMIT: Final = float(INT64_MAX + 1)
 
 
 def _count(value: float | None) -> int | None:
