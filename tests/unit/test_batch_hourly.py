@@ -135,6 +135,37 @@ def test_an_absurd_reading_is_left_out_of_its_average_and_the_hour_still_runs(
     assert (row["samples"], row["load_avg"], row["cpu_avg"]) == (3, 3.0, 20.0)
 
 
+def test_an_absurd_counter_step_is_left_out_and_the_hour_still_runs(
+    settings: Settings, wh: DuckDBWarehouse, lake: LakeBuilder
+) -> None:
+    """Counters are valid up to 2**63 - 1. A step no link can make in one sample (a driver's
+    garbage) must not swell the host's traffic, and steps that add up past 64 bits must not
+    stop the hour for every host (they did: 'value is out of range for ... INT64')."""
+
+    def host(host_id: str, counters: tuple[int, ...]) -> None:
+        lake.add_batch(
+            [
+                event(host_id, HOUR14 + timedelta(seconds=10 * i), 20.0, sent=sent, seq=i)
+                for i, sent in enumerate(counters)
+            ]
+        )
+
+    host("jump", (1000, 2000, 2**61, 3000, 4000))  # +1000, absurd, reset to 3000, +1000
+    host("bounce", (0, 2**62 - 1) * 3)  # their sum was 3 * (2**62 - 1): past 64 bits
+    host("calm", (0, 1000, 2000))
+    run(settings, wh)
+    jump = hourly(wh, "jump")
+    assert (jump["net_sent_bytes"], jump["disk_read_bytes"], jump["counter_resets"]) == (
+        5000,
+        10000,
+        1,
+    )
+    assert (hourly(wh, "bounce")["net_sent_bytes"], hourly(wh, "calm")["net_sent_bytes"]) == (
+        0,
+        2000,
+    )
+
+
 def test_counter_deltas_reach_back_into_the_previous_hour(
     settings: Settings, wh: DuckDBWarehouse, lake: LakeBuilder
 ) -> None:

@@ -365,14 +365,23 @@ def _expand(statement: str, name: str, body: Callable[..., str]) -> str:
     return "".join(out) + statement[at:]
 
 
+_MAX_COUNTER_STEP: Final = 2**44
+
+
 def _macros(statement: str) -> str:
-    """The hourly statements' two shared definitions, written once:
+    """The hourly statements' shared definitions, written once:
 
     ``EXACT_AVG(x)``: the average of x's values rounded to 6 decimals, added as integers, so it
     is the same in any order of rows and on either engine. A reading of a million or more is
     left out: no averaged field is that large for a real machine (the schema bounds percentages
     and temperatures, not load or watts), and as an integer it could overflow the sum (an error
     that would stop the hour for every host).
+
+    ``INCREMENT(counter, delta)``: what a cumulative counter added since the host's previous
+    sample: ``delta``, or after a reset (a negative delta: reboot, wrap) the counter's new value.
+    A step of 2**44 (17.6 TB in one sample; a 400 Gb/s link moves 0.5 TB in 10 s) or more is no
+    real traffic (a driver's garbage, a counter that jumped) and is left out: the hour's sum of
+    such steps could overflow 64 bits, an error that would stop the hour for every host.
 
     ``SLOT(ts, seconds)``: the sample slot ``ts`` falls in, for a host sampling every
     ``seconds``: whole multiples of the interval since the epoch, in milliseconds. DIV's first
@@ -383,6 +392,14 @@ def _macros(statement: str) -> str:
         lambda x: (
             f"SAFE_DIVIDE(SUM(IF(ABS({x}) < 1000000, CAST(ROUND({x} * 1000000) AS INT64),"
             f" NULL)), 1000000 * COUNT(IF(ABS({x}) < 1000000, {x}, NULL)))"
+        ),
+    )
+    statement = _expand(
+        statement,
+        "INCREMENT",
+        lambda counter, delta: (
+            f"IF(IF({delta} < 0, {counter}, {delta}) < {_MAX_COUNTER_STEP}, "
+            f"IF({delta} < 0, {counter}, {delta}), NULL)"
         ),
     )
     return _expand(
@@ -396,8 +413,8 @@ def _macros(statement: str) -> str:
 # from-scratch load must give identical tables, whatever order the engine adds rows in, so
 # sums never add floats: averages are EXACT_AVG (each reading rounded to 6 decimals, summed as
 # integers) and average rates sum integer bytes over integer milliseconds. Counter deltas look
-# back one hour so the first sample of the hour has a predecessor; a negative delta is a counter
-# reset (reboot, wrap): the new value is then the increase since the reset. Completeness counts
+# back one hour so the first sample of the hour has a predecessor; each step is an INCREMENT
+# (a reset counts from zero, an absurd step is left out). Completeness counts
 # the host's sample slots (multiples of its declared interval, else @default_interval_s) that
 # hold a sample, so a host that samples faster, or two machines behind one id, never exceed
 # 100 %. Each window carries only the columns it needs (windows over every column were ~70 % of
@@ -428,10 +445,10 @@ increments AS (
     host_id,
     dt_ms,
     dt_ms / 1000.0 AS dt_s,
-    IF(d_sent < 0, net_bytes_sent, d_sent) AS inc_sent,
-    IF(d_recv < 0, net_bytes_recv, d_recv) AS inc_recv,
-    IF(d_read < 0, disk_read_bytes, d_read) AS inc_read,
-    IF(d_write < 0, disk_write_bytes, d_write) AS inc_write,
+    INCREMENT(net_bytes_sent, d_sent) AS inc_sent,
+    INCREMENT(net_bytes_recv, d_recv) AS inc_recv,
+    INCREMENT(disk_read_bytes, d_read) AS inc_read,
+    INCREMENT(disk_write_bytes, d_write) AS inc_write,
     IF(d_sent < 0 OR d_recv < 0 OR d_read < 0 OR d_write < 0, 1, 0) AS is_reset
   FROM counters
   WHERE ts >= @start
