@@ -166,6 +166,25 @@ def test_an_absurd_counter_step_is_left_out_and_the_hour_still_runs(
     )
 
 
+def test_a_declared_interval_under_a_millisecond_does_not_stop_the_hour(
+    settings: Settings, wh: DuckDBWarehouse, lake: LakeBuilder
+) -> None:
+    """The schema admits any positive interval_s: 0.0001 s made the sample slot a division by
+    zero, an error for the whole hour."""
+    for host_id, interval_s in (("tiny", 0.0001), ("normal", None)):
+        lake.add_batch(
+            [
+                event(
+                    host_id, HOUR14 + timedelta(seconds=10 * i), 20.0, seq=i, interval_s=interval_s
+                )
+                for i in range(3)
+            ]
+        )
+    run(settings, wh)
+    assert hourly(wh, "tiny")["samples"] == 3
+    assert hourly(wh, "normal")["completeness_pct"] == round(100 * 3 / 360, 2)
+
+
 def test_counter_deltas_reach_back_into_the_previous_hour(
     settings: Settings, wh: DuckDBWarehouse, lake: LakeBuilder
 ) -> None:

@@ -384,8 +384,10 @@ def _macros(statement: str) -> str:
     such steps could overflow 64 bits, an error that would stop the hour for every host.
 
     ``SLOT(ts, seconds)``: the sample slot ``ts`` falls in, for a host sampling every
-    ``seconds``: whole multiples of the interval since the epoch, in milliseconds. DIV's first
-    argument is in its own parentheses: sqlglot's DuckDB ``//`` would drop them."""
+    ``seconds``: whole multiples of the interval since the epoch, in milliseconds. An interval
+    under half a millisecond (the schema admits any positive one) counts as one: a division by
+    zero would stop the hour for every host. DIV's first argument is in its own parentheses:
+    sqlglot's DuckDB ``//`` would drop them."""
     statement = _expand(
         statement,
         "EXACT_AVG",
@@ -405,7 +407,9 @@ def _macros(statement: str) -> str:
     return _expand(
         statement,
         "SLOT",
-        lambda ts, seconds: f"DIV((UNIX_MILLIS({ts})), CAST(ROUND(1000 * ({seconds})) AS INT64))",
+        lambda ts, seconds: (
+            f"DIV((UNIX_MILLIS({ts})), GREATEST(CAST(ROUND(1000 * ({seconds})) AS INT64), 1))"
+        ),
     )
 
 
