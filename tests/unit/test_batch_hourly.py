@@ -28,6 +28,8 @@ from sysmetrics.lake import layout
 from sysmetrics.lake.catalog import Watermark, publish_watermark
 from sysmetrics.lake.compaction import compact_hour, prune_hour, raw_files
 from sysmetrics.lake.store import LakeStore
+from sysmetrics.schema import INT64_MAX, MetricsEvent, decode, encode
+from sysmetrics.stream.simulator import generate
 from sysmetrics.warehouse import sql
 from sysmetrics.warehouse.duckdb import DuckDBWarehouse
 from tests.support.lakes import HOUR14, LakeBuilder, event, steady_host
@@ -432,6 +434,77 @@ def test_a_running_hour_is_not_an_incident(
     }
     assert not rules & {"low_completeness", "host_silent"}
     assert hourly(wh, "busy", now_hour)["samples"] == 3
+
+
+def _at_the_schemas_edge(doc: Any, top: bool) -> None:
+    """Every reading of an event (as JSON) set to the largest (``top``) or smallest value the
+    schema admits for it."""
+    items = doc.items() if isinstance(doc, dict) else enumerate(doc)
+    for key, value in list(items):
+        name = str(key)
+        if isinstance(value, dict | list):
+            _at_the_schemas_edge(value, top)
+        elif value is None or isinstance(value, bool) or name in _IDENTITY:
+            continue
+        elif name.endswith("_pct") or name == "percent":
+            doc[key] = 100.0 if top else 0.0
+        elif "celsius" in name:
+            doc[key] = 1000.0 if top else -273.15
+        elif name == "interval_s":
+            doc[key] = 86400.0 if top else 5e-324
+        elif name == "boot_time":
+            doc[key] = "9999-12-31T23:59:59.999999Z" if top else "0001-01-01T00:00:00Z"
+        elif isinstance(value, int):
+            doc[key] = INT64_MAX if top else 0
+        elif isinstance(value, float):
+            doc[key] = 1.7e308 if top else 0.0
+        elif isinstance(value, str):
+            doc[key] = ('"\\\u2028ü' * 64)[:256] if top else "x"
+
+
+_IDENTITY = {"schema_version", "event_id", "ts", "received_at", "host_id", "os", "arch", "source"}
+
+
+def test_an_hour_at_the_edges_of_the_schema_loads_aggregates_compacts_and_renders(
+    settings: Settings, wh: DuckDBWarehouse, lake: LakeBuilder
+) -> None:
+    """Every value the schema admits must pass every stage without stopping the hour for the
+    other hosts: a host alternating between each reading's largest and smallest valid value
+    (8 GPUs, disks, interfaces, sensors; 2**63 - 1 counters, 1.7e308 loads and watts, a
+    5e-324 s interval, boot times in years 1 and 9999). Found: sums of valid byte fields over
+    a sample's disks or GPUs passed 64 bits and stopped the load of the hour."""
+    fullest = max((e for _, e in generate(40, HOUR14, 60)), key=lambda e: len(encode(e)))
+    assert len(fullest.gpus) > 1 and fullest.disks and fullest.network
+    edges: list[MetricsEvent] = []
+    for i in range(8):
+        doc = json.loads(encode(fullest))
+        _at_the_schemas_edge(doc, top=i % 2 == 0)
+        doc["ts"] = (HOUR14 + timedelta(seconds=10 * i)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        doc["host"]["host_id"] = "edge"
+        doc["event_id"] = f"0192f0f0-0000-7000-8000-{i:012d}"
+        edges.append(decode(json.dumps(doc).encode()))  # valid: the schema admits all of it
+    lake.add_batch(edges)
+    lake.add_batch(
+        [
+            event("calm", HOUR14 + timedelta(seconds=10 * i), 20.0, sent=1000 * i, seq=i)
+            for i in range(3)
+        ]
+    )
+    run(settings, wh)
+    from_raw = hourly(wh, "edge")
+    assert (from_raw["samples"], from_raw["cpu_max"], hourly(wh, "calm")["net_sent_bytes"]) == (
+        8,
+        100.0,
+        2000,
+    )
+    store = LakeStore(settings.lake_url)
+    compact_hour(store, settings.topic, HOUR14)
+    run_hour(settings, wh, store, HOUR14, rebuild=True)
+    assert hourly(wh, "edge") == from_raw
+    now = HOUR14 + timedelta(minutes=30)
+    client = TestClient(create_app(settings, now=lambda: now))
+    assert client.get("/host", params={"id": "edge", "range": "1h"}).status_code == 200
+    assert client.get("/", params={"sort": "cpu"}).status_code == 200
 
 
 def test_hostile_host_ids_reach_the_tables_verbatim(

@@ -207,8 +207,8 @@ SELECT
   memory.total_bytes AS mem_total_bytes,
   swap.used_pct AS swap_used_pct,
   ARRAY_REDUCE('max', disks, 'used_pct') AS disk_used_pct,
-  ARRAY_REDUCE('sum', disks, 'used_bytes') AS disk_used_bytes,
-  ARRAY_REDUCE('sum', disks, 'total_bytes') AS disk_total_bytes,
+  ARRAY_REDUCE('total', disks, 'used_bytes') AS disk_used_bytes,
+  ARRAY_REDUCE('total', disks, 'total_bytes') AS disk_total_bytes,
   disk_io.read_bytes AS disk_read_bytes,
   disk_io.write_bytes AS disk_write_bytes,
   network.bytes_sent AS net_bytes_sent,
@@ -216,7 +216,7 @@ SELECT
   ARRAY_REDUCE('max', temperatures, 'celsius') AS temp_max_celsius,
   ARRAY_LENGTH(gpus) AS gpu_count,
   ARRAY_REDUCE('avg', gpus, 'utilization_pct') AS gpu_util_pct,
-  ARRAY_REDUCE('sum', gpus, 'memory_used_bytes') AS gpu_mem_used_bytes,
+  ARRAY_REDUCE('total', gpus, 'memory_used_bytes') AS gpu_mem_used_bytes,
   ARRAY_REDUCE('max', gpus, 'temperature_celsius') AS gpu_temp_max_celsius,
   ARRAY_REDUCE('sum', gpus, 'power_watts') AS gpu_power_watts,
   battery.percent AS battery_pct,
@@ -924,21 +924,38 @@ WHERE hour >= @since AND (@severity = '' OR severity = @severity)
 ORDER BY hour DESC, severity, host_id, rule LIMIT @limit OFFSET @offset
 """
 
-_ARRAY_REDUCE = re.compile(r"ARRAY_REDUCE\('(max|min|sum|avg)', (\w+), '(\w+)'\)")
+_PAST_INT64: Final = "9223372036854775808.0"
+"""2**63: the first double a signed 64-bit integer cannot hold."""
+
+_ARRAY_REDUCE = re.compile(r"ARRAY_REDUCE\('(max|min|sum|avg|total)', (\w+), '(\w+)'\)")
 
 
 def _expand_array_reduce(statement: str, dialect: str) -> str:
     """``ARRAY_REDUCE('max', disks, 'used_pct')``: an aggregate over one field of an array of
     structs. BigQuery gets a subquery over UNNEST; DuckDB its list functions, which are several
-    times faster there than the correlated subquery sqlglot would produce."""
-    if dialect == "bigquery":
-        return _ARRAY_REDUCE.sub(
-            lambda m: f"(SELECT {m[1].upper()}(x.{m[3]}) FROM UNNEST({m[2]}) AS x)", statement
-        )
-    return _ARRAY_REDUCE.sub(
-        lambda m: f"list_aggregate(list_transform({m[2]}, lambda x: x.{m[3]}), '{m[1]}')",
-        statement,
-    )
+    times faster there than the correlated subquery sqlglot would produce.
+
+    ``'total'`` sums an integer field (bytes) as a double, exact below 2**53, and is null past
+    64 bits: each element may be up to 2**63 - 1 (a network mount reporting 8 EiB), and an
+    integer sum past that is an error that would stop the load of the hour for every host."""
+
+    def reduce(m: re.Match[str]) -> str:
+        op, array, field = m[1], m[2], m[3]
+        if dialect == "bigquery":
+            if op == "total":
+                total = f"SUM(CAST(x.{field} AS FLOAT64))"
+                return (
+                    f"(SELECT IF({total} < {_PAST_INT64}, CAST({total} AS INT64), NULL) "
+                    f"FROM UNNEST({array}) AS x)"
+                )
+            return f"(SELECT {op.upper()}(x.{field}) FROM UNNEST({array}) AS x)"
+        if op == "total":
+            doubles = f"list_transform({array}, lambda x: CAST(x.{field} AS DOUBLE))"
+            total = f"list_aggregate({doubles}, 'sum')"
+            return f"CASE WHEN {total} < {_PAST_INT64} THEN CAST({total} AS BIGINT) END"
+        return f"list_aggregate(list_transform({array}, lambda x: x.{field}), '{op}')"
+
+    return _ARRAY_REDUCE.sub(reduce, statement)
 
 
 _ARRAY_JSON = re.compile(r"ARRAY_JSON\(\s*(\w+)((?:,\s*'\w+')+)\s*\)")
