@@ -501,10 +501,14 @@ def test_an_hour_at_the_edges_of_the_schema_loads_aggregates_compacts_and_render
     compact_hour(store, settings.topic, HOUR14)
     run_hour(settings, wh, store, HOUR14, rebuild=True)
     assert hourly(wh, "edge") == from_raw
+    wh.close()  # the dashboard opens the warehouse read-only, per request
     now = HOUR14 + timedelta(minutes=30)
     client = TestClient(create_app(settings, now=lambda: now))
-    assert client.get("/host", params={"id": "edge", "range": "1h"}).status_code == 200
-    assert client.get("/", params={"sort": "cpu"}).status_code == 200
+    page = client.get("/host", params={"id": "edge", "range": "1h"})
+    assert page.status_code == 200 and "CPU %" in page.text
+    assert "nan" not in page.text and "inf" not in page.text  # every chart coordinate a number
+    fleet = client.get("/", params={"sort": "cpu", "dir": "desc"})
+    assert fleet.status_code == 200 and "edge" in fleet.text and "calm" in fleet.text
 
 
 def test_hostile_host_ids_reach_the_tables_verbatim(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -32,3 +33,11 @@ def test_time_labels_follow_the_span() -> None:
     month = [(T0 + timedelta(days=d), 1.0) for d in range(30)]
     assert ticks(line_chart("a", [Series("s", day)])) == ["14:00", "01:30", "13:00"]
     assert ticks(line_chart("a", [Series("s", month)])) == ["27 Nov", "12 Dec", "26 Dec"]
+
+
+def test_the_largest_doubles_draw_and_an_overflowed_average_is_a_gap() -> None:
+    points = [(T0 + timedelta(minutes=m), v) for m, v in enumerate((1.7e308, math.inf, 1e308))]
+    svg = line_chart("Load", [Series("load", points)])
+    coordinates = re.findall(r'\b(?:x|y|x1|x2|y1|y2|cx|cy)="([^"]*)"', svg)
+    assert coordinates and all(math.isfinite(float(c)) for c in coordinates)
+    assert svg.count("<circle") == 2 and 'data-points="2"' in svg  # inf left out, not drawn

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import sys
 from dataclasses import dataclass
 from datetime import datetime
 from html import escape
@@ -25,7 +27,7 @@ def _nice_max(value: float) -> float:
         scale *= 10
     for step in (1, 2, 2.5, 5, 10):
         if step * scale >= value:
-            return step * scale
+            return step * scale if step * scale < math.inf else value
     return value
 
 
@@ -39,6 +41,12 @@ def line_chart(
 ) -> str:
     """An SVG chart with axes, gridlines, a legend and one polyline per series."""
     pad_l, pad_r, pad_t, pad_b = 56, 12, 28, 34
+    # An average that overflowed (a host sending the schema's largest values) is no point to
+    # draw: it becomes a gap, as a missing value does.
+    series = [
+        Series(s.label, [(t, v if v is None or math.isfinite(v) else None) for t, v in s.points])
+        for s in series
+    ]
     xs = [t for s in series for t, v in s.points if v is not None]
     ys = [v for s in series for _, v in s.points if v is not None]
     parts = [
@@ -55,7 +63,8 @@ def line_chart(
         return "".join(parts)
     t0, t1 = min(xs).timestamp(), max(xs).timestamp()
     span = max(t1 - t0, 1.0)
-    top = y_max if y_max is not None else _nice_max(max(ys) * 1.1)
+    headroom = min(max(ys) * 1.1, sys.float_info.max)  # 10 % above the peak, if a double can
+    top = y_max if y_max is not None else _nice_max(headroom)
     plot_w, plot_h = width - pad_l - pad_r, height - pad_t - pad_b
 
     def x(t: datetime) -> float:
@@ -65,7 +74,7 @@ def line_chart(
         return pad_t + plot_h - min(v, top) / top * plot_h
 
     for i in range(5):
-        value = top * i / 4
+        value = top / 4 * i  # not top * i: near the largest double that is infinite
         yy = y(value)
         parts.append(
             f'<line x1="{pad_l}" x2="{width - pad_r}" y1="{yy:.1f}" y2="{yy:.1f}" class="grid"/>'
