@@ -109,3 +109,17 @@ def test_the_alerts_page_pages_and_keeps_its_filters(tmp_path: Path) -> None:
     assert {severity for severity, _ in rows} == {"warning"} and len(set(rows)) == 60
     assert rows[0][1] == f"{HOUR14:%Y-%m-%d %H}:00"  # newest first
     assert "120 in the last 168 h" in web.get("/alerts").text
+
+
+def test_before_the_first_hourly_run_an_empty_state_and_an_unreadable_warehouse_a_503(
+    settings: Settings,
+) -> None:
+    client = TestClient(create_app(settings))
+    empty = client.get("/")
+    assert empty.status_code == 200 and "Nothing to show yet" in empty.text
+    assert "hourly job has not run" in empty.text
+    Path(settings.warehouse_url).write_bytes(b"not a DuckDB file " * 512)  # a damaged file
+    for path, params in (("/", {}), ("/host", {"id": "web"})):
+        page = client.get(path, params=params)
+        assert page.status_code == 503, page.text
+        assert "The warehouse cannot be read" in page.text and "Nothing to show" not in page.text

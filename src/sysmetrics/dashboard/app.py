@@ -71,6 +71,19 @@ class Pages:
         self.read = WarehouseReader(settings)
         self.firing_now = FiringNow(settings)
 
+    def unreadable(self, exc: Exception) -> HTMLResponse:
+        """The page for a warehouse read that failed: before the first hourly run an empty
+        state (200); any other error a 503 that says so, not "nothing to show"."""
+        if isinstance(exc, LookupError):
+            return self.render("error.html", message=str(exc))
+        log.error("the dashboard cannot read the warehouse: %s: %s", type(exc).__name__, exc)
+        return self.render(
+            "error.html",
+            heading="The warehouse cannot be read",
+            message=f"{type(exc).__name__}: {exc}",
+            status=503,
+        )
+
     def render(self, name: str, status: int = 200, **context: Any) -> HTMLResponse:
         html = _templates.get_template(name).render(now=self.now(), **context)
         # The warehouse's share of the response time, visible in the browser's dev tools and
@@ -95,7 +108,7 @@ class Pages:
         try:
             data = await self.read(lambda wh: read_fleet(wh, now, query))
         except Exception as exc:
-            return self.render("error.html", message=str(exc))
+            return self.unreadable(exc)
         state = {
             "q": query.q,
             "os": query.os,
@@ -134,7 +147,7 @@ class Pages:
         try:
             data = await self.read(lambda wh: read_host(wh, host_id, now, chosen))
         except Exception as exc:
-            return self.render("error.html", message=str(exc))
+            return self.unreadable(exc)
         if not data.hourly and not data.samples:
             return self.render("error.html", message=f"no data for host {host_id}", status=404)
         if bucket_s:
