@@ -1,0 +1,94 @@
+"""Whatever values an agent sends, the mapping makes an event the lake writer accepts: a reading
+it cannot carry becomes null, never an event the writer would quarantine (and with it the whole
+sample). Hypothesis draws facts of every mapped series with extreme values."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+
+from sysmetrics.ingest.mapping import (
+    OTEL_METRICS,
+    OTEL_RESOURCE,
+    REMOTE_WRITE_SERIES,
+    Fact,
+    HostState,
+    Source,
+    build_event,
+)
+from sysmetrics.schema import INT64_MAX, decode, encode
+
+T0 = 1_764_547_200_000
+
+EXTREMES = st.sampled_from(
+    [
+        0.0,
+        -0.0,
+        1.0,
+        -1.0,
+        0.5,
+        100.0,
+        100.5,
+        1000.5,
+        -300.0,
+        65535.0,
+        5e-324,
+        1e308,
+        -1e308,
+        float(INT64_MAX),
+        2.0**64,
+        1.7e9,
+        3e10,
+    ]
+) | st.floats(allow_nan=False, allow_infinity=False)
+"""Finite only: the assembler keeps only finite values (a NaN is a stale marker) before the
+mapping sees them (tests/unit/test_ingest_assembly.py)."""
+LABELS = st.sampled_from(
+    ["0", "1", "idle", "user", "system", "privileged", "iowait", "read", "write", "used",
+     "free", "/", "C:", "_Total", "eth0", "lo", "BAT0", "", "receive", "transmit", "x" * 300]
+)  # fmt: skip
+
+
+def facts_of(names: list[tuple[str, tuple[str, ...]]]) -> st.SearchStrategy[list[Fact]]:
+    fact = st.sampled_from(names).flatmap(
+        lambda entry: st.tuples(st.just(entry[0]), st.tuples(*(LABELS for _ in entry[1])), EXTREMES)
+    )
+    return st.lists(fact, max_size=60)
+
+
+def _valid_events(source: Source, samples: list[list[Fact]]) -> None:
+    state = HostState()
+    for i, facts in enumerate(samples):
+        event = build_event(source, "host-1", T0 + 10_000 * i, facts, state)
+        assert decode(encode(event)) == event  # the lake writer's decoder accepts it as is
+
+
+def _series(source: Source) -> list[tuple[str, tuple[str, ...]]]:
+    return [(name, keep) for name, (src, keep) in REMOTE_WRITE_SERIES.items() if src == source]
+
+
+CHECKS = hypothesis_settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+
+
+@CHECKS
+@given(st.lists(facts_of(_series("node_exporter")), min_size=1, max_size=3))
+def test_any_node_exporter_values_make_a_valid_event(samples: list[list[Fact]]) -> None:
+    _valid_events("node_exporter", samples)
+
+
+@CHECKS
+@given(st.lists(facts_of(_series("windows_exporter")), min_size=1, max_size=3))
+def test_any_windows_exporter_values_make_a_valid_event(samples: list[list[Fact]]) -> None:
+    _valid_events("windows_exporter", samples)
+
+
+OTEL = [*OTEL_METRICS.items(), (OTEL_RESOURCE, ("host.name", "os.type", "host.arch"))]
+
+
+@CHECKS
+@given(st.lists(facts_of(OTEL), min_size=1, max_size=3))
+def test_any_otel_collector_values_make_a_valid_event(samples: list[list[Fact]]) -> None:
+    _valid_events("otel", samples)
