@@ -64,9 +64,9 @@ def read_disks() -> list[DiskUsage]:
                 mountpoint=part.mountpoint[:256],
                 device=part.device[:256] or None,
                 fstype=part.fstype[:256] or None,
-                total_bytes=usage.total,
-                used_bytes=usage.used,
-                free_bytes=usage.free,
+                total_bytes=counter(usage.total),  # a FUSE mount may claim exabytes
+                used_bytes=counter(usage.used),
+                free_bytes=counter(usage.free),
                 used_pct=clamp_pct(usage.percent),
             )
         )
