@@ -11,6 +11,7 @@ import duckdb
 import pytest
 from starlette.testclient import TestClient
 
+from sysmetrics import prompb
 from sysmetrics.batch.hourly import (
     DataQualityError,
     HourScope,
@@ -28,6 +29,8 @@ from sysmetrics.lake import layout
 from sysmetrics.lake.catalog import Watermark, publish_watermark
 from sysmetrics.lake.compaction import compact_hour, prune_hour, raw_files
 from sysmetrics.lake.store import LakeStore
+from sysmetrics.remote_read.http import limits_of
+from sysmetrics.remote_read.query import read as read_history
 from sysmetrics.schema import INT64_MAX, MetricsEvent, decode, encode
 from sysmetrics.stream.simulator import generate
 from sysmetrics.warehouse import sql
@@ -468,11 +471,12 @@ _IDENTITY = {"schema_version", "event_id", "ts", "received_at", "host_id", "os",
 def test_an_hour_at_the_edges_of_the_schema_loads_aggregates_compacts_and_renders(
     settings: Settings, wh: DuckDBWarehouse, lake: LakeBuilder
 ) -> None:
-    """Every value the schema admits must pass every stage without stopping the hour for the
-    other hosts: a host alternating between each reading's largest and smallest valid value
-    (8 GPUs, disks, interfaces, sensors; 2**63 - 1 counters, 1.7e308 loads and watts, a
-    5e-324 s interval, boot times in years 1 and 9999). Found: sums of valid byte fields over
-    a sample's disks or GPUs passed 64 bits and stopped the load of the hour."""
+    """Every value the schema admits must pass every stage (load, aggregation, compaction,
+    rebuild, remote read, pages) without stopping the hour for the other hosts: a host
+    alternating between each reading's largest and smallest valid value (8 GPUs, disks,
+    interfaces, sensors; 2**63 - 1 counters, 1.7e308 loads and watts, a 5e-324 s interval,
+    boot times in years 1 and 9999). Found: sums of valid byte fields over a sample's disks or
+    GPUs passed 64 bits and stopped the load of the hour."""
     fullest = max((e for _, e in generate(40, HOUR14, 60)), key=lambda e: len(encode(e)))
     assert len(fullest.gpus) > 1 and fullest.disks and fullest.network
     edges: list[MetricsEvent] = []
@@ -501,6 +505,19 @@ def test_an_hour_at_the_edges_of_the_schema_loads_aggregates_compacts_and_render
     compact_hour(store, settings.topic, HOUR14)
     run_hour(settings, wh, store, HOUR14, rebuild=True)
     assert hourly(wh, "edge") == from_raw
+    request = prompb.ReadRequest()  # Prometheus / Grafana reading the hour back
+    query = request.queries.add(
+        start_timestamp_ms=int(HOUR14.timestamp() * 1000),
+        end_timestamp_ms=int((HOUR14 + H).timestamp() * 1000),
+    )
+    query.matchers.add(type=prompb.MATCH_EQUAL, name="host_id", value="edge")
+    query.matchers.add(type=prompb.MATCH_REGEX, name="__name__", value="sysmetrics_.*")
+    answer = read_history(
+        wh, store, settings.topic, request.SerializeToString(), limits_of(settings)
+    )
+    series = prompb.ReadResponse.FromString(answer).results[0].timeseries
+    names = {label.value for ts in series for label in ts.labels if label.name == "__name__"}
+    assert {"sysmetrics_load1", "sysmetrics_network_transmit_bytes_total"} <= names
     wh.close()  # the dashboard opens the warehouse read-only, per request
     now = HOUR14 + timedelta(minutes=30)
     client = TestClient(create_app(settings, now=lambda: now))
