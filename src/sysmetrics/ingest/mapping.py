@@ -562,7 +562,7 @@ def _network(facts: _Facts, source: Source) -> Network | None:
     totals: dict[str, int | None] = {}
     for field_name in _NET_FIELDS:
         found = [v for values in per_nic.values() if (v := values.get(field_name)) is not None]
-        totals[field_name] = sum(found) if found else None
+        totals[field_name] = _count(sum(found)) if found else None  # may pass 64 bits
     interfaces = [
         NetInterface(name=_label(nic), **values) for nic, values in sorted(per_nic.items())
     ]
