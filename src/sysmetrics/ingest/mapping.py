@@ -304,7 +304,7 @@ def _cpu(facts: _Facts, source: Source, ts_ms: int, state: HostState) -> Cpu:
         load_1m=load_ok[0],
         load_5m=load_ok[1],
         load_15m=load_ok[2],
-        freq_mhz=freq if freq is not None and freq >= 0 else None,
+        freq_mhz=freq if freq is not None and 0 <= freq < math.inf else None,  # a mean can overflow
         logical_cores=cores,
     )
 
