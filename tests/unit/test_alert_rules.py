@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sysmetrics.alerts.evaluator import Evaluator
+from sysmetrics.alerts.evaluator import HOST_DOWN_MIN_SILENCE_S, Evaluator
 from sysmetrics.alerts.rules import Rule, RulesError, load_rules
 from sysmetrics.batch.hourly import run_hour
 from sysmetrics.config import Settings
@@ -64,6 +64,18 @@ def test_host_down_by_wall_clock_and_back() -> None:
     assert ev.check_absent(now=1100.0) == []  # paged once
     (back,) = ev.observe(event("h", HOUR14 + 13 * S, 10.0, seq=1), arrived=1101.0)
     assert back.status == "resolved"
+
+
+def test_a_host_declaring_a_tiny_interval_is_not_paged_between_its_samples() -> None:
+    """The schema admits any positive interval; 3 x 1 ms of silence is the pipeline's own
+    delay, not a host down: HostDown waits at least HOST_DOWN_MIN_SILENCE_S."""
+    ev = Evaluator([Rule(name="HostDown", kind="absent", intervals=3)])
+    for n in range(5):
+        ev.observe(event("h", HOUR14 + n * S, 10.0, seq=n, interval_s=0.001), arrived=1000.0 + n)
+        assert ev.check_absent(now=1000.9 + n) == []  # a sample a second, checked in between
+    assert ev.check_absent(now=1004.0 + HOST_DOWN_MIN_SILENCE_S - 0.1) == []
+    (down,) = ev.check_absent(now=1004.0 + HOST_DOWN_MIN_SILENCE_S + 0.1)
+    assert (down.status, down.alert.host_id) == ("firing", "h")
 
 
 def test_a_host_down_past_the_forget_time_resolves_and_is_forgotten_across_a_restart() -> None:

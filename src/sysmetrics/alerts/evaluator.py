@@ -6,7 +6,8 @@ an outage gives the same alerts), and *resolved* at the first sample where it no
 or, with ``keep_firing_for``, once that long has passed since that first sample (Prometheus'
 ``KeepFiringSince``; the tests check these times with `promtool test rules`). An absent rule
 (host down) runs on the wall clock: it fires when a host's last sample arrived more than
-``intervals`` of its sample interval ago and resolves when the host reports again.
+``intervals`` of its sample interval ago (never less than ``HOST_DOWN_MIN_SILENCE_S``) and
+resolves when the host reports again.
 """
 
 from __future__ import annotations
@@ -19,6 +20,11 @@ from typing import Any, Literal
 
 from sysmetrics.alerts.rules import COMPARISONS, METRICS, Rule
 from sysmetrics.schema import MetricsEvent
+
+HOST_DOWN_MIN_SILENCE_S = 5.0
+"""Below this the silence is the pipeline's own (the producer's linger, the consumer's batches,
+the once-a-second check), not the host's: a host declaring a millisecond interval would be
+paged down and back between every two of its samples."""
 
 
 @dataclass
@@ -211,7 +217,9 @@ class Evaluator:
                     changes.append(self._resolve(key, datetime.fromtimestamp(now, UTC)))
                     del self.seen[host_id]
                     self.hosts_forgotten.add(host_id)
-                elif silent_s > rule.intervals * seen.interval_s and down is None:
+                elif down is None and silent_s > max(
+                    rule.intervals * seen.interval_s, HOST_DOWN_MIN_SILENCE_S
+                ):
                     at = datetime.fromtimestamp(now, UTC)
                     alert = Alert(rule.name, host_id, seen.hostname, "firing", at, at, silent_s)
                     alert.fired_at, alert.partition = at, seen.partition
