@@ -47,6 +47,19 @@ INT64_MAX: Final = 2**63 - 1
 64-bit integers (DuckDB BIGINT, BigQuery INT64, Parquet INT64), and one larger value would stop
 the load of its whole hour, for every host."""
 
+_COUNT_END: Final = float(INT64_MAX + 1)
+
+
+def count_or_none(value: float | None) -> int | None:
+    """``value`` as a count or size an event can carry (a whole number from 0 to INT64_MAX),
+    else None: one reading out of range (a driver's 2**64 - 1 for "unknown", an agent's NaN or
+    a sum past 64 bits) loses that field, not the whole sample the lake writer would quarantine."""
+    # One chained comparison also refuses NaN and infinities (it runs on every counter).
+    if value is not None and 0 <= value < _COUNT_END:
+        return round(value)
+    return None
+
+
 Pct = Annotated[float, msgspec.Meta(ge=0, le=100, description="percent, 0-100")]
 Bytes = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX, description="bytes")]
 Count = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]

@@ -153,3 +153,34 @@ def test_the_written_event_uses_the_validated_values_not_the_original_text() -> 
 
 def test_a_current_event_takes_the_fast_path_without_a_copy() -> None:
     assert decode_keeping_unknown(encode(make_event()))[1] is None
+
+
+@pytest.mark.parametrize(
+    ("reading", "carried"),
+    [
+        (0, 0),
+        (schema.INT64_MAX, schema.INT64_MAX),
+        (2**63, None),
+        (2**64 - 1, None),  # a driver's "unknown"
+        (-1, None),
+        (1.6, 2),
+        (float(2**63), None),
+        (float(2**63 - 1024), 2**63 - 1024),  # the largest double below 2**63
+        (float("nan"), None),
+        (float("inf"), None),
+        (None, None),
+    ],
+)
+def test_a_count_is_carried_only_where_every_store_can_hold_it(
+    reading: float | None, carried: int | None
+) -> None:
+    """The collector and ingest bound their counters here: what passes, the writer accepts."""
+    count = schema.count_or_none(reading)
+    assert count == carried
+    if count is not None:
+        assert type(count) is int
+        event = make_event(disk_io=schema.DiskIo(read_bytes=count))
+        assert decode(encode(event)) == event
+    elif isinstance(reading, int):
+        with pytest.raises(SchemaError):  # what it refuses, the lake writer would quarantine
+            decode(encode(make_event(disk_io=schema.DiskIo(read_bytes=reading))))

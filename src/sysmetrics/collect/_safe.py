@@ -7,8 +7,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sysmetrics.schema import INT64_MAX
-
 T = TypeVar("T")
 log = logging.getLogger("sysmetrics.collect")
 
@@ -36,15 +34,6 @@ def read_int(path: Path) -> int | None:
         return int(text)
     except ValueError:
         return None
-
-
-def counter(value: int | None) -> int | None:
-    """A count or size the event can carry, else None: a driver that reports 2**64 - 1 for
-    "unknown" loses that one field, not the whole sample (the lake writer would quarantine
-    the event)."""
-    if value is None or not 0 <= value <= INT64_MAX:
-        return None
-    return value
 
 
 def clamp_pct(value: float | None) -> float | None:

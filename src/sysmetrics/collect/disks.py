@@ -7,8 +7,8 @@ from typing import Any
 
 import psutil
 
-from sysmetrics.collect._safe import clamp_pct, counter, guarded
-from sysmetrics.schema import DiskIo, DiskUsage
+from sysmetrics.collect._safe import clamp_pct, guarded
+from sysmetrics.schema import DiskIo, DiskUsage, count_or_none
 
 PSEUDO_FILESYSTEMS = frozenset(
     {
@@ -64,9 +64,9 @@ def read_disks() -> list[DiskUsage]:
                 mountpoint=part.mountpoint[:256],
                 device=part.device[:256] or None,
                 fstype=part.fstype[:256] or None,
-                total_bytes=counter(usage.total),  # a FUSE mount may claim exabytes
-                used_bytes=counter(usage.used),
-                free_bytes=counter(usage.free),
+                total_bytes=count_or_none(usage.total),  # a FUSE mount may claim exabytes
+                used_bytes=count_or_none(usage.used),
+                free_bytes=count_or_none(usage.free),
                 used_pct=clamp_pct(usage.percent),
             )
         )
@@ -78,8 +78,8 @@ def read_disk_io() -> DiskIo | None:
     if counters is None:
         return None
     return DiskIo(
-        read_bytes=counter(counters.read_bytes),
-        write_bytes=counter(counters.write_bytes),
-        read_count=counter(counters.read_count),
-        write_count=counter(counters.write_count),
+        read_bytes=count_or_none(counters.read_bytes),
+        write_bytes=count_or_none(counters.write_bytes),
+        read_count=count_or_none(counters.read_count),
+        write_count=count_or_none(counters.write_count),
     )

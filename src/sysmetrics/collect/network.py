@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import psutil
 
-from sysmetrics.collect._safe import counter, guarded
-from sysmetrics.schema import NetInterface, Network
+from sysmetrics.collect._safe import guarded
+from sysmetrics.schema import NetInterface, Network, count_or_none
 
 
 def read_network() -> Network | None:
@@ -15,14 +15,14 @@ def read_network() -> Network | None:
     interfaces = [
         NetInterface(
             name=name[:256],
-            bytes_sent=counter(c.bytes_sent),
-            bytes_recv=counter(c.bytes_recv),
-            packets_sent=counter(c.packets_sent),
-            packets_recv=counter(c.packets_recv),
-            errin=counter(c.errin),
-            errout=counter(c.errout),
-            dropin=counter(c.dropin),
-            dropout=counter(c.dropout),
+            bytes_sent=count_or_none(c.bytes_sent),
+            bytes_recv=count_or_none(c.bytes_recv),
+            packets_sent=count_or_none(c.packets_sent),
+            packets_recv=count_or_none(c.packets_recv),
+            errin=count_or_none(c.errin),
+            errout=count_or_none(c.errout),
+            dropin=count_or_none(c.dropin),
+            dropout=count_or_none(c.dropout),
         )
         for name, c in sorted(per_nic.items())
     ]
@@ -33,7 +33,7 @@ def read_network() -> Network | None:
         values = [getattr(i, field) for i in external]
         # One interface's counter unknown: the machine's total is too (a sum without it
         # would jump back and forth as that interface comes and goes).
-        return None if None in values else counter(sum(values))
+        return None if None in values else count_or_none(sum(values))
 
     return Network(
         bytes_sent=total("bytes_sent"),

@@ -24,7 +24,6 @@ import msgspec
 
 from sysmetrics.collect.disks import PSEUDO_FILESYSTEMS
 from sysmetrics.schema import (
-    INT64_MAX,
     Battery,
     Cpu,
     DiskIo,
@@ -36,6 +35,7 @@ from sysmetrics.schema import (
     Network,
     Swap,
     Temperature,
+    count_or_none,
     new_event_id,
 )
 
@@ -183,16 +183,6 @@ class HostState:
         return msgspec.convert(data, cls)
 
 
-_COUNT_LIMIT: Final = float(INT64_MAX + 1)
-
-
-def _count(value: float | None) -> int | None:
-    # One chained comparison also refuses NaN and infinities (it is on every counter).
-    if value is not None and 0 <= value < _COUNT_LIMIT:
-        return round(value)
-    return None
-
-
 def _pct(part: float | None, whole: float | None) -> float | None:
     if part is None or not whole or whole <= 0:
         return None
@@ -287,7 +277,7 @@ def _cpu(facts: _Facts, source: Source, ts_ms: int, state: HostState) -> Cpu:
         freqs = list(facts.by_first_label("windows_cpu_core_frequency_mhz").values())
         freq = sum(freqs) / len(freqs) if freqs else None
         load = (None, None, None)
-        cores = _count(facts.one("windows_cs_logical_processors")) or len(times) or None
+        cores = count_or_none(facts.one("windows_cs_logical_processors")) or len(times) or None
     else:
         freqs = list(facts.by_first_label("system.cpu.frequency").values())
         freq = sum(freqs) / len(freqs) / 1e6 if freqs else None
@@ -296,7 +286,7 @@ def _cpu(facts: _Facts, source: Source, ts_ms: int, state: HostState) -> Cpu:
             facts.one("system.cpu.load_average.5m"),
             facts.one("system.cpu.load_average.15m"),
         )
-        cores = _count(facts.one("system.cpu.logical.count")) or len(times) or None
+        cores = count_or_none(facts.one("system.cpu.logical.count")) or len(times) or None
     load_ok = [v if v is not None and v >= 0 else None for v in load]
     return Cpu(
         utilization_pct=utilization,
@@ -365,16 +355,16 @@ def _memory(facts: _Facts, source: Source) -> tuple[Memory | None, Swap | None]:
     if total is not None:
         pct_used = total - available if available is not None else used
         memory = Memory(
-            total_bytes=_count(total),
-            used_bytes=_count(used),
-            available_bytes=_count(available),
+            total_bytes=count_or_none(total),
+            used_bytes=count_or_none(used),
+            available_bytes=count_or_none(available),
             used_pct=_pct(pct_used, total),
         )
     swap = None
     if swap_total is not None:
         swap = Swap(
-            total_bytes=_count(swap_total),
-            used_bytes=_count(swap_used),
+            total_bytes=count_or_none(swap_total),
+            used_bytes=count_or_none(swap_used),
             used_pct=_pct(swap_used, swap_total) if swap_total else 0.0,
         )
     return memory, swap
@@ -396,9 +386,9 @@ def _disks(facts: _Facts, source: Source) -> list[DiskUsage]:
                     mountpoint=_label(mountpoint),
                     device=_label(device),
                     fstype=_label(fstype),
-                    total_bytes=_count(fs_size[key]),
-                    used_bytes=_count(used),
-                    free_bytes=_count(avail.get(key)),
+                    total_bytes=count_or_none(fs_size[key]),
+                    used_bytes=count_or_none(used),
+                    free_bytes=count_or_none(avail.get(key)),
                     used_pct=_pct(used, used + avail[key])
                     if used is not None and key in avail
                     else None,
@@ -416,9 +406,9 @@ def _disks(facts: _Facts, source: Source) -> list[DiskUsage]:
                     mountpoint=_label(volume),
                     device=_label(volume),
                     fstype="NTFS",
-                    total_bytes=_count(size[volume]),
-                    used_bytes=_count(used),
-                    free_bytes=_count(free.get(volume)),
+                    total_bytes=count_or_none(size[volume]),
+                    used_bytes=count_or_none(used),
+                    free_bytes=count_or_none(free.get(volume)),
                     used_pct=_pct(used, size[volume]),
                 )
             )
@@ -436,9 +426,9 @@ def _disks(facts: _Facts, source: Source) -> list[DiskUsage]:
                     mountpoint=_label(mountpoint),
                     device=_label(device),
                     fstype=_label(fstype),
-                    total_bytes=_count(total),
-                    used_bytes=_count(used),
-                    free_bytes=_count(free_space),
+                    total_bytes=count_or_none(total),
+                    used_bytes=count_or_none(used),
+                    free_bytes=count_or_none(free_space),
                     used_pct=_pct(used, used + free_space)
                     if used is not None and free_space is not None
                     else None,
@@ -489,10 +479,10 @@ def _disk_io(facts: _Facts, source: Source) -> DiskIo | None:
     if all(v is None for v in values):
         return None
     return DiskIo(
-        read_bytes=_count(values[0]),
-        write_bytes=_count(values[1]),
-        read_count=_count(values[2]),
-        write_count=_count(values[3]),
+        read_bytes=count_or_none(values[0]),
+        write_bytes=count_or_none(values[1]),
+        read_count=count_or_none(values[2]),
+        write_count=count_or_none(values[3]),
     )
 
 
@@ -550,19 +540,19 @@ def _network(facts: _Facts, source: Source) -> Network | None:
             for (device, direction), value in facts.rows(metric):
                 field_name = fields.get(direction)
                 if field_name is not None:
-                    per_nic[device][field_name] = _count(value)
+                    per_nic[device][field_name] = count_or_none(value)
     else:
         table = _NODE_NET if source == "node_exporter" else _WINDOWS_NET
         for field_name, names in zip(_NET_FIELDS, table, strict=True):
             for nic, value in facts.by_first_label(*names).items():
                 if nic not in _SKIPPED_DEVICES:
-                    per_nic[nic][field_name] = _count(value)
+                    per_nic[nic][field_name] = count_or_none(value)
     if not per_nic:
         return None
     totals: dict[str, int | None] = {}
     for field_name in _NET_FIELDS:
         found = [v for values in per_nic.values() if (v := values.get(field_name)) is not None]
-        totals[field_name] = _count(sum(found)) if found else None  # may pass 64 bits
+        totals[field_name] = count_or_none(sum(found)) if found else None  # may pass 64 bits
     interfaces = [
         NetInterface(name=_label(nic), **values) for nic, values in sorted(per_nic.items())
     ]
