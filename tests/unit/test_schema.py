@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import json
+import random
 import time
+import uuid
 from datetime import UTC, datetime
 
 import pytest
@@ -60,6 +62,12 @@ def test_event_ids_are_uuid7_and_time_ordered() -> None:
     assert new_event_id(datetime(2026, 1, 1, tzinfo=UTC), 5) == new_event_id(
         datetime(2026, 1, 1, tzinfo=UTC), 5
     )
+    for n in range(2000):  # what Python's uuid module reads back: version 7, RFC variant
+        at = datetime.fromtimestamp(1_700_000_000 + n * 9_999.123, UTC)
+        text = new_event_id(at, random.getrandbits(74) if n else (1 << 74) - 1)
+        parsed = uuid.UUID(text)
+        assert (str(parsed), parsed.version, parsed.variant) == (text, 7, uuid.RFC_4122)
+        assert parsed.int >> 80 == int(at.timestamp() * 1000)
 
 
 def _bad(mutate: object) -> bytes:

@@ -150,11 +150,12 @@ _WINDOWS_CPU_MODES: Final = frozenset({"idle", "user", "privileged"})
 _SKIPPED_DEVICES: Final = frozenset({"_Total", "_total"})
 
 
-def event_id_for(source: str, host_id: str, ts_ms: int) -> str:
+def event_id_for(source: str, host_id: str, ts_ms: int, at: datetime) -> str:
     """The same sample of the same host from the same source always gets the same id: a
-    resent request makes the same event, which the lake's dedup by event_id absorbs."""
+    resent request makes the same event, which the lake's dedup by event_id absorbs. ``at``
+    is ``ts_ms`` as a datetime (the event's own ``ts``)."""
     digest = hashlib.blake2b(f"{source}\0{host_id}\0{ts_ms}".encode(), digest_size=10).digest()
-    return new_event_id(datetime.fromtimestamp(ts_ms / 1000, UTC), int.from_bytes(digest, "big"))
+    return new_event_id(at, int.from_bytes(digest, "big"))
 
 
 @dataclass
@@ -535,28 +536,30 @@ _OTEL_NET_FIELDS: Final = {
 
 def _network(facts: _Facts, source: Source) -> Network | None:
     per_nic: dict[str, dict[str, int | None]] = defaultdict(dict)
+    sums: dict[str, int] = {}  # each field over the interfaces that have it
     if source == "otel":
         for metric, fields in _OTEL_NET_FIELDS.items():
             for (device, direction), value in facts.rows(metric):
                 field_name = fields.get(direction)
                 if field_name is not None:
-                    per_nic[device][field_name] = count_or_none(value)
+                    count = per_nic[device][field_name] = count_or_none(value)
+                    if count is not None:
+                        sums[field_name] = sums.get(field_name, 0) + count
     else:
         table = _NODE_NET if source == "node_exporter" else _WINDOWS_NET
         for field_name, names in zip(_NET_FIELDS, table, strict=True):
             for nic, value in facts.by_first_label(*names).items():
                 if nic not in _SKIPPED_DEVICES:
-                    per_nic[nic][field_name] = count_or_none(value)
+                    count = per_nic[nic][field_name] = count_or_none(value)
+                    if count is not None:
+                        sums[field_name] = sums.get(field_name, 0) + count
     if not per_nic:
         return None
-    totals: dict[str, int | None] = {}
-    for field_name in _NET_FIELDS:
-        found = [v for values in per_nic.values() if (v := values.get(field_name)) is not None]
-        totals[field_name] = count_or_none(sum(found)) if found else None  # may pass 64 bits
     interfaces = [
         NetInterface(name=_label(nic), **values) for nic, values in sorted(per_nic.items())
     ]
-    return Network(interfaces=interfaces, **totals)
+    # A sum may pass 64 bits.
+    return Network(interfaces=interfaces, **{f: count_or_none(v) for f, v in sums.items()})
 
 
 def _temperatures(facts: _Facts, source: Source) -> list[Temperature]:
@@ -645,10 +648,11 @@ def build_event(
         state.interval_s = gap if state.interval_s is None else min(gap, state.interval_s * 1.5)
     if state.last_ts is None or ts_ms > state.last_ts:
         state.last_ts = ts_ms
+    ts = datetime.fromtimestamp(ts_ms / 1000, UTC)
     return MetricsEvent(
         schema_version=1,
-        event_id=event_id_for(source, host_id, ts_ms),
-        ts=datetime.fromtimestamp(ts_ms / 1000, UTC),
+        event_id=event_id_for(source, host_id, ts_ms, ts),
+        ts=ts,
         host=_host(table, source, host_id),
         cpu=_cpu(table, source, ts_ms, state),
         memory=memory,

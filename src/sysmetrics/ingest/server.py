@@ -10,6 +10,7 @@ with a one-line reason, counted, and nothing of it is kept.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -284,6 +285,17 @@ async def _respond(
     await send({"type": "http.response.body", "body": body})
 
 
+def _collect_garbage_less_often() -> None:
+    """Each request makes a small tuple per fact, thousands, and samples wait in memory while
+    their series gather: with Python's default thresholds the cyclic collector ran every 700
+    allocations and, as the heap grew, walked all of it again, the startup heap too, although
+    none of it forms cycles. With the startup heap frozen, larger thresholds and no proxy
+    headers: +12 % OTLP points per CPU-second (median of 8 rounds each, whole process; the
+    lake writer, whose heap does not grow, gained nothing from the same settings)."""
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
+
+
 def serve(settings: Settings) -> tuple[int, int, int]:
     """Run the receiver until SIGINT/SIGTERM; (events emitted, left in the spool, pending)."""
     import uvicorn
@@ -293,8 +305,10 @@ def serve(settings: Settings) -> tuple[int, int, int]:
     assembler = Assembler(ingest_dir, settings.ingest_assembly_wait_s)
     producer = SpooledProducer(settings, ingest_dir / "spool")
     app = IngestApp(settings, producer, assembler)
+    _collect_garbage_less_often()
     config = uvicorn.Config(
         app,
+        proxy_headers=False,  # no client address is used: nothing to parse per request
         host=settings.ingest_host,
         port=settings.ingest_port,
         log_level="warning",
