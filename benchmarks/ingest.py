@@ -17,6 +17,8 @@ CPU is utime+stime from /proc of each receiver process, from its first request u
 took is done (ours: every event produced to Kafka; the broker's CPU is printed apart).
 
     .venv/bin/python benchmarks/ingest.py [hosts] [samples] [fresh_hosts] [fresh_minutes]
+
+BENCH_ROUNDS (default 5) sets the rounds of each comparison.
 """
 
 from __future__ import annotations
@@ -58,7 +60,8 @@ from tests.support.remote_write import series_of
 
 SYSMETRICS = str(Path(sys.executable).parent / "sysmetrics")
 SENDERS = 4
-ROUNDS = 5
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
+"""Rounds per comparison; more (BENCH_ROUNDS=9) narrow a median this machine's drift widens."""
 SAMPLES_PER_REQUEST = 500
 RW_HEADERS = {
     "Content-Type": "application/x-protobuf",
