@@ -521,6 +521,7 @@ def batch_run(ctx: Context, hour_text: str, wait: float, rebuild: bool) -> None:
     from datetime import UTC, datetime
 
     from sysmetrics.batch.hourly import DataQualityError, curate, run_hour
+    from sysmetrics.lake.compaction import RawFileUnreadable
     from sysmetrics.timeutil import parse_utc
 
     try:
@@ -534,7 +535,7 @@ def batch_run(ctx: Context, hour_text: str, wait: float, rebuild: bool) -> None:
         )
         _echo_result(result)
         _echo_curated(curate(ctx.settings, store, result.recomputed, datetime.now(UTC)))
-    except DataQualityError as exc:
+    except (DataQualityError, RawFileUnreadable) as exc:
         raise click.ClickException(str(exc)) from None
     finally:
         wh.close()
@@ -564,6 +565,7 @@ def batch_backfill(
     from rich.progress import Progress
 
     from sysmetrics.batch.hourly import DataQualityError, backfill
+    from sysmetrics.lake.compaction import RawFileUnreadable
     from sysmetrics.timeutil import hour_floor, parse_range
 
     if (start_text is None) == (last_text is None):
@@ -588,7 +590,7 @@ def batch_backfill(
             results = backfill(
                 ctx.settings, wh, store, start, end, advance, rebuild, recompute=True
             )
-    except DataQualityError as exc:
+    except (DataQualityError, RawFileUnreadable) as exc:
         raise click.ClickException(str(exc)) from None
     finally:
         wh.close()
@@ -650,7 +652,7 @@ def lake_compact(
     typed, sorted by host and time, zstd. An hour already compacted is rewritten only when
     raw files arrived after it (a new version replaces the old one atomically)."""
     from sysmetrics.lake.catalog import complete_hours
-    from sysmetrics.lake.compaction import compact_hour
+    from sysmetrics.lake.compaction import RawFileUnreadable, compact_hour
     from sysmetrics.lake.store import LakeStore
 
     settings = ctx.settings
@@ -659,19 +661,35 @@ def lake_compact(
     ready = complete_hours(store, settings.topic, hours)
     if len(ready) < len(hours):
         click.echo(f"{len(hours) - len(ready)} hours not complete yet (lake watermark): skipped")
-    written = 0
+    written, failed = 0, 0
     bar, task = _progress("compacting hours", len(ready))
     with bar:
         for hour in ready:
-            done = compact_hour(store, settings.topic, hour, settings.curated_row_group_rows)
-            bar.advance(task)
+            try:
+                done = compact_hour(store, settings.topic, hour, settings.curated_row_group_rows)
+            except RawFileUnreadable as exc:
+                failed += 1
+                # Unwrapped and verbatim: the file's path is to be copied.
+                bar.console.print(
+                    f"  {hour:%Y-%m-%dT%H}Z not compacted: {exc}",
+                    soft_wrap=True,
+                    markup=False,
+                    highlight=False,
+                )
+                continue
+            finally:
+                bar.advance(task)
             if done.version is not None:
                 written += 1
                 bar.console.print(
                     f"  {hour:%Y-%m-%dT%H}Z version {done.version}: {done.rows:,} rows "
                     f"from {done.sources} raw files"
                 )
-    click.echo(f"compacted {written} of {len(ready)} hours ({len(ready) - written} up to date)")
+    click.echo(
+        f"compacted {written} of {len(ready)} hours ({len(ready) - written - failed} up to date)"
+    )
+    if failed:
+        raise click.ClickException(f"{failed} hours could not be compacted (see above)")
 
 
 @lake_group.command("verify")

@@ -27,7 +27,7 @@ from sysmetrics.config import Settings
 from sysmetrics.dashboard.app import create_app
 from sysmetrics.lake import layout
 from sysmetrics.lake.catalog import Watermark, publish_watermark
-from sysmetrics.lake.compaction import compact_hour, prune_hour, raw_files
+from sysmetrics.lake.compaction import RawFileUnreadable, compact_hour, prune_hour, raw_files
 from sysmetrics.lake.store import LakeStore
 from sysmetrics.remote_read.http import limits_of
 from sysmetrics.remote_read.query import read as read_history
@@ -169,6 +169,35 @@ def test_an_absurd_counter_step_is_left_out_and_the_hour_still_runs(
         0,
         2000,
     )
+
+
+def test_a_counter_an_old_writer_let_into_the_lake_is_a_clear_error_naming_file_and_line(
+    settings: Settings, wh: DuckDBWarehouse, lake: LakeBuilder
+) -> None:
+    """Lake writers before the schema's INT64 bound wrote counters of 2**63 and more; such a
+    line stops its hour's load for every host. The error says which file, which line, and
+    what to do; done, the hour loads."""
+    lake.add_batch(
+        [event("calm", HOUR14 + timedelta(seconds=10 * i), 20.0, seq=i) for i in range(3)]
+    )
+    old_lines = [
+        event("old", HOUR14 + timedelta(seconds=10 * i), 20.0, sent=s, seq=i)
+        for i, s in enumerate((1000, 2**63 + 5, 3000))
+    ]
+    (bad,) = lake.add_batch(old_lines)
+    with pytest.raises(RawFileUnreadable) as caught:
+        run(settings, wh)
+    message = str(caught.value)
+    assert f"lake file {bad}, line 2:" in message and "9223372036854775813" in message
+    assert "quarantine/" in message and "--rebuild" in message
+    lines = bad.read_bytes().splitlines(keepends=True)
+    quarantined = Path(settings.lake_url) / "quarantine" / "machine_metrics" / "by-hand.jsonl"
+    quarantined.parent.mkdir(parents=True)
+    quarantined.write_bytes(lines[1])
+    bad.write_bytes(lines[0] + lines[2])
+    run_hour(settings, wh, LakeStore(settings.lake_url), HOUR14, rebuild=True)
+    assert wh.scalar("SELECT COUNT(*) FROM {raw} WHERE host_id = 'old'") == 2
+    assert hourly(wh, "calm")["samples"] == 3
 
 
 def test_a_declared_interval_under_a_millisecond_does_not_stop_the_hour(

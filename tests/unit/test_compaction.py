@@ -22,6 +22,7 @@ from sysmetrics.config import Settings
 from sysmetrics.lake import layout
 from sysmetrics.lake.compaction import (
     HourSource,
+    RawFileUnreadable,
     compact_hour,
     current_manifest,
     hour_source,
@@ -313,6 +314,48 @@ def test_lake_stats_and_verify_commands(tmp_path: Path) -> None:
     raw_bytes = sum(p.stat().st_size for p in data_files(lake))
     assert lines["raw"][1:4] == ["2", f"{raw_bytes:,}", "720"]
     assert lines["curated"][1] == "1" and lines["curated"][3] == "720"
+
+
+def test_lake_compact_names_a_line_an_old_writer_let_in_and_compacts_the_other_hours(
+    tmp_path: Path,
+) -> None:
+    """A counter of 2**63 (lake writers before the schema's INT64 bound took it) cannot be
+    read typed: that hour is reported with its file and line, the next hour is compacted,
+    and the command exits 1."""
+    from click.testing import CliRunner
+
+    from sysmetrics.cli import cli
+
+    lake = tmp_path / "lake"
+    builder = LakeBuilder(lake)
+    (bad,) = builder.add_batch(steady_host("old-1", OLD, 40.0, samples=5))
+    builder.add_batch(steady_host("web-1", OLD + H, 40.0, samples=5))
+    lines = [json.loads(line) for line in read_lines(bad)]
+    lines[3]["network"]["bytes_sent"] = 2**63
+    bad.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    marks = lake / layout.watermark_dir(TOPIC)
+    marks.mkdir(parents=True)
+    (marks / "p0000.json").write_text(
+        json.dumps(
+            {
+                "partition": 0,
+                "committed_offset": 10**6,
+                "complete_before": "2026-11-28T00:00:00+00:00",
+            }
+        )
+    )
+    env = {"SYSMETRICS_LAKE_URL": str(lake), "SYSMETRICS_DATA_DIR": str(tmp_path / "data")}
+    result = CliRunner().invoke(
+        cli, ["lake", "compact", "--from", "2026-11-20T00", "--to", "2026-11-21T00"], env=env
+    )
+    assert result.exit_code == 1, result.output
+    assert f"lake file {bad}, line 4:" in result.output
+    assert "1 hours could not be compacted" in result.output
+    store = LakeStore(str(lake))
+    assert current_manifest(store, TOPIC, OLD) is None
+    assert current_manifest(store, TOPIC, OLD + H) is not None
+    with pytest.raises(RawFileUnreadable):
+        compact_hour(store, TOPIC, OLD)
 
 
 def test_raw_files_with_fields_this_version_lacks_outlive_retention(tmp_path: Path) -> None:

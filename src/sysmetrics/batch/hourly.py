@@ -43,6 +43,7 @@ from sysmetrics.lake.compaction import (
     prune_hour,
     prune_quarantine,
     raw_files,
+    raw_lines_explained,
 )
 from sysmetrics.lake.store import LakeStore
 from sysmetrics.timeutil import hour_floor
@@ -166,7 +167,19 @@ def load(
     ``candidates`` when the manifests named them, else the hour's listing), and an event
     already in the table is never doubled. From scratch (every file read again, the hour
     replaced) when asked, on the hour's first load, or when listed files the ledger knows
-    have left the lake."""
+    have left the lake. Raises :class:`RawFileUnreadable` for a line no load can take."""
+    with raw_lines_explained():
+        return _load(wh, store, topic, hour, rebuild, candidates)
+
+
+def _load(
+    wh: Warehouse,
+    store: LakeStore,
+    topic: str,
+    hour: datetime,
+    rebuild: bool,
+    candidates: list[str] | None,
+) -> HourLoad:
     if not store.is_local:
         wh.use_filesystem(store.fs)
     known = ledger(wh, hour)

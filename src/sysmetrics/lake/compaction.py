@@ -17,10 +17,12 @@ raw files, and says why.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import re
 import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sized
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -137,6 +139,38 @@ def raw_source(uris: list[str], only: Mapping[str, frozenset[str]] | None = None
     )
 
 
+class RawFileUnreadable(ValueError):
+    """A raw lake file with a line the schema's types cannot hold; the message names the file
+    and the line and says what to do."""
+
+
+_JSON_TRANSFORM_ERROR = re.compile(
+    r'JSON transform error in file "([^"]+)", in line (\d+): ([^\n]+)'
+)
+
+
+@contextlib.contextmanager
+def raw_lines_explained() -> Iterator[None]:
+    """DuckDB's error for a raw line its typed read cannot take becomes
+    :class:`RawFileUnreadable`, which says which file and line and what to do."""
+    try:
+        yield
+    except Exception as exc:
+        match = _JSON_TRANSFORM_ERROR.search(str(exc))
+        if match is None:
+            raise
+        raise _unreadable(*match.groups()) from exc
+
+
+def _unreadable(path: str, line: str, reason: str) -> RawFileUnreadable:
+    return RawFileUnreadable(
+        f"lake file {path}, line {line}: {reason}. One value outside the schema's types stops "
+        "its hour for every host (lake writers before 2026-12-02 accepted counters of 2**63 or "
+        "more; today's writer quarantines such events): move that line into a file of its own "
+        "under the lake's quarantine/ folder, then run the hour again with --rebuild"
+    )
+
+
 def curated_source(uri: str, raw_uris: list[str], without: Iterable[str] = ()) -> str:
     """A curated file (less the rows from raw files named in ``without``, read again), plus
     raw files that arrived after it or are read again (same columns)."""
@@ -190,7 +224,10 @@ def compact_hour(
     )
     con = _connect(store)
     try:
-        with tempfile.TemporaryDirectory(prefix="sysmetrics-compact-") as tmp:
+        with (
+            raw_lines_explained(),
+            tempfile.TemporaryDirectory(prefix="sysmetrics-compact-") as tmp,
+        ):
             out = Path(tmp) / "part.parquet"
             con.execute(
                 f"COPY (SELECT * FROM {source} {EACH_EVENT_ONCE} "
