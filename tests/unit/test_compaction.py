@@ -69,6 +69,21 @@ def as_events(table: pa.Table) -> dict[str, MetricsEvent]:
     return {r["event_id"]: msgspec.convert(r, MetricsEvent) for r in rows}
 
 
+def mark_complete(lake: Path) -> None:
+    """The lake writer's watermark, past every hour these tests write."""
+    marks = lake / layout.watermark_dir(TOPIC)
+    marks.mkdir(parents=True)
+    (marks / "p0000.json").write_text(
+        json.dumps(
+            {
+                "partition": 0,
+                "committed_offset": 10**10,
+                "complete_before": "2026-11-28T00:00:00+00:00",
+            }
+        )
+    )
+
+
 def build_hour(lake: Path, hosts: int = 12) -> int:
     """A simulated hour (GPU servers, laptops, counter resets), plus a replayed batch: the
     same events again under another file name."""
@@ -254,17 +269,7 @@ def test_kill_9_during_compaction_or_prune_then_a_rerun(tmp_path: Path, step: st
     build_hour(lake, hosts=300)
     store = LakeStore(str(lake))
     expected = set(raw_events(lake, OLD))
-    marks = lake / layout.watermark_dir(TOPIC)
-    marks.mkdir(parents=True)
-    (marks / "p0000.json").write_text(
-        json.dumps(
-            {
-                "partition": 0,
-                "committed_offset": 10**10,
-                "complete_before": "2026-11-28T00:00:00+00:00",
-            }
-        )
-    )
+    mark_complete(lake)
     env = {
         **os.environ,
         "SYSMETRICS_LAKE_URL": str(lake),
@@ -333,17 +338,7 @@ def test_lake_compact_names_a_line_an_old_writer_let_in_and_compacts_the_other_h
     lines = [json.loads(line) for line in read_lines(bad)]
     lines[3]["network"]["bytes_sent"] = 2**63
     bad.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    marks = lake / layout.watermark_dir(TOPIC)
-    marks.mkdir(parents=True)
-    (marks / "p0000.json").write_text(
-        json.dumps(
-            {
-                "partition": 0,
-                "committed_offset": 10**6,
-                "complete_before": "2026-11-28T00:00:00+00:00",
-            }
-        )
-    )
+    mark_complete(lake)
     env = {"SYSMETRICS_LAKE_URL": str(lake), "SYSMETRICS_DATA_DIR": str(tmp_path / "data")}
     result = CliRunner().invoke(
         cli, ["lake", "compact", "--from", "2026-11-20T00", "--to", "2026-11-21T00"], env=env
