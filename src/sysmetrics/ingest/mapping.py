@@ -536,25 +536,25 @@ _OTEL_NET_FIELDS: Final = {
 
 def _network(facts: _Facts, source: Source) -> Network | None:
     per_nic: dict[str, dict[str, int | None]] = defaultdict(dict)
-    sums: dict[str, int] = {}  # each field over the interfaces that have it
     if source == "otel":
         for metric, fields in _OTEL_NET_FIELDS.items():
             for (device, direction), value in facts.rows(metric):
                 field_name = fields.get(direction)
                 if field_name is not None:
-                    count = per_nic[device][field_name] = count_or_none(value)
-                    if count is not None:
-                        sums[field_name] = sums.get(field_name, 0) + count
+                    per_nic[device][field_name] = count_or_none(value)
     else:
         table = _NODE_NET if source == "node_exporter" else _WINDOWS_NET
         for field_name, names in zip(_NET_FIELDS, table, strict=True):
             for nic, value in facts.by_first_label(*names).items():
                 if nic not in _SKIPPED_DEVICES:
-                    count = per_nic[nic][field_name] = count_or_none(value)
-                    if count is not None:
-                        sums[field_name] = sums.get(field_name, 0) + count
+                    per_nic[nic][field_name] = count_or_none(value)
     if not per_nic:
         return None
+    sums: dict[str, int] = {}  # each field over the interfaces that have it
+    for values in per_nic.values():
+        for field_name, count in values.items():
+            if count is not None:
+                sums[field_name] = sums.get(field_name, 0) + count
     interfaces = [
         NetInterface(name=_label(nic), **values) for nic, values in sorted(per_nic.items())
     ]
