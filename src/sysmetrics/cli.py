@@ -624,15 +624,17 @@ def _lake_hours(
     prefixes: tuple[str, ...] = ("raw",),
 ) -> list[Any]:
     """The hours of the lake in the range (every hour with a folder when none is given)."""
-    from sysmetrics.lake.compaction import hours_in_lake
-    from sysmetrics.timeutil import parse_range
+    from datetime import timedelta
+
+    from sysmetrics.lake.compaction import hours_between
+    from sysmetrics.timeutil import hour_floor, parse_range
 
     try:
         start, end = parse_range(start_text, end_text, last_text)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
-    hours = sorted({h for prefix in prefixes for h in hours_in_lake(store, topic, prefix)})
-    return [h for h in hours if (start is None or h >= start) and (end is None or h < end)]
+    last = None if end is None else hour_floor(end - timedelta(microseconds=1))  # end excluded
+    return hours_between(store, topic, prefixes, start, last)
 
 
 def _progress(label: str, total: int) -> Any:

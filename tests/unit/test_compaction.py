@@ -26,6 +26,7 @@ from sysmetrics.lake.compaction import (
     compact_hour,
     current_manifest,
     hour_source,
+    hours_between,
     last_prunable_hour,
     prune_hour,
     raw_files,
@@ -410,3 +411,68 @@ def test_prune_and_the_hourly_job_keep_out_of_the_look_back_window() -> None:
     assert last_prunable_hour(now, 7, 48) == datetime(2026, 11, 24, 9, tzinfo=UTC)
     assert last_prunable_hour(now, 1, 0) == datetime(2026, 11, 30, 9, tzinfo=UTC)
     assert last_prunable_hour(now, 0, 48) is None
+
+
+class ListingStore(LakeStore):
+    """The real local store, keeping each pattern it was asked to list."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.listed: list[str] = []
+
+    def glob(self, pattern: str) -> list[str]:
+        self.listed.append(pattern)
+        return super().glob(pattern)
+
+
+def test_a_range_lists_its_days_or_months_not_the_whole_lake(tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    first = datetime(2026, 9, 1, tzinfo=UTC)
+    every = [first + n * H for n in range(24 * 60)]  # 60 days, raw hours and curated hours
+    for hour in every:
+        layer_dir = layout.hour_dir(TOPIC, hour) if hour.hour % 2 else None
+        layer_dir = layer_dir or layout.curated_hour_dir(TOPIC, hour)
+        (lake / layer_dir).mkdir(parents=True)
+    store = ListingStore(str(lake))
+    layers = ("curated", "raw")
+
+    def expect(lo: datetime | None, hi: datetime | None, skip: set[datetime]) -> list[datetime]:
+        return [
+            h
+            for h in every
+            if (lo is None or h >= lo) and (hi is None or h <= hi) and h not in skip
+        ]
+
+    # Grafana's last hours, across midnight, with the warehouse holding the first of them.
+    lo, hi = datetime(2026, 10, 3, 22, tzinfo=UTC), datetime(2026, 10, 4, 5, 30, tzinfo=UTC)
+    held = {lo}
+    assert hours_between(store, TOPIC, layers, lo, hi, skip=held) == expect(lo, hi, held)
+    assert sorted(store.listed) == sorted(
+        f"{layout.day_dir(layer, TOPIC, day)}/hour=*"
+        for layer in layers
+        for day in (lo.date(), hi.date())
+    )
+    # A day whose hours the warehouse all holds is not listed; all held: nothing is.
+    store.listed.clear()
+    whole_day = {datetime(2026, 10, 3, tzinfo=UTC) + n * H for n in range(24)}
+    day_start = lo - 22 * H
+    assert hours_between(store, TOPIC, layers, day_start, hi, skip=whole_day) == expect(
+        day_start, hi, whole_day
+    )
+    assert not any("day=03" in pattern for pattern in store.listed)
+    store.listed.clear()
+    assert hours_between(store, TOPIC, layers, lo, lo, skip=held) == []
+    assert store.listed == []
+    # Over a week: the months' folders (September and October); open: the whole layer.
+    lo = first + 5 * H + 30 * timedelta(minutes=1)
+    hi = first + 40 * 24 * H
+    store.listed.clear()
+    assert hours_between(store, TOPIC, layers, lo, hi) == expect(lo, hi, set())
+    assert sorted(store.listed) == sorted(
+        f"{layout.month_dir(layer, TOPIC, day)}/day=*/hour=*"
+        for layer in layers
+        for day in (lo.date(), hi.date())
+    )
+    store.listed.clear()
+    assert hours_between(store, TOPIC, layers, lo, None) == expect(lo, None, set())
+    assert store.listed == [f"{layer}/{TOPIC}/year=*/month=*/day=*/hour=*" for layer in layers]

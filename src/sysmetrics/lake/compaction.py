@@ -22,9 +22,9 @@ import json
 import logging
 import re
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sized
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -462,13 +462,60 @@ class LayerStats:
     rows: int = 0
 
 
-def hours_in_lake(store: LakeStore, topic: str, prefix: str = "raw") -> list[datetime]:
-    """Every hour that has a folder under raw/ (or curated/), oldest first."""
+DAYS_LISTED_MAX = 7
+MONTHS_LISTED_MAX = 12
+"""Hours wanted on up to a week of days are found by listing those days' folders (one request
+each on GCS), on up to a year of months by listing those months'; else the whole layer is
+listed. A lake kept for years holds tens of thousands of hour folders: listing them all takes
+seconds on GCS for a query that needs one hour."""
+
+
+def hours_in_lake(
+    store: LakeStore, topic: str, prefix: str = "raw", days: Collection[date] | None = None
+) -> list[datetime]:
+    """Every hour that has a folder under raw/ (or curated/), oldest first; with ``days``, at
+    least those on these days, listing only their day or month folders."""
+    months = {(day.year, day.month): day for day in days or ()}
+    if days is not None and len(days) <= DAYS_LISTED_MAX:
+        patterns = [f"{layout.day_dir(prefix, topic, day)}/hour=*" for day in sorted(days)]
+    elif days is not None and len(months) <= MONTHS_LISTED_MAX:
+        patterns = [
+            f"{layout.month_dir(prefix, topic, day)}/day=*/hour=*"
+            for _, day in sorted(months.items())
+        ]
+    else:
+        patterns = [f"{prefix}/{topic}/year=*/month=*/day=*/hour=*"]
     hours = set()
-    for path in store.glob(f"{prefix}/{topic}/year=*/month=*/day=*/hour=*"):
-        if (hour := layout.hour_of_path(path + "/")) is not None:
-            hours.add(hour)
+    for pattern in patterns:
+        for path in store.glob(pattern):
+            if (hour := layout.hour_of_path(path + "/")) is not None:
+                hours.add(hour)
     return sorted(hours)
+
+
+def hours_between(
+    store: LakeStore,
+    topic: str,
+    prefixes: Iterable[str],
+    first: datetime | None,
+    last: datetime | None,
+    skip: Collection[datetime] = (),
+) -> list[datetime]:
+    """The hours from ``first`` to ``last`` (both included; None: open) that have a folder
+    under any of ``prefixes``, except those in ``skip``, oldest first."""
+    days = None
+    if first is not None and last is not None and last - first <= timedelta(days=366):
+        base, hour_span = hour_floor(first), timedelta(hours=1)
+        every = (base + n * hour_span for n in range((last - base) // hour_span + 1))
+        days = {hour.date() for hour in every if hour not in skip}
+        if not days:
+            return []
+    found = {hour for prefix in prefixes for hour in hours_in_lake(store, topic, prefix, days)}
+    return sorted(
+        hour
+        for hour in found
+        if (first is None or hour >= first) and (last is None or hour <= last) and hour not in skip
+    )
 
 
 def hour_stats(store: LakeStore, topic: str, hour: datetime) -> tuple[LayerStats, LayerStats]:

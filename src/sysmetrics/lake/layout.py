@@ -23,7 +23,7 @@ a message carries can choose a path.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Final
 
 from sysmetrics.timeutil import EPOCH, hour_floor
@@ -39,14 +39,24 @@ def raw_root(topic: str) -> str:
     return f"raw/{topic}"
 
 
+def month_dir(layer: str, topic: str, day: date) -> str:
+    """The folder of the ``raw`` or ``curated`` layer holding the UTC month of ``day``."""
+    return f"{layer}/{topic}/year={day:%Y}/month={day:%m}"
+
+
+def day_dir(layer: str, topic: str, day: date) -> str:
+    """One UTC day's folder of the ``raw`` or ``curated`` layer; its hours are folders in it."""
+    return f"{month_dir(layer, topic, day)}/day={day:%d}"
+
+
 def hour_dir(topic: str, hour: datetime) -> str:
     h = hour.astimezone(UTC)
-    return f"{raw_root(topic)}/year={h:%Y}/month={h:%m}/day={h:%d}/hour={h:%H}"
+    return f"{day_dir('raw', topic, h)}/hour={h:%H}"
 
 
 def curated_hour_dir(topic: str, hour: datetime) -> str:
     h = hour.astimezone(UTC)
-    return f"curated/{topic}/year={h:%Y}/month={h:%m}/day={h:%d}/hour={h:%H}"
+    return f"{day_dir('curated', topic, h)}/hour={h:%H}"
 
 
 def curated_data_name(version: int) -> str:

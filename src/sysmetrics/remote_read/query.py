@@ -28,7 +28,7 @@ from typing import Any
 import msgspec
 
 from sysmetrics import prompb
-from sysmetrics.lake.compaction import hour_source, hours_in_lake
+from sysmetrics.lake.compaction import hour_source, hours_between
 from sysmetrics.lake.store import LakeStore
 from sysmetrics.remote_read import series as catalog
 from sysmetrics.timeutil import hour_floor
@@ -324,8 +324,7 @@ def lake_hours(
     store: LakeStore, topic: str, first: datetime, last: datetime, held: set[datetime]
 ) -> list[datetime]:
     """Hours of [first, last] that the lake has and the warehouse's raw table does not."""
-    found = set(hours_in_lake(store, topic, "curated")) | set(hours_in_lake(store, topic, "raw"))
-    return sorted(h for h in found if first <= h <= last and h not in held)
+    return hours_between(store, topic, ("curated", "raw"), first, last, skip=held)
 
 
 _local = threading.local()
