@@ -438,15 +438,17 @@ def _disks(facts: _Facts, source: Source) -> list[DiskUsage]:
     return disks
 
 
-def _directional(facts: _Facts, name: str) -> dict[str, dict[str, float]]:
-    """OTel ``{device, direction}`` counters as device → direction → value."""
-    out: dict[str, dict[str, float]] = defaultdict(dict)
-    for (device, direction), value in facts.rows(name):
-        out[device][direction] = value
-    return out
+_OTEL_DISK_IO: Final = {
+    ("system.disk.io", "read"): 0,
+    ("system.disk.io", "write"): 1,
+    ("system.disk.operations", "read"): 2,
+    ("system.disk.operations", "write"): 3,
+}
+"""OTel ``{device, direction}`` counter → its place in DiskIo (each summed over the devices)."""
 
 
 def _disk_io(facts: _Facts, source: Source) -> DiskIo | None:
+    values: list[float | None]  # read bytes, written bytes, reads, writes
     if source == "node_exporter":
         names = (
             "node_disk_read_bytes_total",
@@ -469,14 +471,13 @@ def _disk_io(facts: _Facts, source: Source) -> DiskIo | None:
             for n in names
         ]
     else:
-        io = _directional(facts, "system.disk.io")
-        ops = _directional(facts, "system.disk.operations")
-
-        def total(table: dict[str, dict[str, float]], direction: str) -> float | None:
-            found = [d[direction] for d in table.values() if direction in d]
-            return sum(found) if found else None
-
-        values = [total(io, "read"), total(io, "write"), total(ops, "read"), total(ops, "write")]
+        values = [None, None, None, None]
+        for metric in ("system.disk.io", "system.disk.operations"):
+            for (_device, direction), value in facts.rows(metric):
+                index = _OTEL_DISK_IO.get((metric, direction))
+                if index is not None:
+                    total = values[index]
+                    values[index] = value if total is None else total + value
     if all(v is None for v in values):
         return None
     return DiskIo(
