@@ -18,14 +18,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.support.gcs import FakeGcs
+from tests.support.gcs import bench_lake
 
 from sysmetrics.lake import layout
 from sysmetrics.lake.compaction import hours_between, hours_in_lake
@@ -70,38 +69,31 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     now = hour_floor(datetime.now(UTC))
-    with tempfile.TemporaryDirectory() as tmp:
-        gcs = FakeGcs(Path(tmp) / "gcs")
-        gcs.start()
-        try:
-            gcs.create_bucket("lake")
-            store = LakeStore("gs://lake/bench", gcs_endpoint=gcs.endpoint, project="bench")
-            began = time.perf_counter()
-            objects = fill(store, args.days, now)
+    with bench_lake() as store:
+        began = time.perf_counter()
+        objects = fill(store, args.days, now)
+        print(
+            f"lake: {args.days} days of curated hours, 2 days of raw hours, {objects:,} "
+            f"objects on fake-gcs-server (written in {time.perf_counter() - began:.0f} s)"
+        )
+
+        def whole_lake() -> list[datetime]:
+            return sorted(h for layer in LAYERS for h in hours_in_lake(store, TOPIC, layer))
+
+        baseline, every = timed(store, whole_lake, args.rounds)
+        print(f"  baseline, every hour folder listed: {baseline * 1000:,.0f} ms ({every:,})")
+        spans = {"last hour": 1, "last 24 hours": 24, "last 7 days": 168, "last 30 days": 720}
+        for label, span in spans.items():
+            first = now - (span - 1) * HOUR
+
+            def query(first: datetime = first) -> list[datetime]:
+                return hours_between(store, TOPIC, LAYERS, first, now)
+
+            seconds, found = timed(store, query, args.rounds)
             print(
-                f"lake: {args.days} days of curated hours, 2 days of raw hours, {objects:,} "
-                f"objects on fake-gcs-server (written in {time.perf_counter() - began:.0f} s)"
+                f"  {label:>14}: {seconds * 1000:7,.0f} ms ({found} hours): "
+                f"{baseline / seconds:,.1f}x faster than the baseline"
             )
-
-            def whole_lake() -> list[datetime]:
-                return sorted(h for layer in LAYERS for h in hours_in_lake(store, TOPIC, layer))
-
-            baseline, every = timed(store, whole_lake, args.rounds)
-            print(f"  baseline, every hour folder listed: {baseline * 1000:,.0f} ms ({every:,})")
-            spans = {"last hour": 1, "last 24 hours": 24, "last 7 days": 168, "last 30 days": 720}
-            for label, span in spans.items():
-                first = now - (span - 1) * HOUR
-
-                def query(first: datetime = first) -> list[datetime]:
-                    return hours_between(store, TOPIC, LAYERS, first, now)
-
-                seconds, found = timed(store, query, args.rounds)
-                print(
-                    f"  {label:>14}: {seconds * 1000:7,.0f} ms ({found} hours): "
-                    f"{baseline / seconds:,.1f}x faster than the baseline"
-                )
-        finally:
-            gcs.stop()
 
 
 if __name__ == "__main__":

@@ -10,37 +10,29 @@ here is a floor.
 from __future__ import annotations
 
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.support.gcs import FakeGcs
+from tests.support.gcs import bench_lake
 
-from sysmetrics.lake.store import UPLOAD_CONCURRENCY, LakeStore
+from sysmetrics.lake.store import UPLOAD_CONCURRENCY
 
 
 def main() -> None:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 200
     size = int(sys.argv[2]) if len(sys.argv) > 2 else 60_000  # ~50 events of 1.2 kB
-    with tempfile.TemporaryDirectory() as tmp:
-        gcs = FakeGcs(Path(tmp) / "gcs")
-        gcs.start()
-        try:
-            gcs.create_bucket("lake")
-            store = LakeStore("gs://lake/bench", gcs_endpoint=gcs.endpoint, project="bench")
-            one_by_one = [(f"raw/a/{i}.jsonl", b"x" * size) for i in range(count)]
-            began = time.perf_counter()
-            for rel, data in one_by_one:
-                store.create_files([(rel, data)])
-            sequential = time.perf_counter() - began
-            together = [(f"raw/b/{i}.jsonl", b"x" * size) for i in range(count)]
-            began = time.perf_counter()
-            created = store.create_files(together)
-            concurrent = time.perf_counter() - began
-            replayed = store.create_files(together)
-        finally:
-            gcs.stop()
+    with bench_lake() as store:
+        one_by_one = [(f"raw/a/{i}.jsonl", b"x" * size) for i in range(count)]
+        began = time.perf_counter()
+        for rel, data in one_by_one:
+            store.create_files([(rel, data)])
+        sequential = time.perf_counter() - began
+        together = [(f"raw/b/{i}.jsonl", b"x" * size) for i in range(count)]
+        began = time.perf_counter()
+        created = store.create_files(together)
+        concurrent = time.perf_counter() - began
+        replayed = store.create_files(together)
     assert all(created) and not any(replayed)
     print(f"{count} creates of {size:,} bytes on fake-gcs-server")
     print(f"  one request after another   {sequential:6.2f} s  {count / sequential:7.0f} files/s")

