@@ -504,7 +504,8 @@ def hours_between(
     """The hours from ``first`` to ``last`` (both included; None: open) that have a folder
     under any of ``prefixes``, except those in ``skip``, oldest first."""
     days = None
-    if first is not None and last is not None and last - first <= timedelta(days=366):
+    listable = timedelta(days=31 * MONTHS_LISTED_MAX)  # longer: the whole layer anyway
+    if first is not None and last is not None and last - first <= listable:
         base, hour_span = hour_floor(first), timedelta(hours=1)
         every = (base + n * hour_span for n in range((last - base) // hour_span + 1))
         days = {hour.date() for hour in every if hour not in skip}
