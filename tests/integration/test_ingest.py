@@ -35,7 +35,7 @@ from tests.support.alertmanager import ALERTMANAGER, MISSING, alertmanager
 from tests.support.brokers import TestBroker
 from tests.support.kafka_io import SYSMETRICS
 from tests.support.lake import data_files, read_lines
-from tests.support.remote_write import series_of, write_request
+from tests.support.remote_write import series_of, write_request, write_request_v2
 from tests.support.waiting import wait_for
 
 pytestmark = [
@@ -298,6 +298,37 @@ def test_non_loopback_needs_a_token_and_unauthenticated_requests_get_401(
         assert post(f"{ingest.url}/api/v1/write", body, wrong) == 401
         right = {**headers, "Authorization": "Bearer s3cret"}
         assert post(f"{ingest.url}/api/v1/write", body, right) == 204
+    finally:
+        ingest.stop()
+
+
+def test_a_remote_write_2_request_is_refused_not_taken_for_an_empty_one(
+    tansu_settings: Settings, tmp_path: Path
+) -> None:
+    ingest = Ingest(tansu_settings, tmp_path / "data")
+    ingest.start()
+    try:
+        series = [({"__name__": "node_load1", "instance": "h:9100"}, 1.0)]
+        now = int(time.time() * 1000)
+        v1 = {"Content-Type": "application/x-protobuf", "Content-Encoding": "snappy"}
+        v2 = {
+            **v1,
+            "Content-Type": "application/x-protobuf;proto=io.prometheus.write.v2.Request",
+            "X-Prometheus-Remote-Write-Version": "2.0.0",
+        }
+        request = urllib.request.Request(
+            f"{ingest.url}/api/v1/write", data=write_request_v2(series, now), headers=v2
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 415
+        assert "protobuf_message: prometheus.WriteRequest" in refused.value.read().decode()
+        # 1.0 naming its message, as the 2.0 specification allows, is read as before.
+        named = {**v1, "Content-Type": 'application/x-protobuf; proto="prometheus.WriteRequest"'}
+        assert post(f"{ingest.url}/api/v1/write", write_request(series, now), named) == 204
+        assert ingest.metric('sysmetrics_ingest_rejected_total{reason="unsupported_message"}') == 1
+        assert ingest.metric("sysmetrics_ingest_rejected_total") == 1
+        assert ingest.metric("sysmetrics_ingest_samples_total") == 1
     finally:
         ingest.stop()
 

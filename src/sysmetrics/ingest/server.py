@@ -22,9 +22,11 @@ from sysmetrics.ingest.assembly import Assembler
 from sysmetrics.ingest.wire import (
     Decoded,
     PayloadError,
+    check_remote_write_message,
     decode_otlp,
     decode_remote_write,
     decompress,
+    media_type,
 )
 from sysmetrics.observability import MetricsEndpoint, Reading
 from sysmetrics.schema import encode
@@ -192,7 +194,7 @@ class IngestApp:
         self, path: str, headers: dict[bytes, bytes], receive: Receive
     ) -> tuple[int, bytes, bytes]:
         limit = self.settings.ingest_max_request_bytes
-        content_type = headers.get(b"content-type", b"").split(b";")[0].strip().decode("latin-1")
+        content_type, params = media_type(headers.get(b"content-type", b""))
         try:
             raw = await _read_body(receive, limit)
             if path == "/api/v1/write":
@@ -202,6 +204,7 @@ class IngestApp:
                         f"Content-Type {content_type!r}: remote-write sends application/x-protobuf",
                         415,
                     )
+                check_remote_write_message(params)
                 encoding = headers.get(b"content-encoding", b"snappy").decode("latin-1")
                 data = decompress(raw, encoding.lower(), limit)
                 decoded = decode_remote_write(

@@ -51,6 +51,35 @@ class PayloadError(ValueError):
         self.status = status
 
 
+REMOTE_WRITE_MESSAGE: Final = "prometheus.WriteRequest"
+"""The remote-write 1.0 message, the one this receiver reads."""
+
+
+def media_type(header: bytes) -> tuple[str, dict[str, str]]:
+    """A Content-Type header as its media type (lower case) and its parameters."""
+    kind, *pairs = header.decode("latin-1").split(";")
+    params = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        params[name.strip().lower()] = value.strip().strip('"')
+    return kind.strip().lower(), params
+
+
+def check_remote_write_message(params: dict[str, str]) -> None:
+    """Remote-write 2.0 names its message in the Content-Type (``proto=``); read as a 1.0
+    WriteRequest, a 2.0 request decodes without error to nothing (its fields are reserved in
+    1.0), so answering 2xx would drop every sample while the sender counts them delivered."""
+    message = params.get("proto", REMOTE_WRITE_MESSAGE)
+    if message != REMOTE_WRITE_MESSAGE:
+        raise PayloadError(
+            "unsupported_message",
+            f"Content-Type proto={message}: this receiver reads remote-write 1.0 "
+            f"({REMOTE_WRITE_MESSAGE}); in Prometheus 3 set protobuf_message: "
+            f"{REMOTE_WRITE_MESSAGE} in the remote_write block",
+            415,
+        )
+
+
 @dataclass
 class Decoded:
     samples: dict[SampleKey, list[Fact]] = field(default_factory=lambda: defaultdict(list))
