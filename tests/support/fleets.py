@@ -35,7 +35,10 @@ def _percentile_cont(values: list[float], q: float) -> float:
 
 def expected_hourly(events: list[MetricsEvent]) -> dict[str, Any]:
     """What hourly_host_metrics must say for a healthy host whose samples all lie in one hour,
-    10 s slots, counters only growing (no sample in the hour before)."""
+    10 s slots, counters only growing (no sample in the hour before). Averages are the exact
+    means: the table rounds them to 6 decimals, and at a tie (a mean ending in 5 at the 7th)
+    Python's and the engine's rounding may differ by 1e-6, so the caller's tolerance covers the
+    rounding instead."""
     events = sorted(events, key=lambda e: e.ts)
     cpu = [e.cpu.utilization_pct for e in events if e.cpu and e.cpu.utilization_pct is not None]
     sent = [e.network.bytes_sent for e in events if e.network]
@@ -46,12 +49,12 @@ def expected_hourly(events: list[MetricsEvent]) -> dict[str, Any]:
     return {
         "samples": len(events),
         "completeness_pct": round(100 * len(slots) / 360, 2),
-        "cpu_avg": round(sum(cpu) / len(cpu), 6),
+        "cpu_avg": sum(cpu) / len(cpu),
         "cpu_min": min(cpu),
         "cpu_max": max(cpu),
         "cpu_p95": _percentile_cont(cpu, 0.95),
         "net_sent_bytes": sum(deltas) if deltas else None,
-        "net_sent_rate_avg": round(sum(deltas) / sum(seconds), 6) if deltas else None,
+        "net_sent_rate_avg": sum(deltas) / sum(seconds) if deltas else None,
         "net_sent_rate_peak": max(d / s for d, s in zip(deltas, seconds, strict=True))
         if deltas
         else None,
