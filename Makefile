@@ -10,7 +10,7 @@ RUN_EXTRAS := --extra broker --extra lake --extra warehouse --extra dashboard
 export UV_PYTHON := $(PYTHON)
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: run test install install-dev lint typecheck unit bench schema clean help
+.PHONY: run test install install-dev lint typecheck unit explore bench schema clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -60,6 +60,9 @@ test: install-dev  ## lint, type check and the whole test suite (Tansu and Apach
 
 unit: $(UV)  ## the fast tests only
 	$(VENV)/bin/pytest tests/unit
+
+explore: $(UV)  ## the fast tests with new random Hypothesis cases (make test replays fixed ones)
+	HYPOTHESIS_PROFILE=explore $(VENV)/bin/pytest tests/unit
 
 bench: install-dev  ## run every benchmark (prints numbers and ratios)
 	for b in benchmarks/*.py benchmarks/e2e/*.py; do $(VENV)/bin/python $$b || exit 1; done

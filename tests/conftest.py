@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from sysmetrics.config import Settings, load_settings
 from sysmetrics.stream.admin import ensure_topic
@@ -17,6 +18,13 @@ from tests.support.apache_kafka import ApacheKafkaBroker, missing_tools
 from tests.support.brokers import DurableTansuBroker, TansuBroker, TestBroker
 
 BROKER_KINDS = ["tansu", "apache-kafka"]
+
+# `make test` (CI) replays the same generated cases on every run, so a red run means a change
+# broke something, not that a fresh random draw found an old corner (one did: a rounding tie
+# in a test's own oracle). `make explore` draws new cases to hunt for such corners.
+hypothesis_settings.register_profile("replay", derandomize=True, print_blob=True)
+hypothesis_settings.register_profile("explore", derandomize=False, print_blob=True)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "replay"))
 
 
 def pytest_configure(config: pytest.Config) -> None:
