@@ -35,18 +35,20 @@ def write_request(
     return bytes(cramjam.snappy.compress_raw(request.SerializeToString()))
 
 
-def _varint(value: int) -> bytes:
+def varint(n: int) -> bytes:
+    """A protobuf base-128 varint."""
     out = bytearray()
-    while value >= 0x80:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
 
 
-def _field(number: int, payload: bytes) -> bytes:
-    """A length-delimited protobuf field."""
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+def field(number: int, wire_type: int, body: bytes) -> bytes:
+    """A protobuf field: its tag, then ``body`` (length-prefixed for wire type 2)."""
+    tag = varint(number << 3 | wire_type)
+    return tag + (varint(len(body)) + body if wire_type == 2 else body)
 
 
 def write_request_v2(series: list[tuple[dict[str, str], float]], ts_ms: int) -> bytes:
@@ -61,8 +63,8 @@ def write_request_v2(series: list[tuple[dict[str, str], float]], ts_ms: int) -> 
             for text in (name, label_value):
                 if text not in symbols:
                     symbols.append(text)
-                refs += _varint(symbols.index(text))
-        sample = b"\x09" + struct.pack("<d", value) + b"\x10" + _varint(ts_ms)
-        body += _field(5, _field(1, refs) + _field(2, sample))
-    request = b"".join(_field(4, text.encode()) for text in symbols) + body
+                refs += varint(symbols.index(text))
+        sample = field(1, 1, struct.pack("<d", value)) + field(2, 0, varint(ts_ms))
+        body += field(5, 2, field(1, 2, refs) + field(2, 2, sample))
+    request = b"".join(field(4, 2, text.encode()) for text in symbols) + body
     return bytes(cramjam.snappy.compress_raw(request))

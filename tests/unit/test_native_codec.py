@@ -14,7 +14,7 @@ import pytest
 
 from sysmetrics.ingest import wire
 from sysmetrics.ingest.wire import Decoded, PayloadError, decode_remote_write_python
-from tests.support.remote_write import STALE_MARKER, series_of, write_request
+from tests.support.remote_write import STALE_MARKER, field, series_of, varint, write_request
 
 native = pytest.importorskip(
     "sysmetrics_native", reason="the compiled codec is not built (make install-dev needs cargo)"
@@ -28,30 +28,16 @@ def _raw(payload: bytes) -> bytes:
     return bytes(cramjam.snappy.decompress_raw(payload))
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _field(number: int, wire_type: int, body: bytes) -> bytes:
-    tag = _varint(number << 3 | wire_type)
-    return tag + (_varint(len(body)) + body if wire_type == 2 else body)
-
-
 def _label(name: bytes, value: bytes) -> bytes:
-    return _field(1, 2, _field(1, 2, name) + _field(2, 2, value))
+    return field(1, 2, field(1, 2, name) + field(2, 2, value))
 
 
 def _sample(value: float, ts: int) -> bytes:
-    return _field(2, 2, _field(1, 1, struct.pack("<d", value)) + _field(2, 0, _varint(ts)))
+    return field(2, 2, field(1, 1, struct.pack("<d", value)) + field(2, 0, varint(ts)))
 
 
 def _request(*series: bytes) -> bytes:
-    return b"".join(_field(1, 2, s) for s in series)
+    return b"".join(field(1, 2, s) for s in series)
 
 
 def _comparable(decoded: Decoded) -> tuple[object, ...]:
@@ -102,9 +88,9 @@ def test_several_samples_hosts_and_label_orders_decode_the_same() -> None:
         _label(b"__name__", b"node_load5") + _label(b"instance", b"a:9100"),
         _label(b"__name__", b"node_load15")
         + _label(b"instance", b"a:9100")
-        + _field(3, 2, b"\x0a\x00")  # an exemplar
-        + _field(2, 2, _field(1, 1, struct.pack("<d", 0.25)) + _field(7, 0, b"\x01")),
-    ) + _field(3, 2, _field(1, 0, b"\x02"))  # metadata
+        + field(3, 2, b"\x0a\x00")  # an exemplar
+        + field(2, 2, field(1, 1, struct.pack("<d", 0.25)) + field(7, 0, b"\x01")),
+    ) + field(3, 2, field(1, 0, b"\x02"))  # metadata
     compiled, python = _both(data)
     assert compiled == python
     assert isinstance(compiled, tuple) and compiled[1:] == (5, 1)
@@ -158,44 +144,44 @@ def _compiled_reads(data: bytes) -> bool:
 
 def _kv(key: bytes, value: bytes) -> bytes:
     """A KeyValue; ``value`` is an AnyValue's body."""
-    return _field(1, 2, key) + _field(2, 2, value)
+    return field(1, 2, key) + field(2, 2, value)
 
 
 def _text(value: bytes) -> bytes:
-    return _field(1, 2, value)
+    return field(1, 2, value)
 
 
 def _point(attributes: list[bytes], time_ns: int, value: bytes) -> bytes:
     return (
-        b"".join(_field(7, 2, a) for a in attributes)
-        + _field(2, 1, struct.pack("<Q", time_ns - 10**9))
-        + _field(3, 1, struct.pack("<Q", time_ns))
+        b"".join(field(7, 2, a) for a in attributes)
+        + field(2, 1, struct.pack("<Q", time_ns - 10**9))
+        + field(3, 1, struct.pack("<Q", time_ns))
         + value
     )
 
 
 def _double(x: float) -> bytes:
-    return _field(4, 1, struct.pack("<d", x))
+    return field(4, 1, struct.pack("<d", x))
 
 
 def _int(n: int) -> bytes:
-    return _field(6, 1, struct.pack("<q", n))
+    return field(6, 1, struct.pack("<q", n))
 
 
 def _metric(name: bytes, kind: int, *points: bytes, extra: bytes = b"") -> bytes:
     """A Metric with a Gauge (kind 5) or a Sum (kind 7) of ``points``."""
-    data = b"".join(_field(1, 2, p) for p in points) + extra
-    return _field(1, 2, name) + _field(3, 2, b"By") + _field(kind, 2, data)
+    data = b"".join(field(1, 2, p) for p in points) + extra
+    return field(1, 2, name) + field(3, 2, b"By") + field(kind, 2, data)
 
 
 def _resource(attributes: list[bytes], *metrics: bytes) -> bytes:
-    resource = b"".join(_field(1, 2, a) for a in attributes)
-    scope = _field(1, 2, _field(1, 2, b"hostmetricsreceiver") + _field(2, 2, b"0.160.0"))
-    return _field(1, 2, resource) + _field(2, 2, scope + b"".join(_field(2, 2, m) for m in metrics))
+    resource = b"".join(field(1, 2, a) for a in attributes)
+    scope = field(1, 2, field(1, 2, b"hostmetricsreceiver") + field(2, 2, b"0.160.0"))
+    return field(1, 2, resource) + field(2, 2, scope + b"".join(field(2, 2, m) for m in metrics))
 
 
 def _export(*resources: bytes) -> bytes:
-    return b"".join(_field(1, 2, r) for r in resources)
+    return b"".join(field(1, 2, r) for r in resources)
 
 
 T0_NS = T0 * 1_000_000
@@ -224,8 +210,8 @@ def test_every_shape_the_compiled_decoder_reads_decodes_the_same() -> None:
             [
                 _kv(b"host.name", _text(b"old")),
                 HOST,
-                _kv(b"host.arch", _field(3, 0, _varint(64))),
-                _kv(b"os.type", _field(2, 0, b"\x01")),
+                _kv(b"host.arch", field(3, 0, varint(64))),
+                _kv(b"os.type", field(2, 0, b"\x01")),
                 _kv(b"load", _double(0.5)),
             ],
             _metric(
@@ -240,7 +226,7 @@ def test_every_shape_the_compiled_decoder_reads_decodes_the_same() -> None:
                 _point(
                     [
                         _kv(b"state", _text(b"user")),
-                        _kv(b"cpu", _field(3, 0, _varint(1))),
+                        _kv(b"cpu", field(3, 0, varint(1))),
                         _kv(b"state", _text(b"system")),
                     ],
                     T0_NS + 400_000_000,
@@ -249,11 +235,11 @@ def test_every_shape_the_compiled_decoder_reads_decodes_the_same() -> None:
                 # 1.2 s later: a sample of its own; -0.0, then no value at all
                 _point([_kv(b"cpu", _text(b"cpu0"))], T0_NS + 1_600_000_000, _double(-0.0)),
                 _point([], T0_NS + 1_600_000_000, b""),
-                extra=_field(2, 0, b"\x02") + _field(3, 0, b"\x01"),
+                extra=field(2, 0, b"\x02") + field(3, 0, b"\x01"),
             ),
             _metric(b"system.memory.usage", 5, _point([], T0_NS, _double(float("nan")))),
             _metric(b"process.cpu.time", 7, _point([], T0_NS, _double(1.0))),  # not mapped
-            _field(1, 2, b"system.cpu.logical.count"),  # a metric with no data
+            field(1, 2, b"system.cpu.logical.count"),  # a metric with no data
         ),
         # the same host again in a second resource; a resource with no points
         _resource([HOST], _metric(b"system.cpu.load_average.1m", 5, _point([], T0_NS, _double(1)))),
@@ -272,12 +258,12 @@ def test_every_shape_the_compiled_decoder_reads_decodes_the_same() -> None:
 def test_points_with_no_recorded_value_make_no_sample_in_both() -> None:
     """FLAG_NO_RECORDED_VALUE (flags bit 0) is OTLP's stale marker: no reading, even with a
     value set; other flag bits change nothing."""
-    no_value = _field(8, 0, b"\x01")
+    no_value = field(8, 0, b"\x01")
     memory = b"system.memory.usage"
     data = _export(
         _resource(
             [HOST],
-            _metric(memory, 5, _point([], T0_NS, _double(5.0) + _field(8, 0, b"\x02"))),
+            _metric(memory, 5, _point([], T0_NS, _double(5.0) + field(8, 0, b"\x02"))),
             _metric(b"system.cpu.load_average.1m", 5, _point([], T0_NS, _double(1) + no_value)),
             _metric(memory, 5, _point([], T0_NS + 5 * 10**9, _double(7.0) + no_value)),
         ),
@@ -299,18 +285,18 @@ def test_points_with_no_recorded_value_make_no_sample_in_both() -> None:
                 _resource(
                     [HOST],
                     _metric(b"system.memory.usage", 5, _point([], T0_NS, _double(1)))
-                    + _field(5, 2, _field(1, 2, _point([], T0_NS, _double(2))))
-                    + _field(7, 2, _field(1, 2, _point([], T0_NS, _double(3)))),
+                    + field(5, 2, field(1, 2, _point([], T0_NS, _double(2))))
+                    + field(7, 2, field(1, 2, _point([], T0_NS, _double(3)))),
                 )
             ),
             True,
         ),
         # a resource given twice on the wire (merged: the host in the second part)
         (
-            _field(
+            field(
                 1,
                 2,
-                _field(1, 2, b"")
+                field(1, 2, b"")
                 + _resource(
                     [HOST], _metric(b"system.cpu.load_average.5m", 5, _point([], T0_NS, _double(1)))
                 ),
@@ -331,13 +317,13 @@ def test_points_with_no_recorded_value_make_no_sample_in_both() -> None:
             ),
             False,
         ),
-        (_export(_resource([HOST], _field(1, 2, b"system.cpu.time") + _field(9, 2, b""))), False),
+        (_export(_resource([HOST], field(1, 2, b"system.cpu.time") + field(9, 2, b""))), False),
         (
             _export(
                 _resource(
                     [HOST],
                     _metric(
-                        b"system.cpu.time", 7, _point([], T0_NS, _double(1)) + _field(5, 2, b"")
+                        b"system.cpu.time", 7, _point([], T0_NS, _double(1)) + field(5, 2, b"")
                     ),
                 )
             ),
@@ -346,7 +332,7 @@ def test_points_with_no_recorded_value_make_no_sample_in_both() -> None:
         (
             _export(
                 _resource(
-                    [_kv(b"host.name", _field(8, 0, b"\x01"))],
+                    [_kv(b"host.name", field(8, 0, b"\x01"))],
                     _metric(b"system.cpu.time", 7, _point([], T0_NS, _double(1))),
                 )
             ),
@@ -372,7 +358,7 @@ MEMORY = _metric(b"system.memory.usage", 5, _point([], T0_NS, _double(1)))
         (b"\x00\x01garbage", "bad_protobuf"),
         (_export(_resource([_kv(b"host.name", b"\x0a\x02\xff\xfe")], MEMORY)), "bad_protobuf"),
         (
-            _export(_resource([_kv(b"k", _field(5, 2, _field(1, 2, _text(b"\xff"))))], MEMORY)),
+            _export(_resource([_kv(b"k", field(5, 2, field(1, 2, _text(b"\xff"))))], MEMORY)),
             "bad_protobuf",
         ),
         (_export(_resource([_kv(b"os.type", _text(b"linux"))], MEMORY)), "no_host"),
@@ -381,7 +367,7 @@ MEMORY = _metric(b"system.memory.usage", 5, _point([], T0_NS, _double(1)))
         (
             _export(
                 _resource(
-                    [_kv(b"host.name", _field(6, 2, _field(1, 2, _kv(b"a", _text(b"b")))))], MEMORY
+                    [_kv(b"host.name", field(6, 2, field(1, 2, _kv(b"a", _text(b"b")))))], MEMORY
                 )
             ),
             "bad_host",
