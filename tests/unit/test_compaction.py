@@ -26,6 +26,7 @@ from sysmetrics.lake.compaction import (
     compact_hour,
     current_manifest,
     hour_source,
+    hour_sources,
     hours_between,
     last_prunable_hour,
     prune_hour,
@@ -33,12 +34,12 @@ from sysmetrics.lake.compaction import (
     verify_hour,
 )
 from sysmetrics.lake.store import LakeStore
-from sysmetrics.schema import MetricsEvent, decode
+from sysmetrics.schema import MetricsEvent, decode, encode
 from sysmetrics.warehouse import sql
 from sysmetrics.warehouse.duckdb import DuckDBWarehouse
 from tests.support.kafka_io import SYSMETRICS
 from tests.support.lake import data_files, read_lines
-from tests.support.lakes import LakeBuilder, steady_host, write_simulated_fleet
+from tests.support.lakes import LakeBuilder, event, steady_host, write_simulated_fleet
 
 TOPIC = "machine_metrics"
 H = timedelta(hours=1)
@@ -176,7 +177,7 @@ def test_reading_an_hour_from_the_lake_gives_each_event_once(tmp_path: Path) -> 
     try:
 
         def read(source: HourSource) -> list[tuple[int, float]]:
-            rows = wh.lake_rows(statement, source, OLD, start=OLD, end=OLD + H, host="web-1")
+            rows = wh.lake_rows(statement, [(OLD, source)], start=OLD, end=OLD + H, host="web-1")
             return [(r["t"], r["cpu_pct"]) for r in rows]
 
         alone = hour_source(store, TOPIC, OLD)
@@ -190,6 +191,51 @@ def test_reading_an_hour_from_the_lake_gives_each_event_once(tmp_path: Path) -> 
         assert read(newer) == [*expected, (int(last[0].ts.timestamp() * 1000), 40.0)]
     finally:
         wh.close()
+
+
+def test_lake_hours_of_every_kind_are_read_in_one_statement_as_a_load_would(
+    tmp_path: Path,
+) -> None:
+    """Remote read over hours the warehouse no longer holds, in one statement: a curated file
+    alone (holding a line filed under the wrong hour), a curated file with a newer raw file
+    that repeats some of its events, and raw files only (a batch flushed twice). Each event of
+    the range comes once, only those in [start, end], the misfiled line in no hour's window."""
+    lake = tmp_path / "lake"
+    builder = LakeBuilder(lake)
+    store = LakeStore(str(lake))
+    hours = [OLD, OLD + H, OLD + 2 * H]
+    web1 = {hour: steady_host("web-1", hour, 10.0 + n, samples=60) for n, hour in enumerate(hours)}
+    (first,) = builder.add_batch([*web1[OLD], *steady_host("web-2", OLD, 90.0, samples=60)])
+    misfiled = event("web-1", OLD + 2 * H + timedelta(minutes=3), 77.0, seq=999)
+    first.write_bytes(first.read_bytes() + encode(misfiled) + b"\n")
+    compact_hour(store, TOPIC, OLD)
+    builder.add_batch(web1[OLD + H])
+    compact_hour(store, TOPIC, OLD + H)
+    late = event("web-1", OLD + H + timedelta(minutes=30), 11.0, seq=1000)
+    builder.add_batch([*web1[OLD + H][50:], late])
+    builder.add_batch(web1[OLD + 2 * H])
+    builder.add_batch(web1[OLD + 2 * H])
+    sources = hour_sources(store, TOPIC, [*hours, OLD + 3 * H])
+    assert [(hour, s.each_event_once) for hour, s in sources] == [
+        (OLD, True),
+        (OLD + H, False),
+        (OLD + 2 * H, False),
+    ]
+    start, end = OLD + timedelta(minutes=5), OLD + 2 * H + timedelta(minutes=5)
+    statement = sql.read_raw(["cpu_pct"], "host_id = @host")
+    wh = DuckDBWarehouse(":memory:")
+    try:
+        rows = wh.lake_rows(statement, sources, start=start, end=end, host="web-1")
+    finally:
+        wh.close()
+    wanted = [*web1[OLD], *web1[OLD + H], late, *web1[OLD + 2 * H]]
+    expected = sorted(
+        (int(e.ts.timestamp() * 1000), e.cpu.utilization_pct)
+        for e in wanted
+        if start <= e.ts <= end
+    )
+    assert len(expected) == 30 + 61 + 31
+    assert [(r["t"], r["cpu_pct"]) for r in rows] == expected
 
 
 def test_retention_prunes_only_verified_hours_and_the_warehouse_is_the_same(

@@ -28,7 +28,7 @@ from typing import Any
 import msgspec
 
 from sysmetrics import prompb
-from sysmetrics.lake.compaction import hour_source, hours_between
+from sysmetrics.lake.compaction import hour_sources, hours_between
 from sysmetrics.lake.store import LakeStore
 from sysmetrics.remote_read import series as catalog
 from sysmetrics.timeutil import hour_floor
@@ -299,14 +299,11 @@ def run_query(
                 hour_floor(r["hour"])
                 for r in wh.rows(sql.READ_HOURS_HELD, first_hour=first_hour, last_hour=last_hour)
             }
-            for hour in lake_hours(store, topic, first_hour, last_hour, held):
-                source = hour_source(store, topic, hour)
-                if source is None:
-                    continue
-                rows = _lake_engine(store).lake_rows(
-                    statement, source, hour, start=start, end=end, **params
-                )
-                collector.raw_rows(rows, selection)
+            hours = lake_hours(store, topic, first_hour, last_hour, held)
+            rows = _lake_engine(store).lake_rows(
+                statement, hour_sources(store, topic, hours), start=start, end=end, **params
+            )
+            collector.raw_rows(rows, selection)
     if selection.hourly:
         statement = sql.read_hourly([s.column for s in selection.hourly], where)
         # The sample of hour h is stamped h + 1h: the hours whose end lies in [start, end].

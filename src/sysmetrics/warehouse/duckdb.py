@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
-from sysmetrics.lake.compaction import HourSource, curated_source, each_event_once, raw_source
+from sysmetrics.lake.compaction import (
+    HourSource,
+    curated_files_source,
+    curated_source,
+    each_event_once,
+    raw_source,
+)
 from sysmetrics.warehouse import sql
 from sysmetrics.warehouse.base import Appended, Warehouse
 
@@ -21,7 +28,10 @@ _TYPES = {
     "BOOL": "BOOLEAN",
 }
 _EVENTS_PLACEHOLDER = "__events__"
-_RAW_PLACEHOLDER = "__lake_hour__"
+_ALONE = sql.flatten(True, "lake_hour")
+_DEDUPLICATED = sql.flatten(False, "lake_hour")
+"""FLATTEN over a source of several lake hours, each row in the window of its file's hour."""
+_RAW_PLACEHOLDER = "__lake_hours__"
 
 
 class WarehouseBusyError(RuntimeError):
@@ -89,15 +99,27 @@ class DuckDBWarehouse(Warehouse):
         return flatten.replace(_EVENTS_PLACEHOLDER, source)
 
     def lake_rows(
-        self, template: str, source: HourSource, hour: datetime, **params: Any
+        self, template: str, sources: Sequence[tuple[datetime, HourSource]], **params: Any
     ) -> list[dict[str, Any]]:
-        """A statement over ``{raw}`` run on one lake hour instead of the table, its events
-        flattened as the load would. Without the deduplication's window (a curated file
-        alone), a host filter reaches the file's row groups."""
-        flatten = sql.flatten(source.each_event_once)
+        """A statement over ``{raw}`` run on lake hours instead of the table, in one statement:
+        each hour's events flattened as the load would, in that hour's window. Hours held by a
+        curated file alone are one scan, without the deduplication (so a host filter reaches
+        the files' row groups); any other hour is read and deduplicated on its own."""
+        alone = [(hour, s.curated_alone) for hour, s in sources if s.curated_alone]
+        branches = [self._flattened(curated_files_source(alone), _ALONE)] if alone else []
+        hours = {}
+        for n, (hour, source) in enumerate((h, s) for h, s in sources if not s.curated_alone):
+            hours[f"lake_hour_{n}"] = hour
+            events = f"(SELECT *, $lake_hour_{n} AS lake_hour FROM {source.sql})"
+            branches.append(self._flattened(events, _DEDUPLICATED))
+        if not branches:
+            return []
         statement = self.render(template.replace("{raw}", _RAW_PLACEHOLDER))
-        statement = statement.replace(_RAW_PLACEHOLDER, f"({self._flattened(source.sql, flatten)})")
-        return self._rows(statement, {**self.used_params(template, params), "start": hour})
+        union = " UNION ALL ".join(f"({b})" for b in branches)
+        return self._rows(
+            statement.replace(_RAW_PLACEHOLDER, f"({union})"),
+            {**self.used_params(template, params), **hours},
+        )
 
     def order_hour(self, hour: datetime) -> None:
         # Rows arrive interleaved (every host of each flush together); sorted, each row group

@@ -240,9 +240,10 @@ FLATTEN = f"{FLATTEN_ROWS}{EACH_EVENT_ONCE}\n"
 name)."""
 
 
-def flatten(each_event_once: bool) -> str:
-    """FLATTEN, less its deduplication where the source already holds each event once."""
-    return FLATTEN_ROWS if each_event_once else FLATTEN
+def flatten(each_event_once: bool, hour: str = "@start") -> str:
+    """FLATTEN, less its deduplication where the source already holds each event once; the
+    hour's window on ``hour``: a parameter, or a column of a source of several hours."""
+    return (FLATTEN_ROWS if each_event_once else FLATTEN).replace("@start", hour)
 
 
 @cache
