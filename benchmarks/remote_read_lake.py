@@ -74,9 +74,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--gcs", action="store_true", help="the lake on fake-gcs-server")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, lake(
-        Path(tmp), args.hours, args.hosts, args.gcs
-    ) as store:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        lake(Path(tmp), args.hours, args.hosts, args.gcs) as store,
+    ):
         engine = DuckDBWarehouse(":memory:")
         if not store.is_local:
             engine.use_filesystem(store.fs)

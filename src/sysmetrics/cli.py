@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import click
 
 from sysmetrics import __version__
 from sysmetrics.config import ConfigError, Settings, load_settings
+from sysmetrics.logs import configure_logging
 
 
 class Context:
@@ -47,13 +49,7 @@ def cli(ctx: click.Context, log_level: str) -> None:
     Settings come from SYSMETRICS_* environment variables and an optional TOML file
     (SYSMETRICS_CONFIG, default ./sysmetrics.toml); see `sysmetrics config show`.
     """
-    logging.basicConfig(
-        level=log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    if log_level != "debug":
-        logging.getLogger("sysmetrics.kafka.client").setLevel(logging.CRITICAL)
+    configure_logging(logging.getLevelNamesMapping()[log_level.upper()])
     ctx.ensure_object(Context)
 
 
@@ -156,37 +152,22 @@ def collect(
     Events are keyed by host_id. Every event goes through an on-disk spool first, so a broker
     outage or a restart of the collector loses nothing; Ctrl-C / SIGTERM flush and exit 0.
     """
-    import threading
-
-    from sysmetrics.collect.loop import install_stop_signals, print_samples, run_collector
+    from sysmetrics.collect.loop import print_samples
+    from sysmetrics.collect.settings import CollectorSettings
 
     settings = ctx.settings
     if interval is not None:
         settings = settings.model_copy(update={"sample_interval_s": interval})
     max_samples = 1 if once else count
     if print_only:
-        print_samples(settings, max_samples, click.echo, once=once)
+        print_samples(CollectorSettings.of(settings), max_samples, click.echo, once=once)
         return
-    from sysmetrics.stream.admin import ensure_topic
+    from sysmetrics.collect import agent
 
-    try:
-        ensure_topic(settings)
-    except (ConnectionError, PermissionError) as exc:
-        click.echo(f"warning: {exc}; events are spooled until it is back", err=True)
-    from sysmetrics.observability import serve_metrics
-
-    stop = threading.Event()
-    install_stop_signals(stop)
-    settings = _overridden(settings, metrics_port=metrics_port)
-    metrics = serve_metrics("collect", [], settings.metrics_addr, settings.metrics_port)
-    try:
-        producer = run_collector(settings, stop, max_samples, metrics=metrics)
-    finally:
-        metrics.close()
-    click.echo(
-        f"collected {producer.stats.spooled} samples, delivered {producer.stats.delivered}, "
-        f"{producer.spool.pending} waiting in the spool, {producer.spool.dropped} dropped"
-    )
+    collector = CollectorSettings.of(_overridden(settings, metrics_port=metrics_port))
+    if os.name == "posix":
+        agent.become_collector(collector, max_samples)
+    click.echo(agent.run(collector, max_samples))
 
 
 # --------------------------------------------------------------------------- service

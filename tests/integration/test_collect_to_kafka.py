@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from sysmetrics.collect.loop import run_collector
+from sysmetrics.collect.settings import CollectorSettings
 from sysmetrics.config import Settings, load_settings
 from sysmetrics.schema import decode
 from sysmetrics.stream.admin import ensure_topic
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.broker
 
 def test_collected_samples_arrive_valid_and_keyed_by_host(broker_settings: Settings) -> None:
     settings = broker_settings.model_copy(update={"sample_interval_s": 0.2})
-    producer = run_collector(settings, threading.Event(), max_samples=5)
+    producer = run_collector(CollectorSettings.of(settings), threading.Event(), max_samples=5)
     assert producer.stats.delivered == 5 and producer.spool.pending == 0
     messages = read_topic(settings, expected=5)
     assert len(messages) == 5
@@ -52,9 +53,15 @@ def test_sigterm_flushes_and_exits_zero(broker_settings: Settings, tmp_path: Pat
         text=True,
     )
     time.sleep(4)
+    # The CLI has become the collector process (same PID): it holds what sampling and
+    # publishing need (librdkafka), not the CLI and settings libraries (pydantic's core).
+    command = Path(f"/proc/{process.pid}/cmdline").read_bytes().split(b"\0")
+    mapped = Path(f"/proc/{process.pid}/maps").read_text()
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=30)
     assert process.returncode == 0, err
+    assert command[1:3] == [b"-m", b"sysmetrics.collect.agent"], command
+    assert "librdkafka" in mapped and "pydantic_core" not in mapped
     spooled = int(out.split("collected ")[1].split()[0])
     assert spooled >= 3
     assert "0 waiting in the spool" in out
@@ -70,9 +77,10 @@ def test_broker_outage_loses_nothing_and_keeps_order(tmp_path: Path) -> None:
         data_dir=tmp_path / "data",
         sample_interval_s=0.2,
     )
-    first = run_collector(settings, threading.Event(), max_samples=6)
+    collector = CollectorSettings.of(settings)
+    first = run_collector(collector, threading.Event(), max_samples=6)
     assert first.stats.delivered == 0 and first.spool.pending == 6
-    second = run_collector(settings, threading.Event(), max_samples=4)  # a restart, still down
+    second = run_collector(collector, threading.Event(), max_samples=4)  # a restart, still down
     assert second.spool.pending == 10
 
     broker = EmbeddedBroker(tmp_path / "broker", port)
@@ -80,7 +88,7 @@ def test_broker_outage_loses_nothing_and_keeps_order(tmp_path: Path) -> None:
     try:
         ensure_topic(settings)
         stop = threading.Event()
-        third = run_collector(settings, stop, max_samples=1)
+        third = run_collector(collector, stop, max_samples=1)
         assert third.spool.pending == 0 and third.stats.delivered == 11
         events = [decode(m.value()) for m in read_topic(settings, expected=11)]
         assert len(events) == 11
@@ -106,7 +114,7 @@ def test_broker_down_60s_with_a_collector_restart_loses_and_duplicates_nothing(
     producers = []
 
     def collect(stop: threading.Event) -> None:
-        producers.append(run_collector(settings, stop))
+        producers.append(run_collector(CollectorSettings.of(settings), stop))
 
     first_stop, second_stop = threading.Event(), threading.Event()
     first = threading.Thread(target=collect, args=(first_stop,))

@@ -12,7 +12,7 @@ from types import FrameType
 
 from sysmetrics.collect.host import host_id_warning
 from sysmetrics.collect.sampler import Sampler
-from sysmetrics.config import Settings
+from sysmetrics.collect.settings import CollectorSettings
 from sysmetrics.observability import MetricsEndpoint
 from sysmetrics.schema import encode
 from sysmetrics.stream.producer import SpooledProducer
@@ -55,7 +55,7 @@ def install_stop_signals(stop: threading.Event) -> None:
 
 
 def run_collector(
-    settings: Settings,
+    settings: CollectorSettings,
     stop: threading.Event,
     max_samples: int | None = None,
     on_sample: Callable[[int], None] | None = None,
@@ -100,7 +100,10 @@ def run_collector(
 
 
 def print_samples(
-    settings: Settings, max_samples: int | None, write: Callable[[str], None], once: bool = False
+    settings: CollectorSettings,
+    max_samples: int | None,
+    write: Callable[[str], None],
+    once: bool = False,
 ) -> None:
     """`collect --print`: the same samples as JSON lines to ``write``, no Kafka; ``once``
     samples at once instead of at the next tick (CPU % needs only a short first interval)."""

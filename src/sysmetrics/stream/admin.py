@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+from typing import Protocol
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from sysmetrics.config import Settings
 from sysmetrics.stream.kafka_config import (
     AUTHORIZATION_ERRORS,
+    KafkaClientSettings,
     admin_config,
     explain,
     explain_failure,
@@ -18,7 +19,16 @@ from sysmetrics.stream.kafka_config import (
 log = logging.getLogger(__name__)
 
 
-def under_replicated(settings: Settings, timeout_s: float = 5.0) -> list[str]:
+class TopicSettings(KafkaClientSettings, Protocol):
+    @property
+    def topic_partitions(self) -> int: ...
+    @property
+    def replication_factor(self) -> int | None: ...
+    @property
+    def min_insync_replicas(self) -> int | None: ...
+
+
+def under_replicated(settings: KafkaClientSettings, timeout_s: float = 5.0) -> list[str]:
     """Partitions of the metrics topic whose in-sync replicas are fewer than their replicas,
     as 'p<N>: isr a/b'; [] when all are in sync."""
     admin = AdminClient(admin_config(settings))
@@ -37,7 +47,7 @@ def under_replicated(settings: Settings, timeout_s: float = 5.0) -> list[str]:
 
 
 def ensure_topic(
-    settings: Settings,
+    settings: TopicSettings,
     topic: str | None = None,
     timeout_s: float = 15.0,
     partitions: int | None = None,

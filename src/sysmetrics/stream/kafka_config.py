@@ -4,11 +4,37 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from confluent_kafka import KafkaError
 
-from sysmetrics.config import Settings
+if TYPE_CHECKING:
+    from sysmetrics.config import Settings
+
+
+class Secret(Protocol):
+    def get_secret_value(self) -> str: ...
+
+
+class KafkaClientSettings(Protocol):
+    """The settings our Kafka clients read. ``Settings`` has them, and so does the collector's
+    plain copy (``CollectorSettings``): its process never imports the settings library."""
+
+    @property
+    def bootstrap_servers(self) -> str: ...
+    @property
+    def security_protocol(self) -> str: ...
+    @property
+    def sasl_mechanism(self) -> str | None: ...
+    @property
+    def sasl_username(self) -> str | None: ...
+    @property
+    def sasl_password(self) -> Secret | None: ...
+    @property
+    def ssl_ca_location(self) -> str | None: ...
+    @property
+    def topic(self) -> str: ...
+
 
 SESSION_TIMEOUT_MS = 6000
 """Tansu makes a joining member wait half the session timeout; 6 s (Kafka's minimum) keeps
@@ -38,7 +64,7 @@ librdkafka reports those through the error callback and keeps reconnecting, so t
 waits on Kafka asks here why it got nothing."""
 
 
-def _identity(settings: Settings) -> str:
+def _identity(settings: KafkaClientSettings) -> str:
     return f"{settings.bootstrap_servers}|{settings.sasl_username}"
 
 
@@ -51,7 +77,7 @@ def is_refusal(error: KafkaError) -> bool:
     )
 
 
-def explain(settings: Settings, error: KafkaError) -> str:
+def explain(settings: KafkaClientSettings, error: KafkaError) -> str:
     """One line: what Kafka refused and which setting to check."""
     text = error.str()
     user = settings.sasl_username or "(anonymous)"
@@ -76,7 +102,7 @@ def explain(settings: Settings, error: KafkaError) -> str:
     return f"Kafka user {user} is not allowed to {what}: ask for an ACL ({text})"
 
 
-def explain_failure(settings: Settings, probe_tls: bool = True) -> str | None:
+def explain_failure(settings: KafkaClientSettings, probe_tls: bool = True) -> str | None:
     """Why Kafka refused these settings' client in this process, if it did: a refusal the
     client reported, else, on a TLS listener, what a TLS handshake of our own finds (librdkafka
     reports a certificate it does not trust only as a transport failure)."""
@@ -88,7 +114,7 @@ def explain_failure(settings: Settings, probe_tls: bool = True) -> str | None:
     return None
 
 
-def _tls_problem(settings: Settings, timeout_s: float = 5.0) -> str | None:
+def _tls_problem(settings: KafkaClientSettings, timeout_s: float = 5.0) -> str | None:
     import socket
     import ssl
 
@@ -113,7 +139,7 @@ def _tls_problem(settings: Settings, timeout_s: float = 5.0) -> str | None:
     return None
 
 
-def _error_callback(settings: Settings) -> Callable[[KafkaError], None]:
+def _error_callback(settings: KafkaClientSettings) -> Callable[[KafkaError], None]:
     def on_error(error: KafkaError) -> None:
         if not is_refusal(error):
             CLIENT_LOGGER.debug("%s", error)
@@ -126,7 +152,7 @@ def _error_callback(settings: Settings) -> Callable[[KafkaError], None]:
     return on_error
 
 
-def common_config(settings: Settings) -> dict[str, Any]:
+def common_config(settings: KafkaClientSettings) -> dict[str, Any]:
     config: dict[str, Any] = {
         "bootstrap.servers": settings.bootstrap_servers,
         "security.protocol": settings.security_protocol,
@@ -144,7 +170,7 @@ def common_config(settings: Settings) -> dict[str, Any]:
     return config
 
 
-def producer_config(settings: Settings) -> dict[str, Any]:
+def producer_config(settings: KafkaClientSettings) -> dict[str, Any]:
     """No-loss producer: idempotent, acks=all, retries until delivered or the spool takes over."""
     return {
         **common_config(settings),
@@ -172,5 +198,5 @@ def consumer_config(settings: Settings, group_id: str | None = None) -> dict[str
     }
 
 
-def admin_config(settings: Settings) -> dict[str, Any]:
+def admin_config(settings: KafkaClientSettings) -> dict[str, Any]:
     return common_config(settings)

@@ -7,12 +7,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from sysmetrics.config import Settings
 from sysmetrics.observability import Reading
-from sysmetrics.stream.kafka_config import producer_config
+from sysmetrics.stream.kafka_config import KafkaClientSettings, producer_config
 from sysmetrics.stream.spool import Spool, SpooledRecord
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,11 @@ class DeliveryStats:
     last_delivery_at: float | None = field(default=None)
 
 
+class ProducerSettings(KafkaClientSettings, Protocol):
+    @property
+    def spool_max_bytes(self) -> int: ...
+
+
 class SpooledProducer:
     """Every message is in the on-disk spool until Kafka acknowledges it.
 
@@ -36,7 +41,11 @@ class SpooledProducer:
     """
 
     def __init__(
-        self, settings: Settings, spool_dir: Path, topic: str | None = None, window: int = 10_000
+        self,
+        settings: ProducerSettings,
+        spool_dir: Path,
+        topic: str | None = None,
+        window: int = 10_000,
     ) -> None:
         self.topic = topic or settings.topic
         self.spool = Spool(spool_dir, settings.spool_max_bytes)

@@ -40,9 +40,10 @@ class CollectorService(win32serviceutil.ServiceFramework):
         )
         servicemanager.LogInfoMsg(f"{SERVICE_NAME} starting")
         from sysmetrics.collect.loop import run_collector
+        from sysmetrics.collect.settings import CollectorSettings
         from sysmetrics.config import load_settings
 
-        run_collector(load_settings(), self.stop)
+        run_collector(CollectorSettings.of(load_settings()), self.stop)
 
 
 if __name__ == "__main__":
