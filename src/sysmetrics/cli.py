@@ -151,6 +151,8 @@ def collect(
 
     Events are keyed by host_id. Every event goes through an on-disk spool first, so a broker
     outage or a restart of the collector loses nothing; Ctrl-C / SIGTERM flush and exit 0.
+    Once the settings are read and checked, on Linux and macOS the command becomes the lean
+    collector process (same PID; `ps` shows `python -m sysmetrics.collect.agent`).
     """
     from sysmetrics.collect.loop import print_samples
     from sysmetrics.collect.settings import CollectorSettings
