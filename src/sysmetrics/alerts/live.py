@@ -4,6 +4,7 @@ machine, seconds old, no Kafka client), or the state topic (any machine)."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 from datetime import datetime
 from pathlib import Path
@@ -18,7 +19,8 @@ def live_state_path(settings: Settings) -> Path:
 
 def write_firing(settings: Settings, updated_at: datetime, firing: list[dict[str, Any]]) -> None:
     path = live_state_path(settings)
-    tmp = path.with_suffix(".tmp")
+    # A temporary name of its own: evaluators of one group may share a machine's data dir.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
     tmp.parent.mkdir(parents=True, exist_ok=True)
     tmp.write_text(json.dumps({"updated_at": updated_at.isoformat(), "firing": firing}))
     tmp.replace(path)  # readers never see half a file
