@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import threading
 import time
@@ -87,17 +88,22 @@ def test_fleet_host_page_chart_and_alerts_in_chromium(dashboard_url: str, tmp_pa
 
         # Sort by CPU, highest first (the header toggles), then search and filter: the state
         # is in the URL, so the view can be shared.
+        # A click returns once the navigation commits, before the new page has loaded:
+        # each one waits for its URL (and load) before the rows are read.
         page.click("#fleet th >> text=CPU %")
+        page.wait_for_url(re.compile(r"sort=cpu.*dir=asc|dir=asc.*sort=cpu"))
         page.click("#fleet th >> text=CPU %")
-        assert "sort=cpu" in page.url and "dir=desc" in page.url
+        page.wait_for_url(re.compile(r"sort=cpu.*dir=desc|dir=desc.*sort=cpu"))
         assert "gpu-7.example" in rows.nth(0).inner_text()
         page.fill("input[name=q]", "web")
         page.click("#filters button")
+        page.wait_for_url(re.compile(r"q=web"))
         assert rows.count() == 1 and "web-1.example" in rows.nth(0).inner_text()
         assert "q=web" in page.url and "sort=cpu" in page.url
         page.goto(dashboard_url + "/")
         page.check("input[name=alerts]")
         page.click("#filters button")
+        page.wait_for_url(re.compile(r"alerts="))
         assert rows.count() == 2  # gpu-7 and the clones have alerts, web-1 has none
         assert "web-1.example" not in page.locator("#fleet").inner_text()
         page.goto(dashboard_url + "/")

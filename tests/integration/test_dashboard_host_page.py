@@ -108,12 +108,14 @@ def test_every_chart_family_and_the_range_selector(served: tuple[str, dict[str, 
 
         page.goto(f"{url}/host?id={kinds['gpu']}")
         page.click(".ranges >> text=6h")
-        assert "range=6h" in page.url
+        # A click returns once the navigation commits; the URL is the new one, its page may not
+        # be there yet: wait for it to load before counting its charts.
+        page.wait_for_url(re.compile(r"range=6h"))
         assert 330 <= chart_points(page, "CPU %") <= 361  # 1-min buckets over 6 h
         assert chart_points(page, "Network bytes/s") >= 330  # rates from counter deltas
 
         page.click(".ranges >> text=7d")
-        assert "range=7d" in page.url
+        page.wait_for_url(re.compile(r"range=7d"))
         assert chart_points(page, "CPU %") == HOURS  # hourly aggregates, each hour a point
         assert chart_points(page, "GPU utilization % (mean of GPUs)") == HOURS
         assert page.locator('svg.chart[aria-label^="CPU %"] circle').count() == 3 * HOURS
