@@ -58,5 +58,5 @@ def test_the_collector_process_imports_neither_the_cli_nor_the_settings_library(
         check=True,
     ).stdout
     assert "'confluent_kafka'" in loaded and "'psutil'" in loaded
-    for heavy in ("pydantic", "pydantic_settings", "click", "rich"):
+    for heavy in ("pydantic", "pydantic_settings", "click", "rich", "prometheus_client", "http"):
         assert f"'{heavy}'" not in loaded, heavy

@@ -28,7 +28,7 @@ from sysmetrics.ingest.wire import (
     decompress,
     media_type,
 )
-from sysmetrics.observability import MetricsEndpoint, Reading
+from sysmetrics.observability import CONTENT_TYPE, MetricsEndpoint, Reading
 from sysmetrics.schema import encode
 from sysmetrics.stream.producer import SpooledProducer
 
@@ -176,9 +176,9 @@ class IngestApp:
             )
             return
         if path == "/metrics" and method == "GET":
-            from prometheus_client import generate_latest
-
-            await _respond(send, 200, generate_latest(self.metrics.registry))
+            await _respond(
+                send, 200, self.metrics.render(), [(b"content-type", CONTENT_TYPE.encode())]
+            )
             return
         if path not in ("/api/v1/write", "/v1/metrics"):
             await _respond(send, 404, b"not found: POST /api/v1/write or /v1/metrics\n")
