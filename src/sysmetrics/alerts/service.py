@@ -339,8 +339,8 @@ def run_evaluator(
     settings: Settings, rules: list[Rule], announce: Callable[[str], None]
 ) -> AlertStats:
     """`sysmetrics alert`: evaluate until SIGINT/SIGTERM, serving /metrics meanwhile."""
-    from sysmetrics.collect.loop import install_stop_signals
     from sysmetrics.observability import serve_metrics
+    from sysmetrics.stop_signals import install_stop_signals
 
     service = AlertService(settings, rules)
     install_stop_signals(service.stop)

@@ -16,10 +16,11 @@ import sys
 import threading
 from typing import NoReturn
 
-from sysmetrics.collect.loop import install_stop_signals, run_collector
+from sysmetrics.collect.loop import run_collector
 from sysmetrics.collect.settings import CollectorSettings
 from sysmetrics.logs import configure_logging
 from sysmetrics.observability import serve_metrics
+from sysmetrics.stop_signals import install_stop_signals
 from sysmetrics.stream.admin import ensure_topic
 
 

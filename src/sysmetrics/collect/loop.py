@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import logging
 import math
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from types import FrameType
 
 from sysmetrics.collect.host import host_id_warning
 from sysmetrics.collect.sampler import Sampler
 from sysmetrics.collect.settings import CollectorSettings
 from sysmetrics.observability import MetricsEndpoint
 from sysmetrics.schema import encode
+from sysmetrics.stop_signals import install_stop_signals
 from sysmetrics.stream.producer import SpooledProducer
 
 log = logging.getLogger(__name__)
@@ -43,15 +42,6 @@ def ticks(
             return
         taken += 1
         yield taken
-
-
-def install_stop_signals(stop: threading.Event) -> None:
-    def handler(signum: int, _frame: FrameType | None) -> None:
-        log.info("got %s: flushing and stopping", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
 
 
 def run_collector(

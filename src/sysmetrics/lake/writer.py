@@ -562,9 +562,9 @@ def run_writer(
 ) -> WriterStats:
     """`sysmetrics consume`: ensure the topics, then write until SIGINT/SIGTERM (or
     ``idle_exit_s`` without messages), publishing a status file and /metrics meanwhile."""
-    from sysmetrics.collect.loop import install_stop_signals
     from sysmetrics.lake.status import status_path
     from sysmetrics.observability import serve_metrics
+    from sysmetrics.stop_signals import install_stop_signals
     from sysmetrics.stream.admin import ensure_topic
 
     # The writer allocates a few objects per message and builds no reference cycles: with
