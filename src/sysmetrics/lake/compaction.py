@@ -553,7 +553,8 @@ class HourSource:
 
     @property
     def each_event_once(self) -> bool:
-        """Else an event may be read more than once and readers deduplicate by event_id."""
+        """Else an event may be read more than once and readers deduplicate by event_id
+        (``hour_source`` sets ``curated_alone`` by the module's ``each_event_once``)."""
         return self.curated_alone is not None
 
 
@@ -566,7 +567,7 @@ def hour_source(store: LakeStore, topic: str, hour: datetime) -> HourSource | No
         compacted = set(manifest.sources)
         newer = [store.uri(f) for f in raw if _name(f) not in compacted]
         uri = curated_uri(store, topic, manifest)
-        return HourSource(curated_source(uri, newer), None if newer else uri)
+        return HourSource(curated_source(uri, newer), uri if each_event_once(True, newer) else None)
     return HourSource(raw_source([store.uri(f) for f in raw])) if raw else None
 
 
