@@ -1,36 +1,101 @@
-"""The evaluators' firing-alerts file beside them, written by several at once."""
+"""The evaluators' firing-alerts files beside them: several evaluators of one group on one
+machine (each holding some partitions) write at once, and the dashboard sees all of them."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import threading
-from datetime import UTC, datetime
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sysmetrics.alerts.live import read_firing, write_firing
+from sysmetrics.alerts.live import FIRING_GLOB, read_firing, write_firing
 from sysmetrics.config import load_settings
 
 
-def test_evaluators_sharing_a_data_dir_write_the_live_file_without_failing(
-    tmp_path: Path,
-) -> None:
-    """Two evaluators of one group on one machine write the same file; each write is whole
-    and neither crashes on the other's temporary file (it did: FileNotFoundError, found in CI)."""
+def alert(rule: str, host: str, **more: object) -> dict[str, object]:
+    return {"rule": rule, "host_id": host, "fired_at": "2026-12-03T10:00:00+00:00", **more}
+
+
+def write_as_another_evaluator(data_dir: Path, updated_at: datetime, firing: list) -> None:
+    """``write_firing`` in a process of its own, as a second ``sysmetrics alert`` would."""
+    code = (
+        "import json, sys; from datetime import datetime; "
+        "from sysmetrics.alerts.live import write_firing; "
+        "from sysmetrics.config import load_settings; "
+        "write_firing(load_settings(data_dir=sys.argv[1]), "
+        "datetime.fromisoformat(sys.argv[2]), json.loads(sys.argv[3]))"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code, str(data_dir), updated_at.isoformat(), json.dumps(firing)],
+        check=True,
+    )
+
+
+def test_threads_of_one_evaluator_write_its_file_without_failing(tmp_path: Path) -> None:
+    """Each write is whole and no writer crashes on another's temporary file (it did:
+    FileNotFoundError, found in CI)."""
     settings = load_settings(data_dir=tmp_path)
     failures: list[BaseException] = []
 
-    def evaluator(name: str) -> None:
+    def writer(name: str) -> None:
         try:
             for n in range(400):
-                write_firing(settings, datetime.now(UTC), [{"host_id": name, "n": n}])
+                write_firing(settings, datetime.now(UTC), [alert("r", name, n=n)])
         except BaseException as exc:  # reported by the assertion below
             failures.append(exc)
 
-    threads = [threading.Thread(target=evaluator, args=(f"e{i}",)) for i in range(2)]
+    threads = [threading.Thread(target=writer, args=(f"e{i}",)) for i in range(2)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     assert failures == []
     found = read_firing(settings)
-    assert found is not None and found[1][0]["n"] == 399
-    assert sorted(p.name for p in (tmp_path / "status").iterdir()) == ["alerts-firing.json"]
+    assert found is not None and [a["n"] for a in found[1]] == [399]
+    own = FIRING_GLOB.replace("*", str(os.getpid()))
+    assert sorted(p.name for p in (tmp_path / "status").iterdir()) == [own]
+
+
+def test_two_evaluators_on_one_machine_are_both_seen(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path)
+    now = datetime.now(UTC)
+    write_as_another_evaluator(
+        tmp_path, now - timedelta(seconds=2), [alert("cpu", "a"), alert("memory", "c")]
+    )
+    write_as_another_evaluator(
+        tmp_path, now, [alert("cpu", "b"), alert("disk", "a", value=2), alert("cpu", "a", value=9)]
+    )
+    found = read_firing(settings)
+    assert found is not None
+    updated_at, firing = found
+    assert updated_at == now - timedelta(seconds=2)  # the older of the two: what the age says
+    # An alert in both files (its partition moved during a rebalance) counts once: the newer.
+    assert sorted((a["rule"], a["host_id"], a.get("value")) for a in firing) == [
+        ("cpu", "a", 9),
+        ("cpu", "b", None),
+        ("disk", "a", 2),
+        ("memory", "c", None),
+    ]
+
+
+def test_a_stopped_evaluators_file_is_left_out_then_forgotten(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path)
+    now = datetime.now(UTC)
+    write_as_another_evaluator(tmp_path, now - timedelta(minutes=10), [alert("cpu", "gone")])
+    found = read_firing(settings)  # every evaluator stopped: the last picture, and its age
+    assert found is not None and found == (now - timedelta(minutes=10), [alert("cpu", "gone")])
+
+    write_firing(settings, now, [alert("cpu", "here")])
+    found = read_firing(settings)
+    assert found is not None and found[1] == [alert("cpu", "here")]
+
+    stale = next(p for p in (tmp_path / "status").glob(FIRING_GLOB) if "gone" in p.read_text())
+    two_days_ago = time.time() - 2 * 86_400
+    os.utime(stale, (two_days_ago, two_days_ago))
+    write_as_another_evaluator(tmp_path, now, [])  # an evaluator starting removes it
+    assert stale.exists() is False
+    assert len(list((tmp_path / "status").glob(FIRING_GLOB))) == 2

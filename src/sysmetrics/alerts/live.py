@@ -3,6 +3,7 @@ machine, seconds old, no Kafka client), or the state topic (any machine)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -12,27 +13,61 @@ from typing import Any
 
 from sysmetrics.config import Settings
 
+FIRING_GLOB = "alerts-firing.*.json"
+TOGETHER_S = 30.0
+"""Files written within this long of the newest are one picture (each evaluator rewrites its
+own every second or so); an older one is an evaluator that stopped, or was killed, and the
+partitions it held are another's now."""
+FORGOTTEN_AFTER_S = 86_400.0
+"""A file this old is removed by the next evaluator that starts: restarts do not pile up."""
 
-def live_state_path(settings: Settings) -> Path:
-    return settings.data_dir / "status" / "alerts-firing.json"
+
+def live_state_dir(settings: Settings) -> Path:
+    return settings.data_dir / "status"
 
 
 def write_firing(settings: Settings, updated_at: datetime, firing: list[dict[str, Any]]) -> None:
-    path = live_state_path(settings)
-    # A temporary name of its own: evaluators of one group may share a machine's data dir.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    """This evaluator's firing alerts: a file of its own, since evaluators of one group may
+    share a machine's data dir, each holding some of the partitions."""
+    path = live_state_dir(settings) / FIRING_GLOB.replace("*", str(os.getpid()))
+    if not path.exists():
+        _forget_old_files(path.parent, updated_at.timestamp())
+    tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
     tmp.parent.mkdir(parents=True, exist_ok=True)
     tmp.write_text(json.dumps({"updated_at": updated_at.isoformat(), "firing": firing}))
     tmp.replace(path)  # readers never see half a file
 
 
+def _forget_old_files(directory: Path, now: float) -> None:
+    for old in directory.glob(FIRING_GLOB):
+        with contextlib.suppress(OSError):
+            if now - old.stat().st_mtime > FORGOTTEN_AFTER_S:
+                old.unlink()
+
+
 def read_firing(settings: Settings) -> tuple[datetime, list[dict[str, Any]]] | None:
-    """(when the evaluator last wrote, its firing alerts); None when no evaluator runs here."""
-    try:
-        body = json.loads(live_state_path(settings).read_text())
-    except (OSError, ValueError):
+    """(when the oldest of them last wrote, the firing alerts) of the evaluators running
+    here; None when none has run here. With several, their files are merged (an alert in two,
+    during a rebalance, counts once: the newer file's); only the newest when every file is
+    old (the evaluators stopped: their age says so)."""
+    written = []
+    for path in live_state_dir(settings).glob(FIRING_GLOB):
+        try:
+            body = json.loads(path.read_text())
+            written.append((datetime.fromisoformat(body["updated_at"]), list(body["firing"])))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # removed while listed, or not ours
+    if not written:
         return None
-    return datetime.fromisoformat(body["updated_at"]), list(body["firing"])
+    written.sort(key=lambda w: w[0])
+    newest = written[-1][0]
+    together = [w for w in written if (newest - w[0]).total_seconds() <= TOGETHER_S]
+    merged: dict[tuple[Any, Any], dict[str, Any]] = {}
+    for _, firing in together:
+        for alert in firing:
+            merged[(alert.get("rule"), alert.get("host_id"))] = alert
+    ordered = sorted(merged.values(), key=lambda a: (a.get("fired_at") or "", a.get("host_id") or ""))
+    return together[0][0], ordered
 
 
 class StateTopicView:
