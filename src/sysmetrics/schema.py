@@ -19,7 +19,7 @@ reason that says to upgrade the reader.
 from __future__ import annotations
 
 import json
-import secrets
+import os
 import time
 import typing
 from datetime import UTC, datetime
@@ -259,7 +259,13 @@ def new_event_id(at: datetime | None = None, random_bits: int | None = None) -> 
     deterministic, event-time-ordered ids from its seed.
     """
     ms = time.time_ns() // 1_000_000 if at is None else int(at.timestamp() * 1000)
-    rand = secrets.randbits(74) if random_bits is None else random_bits & ((1 << 74) - 1)
+    # os.urandom is what secrets.randbits reads; the secrets module would also load hashlib
+    # and random (~1 MB of every collector) for this one call.
+    rand = (
+        int.from_bytes(os.urandom(10)) >> 6
+        if random_bits is None
+        else random_bits & ((1 << 74) - 1)
+    )
     value = (
         (ms << 80) | (0x7 << 76) | ((rand >> 62) << 64) | (0b10 << 62) | (rand & ((1 << 62) - 1))
     )
