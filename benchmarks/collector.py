@@ -163,15 +163,15 @@ def compare_with_node_exporter(seconds: float, runs: int) -> None:
         split = ", ".join(f"{k} {v:.2f}" for k, v in run.split_ms.items())
         print(
             f"  run {n + 1}: sysmetrics collect {run.ours_ms:.2f} ms CPU per sample ({split}),"
-            f" RSS {run.ours_rss:.0f} MB; node_exporter {run.peer_ms:.2f} ms per scrape, RSS "
+            f" RSS {run.ours_rss:.1f} MB; node_exporter {run.peer_ms:.2f} ms per scrape, RSS "
             f"{run.peer_rss:.0f} MB; ratio {run.ratio:.2f}x"
         )
     ratios = sorted(r.ratio for r in results)
     rss = sorted(r.ours_rss for r in results)
     print(
         f"  median: ours / node_exporter = {statistics.median(ratios):.2f}x (spread "
-        f"{ratios[0]:.2f}-{ratios[-1]:.2f}; goal <= 0.5), our RSS {statistics.median(rss):.0f} MB"
-        f" (spread {rss[0]:.0f}-{rss[-1]:.0f}; goal <= 35)"
+        f"{ratios[0]:.2f}-{ratios[-1]:.2f}; goal <= 0.5), our RSS {statistics.median(rss):.1f} MB"
+        f" (spread {rss[0]:.1f}-{rss[-1]:.1f}; goal <= 35)"
     )
 
 
