@@ -66,8 +66,10 @@ def read_firing(settings: Settings) -> tuple[datetime, list[dict[str, Any]]] | N
     for _, firing in together:
         for alert in firing:
             merged[(alert.get("rule"), alert.get("host_id"))] = alert
-    ordered = sorted(merged.values(), key=lambda a: (a.get("fired_at") or "", a.get("host_id") or ""))
-    return together[0][0], ordered
+    by_time = sorted(
+        merged.values(), key=lambda a: (a.get("fired_at") or "", a.get("host_id") or "")
+    )
+    return together[0][0], by_time
 
 
 class StateTopicView:
