@@ -8,6 +8,8 @@ import subprocess
 import threading
 import time
 import uuid
+from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -99,11 +101,15 @@ def test_broker_outage_loses_nothing_and_keeps_order(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_broker_down_60s_with_a_collector_restart_loses_and_duplicates_nothing(
+def test_broker_down_60s_with_a_collector_restart_loses_nothing(
     restartable_broker: TestBroker, tmp_path: Path
 ) -> None:
     """Collect, stop the broker for over 60 s (restarting the collector meanwhile), start it
-    again: every sample taken is delivered exactly once."""
+    again: every sample taken is delivered, once, except at most the one sample in flight when
+    the broker went down: the broker may have appended it without its acknowledgement reaching
+    the collector, which was stopped during the outage and resends it from its spool (the
+    README's "A limit this found"; the warehouse and the curated lake keep one copy). A CI run
+    of 2026-12-03 had such a copy."""
     settings = load_settings(
         bootstrap_servers=restartable_broker.bootstrap,
         topic=f"outage_{uuid.uuid4().hex[:8]}",
@@ -121,7 +127,7 @@ def test_broker_down_60s_with_a_collector_restart_loses_and_duplicates_nothing(
     first.start()
     time.sleep(5)
     restartable_broker.stop()
-    outage_started = time.monotonic()
+    outage_started, outage_started_at = time.monotonic(), datetime.now(UTC)
     time.sleep(25)
     first_stop.set()  # the collector restarts during the outage
     first.join(60)
@@ -135,9 +141,10 @@ def test_broker_down_60s_with_a_collector_restart_loses_and_duplicates_nothing(
     assert producers[1].spool.pending == 0, "the spool did not drain after the outage"
     sampled = sum(p.stats.spooled for p in producers)
     assert producers[0].spool.pending > 0, "the outage must have left samples in the spool"
-    ids = [
-        decode(m.value()).event_id for m in read_topic(settings, expected=sampled + 1, timeout_s=10)
-    ]
-    assert len(ids) == len(set(ids)), f"{len(ids) - len(set(ids))} duplicates"
-    assert len(ids) == sampled, f"{sampled - len(ids)} samples lost"
+    events = [decode(m.value()) for m in read_topic(settings, expected=sampled + 1, timeout_s=10)]
+    copies = Counter(e.event_id for e in events)
+    assert len(copies) == sampled, f"{sampled - len(copies)} samples lost"
+    twice = {e.event_id: e.ts for e in events if copies[e.event_id] > 1}
+    assert max(copies.values()) <= 2 and len(twice) <= 1, f"{len(events) - sampled} duplicates"
+    assert all(ts < outage_started_at for ts in twice.values()), "a copy of a later sample"
     assert sampled >= 60
