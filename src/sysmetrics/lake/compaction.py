@@ -593,9 +593,7 @@ def hour_sources(
     store: LakeStore, topic: str, hours: Sequence[datetime]
 ) -> list[tuple[datetime, HourSource]]:
     """``hour_source`` of each of ``hours`` that the lake has, in their order."""
-    if not hours:  # the warehouse holds the whole range: the usual remote read
-        return []
-    with ThreadPoolExecutor(min(LOOKUPS_AT_ONCE, len(hours))) as pool:
+    with ThreadPoolExecutor(LOOKUPS_AT_ONCE) as pool:
         found = pool.map(lambda hour: hour_source(store, topic, hour), hours)
         return [(hour, s) for hour, s in zip(hours, found, strict=True) if s is not None]
 
