@@ -5,12 +5,13 @@ from collections.abc import Mapping, Sequence
 class RemoteWriteDecoder:
     def __init__(self, mapping: Mapping[str, tuple[str, tuple[str, ...]]]) -> None: ...
     def decode(
-        self, data: bytes, host_label: str, max_series: int
+        self, data: bytes, host_label: str, max_series: int, version: int
     ) -> tuple[
         dict[tuple[str, int, str], list[tuple[str, tuple[str, ...], float]]],
         int,
         int,
         list[tuple[str, str]],
+        int,
     ]: ...
 
 class EventValidator:

@@ -6,8 +6,8 @@
 //!
 //! `OtlpDecoder` (otlp.rs): an OTLP/HTTP metrics export into the same facts.
 //!
-//! `RemoteWriteDecoder`: a Prometheus remote-write 1.0 `WriteRequest` (already decompressed)
-//! into the receiver's facts, grouped by (host, sample time, source). The mapping (which
+//! `RemoteWriteDecoder`: a Prometheus remote-write 1.0 `WriteRequest` or 2.0 `Request` (already
+//! decompressed) into the receiver's facts, grouped by (host, sample time, source). The mapping (which
 //! series names we keep, their source and the labels each keeps) stays written once in
 //! Python and is handed over when the decoder is built.
 
@@ -86,6 +86,54 @@ fn parse_write_request(buf: &[u8]) -> Parsed<Vec<Series<'_>>> {
     Ok(out)
 }
 
+/// A remote-write 2.0 series: label references into the request's symbols, and its samples.
+type SeriesV2 = (Vec<u32>, Vec<(f64, i64)>);
+
+fn parse_series_v2(buf: &[u8]) -> Parsed<SeriesV2> {
+    let (mut refs, mut samples) = (Vec::new(), Vec::new());
+    let mut r = Reader::new(buf);
+    while !r.done() {
+        match r.tag()? {
+            // uint32: a wider varint is cut to 32 bits, as protobuf's own parsers do.
+            (1, 0) => refs.push(r.varint()? as u32),
+            (1, 2) => {
+                let mut packed = Reader::new(r.bytes()?);
+                while !packed.done() {
+                    refs.push(packed.varint()? as u32);
+                }
+            }
+            (2, 2) => samples.push(parse_sample(r.bytes()?)?),
+            (_, wire) => r.skip(wire)?,
+        }
+    }
+    Ok((refs, samples))
+}
+
+/// A remote-write 2.0 `Request` as series with their labels looked up in its symbols; a
+/// reference past the symbols or an odd count of them make it no request.
+fn parse_request_v2(buf: &[u8]) -> Parsed<Vec<Series<'_>>> {
+    let (mut symbols, mut raw) = (Vec::new(), Vec::new());
+    let mut r = Reader::new(buf);
+    while !r.done() {
+        match r.tag()? {
+            (4, 2) => symbols.push(r.text()?),
+            (5, 2) => raw.push(parse_series_v2(r.bytes()?)?),
+            (_, wire) => r.skip(wire)?,
+        }
+    }
+    let symbol = |i: &u32| symbols.get(*i as usize).copied().ok_or(());
+    raw.into_iter()
+        .map(|(refs, samples)| {
+            if refs.len() % 2 != 0 {
+                return Err(());
+            }
+            let labels =
+                refs.chunks(2).map(|p| Ok((symbol(&p[0])?, symbol(&p[1])?))).collect::<Parsed<_>>()?;
+            Ok(Series { labels, samples })
+        })
+        .collect()
+}
+
 /// What the mapping says of one series name: the name and source as Python strings (shared by
 /// every fact) and the labels whose values the fact keeps, in order.
 struct Mapped {
@@ -94,8 +142,8 @@ struct Mapped {
     keep: Vec<String>,
 }
 
-/// (samples, series, dropped, hosts): see `RemoteWriteDecoder::decode`.
-type RemoteWriteAnswer<'py> = (Bound<'py, PyDict>, usize, usize, Vec<(String, String)>);
+/// (samples, series, dropped, hosts, values): see `RemoteWriteDecoder::decode`.
+type RemoteWriteAnswer<'py> = (Bound<'py, PyDict>, usize, usize, Vec<(String, String)>, usize);
 
 #[pyclass(frozen, module = "sysmetrics_native")]
 struct RemoteWriteDecoder {
@@ -119,25 +167,29 @@ impl RemoteWriteDecoder {
         Ok(RemoteWriteDecoder { mapping: out })
     }
 
-    /// Decode one `WriteRequest`: (samples, series, dropped, hosts). `samples` maps
-    /// (host, time ms, source) to [(name, kept label values, value)]; `hosts` is each distinct
-    /// host of a mapped series with the first series name it came with, in order, for the
-    /// caller to validate. A body that is not a WriteRequest raises ValueError("bad_protobuf");
-    /// more than `max_series` series raise ValueError("too_many_series", count).
+    /// Decode one request of remote-write `version` (1: `WriteRequest`, 2: `Request`):
+    /// (samples, series, dropped, hosts, values). `samples` maps (host, time ms, source) to
+    /// [(name, kept label values, value)]; `hosts` is each distinct host of a mapped series
+    /// with the first series name it came with, in order, for the caller to validate; `values`
+    /// counts every sample of the request, mapped or not. A body that is not such a request
+    /// raises ValueError("bad_protobuf"); more than `max_series` series raise
+    /// ValueError("too_many_series", count).
     fn decode<'py>(
         &self,
         py: Python<'py>,
         data: &[u8],
         host_label: &str,
         max_series: usize,
+        version: u8,
     ) -> PyResult<RemoteWriteAnswer<'py>> {
-        let request =
-            parse_write_request(data).map_err(|_| PyValueError::new_err(("bad_protobuf",)))?;
+        let parsed = if version == 1 { parse_write_request(data) } else { parse_request_v2(data) };
+        let request = parsed.map_err(|_| PyValueError::new_err(("bad_protobuf",)))?;
         if request.len() > max_series {
             return Err(PyValueError::new_err(("too_many_series", request.len())));
         }
         let samples = PyDict::new(py);
         let mut dropped = 0;
+        let values_count = request.iter().map(|s| s.samples.len()).sum();
         let mut hosts: Vec<(String, String)> = Vec::new();
         let mut host_objects: HashMap<&str, Bound<'py, PyString>> = HashMap::new();
         for series in &request {
@@ -175,7 +227,7 @@ impl RemoteWriteDecoder {
                 }
             }
         }
-        Ok((samples, request.len(), dropped, hosts))
+        Ok((samples, request.len(), dropped, hosts, values_count))
     }
 }
 

@@ -1,7 +1,8 @@
-"""Prometheus' remote-write 1.0 and remote-read messages (``prompb/remote.proto``,
-``types.proto``), built from descriptors at import: only the fields float samples need.
-Fields not declared here (exemplars, native histograms, metadata, chunks) are skipped by the
-parser. Enums are declared as int32: the same varint on the wire."""
+"""Prometheus' remote-write 1.0 and 2.0 and remote-read messages (``prompb/remote.proto``,
+``types.proto``, ``io/prometheus/write/v2/types.proto``), built from descriptors at import:
+only the fields float samples need. Fields not declared here (exemplars, native histograms,
+metadata, chunks) are skipped by the parser. Enums are declared as int32: the same varint on
+the wire."""
 
 from __future__ import annotations
 
@@ -71,15 +72,40 @@ def _build() -> dict[str, Any]:
     response = msg(name="ReadResponse")
     _repeated(response, "results", 1, _F.TYPE_MESSAGE, ".prometheus.QueryResult")
 
+    return _classes(proto)
+
+
+def _build_v2() -> dict[str, Any]:
+    """Remote-write 2.0: label names and values are references into the request's symbols."""
+    proto = descriptor_pb2.FileDescriptorProto(
+        name="sysmetrics/prompb_v2.proto", package="io.prometheus.write.v2", syntax="proto3"
+    )
+    msg = proto.message_type.add
+    sample = msg(name="Sample")
+    _field(sample, "value", 1, _F.TYPE_DOUBLE)
+    _field(sample, "timestamp", 2, _F.TYPE_INT64)
+    series = msg(name="TimeSeries")
+    _repeated(series, "labels_refs", 1, _F.TYPE_UINT32)
+    _repeated(series, "samples", 2, _F.TYPE_MESSAGE, ".io.prometheus.write.v2.Sample")
+    request = msg(name="Request")
+    _repeated(request, "symbols", 4, _F.TYPE_STRING)
+    _repeated(request, "timeseries", 5, _F.TYPE_MESSAGE, ".io.prometheus.write.v2.TimeSeries")
+    return _classes(proto)
+
+
+def _classes(proto: Any) -> dict[str, Any]:
     pool = descriptor_pool.DescriptorPool()
     pool.Add(proto)
     return {
-        m.name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"prometheus.{m.name}"))
+        m.name: message_factory.GetMessageClass(
+            pool.FindMessageTypeByName(f"{proto.package}.{m.name}")
+        )
         for m in proto.message_type
     }
 
 
 _MESSAGES = _build()
+_MESSAGES_V2 = _build_v2()
 WriteRequest = _MESSAGES["WriteRequest"]
 TimeSeries = _MESSAGES["TimeSeries"]
 Label = _MESSAGES["Label"]
@@ -88,3 +114,7 @@ LabelMatcher = _MESSAGES["LabelMatcher"]
 Query = _MESSAGES["Query"]
 ReadRequest = _MESSAGES["ReadRequest"]
 ReadResponse = _MESSAGES["ReadResponse"]
+WriteRequestV2 = _MESSAGES_V2["Request"]
+"""``io.prometheus.write.v2.Request``."""
+TimeSeriesV2 = _MESSAGES_V2["TimeSeries"]
+SampleV2 = _MESSAGES_V2["Sample"]

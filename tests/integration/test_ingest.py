@@ -1,6 +1,7 @@
 """`sysmetrics ingest` with the real agents: node_exporter scraped by Prometheus 2.42 with
-remote_write, and the OTel Collector's hostmetrics over OTLP/HTTP, through Kafka into the lake,
-the warehouse and the dashboard; poison requests, authentication, and faults."""
+remote_write (1.0) and by Prometheus 3 with remote-write 2.0, and the OTel Collector's
+hostmetrics over OTLP/HTTP, through Kafka into the lake, the warehouse and the dashboard; poison
+requests, authentication, and faults."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from tests.support.agents import (
     Prometheus,
     RecordingProxy,
     otelcol_binary,
+    prometheus_3_binary,
 )
 from tests.support.alertmanager import ALERTMANAGER, MISSING, alertmanager
 from tests.support.brokers import TestBroker
@@ -97,6 +99,43 @@ def _counter(exposition: str, name: str, **match: str) -> float:
     )
 
 
+def assert_events_are_the_scrapes(events: list[dict], proxy: RecordingProxy) -> None:
+    """One event per scrape of the one host behind ``proxy``, each holding exactly what
+    node_exporter answered at that scrape (CPU %: what two scrapes' counters give)."""
+    assert events and {e["source"] for e in events} == {"node_exporter"}
+    assert {e["host"]["host_id"] for e in events} == {proxy.address}, "no poison in the lake"
+    stamps = [e["ts"] for e in events]
+    assert len(stamps) == len(set(stamps)) == len({e["event_id"] for e in events})
+    events.sort(key=lambda e: e["ts"])
+    scrapes = sorted(proxy.scrapes)
+    matched = []
+    for event in events:
+        ts = datetime.fromisoformat(event["ts"]).timestamp()
+        scrape_time, body = min(scrapes, key=lambda s: abs(s[0] - ts))
+        assert abs(scrape_time - ts) < 1.0, "every event is one scrape"
+        matched.append((event, body))
+    assert len(matched) >= 6
+    for event, body in matched:  # counters and gauges exactly what node_exporter said
+        assert event["memory"]["total_bytes"] == _counter(body, "node_memory_MemTotal_bytes")
+        assert event["memory"]["available_bytes"] == _counter(
+            body, "node_memory_MemAvailable_bytes"
+        )
+        for nic in event["network"]["interfaces"]:
+            assert nic["bytes_recv"] == _counter(
+                body, "node_network_receive_bytes_total", device=nic["name"]
+            )
+            assert nic["bytes_sent"] == _counter(
+                body, "node_network_transmit_bytes_total", device=nic["name"]
+            )
+        assert event["disk_io"]["read_bytes"] == _counter(body, "node_disk_read_bytes_total")
+        root = next(d for d in event["disks"] if d["mountpoint"] == "/")
+        assert root["total_bytes"] == _counter(body, "node_filesystem_size_bytes", mountpoint="/")
+    assert matched[0][0]["cpu"]["utilization_pct"] is None
+    for (_prev, prev_body), (event, body) in itertools.pairwise(matched):
+        (b0, t0), (b1, t1) = _cpu_busy_total(prev_body), _cpu_busy_total(body)
+        assert event["cpu"]["utilization_pct"] == pytest.approx(100 * (b1 - b0) / (t1 - t0))
+
+
 def poison_requests(url: str) -> dict[str, int]:
     """1,000 requests that can never succeed, 200 of each kind; their status codes."""
     valid = write_request([({"__name__": "node_load1", "instance": "evil:9100"}, 1.0)], 1)
@@ -150,38 +189,7 @@ def test_node_exporter_through_prometheus_reaches_lake_warehouse_and_dashboard(
     ingest.stop()
 
     events = drain_to_lake(settings)
-    assert events and {e["source"] for e in events} == {"node_exporter"}
-    assert {e["host"]["host_id"] for e in events} == {proxy.address}, "no poison in the lake"
-    stamps = [e["ts"] for e in events]
-    assert len(stamps) == len(set(stamps)) == len({e["event_id"] for e in events})
-    events.sort(key=lambda e: e["ts"])
-    scrapes = sorted(proxy.scrapes)
-    matched = []
-    for event in events:
-        ts = datetime.fromisoformat(event["ts"]).timestamp()
-        scrape_time, body = min(scrapes, key=lambda s: abs(s[0] - ts))
-        assert abs(scrape_time - ts) < 1.0, "every event is one scrape"
-        matched.append((event, body))
-    assert len(matched) >= 6
-    for event, body in matched:  # counters and gauges exactly what node_exporter said
-        assert event["memory"]["total_bytes"] == _counter(body, "node_memory_MemTotal_bytes")
-        assert event["memory"]["available_bytes"] == _counter(
-            body, "node_memory_MemAvailable_bytes"
-        )
-        for nic in event["network"]["interfaces"]:
-            assert nic["bytes_recv"] == _counter(
-                body, "node_network_receive_bytes_total", device=nic["name"]
-            )
-            assert nic["bytes_sent"] == _counter(
-                body, "node_network_transmit_bytes_total", device=nic["name"]
-            )
-        assert event["disk_io"]["read_bytes"] == _counter(body, "node_disk_read_bytes_total")
-        root = next(d for d in event["disks"] if d["mountpoint"] == "/")
-        assert root["total_bytes"] == _counter(body, "node_filesystem_size_bytes", mountpoint="/")
-    assert matched[0][0]["cpu"]["utilization_pct"] is None
-    for (_prev, prev_body), (event, body) in itertools.pairwise(matched):
-        (b0, t0), (b1, t1) = _cpu_busy_total(prev_body), _cpu_busy_total(body)
-        assert event["cpu"]["utilization_pct"] == pytest.approx(100 * (b1 - b0) / (t1 - t0))
+    assert_events_are_the_scrapes(events, proxy)
 
     hours = sorted({e["ts"][:13] for e in events})
     for hour in hours:
@@ -302,13 +310,16 @@ def test_non_loopback_needs_a_token_and_unauthenticated_requests_get_401(
         ingest.stop()
 
 
-def test_a_remote_write_2_request_is_refused_not_taken_for_an_empty_one(
+def test_remote_write_2_is_read_and_an_unknown_message_refused(
     tansu_settings: Settings, tmp_path: Path
 ) -> None:
     ingest = Ingest(tansu_settings, tmp_path / "data")
     ingest.start()
     try:
-        series = [({"__name__": "node_load1", "instance": "h:9100"}, 1.0)]
+        series = [
+            ({"__name__": "node_load1", "instance": "h:9100"}, 1.0),
+            ({"__name__": "go_goroutines", "instance": "h:9100"}, 9.0),  # not mapped
+        ]
         now = int(time.time() * 1000)
         v1 = {"Content-Type": "application/x-protobuf", "Content-Encoding": "snappy"}
         v2 = {
@@ -319,18 +330,71 @@ def test_a_remote_write_2_request_is_refused_not_taken_for_an_empty_one(
         request = urllib.request.Request(
             f"{ingest.url}/api/v1/write", data=write_request_v2(series, now), headers=v2
         )
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert answer.status == 204
+            # What a 2.0 sender reads to know a 2.0 receiver took the request.
+            assert answer.headers["X-Prometheus-Remote-Write-Samples-Written"] == "2"
+            assert answer.headers["X-Prometheus-Remote-Write-Histograms-Written"] == "0"
+        unknown = {**v1, "Content-Type": "application/x-protobuf;proto=io.prometheus.write.v3.X"}
+        request = urllib.request.Request(
+            f"{ingest.url}/api/v1/write", data=write_request_v2(series, now), headers=unknown
+        )
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(request, timeout=10)
         assert refused.value.code == 415
-        assert "protobuf_message: prometheus.WriteRequest" in refused.value.read().decode()
+        assert "io.prometheus.write.v2.Request" in refused.value.read().decode()
         # 1.0 naming its message, as the 2.0 specification allows, is read as before.
         named = {**v1, "Content-Type": 'application/x-protobuf; proto="prometheus.WriteRequest"'}
-        assert post(f"{ingest.url}/api/v1/write", write_request(series, now), named) == 204
+        assert post(f"{ingest.url}/api/v1/write", write_request(series, now + 1), named) == 204
         assert ingest.metric('sysmetrics_ingest_rejected_total{reason="unsupported_message"}') == 1
         assert ingest.metric("sysmetrics_ingest_rejected_total") == 1
-        assert ingest.metric("sysmetrics_ingest_samples_total") == 1
+        assert ingest.metric('sysmetrics_ingest_remote_write_requests_total{version="2"}') == 1
+        assert ingest.metric('sysmetrics_ingest_remote_write_requests_total{version="1"}') == 1
+        assert ingest.metric("sysmetrics_ingest_samples_total") == 2
+        assert ingest.metric("sysmetrics_ingest_dropped_series_total") == 2
     finally:
         ingest.stop()
+
+
+def test_prometheus_3_sending_remote_write_2_reaches_the_lake_as_its_scrapes(
+    tansu_settings: Settings, tmp_path: Path
+) -> None:
+    binary = prometheus_3_binary()
+    if binary is None:
+        pytest.skip("Go missing: Prometheus 3 cannot be built")
+    settings = tansu_settings
+    ingest = Ingest(settings, settings.data_dir)
+    ingest.start()
+    node = NodeExporter()
+    proxy = RecordingProxy(node.url)
+    prometheus = Prometheus.scraping(
+        tmp_path / "prometheus",
+        proxy.address,
+        ingest.url,
+        interval_s=2,
+        binary=binary,
+        protobuf_message="io.prometheus.write.v2.Request",
+    )
+    try:
+        wait_for(
+            lambda: (
+                ingest.metric('sysmetrics_ingest_remote_write_requests_total{version="2"}') >= 8
+            ),
+            90,
+            "Prometheus 3 to remote-write",
+        )
+        failed = prometheus.metric("prometheus_remote_storage_samples_failed_total")
+        sent = prometheus.metric("prometheus_remote_storage_samples_total")
+    finally:
+        prometheus.stop()
+        proxy.close()
+        node.close()
+    assert sent > 0 and failed == 0, "Prometheus 3 counts every sample it sent as written"
+    wait_for(lambda: ingest.metric("sysmetrics_ingest_pending_samples") == 0, 30, "assembly")
+    assert ingest.metric('sysmetrics_ingest_remote_write_requests_total{version="1"}') == 0
+    assert ingest.metric("sysmetrics_ingest_dropped_series_total") == 0, "relabel keeps only ours"
+    ingest.stop()
+    assert_events_are_the_scrapes(drain_to_lake(settings), proxy)
 
 
 def test_otel_collector_hostmetrics_over_otlp_reaches_the_lake(

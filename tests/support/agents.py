@@ -1,6 +1,6 @@
 """Real agents that feed `sysmetrics ingest`: Debian's node_exporter scraped by Debian's
-Prometheus with remote_write, the OTel Collector built from Go modules, and the receiver
-itself as a process."""
+Prometheus 2.42 or by Prometheus 3 (built from Go modules) with remote_write, the OTel
+Collector built from Go modules, and the receiver itself as a process."""
 
 from __future__ import annotations
 
@@ -150,11 +150,38 @@ class NodeExporter:
         stop_pid(self.process.pid, timeout_s=10)
 
 
-def remote_write_block(url: str) -> str:
-    """The README's remote_write block: only the series sysmetrics maps leave Prometheus."""
+PROMETHEUS_3 = "github.com/prometheus/prometheus/cmd/prometheus@v0.316.0"
+"""Prometheus 3.16 (its Go module is numbered v0.316): the release that sends remote-write 2.0."""
+
+
+def prometheus_3_binary() -> Path | None:
+    """Prometheus 3, built once with ``go install`` through the Go proxy and cached by its
+    version (as the Kafka jars are; ~7 minutes on a fresh 2-core machine); None when Go is
+    missing."""
+    go = shutil.which("go")
+    if go is None:
+        return None
+    name = "prometheus-" + hashlib.sha256(PROMETHEUS_3.encode()).hexdigest()[:12]
+    with exclusive(name) as cache:
+        binary = cache / name / "prometheus"
+        if not binary.exists():
+            building = cache / name / "building"
+            subprocess.run(
+                [go, "install", "-trimpath", "-ldflags=-s", PROMETHEUS_3],
+                env={**os.environ, "GOBIN": str(building)},
+                check=True,
+            )
+            os.replace(building / "prometheus", binary)
+    return binary
+
+
+def remote_write_block(url: str, protobuf_message: str = "") -> str:
+    """The README's remote_write block: only the series sysmetrics maps leave Prometheus.
+    ``protobuf_message`` (Prometheus 3): ``io.prometheus.write.v2.Request`` sends 2.0."""
     names = "|".join(sorted(REMOTE_WRITE_SERIES))
+    message = f"\n    protobuf_message: {protobuf_message}" if protobuf_message else ""
     return f"""remote_write:
-  - url: {url}/api/v1/write
+  - url: {url}/api/v1/write{message}
     queue_config: {{batch_send_deadline: 1s, min_backoff: 100ms, max_backoff: 2s}}
     write_relabel_configs:
       - source_labels: [__name__]
@@ -164,9 +191,12 @@ def remote_write_block(url: str) -> str:
 
 
 class Prometheus:
-    """Debian's Prometheus with this configuration (and an empty TSDB of its own)."""
+    """Debian's Prometheus (or ``binary``) with this configuration (and an empty TSDB of its
+    own)."""
 
-    def __init__(self, work: Path, config: str, flags: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, work: Path, config: str, flags: tuple[str, ...] = (), binary: Path | None = None
+    ) -> None:
         assert PROMETHEUS is not None, "Prometheus missing: run scripts/install-system-deps.sh"
         work.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -174,7 +204,7 @@ class Prometheus:
         (work / "prometheus.yml").write_text(config)
         self.process = subprocess.Popen(
             [
-                PROMETHEUS,
+                str(binary or PROMETHEUS),
                 f"--config.file={work / 'prometheus.yml'}",
                 f"--storage.tsdb.path={work / 'tsdb'}",
                 f"--web.listen-address=127.0.0.1:{self.port}",
@@ -187,7 +217,13 @@ class Prometheus:
 
     @classmethod
     def scraping(
-        cls, work: Path, target: str, ingest_url: str, interval_s: float = 2
+        cls,
+        work: Path,
+        target: str,
+        ingest_url: str,
+        interval_s: float = 2,
+        binary: Path | None = None,
+        protobuf_message: str = "",
     ) -> Prometheus:
         """Scrapes ``target`` and remote-writes what sysmetrics maps to ``ingest_url``."""
         return cls(
@@ -196,12 +232,22 @@ class Prometheus:
 scrape_configs:
   - job_name: node
     static_configs: [{{targets: ["{target}"]}}]
-{remote_write_block(ingest_url)}""",
+{remote_write_block(ingest_url, protobuf_message)}""",
+            binary=binary,
         )
 
     def _get(self, path: str) -> str:
         with urllib.request.urlopen(f"{self.url}{path}", timeout=10) as response:
             return response.read().decode()
+
+    def metric(self, name: str) -> float:
+        """The sum of ``name``'s series in Prometheus' own /metrics."""
+        total = 0.0
+        for line in self._get("/metrics").splitlines():
+            series, _, value = line.rpartition(" ")
+            if series.partition("{")[0] == name:
+                total += float(value)
+        return total
 
     def _delivered_past(self, ts_ms: int) -> bool:
         """Remote-write sent a sample later than ``ts_ms`` and has none pending: a stopped

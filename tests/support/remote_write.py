@@ -51,7 +51,9 @@ def field(number: int, wire_type: int, body: bytes) -> bytes:
     return tag + (varint(len(body)) + body if wire_type == 2 else body)
 
 
-def write_request_v2(series: list[tuple[dict[str, str], float]], ts_ms: int) -> bytes:
+def write_request_v2(
+    series: list[tuple[dict[str, str], float]], ts_ms: int, extra: dict[str, str] | None = None
+) -> bytes:
     """A snappy-compressed remote-write 2.0 ``io.prometheus.write.v2.Request`` (as Prometheus 3
     sends with ``protobuf_message: io.prometheus.write.v2.Request``), encoded by hand from the
     specification: a symbol table, each series' labels as references into it, one sample each."""
@@ -59,7 +61,7 @@ def write_request_v2(series: list[tuple[dict[str, str], float]], ts_ms: int) -> 
     body = b""
     for labels, value in series:
         refs = b""
-        for name, label_value in sorted(labels.items()):
+        for name, label_value in sorted({**labels, **(extra or {})}.items()):
             for text in (name, label_value):
                 if text not in symbols:
                     symbols.append(text)

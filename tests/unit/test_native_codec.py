@@ -14,7 +14,14 @@ import pytest
 
 from sysmetrics.ingest import wire
 from sysmetrics.ingest.wire import Decoded, PayloadError, decode_remote_write_python
-from tests.support.remote_write import STALE_MARKER, field, series_of, varint, write_request
+from tests.support.remote_write import (
+    STALE_MARKER,
+    field,
+    series_of,
+    varint,
+    write_request,
+    write_request_v2,
+)
 
 native = pytest.importorskip(
     "sysmetrics_native", reason="the compiled codec is not built (make install-dev needs cargo)"
@@ -46,14 +53,16 @@ def _comparable(decoded: Decoded) -> tuple[object, ...]:
         key: [(n, v, struct.pack("<d", x) if math.isnan(x) else x) for n, v, x in facts]
         for key, facts in decoded.samples.items()
     }
-    return samples, decoded.series, decoded.dropped
+    return samples, decoded.series, decoded.dropped, decoded.values
 
 
-def _both(data: bytes, host_label: str = "instance", max_series: int = 10**6) -> list[object]:
+def _both(
+    data: bytes, host_label: str = "instance", max_series: int = 10**6, version: int = 1
+) -> list[object]:
     answers: list[object] = []
     for decode in (wire.decode_remote_write, decode_remote_write_python):
         try:
-            answers.append(_comparable(decode(data, host_label, max_series)))
+            answers.append(_comparable(decode(data, host_label, max_series, version)))
         except PayloadError as exc:
             answers.append((exc.kind, str(exc), exc.status))
     return answers
@@ -93,7 +102,7 @@ def test_several_samples_hosts_and_label_orders_decode_the_same() -> None:
     ) + field(3, 2, field(1, 0, b"\x02"))  # metadata
     compiled, python = _both(data)
     assert compiled == python
-    assert isinstance(compiled, tuple) and compiled[1:] == (5, 1)
+    assert isinstance(compiled, tuple) and compiled[1:] == (5, 1, 5)
     assert set(compiled[0]) == {  # type: ignore[call-overload]
         ("a:9100", T0, "node_exporter"),
         ("a:9100", T0 + 10_000, "node_exporter"),
@@ -119,6 +128,82 @@ def test_poison_is_refused_the_same_way(data: bytes, kind: str) -> None:
     assert compiled == python
     assert isinstance(compiled, tuple) and isinstance(compiled[0], str)
     assert compiled[0] == (kind or "bad_protobuf") and 400 <= compiled[2] < 500
+
+
+# Remote-write 2.0: labels are references into the request's symbols; the facts are those of
+# the same series sent as 1.0.
+
+
+@pytest.mark.parametrize("fixture", ["node_exporter_darwin.prom", "windows_exporter_0.15.prom"])
+def test_recorded_exporters_as_remote_write_2_decode_as_they_do_as_1(fixture: str) -> None:
+    series = series_of((FIXTURES / fixture).read_text())
+    host = {"instance": "host-1:9100", "job": "node"}
+    v2 = _both(_raw(write_request_v2(series, T0, host)), version=2)
+    assert v2[0] == v2[1] == _both(_raw(write_request(series, T0, host)))[0]
+
+
+def _series_v2(refs: list[int], *samples: bytes, packed: bool = True, extra: bytes = b"") -> bytes:
+    if packed:
+        labels = field(1, 2, b"".join(varint(r) for r in refs))
+    else:
+        labels = b"".join(field(1, 0, varint(r)) for r in refs)
+    return field(5, 2, labels + b"".join(samples) + extra)
+
+
+def _symbols(*texts: bytes) -> bytes:
+    return b"".join(field(4, 2, t) for t in texts)
+
+
+SYMBOLS = _symbols(b"", b"__name__", b"node_load1", b"instance", b"a:9100", b"go_goroutines")
+
+
+def test_remote_write_2_shapes_decode_the_same() -> None:
+    data = (
+        # packed references, then the same series with unpacked ones, at another time
+        _series_v2([1, 2, 3, 4], _sample(0.5, T0))
+        + _series_v2([3, 4, 1, 2], _sample(0.75, T0 + 10_000), packed=False)
+        # an unmapped series with two samples; a sample's start_timestamp, a histogram, an
+        # exemplar and metadata, none of which the decoders read
+        + _series_v2([1, 5, 3, 4], _sample(7, T0), _sample(8, T0 + 10_000))
+        + _series_v2(
+            [1, 2, 3, 4],
+            field(2, 2, field(1, 1, struct.pack("<d", 0.25)) + field(3, 0, varint(T0))),
+            extra=field(3, 2, field(1, 0, b"\x05"))
+            + field(4, 2, field(2, 1, struct.pack("<d", 1.0)))
+            + field(5, 2, field(1, 0, b"\x02")),
+        )
+        + SYMBOLS  # the symbols after the series that refer to them
+    )
+    compiled, python = _both(data, version=2)
+    assert compiled == python
+    assert isinstance(compiled, tuple) and compiled[1:] == (4, 1, 5)
+    assert compiled[0] == {
+        ("a:9100", T0, "node_exporter"): [("node_load1", (), 0.5)],
+        ("a:9100", T0 + 10_000, "node_exporter"): [("node_load1", (), 0.75)],
+        ("a:9100", 0, "node_exporter"): [("node_load1", (), 0.25)],
+    }
+
+
+@pytest.mark.parametrize(
+    ("data", "kind"),
+    [
+        (b"\x00\x01garbage", "bad_protobuf"),
+        (SYMBOLS + _series_v2([1, 2, 3], _sample(1, T0)), "bad_protobuf"),  # an odd count
+        (SYMBOLS + _series_v2([1, 2, 3, 6], _sample(1, T0)), "bad_protobuf"),  # past the symbols
+        (_symbols(b"", b"\xff") + _series_v2([1, 1]), "bad_protobuf"),  # a symbol not UTF-8
+        (SYMBOLS + _series_v2([1, 2], _sample(1, T0)), "no_host"),
+        (
+            _symbols(b"", b"__name__", b"node_load1", b"instance", b"a\nb")
+            + _series_v2([1, 2, 3, 4]),
+            "bad_host",
+        ),
+        (SYMBOLS + _series_v2([1, 2, 3, 4]) * 11, "too_many_series"),
+    ],
+)
+def test_remote_write_2_poison_is_refused_the_same_way(data: bytes, kind: str) -> None:
+    compiled, python = _both(data, max_series=10, version=2)
+    assert compiled == python
+    assert isinstance(compiled, tuple) and compiled[0] == kind and 400 <= compiled[2] < 500
 
 
 # OTLP/HTTP: the compiled decoder answers only where it reads every field; elsewhere it hands
@@ -197,7 +282,7 @@ def test_a_recorded_collector_export_is_read_by_the_compiled_decoder_the_same() 
     assert _compiled_reads(data)
     compiled, python = _otlp_both(data)
     assert compiled == python
-    assert isinstance(compiled, tuple) and compiled[1:] == (84, 27)
+    assert isinstance(compiled, tuple) and compiled[1:] == (84, 27, 0)
     facts = [fact for facts in compiled[0].values() for fact in facts]  # type: ignore[attr-defined]
     assert {"system.cpu.time", "system.memory.usage", "resource"} <= {f[0] for f in facts}
 
@@ -248,7 +333,7 @@ def test_every_shape_the_compiled_decoder_reads_decodes_the_same() -> None:
     assert _compiled_reads(data)
     compiled, python = _otlp_both(data)
     assert compiled == python
-    assert isinstance(compiled, tuple) and compiled[1:] == (8, 1)
+    assert isinstance(compiled, tuple) and compiled[1:] == (8, 1, 0)
     assert set(compiled[0]) == {  # type: ignore[call-overload]
         ("otel-1", T0, "otel"),
         ("otel-1", T0 + 1_600, "otel"),

@@ -1,5 +1,6 @@
-"""The HTTP receiver: ``POST /api/v1/write`` (Prometheus remote-write 1.0), ``POST /v1/metrics``
-(OTLP/HTTP, protobuf or JSON), ``GET /metrics`` (its own counters), ``GET /-/healthy``.
+"""The HTTP receiver: ``POST /api/v1/write`` (Prometheus remote-write 1.0 and 2.0),
+``POST /v1/metrics`` (OTLP/HTTP, protobuf or JSON), ``GET /metrics`` (its own counters),
+``GET /-/healthy``.
 
 One event loop owns the assembler and the producer, so nothing is shared between threads. A
 request is answered 2xx only after its facts are fsynced in the journal; a failure to write it
@@ -22,11 +23,11 @@ from sysmetrics.ingest.assembly import Assembler
 from sysmetrics.ingest.wire import (
     Decoded,
     PayloadError,
-    check_remote_write_message,
     decode_otlp,
     decode_remote_write,
     decompress,
     media_type,
+    remote_write_version,
 )
 from sysmetrics.observability import CONTENT_TYPE, MetricsEndpoint, Reading
 from sysmetrics.schema import encode
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+_TEXT = [(b"content-type", b"text/plain; charset=utf-8")]
 
 TICK_S = 0.25
 """How often due samples are emitted and the Kafka client is served."""
@@ -65,6 +68,7 @@ class IngestApp:
         self.assembler = assembler
         self.requests: Counter[tuple[str, int]] = Counter()
         self.rejected: Counter[str] = Counter()
+        self.remote_write_versions: Counter[int] = Counter()
         self.samples = 0
         self.dropped_series = 0
         self.host_attributes = tuple(
@@ -118,6 +122,16 @@ class IngestApp:
                     "requests by endpoint and HTTP status",
                     count,
                     {"endpoint": endpoint, "code": str(status)},
+                )
+            )
+        for version, count in sorted(self.remote_write_versions.items()):
+            out.append(
+                Reading(
+                    "sysmetrics_ingest_remote_write_requests_total",
+                    "counter",
+                    "remote-write requests taken, by protocol version (1.0, 2.0)",
+                    count,
+                    {"version": str(version)},
                 )
             )
         for reason, count in sorted(self.rejected.items()):
@@ -186,15 +200,16 @@ class IngestApp:
         if method != "POST":
             await _respond(send, 405, b"use POST\n")
             return
-        status, body, content_type = await self._ingest(path, headers, receive)
+        status, body, answer_headers = await self._ingest(path, headers, receive)
         self.requests[(path, status)] += 1
-        await _respond(send, status, body, [(b"content-type", content_type)])
+        await _respond(send, status, body, answer_headers)
 
     async def _ingest(
         self, path: str, headers: dict[bytes, bytes], receive: Receive
-    ) -> tuple[int, bytes, bytes]:
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         limit = self.settings.ingest_max_request_bytes
         content_type, params = media_type(headers.get(b"content-type", b""))
+        version = 1
         try:
             raw = await _read_body(receive, limit)
             if path == "/api/v1/write":
@@ -204,11 +219,14 @@ class IngestApp:
                         f"Content-Type {content_type!r}: remote-write sends application/x-protobuf",
                         415,
                     )
-                check_remote_write_message(params)
+                version = remote_write_version(params)
                 encoding = headers.get(b"content-encoding", b"snappy").decode("latin-1")
                 data = decompress(raw, encoding.lower(), limit)
                 decoded = decode_remote_write(
-                    data, self.settings.ingest_host_label, self.settings.ingest_max_series
+                    data,
+                    self.settings.ingest_host_label,
+                    self.settings.ingest_max_series,
+                    version,
                 )
                 complete = False
             else:
@@ -228,17 +246,32 @@ class IngestApp:
         except PayloadError as exc:
             self.rejected[exc.kind] += 1
             log.info("ingest %s: refused (%s)", path, exc)
-            return exc.status, f"{exc}\n".encode(), b"text/plain; charset=utf-8"
+            return exc.status, f"{exc}\n".encode(), _TEXT
         try:
             self._accept(decoded, complete)
         except OSError as exc:
             log.error("ingest: journal not writable (%s): answering 503 so senders retry", exc)
-            return 503, b"journal not writable; retry\n", b"text/plain; charset=utf-8"
+            return 503, b"journal not writable; retry\n", _TEXT
         if path == "/v1/metrics":
             # An empty ExportMetricsServiceResponse, in the request's encoding.
             body = b"{}" if content_type == "application/json" else b""
-            return 200, body, content_type.encode()
-        return 204, b"", b"text/plain"
+            return 200, body, [(b"content-type", content_type.encode())]
+        self.remote_write_versions[version] += 1
+        if version == 1:
+            return 204, b"", _TEXT
+        # 2.0 senders read these; Prometheus takes a 2xx with none of them (or all zero) for a
+        # 1.0 receiver that misread the request. Every float sample is written in its sense:
+        # the mapped ones are in the journal, the others dropped by design, as under 1.0.
+        return (
+            204,
+            b"",
+            [
+                *_TEXT,
+                (b"x-prometheus-remote-write-samples-written", str(decoded.values).encode()),
+                (b"x-prometheus-remote-write-histograms-written", b"0"),
+                (b"x-prometheus-remote-write-exemplars-written", b"0"),
+            ],
+        )
 
     def _accept(self, decoded: Decoded, complete: bool) -> None:
         self.assembler.receive(decoded.samples, complete)

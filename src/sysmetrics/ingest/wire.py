@@ -1,4 +1,4 @@
-"""Payloads in, facts out: Prometheus remote-write 1.0 and OTLP/HTTP metrics.
+"""Payloads in, facts out: Prometheus remote-write 1.0 and 2.0 and OTLP/HTTP metrics.
 
 Each decoder returns the request's facts grouped by (host, sample time, source), drops the
 series the mapping does not name as soon as it reads their name, and raises
@@ -12,6 +12,7 @@ import gzip
 import re
 import zlib
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -51,8 +52,9 @@ class PayloadError(ValueError):
         self.status = status
 
 
-REMOTE_WRITE_MESSAGE: Final = "prometheus.WriteRequest"
-"""The remote-write 1.0 message, the one this receiver reads."""
+REMOTE_WRITE_MESSAGES: Final = {"prometheus.WriteRequest": 1, "io.prometheus.write.v2.Request": 2}
+"""The remote-write messages this receiver reads, by the name a Content-Type's ``proto=`` gives,
+and their protocol version; without ``proto=`` a request is 1.0."""
 
 
 def media_type(header: bytes) -> tuple[str, dict[str, str]]:
@@ -65,19 +67,21 @@ def media_type(header: bytes) -> tuple[str, dict[str, str]]:
     return kind.strip().lower(), params
 
 
-def check_remote_write_message(params: dict[str, str]) -> None:
-    """Remote-write 2.0 names its message in the Content-Type (``proto=``); read as a 1.0
-    WriteRequest, a 2.0 request decodes without error to nothing (its fields are reserved in
-    1.0), so answering 2xx would drop every sample while the sender counts them delivered."""
-    message = params.get("proto", REMOTE_WRITE_MESSAGE)
-    if message != REMOTE_WRITE_MESSAGE:
+def remote_write_version(params: dict[str, str]) -> int:
+    """The remote-write version of a request, from its Content-Type's ``proto=``. A message this
+    receiver does not know is refused (415, as the 2.0 specification asks): read as another
+    message it could decode without error to nothing, and a 2xx would drop every sample while
+    the sender counts them delivered."""
+    message = params.get("proto", "prometheus.WriteRequest")
+    version = REMOTE_WRITE_MESSAGES.get(message)
+    if version is None:
         raise PayloadError(
             "unsupported_message",
-            f"Content-Type proto={message}: this receiver reads remote-write 1.0 "
-            f"({REMOTE_WRITE_MESSAGE}); in Prometheus 3 set protobuf_message: "
-            f"{REMOTE_WRITE_MESSAGE} in the remote_write block",
+            f"Content-Type proto={message}: this receiver reads "
+            + " and ".join(REMOTE_WRITE_MESSAGES),
             415,
         )
+    return version
 
 
 @dataclass
@@ -85,6 +89,8 @@ class Decoded:
     samples: dict[SampleKey, list[Fact]] = field(default_factory=lambda: defaultdict(list))
     series: int = 0
     dropped: int = 0
+    values: int = 0
+    """Remote-write: every float sample of the request, kept or dropped by the mapping."""
 
 
 def _host(value: str | None, where: str) -> str:
@@ -120,21 +126,24 @@ def decompress(body: bytes, encoding: str, limit: int) -> bytes:
     raise PayloadError("bad_encoding", f"Content-Encoding {encoding!r} is not supported", 415)
 
 
-def decode_remote_write(data: bytes, host_label: str, max_series: int) -> Decoded:
-    """A decompressed remote-write ``WriteRequest`` as facts: through the compiled decoder when
-    it is installed (``native/``: the receiver's profile is half protobuf field reads), else
-    :func:`decode_remote_write_python`; both give the same answer (tests/unit run both)."""
+def decode_remote_write(data: bytes, host_label: str, max_series: int, version: int = 1) -> Decoded:
+    """A decompressed remote-write request (``version`` 1: ``WriteRequest``, 2: a 2.0
+    ``Request``) as facts: through the compiled decoder when it is installed (``native/``: the
+    receiver's profile is half protobuf field reads), else :func:`decode_remote_write_python`;
+    both give the same answer (tests/unit run both)."""
     if _NATIVE is None:
-        return decode_remote_write_python(data, host_label, max_series)
+        return decode_remote_write_python(data, host_label, max_series, version)
     try:
-        samples, series, dropped, hosts = _NATIVE.decode(data, host_label, max_series)
+        samples, series, dropped, hosts, values = _NATIVE.decode(
+            data, host_label, max_series, version
+        )
     except ValueError as exc:
         if exc.args[0] == "too_many_series":
             raise _too_many_series(exc.args[1], max_series) from None
-        raise PayloadError("bad_protobuf", "body is not a remote-write WriteRequest") from None
+        raise _not_a_request(version) from None
     for host, name in hosts:
         _host(host, f"series {name}")
-    return Decoded(samples, series, dropped)
+    return Decoded(samples, series, dropped, values)
 
 
 def _too_many_series(count: int, max_series: int) -> PayloadError:
@@ -143,11 +152,46 @@ def _too_many_series(count: int, max_series: int) -> PayloadError:
     )
 
 
-def decode_remote_write_python(data: bytes, host_label: str, max_series: int) -> Decoded:
+def _not_a_request(version: int) -> PayloadError:
+    message = "WriteRequest" if version == 1 else "2.0 Request (or a label reference is invalid)"
+    return PayloadError("bad_protobuf", f"body is not a remote-write {message}")
+
+
+def _series_labels_v2(request: object) -> list[tuple[dict[str, str], object]]:
+    """Each series of a 2.0 request with its labels looked up in the request's symbols; all
+    of them before any is used, as the compiled decoder does, so both refuse the same way."""
+    symbols = list(request.symbols)  # type: ignore[attr-defined]
+    out = []
+    for series in request.timeseries:  # type: ignore[attr-defined]
+        refs = series.labels_refs
+        if len(refs) % 2:
+            raise _not_a_request(2)
+        try:
+            labels = {symbols[refs[i]]: symbols[refs[i + 1]] for i in range(0, len(refs), 2)}
+        except IndexError:
+            raise _not_a_request(2) from None
+        out.append((labels, series.samples))
+    return out
+
+
+def _series_labels_v1(request: object) -> Iterator[tuple[dict[str, str], object]]:
+    """Each series of a 1.0 request with its labels (the last of a repeated name wins)."""
+    for series in request.timeseries:  # type: ignore[attr-defined]
+        labels = {}
+        for label in series.labels:
+            labels[label.name] = label.value
+        yield labels, series.samples
+
+
+def decode_remote_write_python(
+    data: bytes, host_label: str, max_series: int, version: int = 1
+) -> Decoded:
+    message = prompb.WriteRequest if version == 1 else prompb.WriteRequestV2
     try:
-        request = prompb.WriteRequest.FromString(data)
+        request = message.FromString(data)
     except DecodeError:
-        raise PayloadError("bad_protobuf", "body is not a remote-write WriteRequest") from None
+        raise _not_a_request(version) from None
+    each = _series_labels_v1(request) if version == 1 else _series_labels_v2(request)
     if len(request.timeseries) > max_series:
         raise _too_many_series(len(request.timeseries), max_series)
     out = Decoded(series=len(request.timeseries))
@@ -156,10 +200,8 @@ def decode_remote_write_python(data: bytes, host_label: str, max_series: int) ->
     hosts: set[str] = set()
     # The hot loop of the receiver: each attribute read of a protobuf field costs, so labels
     # are read once into a dict and a host is validated once per request.
-    for series in request.timeseries:
-        labels = {}
-        for label in series.labels:
-            labels[label.name] = label.value
+    for labels, series_samples in each:
+        out.values += len(series_samples)  # type: ignore[arg-type]
         name = labels.get("__name__", "")
         mapped = mapping(name)
         if mapped is None:
@@ -170,7 +212,7 @@ def decode_remote_write_python(data: bytes, host_label: str, max_series: int) ->
         if host not in hosts:
             hosts.add(_host(host, f"series {name}"))
         values = tuple([labels.get(k, "") for k in keep])
-        for sample in series.samples:
+        for sample in series_samples:  # type: ignore[attr-defined]
             samples[(host, sample.timestamp, source)].append((name, values, sample.value))
     return out
 
