@@ -5,6 +5,8 @@
    the same payloads: this machine's real node_exporter `/metrics`, only the series the
    README's `write_relabel_configs` keep, as HOSTS hosts x SAMPLES samples, 500 samples per
    request (Prometheus' `max_samples_per_send`) from 4 parallel senders (its shards).
+   Then the same samples as remote-write 2.0 requests, vs Prometheus 3.16's receiver of 2.0
+   (built from its Go module, as the tests build it).
 2. OTLP/HTTP: data points per CPU-second vs the OTel Collector's own `otlp` receiver feeding
    its `debug` exporter (counts and drops what it gets) and, apart, its `file` exporter
    (keeps every point, as JSON lines); the payload is a real `hostmetrics` export captured
@@ -55,7 +57,13 @@ from sysmetrics.stream.kafka_config import consumer_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.collector import process_cpu_s
-from tests.support.agents import PROMETHEUS, NodeExporter, otelcol_binary, remote_write_block
+from tests.support.agents import (
+    PROMETHEUS,
+    NodeExporter,
+    otelcol_binary,
+    prometheus_3_binary,
+    remote_write_block,
+)
 from tests.support.remote_write import series_of
 
 SYSMETRICS = str(Path(sys.executable).parent / "sysmetrics")
@@ -67,6 +75,12 @@ RW_HEADERS = {
     "Content-Type": "application/x-protobuf",
     "Content-Encoding": "snappy",
     "X-Prometheus-Remote-Write-Version": "0.1.0",
+}
+V2 = "io.prometheus.write.v2.Request"
+RW2_HEADERS = {
+    "Content-Type": f"application/x-protobuf;proto={V2}",
+    "Content-Encoding": "snappy",
+    "X-Prometheus-Remote-Write-Version": "2.0.0",
 }
 OTLP_HEADERS = {"Content-Type": "application/x-protobuf"}
 
@@ -115,31 +129,53 @@ def mapped_node_series() -> list[tuple[dict[str, str], float]]:
 
 
 def remote_write_payloads(
-    series: list[tuple[dict[str, str], float]], hosts: int, samples: int, start_ms: int
+    series: list[tuple[dict[str, str], float]],
+    hosts: int,
+    samples: int,
+    start_ms: int,
+    version: int = 1,
 ) -> list[list[bytes]]:
-    """Per sender: its hosts' requests, sample by sample (a series' samples stay in order)."""
+    """Per sender: its hosts' requests, sample by sample (a series' samples stay in order), as
+    remote-write 1.0 ``WriteRequest``s or 2.0 ``Request``s."""
     shards: list[list[bytes]] = [[] for _ in range(SENDERS)]
+    encode = _write_request if version == 1 else _write_request_v2
     for k in range(samples):
         ts = start_ms + 10_000 * k
         for shard in range(SENDERS):
-            request, count = prompb.WriteRequest(), 0
+            chunk: list[tuple[list[tuple[str, str]], float]] = []
             for host in range(shard, hosts, SENDERS):
                 for labels, value in series:
-                    one = request.timeseries.add()
-                    for name, label in sorted(
-                        {**labels, "instance": f"host-{host}:9100", "job": "node"}.items()
-                    ):
-                        one.labels.add(name=name, value=label)
-                    one.samples.add(value=value + k, timestamp=ts)
-                    count += 1
-                    if count == SAMPLES_PER_REQUEST:
-                        data = request.SerializeToString()
-                        shards[shard].append(bytes(cramjam.snappy.compress_raw(data)))
-                        request, count = prompb.WriteRequest(), 0
-            if count:
-                data = request.SerializeToString()
-                shards[shard].append(bytes(cramjam.snappy.compress_raw(data)))
+                    host_labels = {**labels, "instance": f"host-{host}:9100", "job": "node"}
+                    chunk.append((sorted(host_labels.items()), value + k))
+                    if len(chunk) == SAMPLES_PER_REQUEST:
+                        shards[shard].append(encode(chunk, ts))
+                        chunk = []
+            if chunk:
+                shards[shard].append(encode(chunk, ts))
     return shards
+
+
+def _write_request(chunk: list[tuple[list[tuple[str, str]], float]], ts: int) -> bytes:
+    request = prompb.WriteRequest()
+    for labels, value in chunk:
+        one = request.timeseries.add()
+        for name, label in labels:
+            one.labels.add(name=name, value=label)
+        one.samples.add(value=value, timestamp=ts)
+    return bytes(cramjam.snappy.compress_raw(request.SerializeToString()))
+
+
+def _write_request_v2(chunk: list[tuple[list[tuple[str, str]], float]], ts: int) -> bytes:
+    symbols: dict[str, int] = {"": 0}
+    request = prompb.WriteRequestV2()
+    for labels, value in chunk:
+        one = request.timeseries.add()
+        for name, label in labels:
+            one.labels_refs.append(symbols.setdefault(name, len(symbols)))
+            one.labels_refs.append(symbols.setdefault(label, len(symbols)))
+        one.samples.add(value=value, timestamp=ts)
+    request.symbols.extend(symbols)
+    return bytes(cramjam.snappy.compress_raw(request.SerializeToString()))
 
 
 def send(address: str, path: str, headers: dict[str, str], shards: list[list[bytes]]) -> float:
@@ -327,19 +363,24 @@ def ours_once(
         ingest.stop()
 
 
-def prometheus_once(root: Path, shards: list[list[bytes]]) -> tuple[float, float]:
-    """A fresh Prometheus 2.42 (new TSDB) with its remote-write receiver takes every request."""
+def prometheus_once(
+    root: Path, shards: list[list[bytes]], binary: Path | None = None, version: int = 1
+) -> tuple[float, float]:
+    """A fresh Prometheus (Debian's 2.42, or ``binary``; new TSDB) with its remote-write
+    receiver takes every request (``version`` 2: 2.0 requests, which Prometheus 3 reads)."""
     assert PROMETHEUS is not None
     port, work = free_port(), root / f"prom-{uuid.uuid4().hex[:6]}"
+    accept = [f"--web.remote-write-receiver.accepted-protobuf-messages={V2}"] * (version == 2)
     work.mkdir()
     (work / "prom.yml").write_text("global: {scrape_interval: 1h}\n")
     prometheus = subprocess.Popen(
         [
-            PROMETHEUS,
+            str(binary or PROMETHEUS),
             f"--config.file={work / 'prom.yml'}",
             f"--storage.tsdb.path={work / 'tsdb'}",
             f"--web.listen-address=127.0.0.1:{port}",
             "--web.enable-remote-write-receiver",
+            *accept,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -348,7 +389,12 @@ def prometheus_once(root: Path, shards: list[list[bytes]]) -> tuple[float, float
         wait_until(lambda: ready(f"http://127.0.0.1:{port}/-/ready"), 60, "Prometheus")
         return measure(
             prometheus.pid,
-            lambda: send(f"127.0.0.1:{port}", "/api/v1/write", RW_HEADERS, shards),
+            lambda: send(
+                f"127.0.0.1:{port}",
+                "/api/v1/write",
+                RW_HEADERS if version == 1 else RW2_HEADERS,
+                shards,
+            ),
             lambda: True,
         )
     finally:
@@ -447,6 +493,28 @@ def throughput(hosts: int, samples: int, root: Path) -> None:
         f"  (the embedded broker took {process_cpu_s(broker_pid) - broker_before:.2f} CPU-s "
         f"for our {ROUNDS * hosts * samples:,} events)"
     )
+    prometheus_3 = prometheus_3_binary()
+    if prometheus_3 is None:
+        print("remote-write 2.0: skipped (Go missing: Prometheus 3 cannot be built)")
+    else:
+        shards_v2 = remote_write_payloads(series, hosts, samples, start_ms, version=2)
+        size_v1, size_v2 = (sum(len(b) for s in each for b in s) for each in (shards, shards_v2))
+        print(
+            f"remote-write 2.0: the same samples as 2.0 requests ({size_v2 / size_v1:.2f}x the "
+            "bytes of 1.0), vs Prometheus 3.16's own receiver of 2.0"
+        )
+        compare(
+            "samples",
+            total,
+            lambda: ours_once(
+                root, broker.bootstrap, "/api/v1/write", RW2_HEADERS, shards_v2, hosts * samples
+            ),
+            {
+                "Prometheus 3.16": lambda: prometheus_once(
+                    root, shards_v2, binary=prometheus_3, version=2
+                )
+            },
+        )
     binary = otelcol_binary()
     if binary is None:
         print("OTLP: skipped (Go missing: the OTel Collector cannot be built)")

@@ -82,7 +82,9 @@ def test_two_evaluators_on_one_machine_are_both_seen(tmp_path: Path) -> None:
     ]
 
 
-def test_a_stopped_evaluators_file_is_left_out_then_forgotten(tmp_path: Path) -> None:
+def test_a_stopped_evaluators_file_is_left_out_then_forgotten_as_is_an_upgrades_old_file(
+    tmp_path: Path,
+) -> None:
     settings = load_settings(data_dir=tmp_path)
     now = datetime.now(UTC)
     write_as_another_evaluator(tmp_path, now - timedelta(minutes=10), [alert("cpu", "gone")])
@@ -96,6 +98,9 @@ def test_a_stopped_evaluators_file_is_left_out_then_forgotten(tmp_path: Path) ->
     stale = next(p for p in (tmp_path / "status").glob(FIRING_GLOB) if "gone" in p.read_text())
     two_days_ago = time.time() - 2 * 86_400
     os.utime(stale, (two_days_ago, two_days_ago))
-    write_as_another_evaluator(tmp_path, now, [])  # an evaluator starting removes it
+    before_upgrade = tmp_path / "status" / "alerts-firing.json"  # an earlier version's one file
+    before_upgrade.write_text(json.dumps({"updated_at": now.isoformat(), "firing": []}))
+    write_as_another_evaluator(tmp_path, now, [])  # an evaluator starting removes both
     assert stale.exists() is False
+    assert before_upgrade.exists() is False
     assert len(list((tmp_path / "status").glob(FIRING_GLOB))) == 2

@@ -20,6 +20,8 @@ own every second or so); an older one is an evaluator that stopped, or was kille
 partitions it held are another's now."""
 FORGOTTEN_AFTER_S = 86_400.0
 """A file this old is removed by the next evaluator that starts: restarts do not pile up."""
+BEFORE_FILES_PER_EVALUATOR = "alerts-firing.json"
+"""The one file of versions before each evaluator had its own: nothing reads it any more."""
 
 
 def live_state_dir(settings: Settings) -> Path:
@@ -39,6 +41,8 @@ def write_firing(settings: Settings, updated_at: datetime, firing: list[dict[str
 
 
 def _forget_old_files(directory: Path, now: float) -> None:
+    with contextlib.suppress(OSError):
+        (directory / BEFORE_FILES_PER_EVALUATOR).unlink(missing_ok=True)
     for old in directory.glob(FIRING_GLOB):
         with contextlib.suppress(OSError):
             if now - old.stat().st_mtime > FORGOTTEN_AFTER_S:
