@@ -139,7 +139,16 @@ fn parse_request_v2(buf: &[u8]) -> Parsed<Vec<Series<'_>>> {
 struct Mapped {
     name: Py<PyString>,
     source: Py<PyString>,
+    source_text: String,
     keep: Vec<String>,
+}
+
+/// One (host, time, source) of a request and its facts, in the order the series came.
+struct Sample<'py, 'm> {
+    host: Bound<'py, PyString>,
+    timestamp: i64,
+    mapped: &'m Mapped,
+    facts: Vec<Bound<'py, PyTuple>>,
 }
 
 /// (samples, series, dropped, hosts, values): see `RemoteWriteDecoder::decode`.
@@ -161,7 +170,12 @@ impl RemoteWriteDecoder {
             let (source, keep): (Bound<'_, PyString>, Vec<String>) = entry.extract()?;
             out.insert(
                 name.extract::<String>()?,
-                Mapped { name: name.downcast_into::<PyString>()?.unbind(), source: source.unbind(), keep },
+                Mapped {
+                    name: name.downcast_into::<PyString>()?.unbind(),
+                    source_text: source.to_str()?.to_owned(),
+                    source: source.unbind(),
+                    keep,
+                },
             );
         }
         Ok(RemoteWriteDecoder { mapping: out })
@@ -187,11 +201,16 @@ impl RemoteWriteDecoder {
         if request.len() > max_series {
             return Err(PyValueError::new_err(("too_many_series", request.len())));
         }
-        let samples = PyDict::new(py);
         let mut dropped = 0;
         let values_count = request.iter().map(|s| s.samples.len()).sum();
         let mut hosts: Vec<(String, String)> = Vec::new();
+        // Python objects are made once per distinct host, kept-label values and sample: a
+        // request holds hundreds of series of a few hosts at one time, and shared strings
+        // also keep their hash for the assembler's dicts.
         let mut host_objects: HashMap<&str, Bound<'py, PyString>> = HashMap::new();
+        let mut value_tuples: HashMap<Vec<&str>, Bound<'py, PyTuple>> = HashMap::new();
+        let mut group_of: HashMap<(&str, i64, &str), usize> = HashMap::new();
+        let mut groups: Vec<Sample<'py, '_>> = Vec::new();
         for series in &request {
             let name = series.label("__name__");
             let Some(mapped) = self.mapping.get(name) else {
@@ -208,24 +227,35 @@ impl RemoteWriteDecoder {
                     object
                 }
             };
-            let values =
-                PyTuple::new(py, mapped.keep.iter().map(|k| PyString::new(py, series.label(k))))?;
+            let kept: Vec<&str> = mapped.keep.iter().map(|k| series.label(k)).collect();
+            let values = match value_tuples.get(&kept) {
+                Some(values) => values.clone(),
+                None => {
+                    let values = PyTuple::new(py, kept.iter().map(|v| PyString::new(py, v)))?;
+                    value_tuples.insert(kept, values.clone());
+                    values
+                }
+            };
             let name_object = mapped.name.bind(py);
-            let source = mapped.source.bind(py);
             for &(value, timestamp) in &series.samples {
-                let key = PyTuple::new(
-                    py,
-                    [host_object.as_any(), &timestamp.into_pyobject(py)?.into_any(), source.as_any()],
-                )?;
                 let fact = PyTuple::new(
                     py,
                     [name_object.as_any(), values.as_any(), PyFloat::new(py, value).as_any()],
                 )?;
-                match samples.get_item(&key)? {
-                    Some(facts) => facts.downcast::<PyList>()?.append(fact)?,
-                    None => samples.set_item(key, PyList::new(py, [fact])?)?,
-                }
+                let group = *group_of.entry((host, timestamp, &mapped.source_text)).or_insert_with(|| {
+                    groups.push(Sample { host: host_object.clone(), timestamp, mapped, facts: Vec::new() });
+                    groups.len() - 1
+                });
+                groups[group].facts.push(fact);
             }
+        }
+        let samples = PyDict::new(py);
+        for Sample { host, timestamp, mapped, facts } in groups {
+            let key = PyTuple::new(
+                py,
+                [host.as_any(), &timestamp.into_pyobject(py)?.into_any(), mapped.source.bind(py).as_any()],
+            )?;
+            samples.set_item(key, PyList::new(py, facts)?)?;
         }
         Ok((samples, request.len(), dropped, hosts, values_count))
     }
