@@ -356,6 +356,7 @@ def test_remote_write_2_is_read_and_an_unknown_message_refused(
         ingest.stop()
 
 
+@pytest.mark.timeout(1800)  # on a fresh machine it first builds Prometheus (~7 min when idle)
 def test_prometheus_3_sending_remote_write_2_reaches_the_lake_as_its_scrapes(
     tansu_settings: Settings, tmp_path: Path
 ) -> None:
