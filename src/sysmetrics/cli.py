@@ -411,9 +411,10 @@ def consume(
 @click.option("--port", type=int, help="Port [SYSMETRICS_INGEST_PORT, 4318].")
 @pass_ctx
 def ingest(ctx: Context, bind_host: str | None, port: int | None) -> None:
-    """Receive other agents' metrics and publish them as events: Prometheus remote-write
-    (POST /api/v1/write; node_exporter, windows_exporter behind Prometheus, Grafana Alloy,
-    vmagent, Telegraf) and OTLP/HTTP (POST /v1/metrics; the OTel Collector's hostmetrics).
+    """Receive other agents' metrics and publish them as events: Prometheus remote-write 1.0
+    and 2.0 (POST /api/v1/write; node_exporter, windows_exporter behind Prometheus, Grafana
+    Alloy, vmagent, Telegraf) and OTLP/HTTP (POST /v1/metrics; the OTel Collector's
+    hostmetrics).
 
     A request is answered 2xx once its series are on disk; Kafka outages are absorbed by the
     spool. On a non-loopback address SYSMETRICS_INGEST_TOKEN is required. Its own counters are
