@@ -172,6 +172,7 @@ def prometheus_3_binary() -> Path | None:
                 check=True,
             )
             os.replace(building / "prometheus", binary)
+            building.rmdir()
     return binary
 
 
