@@ -228,22 +228,49 @@ def _page(url: str) -> str | None:
 def test_kafka_down_60s_and_receiver_killed_lose_and_duplicate_nothing(
     restartable_broker: TestBroker, tmp_path: Path
 ) -> None:
-    settings = settings_for(restartable_broker, tmp_path)
+    kafka_down_and_receiver_killed(restartable_broker, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # on a fresh machine it first builds Prometheus (~7 min when idle)
+def test_remote_write_2_through_kafka_down_and_receiver_killed_loses_and_duplicates_nothing(
+    apache_kafka_broker: TestBroker, tmp_path: Path
+) -> None:
+    binary = prometheus_3_binary()
+    if binary is None:
+        pytest.skip("Go missing: Prometheus 3 cannot be built")
+    kafka_down_and_receiver_killed(
+        apache_kafka_broker, tmp_path, binary, "io.prometheus.write.v2.Request"
+    )
+
+
+def kafka_down_and_receiver_killed(
+    broker: TestBroker, tmp_path: Path, binary: Path | None = None, protobuf_message: str = ""
+) -> None:
+    """Prometheus (Debian's 2.42, or ``binary`` sending ``protobuf_message``) scrapes
+    node_exporter every second while Kafka is down for 60 s and the receiver is killed in the
+    middle: every scrape time Prometheus recorded is in the lake exactly once."""
+    settings = settings_for(broker, tmp_path)
     ingest = Ingest(settings, settings.data_dir)
     ingest.start()
     node = NodeExporter()
     prometheus = Prometheus.scraping(
-        tmp_path / "prometheus", f"127.0.0.1:{node.port}", ingest.url, 1
+        tmp_path / "prometheus",
+        f"127.0.0.1:{node.port}",
+        ingest.url,
+        1,
+        binary=binary,
+        protobuf_message=protobuf_message,
     )
     try:
         time.sleep(8)
-        restartable_broker.stop()
+        broker.stop()
         time.sleep(20)
         ingest.kill()  # mid-stream, with events in its spool and samples being assembled
         time.sleep(5)
         ingest.start()
         time.sleep(37)
-        restartable_broker.start()
+        broker.start()
         time.sleep(10)
         node.close()  # the next scrape is a stale marker, the last thing Prometheus sends
         prometheus.wait_delivered("node_load1")
@@ -253,6 +280,11 @@ def test_kafka_down_60s_and_receiver_killed_lose_and_duplicate_nothing(
     scrape_times = _prometheus_scrape_times(tmp_path / "prometheus")
     wait_for(lambda: ingest.metric("sysmetrics_ingest_pending_samples") == 0, 60, "assembly")
     wait_for(lambda: ingest.metric("sysmetrics_collector_spool_depth") == 0, 120, "spool drain")
+    version = "2" if protobuf_message else "1"
+    assert ingest.metric(f'sysmetrics_ingest_remote_write_requests_total{{version="{version}"}}')
+    assert ingest.metric("sysmetrics_ingest_remote_write_requests_total") == ingest.metric(
+        f'sysmetrics_ingest_remote_write_requests_total{{version="{version}"}}'
+    )
     ingest.stop()
     events = drain_to_lake(settings)
     stamps = sorted(int(datetime.fromisoformat(e["ts"]).timestamp() * 1000) for e in events)
