@@ -49,6 +49,15 @@ pytestmark = [
 ]
 
 
+@pytest.fixture
+def prometheus_3() -> Path:
+    """Prometheus 3.16, built from its Go module on first use (the test's timeout covers it)."""
+    binary = prometheus_3_binary()
+    if binary is None:
+        pytest.skip("Go missing: Prometheus 3 cannot be built")
+    return binary
+
+
 def _env(settings: Settings) -> dict[str, str]:
     return {
         **os.environ,
@@ -234,13 +243,10 @@ def test_kafka_down_60s_and_receiver_killed_lose_and_duplicate_nothing(
 @pytest.mark.slow
 @pytest.mark.timeout(1800)  # on a fresh machine it first builds Prometheus (~7 min when idle)
 def test_remote_write_2_through_kafka_down_and_receiver_killed_loses_and_duplicates_nothing(
-    apache_kafka_broker: TestBroker, tmp_path: Path
+    apache_kafka_broker: TestBroker, prometheus_3: Path, tmp_path: Path
 ) -> None:
-    binary = prometheus_3_binary()
-    if binary is None:
-        pytest.skip("Go missing: Prometheus 3 cannot be built")
     kafka_down_and_receiver_killed(
-        apache_kafka_broker, tmp_path, binary, "io.prometheus.write.v2.Request"
+        apache_kafka_broker, tmp_path, prometheus_3, "io.prometheus.write.v2.Request"
     )
 
 
@@ -390,11 +396,8 @@ def test_remote_write_2_is_read_and_an_unknown_message_refused(
 
 @pytest.mark.timeout(1800)  # on a fresh machine it first builds Prometheus (~7 min when idle)
 def test_prometheus_3_sending_remote_write_2_reaches_the_lake_as_its_scrapes(
-    tansu_settings: Settings, tmp_path: Path
+    tansu_settings: Settings, prometheus_3: Path, tmp_path: Path
 ) -> None:
-    binary = prometheus_3_binary()
-    if binary is None:
-        pytest.skip("Go missing: Prometheus 3 cannot be built")
     settings = tansu_settings
     ingest = Ingest(settings, settings.data_dir)
     ingest.start()
@@ -405,7 +408,7 @@ def test_prometheus_3_sending_remote_write_2_reaches_the_lake_as_its_scrapes(
         proxy.address,
         ingest.url,
         interval_s=2,
-        binary=binary,
+        binary=prometheus_3,
         protobuf_message="io.prometheus.write.v2.Request",
     )
     try:
