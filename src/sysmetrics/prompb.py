@@ -116,5 +116,3 @@ ReadRequest = _MESSAGES["ReadRequest"]
 ReadResponse = _MESSAGES["ReadResponse"]
 WriteRequestV2 = _MESSAGES_V2["Request"]
 """``io.prometheus.write.v2.Request``."""
-TimeSeriesV2 = _MESSAGES_V2["TimeSeries"]
-SampleV2 = _MESSAGES_V2["Sample"]
