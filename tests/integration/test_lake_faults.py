@@ -208,3 +208,29 @@ def test_storage_outage_of_60s_retries_and_commits_nothing_early(
         thread.join(60)
     assert_exactly_once(settings, {e.event_id for e in events})
     shutil.rmtree(tmp_path / "data", ignore_errors=True)
+
+
+def test_a_lake_down_before_the_first_record_is_retried_not_fatal(
+    tansu_settings: Settings, tmp_path: Path
+) -> None:
+    """The writer reads a partition's unfinished-round intent before its first batch: with the
+    lake down at that moment it must retry like any write, not stop. Runs once, on Tansu."""
+    settings = tansu_settings.model_copy(update={"flush_seconds": 1.0})
+    lake = Path(settings.lake_url)
+    lake.parent.mkdir(parents=True, exist_ok=True)
+    lake.write_text("storage is down")
+    events = simulated(10, START, 200)
+    produce(settings, as_messages(events))
+    writer = LakeWriter(settings)
+    thread = threading.Thread(target=writer.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: writer.stats.store_failures >= 3, 60, "retries while the lake is down")
+        assert thread.is_alive(), "the writer stopped instead of retrying"
+        assert writer.stats.records == 0
+        lake.unlink()
+        wait_for(lambda: writer.stats.records == len(events), 120, "recovery after the outage")
+    finally:
+        writer.stop.set()
+        thread.join(60)
+    assert_exactly_once(settings, {e.event_id for e in events})

@@ -243,8 +243,6 @@ class LakeWriter:
         partition, offset = message.partition(), message.offset()
         assert partition is not None and offset is not None  # set on every consumed message
         buffer = self._buffers[partition]
-        if not buffer.intent_checked:
-            self._check_intent(partition, offset, buffer)
         raw = message.value()
         record = _Record(offset, arrived, None, None, None, raw, message.key(), None)
         if raw is None:
@@ -287,11 +285,14 @@ class LakeWriter:
                     skew_us / 1e6,
                 )
 
-    def _check_intent(self, partition: int, first_offset: int, buffer: _PartitionBuffer) -> None:
-        buffer.intent_checked = True
+    def _check_intent(self, partition: int, buffer: _PartitionBuffer) -> None:
+        """Pin the batches of an unfinished round that began at the buffer's first record.
+        Read at the flush, not on arrival, so a lake that is down is retried like a write."""
         data = self.store.get(layout.intent_path(self.topic, partition))
+        buffer.intent_checked = True
         if data is None:
             return
+        first_offset = buffer.records[0].offset
         intent = json.loads(data)
         ends = [int(end) for end in intent["ends"]]
         starts = [int(intent["start"])] + [end + 1 for end in ends[:-1]]
@@ -339,6 +340,9 @@ class LakeWriter:
     def _flush_round(self, buffers: dict[int, _PartitionBuffer], force: bool) -> None:
         """Write, commit, publish every due batch of ``buffers``; on error nothing is
         committed and every record stays buffered."""
+        for partition, buffer in buffers.items():
+            if buffer.records and not buffer.intent_checked:
+                self._check_intent(partition, buffer)
         cuts = {
             p: batches for p, buffer in buffers.items() if (batches := self._cut(buffer, force))
         }
