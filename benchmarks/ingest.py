@@ -43,13 +43,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-import cramjam
 from confluent_kafka import Consumer
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 
-from sysmetrics import prompb
 from sysmetrics.config import load_settings
 from sysmetrics.stream.admin import ensure_topic
 from sysmetrics.stream.broker import EmbeddedBroker, free_port, stop_pid
@@ -64,7 +62,7 @@ from tests.support.agents import (
     prometheus_3_binary,
     remote_write_block,
 )
-from tests.support.remote_write import series_of
+from tests.support.remote_write import series_of, write_request, write_request_v2
 
 SYSMETRICS = str(Path(sys.executable).parent / "sysmetrics")
 SENDERS = 4
@@ -138,44 +136,21 @@ def remote_write_payloads(
     """Per sender: its hosts' requests, sample by sample (a series' samples stay in order), as
     remote-write 1.0 ``WriteRequest``s or 2.0 ``Request``s."""
     shards: list[list[bytes]] = [[] for _ in range(SENDERS)]
-    encode = _write_request if version == 1 else _write_request_v2
+    encode = write_request if version == 1 else write_request_v2
     for k in range(samples):
         ts = start_ms + 10_000 * k
         for shard in range(SENDERS):
-            chunk: list[tuple[list[tuple[str, str]], float]] = []
+            chunk: list[tuple[dict[str, str], float]] = []
             for host in range(shard, hosts, SENDERS):
                 for labels, value in series:
                     host_labels = {**labels, "instance": f"host-{host}:9100", "job": "node"}
-                    chunk.append((sorted(host_labels.items()), value + k))
+                    chunk.append((host_labels, value + k))
                     if len(chunk) == SAMPLES_PER_REQUEST:
                         shards[shard].append(encode(chunk, ts))
                         chunk = []
             if chunk:
                 shards[shard].append(encode(chunk, ts))
     return shards
-
-
-def _write_request(chunk: list[tuple[list[tuple[str, str]], float]], ts: int) -> bytes:
-    request = prompb.WriteRequest()
-    for labels, value in chunk:
-        one = request.timeseries.add()
-        for name, label in labels:
-            one.labels.add(name=name, value=label)
-        one.samples.add(value=value, timestamp=ts)
-    return bytes(cramjam.snappy.compress_raw(request.SerializeToString()))
-
-
-def _write_request_v2(chunk: list[tuple[list[tuple[str, str]], float]], ts: int) -> bytes:
-    symbols: dict[str, int] = {"": 0}
-    request = prompb.WriteRequestV2()
-    for labels, value in chunk:
-        one = request.timeseries.add()
-        for name, label in labels:
-            one.labels_refs.append(symbols.setdefault(name, len(symbols)))
-            one.labels_refs.append(symbols.setdefault(label, len(symbols)))
-        one.samples.add(value=value, timestamp=ts)
-    request.symbols.extend(symbols)
-    return bytes(cramjam.snappy.compress_raw(request.SerializeToString()))
 
 
 def send(address: str, path: str, headers: dict[str, str], shards: list[list[bytes]]) -> float:

@@ -11,7 +11,7 @@ class RemoteWriteDecoder:
         int,
         int,
         list[tuple[str, str]],
-        int,
+        tuple[int, int, int],
     ]: ...
 
 class EventValidator:

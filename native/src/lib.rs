@@ -86,32 +86,49 @@ fn parse_write_request(buf: &[u8]) -> Parsed<Vec<Series<'_>>> {
     Ok(out)
 }
 
-/// A remote-write 2.0 series: label references into the request's symbols, and its samples.
-type SeriesV2 = (Vec<u32>, Vec<(f64, i64)>);
+/// A remote-write 2.0 series: label references into the request's symbols, its samples, and
+/// how many native histograms and exemplars it carries (counted for the response, not read).
+struct SeriesV2 {
+    refs: Vec<u32>,
+    samples: Vec<(f64, i64)>,
+    histograms: usize,
+    exemplars: usize,
+}
 
 fn parse_series_v2(buf: &[u8]) -> Parsed<SeriesV2> {
-    let (mut refs, mut samples) = (Vec::new(), Vec::new());
+    let mut series = SeriesV2 { refs: Vec::new(), samples: Vec::new(), histograms: 0, exemplars: 0 };
     let mut r = Reader::new(buf);
     while !r.done() {
         match r.tag()? {
             // uint32: a wider varint is cut to 32 bits, as protobuf's own parsers do.
-            (1, 0) => refs.push(r.varint()? as u32),
+            (1, 0) => series.refs.push(r.varint()? as u32),
             (1, 2) => {
                 let mut packed = Reader::new(r.bytes()?);
                 while !packed.done() {
-                    refs.push(packed.varint()? as u32);
+                    series.refs.push(packed.varint()? as u32);
                 }
             }
-            (2, 2) => samples.push(parse_sample(r.bytes()?)?),
+            (2, 2) => series.samples.push(parse_sample(r.bytes()?)?),
+            (3, 2) => {
+                r.bytes()?;
+                series.histograms += 1;
+            }
+            (4, 2) => {
+                r.bytes()?;
+                series.exemplars += 1;
+            }
             (_, wire) => r.skip(wire)?,
         }
     }
-    Ok((refs, samples))
+    Ok(series)
 }
+
+/// A 2.0 request's series and the native histograms and exemplars it carries.
+type RequestV2<'a> = (Vec<Series<'a>>, usize, usize);
 
 /// A remote-write 2.0 `Request` as series with their labels looked up in its symbols; a
 /// reference past the symbols or an odd count of them make it no request.
-fn parse_request_v2(buf: &[u8]) -> Parsed<Vec<Series<'_>>> {
+fn parse_request_v2(buf: &[u8]) -> Parsed<RequestV2<'_>> {
     let (mut symbols, mut raw) = (Vec::new(), Vec::new());
     let mut r = Reader::new(buf);
     while !r.done() {
@@ -121,9 +138,12 @@ fn parse_request_v2(buf: &[u8]) -> Parsed<Vec<Series<'_>>> {
             (_, wire) => r.skip(wire)?,
         }
     }
+    let histograms = raw.iter().map(|s| s.histograms).sum();
+    let exemplars = raw.iter().map(|s| s.exemplars).sum();
     let symbol = |i: &u32| symbols.get(*i as usize).copied().ok_or(());
-    raw.into_iter()
-        .map(|(refs, samples)| {
+    let series = raw
+        .into_iter()
+        .map(|SeriesV2 { refs, samples, .. }| {
             if refs.len() % 2 != 0 {
                 return Err(());
             }
@@ -131,7 +151,8 @@ fn parse_request_v2(buf: &[u8]) -> Parsed<Vec<Series<'_>>> {
                 refs.chunks(2).map(|p| Ok((symbol(&p[0])?, symbol(&p[1])?))).collect::<Parsed<_>>()?;
             Ok(Series { labels, samples })
         })
-        .collect()
+        .collect::<Parsed<_>>()?;
+    Ok((series, histograms, exemplars))
 }
 
 /// What the mapping says of one series name: the name and source as Python strings (shared by
@@ -151,8 +172,10 @@ struct Sample<'py, 'm> {
     facts: Vec<Bound<'py, PyTuple>>,
 }
 
-/// (samples, series, dropped, hosts, values): see `RemoteWriteDecoder::decode`.
-type RemoteWriteAnswer<'py> = (Bound<'py, PyDict>, usize, usize, Vec<(String, String)>, usize);
+/// (samples, series, dropped, hosts, (values, histograms, exemplars)): see
+/// `RemoteWriteDecoder::decode`.
+type RemoteWriteAnswer<'py> =
+    (Bound<'py, PyDict>, usize, usize, Vec<(String, String)>, (usize, usize, usize));
 
 #[pyclass(frozen, module = "sysmetrics_native")]
 struct RemoteWriteDecoder {
@@ -182,10 +205,11 @@ impl RemoteWriteDecoder {
     }
 
     /// Decode one request of remote-write `version` (1: `WriteRequest`, 2: `Request`):
-    /// (samples, series, dropped, hosts, values). `samples` maps (host, time ms, source) to
-    /// [(name, kept label values, value)]; `hosts` is each distinct host of a mapped series
-    /// with the first series name it came with, in order, for the caller to validate; `values`
-    /// counts every sample of the request, mapped or not. A body that is not such a request
+    /// (samples, series, dropped, hosts, (values, histograms, exemplars)). `samples` maps
+    /// (host, time ms, source) to [(name, kept label values, value)]; `hosts` is each distinct
+    /// host of a mapped series with the first series name it came with, in order, for the
+    /// caller to validate; `values` counts every float sample of the request, mapped or not,
+    /// `histograms` and `exemplars` what a 2.0 request carries of those (never read). A body that is not such a request
     /// raises ValueError("bad_protobuf"); more than `max_series` series raise
     /// ValueError("too_many_series", count).
     fn decode<'py>(
@@ -196,8 +220,13 @@ impl RemoteWriteDecoder {
         max_series: usize,
         version: u8,
     ) -> PyResult<RemoteWriteAnswer<'py>> {
-        let parsed = if version == 1 { parse_write_request(data) } else { parse_request_v2(data) };
-        let request = parsed.map_err(|_| PyValueError::new_err(("bad_protobuf",)))?;
+        let parsed = if version == 1 {
+            parse_write_request(data).map(|series| (series, 0, 0))
+        } else {
+            parse_request_v2(data)
+        };
+        let (request, histograms, exemplars) =
+            parsed.map_err(|_| PyValueError::new_err(("bad_protobuf",)))?;
         if request.len() > max_series {
             return Err(PyValueError::new_err(("too_many_series", request.len())));
         }
@@ -257,7 +286,7 @@ impl RemoteWriteDecoder {
             )?;
             samples.set_item(key, PyList::new(py, facts)?)?;
         }
-        Ok((samples, request.len(), dropped, hosts, values_count))
+        Ok((samples, request.len(), dropped, hosts, (values_count, histograms, exemplars)))
     }
 }
 

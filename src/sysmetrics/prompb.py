@@ -1,7 +1,8 @@
 """Prometheus' remote-write 1.0 and 2.0 and remote-read messages (``prompb/remote.proto``,
 ``types.proto``, ``io/prometheus/write/v2/types.proto``), built from descriptors at import:
-only the fields float samples need. Fields not declared here (exemplars, native histograms,
-metadata, chunks) are skipped by the parser. Enums are declared as int32: the same varint on
+only the fields float samples need (2.0's native histograms and exemplars as bytes, to be
+counted). Fields not declared here (1.0's exemplars and histograms, metadata, chunks) are
+skipped by the parser. Enums are declared as int32: the same varint on
 the wire."""
 
 from __future__ import annotations
@@ -87,6 +88,10 @@ def _build_v2() -> dict[str, Any]:
     series = msg(name="TimeSeries")
     _repeated(series, "labels_refs", 1, _F.TYPE_UINT32)
     _repeated(series, "samples", 2, _F.TYPE_MESSAGE, ".io.prometheus.write.v2.Sample")
+    # Native histograms and exemplars are only counted (the receiver's answer names them):
+    # bytes, the same length-delimited field on the wire, are not parsed further.
+    _repeated(series, "histograms", 3, _F.TYPE_BYTES)
+    _repeated(series, "exemplars", 4, _F.TYPE_BYTES)
     request = msg(name="Request")
     _repeated(request, "symbols", 4, _F.TYPE_STRING)
     _repeated(request, "timeseries", 5, _F.TYPE_MESSAGE, ".io.prometheus.write.v2.TimeSeries")

@@ -365,14 +365,15 @@ def test_remote_write_2_is_read_and_an_unknown_message_refused(
             "Content-Type": "application/x-protobuf;proto=io.prometheus.write.v2.Request",
             "X-Prometheus-Remote-Write-Version": "2.0.0",
         }
-        request = urllib.request.Request(
-            f"{ingest.url}/api/v1/write", data=write_request_v2(series, now), headers=v2
-        )
+        body = write_request_v2(series, now, histograms=1, exemplars=2)
+        request = urllib.request.Request(f"{ingest.url}/api/v1/write", data=body, headers=v2)
         with urllib.request.urlopen(request, timeout=10) as answer:
             assert answer.status == 204
-            # What a 2.0 sender reads to know a 2.0 receiver took the request.
+            # What a 2.0 sender reads to know a 2.0 receiver took the request: all of it,
+            # the unmapped series, histograms and exemplars dropped by design.
             assert answer.headers["X-Prometheus-Remote-Write-Samples-Written"] == "2"
-            assert answer.headers["X-Prometheus-Remote-Write-Histograms-Written"] == "0"
+            assert answer.headers["X-Prometheus-Remote-Write-Histograms-Written"] == "2"
+            assert answer.headers["X-Prometheus-Remote-Write-Exemplars-Written"] == "4"
         unknown = {**v1, "Content-Type": "application/x-protobuf;proto=io.prometheus.write.v3.X"}
         request = urllib.request.Request(
             f"{ingest.url}/api/v1/write", data=write_request_v2(series, now), headers=unknown
@@ -431,6 +432,54 @@ def test_prometheus_3_sending_remote_write_2_reaches_the_lake_as_its_scrapes(
     assert ingest.metric("sysmetrics_ingest_dropped_series_total") == 0, "relabel keeps only ours"
     ingest.stop()
     assert_events_are_the_scrapes(drain_to_lake(settings), proxy)
+
+
+@pytest.mark.timeout(1800)  # on a fresh machine it first builds Prometheus (~7 min when idle)
+def test_prometheus_3_reads_what_is_dropped_by_design_as_written(
+    tansu_settings: Settings, prometheus_3: Path, tmp_path: Path
+) -> None:
+    """Without the README's relabelling Prometheus 3 sends all it scrapes, native histograms
+    included. What sysmetrics does not map is dropped by design and must read to the sender as
+    written: a short count is a failure in Prometheus' metrics and an error in its log."""
+    ingest = Ingest(tansu_settings, tansu_settings.data_dir)
+    ingest.start()
+    port = free_port()
+    prometheus = Prometheus(
+        tmp_path / "prometheus",
+        f"""global: {{scrape_interval: 1s, scrape_timeout: 1s, scrape_native_histograms: true}}
+scrape_configs:
+  - job_name: prometheus
+    static_configs: [{{targets: ["127.0.0.1:{port}"]}}]
+remote_write:
+  - url: {ingest.url}/api/v1/write
+    protobuf_message: io.prometheus.write.v2.Request
+    send_native_histograms: true
+    queue_config: {{batch_send_deadline: 1s, min_backoff: 100ms, max_backoff: 2s}}
+""",
+        binary=prometheus_3,
+        port=port,
+    )
+    try:
+        wait_for(
+            lambda: prometheus.metric("prometheus_remote_storage_histograms_total") >= 20,
+            90,
+            "Prometheus 3 to remote-write native histograms",
+        )
+        sent = prometheus.metric("prometheus_remote_storage_samples_total")
+        failed = {
+            kind: prometheus.metric(f"prometheus_remote_storage_{kind}_failed_total")
+            for kind in ("samples", "histograms", "exemplars")
+        }
+    finally:
+        prometheus.stop()
+    try:
+        assert sent > 0
+        assert failed == {"samples": 0, "histograms": 0, "exemplars": 0}
+        assert ingest.metric("sysmetrics_ingest_dropped_series_total") > 0
+        assert ingest.metric("sysmetrics_ingest_samples_total") == 0, "none of them is ours"
+        assert ingest.metric("sysmetrics_ingest_rejected_total") == 0
+    finally:
+        ingest.stop()
 
 
 def test_otel_collector_hostmetrics_over_otlp_reaches_the_lake(

@@ -193,14 +193,19 @@ def remote_write_block(url: str, protobuf_message: str = "") -> str:
 
 class Prometheus:
     """Debian's Prometheus (or ``binary``) with this configuration (and an empty TSDB of its
-    own)."""
+    own), listening on ``port`` (default: a free one)."""
 
     def __init__(
-        self, work: Path, config: str, flags: tuple[str, ...] = (), binary: Path | None = None
+        self,
+        work: Path,
+        config: str,
+        flags: tuple[str, ...] = (),
+        binary: Path | None = None,
+        port: int | None = None,
     ) -> None:
         assert PROMETHEUS is not None, "Prometheus missing: run scripts/install-system-deps.sh"
         work.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         (work / "prometheus.yml").write_text(config)
         self.process = subprocess.Popen(

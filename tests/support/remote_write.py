@@ -52,21 +52,25 @@ def field(number: int, wire_type: int, body: bytes) -> bytes:
 
 
 def write_request_v2(
-    series: list[tuple[dict[str, str], float]], ts_ms: int, extra: dict[str, str] | None = None
+    series: list[tuple[dict[str, str], float]],
+    ts_ms: int,
+    extra: dict[str, str] | None = None,
+    histograms: int = 0,
+    exemplars: int = 0,
 ) -> bytes:
     """A snappy-compressed remote-write 2.0 ``io.prometheus.write.v2.Request`` (as Prometheus 3
     sends with ``protobuf_message: io.prometheus.write.v2.Request``), encoded by hand from the
-    specification: a symbol table, each series' labels as references into it, one sample each."""
-    symbols = [""]
+    specification: a symbol table, each series' labels as references into it, one sample each,
+    and ``histograms`` native histograms and ``exemplars`` exemplars each (empty messages)."""
+    symbols = {"": 0}
     body = b""
     for labels, value in series:
         refs = b""
         for name, label_value in sorted({**labels, **(extra or {})}.items()):
             for text in (name, label_value):
-                if text not in symbols:
-                    symbols.append(text)
-                refs += varint(symbols.index(text))
+                refs += varint(symbols.setdefault(text, len(symbols)))
         sample = field(1, 1, struct.pack("<d", value)) + field(2, 0, varint(ts_ms))
-        body += field(5, 2, field(1, 2, refs) + field(2, 2, sample))
+        others = field(3, 2, b"") * histograms + field(4, 2, b"") * exemplars
+        body += field(5, 2, field(1, 2, refs) + field(2, 2, sample) + others)
     request = b"".join(field(4, 2, text.encode()) for text in symbols) + body
     return bytes(cramjam.snappy.compress_raw(request))

@@ -260,16 +260,18 @@ class IngestApp:
         if version == 1:
             return 204, b"", _TEXT
         # 2.0 senders read these; Prometheus takes a 2xx with none of them (or all zero) for a
-        # 1.0 receiver that misread the request. Every float sample is written in its sense:
-        # the mapped ones are in the journal, the others dropped by design, as under 1.0.
+        # 1.0 receiver that misread the request, and fewer than it sent for a partial failure
+        # it logs as an error. Everything is written in its sense: the mapped float samples
+        # are in the journal, the rest (other series, native histograms, exemplars) dropped by
+        # design, as under 1.0.
         return (
             204,
             b"",
             [
                 *_TEXT,
                 (b"x-prometheus-remote-write-samples-written", str(decoded.values).encode()),
-                (b"x-prometheus-remote-write-histograms-written", b"0"),
-                (b"x-prometheus-remote-write-exemplars-written", b"0"),
+                (b"x-prometheus-remote-write-histograms-written", str(decoded.histograms).encode()),
+                (b"x-prometheus-remote-write-exemplars-written", str(decoded.exemplars).encode()),
             ],
         )
 

@@ -91,6 +91,9 @@ class Decoded:
     dropped: int = 0
     values: int = 0
     """Remote-write: every float sample of the request, kept or dropped by the mapping."""
+    histograms: int = 0
+    exemplars: int = 0
+    """Remote-write 2.0: the native histograms and exemplars of the request, all dropped."""
 
 
 def _host(value: str | None, where: str) -> str:
@@ -134,7 +137,7 @@ def decode_remote_write(data: bytes, host_label: str, max_series: int, version: 
     if _NATIVE is None:
         return decode_remote_write_python(data, host_label, max_series, version)
     try:
-        samples, series, dropped, hosts, values = _NATIVE.decode(
+        samples, series, dropped, hosts, (values, histograms, exemplars) = _NATIVE.decode(
             data, host_label, max_series, version
         )
     except ValueError as exc:
@@ -143,7 +146,7 @@ def decode_remote_write(data: bytes, host_label: str, max_series: int, version: 
         raise _not_a_request(version) from None
     for host, name in hosts:
         _host(host, f"series {name}")
-    return Decoded(samples, series, dropped, values)
+    return Decoded(samples, series, dropped, values, histograms, exemplars)
 
 
 def _too_many_series(count: int, max_series: int) -> PayloadError:
@@ -157,12 +160,15 @@ def _not_a_request(version: int) -> PayloadError:
     return PayloadError("bad_protobuf", f"body is not a remote-write {message}")
 
 
-def _series_labels_v2(request: object) -> list[tuple[dict[str, str], object]]:
+def _series_labels_v2(request: object, out: Decoded) -> list[tuple[dict[str, str], object]]:
     """Each series of a 2.0 request with its labels looked up in the request's symbols; all
-    of them before any is used, as the compiled decoder does, so both refuse the same way."""
+    of them before any is used, as the compiled decoder does, so both refuse the same way.
+    Counts the request's native histograms and exemplars into ``out``."""
     symbols = list(request.symbols)  # type: ignore[attr-defined]
-    out = []
+    labelled = []
     for series in request.timeseries:  # type: ignore[attr-defined]
+        out.histograms += len(series.histograms)
+        out.exemplars += len(series.exemplars)
         refs = series.labels_refs
         if len(refs) % 2:
             raise _not_a_request(2)
@@ -170,8 +176,8 @@ def _series_labels_v2(request: object) -> list[tuple[dict[str, str], object]]:
             labels = {symbols[refs[i]]: symbols[refs[i + 1]] for i in range(0, len(refs), 2)}
         except IndexError:
             raise _not_a_request(2) from None
-        out.append((labels, series.samples))
-    return out
+        labelled.append((labels, series.samples))
+    return labelled
 
 
 def _series_labels_v1(request: object) -> Iterator[tuple[dict[str, str], object]]:
@@ -191,10 +197,10 @@ def decode_remote_write_python(
         request = message.FromString(data)
     except DecodeError:
         raise _not_a_request(version) from None
-    each = _series_labels_v1(request) if version == 1 else _series_labels_v2(request)
+    out = Decoded(series=len(request.timeseries))
+    each = _series_labels_v1(request) if version == 1 else _series_labels_v2(request, out)
     if len(request.timeseries) > max_series:
         raise _too_many_series(len(request.timeseries), max_series)
-    out = Decoded(series=len(request.timeseries))
     samples = out.samples
     mapping = REMOTE_WRITE_SERIES.get
     hosts: set[str] = set()
