@@ -16,6 +16,7 @@ real time on the same topic as background load.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -163,8 +164,11 @@ def events_per_cpu_second(
 
 
 def main() -> None:
-    alerts = int(sys.argv[1]) if len(sys.argv) > 1 else 40
-    backlog = int(sys.argv[2]) if len(sys.argv) > 2 else 100_000
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("alerts", nargs="?", type=int, default=40, help="0: the cost part only")
+    parser.add_argument("backlog", nargs="?", type=int, default=100_000, help="events of load")
+    args = parser.parse_args()
+    alerts, backlog = args.alerts, args.backlog
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         broker = EmbeddedBroker(root / "broker", free_port())

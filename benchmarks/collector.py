@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import resource
 import shutil
@@ -191,21 +192,15 @@ def raw_produce_rate(bootstrap: str, topic: str, payloads: list[tuple[bytes, byt
     return len(payloads) / (time.perf_counter() - start)
 
 
-def _take_option(args: list[str], flag: str, default: str) -> str:
-    """The value after ``flag`` in ``args`` (both removed), or ``default``."""
-    if flag not in args:
-        return default
-    index = args.index(flag)
-    value = args[index + 1]
-    del args[index : index + 2]
-    return value
-
-
 def main() -> None:
-    args = sys.argv[1:]
-    peer_seconds = float(_take_option(args, "--peer-seconds", "180"))
-    runs = int(_take_option(args, "--runs", "3"))
-    total = int(args[0]) if args else 360_000
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("total", nargs="?", type=int, default=360_000, help="simulated events")
+    parser.add_argument(
+        "--peer-seconds", type=float, default=180, help="length of each node_exporter run"
+    )
+    parser.add_argument("--runs", type=int, default=3, help="runs of the comparison (median)")
+    args = parser.parse_args()
+    peer_seconds, runs, total = args.peer_seconds, args.runs, args.total
     per_sample = collector_cost()
     print(
         f"collector on this machine ({os.cpu_count()} cores): {per_sample * 1000:.2f} ms CPU "

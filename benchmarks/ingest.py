@@ -25,6 +25,7 @@ BENCH_ROUNDS (default 5) sets the rounds of each comparison.
 
 from __future__ import annotations
 
+import argparse
 import copy
 import http.client
 import http.server
@@ -606,10 +607,14 @@ def freshness(hosts: int, minutes: float, root: Path) -> None:
 
 
 def main() -> None:
-    hosts = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
-    samples = int(sys.argv[2]) if len(sys.argv) > 2 else 6
-    fresh_hosts = int(sys.argv[3]) if len(sys.argv) > 3 else 1000
-    fresh_minutes = float(sys.argv[4]) if len(sys.argv) > 4 else 3.0
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("hosts", nargs="?", type=int, default=1000, help="0: no throughput")
+    parser.add_argument("samples", nargs="?", type=int, default=6, help="per host")
+    parser.add_argument("fresh_hosts", nargs="?", type=int, default=1000, help="0: no freshness")
+    parser.add_argument("fresh_minutes", nargs="?", type=float, default=3.0)
+    args = parser.parse_args()
+    hosts, samples = args.hosts, args.samples
+    fresh_hosts, fresh_minutes = args.fresh_hosts, args.fresh_minutes
     print(f"{os.cpu_count()} cores; {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
     decoder = "compiled (native/)" if importlib.util.find_spec("sysmetrics_native") else "Python"
     print(f"decoders of the receiver (remote-write, OTLP protobuf): {decoder}")

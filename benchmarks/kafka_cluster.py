@@ -19,6 +19,7 @@ simulator; then the cluster's cost as ratios to the single broker.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -176,8 +177,11 @@ def report(run: Run) -> None:
 
 
 def main() -> None:
-    minutes = float(sys.argv[1]) if len(sys.argv) > 1 else 10.0
-    hosts = int(sys.argv[2]) if len(sys.argv) > 2 else 20_000
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("minutes", nargs="?", type=float, default=10.0)
+    parser.add_argument("hosts", nargs="?", type=int, default=20_000)
+    args = parser.parse_args()
+    minutes, hosts = args.minutes, args.hosts
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

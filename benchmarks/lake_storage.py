@@ -21,8 +21,8 @@
 
 from __future__ import annotations
 
+import argparse
 import lzma
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -174,9 +174,12 @@ def rebuild(root: Path, hosts: int) -> None:
 
 
 def main() -> None:
-    hosts = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000
-    hours = int(sys.argv[2]) if len(sys.argv) > 2 else 2
-    big = int(sys.argv[3]) if len(sys.argv) > 3 else 10_000
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("hosts", nargs="?", type=int, default=1_000, help="of the storage part")
+    parser.add_argument("hours", nargs="?", type=int, default=2, help="of the storage part")
+    parser.add_argument("big", nargs="?", type=int, default=10_000, help="hosts of the rebuild")
+    args = parser.parse_args()
+    hosts, hours, big = args.hosts, args.hours, args.big
     with tempfile.TemporaryDirectory(prefix="sysmetrics-storage-") as tmp:
         storage(Path(tmp) / "a", hosts, hours)
     with tempfile.TemporaryDirectory(prefix="sysmetrics-rebuild-") as tmp:

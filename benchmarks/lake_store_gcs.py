@@ -9,6 +9,7 @@ here is a floor.
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -20,8 +21,13 @@ from sysmetrics.lake.store import UPLOAD_CONCURRENCY
 
 
 def main() -> None:
-    count = int(sys.argv[1]) if len(sys.argv) > 1 else 200
-    size = int(sys.argv[2]) if len(sys.argv) > 2 else 60_000  # ~50 events of 1.2 kB
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("count", nargs="?", type=int, default=200, help="files")
+    parser.add_argument(
+        "size", nargs="?", type=int, default=60_000, help="bytes a file (~50 events of 1.2 kB)"
+    )
+    args = parser.parse_args()
+    count, size = args.count, args.size
     with bench_lake() as store:
         one_by_one = [(f"raw/a/{i}.jsonl", b"x" * size) for i in range(count)]
         began = time.perf_counter()

@@ -18,6 +18,7 @@ the cores the one writer and the broker use bound what two writers can add on th
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -277,8 +278,11 @@ def writers_rate(
 
 
 def main() -> None:
-    total = int(sys.argv[1]) if len(sys.argv) > 1 else 500_000
-    rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("total", nargs="?", type=int, default=500_000, help="events")
+    parser.add_argument("rounds", nargs="?", type=int, default=3)
+    args = parser.parse_args()
+    total, rounds = args.total, args.rounds
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         broker = EmbeddedBroker(root / "broker", free_port())

@@ -8,6 +8,7 @@ ratio of each to the baseline. The lake writer decodes every event it writes.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import time
@@ -80,6 +81,7 @@ def rate(fn: Any, payloads: list[bytes]) -> float:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()
     start = datetime(2026, 11, 27, tzinfo=UTC)
     payloads = [encode(e) for _, e in generate(N // 60 + 1, start, 600, 10, 3)][:N]
     model = pydantic_mirror(mi.type_info(MetricsEvent), {})
