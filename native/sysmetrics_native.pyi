@@ -7,7 +7,7 @@ class RemoteWriteDecoder:
     def decode(
         self, data: bytes, host_label: str, max_series: int, version: int
     ) -> tuple[
-        dict[tuple[str, int, str], list[tuple[str, tuple[str, ...], float]]],
+        dict[tuple[str, int, str], dict[tuple[str, tuple[str, ...]], float]],
         int,
         int,
         list[tuple[str, str]],
@@ -29,7 +29,7 @@ class OtlpDecoder:
         self, data: bytes, host_attributes: list[str]
     ) -> (
         tuple[
-            dict[tuple[str, int, str], list[tuple[str, tuple[str, ...], float]]],
+            dict[tuple[str, int, str], dict[tuple[str, tuple[str, ...]], float]],
             int,
             int,
             list[tuple[str | None, list[str], int, bool]],

@@ -15,11 +15,12 @@ mod event_check;
 mod otlp;
 mod protobuf;
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyFloat, PyList, PyString, PyTuple};
+use pyo3::types::{PyDict, PyFloat, PyString, PyTuple};
 
 use protobuf::{Parsed, Reader};
 
@@ -164,12 +165,12 @@ struct Mapped {
     keep: Vec<String>,
 }
 
-/// One (host, time, source) of a request and its facts, in the order the series came.
+/// One (host, time, source) of a request and its facts: (name, kept label values) -> value.
 struct Sample<'py, 'm> {
     host: Bound<'py, PyString>,
     timestamp: i64,
     mapped: &'m Mapped,
-    facts: Vec<Bound<'py, PyTuple>>,
+    facts: Bound<'py, PyDict>,
 }
 
 /// (samples, series, dropped, hosts, (values, histograms, exemplars)): see
@@ -206,7 +207,8 @@ impl RemoteWriteDecoder {
 
     /// Decode one request of remote-write `version` (1: `WriteRequest`, 2: `Request`):
     /// (samples, series, dropped, hosts, (values, histograms, exemplars)). `samples` maps
-    /// (host, time ms, source) to [(name, kept label values, value)]; `hosts` is each distinct
+    /// (host, time ms, source) to {(name, kept label values): value} (a later sample of the
+    /// same series wins); `hosts` is each distinct
     /// host of a mapped series with the first series name it came with, in order, for the
     /// caller to validate; `values` counts every float sample of the request, mapped or not,
     /// `histograms` and `exemplars` what a 2.0 request carries of those (never read). A body that is not such a request
@@ -233,11 +235,11 @@ impl RemoteWriteDecoder {
         let mut dropped = 0;
         let values_count = request.iter().map(|s| s.samples.len()).sum();
         let mut hosts: Vec<(String, String)> = Vec::new();
-        // Python objects are made once per distinct host, kept-label values and sample: a
-        // request holds hundreds of series of a few hosts at one time, and shared strings
-        // also keep their hash for the assembler's dicts.
+        // Python objects are made once per distinct host, fact key and sample: a request
+        // holds hundreds of series of a few hosts at one time, and shared strings also keep
+        // their hash for the assembler's dicts.
         let mut host_objects: HashMap<&str, Bound<'py, PyString>> = HashMap::new();
-        let mut value_tuples: HashMap<Vec<&str>, Bound<'py, PyTuple>> = HashMap::new();
+        let mut fact_keys: HashMap<(&str, Vec<&str>), Bound<'py, PyTuple>> = HashMap::new();
         let mut group_of: HashMap<(&str, i64, &str), usize> = HashMap::new();
         let mut groups: Vec<Sample<'py, '_>> = Vec::new();
         for series in &request {
@@ -257,25 +259,20 @@ impl RemoteWriteDecoder {
                 }
             };
             let kept: Vec<&str> = mapped.keep.iter().map(|k| series.label(k)).collect();
-            let values = match value_tuples.get(&kept) {
-                Some(values) => values.clone(),
-                None => {
-                    let values = PyTuple::new(py, kept.iter().map(|v| PyString::new(py, v)))?;
-                    value_tuples.insert(kept, values.clone());
-                    values
+            let fact_key = match fact_keys.entry((name, kept)) {
+                Entry::Occupied(known) => known.get().clone(),
+                Entry::Vacant(new) => {
+                    let values = PyTuple::new(py, new.key().1.iter().map(|v| PyString::new(py, v)))?;
+                    let fact_key = PyTuple::new(py, [mapped.name.bind(py).as_any(), values.as_any()])?;
+                    new.insert(fact_key).clone()
                 }
             };
-            let name_object = mapped.name.bind(py);
             for &(value, timestamp) in &series.samples {
-                let fact = PyTuple::new(
-                    py,
-                    [name_object.as_any(), values.as_any(), PyFloat::new(py, value).as_any()],
-                )?;
                 let group = *group_of.entry((host, timestamp, &mapped.source_text)).or_insert_with(|| {
-                    groups.push(Sample { host: host_object.clone(), timestamp, mapped, facts: Vec::new() });
+                    groups.push(Sample { host: host_object.clone(), timestamp, mapped, facts: PyDict::new(py) });
                     groups.len() - 1
                 });
-                groups[group].facts.push(fact);
+                groups[group].facts.set_item(&fact_key, PyFloat::new(py, value))?;
             }
         }
         let samples = PyDict::new(py);
@@ -284,7 +281,7 @@ impl RemoteWriteDecoder {
                 py,
                 [host.as_any(), &timestamp.into_pyobject(py)?.into_any(), mapped.source.bind(py).as_any()],
             )?;
-            samples.set_item(key, PyList::new(py, facts)?)?;
+            samples.set_item(key, facts)?;
         }
         Ok((samples, request.len(), dropped, hosts, (values_count, histograms, exemplars)))
     }

@@ -8,10 +8,11 @@
 //! Python decoder answers instead: that one decides what is refused, so both stay the same by
 //! construction and this one never has to agree on a corner it does not read.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyFloat, PyList, PyString, PyTuple};
+use pyo3::types::{PyDict, PyFloat, PyString, PyTuple};
 
 use crate::protobuf::{Parsed, Reader};
 
@@ -321,9 +322,11 @@ impl OtlpDecoder {
         let (mut series, mut dropped) = (0, 0);
         let mut checks = Vec::with_capacity(resources.len());
         let otel = PyString::new(py, "otel");
-        let mut labels: HashMap<Vec<std::borrow::Cow<'_, str>>, Bound<'py, PyTuple>> = HashMap::new();
+        // A fact's key (name, kept attribute values) recurs on every host of a request
+        // (states, devices, directions): one Python tuple each, whose strings keep their hash.
+        let mut fact_keys: HashMap<(&str, Vec<std::borrow::Cow<'_, str>>), Bound<'py, PyTuple>> = HashMap::new();
         for resource in &resources {
-            let mut points: Vec<(u64, Bound<'py, PyTuple>)> = Vec::new();
+            let mut points: Vec<(u64, Bound<'py, PyTuple>, f64)> = Vec::new();
             for metric in &resource.metrics {
                 let count = metric.points.len().max(1);
                 series += count;
@@ -331,28 +334,21 @@ impl OtlpDecoder {
                     dropped += count;
                     continue;
                 };
-                let name = mapped.name.bind(py);
                 for point in metric.points.iter().filter(|p| !p.no_recorded_value) {
                     let mut texts = Vec::with_capacity(mapped.keep.len());
                     for key in &mapped.keep {
                         let Some(text) = as_text(last(&point.attributes, key)) else { return Ok(None) };
                         texts.push(text);
                     }
-                    // The same attribute values recur on every host of a request (states,
-                    // devices, directions): one Python tuple each, whose strings keep their hash.
-                    let values = match labels.get(&texts) {
-                        Some(values) => values.clone(),
-                        None => {
-                            let values = PyTuple::new(py, texts.iter().map(|t| PyString::new(py, t)))?;
-                            labels.insert(texts, values.clone());
-                            values
+                    let fact_key = match fact_keys.entry((metric.name, texts)) {
+                        Entry::Occupied(known) => known.get().clone(),
+                        Entry::Vacant(new) => {
+                            let values = PyTuple::new(py, new.key().1.iter().map(|t| PyString::new(py, t)))?;
+                            let fact_key = PyTuple::new(py, [mapped.name.bind(py).as_any(), values.as_any()])?;
+                            new.insert(fact_key).clone()
                         }
                     };
-                    let fact = PyTuple::new(
-                        py,
-                        [name.as_any(), values.as_any(), PyFloat::new(py, point.value()).as_any()],
-                    )?;
-                    points.push((point.time_ms, fact));
+                    points.push((point.time_ms, fact_key, point.value()));
                 }
             }
             let attributes = &resource.attributes;
@@ -377,32 +373,30 @@ impl OtlpDecoder {
             }
             let host = PyString::new(py, host.map_or("", |h| h));
             let kept = self.resource_keep.iter().map(|k| PyString::new(py, &texts[k.as_str()]));
-            let resource_fact = PyTuple::new(
-                py,
-                [self.resource_fact.bind(py).as_any(), PyTuple::new(py, kept)?.as_any(), PyFloat::new(py, 1.0).as_any()],
-            )?;
+            let resource_key = PyTuple::new(py, [self.resource_fact.bind(py).as_any(), PyTuple::new(py, kept)?.as_any()])?;
             // The points of one host within a second of each other are one sample, timed by
-            // the earliest (a stable sort keeps the order the metrics came in).
-            points.sort_by_key(|(time, _)| *time);
-            let mut facts: Option<Bound<'py, PyList>> = None;
+            // the earliest (a stable sort keeps the order the metrics came in; a later point
+            // of the same fact key wins, as in the Python decoder's dict).
+            points.sort_by_key(|(time, _, _)| *time);
+            let mut facts: Option<Bound<'py, PyDict>> = None;
             let mut start = 0;
-            for (time, fact) in points {
+            for (time, fact_key, value) in points {
                 if facts.is_none() || time - start > 1000 {
                     start = time;
                     let key = PyTuple::new(py, [host.as_any(), &time.into_pyobject(py)?.into_any(), otel.as_any()])?;
-                    let list = match samples.get_item(&key)? {
-                        Some(list) => list.downcast_into::<PyList>()?,
+                    let dict = match samples.get_item(&key)? {
+                        Some(dict) => dict.downcast_into::<PyDict>()?,
                         None => {
-                            let list = PyList::empty(py);
-                            samples.set_item(key, &list)?;
-                            list
+                            let dict = PyDict::new(py);
+                            samples.set_item(key, &dict)?;
+                            dict
                         }
                     };
-                    list.append(&resource_fact)?;
-                    facts = Some(list);
+                    dict.set_item(&resource_key, 1.0)?;
+                    facts = Some(dict);
                 }
-                if let Some(list) = &facts {
-                    list.append(fact)?;
+                if let Some(dict) = &facts {
+                    dict.set_item(fact_key, PyFloat::new(py, value))?;
                 }
             }
         }

@@ -17,11 +17,11 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ingest"
 
 T0 = 1_764_547_200_000
 KEY = ("host-1:9100", T0, "node_exporter")
-PART_1 = [("node_load1", (), 0.5), ("node_memory_MemTotal_bytes", (), 8e9)]
-PART_2 = [
-    ("node_memory_MemAvailable_bytes", (), 6e9),
-    ("node_cpu_seconds_total", ("0", "idle"), 100.0),
-]
+PART_1 = {("node_load1", ()): 0.5, ("node_memory_MemTotal_bytes", ()): 8e9}
+PART_2 = {
+    ("node_memory_MemAvailable_bytes", ()): 6e9,
+    ("node_cpu_seconds_total", ("0", "idle")): 100.0,
+}
 
 
 def _restart(assembler: Assembler, directory: Path) -> Assembler:
@@ -45,7 +45,7 @@ def test_a_sample_received_in_two_requests_survives_a_restart(tmp_path: Path) ->
 
 def test_an_emitted_sample_is_not_emitted_again_after_a_restart(tmp_path: Path) -> None:
     assembler = Assembler(tmp_path, wait_s=15)
-    assembler.receive({KEY: PART_1 + PART_2}, complete=False)
+    assembler.receive({KEY: PART_1 | PART_2}, complete=False)
     assembler.build(KEY)
     assembler.emitted([KEY])
     assembler = _restart(assembler, tmp_path)
@@ -53,7 +53,7 @@ def test_an_emitted_sample_is_not_emitted_again_after_a_restart(tmp_path: Path) 
     assembler.receive({KEY: PART_1}, complete=False)  # a resend after a lost answer
     assert assembler.pending == {} and assembler.stats.late_facts == len(PART_1)
     later = (KEY[0], T0 + 10_000, KEY[2])
-    assembler.receive({later: PART_1 + PART_2}, complete=False)
+    assembler.receive({later: PART_1 | PART_2}, complete=False)
     assert assembler.due(now=0) == [later], "as many facts as the host's last sample: complete"
 
 
@@ -70,7 +70,7 @@ def test_a_torn_last_line_is_skipped_and_the_rest_is_kept(tmp_path: Path) -> Non
 
 def test_a_compacted_journal_holds_the_same_samples_and_hosts(tmp_path: Path) -> None:
     assembler = Assembler(tmp_path, wait_s=15)
-    assembler.receive({KEY: PART_1 + PART_2}, complete=False)
+    assembler.receive({KEY: PART_1 | PART_2}, complete=False)
     assembler.build(KEY)
     assembler.emitted([KEY])
     later = (KEY[0], T0 + 10_000, KEY[2])
@@ -89,7 +89,7 @@ def test_a_host_that_sends_fewer_series_waits_the_bound_once_not_for_ever(tmp_pa
     is expected with what the host sends now, as the README says (the host's previous sample)."""
     assembler = Assembler(tmp_path, wait_s=15)
     times = [(KEY[0], T0 + 10_000 * i, KEY[2]) for i in range(4)]
-    assembler.receive({times[0]: PART_1 + PART_2}, complete=False)
+    assembler.receive({times[0]: PART_1 | PART_2}, complete=False)
     assembler.build(times[0])
     assembler.emitted([times[0]])
     for key in times[1:]:
@@ -103,7 +103,7 @@ def test_a_host_that_sends_fewer_series_waits_the_bound_once_not_for_ever(tmp_pa
         assembler.emitted([key])
     assert assembler.stats.emitted_incomplete == 1
     grown = (KEY[0], T0 + 40_000, KEY[2])
-    assembler.receive({grown: PART_1 + PART_2}, complete=False)
+    assembler.receive({grown: PART_1 | PART_2}, complete=False)
     assert assembler.due(now=0) == [grown]
 
 

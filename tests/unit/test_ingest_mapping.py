@@ -151,7 +151,7 @@ def test_recorded_otel_collector_export_fills_the_documented_fields() -> None:
                     if metric.name == "system.cpu.logical.count":
                         logical_cpus = point.as_int
     decoded = decode_otlp_python(data, "application/x-protobuf", ("host.name",), 10**6)
-    facts = [fact for facts in decoded.samples.values() for fact in facts]
+    facts = {k: v for facts in decoded.samples.values() for k, v in facts.items()}
     key = min(decoded.samples)
     event = decode(encode(build_event("otel", key[0], key[1], facts, HostState())))
     assert event.host.hostname == "otel-fixture-host" and event.host.os == "linux"
@@ -185,21 +185,23 @@ def test_otel_memory_total_is_the_limit_when_the_collector_sends_it() -> None:
     data = (FIXTURES / "otelcol_hostmetrics_export.pb").read_bytes()
     decoded = decode_otlp_python(data, "application/x-protobuf", ("host.name",), 10**6)
     key, facts = next(
-        (key, list(facts))
+        (key, facts)
         for key, facts in decoded.samples.items()
-        if any(name == "system.memory.usage" for name, _, _ in facts)
+        if any(name == "system.memory.usage" for name, _ in facts)
     )
-    states = {labels[0]: value for name, labels, value in facts if name == "system.memory.usage"}
+    states = {
+        labels[0]: value for (name, labels), value in facts.items() if name == "system.memory.usage"
+    }
     assert {"used", "free", "slab_reclaimable"} <= set(states)
 
-    def memory(extra: list) -> object:  # type: ignore[type-arg]
-        event = build_event("otel", key[0], key[1], facts + extra, HostState())
+    def memory(extra: dict) -> object:  # type: ignore[type-arg]
+        event = build_event("otel", key[0], key[1], facts | extra, HostState())
         return decode(encode(event)).memory
 
-    without = memory([])
+    without = memory({})
     assert without.total_bytes == sum(v for k, v in states.items() if not k.startswith("slab"))
     limit = states["used"] + states["free"] + 123_456_789
-    with_limit = memory([("system.memory.limit", (), float(limit))])
+    with_limit = memory({("system.memory.limit", ()): float(limit)})
     assert with_limit.total_bytes == limit
     assert with_limit.used_bytes == states["used"]
     assert with_limit.used_pct == pytest.approx(100 * states["used"] / limit, abs=0.01)

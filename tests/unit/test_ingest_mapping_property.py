@@ -12,7 +12,6 @@ from sysmetrics.ingest.mapping import (
     OTEL_METRICS,
     OTEL_RESOURCE,
     REMOTE_WRITE_SERIES,
-    Fact,
     HostState,
     Source,
     build_event,
@@ -20,6 +19,9 @@ from sysmetrics.ingest.mapping import (
 from sysmetrics.schema import INT64_MAX, decode, encode
 
 T0 = 1_764_547_200_000
+Fact = tuple[str, tuple[str, ...], float]
+"""A drawn row: (name, label values, value); a sample's rows become its facts, the last of a
+repeated (name, labels) winning, as in the decoders' dicts."""
 
 EXTREMES = st.sampled_from(
     [0.0, -0.0, 1.0, -1.0, 0.5, 100.0, 100.5, 1000.5, -300.0, 65535.0, 5e-324, 1e308, -1e308,
@@ -46,7 +48,8 @@ def facts_of(names: list[tuple[str, tuple[str, ...]]]) -> st.SearchStrategy[list
 def _valid_events(source: Source, samples: list[list[Fact]]) -> None:
     state = HostState()
     for i, facts in enumerate(samples):
-        event = build_event(source, "host-1", T0 + 10_000 * i, facts, state)
+        readings = {(name, labels): value for name, labels, value in facts}
+        event = build_event(source, "host-1", T0 + 10_000 * i, readings, state)
         assert decode(encode(event)) == event  # the lake writer's decoder accepts it as is
 
 

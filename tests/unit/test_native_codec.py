@@ -48,9 +48,10 @@ def _request(*series: bytes) -> bytes:
 
 
 def _comparable(decoded: Decoded) -> tuple[object, ...]:
-    """NaN (Prometheus' stale marker) compared by its bits."""
+    """Each sample's facts as (name, labels, value) in the order they were set (both decoders
+    must make the same dicts the same way); NaN (Prometheus' stale marker) by its bits."""
     samples = {
-        key: [(n, v, struct.pack("<d", x) if math.isnan(x) else x) for n, v, x in facts]
+        key: [(n, v, struct.pack("<d", x) if math.isnan(x) else x) for (n, v), x in facts.items()]
         for key, facts in decoded.samples.items()
     }
     return (

@@ -20,8 +20,9 @@ than the previous one sets what the next is expected to have: a host whose serie
 waits the bound once; a shard more than ``wait_s`` behind may leave the next sample's series of
 it late too.
 
-Journal records (JSON lines): ``{"c": [host, ts_ms, source, complete, facts]}`` for facts
-received, ``{"e": [host, ts_ms, source], "s": host state}`` for an event emitted. It is
+Journal records (JSON lines): ``{"c": [host, ts_ms, source, complete, fact keys, values]}`` for
+facts received (before 2026-12-03: ``[host, ts_ms, source, complete, [[name, labels, value]…]]``,
+still read), ``{"e": [host, ts_ms, source], "s": host state}`` for an event emitted. It is
 rewritten (pending samples + each host's state) when it grows past ``compact_bytes``.
 """
 
@@ -31,6 +32,7 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from math import isfinite
 from pathlib import Path
@@ -38,7 +40,7 @@ from typing import Any
 
 import msgspec
 
-from sysmetrics.ingest.mapping import Fact, HostState, Source, build_event
+from sysmetrics.ingest.mapping import Facts, HostState, Source, build_event
 from sysmetrics.ingest.wire import SampleKey
 from sysmetrics.schema import MetricsEvent
 
@@ -54,7 +56,7 @@ _decode = msgspec.json.Decoder().decode
 @dataclass
 class _Pending:
     first_seen: float
-    facts: dict[tuple[str, tuple[str, ...]], float] = field(default_factory=dict)
+    facts: Facts = field(default_factory=dict)
     complete: bool = False
 
 
@@ -97,9 +99,14 @@ class Assembler:
                     log.error("ingest journal %s: line %d unreadable, skipped", self.path, number)
                 continue
             if "c" in record:
-                host, ts_ms, source, complete, facts = record["c"]
+                host, ts_ms, source, complete, *kept = record["c"]
+                pairs: Iterable[tuple[Any, Any]]
+                if len(kept) == 2:
+                    pairs = zip(*kept, strict=True)
+                else:  # the format before 2026-12-03: [[name, labels, value], ...]
+                    pairs = ((fact[:2], fact[2]) for fact in kept[0])
                 # null: a non-finite value journaled before receive() dropped them (JSON has no NaN)
-                facts = [(n, tuple(labels), v) for n, labels, v in facts if v is not None]
+                facts = {(n, tuple(labels)): v for (n, labels), v in pairs if v is not None}
                 if not facts:
                     continue
                 self._merge((host, ts_ms, source), facts, complete, now)
@@ -126,8 +133,10 @@ class Assembler:
             if state.last_ts is not None:
                 records.append({"e": [host, state.last_ts, source], "s": state.to_json()})
         for (host, ts_ms, source), pending in self.pending.items():
-            facts = [[name, list(labels), value] for (name, labels), value in pending.facts.items()]
-            records.append({"c": [host, ts_ms, source, pending.complete, facts]})
+            facts = pending.facts
+            records.append(
+                {"c": [host, ts_ms, source, pending.complete, list(facts), list(facts.values())]}
+            )
         tmp = self.path.with_suffix(".tmp")
         with tmp.open("wb") as fh:
             fh.write(_encode_lines(records))
@@ -143,10 +152,8 @@ class Assembler:
         self._size = os.fstat(self._out).st_size
 
     # ------------------------------------------------------------------ receive
-    def _merge(
-        self, key: SampleKey, facts: list[Fact], complete: bool, now: float
-    ) -> tuple[int, int]:
-        """Add facts (their labels a tuple) to a pending sample; (facts taken, facts late)."""
+    def _merge(self, key: SampleKey, facts: Facts, complete: bool, now: float) -> tuple[int, int]:
+        """Add facts to a pending sample; (facts taken, facts late)."""
         host, ts_ms, source = key
         slack = OTEL_SAMPLE_SPREAD_MS if source == "otel" else 0
         if slack:
@@ -161,9 +168,10 @@ class Assembler:
             state = self.hosts.get((host, source))
             if state is not None and state.last_ts is not None and ts_ms <= state.last_ts + slack:
                 return 0, len(facts)
-            pending = self.pending[key] = _Pending(now)
+            self.pending[key] = _Pending(now, dict(facts), complete)
             self._by_host.setdefault((host, source), set()).add(key)
-        pending.facts.update({(name, labels): value for name, labels, value in facts})
+            return len(facts), 0
+        pending.facts.update(facts)
         pending.complete = pending.complete or complete
         return len(facts), 0
 
@@ -171,20 +179,23 @@ class Assembler:
         self.pending.pop(key, None)
         self._by_host.get((key[0], key[2]), set()).discard(key)
 
-    def receive(self, samples: dict[SampleKey, list[Fact]], complete: bool) -> None:
+    def receive(self, samples: dict[SampleKey, Facts], complete: bool) -> None:
         """Take a request's facts: journaled (fsynced) before this returns, so the caller may
         acknowledge the request. Raises OSError when the journal cannot be written."""
         now = time.monotonic()
         records = []
         for key, facts in samples.items():
-            readings = [fact for fact in facts if isfinite(fact[2])]
-            if not readings:
+            # One sum finds a NaN or infinity among them (a finite sum may overflow: then
+            # the filter below keeps all).
+            if not isfinite(sum(facts.values())):
+                facts = {fact: value for fact, value in facts.items() if isfinite(value)}
+            if not facts:
                 continue
-            taken, late = self._merge(key, readings, complete, now)
+            taken, late = self._merge(key, facts, complete, now)
             self.stats.received_facts += taken
             self.stats.late_facts += late
             if taken:
-                records.append({"c": [*key, complete, readings]})
+                records.append({"c": [*key, complete, list(facts), list(facts.values())]})
         self._write(records)
 
     # ------------------------------------------------------------------ emit
@@ -208,7 +219,7 @@ class Assembler:
         pending = self.pending[key]
         state = self.hosts.setdefault((host, source), HostState())
         expected = state.last_facts
-        facts = [(name, labels, value) for (name, labels), value in pending.facts.items()]
+        facts = pending.facts
         source_name: Source = source  # type: ignore[assignment]
         event = build_event(source_name, host, ts_ms, facts, state)
         if not pending.complete and len(facts) < expected:

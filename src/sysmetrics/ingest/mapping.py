@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final, Literal
@@ -40,7 +39,11 @@ from sysmetrics.schema import (
 )
 
 Source = Literal["node_exporter", "windows_exporter", "otel"]
-Fact = tuple[str, tuple[str, ...], float]
+FactKey = tuple[str, tuple[str, ...]]
+"""A series of a sample: its name and the values of the labels the mapping keeps."""
+Facts = dict[FactKey, float]
+"""One host's readings at one sample time: each series' value (what the decoders make and the
+assembler keeps, so a request's facts reach the event without being copied per fact)."""
 
 _NET_LABEL: Final = ("device",)
 REMOTE_WRITE_SERIES: Final[dict[str, tuple[Source, tuple[str, ...]]]] = {
@@ -198,9 +201,9 @@ class _Facts:
     """A sample's facts by name, with the lookups the builders need; every value is a reading
     (finite: the assembler drops stale markers on receipt)."""
 
-    def __init__(self, facts: Iterable[Fact]) -> None:
+    def __init__(self, facts: Facts) -> None:
         by_name: dict[str, list[tuple[tuple[str, ...], float]]] = defaultdict(list)
-        for name, labels, value in facts:
+        for (name, labels), value in facts.items():
             by_name[name].append((labels, value))
         self.by_name = by_name
 
@@ -637,7 +640,7 @@ def _host(facts: _Facts, source: Source, host_id: str) -> Host:
 
 
 def build_event(
-    source: Source, host_id: str, ts_ms: int, facts: Iterable[Fact], state: HostState
+    source: Source, host_id: str, ts_ms: int, facts: Facts, state: HostState
 ) -> MetricsEvent:
     """One host's facts at one sample time as an event; ``state`` (the host's previous sample)
     gives the CPU percentage and the sampling interval, and is advanced by this sample."""

@@ -25,7 +25,8 @@ from sysmetrics.ingest.mapping import (
     OTEL_RESOURCE,
     OTEL_RESOURCE_ATTRIBUTES,
     REMOTE_WRITE_SERIES,
-    Fact,
+    FactKey,
+    Facts,
 )
 
 SampleKey = tuple[str, int, str]
@@ -86,7 +87,7 @@ def remote_write_version(params: dict[str, str]) -> int:
 
 @dataclass
 class Decoded:
-    samples: dict[SampleKey, list[Fact]] = field(default_factory=lambda: defaultdict(list))
+    samples: dict[SampleKey, Facts] = field(default_factory=lambda: defaultdict(dict))
     series: int = 0
     dropped: int = 0
     values: int = 0
@@ -219,7 +220,7 @@ def decode_remote_write_python(
             hosts.add(_host(host, f"series {name}"))
         values = tuple([labels.get(k, "") for k in keep])
         for sample in series_samples:  # type: ignore[attr-defined]
-            samples[(host, sample.timestamp, source)].append((name, values, sample.value))
+            samples[(host, sample.timestamp, source)][(name, values)] = sample.value
     return out
 
 
@@ -285,7 +286,7 @@ def decode_otlp_python(
     for resource_metrics in request.resource_metrics:  # type: ignore[attr-defined]
         resource = {a.key: _attribute(a.value) for a in resource_metrics.resource.attributes}
         host_value = next((resource[k] for k in host_attributes if resource.get(k)), None)
-        points: list[tuple[int, Fact]] = []
+        points: list[tuple[int, FactKey, float]] = []
         for scope in resource_metrics.scope_metrics:
             for metric in scope.metrics:
                 kind = metric.WhichOneof("data")
@@ -309,21 +310,22 @@ def decode_otlp_python(
                         attributes[attribute.key] = value.string_value or _attribute(value)
                     values = tuple([attributes.get(k, "") for k in keep])
                     number = point.as_double or float(point.as_int)
-                    points.append((point.time_unix_nano // 1_000_000, (name, values, number)))
+                    points.append((point.time_unix_nano // 1_000_000, (name, values), number))
         if not points:
             continue
         host = _host(host_value, f"resource with attributes {sorted(resource)[:6]}")
-        resource_fact: Fact = (
+        resource_key: FactKey = (
             OTEL_RESOURCE,
             tuple(resource.get(k, "") for k in OTEL_RESOURCE_ATTRIBUTES),
-            1.0,
         )
         points.sort(key=lambda p: p[0])
         start = points[0][0]
-        out.samples[(host, start, "otel")].append(resource_fact)
-        for ts_ms, fact in points:
+        facts = out.samples[(host, start, "otel")]
+        facts[resource_key] = 1.0
+        for ts_ms, key, number in points:
             if ts_ms - start > 1000:
                 start = ts_ms
-                out.samples[(host, start, "otel")].append(resource_fact)
-            out.samples[(host, start, "otel")].append(fact)
+                facts = out.samples[(host, start, "otel")]
+                facts[resource_key] = 1.0
+            facts[key] = number
     return out
