@@ -141,3 +141,25 @@ def test_a_journal_with_a_non_finite_value_replays(tmp_path: Path) -> None:
     event = assembler.build(later)
     assert event.memory is not None and event.memory.total_bytes == 8_000_000_000
     assert event.cpu.load_1m is None
+
+
+def test_otel_points_of_one_collection_split_over_requests_are_one_sample(tmp_path: Path) -> None:
+    """An exporter may split one collection over requests, its scrapers stamping points
+    milliseconds apart: points of one host within a second join the sample already pending;
+    later ones start the next; after the sample is emitted, a straggler of it is late."""
+    host = "otel-1"
+    assembler = Assembler(tmp_path, wait_s=15)
+    assembler.receive({(host, T0, "otel"): {("system.cpu.load_average.1m", ()): 1.0}}, False)
+    assembler.receive({(host, T0 + 400, "otel"): {("system.memory.usage", ("used",)): 5.0}}, False)
+    assembler.receive(
+        {(host, T0 + 2_500, "otel"): {("system.cpu.load_average.1m", ()): 2.0}}, False
+    )
+    assert {k: len(p.facts) for k, p in assembler.pending.items()} == {
+        (host, T0, "otel"): 2,
+        (host, T0 + 2_500, "otel"): 1,
+    }
+    assembler.build((host, T0, "otel"))
+    assembler.emitted([(host, T0, "otel")])
+    assembler.receive({(host, T0 + 700, "otel"): {("system.memory.usage", ("free",)): 1.0}}, False)
+    assert assembler.stats.late_facts == 1
+    assert set(assembler.pending) == {(host, T0 + 2_500, "otel")}

@@ -156,13 +156,11 @@ class Assembler:
         """Add facts to a pending sample; (facts taken, facts late)."""
         host, ts_ms, source = key
         slack = OTEL_SAMPLE_SPREAD_MS if source == "otel" else 0
-        if slack:
+        near = self._by_host.get((host, source)) if slack else None
+        if near:
             # One collection's scrapers stamp their points milliseconds apart and an exporter
             # may split them over requests: points of one host within the spread are one sample.
-            key = next(
-                (k for k in self._by_host.get((host, source), ()) if abs(k[1] - ts_ms) <= slack),
-                key,
-            )
+            key = next((k for k in near if abs(k[1] - ts_ms) <= slack), key)
         pending = self.pending.get(key)
         if pending is None:
             state = self.hosts.get((host, source))
