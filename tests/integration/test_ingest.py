@@ -391,6 +391,8 @@ def test_remote_write_2_is_read_and_an_unknown_message_refused(
         assert ingest.metric('sysmetrics_ingest_remote_write_requests_total{version="1"}') == 1
         assert ingest.metric("sysmetrics_ingest_samples_total") == 2
         assert ingest.metric("sysmetrics_ingest_dropped_series_total") == 2
+        assert ingest.metric("sysmetrics_ingest_dropped_histograms_total") == 2
+        assert ingest.metric("sysmetrics_ingest_dropped_exemplars_total") == 4
     finally:
         ingest.stop()
 
@@ -476,6 +478,7 @@ remote_write:
         assert sent > 0
         assert failed == {"samples": 0, "histograms": 0, "exemplars": 0}
         assert ingest.metric("sysmetrics_ingest_dropped_series_total") > 0
+        assert ingest.metric("sysmetrics_ingest_dropped_histograms_total") > 0
         assert ingest.metric("sysmetrics_ingest_samples_total") == 0, "none of them is ours"
         assert ingest.metric("sysmetrics_ingest_rejected_total") == 0
     finally:

@@ -71,6 +71,8 @@ class IngestApp:
         self.remote_write_versions: Counter[int] = Counter()
         self.samples = 0
         self.dropped_series = 0
+        self.dropped_histograms = 0
+        self.dropped_exemplars = 0
         self.host_attributes = tuple(
             a.strip() for a in settings.ingest_otel_host_attributes.split(",") if a.strip()
         )
@@ -93,6 +95,18 @@ class IngestApp:
                 "counter",
                 "series (OTLP: data points) not mapped to a field, dropped on arrival",
                 self.dropped_series,
+            ),
+            Reading(
+                "sysmetrics_ingest_dropped_histograms_total",
+                "counter",
+                "native histograms (remote-write 2.0) dropped on arrival: no field holds them",
+                self.dropped_histograms,
+            ),
+            Reading(
+                "sysmetrics_ingest_dropped_exemplars_total",
+                "counter",
+                "exemplars (remote-write 2.0) dropped on arrival: no field holds them",
+                self.dropped_exemplars,
             ),
             Reading(
                 "sysmetrics_ingest_late_series_total",
@@ -279,6 +293,8 @@ class IngestApp:
         self.assembler.receive(decoded.samples, complete)
         self.samples += sum(len(f) for f in decoded.samples.values())
         self.dropped_series += decoded.dropped
+        self.dropped_histograms += decoded.histograms
+        self.dropped_exemplars += decoded.exemplars
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
