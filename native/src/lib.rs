@@ -17,6 +17,7 @@ mod protobuf;
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::hash::Hash;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -156,6 +157,26 @@ fn parse_request_v2(buf: &[u8]) -> Parsed<RequestV2<'_>> {
     Ok((series, histograms, exemplars))
 }
 
+/// The Python key of a fact, (name, kept label values), made once per distinct one in a
+/// request: the same keys recur on every host (states, devices, directions), and shared
+/// strings keep their hash for the assembler's dicts. Both decoders use it.
+pub(crate) fn fact_key<'py, 'a, T: AsRef<str> + Eq + Hash>(
+    py: Python<'py>,
+    known: &mut HashMap<(&'a str, Vec<T>), Bound<'py, PyTuple>>,
+    name: &'a str,
+    name_object: &Bound<'py, PyString>,
+    values: Vec<T>,
+) -> PyResult<Bound<'py, PyTuple>> {
+    match known.entry((name, values)) {
+        Entry::Occupied(found) => Ok(found.get().clone()),
+        Entry::Vacant(new) => {
+            let texts = PyTuple::new(py, new.key().1.iter().map(|v| PyString::new(py, v.as_ref())))?;
+            let key = PyTuple::new(py, [name_object.as_any(), texts.as_any()])?;
+            Ok(new.insert(key).clone())
+        }
+    }
+}
+
 /// What the mapping says of one series name: the name and source as Python strings (shared by
 /// every fact) and the labels whose values the fact keeps, in order.
 struct Mapped {
@@ -208,11 +229,11 @@ impl RemoteWriteDecoder {
     /// Decode one request of remote-write `version` (1: `WriteRequest`, 2: `Request`):
     /// (samples, series, dropped, hosts, (values, histograms, exemplars)). `samples` maps
     /// (host, time ms, source) to {(name, kept label values): value} (a later sample of the
-    /// same series wins); `hosts` is each distinct
-    /// host of a mapped series with the first series name it came with, in order, for the
-    /// caller to validate; `values` counts every float sample of the request, mapped or not,
-    /// `histograms` and `exemplars` what a 2.0 request carries of those (never read). A body that is not such a request
-    /// raises ValueError("bad_protobuf"); more than `max_series` series raise
+    /// same series wins); `hosts` is each distinct host of a mapped series with the first
+    /// series name it came with, in order, for the caller to validate; `values` counts every
+    /// float sample of the request, mapped or not, `histograms` and `exemplars` what a 2.0
+    /// request carries of those (never read). A body that is not such a request raises
+    /// ValueError("bad_protobuf"); more than `max_series` series raise
     /// ValueError("too_many_series", count).
     fn decode<'py>(
         &self,
@@ -236,8 +257,7 @@ impl RemoteWriteDecoder {
         let values_count = request.iter().map(|s| s.samples.len()).sum();
         let mut hosts: Vec<(String, String)> = Vec::new();
         // Python objects are made once per distinct host, fact key and sample: a request
-        // holds hundreds of series of a few hosts at one time, and shared strings also keep
-        // their hash for the assembler's dicts.
+        // holds hundreds of series of a few hosts at one time.
         let mut host_objects: HashMap<&str, Bound<'py, PyString>> = HashMap::new();
         let mut fact_keys: HashMap<(&str, Vec<&str>), Bound<'py, PyTuple>> = HashMap::new();
         let mut group_of: HashMap<(&str, i64, &str), usize> = HashMap::new();
@@ -259,14 +279,7 @@ impl RemoteWriteDecoder {
                 }
             };
             let kept: Vec<&str> = mapped.keep.iter().map(|k| series.label(k)).collect();
-            let fact_key = match fact_keys.entry((name, kept)) {
-                Entry::Occupied(known) => known.get().clone(),
-                Entry::Vacant(new) => {
-                    let values = PyTuple::new(py, new.key().1.iter().map(|v| PyString::new(py, v)))?;
-                    let fact_key = PyTuple::new(py, [mapped.name.bind(py).as_any(), values.as_any()])?;
-                    new.insert(fact_key).clone()
-                }
-            };
+            let fact_key = fact_key(py, &mut fact_keys, name, mapped.name.bind(py), kept)?;
             for &(value, timestamp) in &series.samples {
                 let group = *group_of.entry((host, timestamp, &mapped.source_text)).or_insert_with(|| {
                     groups.push(Sample { host: host_object.clone(), timestamp, mapped, facts: PyDict::new(py) });

@@ -8,12 +8,12 @@
 //! Python decoder answers instead: that one decides what is refused, so both stay the same by
 //! construction and this one never has to agree on a corner it does not read.
 
-use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyFloat, PyString, PyTuple};
 
+use crate::fact_key;
 use crate::protobuf::{Parsed, Reader};
 
 /// An attribute's value as far as the facts need it. `Other` (a double, an array, a key-value
@@ -322,8 +322,6 @@ impl OtlpDecoder {
         let (mut series, mut dropped) = (0, 0);
         let mut checks = Vec::with_capacity(resources.len());
         let otel = PyString::new(py, "otel");
-        // A fact's key (name, kept attribute values) recurs on every host of a request
-        // (states, devices, directions): one Python tuple each, whose strings keep their hash.
         let mut fact_keys: HashMap<(&str, Vec<std::borrow::Cow<'_, str>>), Bound<'py, PyTuple>> = HashMap::new();
         for resource in &resources {
             let mut points: Vec<(u64, Bound<'py, PyTuple>, f64)> = Vec::new();
@@ -340,14 +338,7 @@ impl OtlpDecoder {
                         let Some(text) = as_text(last(&point.attributes, key)) else { return Ok(None) };
                         texts.push(text);
                     }
-                    let fact_key = match fact_keys.entry((metric.name, texts)) {
-                        Entry::Occupied(known) => known.get().clone(),
-                        Entry::Vacant(new) => {
-                            let values = PyTuple::new(py, new.key().1.iter().map(|t| PyString::new(py, t)))?;
-                            let fact_key = PyTuple::new(py, [mapped.name.bind(py).as_any(), values.as_any()])?;
-                            new.insert(fact_key).clone()
-                        }
-                    };
+                    let fact_key = fact_key(py, &mut fact_keys, metric.name, mapped.name.bind(py), texts)?;
                     points.push((point.time_ms, fact_key, point.value()));
                 }
             }
