@@ -4,7 +4,11 @@ stale markers are no readings."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import cramjam
@@ -163,3 +167,72 @@ def test_otel_points_of_one_collection_split_over_requests_are_one_sample(tmp_pa
     assembler.receive({(host, T0 + 700, "otel"): {("system.memory.usage", ("free",)): 1.0}}, False)
     assert assembler.stats.late_facts == 1
     assert set(assembler.pending) == {(host, T0 + 2_500, "otel")}
+
+
+_FULL_DISK = """
+import os, resource, sys
+from pathlib import Path
+from sysmetrics.ingest.assembly import Assembler
+
+directory = Path(sys.argv[1])
+assembler = Assembler(directory, wait_s=15)
+facts = {("node_memory_MemTotal_bytes", ()): 8e9, ("node_load1", ()): 0.5}
+assembler.receive({("first:9100", 1000, "node_exporter"): facts}, complete=False)
+assembler.sync()
+# The journal may grow by 40 bytes: the next record is longer, so the kernel writes part of
+# it and refuses the rest (EFBIG), as a full disk does.
+size = os.path.getsize(directory / "journal.jsonl")
+resource.setrlimit(resource.RLIMIT_FSIZE, (size + 40, resource.RLIM_INFINITY))
+try:
+    assembler.receive({("refused:9100", 1000, "node_exporter"): facts}, complete=False)
+except OSError as exc:
+    print("refused", exc.errno)
+resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+assembler.receive({("after:9100", 1000, "node_exporter"): facts}, complete=False)
+assembler.sync()
+"""
+
+
+def test_a_full_disk_mid_append_refuses_the_request_and_keeps_the_journal_whole(
+    tmp_path: Path,
+) -> None:
+    """A real file-size limit: the request whose record cannot be written whole gets an
+    OSError (its sender a 503), the part written is cut off, and the request after it, once
+    there is room, is in the journal (before the fix it continued the torn line and was lost
+    on restart although it had been acknowledged)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _FULL_DISK, str(tmp_path)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert "refused 27" in done.stdout  # EFBIG
+    for line in (tmp_path / "journal.jsonl").read_bytes().splitlines():
+        json.loads(line)
+    hosts = {host for host, _, _ in Assembler(tmp_path, wait_s=15).pending}
+    assert hosts == {"first:9100", "after:9100"}
+
+
+def test_requests_appended_together_share_one_fsync(tmp_path: Path) -> None:
+    """Group commit: what was appended before an fsync started is durable after it; a request
+    appended while it runs waits for the next one."""
+    assembler = Assembler(tmp_path, wait_s=15)
+
+    def request(host: str) -> int:
+        return assembler.receive({(host, T0, "node_exporter"): PART_1}, complete=False)
+
+    async def scenario() -> None:
+        first, second = request("a:9100"), request("b:9100")
+        waiting = [asyncio.ensure_future(assembler.durable(n)) for n in (first, second)]
+        await asyncio.gather(*waiting)
+        assert assembler.synced >= second and assembler.stats.journal_syncs == 1
+        third = request("c:9100")
+        assert assembler.synced < third
+        await assembler.durable(third)
+        assert assembler.synced >= third and assembler.stats.journal_syncs == 2
+        await assembler.durable(second)  # already durable: no fsync
+        assert assembler.stats.journal_syncs == 2
+        late = assembler.receive({}, complete=False)  # nothing new: nothing to wait for
+        assert late <= assembler.synced
+
+    asyncio.run(scenario())
+    hosts = {host for host, _, _ in _restart(assembler, tmp_path).pending}
+    assert hosts == {"a:9100", "b:9100", "c:9100"}

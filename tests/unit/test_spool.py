@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from sysmetrics.stream.spool import Spool
 
@@ -62,3 +66,50 @@ def test_fully_acked_segments_are_deleted(tmp_path: Path) -> None:
     spool.save_acked()
     assert len(list(tmp_path.glob("seg-*.log"))) <= 1
     assert spool.pending == 0
+
+
+_FULL_DISK = """
+import resource, sys
+from pathlib import Path
+from sysmetrics.stream.spool import Spool
+
+spool = Spool(Path(sys.argv[1]), max_bytes=1 << 20, segment_bytes=int(sys.argv[2]))
+spool.extend([(b"k", b"a" * 100) for _ in range(3)])
+# Files may not grow past 200 bytes in the segment the next records open, or past 400 in this
+# one: the kernel writes part of the record that crosses the limit, then refuses (EFBIG).
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[3]), resource.RLIM_INFINITY))
+try:
+    spool.extend([(b"k", b"b" * 100) for _ in range(3)])
+except OSError as exc:
+    print("refused", exc.errno)
+resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+print("pending", spool.pending)
+spool.extend([(b"k", b"c" * 100)])
+spool.close()
+"""
+
+
+@pytest.mark.parametrize(
+    ("segment_bytes", "limit"), [(4096, 400), (300, 200)], ids=["same-segment", "new-segment"]
+)
+def test_a_full_disk_mid_append_leaves_whole_records_and_the_spool_goes_on(
+    tmp_path: Path, segment_bytes: int, limit: int
+) -> None:
+    """A real file-size limit (RLIMIT_FSIZE, what a full disk does to a write): the failed
+    append is undone whole, the spool stays readable, and the next append lands after it."""
+    done = subprocess.run(
+        [sys.executable, "-c", _FULL_DISK, str(tmp_path), str(segment_bytes), str(limit)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "refused 27" in done.stdout  # EFBIG
+    assert "pending 3" in done.stdout
+    reopened = Spool(tmp_path, max_bytes=1 << 20, segment_bytes=segment_bytes)
+    assert [(r.seq, r.value[:1]) for r in reopened.unacked()] == [
+        (0, b"a"),
+        (1, b"a"),
+        (2, b"a"),
+        (3, b"c"),
+    ]
+    assert all(len(r.value) == 100 for r in reopened.unacked())

@@ -80,7 +80,17 @@ def run_collector(
 
     try:
         for taken in ticks(settings.sample_interval_s, stop, max_samples, between_samples):
-            producer.publish(key, encode(sampler.sample()))
+            try:
+                producer.publish(key, encode(sampler.sample()))
+            except OSError as exc:
+                # A full disk is when a machine most needs watching: keep sampling, and say
+                # what is lost (the spool undid the failed append; the next sample may fit).
+                log.error(
+                    "cannot spool the sample (%s): it is lost, %d so far; free space in %s",
+                    exc,
+                    producer.stats.refused,
+                    producer.spool.directory,
+                )
             if on_sample is not None:
                 on_sample(taken)
         producer.poll(0)

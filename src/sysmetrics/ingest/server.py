@@ -2,10 +2,11 @@
 ``POST /v1/metrics`` (OTLP/HTTP, protobuf or JSON), ``GET /metrics`` (its own counters),
 ``GET /-/healthy``.
 
-One event loop owns the assembler and the producer, so nothing is shared between threads. A
-request is answered 2xx only after its facts are fsynced in the journal; a failure to write it
-is a 503 (the sender retries from its WAL or queue); a payload that can never succeed is a 4xx
-with a one-line reason, counted, and nothing of it is kept.
+One event loop owns the assembler and the producer, so nothing is shared between threads (the
+journal's fsync runs in a worker thread on a descriptor of its own). A request is answered 2xx
+only after its facts are fsynced in the journal; a failure to write it is a 503 (the sender
+retries from its WAL or queue); a payload that can never succeed is a 4xx with a one-line
+reason, counted, and nothing of it is kept.
 """
 
 from __future__ import annotations
@@ -120,6 +121,12 @@ class IngestApp:
                 "counter",
                 "events emitted after the assembly wait with fewer series than the host's last",
                 stats.emitted_incomplete,
+            ),
+            Reading(
+                "sysmetrics_ingest_journal_syncs_total",
+                "counter",
+                "fsyncs of the journal (requests that arrive together share one)",
+                stats.journal_syncs,
             ),
             Reading(
                 "sysmetrics_ingest_pending_samples",
@@ -262,7 +269,7 @@ class IngestApp:
             log.info("ingest %s: refused (%s)", path, exc)
             return exc.status, f"{exc}\n".encode(), _TEXT
         try:
-            self._accept(decoded, complete)
+            await self.assembler.durable(self._accept(decoded, complete))
         except OSError as exc:
             log.error("ingest: journal not writable (%s): answering 503 so senders retry", exc)
             return 503, b"journal not writable; retry\n", _TEXT
@@ -289,12 +296,14 @@ class IngestApp:
             ],
         )
 
-    def _accept(self, decoded: Decoded, complete: bool) -> None:
-        self.assembler.receive(decoded.samples, complete)
+    def _accept(self, decoded: Decoded, complete: bool) -> int:
+        """Journal a request's facts; the number to wait on until they are durable."""
+        append = self.assembler.receive(decoded.samples, complete)
         self.samples += sum(len(f) for f in decoded.samples.values())
         self.dropped_series += decoded.dropped
         self.dropped_histograms += decoded.histograms
         self.dropped_exemplars += decoded.exemplars
+        return append
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -23,6 +23,7 @@ import fsspec
 from fsspec.asyn import AsyncFileSystem, sync
 
 from sysmetrics.config import Settings
+from sysmetrics.stream.spool import write_all
 
 log = logging.getLogger(__name__)
 
@@ -226,11 +227,12 @@ def _write_tmp(final: str, data: bytes, durable: bool, folders: set[str]) -> str
     tmp = f"{folder}/.tmp-{uuid.uuid4().hex}"  # never matches a data glob
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        write_all(fd, data)
         if durable:
             os.fsync(fd)
+    except OSError:
+        os.unlink(tmp)  # a full disk: not left behind to fill it further
+        raise
     finally:
         os.close(fd)
     return tmp

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class DeliveryStats:
     spooled: int = 0
+    refused: int = 0
     delivered: int = 0
     failed_attempts: int = 0
     last_error: str | None = None
@@ -66,6 +67,13 @@ class SpooledProducer:
                 self.stats.spooled,
             ),
             Reading(
+                "sysmetrics_collector_spool_refused_total",
+                "counter",
+                "samples the spool could not write (a full disk): the collector loses them, "
+                "ingest retries them",
+                self.stats.refused,
+            ),
+            Reading(
                 "sysmetrics_collector_delivered_total",
                 "counter",
                 "samples Kafka acknowledged",
@@ -95,8 +103,13 @@ class SpooledProducer:
         self.publish_many([(key, value)])
 
     def publish_many(self, messages: list[tuple[bytes, bytes]]) -> None:
-        """Spool the messages (durable, one fsync for all), then hand them to Kafka."""
-        self.spool.extend(messages)
+        """Spool the messages (durable, one fsync for all), then hand them to Kafka; OSError
+        (and none of them spooled) when the spool cannot be written."""
+        try:
+            self.spool.extend(messages)
+        except OSError:
+            self.stats.refused += len(messages)
+            raise
         self.stats.spooled += len(messages)
         self.pump()
 

@@ -7,12 +7,15 @@ dropped, loudly, and counted.
 
 Layout: ``seg-<first seq>.log`` files of records ``[seq u64][key len u32][value len u32][key]
 [value]`` and a ``acked`` file with the first sequence number not yet acknowledged. A record
-torn by a crash mid-write is cut off when the spool is opened.
+torn by a crash mid-write is cut off when the spool is opened. An append that fails (a full
+disk writes part of a record, then refuses) is undone before the error is raised, so the
+spool holds whole records only and the next append after the disk has room starts clean.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import struct
@@ -100,7 +103,41 @@ class Spool:
         return self.extend([(key, value)])[0]
 
     def extend(self, messages: list[tuple[bytes, bytes]]) -> list[SpooledRecord]:
-        """Append messages, durable (one fsync for all) when this returns."""
+        """Append messages, durable (one fsync for all) when this returns; an OSError (a full
+        disk) leaves the spool as it was, none of them in it."""
+        before = (self._next_seq, list(self._segments))
+        try:
+            records = self._write(messages)
+        except OSError:
+            self._undo(*before)
+            raise
+        self._pending.extend(records)
+        try:
+            self._enforce_bound()
+        except OSError as exc:  # the records are spooled; the bound is enforced next time
+            log.error("spool: cannot drop the oldest segment (%s)", exc)
+        return records
+
+    def _undo(self, next_seq: int, segments: list[tuple[int, Path, int]]) -> None:
+        self._close_out()
+        self._next_seq = next_seq
+        kept = {path for _, path, _ in segments}
+        for _, path, _ in self._segments:
+            if path not in kept:
+                path.unlink(missing_ok=True)
+        self._segments = deque(segments)
+        if not segments:
+            return
+        first, path, size = segments[-1]
+        try:
+            os.truncate(path, size)
+        except OSError as exc:
+            # Never append after bytes that may be a torn record: the next append starts a
+            # new segment, and opening the spool cuts this one's tail.
+            log.error("spool segment %s: cannot cut a failed append (%s)", path.name, exc)
+            self._segments[-1] = (first, path, max(size, self.segment_bytes))
+
+    def _write(self, messages: list[tuple[bytes, bytes]]) -> list[SpooledRecord]:
         records = []
         for key, value in messages:
             record = SpooledRecord(self._next_seq, key, value)
@@ -112,15 +149,13 @@ class Spool:
             first, path, size = self._segments[-1]
             if self._out is None:
                 self._out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            os.write(self._out, _HEADER.pack(record.seq, len(key), len(value)) + key + value)
+            write_all(self._out, _HEADER.pack(record.seq, len(key), len(value)) + key + value)
             self._segments[-1] = (first, path, size + record.size)
             records.append(record)
             if self._segments[-1][2] >= self.segment_bytes:
                 os.fsync(self._out)  # a segment is closed durable before the next one starts
         if self._out is not None:
             os.fsync(self._out)
-        self._pending.extend(records)
-        self._enforce_bound()
         return records
 
     def _close_out(self) -> None:
@@ -163,8 +198,12 @@ class Spool:
         only makes the next start resend what Kafka already has, which dedup by event_id
         absorbs."""
         if self._acked_unsaved:
+            try:
+                self._write_acked(self._pending[0].seq if self._pending else self._next_seq)
+            except OSError as exc:  # a full disk: kept for the next call
+                log.error("spool: cannot save how far delivery got (%s); will retry", exc)
+                return
             self._acked_unsaved = False
-            self._write_acked(self._pending[0].seq if self._pending else self._next_seq)
             self._drop_acked_segments()
 
     def _write_acked(self, upto: int) -> None:
@@ -186,3 +225,14 @@ class Spool:
     def close(self) -> None:
         self.save_acked()
         self._close_out()
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` or raise OSError: a full disk (or a file-size limit) may take part
+    of a write and refuse the rest."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written == 0:
+            raise OSError(errno.ENOSPC, "no byte written")
+        view = view[written:]
