@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import resource
 import subprocess
 import threading
 import time
@@ -298,6 +299,61 @@ def kafka_down_and_receiver_killed(
     assert set(scrape_times) <= set(stamps), f"lost: {sorted(set(scrape_times) - set(stamps))}"
     assert set(stamps) <= set(scrape_times), f"no scrape: {sorted(set(stamps) - set(scrape_times))}"
     assert len(stamps) >= 60
+
+
+def test_receiver_disk_full_answers_503_and_loses_and_duplicates_nothing(
+    tansu_settings: Settings, tmp_path: Path
+) -> None:
+    """Prometheus scrapes node_exporter every second while the receiver's files may grow by
+    only 300 bytes for 20 s (a real RLIMIT_FSIZE on its process: a write takes what fits, then
+    fails, as on a full disk): requests are answered 503 and Prometheus resends them from its
+    WAL; once there is room the receiver is killed (-9) and restarted from its journal and
+    spool: every scrape time is in the lake exactly once. (Before the fix, the record cut by
+    the limit was acknowledged and the next request's record continued it: unreadable after
+    the restart.)"""
+    settings = tansu_settings
+    ingest = Ingest(settings, settings.data_dir)
+    ingest.start()
+    assert ingest.process is not None
+    pid = ingest.process.pid
+    node = NodeExporter()
+    prometheus = Prometheus.scraping(
+        tmp_path / "prometheus", f"127.0.0.1:{node.port}", ingest.url, 1
+    )
+    try:
+        wait_for(lambda: ingest.metric("sysmetrics_ingest_events_total") >= 3, 60, "first events")
+        room = (settings.data_dir / "ingest" / "journal.jsonl").stat().st_size + 300
+        resource.prlimit(pid, resource.RLIMIT_FSIZE, (room, resource.RLIM_INFINITY))
+        wait_for(
+            lambda: ingest.metric('sysmetrics_ingest_requests_total{code="503"') >= 3,
+            30,
+            "503 answers while the disk is full",
+        )
+        time.sleep(15)
+        resource.prlimit(
+            pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
+        )
+        time.sleep(3)
+        refused = ingest.metric('sysmetrics_ingest_requests_total{code="503"')
+        ingest.kill()  # with samples being assembled: they come back from the journal
+        ingest.start()
+        time.sleep(8)
+        node.close()  # the next scrape is a stale marker, the last thing Prometheus sends
+        prometheus.wait_delivered("node_load1")
+    finally:
+        prometheus.stop()
+        node.close()
+    scrape_times = _prometheus_scrape_times(tmp_path / "prometheus")
+    wait_for(lambda: ingest.metric("sysmetrics_ingest_pending_samples") == 0, 60, "assembly")
+    wait_for(lambda: ingest.metric("sysmetrics_collector_spool_depth") == 0, 60, "spool drain")
+    ingest.stop()
+    events = drain_to_lake(settings)
+    stamps = sorted(int(datetime.fromisoformat(e["ts"]).timestamp() * 1000) for e in events)
+    assert len(stamps) == len(set(stamps)), f"{len(stamps) - len(set(stamps))} duplicated"
+    assert set(scrape_times) <= set(stamps), f"lost: {sorted(set(scrape_times) - set(stamps))}"
+    assert set(stamps) <= set(scrape_times), f"no scrape: {sorted(set(stamps) - set(scrape_times))}"
+    assert len(stamps) >= 30
+    assert refused >= 3
 
 
 def _prometheus_scrape_times(work: Path) -> list[int]:

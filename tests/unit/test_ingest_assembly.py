@@ -236,3 +236,40 @@ def test_requests_appended_together_share_one_fsync(tmp_path: Path) -> None:
     asyncio.run(scenario())
     hosts = {host for host, _, _ in _restart(assembler, tmp_path).pending}
     assert hosts == {"a:9100", "b:9100", "c:9100"}
+
+
+_FULL_DISK_AT_EMIT = """
+import os, resource, sys
+from pathlib import Path
+from sysmetrics.ingest.assembly import Assembler
+
+directory = Path(sys.argv[1])
+assembler = Assembler(directory, wait_s=0)
+facts = {("node_memory_MemTotal_bytes", ()): 8e9, ("node_load1", ()): 0.5}
+assembler.receive({("host:9100", 1000, "node_exporter"): facts}, complete=False)
+assembler.sync()
+keys = assembler.due()
+assembler.build(keys[0])  # its event goes into the spool, then:
+size = os.path.getsize(directory / "journal.jsonl")
+resource.setrlimit(resource.RLIMIT_FSIZE, (size + 10, resource.RLIM_INFINITY))
+try:
+    assembler.emitted(keys)
+except OSError as exc:
+    print("refused", exc.errno)
+resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+assembler.receive({("host:9100", 11000, "node_exporter"): facts}, complete=False)
+assembler.sync()
+"""
+
+
+def test_an_emit_the_full_disk_refused_is_journaled_with_the_next_append(tmp_path: Path) -> None:
+    """A sample emitted while the journal could not say so is not emitted again after a
+    restart: its record is written ahead of the next append that fits."""
+    done = subprocess.run(
+        [sys.executable, "-c", _FULL_DISK_AT_EMIT, str(tmp_path)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert "refused 27" in done.stdout
+    restarted = Assembler(tmp_path, wait_s=15)
+    assert set(restarted.pending) == {("host:9100", 11000, "node_exporter")}
+    assert restarted.hosts[("host:9100", "node_exporter")].last_ts == 1000

@@ -92,6 +92,7 @@ class Assembler:
         self.synced = 0
         self._sync: asyncio.Future[None] | None = None
         self._torn = False
+        self._owed: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ journal
     def _load(self) -> None:
@@ -132,6 +133,8 @@ class Assembler:
     def _append(self, records: list[dict[str, Any]]) -> None:
         """Append whole lines or raise OSError: a full disk may take part of a write, which is
         cut off again, so that the next append does not continue a torn line."""
+        if self._owed:
+            records = self._owed + records
         if not records:
             return
         data = _encode_lines(records)
@@ -146,6 +149,7 @@ class Assembler:
                 self._torn = True  # the next append ends the torn line first
             raise
         self._torn = False
+        self._owed = []
         self._size += len(data)
         self.appended += 1
 
@@ -204,6 +208,7 @@ class Assembler:
         self._out = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         self._size = os.fstat(self._out).st_size
         self.synced = self.appended
+        self._owed = []  # the rewritten journal holds what they said
 
     # ------------------------------------------------------------------ receive
     def _merge(self, key: SampleKey, facts: Facts, complete: bool, now: float) -> tuple[int, int]:
@@ -286,15 +291,16 @@ class Assembler:
         return event
 
     def emitted(self, keys: list[SampleKey]) -> None:
-        """Record that these samples' events are in the producer's spool."""
-        records = []
+        """Record that these samples' events are in the producer's spool. Their records are
+        owed to the journal until an append succeeds (a full disk): a sample journaled as
+        received but not as emitted would be emitted again after a restart."""
         for key in keys:
             self._forget(key)
             state = self.hosts[(key[0], key[2])]
-            records.append({"e": list(key), "s": state.to_json()})
-        self._append(records)
-        self.sync()
+            self._owed.append({"e": list(key), "s": state.to_json()})
         self.stats.emitted += len(keys)
+        self._append([])
+        self.sync()
         if self._size > self.compact_bytes:
             self.compact()
 
