@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+import resource
 import signal
 import subprocess
 import threading
@@ -68,6 +70,46 @@ def test_sigterm_flushes_and_exits_zero(broker_settings: Settings, tmp_path: Pat
     assert spooled >= 3
     assert "0 waiting in the spool" in out
     assert len(read_topic(broker_settings, expected=spooled, timeout_s=30)) == spooled
+
+
+def test_a_full_disk_loses_the_samples_it_refuses_loudly_and_the_collector_goes_on(
+    broker_settings: Settings, tmp_path: Path
+) -> None:
+    """The collector's files may not grow for 4 s (a real RLIMIT_FSIZE on its process: every
+    spool write fails as on a full disk): it keeps running, says what it loses, and once there
+    is room every sample it spooled, before and after, is in the topic once and valid."""
+    env = {
+        **os.environ,
+        "SYSMETRICS_BOOTSTRAP_SERVERS": broker_settings.bootstrap_servers,
+        "SYSMETRICS_TOPIC": broker_settings.topic,
+        "SYSMETRICS_DATA_DIR": str(tmp_path / "data"),
+    }
+    process = subprocess.Popen(
+        [SYSMETRICS, "collect", "--interval", "0.5"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,  # a pipe, not a file: its log lines are not refused
+        text=True,
+    )
+    time.sleep(3)
+    resource.prlimit(process.pid, resource.RLIMIT_FSIZE, (1, resource.RLIM_INFINITY))
+    time.sleep(4)
+    resource.prlimit(
+        process.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
+    )
+    time.sleep(3)
+    assert process.poll() is None, "the collector must survive a full disk"
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert err.count("cannot spool the sample") >= 4, err
+    spooled = int(out.split("collected ")[1].split()[0])
+    assert "0 waiting in the spool" in out
+    events = [decode(m.value()) for m in read_topic(broker_settings, expected=spooled)]
+    assert len(events) == spooled == len({e.event_id for e in events})
+    stamps = sorted(e.ts.timestamp() for e in events)
+    assert max(b - a for a, b in itertools.pairwise(stamps)) >= 3, "the refused samples' gap"
+    assert stamps[-1] - stamps[0] >= 8, "samples before and after the full disk"
 
 
 def test_broker_outage_loses_nothing_and_keeps_order(tmp_path: Path) -> None:
