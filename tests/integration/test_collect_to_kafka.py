@@ -42,20 +42,25 @@ def test_collected_samples_arrive_valid_and_keyed_by_host(broker_settings: Setti
     assert all(abs(round(t / 0.2) * 0.2 - t) < 0.05 for t in stamps)
 
 
-def test_sigterm_flushes_and_exits_zero(broker_settings: Settings, tmp_path: Path) -> None:
+def collector_process(settings: Settings, tmp_path: Path) -> subprocess.Popen[str]:
+    """`sysmetrics collect --interval 0.5` as its own process, its output piped."""
     env = {
         **os.environ,
-        "SYSMETRICS_BOOTSTRAP_SERVERS": broker_settings.bootstrap_servers,
-        "SYSMETRICS_TOPIC": broker_settings.topic,
+        "SYSMETRICS_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "SYSMETRICS_TOPIC": settings.topic,
         "SYSMETRICS_DATA_DIR": str(tmp_path / "data"),
     }
-    process = subprocess.Popen(
+    return subprocess.Popen(
         [SYSMETRICS, "collect", "--interval", "0.5"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def test_sigterm_flushes_and_exits_zero(broker_settings: Settings, tmp_path: Path) -> None:
+    process = collector_process(broker_settings, tmp_path)
     time.sleep(4)
     # The CLI has become the collector process (same PID): it holds what sampling and
     # publishing need (librdkafka), not the CLI and settings libraries (pydantic's core).
@@ -78,19 +83,7 @@ def test_a_full_disk_loses_the_samples_it_refuses_loudly_and_the_collector_goes_
     """The collector's files may not grow for 4 s (a real RLIMIT_FSIZE on its process: every
     spool write fails as on a full disk): it keeps running, says what it loses, and once there
     is room every sample it spooled, before and after, is in the topic once and valid."""
-    env = {
-        **os.environ,
-        "SYSMETRICS_BOOTSTRAP_SERVERS": broker_settings.bootstrap_servers,
-        "SYSMETRICS_TOPIC": broker_settings.topic,
-        "SYSMETRICS_DATA_DIR": str(tmp_path / "data"),
-    }
-    process = subprocess.Popen(
-        [SYSMETRICS, "collect", "--interval", "0.5"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,  # a pipe, not a file: its log lines are not refused
-        text=True,
-    )
+    process = collector_process(broker_settings, tmp_path)  # logs to a pipe: never refused
     time.sleep(3)
     resource.prlimit(process.pid, resource.RLIMIT_FSIZE, (1, resource.RLIM_INFINITY))
     time.sleep(4)
