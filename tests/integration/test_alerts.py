@@ -4,6 +4,7 @@ Alertmanager, and a webhook receiver behind it (the way an administrator gets pa
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import threading
@@ -270,6 +271,36 @@ def test_a_receiver_down_for_2_minutes_delays_notifications_never_drops_them(
             receiver.shutdown()
     assert receiver.statuses("HighCpu") == ["firing", "resolved"]
     assert "alert receiver unreachable" in log.read_text()
+
+
+def test_a_full_disk_does_not_stop_the_paging(tansu_settings: Settings, tmp_path: Path) -> None:
+    """The evaluator's files may not grow (a real RLIMIT_FSIZE on its process, as on a full
+    disk): it goes on and pages, and says once that the dashboard's live state is not written.
+    (Before, the first rewrite of that state raised and the evaluator exited.)"""
+    port = free_port()
+    receiver = Receiver(port)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    env = evaluator_env(tansu_settings, tmp_path, f"http://127.0.0.1:{port}/")
+    process = subprocess.Popen(
+        [SYSMETRICS, "alert"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        status = tmp_path / "data" / "status"
+        wait_for(lambda: any(status.glob("alerts-firing.*.json")), 30, "the live state")
+        resource.prlimit(process.pid, resource.RLIMIT_FSIZE, (1, resource.RLIM_INFINITY))
+        start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=20)
+        hot = [event("db-7", start + timedelta(seconds=10 * i), 95.0, seq=i) for i in range(37)]
+        produce(tansu_settings, as_messages(hot))
+        wait_for(lambda: "firing" in receiver.statuses("HighCpu"), 60, "the page")
+        time.sleep(3)
+        assert process.poll() is None, "the evaluator must go on"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+        receiver.shutdown()
+    assert process.returncode == 0, err
+    assert err.count("cannot write the dashboard's live alert state") == 1, err
+    assert not list(status.glob(".*.tmp")), "no half-written file left behind"
 
 
 def test_a_host_that_stops_sending_is_down_within_3_intervals_and_back_when_it_returns(

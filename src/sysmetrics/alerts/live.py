@@ -36,7 +36,11 @@ def write_firing(settings: Settings, updated_at: datetime, firing: list[dict[str
         _forget_old_files(path.parent, updated_at.timestamp())
     tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
     tmp.parent.mkdir(parents=True, exist_ok=True)
-    tmp.write_text(json.dumps({"updated_at": updated_at.isoformat(), "firing": firing}))
+    try:
+        tmp.write_text(json.dumps({"updated_at": updated_at.isoformat(), "firing": firing}))
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a full disk: not left behind
+        raise
     tmp.replace(path)  # readers never see half a file
 
 

@@ -116,6 +116,7 @@ class AlertService:
         self.stats = AlertStats()
         self._last_resend = 0.0
         self._last_state = 0.0
+        self._live_state_failing = False
         self._last_commit = time.monotonic()
         self._last_absent_check = 0.0
         self._handled: dict[int, int] = {}  # partition -> next offset, not yet committed
@@ -327,7 +328,16 @@ class AlertService:
             for a in self.evaluator.firing()
             if a.rule in self.by_name
         ]
-        write_firing(self.settings, datetime.now(UTC), firing)
+        try:
+            write_firing(self.settings, datetime.now(UTC), firing)
+        except OSError as exc:
+            # A full disk must not stop the paging (it is what a fleet most needs then): the
+            # dashboard's "firing now" shows its age; said once until a write succeeds again.
+            if not self._live_state_failing:
+                log.warning("cannot write the dashboard's live alert state (%s): going on", exc)
+            self._live_state_failing = True
+        else:
+            self._live_state_failing = False
 
     def _save(self, producer: Producer, key: str, record: dict[str, Any] | None) -> None:
         value = json.dumps(record).encode() if record is not None else None
