@@ -6,6 +6,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import random
+import resource
 import shutil
 import signal
 import subprocess
@@ -208,6 +209,38 @@ def test_storage_outage_of_60s_retries_and_commits_nothing_early(
         thread.join(60)
     assert_exactly_once(settings, {e.event_id for e in events})
     shutil.rmtree(tmp_path / "data", ignore_errors=True)
+
+
+def test_a_full_disk_pauses_the_writer_process_and_loses_and_duplicates_nothing(
+    tansu_settings: Settings, tmp_path: Path
+) -> None:
+    """`sysmetrics consume` whose files may not grow for 20 s (a real RLIMIT_FSIZE on its
+    process, as on a full disk: the lake's files, its intents and its status file): it
+    retries, stays up, and once there is room every event is in the lake once. (Before, the
+    first status-file rewrite raised and the writer exited.) Runs once, on Tansu."""
+    settings = tansu_settings.model_copy(update={"flush_seconds": 1.0})
+    events = simulated(10, START, 1000)
+    messages = as_messages(events)
+    produce(settings, messages[:300])
+    log = tmp_path / "writer.log"
+    process = spawn_writer(settings, log)
+    lake = Path(settings.lake_url)
+    try:
+        wait_for(lambda: len(event_id_counts(lake)) == 300, 60, "the first 300 events")
+        resource.prlimit(process.pid, resource.RLIMIT_FSIZE, (1, resource.RLIM_INFINITY))
+        produce(settings, messages[300:])
+        time.sleep(20)
+        assert process.poll() is None, "the writer must wait for room, not stop"
+        assert len(event_id_counts(lake)) == 300, "nothing can be written while the disk is full"
+        resource.prlimit(
+            process.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
+        )
+        wait_for(lambda: len(event_id_counts(lake)) == len(events), 120, "recovery")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+    assert process.returncode == 0, log.read_text()[-3000:]
+    assert_exactly_once(settings, {e.event_id for e in events})
 
 
 def test_a_lake_down_before_the_first_record_is_retried_not_fatal(

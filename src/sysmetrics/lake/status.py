@@ -57,7 +57,11 @@ def write_writer_status(path: Path, status: WriterStatus) -> None:
     """Replace the status file atomically (a reader never sees half of it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(msgspec.json.encode(status))
+    try:
+        tmp.write_bytes(msgspec.json.encode(status))
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a full disk: not left behind
+        raise
     os.replace(tmp, path)
 
 

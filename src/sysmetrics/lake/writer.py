@@ -136,6 +136,7 @@ class LakeWriter:
         self.stop = stop or threading.Event()
         self.stats = WriterStats()
         self.status_file = status_file
+        self._status_failing = False
         self._buffers: dict[int, _PartitionBuffer] = defaultdict(_PartitionBuffer)
         self.runtime = ConsumerRuntime(
             settings, self.topic, settings.consumer_group, self, self.stop, self.consume_batch
@@ -558,7 +559,16 @@ class LakeWriter:
             paused=self.runtime.paused,
             updated_at=time.time(),
         )
-        write_writer_status(self.status_file, status)
+        try:
+            write_writer_status(self.status_file, status)
+        except OSError as exc:
+            # A full disk holding the data dir must not stop a writer whose lake may be
+            # elsewhere (or will have room again): `status` shows the file's age meanwhile.
+            if not self._status_failing:
+                log.warning("cannot write the status file %s (%s): going on", self.status_file, exc)
+            self._status_failing = True
+        else:
+            self._status_failing = False
 
 
 def run_writer(
