@@ -50,6 +50,7 @@ class Spool:
         self._segments: deque[tuple[int, Path, int]] = deque()  # (first seq, path, bytes)
         self._ack_file = directory / "acked"
         self._acked_unsaved = False
+        self._ack_save_failing = False
         directory.mkdir(parents=True, exist_ok=True)
         self._out: int | None = None
         self._next_seq = self._load()
@@ -200,9 +201,12 @@ class Spool:
         if self._acked_unsaved:
             try:
                 self._write_acked(self._pending[0].seq if self._pending else self._next_seq)
-            except OSError as exc:  # a full disk: kept for the next call
-                log.error("spool: cannot save how far delivery got (%s); will retry", exc)
+            except OSError as exc:  # a full disk: kept for the next call, said once
+                if not self._ack_save_failing:
+                    log.error("spool: cannot save how far delivery got (%s); will retry", exc)
+                self._ack_save_failing = True
                 return
+            self._ack_save_failing = False
             self._acked_unsaved = False
             self._drop_acked_segments()
 
