@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -22,6 +23,7 @@ from sysmetrics.config import Settings, load_settings
 from sysmetrics.schema import decode
 from sysmetrics.stream.admin import ensure_topic
 from sysmetrics.stream.broker import EmbeddedBroker, free_port
+from sysmetrics.stream.producer import SpooledProducer
 from tests.support.brokers import TestBroker
 from tests.support.kafka_io import SYSMETRICS, read_topic
 
@@ -77,12 +79,14 @@ def test_sigterm_flushes_and_exits_zero(broker_settings: Settings, tmp_path: Pat
     assert len(read_topic(broker_settings, expected=spooled, timeout_s=30)) == spooled
 
 
-def test_a_full_disk_loses_the_samples_it_refuses_loudly_and_the_collector_goes_on(
+def test_a_full_disk_sends_what_the_spool_refuses_and_the_collector_goes_on(
     broker_settings: Settings, tmp_path: Path
 ) -> None:
     """The collector's files may not grow for 4 s (a real RLIMIT_FSIZE on its process: every
-    spool write fails as on a full disk): it keeps running, says what it loses, and once there
-    is room every sample it spooled, before and after, is in the topic once and valid."""
+    spool write fails as on a full disk): it keeps running, says so, and sends the samples the
+    spool refused without it; with Kafka up every sample, before, during and after the full
+    disk, is in the topic once and valid. (Before 2026-12-03 it exited; then, for a session,
+    it lost those samples: the very ones that show the disk full.)"""
     process = collector_process(broker_settings, tmp_path)  # logs to a pipe: never refused
     time.sleep(3)
     resource.prlimit(process.pid, resource.RLIMIT_FSIZE, (1, resource.RLIM_INFINITY))
@@ -96,13 +100,35 @@ def test_a_full_disk_loses_the_samples_it_refuses_loudly_and_the_collector_goes_
     out, err = process.communicate(timeout=30)
     assert process.returncode == 0, err
     assert err.count("cannot spool the sample") >= 4, err
-    spooled = int(out.split("collected ")[1].split()[0])
-    assert "0 waiting in the spool" in out
-    events = [decode(m.value()) for m in read_topic(broker_settings, expected=spooled)]
-    assert len(events) == spooled == len({e.event_id for e in events})
+    summary = re.search(
+        r"collected (\d+) samples, delivered (\d+), 0 waiting in the spool, 0 dropped, "
+        r"(\d+) not spooled \(a full disk\), 0 lost",
+        out,
+    )
+    assert summary is not None, out
+    collected, delivered, refused = map(int, summary.groups())
+    assert refused >= 4 and delivered == collected, out
+    events = [decode(m.value()) for m in read_topic(broker_settings, expected=collected)]
+    assert len(events) == collected == len({e.event_id for e in events})
     stamps = sorted(e.ts.timestamp() for e in events)
-    assert max(b - a for a, b in itertools.pairwise(stamps)) >= 3, "the refused samples' gap"
     assert stamps[-1] - stamps[0] >= 8, "samples before and after the full disk"
+    assert max(b - a for a, b in itertools.pairwise(stamps)) < 2, "no gap where the disk was full"
+
+
+def test_a_sample_sent_without_the_spool_that_kafka_never_takes_is_lost_loudly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What the spool refused goes to Kafka at most once: with no broker, closing the producer
+    counts it lost and says so, instead of dropping it with the client."""
+    settings = load_settings(
+        bootstrap_servers=f"127.0.0.1:{free_port()}", topic="nowhere", data_dir=tmp_path
+    )
+    producer = SpooledProducer(CollectorSettings.of(settings), tmp_path / "spool")
+    producer.publish_unspooled(b"host-a", b"{}")
+    assert not producer.idle
+    assert producer.close(timeout_s=1) == 0
+    assert (producer.stats.lost, producer.stats.delivered) == (1, 0)
+    assert "it is lost, 1 so far" in caplog.text
 
 
 def test_broker_outage_loses_nothing_and_keeps_order(tmp_path: Path) -> None:

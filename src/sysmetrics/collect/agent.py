@@ -38,8 +38,10 @@ def run(settings: CollectorSettings, max_samples: int | None) -> str:
     finally:
         metrics.close()
     return (
-        f"collected {producer.stats.spooled} samples, delivered {producer.stats.delivered}, "
-        f"{producer.spool.pending} waiting in the spool, {producer.spool.dropped} dropped"
+        f"collected {producer.stats.spooled + producer.stats.refused} samples, "
+        f"delivered {producer.stats.delivered}, {producer.spool.pending} waiting in the spool, "
+        f"{producer.spool.dropped} dropped, {producer.stats.refused} not spooled (a full disk), "
+        f"{producer.stats.lost} lost"
     )
 
 

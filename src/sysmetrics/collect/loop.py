@@ -80,17 +80,20 @@ def run_collector(
 
     try:
         for taken in ticks(settings.sample_interval_s, stop, max_samples, between_samples):
+            message = encode(sampler.sample())
             try:
-                producer.publish(key, encode(sampler.sample()))
+                producer.publish(key, message)
             except OSError as exc:
-                # A full disk is when a machine most needs watching: keep sampling, and say
-                # what is lost (the spool undid the failed append; the next sample may fit).
+                # A full disk is when a machine most needs watching (its disk usage is in this
+                # very sample): keep sampling and send what the spool refused without it.
                 log.error(
-                    "cannot spool the sample (%s): it is lost, %d so far; free space in %s",
+                    "cannot spool the sample (%s): sending it without the spool, at most once "
+                    "(%d so far); free space in %s",
                     exc,
                     producer.stats.refused,
                     producer.spool.directory,
                 )
+                producer.publish_unspooled(key, message)
             if on_sample is not None:
                 on_sample(taken)
         producer.poll(0)

@@ -22,7 +22,10 @@ log = logging.getLogger(__name__)
 class DeliveryStats:
     spooled: int = 0
     refused: int = 0
+    """Messages the spool could not write (a full disk)."""
     delivered: int = 0
+    lost: int = 0
+    """Messages sent without the spool that Kafka did not take (:meth:`publish_unspooled`)."""
     failed_attempts: int = 0
     last_error: str | None = None
     last_delivery_at: float | None = field(default=None)
@@ -54,6 +57,7 @@ class SpooledProducer:
         self.window = window
         self._producer = Producer(producer_config(settings))
         self._in_flight: set[int] = set()
+        self._unspooled_in_flight = 0
         self._sent_upto = -1  # highest seq handed to librdkafka in this send pass
         self._rewind = False
 
@@ -69,9 +73,15 @@ class SpooledProducer:
             Reading(
                 "sysmetrics_collector_spool_refused_total",
                 "counter",
-                "samples the spool could not write (a full disk): the collector loses them, "
-                "ingest retries them",
+                "samples the spool could not write (a full disk): the collector sends them "
+                "without it, at most once",
                 self.stats.refused,
+            ),
+            Reading(
+                "sysmetrics_collector_lost_total",
+                "counter",
+                "samples neither spooled nor taken by Kafka: lost",
+                self.stats.lost,
             ),
             Reading(
                 "sysmetrics_collector_delivered_total",
@@ -134,6 +144,34 @@ class SpooledProducer:
             self._in_flight.add(record.seq)
             self._sent_upto = record.seq
 
+    def publish_unspooled(self, key: bytes, value: bytes) -> None:
+        """Hand a message the spool refused (a full disk) to Kafka without a copy on disk: at
+        most once. Kafka not taking it (down past ``message.timeout.ms``, the queue full, the
+        process ending first) loses it, counted in ``stats.lost`` and logged."""
+        try:
+            self._producer.produce(self.topic, value, key, on_delivery=self._on_unspooled)
+        except BufferError:
+            self._lose("librdkafka's queue is full")
+            return
+        self._unspooled_in_flight += 1
+
+    def _on_unspooled(self, error: KafkaError | None, _message: Message) -> None:
+        self._unspooled_in_flight -= 1
+        if error is None:
+            self.stats.delivered += 1
+            self.stats.last_delivery_at = time.time()
+            return
+        self._lose(error.str())
+
+    def _lose(self, reason: str) -> None:
+        self.stats.lost += 1
+        self.stats.last_error = reason
+        log.error(
+            "a sample sent without the spool was not delivered (%s): it is lost, %d so far",
+            reason,
+            self.stats.lost,
+        )
+
     def _callback(self, record: SpooledRecord) -> Callable[[KafkaError | None, Message], None]:
         def on_delivery(error: KafkaError | None, _message: Message) -> None:
             self._in_flight.discard(record.seq)
@@ -153,7 +191,7 @@ class SpooledProducer:
     @property
     def idle(self) -> bool:
         """Nothing in flight and nothing spooled: no delivery report can be due."""
-        return not self._in_flight and not self.spool.pending
+        return not self._in_flight and not self.spool.pending and not self._unspooled_in_flight
 
     def poll(self, timeout_s: float = 0.0) -> None:
         self._producer.poll(timeout_s)
@@ -163,7 +201,7 @@ class SpooledProducer:
     def flush(self, timeout_s: float = 10.0) -> int:
         """Try to deliver everything; return how many stay spooled for the next run."""
         deadline = time.monotonic() + timeout_s
-        while self.spool.pending and time.monotonic() < deadline:
+        while (self.spool.pending or self._unspooled_in_flight) and time.monotonic() < deadline:
             self.pump()
             self._producer.flush(min(1.0, max(0.0, deadline - time.monotonic())))
         self.spool.save_acked()
@@ -171,9 +209,10 @@ class SpooledProducer:
 
     def close(self, timeout_s: float = 10.0) -> int:
         left = self.flush(timeout_s)
-        if left:
+        if left or self._unspooled_in_flight:
             # Drop librdkafka's copies: the spool holds them and resends them on the next
-            # start, and a lingering client must not deliver them a second time.
+            # start, and a lingering client must not deliver them a second time. A message
+            # sent without the spool is lost here: its purge reports it (``_lose``).
             self._producer.purge()
             self._producer.flush(0)
         self.spool.close()
