@@ -13,3 +13,24 @@ def configure_logging(level: int) -> None:
     logging.basicConfig(level=level, format=FORMAT, stream=sys.stderr)
     if level > logging.DEBUG:
         logging.getLogger("sysmetrics.kafka.client").setLevel(logging.CRITICAL)
+
+
+class RepeatedFailure:
+    """A failure that recurs on every retry (a full disk under a file rewritten each second):
+    logged once when it starts and once when an attempt succeeds again, not on every retry."""
+
+    def __init__(self, logger: logging.Logger, level: int, what: str) -> None:
+        self._log = logger
+        self._level = level
+        self._what = what
+        self.failing = False
+
+    def failed(self, exc: BaseException, consequence: str) -> None:
+        if not self.failing:
+            self._log.log(self._level, "cannot %s (%s): %s", self._what, exc, consequence)
+        self.failing = True
+
+    def succeeded(self) -> None:
+        if self.failing:
+            self._log.info("could %s again", self._what)
+        self.failing = False

@@ -113,3 +113,37 @@ def test_a_full_disk_mid_append_leaves_whole_records_and_the_spool_goes_on(
         (3, b"c"),
     ]
     assert all(len(r.value) == 100 for r in reopened.unacked())
+
+
+_ACK_SAVE_REFUSED = """
+import logging, resource, sys
+from pathlib import Path
+from sysmetrics.stream.spool import Spool
+
+logging.basicConfig(level=logging.INFO)
+spool = Spool(Path(sys.argv[1]), max_bytes=1 << 20)
+for record in [spool.append(b"k", b"v") for _ in range(3)]:
+    spool.ack(record)
+resource.setrlimit(resource.RLIMIT_FSIZE, (1, resource.RLIM_INFINITY))
+for _ in range(5):
+    spool.save_acked()  # every poll retries: the full disk refuses each time
+resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+spool.save_acked()
+spool.close()
+"""
+
+
+def test_a_full_disk_refusing_the_delivery_position_is_said_once_then_its_recovery(
+    tmp_path: Path,
+) -> None:
+    """Saving how far delivery got fails on every poll while the disk is full: one error line
+    (not one per poll), one line when it works again, and then nothing is pending."""
+    done = subprocess.run(
+        [sys.executable, "-c", _ACK_SAVE_REFUSED, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stderr.count("cannot save how far the spool's delivery got") == 1, done.stderr
+    assert done.stderr.count("could save how far the spool's delivery got again") == 1
+    assert Spool(tmp_path, max_bytes=1 << 20).pending == 0

@@ -35,6 +35,7 @@ from sysmetrics.alerts.live import write_firing
 from sysmetrics.alerts.notify import Outbox, api_alert, summary
 from sysmetrics.alerts.rules import Rule, load_rules
 from sysmetrics.config import Settings
+from sysmetrics.logs import RepeatedFailure
 from sysmetrics.observability import Reading
 from sysmetrics.schema import SchemaError, decode_keeping_unknown
 from sysmetrics.stream.admin import ensure_topic
@@ -116,7 +117,9 @@ class AlertService:
         self.stats = AlertStats()
         self._last_resend = 0.0
         self._last_state = 0.0
-        self._live_state_failing = False
+        self._live_state = RepeatedFailure(
+            log, logging.WARNING, "write the dashboard's live alert state"
+        )
         self._last_commit = time.monotonic()
         self._last_absent_check = 0.0
         self._handled: dict[int, int] = {}  # partition -> next offset, not yet committed
@@ -332,12 +335,10 @@ class AlertService:
             write_firing(self.settings, datetime.now(UTC), firing)
         except OSError as exc:
             # A full disk must not stop the paging (it is what a fleet most needs then): the
-            # dashboard's "firing now" shows its age; said once until a write succeeds again.
-            if not self._live_state_failing:
-                log.warning("cannot write the dashboard's live alert state (%s): going on", exc)
-            self._live_state_failing = True
+            # dashboard's "firing now" shows its age meanwhile.
+            self._live_state.failed(exc, "going on")
         else:
-            self._live_state_failing = False
+            self._live_state.succeeded()
 
     def _save(self, producer: Producer, key: str, record: dict[str, Any] | None) -> None:
         value = json.dumps(record).encode() if record is not None else None

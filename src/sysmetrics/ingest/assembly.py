@@ -159,8 +159,7 @@ class Assembler:
         if self.synced < self.appended:
             appended = self.appended
             os.fsync(self._out)
-            self.stats.journal_syncs += 1
-            self.synced = appended
+            self._synced_to(appended)
 
     async def durable(self, append: int) -> None:
         """Return once the journal is fsynced up to ``append`` (what :meth:`receive` returned).
@@ -181,6 +180,9 @@ class Assembler:
         finally:
             os.close(handle)
             self._sync = None
+        self._synced_to(appended)
+
+    def _synced_to(self, appended: int) -> None:
         self.stats.journal_syncs += 1
         self.synced = max(self.synced, appended)
 

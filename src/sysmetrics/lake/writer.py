@@ -48,6 +48,7 @@ from sysmetrics.lake.catalog import RoundManifest, Watermark, publish_watermark
 from sysmetrics.lake.lines import from_micros, lake_line, micros
 from sysmetrics.lake.status import WriterStats, WriterStatus, write_writer_status
 from sysmetrics.lake.store import LakeStore, StoreError
+from sysmetrics.logs import RepeatedFailure
 from sysmetrics.observability import Reading, counters
 from sysmetrics.schema import SchemaError, decode, encode_time
 from sysmetrics.stream.kafka_config import producer_config
@@ -136,7 +137,7 @@ class LakeWriter:
         self.stop = stop or threading.Event()
         self.stats = WriterStats()
         self.status_file = status_file
-        self._status_failing = False
+        self._status = RepeatedFailure(log, logging.WARNING, f"write the status file {status_file}")
         self._buffers: dict[int, _PartitionBuffer] = defaultdict(_PartitionBuffer)
         self.runtime = ConsumerRuntime(
             settings, self.topic, settings.consumer_group, self, self.stop, self.consume_batch
@@ -564,11 +565,9 @@ class LakeWriter:
         except OSError as exc:
             # A full disk holding the data dir must not stop a writer whose lake may be
             # elsewhere (or will have room again): `status` shows the file's age meanwhile.
-            if not self._status_failing:
-                log.warning("cannot write the status file %s (%s): going on", self.status_file, exc)
-            self._status_failing = True
+            self._status.failed(exc, "going on")
         else:
-            self._status_failing = False
+            self._status.succeeded()
 
 
 def run_writer(

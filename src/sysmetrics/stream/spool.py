@@ -23,6 +23,8 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
+from sysmetrics.logs import RepeatedFailure
+
 log = logging.getLogger(__name__)
 
 _HEADER = struct.Struct(">QII")
@@ -50,7 +52,9 @@ class Spool:
         self._segments: deque[tuple[int, Path, int]] = deque()  # (first seq, path, bytes)
         self._ack_file = directory / "acked"
         self._acked_unsaved = False
-        self._ack_save_failing = False
+        self._ack_save = RepeatedFailure(
+            log, logging.ERROR, "save how far the spool's delivery got"
+        )
         directory.mkdir(parents=True, exist_ok=True)
         self._out: int | None = None
         self._next_seq = self._load()
@@ -201,12 +205,10 @@ class Spool:
         if self._acked_unsaved:
             try:
                 self._write_acked(self._pending[0].seq if self._pending else self._next_seq)
-            except OSError as exc:  # a full disk: kept for the next call, said once
-                if not self._ack_save_failing:
-                    log.error("spool: cannot save how far delivery got (%s); will retry", exc)
-                self._ack_save_failing = True
+            except OSError as exc:  # a full disk: kept for the next call
+                self._ack_save.failed(exc, "will retry")
                 return
-            self._ack_save_failing = False
+            self._ack_save.succeeded()
             self._acked_unsaved = False
             self._drop_acked_segments()
 
