@@ -5,6 +5,7 @@ requests, authentication, and faults."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -15,6 +16,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -261,16 +263,7 @@ def kafka_down_and_receiver_killed(
     settings = settings_for(broker, tmp_path)
     ingest = Ingest(settings, settings.data_dir)
     ingest.start()
-    node = NodeExporter()
-    prometheus = Prometheus.scraping(
-        tmp_path / "prometheus",
-        f"127.0.0.1:{node.port}",
-        ingest.url,
-        1,
-        binary=binary,
-        protobuf_message=protobuf_message,
-    )
-    try:
+    with _node_exporter_remote_written(ingest, tmp_path, binary, protobuf_message):
         time.sleep(8)
         broker.stop()
         time.sleep(20)
@@ -280,14 +273,7 @@ def kafka_down_and_receiver_killed(
         time.sleep(37)
         broker.start()
         time.sleep(10)
-        node.close()  # the next scrape is a stale marker, the last thing Prometheus sends
-        prometheus.wait_delivered("node_load1")
-    finally:
-        prometheus.stop()
-        node.close()
-    scrape_times = _prometheus_scrape_times(tmp_path / "prometheus")
-    wait_for(lambda: ingest.metric("sysmetrics_ingest_pending_samples") == 0, 60, "assembly")
-    wait_for(lambda: ingest.metric("sysmetrics_collector_spool_depth") == 0, 120, "spool drain")
+    scrape_times = _every_scrape_assembled_and_sent(ingest, tmp_path, drain_s=120)
     version = "2" if protobuf_message else "1"
     assert ingest.metric(f'sysmetrics_ingest_remote_write_requests_total{{version="{version}"}}')
     assert ingest.metric("sysmetrics_ingest_remote_write_requests_total") == ingest.metric(
@@ -313,11 +299,7 @@ def test_receiver_disk_full_answers_503_and_loses_and_duplicates_nothing(
     ingest.start()
     assert ingest.process is not None
     pid = ingest.process.pid
-    node = NodeExporter()
-    prometheus = Prometheus.scraping(
-        tmp_path / "prometheus", f"127.0.0.1:{node.port}", ingest.url, 1
-    )
-    try:
+    with _node_exporter_remote_written(ingest, tmp_path):
         wait_for(lambda: ingest.metric("sysmetrics_ingest_events_total") >= 3, 60, "first events")
         room = (settings.data_dir / "ingest" / "journal.jsonl").stat().st_size + 300
         resource.prlimit(pid, resource.RLIMIT_FSIZE, (room, resource.RLIM_INFINITY))
@@ -335,14 +317,7 @@ def test_receiver_disk_full_answers_503_and_loses_and_duplicates_nothing(
         ingest.kill()  # with samples being assembled: they come back from the journal
         ingest.start()
         time.sleep(8)
-        node.close()  # the next scrape is a stale marker, the last thing Prometheus sends
-        prometheus.wait_delivered("node_load1")
-    finally:
-        prometheus.stop()
-        node.close()
-    scrape_times = _prometheus_scrape_times(tmp_path / "prometheus")
-    wait_for(lambda: ingest.metric("sysmetrics_ingest_pending_samples") == 0, 60, "assembly")
-    wait_for(lambda: ingest.metric("sysmetrics_collector_spool_depth") == 0, 60, "spool drain")
+    scrape_times = _every_scrape_assembled_and_sent(ingest, tmp_path, drain_s=60)
     log = ingest.stop()
     resent = re.search(r"spool holds (\d+) unsent events", log)
     assert_each_scrape_once_in_the_lake(
@@ -366,6 +341,40 @@ def assert_each_scrape_once_in_the_lake(
     assert set(scrape_times) <= set(stamps), f"lost: {sorted(set(scrape_times) - set(stamps))}"
     assert set(stamps) <= set(scrape_times), f"no scrape: {sorted(set(stamps) - set(scrape_times))}"
     assert len(stamps) >= at_least
+
+
+@contextlib.contextmanager
+def _node_exporter_remote_written(
+    ingest: Ingest, tmp_path: Path, binary: Path | None = None, protobuf_message: str = ""
+) -> Iterator[None]:
+    """A real node_exporter scraped every second by a real Prometheus (in ``tmp_path /
+    "prometheus"``) that remote-writes to ``ingest``. Leaving the block, node_exporter goes
+    away (the next scrape is a stale marker, the last thing Prometheus sends) and Prometheus
+    stops once it has delivered every sample."""
+    node = NodeExporter()
+    prometheus = Prometheus.scraping(
+        tmp_path / "prometheus",
+        f"127.0.0.1:{node.port}",
+        ingest.url,
+        1,
+        binary=binary,
+        protobuf_message=protobuf_message,
+    )
+    try:
+        yield
+        node.close()
+        prometheus.wait_delivered("node_load1")
+    finally:
+        prometheus.stop()
+        node.close()
+
+
+def _every_scrape_assembled_and_sent(ingest: Ingest, tmp_path: Path, drain_s: float) -> list[int]:
+    """Every scrape time Prometheus recorded, once the receiver holds none of them in
+    assembly and its spool is empty."""
+    wait_for(lambda: ingest.metric("sysmetrics_ingest_pending_samples") == 0, 60, "assembly")
+    wait_for(lambda: ingest.metric("sysmetrics_collector_spool_depth") == 0, drain_s, "spool drain")
+    return _prometheus_scrape_times(tmp_path / "prometheus")
 
 
 def _prometheus_scrape_times(work: Path) -> list[int]:
