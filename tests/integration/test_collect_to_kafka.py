@@ -25,6 +25,7 @@ from sysmetrics.stream.admin import ensure_topic
 from sysmetrics.stream.broker import EmbeddedBroker, free_port
 from sysmetrics.stream.producer import SpooledProducer
 from tests.support.brokers import TestBroker
+from tests.support.clock import LIBFAKETIME, SteppedClock
 from tests.support.kafka_io import SYSMETRICS, read_topic
 
 pytestmark = pytest.mark.broker
@@ -44,10 +45,13 @@ def test_collected_samples_arrive_valid_and_keyed_by_host(broker_settings: Setti
     assert all(abs(round(t / 0.2) * 0.2 - t) < 0.05 for t in stamps)
 
 
-def collector_process(settings: Settings, tmp_path: Path) -> subprocess.Popen[str]:
+def collector_process(
+    settings: Settings, tmp_path: Path, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
     """`sysmetrics collect --interval 0.5` as its own process, its output piped."""
     env = {
         **os.environ,
+        **(extra_env or {}),
         "SYSMETRICS_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
         "SYSMETRICS_TOPIC": settings.topic,
         "SYSMETRICS_DATA_DIR": str(tmp_path / "data"),
@@ -129,6 +133,31 @@ def test_a_sample_sent_without_the_spool_that_kafka_never_takes_is_lost_loudly(
     assert producer.close(timeout_s=1) == 0
     assert (producer.stats.lost, producer.stats.delivered) == (1, 0)
     assert "it is lost, 1 so far" in caplog.text
+
+
+@pytest.mark.skipif(LIBFAKETIME is None, reason="apt install libfaketime")
+def test_a_wall_clock_stepped_back_an_hour_does_not_stop_the_sampling(
+    broker_settings: Settings, tmp_path: Path
+) -> None:
+    """The collector's wall clock steps back an hour (NTP correcting it, a resumed VM: a real
+    step of the process's clock, libfaketime): it goes on sampling at its interval on the new
+    time. Before 2026-12-03 it waited for the old next tick: an hour of silence, a HostDown."""
+    clock = SteppedClock(tmp_path)
+    process = collector_process(broker_settings, tmp_path, clock.env())
+    time.sleep(3)
+    stepped_at = time.time()
+    clock.step(-3600)
+    time.sleep(4)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    collected = int(out.split("collected ")[1].split()[0])
+    events = [decode(m.value()) for m in read_topic(broker_settings, expected=collected)]
+    assert len(events) == collected
+    before = [e for e in events if e.ts.timestamp() > stepped_at - 60]
+    after = [e for e in events if e.ts.timestamp() < stepped_at - 3000]
+    assert len(before) >= 4, "samples before the step"
+    assert len(after) >= 5, f"samples after the step: {len(after)} in 4 s at a 0.5-s interval"
 
 
 def test_broker_outage_loses_nothing_and_keeps_order(tmp_path: Path) -> None:

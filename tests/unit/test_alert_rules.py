@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -66,6 +66,25 @@ def test_host_down_by_wall_clock_and_back() -> None:
     assert back.status == "resolved"
 
 
+def test_a_step_of_the_wall_clock_pages_no_host_and_delays_no_page() -> None:
+    """Silences are measured on the monotonic clock (``now``, ``arrived``), so the wall clock
+    stepping (NTP, a resumed VM; ``wall``) changes no answer: 10 minutes forward while the
+    host reports pages nothing; an hour back as it falls silent still pages it on time, stamped
+    with the wall clock's time. (A process test cannot step the evaluator's clock: libfaketime
+    breaks librdkafka's timed waits, which are on the wall clock, librdkafka issue #2145.)"""
+    ev = Evaluator([Rule(name="HostDown", kind="absent", intervals=3)])
+    wall = 1_800_000_000.0
+    ev.observe(event("h", HOUR14, 10.0, interval_s=10.0), arrived=1000.0)
+    assert ev.check_absent(now=1005.0, wall=wall + 600) == []
+    ev.observe(event("h", HOUR14 + 10 * S, 10.0, seq=1, interval_s=10.0), arrived=1010.0)
+    assert ev.check_absent(now=1039.0, wall=wall - 3600) == []
+    (down,) = ev.check_absent(now=1041.0, wall=wall - 3600)
+    assert (down.status, down.alert.fired_at) == (
+        "firing",
+        datetime.fromtimestamp(wall - 3600, UTC),
+    )
+
+
 def test_a_host_declaring_a_tiny_interval_is_not_paged_between_its_samples() -> None:
     """The schema admits any positive interval; 3 x 1 ms of silence is the pipeline's own
     delay, not a host down: HostDown waits at least HOST_DOWN_MIN_SILENCE_S."""
@@ -85,19 +104,19 @@ def test_a_host_down_past_the_forget_time_resolves_and_is_forgotten_across_a_res
     day = 86_400.0
     first = Evaluator([Rule(name="HostDown", kind="absent", intervals=3)], forget_after_s=7 * day)
     first.observe(event("old-db", HOUR14, 10.0, interval_s=10.0), arrived=0.0)
-    (down,) = first.check_absent(now=31.0)
+    (down,) = first.check_absent(now=31.0, wall=31.0)
     assert down.status == "firing"
     known = [first.known_host("old-db")]
     saved = [a.from_json(a.to_json()) for a in first.alerts.values()]
     # Restarted 3 days later: the host is known again, its alert restored, nothing re-paged.
     second = Evaluator([Rule(name="HostDown", kind="absent", intervals=3)], forget_after_s=7 * day)
-    second.restore(saved, known, now=3 * day)
-    assert second.check_absent(now=3 * day + 60) == []
-    assert second.check_absent(now=7 * day + 30) == []
-    (gone,) = second.check_absent(now=7 * day + 31.0)  # 7 days after it fired at 31 s
+    second.restore(saved, known, now=0.0)
+    assert second.check_absent(now=60, wall=3 * day + 60) == []  # a new process's clock
+    assert second.check_absent(now=4 * day + 30, wall=7 * day + 30) == []
+    (gone,) = second.check_absent(now=4 * day + 31, wall=7 * day + 31)  # 7 days after it fired
     assert (gone.status, gone.alert.host_id) == ("resolved", "old-db")
     assert second.hosts_forgotten == {"old-db"} and "old-db" not in second.seen
-    assert second.check_absent(now=30 * day) == []  # forgotten: no page
+    assert second.check_absent(now=27 * day, wall=30 * day) == []  # forgotten: no page
 
 
 def test_restored_state_is_not_paged_again_and_still_resolves() -> None:

@@ -95,7 +95,7 @@ class KnownHost:
 class _Seen:
     hostname: str
     interval_s: float
-    arrived: float  # wall clock (time.time()) of the host's last sample
+    arrived: float  # time.monotonic() of the host's last sample: a wall-clock step is no silence
     partition: int | None = None
 
 
@@ -121,10 +121,10 @@ class Evaluator:
         self, alerts: list[Alert], hosts: Sequence[KnownHost] = (), now: float | None = None
     ) -> None:
         """State saved by an earlier evaluator (the state topic): no re-page, no lost resolve.
-        Hosts known from it count as heard from ``now``: one that stays silent is paged
-        ``intervals`` of its interval later."""
+        Hosts known from it count as heard from ``now`` (``time.monotonic()``): one that stays
+        silent is paged ``intervals`` of its interval later."""
         self.alerts.update({a.fingerprint: a for a in alerts})
-        arrived = time.time() if now is None else now
+        arrived = time.monotonic() if now is None else now
         for host in hosts:
             if host.host_id not in self.seen:
                 self.seen[host.host_id] = _Seen(
@@ -151,12 +151,13 @@ class Evaluator:
         self, event: MetricsEvent, arrived: float | None = None, partition: int | None = None
     ) -> list[Change]:
         """The firing and resolved changes this sample makes; alerts whose resume point
-        (pending start, keep_firing_for window) changed without one go to ``state_changed``."""
+        (pending start, keep_firing_for window) changed without one go to ``state_changed``.
+        ``arrived``: when it arrived on ``time.monotonic()``."""
         host = event.host
         host_id, ts, alerts = host.host_id, event.ts, self.alerts
         changes: list[Change] = []
         interval_s = event.interval_s or self.default_interval_s
-        now = time.time() if arrived is None else arrived
+        now = time.monotonic() if arrived is None else arrived
         seen = self.seen.get(host_id)
         if (
             seen is None
@@ -203,9 +204,13 @@ class Evaluator:
                     changes.append(self._resolve(key, ts))
         return changes
 
-    def check_absent(self, now: float | None = None) -> list[Change]:
-        """Host-down rules on the wall clock, for every host this evaluator has seen."""
-        now = time.time() if now is None else now
+    def check_absent(self, now: float | None = None, wall: float | None = None) -> list[Change]:
+        """Host-down rules for every host this evaluator has seen: silences on ``now``
+        (``time.monotonic()``, as ``observe``'s ``arrived``), so a step of the wall clock (NTP,
+        a resumed VM) pages no host and delays no page; alerts stamped and forgotten on
+        ``wall`` (``time.time()``)."""
+        now = time.monotonic() if now is None else now
+        wall = time.time() if wall is None else wall
         changes = []
         for rule in self._absent:
             for host_id, seen in list(self.seen.items()):
@@ -213,14 +218,14 @@ class Evaluator:
                 silent_s = now - seen.arrived
                 down = self.alerts.get(key)
                 fired = down.fired_at if down is not None else None
-                if fired is not None and now - fired.timestamp() >= self.forget_after_s:
-                    changes.append(self._resolve(key, datetime.fromtimestamp(now, UTC)))
+                if fired is not None and wall - fired.timestamp() >= self.forget_after_s:
+                    changes.append(self._resolve(key, datetime.fromtimestamp(wall, UTC)))
                     del self.seen[host_id]
                     self.hosts_forgotten.add(host_id)
                 elif down is None and silent_s > max(
                     rule.intervals * seen.interval_s, HOST_DOWN_MIN_SILENCE_S
                 ):
-                    at = datetime.fromtimestamp(now, UTC)
+                    at = datetime.fromtimestamp(wall, UTC)
                     alert = Alert(rule.name, host_id, seen.hostname, "firing", at, at, silent_s)
                     alert.fired_at, alert.partition = at, seen.partition
                     self.alerts[key] = alert

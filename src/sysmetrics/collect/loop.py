@@ -37,6 +37,11 @@ def ticks(
     while not stop.is_set() and (max_samples is None or taken < max_samples):
         tick = next_tick(time.time(), interval_s)
         while not stop.is_set() and (wait := tick - time.time()) > 0:
+            if wait > interval_s:
+                # The wall clock stepped back (NTP, a resumed VM): the next tick of the new
+                # time, not a silence as long as the step.
+                tick = next_tick(time.time(), interval_s)
+                continue
             between(wait)
         if stop.is_set():
             return

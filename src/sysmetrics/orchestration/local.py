@@ -39,7 +39,7 @@ class Component:
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     log_file: Path | None = None
-    started_at: float = field(default_factory=time.time)
+    started_at: float = field(default_factory=time.monotonic)  # a clock no NTP step moves
 
     @property
     def pid(self) -> int | None:
@@ -195,7 +195,7 @@ class LocalPipeline:
                 start_new_session=True,  # Ctrl-C reaches us only; we stop them in order
                 env=self._env(component),
             )
-        component.started_at = time.time()
+        component.started_at = time.monotonic()
 
     def _env(self, component: Component) -> dict[str, str]:
         env = {**os.environ, **self._child_env(), **component.env}
@@ -237,7 +237,7 @@ class LocalPipeline:
             if component.process is not None and not component.running and not self.stop.is_set():
                 code = component.process.returncode
                 delay = min(30.0, 2.0**component.restarts)
-                if time.time() - component.started_at < delay:
+                if time.monotonic() - component.started_at < delay:
                     continue
                 log.warning(
                     "%s exited with %s: restarting (see %s)",
