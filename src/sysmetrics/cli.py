@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,23 @@ class Context:
             except ConfigError as exc:
                 raise click.ClickException(str(exc)) from None
         return self._settings
+
+
+def _writable_data_dir(settings: Settings) -> Settings:
+    """The long-running commands keep their spool, journal and status files under
+    ``data_dir``: one that cannot be written is said at once, not as a traceback from inside
+    a stage (or, from the collector, after its Kafka check)."""
+    directory = settings.data_dir
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=directory).close()  # a real write: root ignores the mode
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot write the data directory {directory} ({exc.strerror or exc}): set "
+            "SYSMETRICS_DATA_DIR (or data_dir in the config file) to a directory this user "
+            "can write"
+        ) from None
+    return settings
 
 
 pass_ctx = click.make_pass_decorator(Context, ensure=True)
@@ -166,7 +184,9 @@ def collect(
         return
     from sysmetrics.collect import agent
 
-    collector = CollectorSettings.of(_overridden(settings, metrics_port=metrics_port))
+    collector = CollectorSettings.of(
+        _writable_data_dir(_overridden(settings, metrics_port=metrics_port))
+    )
     if os.name == "posix":
         agent.become_collector(collector, max_samples)
     click.echo(agent.run(collector, max_samples))
@@ -384,11 +404,13 @@ def consume(
     from sysmetrics.lake.writer import WriterError, run_writer
     from sysmetrics.stream.runtime import ConsumerRefused
 
-    settings = _overridden(
-        ctx.settings,
-        flush_records=flush_records,
-        flush_seconds=flush_seconds,
-        metrics_port=metrics_port,
+    settings = _writable_data_dir(
+        _overridden(
+            ctx.settings,
+            flush_records=flush_records,
+            flush_seconds=flush_seconds,
+            metrics_port=metrics_port,
+        )
     )
     try:
         stats = run_writer(settings, idle_exit, announce=click.echo)
@@ -423,7 +445,9 @@ def ingest(ctx: Context, bind_host: str | None, port: int | None) -> None:
     from sysmetrics.ingest.server import IngestRefused, serve
     from sysmetrics.stream.admin import ensure_topic
 
-    settings = _overridden(ctx.settings, ingest_host=bind_host, ingest_port=port)
+    settings = _writable_data_dir(
+        _overridden(ctx.settings, ingest_host=bind_host, ingest_port=port)
+    )
     try:
         ensure_topic(settings)
     except (ConnectionError, PermissionError) as exc:
@@ -837,8 +861,9 @@ def alert(
 
     A member of its own consumer group (SYSMETRICS_ALERT_CONSUMER_GROUP) on the metrics topic;
     alerts go pending -> firing -> resolved as in Prometheus (`for`, `keep_firing_for`), host
-    down by wall clock. Firing alerts are re-sent every minute; a receiver that is down delays
-    notifications, never drops them. State survives restarts in SYSMETRICS_ALERT_STATE_TOPIC.
+    down after its silence (a step of the wall clock moves none). Firing alerts are re-sent
+    every minute; a receiver that is down delays notifications, never drops them. State
+    survives restarts in SYSMETRICS_ALERT_STATE_TOPIC.
     """
     from sysmetrics.alerts.rules import RulesError, load_rules
     from sysmetrics.alerts.service import run_evaluator
@@ -864,6 +889,7 @@ def alert(
             )
             click.echo(f"{rule.name:20} {rule.severity:9} {what}")
         return
+    _writable_data_dir(settings)
     if not settings.alertmanager_url and not settings.alert_webhook_url:
         click.echo(
             "no receiver configured (--alertmanager or --webhook): alerts are only logged",
@@ -968,7 +994,7 @@ def up(
 
         # A missing extra fails here, with what to install, not in a child restarted forever.
         importlib.import_module("sysmetrics.ingest.server")
-    settings = _overridden(ctx.settings, metrics_port=metrics_port)
+    settings = _writable_data_dir(_overridden(ctx.settings, metrics_port=metrics_port))
     pipeline = LocalPipeline.for_up(
         settings,
         simulate_hosts,

@@ -71,6 +71,14 @@ def test_every_command_has_help(tmp_path: Path) -> None:
         ["collect"],
         ["simulate"],
         ["consume"],
+        ["ingest"],
+        ["alert"],
+        ["service"],
+        ["lake"],
+        ["lake", "compact"],
+        ["lake", "verify"],
+        ["lake", "prune"],
+        ["lake", "stats"],
         ["batch", "run"],
         ["batch", "backfill"],
         ["query"],
@@ -82,6 +90,26 @@ def test_every_command_has_help(tmp_path: Path) -> None:
         result = run([*command, "--help"], dict(os.environ), tmp_path)
         assert result.returncode == 0, (command, result.stderr)
         assert "Usage: sysmetrics" in result.stdout
+
+
+def test_a_data_directory_that_cannot_be_written_stops_each_service_with_one_clear_line(
+    tmp_path: Path,
+) -> None:
+    """Each long-running command stops at once, naming the directory and the setting, with no
+    traceback (before 2026-12-03 `collect` and `ingest` ended in one, `collect` only after its
+    Kafka check)."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")  # a directory inside a file: refused to root too
+    env = {
+        **os.environ,
+        "SYSMETRICS_DATA_DIR": str(blocker / "data"),
+        "SYSMETRICS_BOOTSTRAP_SERVERS": "127.0.0.1:1",
+    }
+    for command in (["collect"], ["ingest"], ["consume"], ["alert"], ["up", "--for", "1"]):
+        result = run(command, env, tmp_path)
+        assert result.returncode == 1, (command, result.stderr)
+        assert f"Error: cannot write the data directory {blocker / 'data'}" in result.stderr
+        assert "SYSMETRICS_DATA_DIR" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_sample_data_with_a_past_without_up(tmp_path: Path) -> None:
