@@ -175,18 +175,14 @@ def collect(
     from sysmetrics.collect.loop import print_samples
     from sysmetrics.collect.settings import CollectorSettings
 
-    settings = ctx.settings
-    if interval is not None:
-        settings = settings.model_copy(update={"sample_interval_s": interval})
+    settings = _overridden(sample_interval_s=interval, metrics_port=metrics_port)
     max_samples = 1 if once else count
     if print_only:
         print_samples(CollectorSettings.of(settings), max_samples, click.echo, once=once)
         return
     from sysmetrics.collect import agent
 
-    collector = CollectorSettings.of(
-        _writable_data_dir(_overridden(settings, metrics_port=metrics_port))
-    )
+    collector = CollectorSettings.of(_writable_data_dir(settings))
     if os.name == "posix":
         agent.become_collector(collector, max_samples)
     click.echo(agent.run(collector, max_samples))
@@ -370,9 +366,13 @@ def simulate(
         sys.exit(1)
 
 
-def _overridden(settings: Settings, **options: object) -> Settings:
-    """``settings`` with the command-line options the user gave (None: not given)."""
-    return settings.model_copy(update={k: v for k, v in options.items() if v is not None})
+def _overridden(**options: object) -> Settings:
+    """The settings with the command-line options the user gave (None: not given), checked as
+    the same values from the environment are (an interval of 0 is refused, not divided by)."""
+    try:
+        return load_settings(**{k: v for k, v in options.items() if v is not None})
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 # --------------------------------------------------------------------------- consume
@@ -406,7 +406,6 @@ def consume(
 
     settings = _writable_data_dir(
         _overridden(
-            ctx.settings,
             flush_records=flush_records,
             flush_seconds=flush_seconds,
             metrics_port=metrics_port,
@@ -445,9 +444,7 @@ def ingest(ctx: Context, bind_host: str | None, port: int | None) -> None:
     from sysmetrics.ingest.server import IngestRefused, serve
     from sysmetrics.stream.admin import ensure_topic
 
-    settings = _writable_data_dir(
-        _overridden(ctx.settings, ingest_host=bind_host, ingest_port=port)
-    )
+    settings = _writable_data_dir(_overridden(ingest_host=bind_host, ingest_port=port))
     try:
         ensure_topic(settings)
     except (ConnectionError, PermissionError) as exc:
@@ -817,6 +814,12 @@ def query(ctx: Context, statement: str, as_json: bool) -> None:
 
     from sysmetrics.warehouse import open_warehouse
 
+    url = ctx.settings.warehouse_url
+    if "://" not in url and not Path(url).exists():
+        raise click.ClickException(
+            f"no warehouse yet at {url}: the hourly job creates it ('sysmetrics batch run "
+            "--hour ...', 'batch backfill', or 'up'); SYSMETRICS_WAREHOUSE_URL names another"
+        )
     wh = open_warehouse(ctx.settings, read_only=True)
     try:
         rows = wh.native_query(statement)
@@ -870,7 +873,6 @@ def alert(
     from sysmetrics.stream.runtime import ConsumerRefused
 
     settings = _overridden(
-        ctx.settings,
         alert_rules=rules_path,
         alertmanager_url=alertmanager,
         alert_webhook_url=webhook,
@@ -920,15 +922,13 @@ def dashboard(ctx: Context, host: str | None, port: int | None) -> None:
     from sysmetrics.dashboard.app import serve
     from sysmetrics.dashboard.auth import DashboardAuthError, check_exposure
 
-    settings = ctx.settings
+    settings = _overridden(dashboard_host=host, dashboard_port=port)
     try:
-        check_exposure(settings, host or settings.dashboard_host)
+        check_exposure(settings, settings.dashboard_host)
     except DashboardAuthError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(
-        f"dashboard on http://{host or settings.dashboard_host}:{port or settings.dashboard_port}"
-    )
-    serve(settings, host, port)
+    click.echo(f"dashboard on http://{settings.dashboard_host}:{settings.dashboard_port}")
+    serve(settings)
 
 
 # --------------------------------------------------------------------------- up
@@ -994,7 +994,7 @@ def up(
 
         # A missing extra fails here, with what to install, not in a child restarted forever.
         importlib.import_module("sysmetrics.ingest.server")
-    settings = _writable_data_dir(_overridden(ctx.settings, metrics_port=metrics_port))
+    settings = _writable_data_dir(_overridden(metrics_port=metrics_port))
     pipeline = LocalPipeline.for_up(
         settings,
         simulate_hosts,

@@ -112,6 +112,29 @@ def test_a_data_directory_that_cannot_be_written_stops_each_service_with_one_cle
         assert "SYSMETRICS_DATA_DIR" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_a_bad_option_value_is_refused_as_the_same_environment_value_would_be(
+    tmp_path: Path,
+) -> None:
+    """Options override settings through the same checks (before 2026-12-03 they skipped
+    them: `collect --interval 0` divided by zero, `dashboard --port 99999` said it served and
+    served nothing); `query` before any hourly run says how to make the warehouse."""
+    env = {**os.environ, "SYSMETRICS_DATA_DIR": str(tmp_path / "data")}
+    refused = {
+        ("collect", "--print", "--interval", "0"): "SYSMETRICS_SAMPLE_INTERVAL_S",
+        ("consume", "--flush-records", "0"): "SYSMETRICS_FLUSH_RECORDS",
+        ("dashboard", "--port", "99999"): "SYSMETRICS_DASHBOARD_PORT",
+        ("ingest", "--port", "0"): "SYSMETRICS_INGEST_PORT",
+    }
+    for command, variable in refused.items():
+        result = run(list(command), env, tmp_path)
+        assert result.returncode == 1, (command, result.stderr)
+        assert result.stderr.startswith(f"Error: {variable}: Input should be"), result.stderr
+    query = run(["query", "SELECT 1"], env, tmp_path)
+    assert query.returncode == 1
+    assert "no warehouse yet at ./data/warehouse.duckdb" in query.stderr, query.stderr
+    assert "Traceback" not in query.stderr
+
+
 def test_sample_data_with_a_past_without_up(tmp_path: Path) -> None:
     """`simulate --history` gives the same simulated past that `up` writes, for any pipeline."""
     from datetime import UTC, datetime, timedelta

@@ -242,13 +242,13 @@ def create_app(
     )
 
 
-def serve(settings: Settings, host: str | None = None, port: int | None = None) -> None:
+def serve(settings: Settings) -> None:
     import uvicorn
 
-    check_exposure(settings, host or settings.dashboard_host)
+    check_exposure(settings, settings.dashboard_host)
     uvicorn.run(
         create_app(settings),
-        host=host or settings.dashboard_host,
-        port=port or settings.dashboard_port,
+        host=settings.dashboard_host,
+        port=settings.dashboard_port,
         log_level="warning",
     )
