@@ -1055,3 +1055,14 @@ def main() -> None:
             err=True,
         )
         sys.exit(1)
+    except OSError as exc:
+        from sysmetrics.lake.store import StoreError
+
+        if not isinstance(exc, StoreError):
+            raise
+        click.echo(
+            f"Error: {exc}\nThe lake (SYSMETRICS_LAKE_URL) cannot be reached: on gs:// or s3:// "
+            "check the network and the credentials, then run the command again (it is safe to)",
+            err=True,
+        )
+        sys.exit(1)

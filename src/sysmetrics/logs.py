@@ -9,10 +9,12 @@ FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def configure_logging(level: int) -> None:
-    """Log at ``level``; librdkafka's own lines only at debug (our code says what they mean)."""
+    """Log at ``level``; librdkafka's and gcsfs's own lines (gcsfs logs a traceback when its
+    retries run out) only at debug: our code says what they mean."""
     logging.basicConfig(level=level, format=FORMAT, stream=sys.stderr)
     if level > logging.DEBUG:
-        logging.getLogger("sysmetrics.kafka.client").setLevel(logging.CRITICAL)
+        for name in ("sysmetrics.kafka.client", "gcsfs"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 class RepeatedFailure:

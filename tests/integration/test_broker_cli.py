@@ -135,6 +135,22 @@ def test_a_bad_option_value_is_refused_as_the_same_environment_value_would_be(
     assert "Traceback" not in query.stderr
 
 
+def test_an_object_store_lake_that_cannot_be_reached_is_one_clear_error(tmp_path: Path) -> None:
+    """A gs:// lake whose service does not answer (gcsfs retries ~30 s): the lake commands
+    end with what failed and what to check, not an aiohttp traceback (before 2026-12-03)."""
+    env = {
+        **os.environ,
+        "SYSMETRICS_DATA_DIR": str(tmp_path / "data"),
+        "SYSMETRICS_LAKE_URL": "gs://fleet-lake/raw",
+        "SYSMETRICS_GCS_ENDPOINT": f"http://127.0.0.1:{free_port()}",
+    }
+    result = run(["lake", "stats"], env, tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.startswith("Error: cannot list gs://fleet-lake/raw/"), result.stderr
+    assert "The lake (SYSMETRICS_LAKE_URL) cannot be reached" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_sample_data_with_a_past_without_up(tmp_path: Path) -> None:
     """`simulate --history` gives the same simulated past that `up` writes, for any pipeline."""
     from datetime import UTC, datetime, timedelta

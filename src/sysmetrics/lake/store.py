@@ -198,6 +198,10 @@ class LakeStore:
             entries = self.fs.ls(self.full(rel_dir), detail=False)
         except FileNotFoundError:
             return []
+        except Exception as exc:
+            raise StoreError(
+                f"cannot list {self.uri(rel_dir)}: {type(exc).__name__}: {exc}"
+            ) from exc
         self.fs.invalidate_cache()
         return sorted(e.rstrip("/").rsplit("/", 1)[-1] for e in entries)
 
@@ -206,7 +210,13 @@ class LakeStore:
         self.calls["list"] += 1
         self.fs.invalidate_cache()
         prefix = len(self.root) + 1
-        return sorted(p[prefix:] for p in self.fs.glob(self.full(pattern)))
+        try:
+            found = self.fs.glob(self.full(pattern))
+        except Exception as exc:
+            raise StoreError(
+                f"cannot list {self.uri(pattern)}: {type(exc).__name__}: {exc}"
+            ) from exc
+        return sorted(p[prefix:] for p in found)
 
 
 def _fsync_dir(directory: Path) -> None:
