@@ -123,6 +123,12 @@ class Settings(BaseSettings):
         description="DuckDB memory limit (larger hours spill to disk beside the file)",
     )
     bigquery_endpoint: str | None = Field(None, description="BigQuery API endpoint (emulator)")
+    bigquery_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="how long a BigQuery call retries a service that does not answer before "
+        "the command fails (the client's own defaults: 10 minutes, 40 for a query, silently)",
+    )
     lookback_hours: int = Field(24, ge=0, description="late-data look-back of the hourly run")
     watermark_grace_s: float = Field(120.0, ge=0, description="wait after hour end")
     dag_retries: int = Field(3, ge=0, description="Airflow task retries (exponential backoff)")

@@ -151,6 +151,27 @@ def test_an_object_store_lake_that_cannot_be_reached_is_one_clear_error(tmp_path
     assert "Traceback" not in result.stderr
 
 
+def test_a_bigquery_warehouse_that_does_not_answer_fails_the_command_after_its_timeout(
+    tmp_path: Path,
+) -> None:
+    """Before 2026-12-03 `query` and `status` hung without a word for the client library's
+    10 to 40 minutes of retries; now `query` fails and `status` says why after
+    SYSMETRICS_BIGQUERY_TIMEOUT_S (the subprocess limit of 60 s is the hang check)."""
+    env = {
+        **os.environ,
+        "SYSMETRICS_DATA_DIR": str(tmp_path / "data"),
+        "SYSMETRICS_WAREHOUSE_URL": "bigquery://fleet/metrics",
+        "SYSMETRICS_BIGQUERY_ENDPOINT": f"http://127.0.0.1:{free_port()}",
+        "SYSMETRICS_BIGQUERY_TIMEOUT_S": "3",
+        "SYSMETRICS_BROKER_PORT": "1",
+    }
+    query = run(["query", "SELECT 1"], env, tmp_path)
+    assert query.returncode == 1
+    assert query.stderr.startswith("Error: query failed: Timeout of 3.0s exceeded"), query.stderr
+    status = run(["status"], env, tmp_path)
+    assert "warehouse    unavailable (RetryError: Timeout of 3.0s exceeded" in status.stdout
+
+
 def test_sample_data_with_a_past_without_up(tmp_path: Path) -> None:
     """`simulate --history` gives the same simulated past that `up` writes, for any pipeline."""
     from datetime import UTC, datetime, timedelta

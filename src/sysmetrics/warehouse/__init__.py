@@ -17,7 +17,9 @@ def open_warehouse(settings: Settings, read_only: bool = False) -> Warehouse:
         project, _, dataset = url.removeprefix("bigquery://").partition("/")
         if not project or not dataset:
             raise ValueError(f"SYSMETRICS_WAREHOUSE_URL={url}: use bigquery://PROJECT/DATASET")
-        return BigQueryWarehouse(project, dataset, settings.bigquery_endpoint)
+        return BigQueryWarehouse(
+            project, dataset, settings.bigquery_endpoint, settings.bigquery_timeout_s
+        )
     from sysmetrics.warehouse.duckdb import DuckDBWarehouse, WarehouseBusyError
 
     # DuckDB lets one process write a file, or several read it, at a time: a reader waits out

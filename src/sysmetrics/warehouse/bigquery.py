@@ -38,8 +38,11 @@ def _parameter(name: str, value: Any) -> Any:
 class BigQueryWarehouse(Warehouse):
     dialect = "bigquery"
 
-    def __init__(self, project: str, dataset: str, endpoint: str | None = None) -> None:
+    def __init__(
+        self, project: str, dataset: str, endpoint: str | None = None, timeout_s: float = 120.0
+    ) -> None:
         from google.cloud import bigquery
+        from google.cloud.bigquery.retry import DEFAULT_RETRY
 
         options: dict[str, Any] = {}
         if endpoint:  # an emulator: anonymous, plain HTTP
@@ -53,6 +56,11 @@ class BigQueryWarehouse(Warehouse):
         self.project, self.dataset = project, dataset
         self.client = bigquery.Client(project=project, **options)
         self._filesystem: Any = None
+        # Every call gets this: the client's defaults retry a service that does not answer
+        # for 10 minutes (a query's insert 10 more and its job up to 40, whatever ``retry``
+        # says, unless ``job_retry`` is None), and a command would hang that long, silently.
+        # A query job that fails fails its command; the hourly job's own retries run it again.
+        self._retry = DEFAULT_RETRY.with_timeout(timeout_s)
 
     def table(self, kind: str) -> str:
         return f"`{self.project}.{self.dataset}.{sql.TABLE_NAMES[kind]}`"
@@ -65,14 +73,19 @@ class BigQueryWarehouse(Warehouse):
         )
 
     def _execute(self, statement: str, params: dict[str, Any]) -> None:
-        self._start(statement, params).result()
+        self._start(statement, params).result(retry=self._retry, job_retry=None)
 
     def _rows(self, statement: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-        result = self._start(statement, params).result()
+        result = self._start(statement, params).result(retry=self._retry, job_retry=None)
         return [dict(row.items()) for row in result]
 
     def _start(self, statement: str, params: dict[str, Any]) -> Any:
-        self._running = self.client.query(statement, job_config=self._job_config(params))
+        self._running = self.client.query(
+            statement,
+            job_config=self._job_config(params),
+            retry=self._retry,
+            job_retry=None,
+        )
         return self._running
 
     def order_hour(self, hour: datetime) -> None:
@@ -87,11 +100,13 @@ class BigQueryWarehouse(Warehouse):
         from google.api_core.exceptions import NotFound
         from google.cloud import bigquery
 
-        self.client.create_dataset(f"{self.project}.{self.dataset}", exists_ok=True)
+        self.client.create_dataset(
+            f"{self.project}.{self.dataset}", exists_ok=True, retry=self._retry
+        )
         for kind, columns in sql.TABLE_COLUMNS.items():
             table_id = f"{self.project}.{self.dataset}.{sql.TABLE_NAMES[kind]}"
             try:
-                table = self.client.get_table(table_id)
+                table = self.client.get_table(table_id, retry=self._retry)
             except NotFound:
                 body = ", ".join(f"{name} {kind_}" for name, kind_ in columns)
                 extra = (
@@ -108,7 +123,7 @@ class BigQueryWarehouse(Warehouse):
             ]
             if missing:
                 table.schema = [*table.schema, *missing]
-                self.client.update_table(table, ["schema"])
+                self.client.update_table(table, ["schema"], retry=self._retry)
 
     def _stage(
         self, hour: datetime, file_uris: list[str], name: str, curated: str | None = None
@@ -135,7 +150,8 @@ class BigQueryWarehouse(Warehouse):
             # emulator the tests run reads key=value folders as extra hive columns, so a URI
             # load could not be checked here. One file of an hour: ~16x smaller than its JSON.
             with self._open(curated) as data:
-                self.client.load_table_from_file(data, staging, job_config=config).result()
+                job = self.client.load_table_from_file(data, staging, job_config=config)
+                job.result(retry=self._retry)
             disposition = bigquery.WriteDisposition.WRITE_APPEND
         if file_uris:
             config = bigquery.LoadJobConfig(
@@ -145,7 +161,9 @@ class BigQueryWarehouse(Warehouse):
                 ignore_unknown_values=True,
                 write_disposition=disposition,
             )
-            self.client.load_table_from_uri(file_uris, staging, job_config=config).result()
+            self.client.load_table_from_uri(
+                file_uris, staging, job_config=config, retry=self._retry
+            ).result(retry=self._retry)
         return staging
 
     def append_files(self, hour: datetime, file_uris: list[str], names: list[str]) -> Appended:
@@ -163,8 +181,8 @@ class BigQueryWarehouse(Warehouse):
             hosts = self._rows(f"SELECT DISTINCT host_id FROM `{staged}`", {})
             self.execute(sql.RECORD_LOADED_FILES, start=hour, files=names)
         finally:
-            self.client.delete_table(staging, not_found_ok=True)
-            self.client.delete_table(staged, not_found_ok=True)
+            self.client.delete_table(staging, not_found_ok=True, retry=self._retry)
+            self.client.delete_table(staged, not_found_ok=True, retry=self._retry)
         return Appended(after - before, frozenset(row["host_id"] for row in hosts))
 
     def load_hour(self, hour: datetime, file_uris: list[str], curated: str | None = None) -> int:
@@ -179,7 +197,7 @@ class BigQueryWarehouse(Warehouse):
                     {"start": hour},
                 )
             finally:
-                self.client.delete_table(staging, not_found_ok=True)
+                self.client.delete_table(staging, not_found_ok=True, retry=self._retry)
         return int(self.scalar("SELECT COUNT(*) FROM {raw} WHERE hour = @start", start=hour))
 
     def use_filesystem(self, filesystem: Any) -> None:
