@@ -116,3 +116,33 @@ def test_up_shows_this_machine_and_sigint_leaves_nothing_behind(tmp_path: Path) 
     assert len([p for p in pids if p]) == 8
     assert not [p for p in pids if p and pid_alive(p)], "processes left behind"
     assert not state_file.exists()
+
+
+def test_a_component_that_keeps_exiting_is_restarted_and_up_says_why(tmp_path: Path) -> None:
+    """The dashboard's port is taken: `up` restarts it with a growing delay and each restart
+    line carries the reason from the component's log, not only the log's path."""
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        env = {
+            **os.environ,
+            "SYSMETRICS_DATA_DIR": str(tmp_path / "data"),
+            "SYSMETRICS_BROKER_PORT": (port := str(free_port())),
+            "SYSMETRICS_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
+            "SYSMETRICS_DASHBOARD_PORT": str(holder.getsockname()[1]),
+            "SYSMETRICS_METRICS_PORT": "0",
+        }
+        up = subprocess.run(
+            [SYSMETRICS, "up", "--for", "15", "--no-collect", "--no-airflow"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+    assert up.returncode == 0, up.stderr[-3000:]
+    restarts = [line for line in up.stderr.splitlines() if "dashboard exited with" in line]
+    assert len(restarts) >= 2, up.stderr[-3000:]
+    assert all("address already in use): restarting (see" in line for line in restarts), restarts

@@ -240,9 +240,10 @@ class LocalPipeline:
                 if time.monotonic() - component.started_at < delay:
                     continue
                 log.warning(
-                    "%s exited with %s: restarting (see %s)",
+                    "%s exited with %s (%s): restarting (see %s)",
                     component.name,
                     code,
+                    _last_line(component.log_file) or "no output",
                     component.log_file,
                 )
                 component.restarts += 1
@@ -377,3 +378,17 @@ def stop_process_group(process: subprocess.Popen[bytes], grace_s: float = 20.0) 
             if not process_group_alive(pgid):
                 return
             time.sleep(0.2)
+
+
+def _last_line(log_file: Path | None) -> str:
+    """The last line a component wrote to its log: usually why it exited."""
+    if log_file is None:
+        return ""
+    try:
+        with log_file.open("rb") as fh:
+            fh.seek(max(0, log_file.stat().st_size - 4096))
+            lines = [line.strip() for line in fh.read().decode(errors="replace").splitlines()]
+    except OSError:
+        return ""
+    lines = [line for line in lines if line]
+    return lines[-1][:300] if lines else ""
