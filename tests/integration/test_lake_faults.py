@@ -177,6 +177,42 @@ def test_rebalance_between_two_writers_loses_and_duplicates_nothing(
     drain(broker_settings, log, {e.event_id for e in events})
 
 
+def test_a_writer_paused_past_its_session_loses_and_duplicates_nothing(
+    broker_settings: Settings, tmp_path: Path
+) -> None:
+    """A writer stopped (SIGSTOP: a paused VM, a stalled disk, swapping) for 20 s, past its
+    6-s session: the group gives its partitions to the other writer. Resumed (SIGCONT) with
+    records still in memory, a zombie must not leave a second copy of what the new owner wrote,
+    nor an intent that misleads the next owner: every event in exactly one file."""
+    events = simulated(30, START, 2400)  # 7200 events over 3 partitions
+    messages = as_messages(events)
+    log = tmp_path / "writers.log"
+    first = spawn_writer(broker_settings, log)
+    second = spawn_writer(broker_settings, log)
+
+    def feed() -> None:  # ~24 s of traffic: batches are being cut when the pause comes
+        for i in range(0, len(messages), 300):
+            produce(broker_settings, messages[i : i + 300])
+            time.sleep(1.0)
+
+    feeder = threading.Thread(target=feed)
+    try:
+        feeder.start()
+        time.sleep(5)
+        second.send_signal(signal.SIGSTOP)
+        time.sleep(20)
+        second.send_signal(signal.SIGCONT)
+        feeder.join(120)
+        time.sleep(10)
+    finally:
+        second.send_signal(signal.SIGCONT)
+        for writer in (first, second):
+            writer.send_signal(signal.SIGTERM)
+        for writer in (first, second):
+            assert writer.wait(timeout=60) == 0, log.read_text()[-3000:]
+    drain(broker_settings, log, {e.event_id for e in events})
+
+
 def test_storage_outage_of_60s_retries_and_commits_nothing_early(
     tansu_settings: Settings, tmp_path: Path
 ) -> None:

@@ -216,6 +216,13 @@ class AlertService:
             self._handled.pop(partition, None)
         self.evaluator.release(set(partitions))
 
+    def lost(self, partitions: list[int]) -> None:
+        """Their hosts are forgotten unsaved: their next owner restores them from the state
+        topic and reads again what this evaluator had not committed."""
+        for partition in partitions:
+            self._handled.pop(partition, None)
+        self.evaluator.release(set(partitions))
+
     def receive(self, messages: list[Message], received: datetime) -> None:
         assert self._producer is not None  # run() made it before consuming
         for message in messages:

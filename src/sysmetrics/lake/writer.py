@@ -184,6 +184,10 @@ class LakeWriter:
             # Not committed: the next owner re-reads these records (and the intent).
             log.warning("partitions revoked, batches not flushed (%s): discarded", exc)
 
+    def lost(self, partitions: list[int]) -> None:
+        for partition in partitions:
+            self._buffers.pop(partition, None)
+
     def receive(self, messages: list[Message], received: datetime) -> None:
         arrived = time.monotonic()
         for message in messages:

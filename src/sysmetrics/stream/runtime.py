@@ -21,11 +21,24 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from sysmetrics.config import Settings
 from sysmetrics.observability import Reading, counters
-from sysmetrics.stream.kafka_config import consumer_config, explain, explain_failure, is_refusal
+from sysmetrics.stream.kafka_config import (
+    SESSION_TIMEOUT_MS,
+    consumer_config,
+    explain,
+    explain_failure,
+    is_refusal,
+)
 
 log = logging.getLogger(__name__)
 
 LEAVE_TIMEOUT_S = 10.0
+
+STALL_S = SESSION_TIMEOUT_MS / 2000
+"""A poll that returns this much later than asked (the process stood still: SIGSTOP, a paused
+VM, swapping) may have outlived this member's session: the group may have fenced it."""
+SETTLE_S = 2.0
+"""After such a stall, messages are taken but no due work (flush, commit) is done for this
+long: two heartbeats, for librdkafka to learn of a fencing and report the partitions lost."""
 
 
 class ConsumerRefused(RuntimeError):
@@ -42,6 +55,12 @@ class Stage(Protocol):
     def revoked(self, partitions: list[int]) -> None:
         """These partitions go to another member: make durable and commit what was handled,
         then forget them. What is not committed is read again by the next owner."""
+
+    def lost(self, partitions: list[int]) -> None:
+        """These partitions were taken from this member without a revoke: it was fenced (its
+        session expired while the process stood still) and their next owner may be writing
+        them already. Forget them without making anything durable or committing: what was
+        not committed is the next owner's."""
 
     def receive(self, messages: list[Message], received: datetime) -> None:
         """One poll's messages (none has an error); ``received`` is when the poll returned."""
@@ -93,14 +112,31 @@ class ConsumerRuntime:
     def run(self, max_idle_s: float | None = None) -> None:
         """Consume until ``stop`` is set, or nothing arrived for ``max_idle_s`` while this
         member held partitions; then the stage finishes and the member leaves the group."""
-        self._consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        self._consumer.subscribe(
+            [self.topic],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
         last_message = time.monotonic()
         flowing = False
+        settle_until = 0.0
         try:
             while not self.stop.is_set():
                 # While messages flow, do not wait for a full batch: hand over what came.
                 timeout = 0.01 if flowing else self.stage.poll_timeout()
+                asked = time.monotonic()
                 polled = self._consumer.consume(self.batch, timeout=timeout)
+                if (returned := time.monotonic()) - asked - timeout > STALL_S:
+                    # A zombie must not write what the group may have given to another
+                    # member: the stage's due work waits until a fencing would be known.
+                    log.warning(
+                        "%s: this process stood still for %.0f s: checking that it still owns "
+                        "its partitions before writing",
+                        self.group,
+                        returned - asked - timeout,
+                    )
+                    settle_until = returned + SETTLE_S
                 flowing = bool(polled)
                 received = datetime.now(UTC).replace(microsecond=0)
                 messages = [m for m in polled if self._usable(m)]
@@ -114,7 +150,8 @@ class ConsumerRuntime:
                     refused = explain_failure(self.settings, probe_tls=False)
                     if refused is not None:
                         raise ConsumerRefused(refused)
-                self.stage.after_poll()
+                if time.monotonic() >= settle_until:
+                    self.stage.after_poll()
                 idle_since = max(last_message, self.assigned_at)
                 if not self.assigned:
                     last_message = time.monotonic()
@@ -220,6 +257,20 @@ class ConsumerRuntime:
         for partition in numbers:
             self.lag.pop(partition, None)
         log.info("%s: revoked partitions %s", self.group, numbers)
+
+    def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        numbers = sorted(tp.partition for tp in partitions)
+        self.stats.revocations += 1
+        self.stage.lost(numbers)
+        self.assigned.difference_update(numbers)
+        for partition in numbers:
+            self.lag.pop(partition, None)
+        log.warning(
+            "%s: partitions %s lost (this member was fenced): what it had not committed is "
+            "left to their next owner",
+            self.group,
+            numbers,
+        )
 
     def _leave_group(self) -> None:
         """Unsubscribe, serve the revocation (the stage saves what it must), then close. A
