@@ -20,6 +20,8 @@ import pytest
 from sysmetrics.config import Settings
 from sysmetrics.lake.store import LakeStore
 from sysmetrics.lake.writer import LakeWriter
+from tests.conftest import settings_for
+from tests.support.brokers import TestBroker
 from tests.support.events import as_messages, simulated
 from tests.support.kafka_io import SYSMETRICS, produce
 from tests.support.lake import event_id_counts, store_event_id_counts
@@ -178,12 +180,16 @@ def test_rebalance_between_two_writers_loses_and_duplicates_nothing(
 
 
 def test_a_writer_paused_past_its_session_loses_and_duplicates_nothing(
-    broker_settings: Settings, tmp_path: Path
+    apache_kafka_broker: TestBroker, tmp_path: Path
 ) -> None:
     """A writer stopped (SIGSTOP: a paused VM, a stalled disk, swapping) for 20 s, past its
     6-s session: the group gives its partitions to the other writer. Resumed (SIGCONT) with
     records still in memory, a zombie must not leave a second copy of what the new owner wrote,
-    nor an intent that misleads the next owner: every event in exactly one file."""
+    nor an intent that misleads the next owner: every event in exactly one file. Before
+    2026-12-03: 40 and 60 events in two files. Apache Kafka only: on Tansu a member that joins
+    after such a fencing waited the whole 5-min rebalance timeout in 3 of 7 runs (README,
+    Known limitations)."""
+    broker_settings = settings_for(apache_kafka_broker, tmp_path)
     events = simulated(30, START, 2400)  # 7200 events over 3 partitions
     messages = as_messages(events)
     log = tmp_path / "writers.log"
