@@ -107,6 +107,8 @@ class ConsumerRuntime:
         self.paused = False
         self.assigned_at = 0.0
         self.lag: dict[int, int] = {}
+        self._in_callbacks = 0.0
+        """Seconds the rebalance callbacks took inside the current poll."""
         self._consumer = Consumer(consumer_config(settings, group))
 
     def run(self, max_idle_s: float | None = None) -> None:
@@ -125,18 +127,12 @@ class ConsumerRuntime:
             while not self.stop.is_set():
                 # While messages flow, do not wait for a full batch: hand over what came.
                 timeout = 0.01 if flowing else self.stage.poll_timeout()
-                asked = time.monotonic()
+                asked, self._in_callbacks = time.monotonic(), 0.0
                 polled = self._consumer.consume(self.batch, timeout=timeout)
-                if (returned := time.monotonic()) - asked - timeout > STALL_S:
-                    # A zombie must not write what the group may have given to another
-                    # member: the stage's due work waits until a fencing would be known.
-                    log.warning(
-                        "%s: this process stood still for %.0f s: checking that it still owns "
-                        "its partitions before writing",
-                        self.group,
-                        returned - asked - timeout,
-                    )
-                    settle_until = returned + SETTLE_S
+                returned = time.monotonic()
+                # Late beyond what was asked and what the rebalance callbacks took (a stage
+                # may flush or read its state there): the process itself stood still.
+                late = returned - asked - timeout - self._in_callbacks
                 flowing = bool(polled)
                 received = datetime.now(UTC).replace(microsecond=0)
                 messages = [m for m in polled if self._usable(m)]
@@ -144,12 +140,23 @@ class ConsumerRuntime:
                     self.stats.messages += len(messages)
                     self.stage.receive(messages, received)
                     last_message = time.monotonic()
+                    late = max(late, last_message - returned)  # or while the stage took them
                 elif not self.ever_assigned:
                     # A refusal a client of these settings met in this process (a broker
                     # restarting may refuse for a moment: only before ever joining it counts).
                     refused = explain_failure(self.settings, probe_tls=False)
                     if refused is not None:
                         raise ConsumerRefused(refused)
+                if late > STALL_S:
+                    # A zombie must not write what the group may have given to another
+                    # member: the stage's due work waits until a fencing would be known.
+                    log.warning(
+                        "%s: this process stood still for %.0f s: checking that it still owns "
+                        "its partitions before writing",
+                        self.group,
+                        late,
+                    )
+                    settle_until = time.monotonic() + SETTLE_S
                 if time.monotonic() >= settle_until:
                     self.stage.after_poll()
                 idle_since = max(last_message, self.assigned_at)
@@ -241,6 +248,7 @@ class ConsumerRuntime:
         ]
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        began = time.monotonic()
         numbers = sorted(tp.partition for tp in partitions)
         self.assigned_at = time.monotonic()
         self.ever_assigned = True
@@ -248,8 +256,10 @@ class ConsumerRuntime:
         self.assigned.update(numbers)
         self.stage.assigned(numbers)
         log.info("%s: assigned partitions %s", self.group, numbers)
+        self._in_callbacks += time.monotonic() - began
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        began = time.monotonic()
         numbers = sorted(tp.partition for tp in partitions)
         self.stats.revocations += 1
         self.stage.revoked(numbers)
@@ -257,6 +267,7 @@ class ConsumerRuntime:
         for partition in numbers:
             self.lag.pop(partition, None)
         log.info("%s: revoked partitions %s", self.group, numbers)
+        self._in_callbacks += time.monotonic() - began
 
     def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         numbers = sorted(tp.partition for tp in partitions)
