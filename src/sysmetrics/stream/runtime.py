@@ -261,27 +261,27 @@ class ConsumerRuntime:
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         began = time.monotonic()
         numbers = sorted(tp.partition for tp in partitions)
-        self.stats.revocations += 1
         self.stage.revoked(numbers)
-        self.assigned.difference_update(numbers)
-        for partition in numbers:
-            self.lag.pop(partition, None)
+        self._forget(numbers)
         log.info("%s: revoked partitions %s", self.group, numbers)
         self._in_callbacks += time.monotonic() - began
 
     def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         numbers = sorted(tp.partition for tp in partitions)
-        self.stats.revocations += 1
         self.stage.lost(numbers)
-        self.assigned.difference_update(numbers)
-        for partition in numbers:
-            self.lag.pop(partition, None)
+        self._forget(numbers)
         log.warning(
             "%s: partitions %s lost (this member was fenced): what it had not committed is "
             "left to their next owner",
             self.group,
             numbers,
         )
+
+    def _forget(self, partitions: list[int]) -> None:
+        self.stats.revocations += 1
+        self.assigned.difference_update(partitions)
+        for partition in partitions:
+            self.lag.pop(partition, None)
 
     def _leave_group(self) -> None:
         """Unsubscribe, serve the revocation (the stage saves what it must), then close. A
