@@ -212,9 +212,7 @@ class AlertService:
     def revoked(self, partitions: list[int]) -> None:
         """State and offsets of these partitions are saved, then their hosts forgotten."""
         self._commit()
-        for partition in partitions:
-            self._handled.pop(partition, None)
-        self.evaluator.release(set(partitions))
+        self.lost(partitions)
 
     def lost(self, partitions: list[int]) -> None:
         """Their hosts are forgotten unsaved: their next owner restores them from the state

@@ -248,9 +248,8 @@ class ConsumerRuntime:
         ]
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        began = time.monotonic()
+        began = self.assigned_at = time.monotonic()
         numbers = sorted(tp.partition for tp in partitions)
-        self.assigned_at = time.monotonic()
         self.ever_assigned = True
         self.stats.assignments += 1
         self.assigned.update(numbers)

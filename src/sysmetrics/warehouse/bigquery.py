@@ -73,20 +73,19 @@ class BigQueryWarehouse(Warehouse):
         )
 
     def _execute(self, statement: str, params: dict[str, Any]) -> None:
-        self._start(statement, params).result(retry=self._retry, job_retry=None)
+        self._result(statement, params)
 
     def _rows(self, statement: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-        result = self._start(statement, params).result(retry=self._retry, job_retry=None)
-        return [dict(row.items()) for row in result]
+        return [dict(row.items()) for row in self._result(statement, params)]
 
-    def _start(self, statement: str, params: dict[str, Any]) -> Any:
+    def _result(self, statement: str, params: dict[str, Any]) -> Any:
         self._running = self.client.query(
             statement,
             job_config=self._job_config(params),
             retry=self._retry,
             job_retry=None,
         )
-        return self._running
+        return self._running.result(retry=self._retry, job_retry=None)
 
     def order_hour(self, hour: datetime) -> None:
         """Nothing to do: BigQuery prunes by the table's clustering, not by insertion order."""
@@ -181,8 +180,8 @@ class BigQueryWarehouse(Warehouse):
             hosts = self._rows(f"SELECT DISTINCT host_id FROM `{staged}`", {})
             self.execute(sql.RECORD_LOADED_FILES, start=hour, files=names)
         finally:
-            self.client.delete_table(staging, not_found_ok=True, retry=self._retry)
-            self.client.delete_table(staged, not_found_ok=True, retry=self._retry)
+            self._drop(staging)
+            self._drop(staged)
         return Appended(after - before, frozenset(row["host_id"] for row in hosts))
 
     def load_hour(self, hour: datetime, file_uris: list[str], curated: str | None = None) -> int:
@@ -197,8 +196,11 @@ class BigQueryWarehouse(Warehouse):
                     {"start": hour},
                 )
             finally:
-                self.client.delete_table(staging, not_found_ok=True, retry=self._retry)
+                self._drop(staging)
         return int(self.scalar("SELECT COUNT(*) FROM {raw} WHERE hour = @start", start=hour))
+
+    def _drop(self, table: str) -> None:
+        self.client.delete_table(table, not_found_ok=True, retry=self._retry)
 
     def use_filesystem(self, filesystem: Any) -> None:
         """BigQuery reads raw gs:// files itself; curated files are uploaded through this."""
