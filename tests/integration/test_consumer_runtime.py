@@ -1,6 +1,6 @@
 """The consumer runtime the lake writer and the alert evaluator share: a member SIGTERM'd while
 another joins the group (an incremental rebalance under way) leaves and exits in time, and so
-does the joining one."""
+does the joining one; the time a rebalance holds a poll is not counted as listening."""
 
 from __future__ import annotations
 
@@ -10,10 +10,13 @@ import subprocess
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from threading import Event
 
 import pytest
+from confluent_kafka import Message
 
 from sysmetrics.config import Settings
+from sysmetrics.stream.runtime import ConsumerRuntime
 from tests.support.events import as_messages, simulated
 from tests.support.kafka_io import SYSMETRICS, produce
 from tests.support.waiting import wait_for
@@ -74,3 +77,49 @@ def test_sigterm_while_a_second_member_joins_exits_both_in_time(
             if process is not None and process.poll() is None:
                 process.kill()
                 process.wait()
+
+
+class _SlowToTakeOver:
+    """A stage whose takeover holds the poll, as the alert evaluator's reading of its state
+    topic does."""
+
+    def __init__(self) -> None:
+        self.messages = 0
+
+    def assigned(self, partitions: list[int]) -> None:
+        time.sleep(3.0)
+
+    def revoked(self, partitions: list[int]) -> None:
+        return None
+
+    def lost(self, partitions: list[int]) -> None:
+        return None
+
+    def receive(self, messages: list[Message], received: datetime) -> None:
+        self.messages += len(messages)
+
+    def after_poll(self) -> None:
+        return None
+
+    def poll_timeout(self) -> float:
+        return 0.2
+
+    def finish(self) -> None:
+        return None
+
+
+def test_the_time_a_rebalance_callback_holds_the_poll_is_not_listening_time(
+    tansu_settings: Settings,
+) -> None:
+    """The listening clock (what the evaluator times a host's silence on) stands still while
+    the member can take no message: the 3 s its takeover held the poll."""
+    events = simulated(5, datetime(2026, 11, 30, tzinfo=UTC), 50)
+    produce(tansu_settings, as_messages(events))
+    stage = _SlowToTakeOver()
+    runtime = ConsumerRuntime(
+        tansu_settings, tansu_settings.topic, tansu_settings.consumer_group, stage, Event()
+    )
+    runtime.run(max_idle_s=5.0)
+    assert stage.messages == len(events)
+    assert 3.0 <= runtime.deaf_s < 4.0
+    assert time.monotonic() - runtime.listening_clock() == pytest.approx(runtime.deaf_s, abs=0.01)

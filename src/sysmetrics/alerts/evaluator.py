@@ -5,15 +5,15 @@ it has held for ``for`` of event time (the samples' own timestamps, so a backlog
 an outage gives the same alerts), and *resolved* at the first sample where it no longer holds,
 or, with ``keep_firing_for``, once that long has passed since that first sample (Prometheus'
 ``KeepFiringSince``; the tests check these times with `promtool test rules`). An absent rule
-(host down) runs on the wall clock: it fires when a host's last sample arrived more than
-``intervals`` of its sample interval ago (never less than ``HOST_DOWN_MIN_SILENCE_S``) and
-resolves when the host reports again.
+(host down) runs on the evaluator's clock: it fires when the evaluator, listening, heard no
+sample of a host for ``intervals`` of its sample interval (never less than
+``HOST_DOWN_MIN_SILENCE_S``) and resolves when the host reports again.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -95,7 +95,7 @@ class KnownHost:
 class _Seen:
     hostname: str
     interval_s: float
-    arrived: float  # time.monotonic() of the host's last sample: a wall-clock step is no silence
+    arrived: float  # the evaluator's clock at the host's last sample
     partition: int | None = None
 
 
@@ -106,6 +106,9 @@ class Evaluator:
     forget_after_s: float = 7 * 86_400.0
     """A host down this long is forgotten (its host-down alert resolves): a machine taken out
     of service does not page forever, across restarts too (the alert's firing time is kept)."""
+    clock: Callable[[], float] = time.monotonic
+    """What silences are timed on: monotonic, so a step of the wall clock (NTP, a resumed VM)
+    is no silence; the service's stands still while its consumer cannot take messages."""
     alerts: dict[str, Alert] = field(default_factory=dict)
     seen: dict[str, _Seen] = field(default_factory=dict)
     hosts_forgotten: set[str] = field(default_factory=set)
@@ -121,10 +124,10 @@ class Evaluator:
         self, alerts: list[Alert], hosts: Sequence[KnownHost] = (), now: float | None = None
     ) -> None:
         """State saved by an earlier evaluator (the state topic): no re-page, no lost resolve.
-        Hosts known from it count as heard from ``now`` (``time.monotonic()``): one that stays
+        Hosts known from it count as heard from ``now`` (``clock``'s): one that stays
         silent is paged ``intervals`` of its interval later."""
         self.alerts.update({a.fingerprint: a for a in alerts})
-        arrived = time.monotonic() if now is None else now
+        arrived = self.clock() if now is None else now
         for host in hosts:
             if host.host_id not in self.seen:
                 self.seen[host.host_id] = _Seen(
@@ -152,12 +155,12 @@ class Evaluator:
     ) -> list[Change]:
         """The firing and resolved changes this sample makes; alerts whose resume point
         (pending start, keep_firing_for window) changed without one go to ``state_changed``.
-        ``arrived``: when it arrived on ``time.monotonic()``."""
+        ``arrived``: when it arrived on ``clock``."""
         host = event.host
         host_id, ts, alerts = host.host_id, event.ts, self.alerts
         changes: list[Change] = []
         interval_s = event.interval_s or self.default_interval_s
-        now = time.monotonic() if arrived is None else arrived
+        now = self.clock() if arrived is None else arrived
         seen = self.seen.get(host_id)
         if (
             seen is None
@@ -206,10 +209,10 @@ class Evaluator:
 
     def check_absent(self, now: float | None = None, wall: float | None = None) -> list[Change]:
         """Host-down rules for every host this evaluator has seen: silences on ``now``
-        (``time.monotonic()``, as ``observe``'s ``arrived``), so a step of the wall clock (NTP,
-        a resumed VM) pages no host and delays no page; alerts stamped and forgotten on
-        ``wall`` (``time.time()``)."""
-        now = time.monotonic() if now is None else now
+        (``clock``'s, as ``observe``'s ``arrived``), so a step of the wall clock (NTP, a
+        resumed VM) pages no host and delays no page; alerts stamped and forgotten on ``wall``
+        (``time.time()``)."""
+        now = self.clock() if now is None else now
         wall = time.time() if wall is None else wall
         changes = []
         for rule in self._absent:

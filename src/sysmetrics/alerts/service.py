@@ -109,9 +109,6 @@ class AlertService:
         self.settings = settings
         self.rules = rules or load_rules(settings.alert_rules)
         self.by_name = {r.name: r for r in self.rules}
-        self.evaluator = Evaluator(
-            self.rules, settings.sample_interval_s, settings.alert_forget_host_days * 86_400
-        )
         self.outbox = Outbox(settings.alertmanager_url, settings.alert_webhook_url)
         self.stop = threading.Event()
         self.stats = AlertStats()
@@ -126,6 +123,14 @@ class AlertService:
         self._producer: Producer | None = None
         self.runtime = ConsumerRuntime(
             settings, settings.topic, settings.alert_consumer_group, self, self.stop
+        )
+        # Silences are timed while the consumer can listen: a rebalance that holds it (reading
+        # the state topic) or a stall is not the hosts' silence.
+        self.evaluator = Evaluator(
+            self.rules,
+            settings.sample_interval_s,
+            settings.alert_forget_host_days * 86_400,
+            clock=self.runtime.listening_clock,
         )
 
     def run(self) -> AlertStats:
@@ -191,6 +196,8 @@ class AlertService:
     # ------------------------------------------------------------------ the runtime's stage
     def assigned(self, partitions: list[int]) -> None:
         """Take over the alerts of the hosts on these partitions from the state topic."""
+        if not partitions:  # an incremental rebalance that gave this member nothing new
+            return
         owned = set(partitions)
         if self._producer is not None:
             self._producer.flush(30)

@@ -109,6 +109,9 @@ class ConsumerRuntime:
         self.lag: dict[int, int] = {}
         self._in_callbacks = 0.0
         """Seconds the rebalance callbacks took inside the current poll."""
+        self.deaf_s = 0.0
+        """Seconds the polls returned later than they asked (the rebalance callbacks, a stall):
+        time in which this member could take no message."""
         self._consumer = Consumer(consumer_config(settings, group))
 
     def run(self, max_idle_s: float | None = None) -> None:
@@ -130,6 +133,7 @@ class ConsumerRuntime:
                 asked, self._in_callbacks = time.monotonic(), 0.0
                 polled = self._consumer.consume(self.batch, timeout=timeout)
                 returned = time.monotonic()
+                self.deaf_s += max(self._in_callbacks, returned - asked - timeout)
                 # Late beyond what was asked and what the rebalance callbacks took (a stage
                 # may flush or read its state there): the process itself stood still.
                 late = returned - asked - timeout - self._in_callbacks
@@ -178,6 +182,11 @@ class ConsumerRuntime:
             self.stats.errors += 1
             log.warning("consumer error: %s", error.str())
         return False
+
+    def listening_clock(self) -> float:
+        """``time.monotonic()`` less the time this member could take no message: a stage that
+        times a host's silence on it does not count its own deafness as the host's."""
+        return time.monotonic() - self.deaf_s
 
     def commit(self, next_offsets: dict[int, int]) -> None:
         """Commit these partitions' next offsets synchronously; raises KafkaException."""
@@ -266,6 +275,7 @@ class ConsumerRuntime:
         self._in_callbacks += time.monotonic() - began
 
     def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        began = time.monotonic()
         numbers = sorted(tp.partition for tp in partitions)
         self.stage.lost(numbers)
         self._forget(numbers)
@@ -275,6 +285,7 @@ class ConsumerRuntime:
             self.group,
             numbers,
         )
+        self._in_callbacks += time.monotonic() - began
 
     def _forget(self, partitions: list[int]) -> None:
         self.stats.revocations += 1
