@@ -37,8 +37,9 @@ def run(settings: CollectorSettings, max_samples: int | None) -> str:
         producer = run_collector(settings, stop, max_samples, metrics=metrics)
     finally:
         metrics.close()
+    collected = producer.stats.spooled + producer.stats.refused
     return (
-        f"collected {producer.stats.spooled + producer.stats.refused} samples, "
+        f"collected {collected} sample{'' if collected == 1 else 's'}, "
         f"delivered {producer.stats.delivered}, {producer.spool.pending} waiting in the spool, "
         f"{producer.spool.dropped} dropped, {producer.stats.refused} not spooled (a full disk), "
         f"{producer.stats.lost} lost"
