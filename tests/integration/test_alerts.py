@@ -419,6 +419,65 @@ def test_an_evaluator_paused_past_its_session_pages_no_host_down(
     assert read_state(state, 30) == []
 
 
+def test_a_broker_outage_pages_no_host_down_but_the_one_that_did_not_come_back(
+    restartable_broker: TestBroker, tmp_path: Path
+) -> None:
+    """Kafka down for 30 s: the evaluator hears no host for five times their 6-s window (a
+    sample every 2 s), yet none is down: it must not page the fleet (a page per host for one
+    broker). It loses its partitions when its session lapses (librdkafka) and takes them
+    back, with the hosts known from the state topic, once the broker returns: so the one host
+    that does not come back is still paged, and no other."""
+    settings = settings_for(restartable_broker, tmp_path)
+    receiver = Receiver()
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    env = evaluator_env(
+        settings, tmp_path, f"http://127.0.0.1:{receiver.server_port}/", HOST_DOWN_ONLY
+    )
+    hosts = [f"edge-{n}" for n in range(6)]
+    sending, feeding = set(hosts), threading.Lock()
+    running = threading.Event()
+    running.set()
+
+    def feed() -> None:  # the hosts' collectors (they would spool while the broker is down)
+        seq = 0
+        while running.is_set():
+            with feeding:
+                now = datetime.now(UTC)
+                samples = [event(h, now, 20.0, seq=seq, interval_s=2.0) for h in sorted(sending)]
+                if samples:
+                    produce(settings, as_messages(samples))
+                seq += 1
+            time.sleep(2.0)
+
+    log = tmp_path / "alert.log"
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    with log.open("wb") as out:
+        evaluator = subprocess.Popen([SYSMETRICS, "alert"], env=env, stdout=out, stderr=out)
+    try:
+        wait_for(lambda: "assigned partitions [" in log.read_text(), 60, "the evaluator's join")
+        time.sleep(6)
+        with feeding:
+            sending.clear()
+        restartable_broker.stop()
+        time.sleep(30)
+        restartable_broker.start()
+        with feeding:
+            sending.update(hosts[:-1])  # edge-5 stays down
+        wait_for(lambda: receiver.statuses("HostDown"), 60, "edge-5's page")
+        time.sleep(5)
+    finally:
+        evaluator.send_signal(signal.SIGTERM)
+        evaluator.wait(60)
+        running.clear()
+        feeder.join(60)
+        receiver.shutdown()
+    paged = [
+        (a["labels"]["host_id"], a["status"]) for n in receiver.notifications for a in n["alerts"]
+    ]
+    assert paged == [("edge-5", "firing")], log.read_text()[-3000:]
+
+
 KEEP_FIRING = """
 [[rule]]
 name = "HighCpu"

@@ -119,6 +119,7 @@ class AlertService:
         )
         self._last_commit = time.monotonic()
         self._last_absent_check = 0.0
+        self._brokers_answer = True
         self._handled: dict[int, int] = {}  # partition -> next offset, not yet committed
         self._producer: Producer | None = None
         self.runtime = ConsumerRuntime(
@@ -185,6 +186,12 @@ class AlertService:
                 len(self.outbox.pending),
             ),
             Reading(
+                "sysmetrics_alert_brokers_answering",
+                "gauge",
+                "1 while the brokers of its partitions answer; 0: no host is judged down",
+                int(self._brokers_answer),
+            ),
+            Reading(
                 "sysmetrics_alert_delivered_total",
                 "counter",
                 "alerts the receiver accepted",
@@ -240,7 +247,10 @@ class AlertService:
         assert self._producer is not None
         if time.monotonic() - self._last_absent_check >= ABSENT_CHECK_EVERY_S:
             self._last_absent_check = time.monotonic()
-            self._publish(self.evaluator.check_absent(), self._producer)
+            # Unanswered, the brokers' silence is not the hosts': no host is judged meanwhile.
+            self._brokers_answer = self.runtime.leaders_answer()
+            if self._brokers_answer:
+                self._publish(self.evaluator.check_absent(), self._producer)
         self._forget_hosts(self._producer)
         self._resend()
         self.outbox.flush()

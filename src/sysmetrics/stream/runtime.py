@@ -17,7 +17,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 from sysmetrics.config import Settings
 from sysmetrics.observability import Reading, counters
@@ -39,6 +46,8 @@ VM, swapping) may have outlived this member's session: the group may have fenced
 SETTLE_S = 2.0
 """After such a stall, messages are taken but no due work (flush, commit) is done for this
 long: two heartbeats, for librdkafka to learn of a fencing and report the partitions lost."""
+ANSWER_TIMEOUT_S = 1.0
+"""How long the leaders of a member's partitions may take to tell their end offsets."""
 
 
 class ConsumerRefused(RuntimeError):
@@ -110,8 +119,10 @@ class ConsumerRuntime:
         self._in_callbacks = 0.0
         """Seconds the rebalance callbacks took inside the current poll."""
         self.deaf_s = 0.0
-        """Seconds the polls returned later than they asked (the rebalance callbacks, a stall):
-        time in which this member could take no message."""
+        """Seconds in which this member could take no message: its polls returned later than
+        they asked (the rebalance callbacks, a stall), its partitions' leaders did not answer."""
+        self._unanswered_since: float | None = None
+        self._answered_at = time.monotonic()
         self._consumer = Consumer(consumer_config(settings, group))
 
     def run(self, max_idle_s: float | None = None) -> None:
@@ -133,7 +144,8 @@ class ConsumerRuntime:
                 asked, self._in_callbacks = time.monotonic(), 0.0
                 polled = self._consumer.consume(self.batch, timeout=timeout)
                 returned = time.monotonic()
-                self.deaf_s += max(self._in_callbacks, returned - asked - timeout)
+                if self._unanswered_since is None:  # else counted whole by leaders_answer()
+                    self.deaf_s += max(self._in_callbacks, returned - asked - timeout)
                 # Late beyond what was asked and what the rebalance callbacks took (a stage
                 # may flush or read its state there): the process itself stood still.
                 late = returned - asked - timeout - self._in_callbacks
@@ -185,8 +197,46 @@ class ConsumerRuntime:
 
     def listening_clock(self) -> float:
         """``time.monotonic()`` less the time this member could take no message: a stage that
-        times a host's silence on it does not count its own deafness as the host's."""
-        return time.monotonic() - self.deaf_s
+        times a host's silence on it does not count its own deafness as the host's. It stands
+        still while the partitions' leaders do not answer (see :meth:`leaders_answer`)."""
+        now = time.monotonic()
+        unanswered = 0.0 if self._unanswered_since is None else now - self._unanswered_since
+        return now - self.deaf_s - unanswered
+
+    def leaders_answer(self) -> bool:
+        """Ask the leaders of this member's partitions for their end offsets (a round trip
+        each, at most ``ANSWER_TIMEOUT_S``). While they do not (the broker is down, or
+        unreachable from here), this member hears nothing however it polls: from their last
+        answer to their next, its listening clock stands still."""
+        partitions = [TopicPartition(self.topic, p, OFFSET_END) for p in sorted(self.assigned)]
+        if not partitions:
+            return True
+        try:
+            told = self._consumer.offsets_for_times(partitions, timeout=ANSWER_TIMEOUT_S)
+            answered = all(tp.error is None for tp in told)
+        except KafkaException:
+            answered = False
+        now = time.monotonic()
+        if not answered:
+            if self._unanswered_since is None:
+                self._unanswered_since = self._answered_at
+                log.warning(
+                    "%s: the brokers of partitions %s do not answer: what needs to hear from "
+                    "the hosts (host-down checks) waits until they do",
+                    self.group,
+                    sorted(self.assigned),
+                )
+            return False
+        if self._unanswered_since is not None:
+            log.warning(
+                "%s: the brokers answer again after %.0f s",
+                self.group,
+                now - self._unanswered_since,
+            )
+            self.deaf_s += now - self._unanswered_since
+            self._unanswered_since = None
+        self._answered_at = now
+        return True
 
     def commit(self, next_offsets: dict[int, int]) -> None:
         """Commit these partitions' next offsets synchronously; raises KafkaException."""

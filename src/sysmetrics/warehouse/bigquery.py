@@ -61,6 +61,7 @@ class BigQueryWarehouse(Warehouse):
         # says, unless ``job_retry`` is None), and a command would hang that long, silently.
         # A query job that fails fails its command; the hourly job's own retries run it again.
         self._retry = DEFAULT_RETRY.with_timeout(timeout_s)
+        self._timeout_s = timeout_s
 
     def table(self, kind: str) -> str:
         return f"`{self.project}.{self.dataset}.{sql.TABLE_NAMES[kind]}`"
@@ -149,7 +150,15 @@ class BigQueryWarehouse(Warehouse):
             # emulator the tests run reads key=value folders as extra hive columns, so a URI
             # load could not be checked here. One file of an hour: ~16x smaller than its JSON.
             with self._open(curated) as data:
-                job = self.client.load_table_from_file(data, staging, job_config=config)
+                # An upload takes no ``retry``: its own two retries get a third of the bound
+                # each, so it gives up after about as long as any other call.
+                job = self.client.load_table_from_file(
+                    data,
+                    staging,
+                    job_config=config,
+                    num_retries=2,
+                    timeout=self._timeout_s / 3,
+                )
                 job.result(retry=self._retry)
             disposition = bigquery.WriteDisposition.WRITE_APPEND
         if file_uris:
