@@ -126,7 +126,7 @@ class AlertService:
             settings, settings.topic, settings.alert_consumer_group, self, self.stop
         )
         # Silences are timed while the consumer can listen: a rebalance that holds it (reading
-        # the state topic) or a stall is not the hosts' silence.
+        # the state topic), a stall or brokers that do not answer are not the hosts' silence.
         self.evaluator = Evaluator(
             self.rules,
             settings.sample_interval_s,

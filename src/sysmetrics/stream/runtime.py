@@ -2,10 +2,11 @@
 
 The runtime owns what is the same for every stage: subscribing, polling in batches, the
 rebalance callbacks, a refusal said once in one line, committing the offsets the stage names
-once the stage says they are durable, pausing, leaving the group before closing, and the
-consumer's own numbers for /metrics. A stage owns only what it does with messages: it is
-handed each batch, told when partitions come and go (to flush or save, then forget them), and
-asked after every poll to do its due work, committing through :meth:`ConsumerRuntime.commit`.
+once the stage says they are durable, pausing, leaving the group before closing, the
+consumer's own numbers for /metrics, and a clock of the time it could listen. A stage owns
+only what it does with messages: it is handed each batch, told when partitions come and go
+(to flush or save, then forget them), and asked after every poll to do its due work,
+committing through :meth:`ConsumerRuntime.commit`.
 """
 
 from __future__ import annotations
