@@ -10,12 +10,14 @@ import subprocess
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from threading import Event
+from threading import Event, Thread
 
 import pytest
 from confluent_kafka import Message
 
-from sysmetrics.config import Settings
+from sysmetrics.config import Settings, load_settings
+from sysmetrics.stream.admin import ensure_topic
+from sysmetrics.stream.broker import EmbeddedBroker, free_port
 from sysmetrics.stream.runtime import ConsumerRuntime
 from tests.support.events import as_messages, simulated
 from tests.support.kafka_io import SYSMETRICS, produce
@@ -79,15 +81,16 @@ def test_sigterm_while_a_second_member_joins_exits_both_in_time(
                 process.wait()
 
 
-class _SlowToTakeOver:
-    """A stage whose takeover holds the poll, as the alert evaluator's reading of its state
-    topic does."""
+class _Counting:
+    """A stage that counts what it is handed; its takeover holds the poll ``takeover_s``, as
+    the alert evaluator's reading of its state topic does."""
 
-    def __init__(self) -> None:
+    def __init__(self, takeover_s: float = 0.0) -> None:
         self.messages = 0
+        self.takeover_s = takeover_s
 
     def assigned(self, partitions: list[int]) -> None:
-        time.sleep(3.0)
+        time.sleep(self.takeover_s)
 
     def revoked(self, partitions: list[int]) -> None:
         return None
@@ -115,7 +118,7 @@ def test_the_time_a_rebalance_callback_holds_the_poll_is_not_listening_time(
     the member can take no message: the 3 s its takeover held the poll."""
     events = simulated(5, datetime(2026, 11, 30, tzinfo=UTC), 50)
     produce(tansu_settings, as_messages(events))
-    stage = _SlowToTakeOver()
+    stage = _Counting(takeover_s=3.0)
     runtime = ConsumerRuntime(
         tansu_settings, tansu_settings.topic, tansu_settings.consumer_group, stage, Event()
     )
@@ -123,3 +126,47 @@ def test_the_time_a_rebalance_callback_holds_the_poll_is_not_listening_time(
     assert stage.messages == len(events)
     assert 3.0 <= runtime.deaf_s < 4.0
     assert time.monotonic() - runtime.listening_clock() == pytest.approx(runtime.deaf_s, abs=0.01)
+
+
+class _AskingTheLeaders(_Counting):
+    """After every poll it asks, as the alert evaluator does, whether its partitions' leaders
+    answer, and notes the answer with the listening clock's reading."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.runtime: ConsumerRuntime | None = None
+        self.answers: list[tuple[float, bool, float]] = []  # monotonic, answered, clock
+
+    def after_poll(self) -> None:
+        assert self.runtime is not None
+        answered = self.runtime.leaders_answer()
+        self.answers.append((time.monotonic(), answered, self.runtime.listening_clock()))
+
+
+def test_the_listening_clock_stands_still_while_the_leaders_do_not_answer(tmp_path: Path) -> None:
+    """Its own broker, stopped under a running member: the leaders' end offsets go unanswered
+    and the listening clock stands still (an evaluator judges no host meanwhile)."""
+    broker = EmbeddedBroker(tmp_path / "broker", free_port())
+    broker.start()
+    settings = load_settings(
+        bootstrap_servers=broker.bootstrap, topic="listening", data_dir=tmp_path / "data"
+    )
+    ensure_topic(settings)
+    stop = Event()
+    stage = _AskingTheLeaders()
+    runtime = stage.runtime = ConsumerRuntime(settings, settings.topic, "listening", stage, stop)
+    member = Thread(target=runtime.run)
+    member.start()
+    try:
+        wait_for(lambda: any(answered for _, answered, _ in stage.answers), 30, "an answer")
+        broker.stop()
+        stopped = time.monotonic()
+        time.sleep(4.0)  # within the 6-s session: the member still holds its partitions
+    finally:
+        stop.set()
+        member.join(60)
+        broker.stop()
+    unanswered = [(at, clock) for at, answered, clock in stage.answers if not answered]
+    assert unanswered and unanswered[-1][0] - unanswered[0][0] >= 2.0
+    assert unanswered[0][0] - stopped < 1.0
+    assert unanswered[-1][1] - unanswered[0][1] < 0.05, "the clock must stand still"

@@ -208,7 +208,9 @@ class ConsumerRuntime:
         """Ask the leaders of this member's partitions for their end offsets (a round trip
         each, at most ``ANSWER_TIMEOUT_S``). While they do not (the broker is down, or
         unreachable from here), this member hears nothing however it polls: from their last
-        answer to their next, its listening clock stands still."""
+        answer to their next, its listening clock stands still. Only from the polling thread
+        (a stage's ``after_poll``): asked from another thread while this one was in
+        ``consume``, the lookup outwaited its timeout indefinitely (confluent-kafka 2.16.1)."""
         partitions = [TopicPartition(self.topic, p, OFFSET_END) for p in sorted(self.assigned)]
         if not partitions:
             return True
