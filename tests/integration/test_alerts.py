@@ -480,6 +480,84 @@ def test_a_broker_outage_pages_no_host_down_but_the_one_that_did_not_come_back(
     assert paged == [("edge-5", "firing")], log.read_text()[-3000:]
 
 
+def state_records_refused(settings: Settings, refused: bool) -> None:
+    """The broker refuses every record of the alert state topic (each larger than its
+    ``max.message.bytes``), or takes them again."""
+    from confluent_kafka.admin import (
+        AdminClient,
+        AlterConfigOpType,
+        ConfigEntry,
+        ConfigResource,
+        ResourceType,
+    )
+
+    operation = AlterConfigOpType.SET if refused else AlterConfigOpType.DELETE
+    entry = ConfigEntry("max.message.bytes", "64", incremental_operation=operation)
+    topic = ConfigResource(
+        ResourceType.TOPIC, settings.alert_state_topic, incremental_configs=[entry]
+    )
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    for future in admin.incremental_alter_configs([topic]).values():
+        future.result(30)
+
+
+def test_state_the_broker_refuses_holds_the_offsets_back(
+    apache_kafka_broker: TestBroker, tmp_path: Path
+) -> None:
+    """State first, offsets after: while the broker refuses the state records, the evaluator
+    pages as usual but commits nothing, so after a kill -9 the next one reads the samples
+    again and rebuilds what was not saved. A host hot for 3 minutes (pending, saved); the
+    state topic then refuses records; it stays hot until it fires; kill -9; the topic takes
+    records again; the host cools: one page, and its resolve. Before 2026-12-03 the refusal
+    went unseen and the offsets were committed: the next evaluator restored the pending alert,
+    never learnt of the page, and sent no resolve."""
+    settings = settings_for(apache_kafka_broker, tmp_path)
+    receiver, env = webhook_and_env(settings, tmp_path, HIGH_CPU_ONLY)
+    settings = settings.model_copy(
+        update={"alert_state_topic": env["SYSMETRICS_ALERT_STATE_TOPIC"]}
+    )
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=20)
+
+    def samples(first: int, last: int, cpu: float) -> list[tuple[bytes | None, bytes | None]]:
+        return as_messages(
+            [
+                event("db-9", start + timedelta(seconds=10 * i), cpu, seq=i)
+                for i in range(first, last)
+            ]
+        )
+
+    def spawn(name: str) -> subprocess.Popen[bytes]:
+        with (tmp_path / f"{name}.log").open("wb") as log:
+            return subprocess.Popen([SYSMETRICS, "alert"], env=env, stdout=log, stderr=log)
+
+    from sysmetrics.alerts.service import read_state
+
+    produce(settings, samples(0, 18, 97.0))  # 3 minutes: pending, `for` is 5
+    first = spawn("first")
+    try:
+        wait_for(lambda: len(read_state(settings, 20)) == 1, 90, "the pending alert saved")
+        state_records_refused(settings, True)
+        produce(settings, samples(18, 36, 97.0))  # fires at 5 minutes: that state is refused
+        wait_for(lambda: receiver.statuses("HighCpu") == ["firing"], 60, "the page")
+        time.sleep(3)  # past a commit
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        state_records_refused(settings, False)
+    produce(settings, samples(36, 42, 10.0))
+    second = spawn("second")
+    try:
+        wait_for(lambda: "resolved" in receiver.statuses("HighCpu"), 60, "the resolve")
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(30)
+        receiver.shutdown()
+    fired_at = (start + timedelta(minutes=5)).isoformat()
+    assert pages(receiver)["db-9"] == {"firing": {fired_at}, "resolved": {fired_at}}
+    refused = (tmp_path / "first.log").read_text()
+    assert "cannot save the alert state" in refused and "not committed" in refused, refused
+
+
 KEEP_FIRING = """
 [[rule]]
 name = "HighCpu"

@@ -24,6 +24,7 @@ from typing import Any
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
+    KafkaError,
     KafkaException,
     Message,
     Producer,
@@ -121,6 +122,10 @@ class AlertService:
         self._last_absent_check = 0.0
         self._brokers_answer = True
         self._handled: dict[int, int] = {}  # partition -> next offset, not yet committed
+        self._unsaved: dict[str, int | None] = {}
+        """State records the broker refused: key -> its host's partition (None: not known)."""
+        self._refusal: KafkaError | None = None
+        self._state_saves = RepeatedFailure(log, logging.ERROR, "save the alert state")
         self._producer: Producer | None = None
         self.runtime = ConsumerRuntime(
             settings, settings.topic, settings.alert_consumer_group, self, self.stop
@@ -233,6 +238,10 @@ class AlertService:
         topic and reads again what this evaluator had not committed."""
         for partition in partitions:
             self._handled.pop(partition, None)
+        # Their state, refused or not, is the next owner's: it reads their samples again.
+        self._unsaved = {
+            k: p for k, p in self._unsaved.items() if p is not None and p not in partitions
+        }
         self.evaluator.release(set(partitions))
 
     def receive(self, messages: list[Message], received: datetime) -> None:
@@ -265,10 +274,29 @@ class AlertService:
         self._commit()
 
     def _commit(self) -> None:
-        """State first, offsets after: a crash re-reads samples, never loses state."""
+        """State first, offsets after: a crash re-reads samples, never loses state. What the
+        broker refused is saved again as it is now; until all is saved, nothing is committed."""
         self._last_commit = time.monotonic()
         if self._producer is not None:
-            self._producer.flush(30)
+            waiting = self._producer.flush(30)
+            if self._unsaved:
+                refused, self._unsaved = self._unsaved, {}
+                for key, partition in refused.items():
+                    self._save(self._producer, key, partition)
+                waiting = self._producer.flush(30)
+            if self._unsaved or waiting:
+                why = (
+                    KafkaException(self._refusal)
+                    if self._unsaved and self._refusal is not None
+                    else TimeoutError(f"{waiting} records not acknowledged in 30 s")
+                )
+                self._state_saves.failed(
+                    why,
+                    "input offsets are not committed until it is saved (after a restart, "
+                    "those samples are read again)",
+                )
+                return
+            self._state_saves.succeeded()
         try:
             self.runtime.commit(self._handled)
         except KafkaException as exc:  # e.g. a rebalance under way: committed next time
@@ -293,12 +321,10 @@ class AlertService:
         if evaluator.state_changed:
             published = {c.alert.fingerprint for c in changes}
             for key in evaluator.state_changed - published:
-                alert = evaluator.alerts.get(key)
-                self._save(producer, key, alert.to_json() if alert is not None else None)
+                self._save(producer, key, partition)
             evaluator.state_changed.clear()
         for host_id in self.evaluator.hosts_changed:
-            host = self.evaluator.known_host(host_id)
-            self._save(producer, host.key, asdict(host))
+            self._save(producer, f"{KnownHost.KEY_PREFIX}{host_id}", partition)
         self.evaluator.hosts_changed.clear()
 
     def _forget_hosts(self, producer: Producer) -> None:
@@ -318,10 +344,9 @@ class AlertService:
             self.outbox.add([api_alert(change, rule, self.settings.alert_resend_s, now)])
             if change.status == "firing":
                 self.stats.firing_sent += 1
-                self._save(producer, change.alert.fingerprint, change.alert.to_json())
             else:
                 self.stats.resolved_sent += 1
-                self._save(producer, change.alert.fingerprint, None)
+            self._save(producer, change.alert.fingerprint, change.alert.partition)
             log.info("%s %s on %s", change.status, change.alert.rule, change.alert.hostname)
 
     def _resend(self) -> None:
@@ -362,10 +387,30 @@ class AlertService:
         else:
             self._live_state.succeeded()
 
-    def _save(self, producer: Producer, key: str, record: dict[str, Any] | None) -> None:
+    def _save(self, producer: Producer, key: str, partition: int | None) -> None:
+        """Write what the state topic holds for ``key``: the alert or the host as it is now
+        (none: deleted). ``partition``: its host's (None: not known), so that a record the
+        broker refuses is saved again while this evaluator owns that partition."""
+        record = self._current(key)
         value = json.dumps(record).encode() if record is not None else None
-        producer.produce(self.settings.alert_state_topic, value, key.encode())
+
+        def delivered(error: KafkaError | None, _message: Message) -> None:
+            if error is not None:
+                self._unsaved[key] = partition
+                self._refusal = error
+
+        producer.produce(
+            self.settings.alert_state_topic, value, key.encode(), on_delivery=delivered
+        )
         producer.poll(0)
+
+    def _current(self, key: str) -> dict[str, Any] | None:
+        evaluator = self.evaluator
+        if _is_host_key(key):
+            host_id = key.removeprefix(KnownHost.KEY_PREFIX)
+            return asdict(evaluator.known_host(host_id)) if host_id in evaluator.seen else None
+        alert = evaluator.alerts.get(key)
+        return alert.to_json() if alert is not None else None
 
 
 def run_evaluator(
