@@ -864,9 +864,10 @@ def alert(
 
     A member of its own consumer group (SYSMETRICS_ALERT_CONSUMER_GROUP) on the metrics topic;
     alerts go pending -> firing -> resolved as in Prometheus (`for`, `keep_firing_for`), host
-    down after its silence (a step of the wall clock moves none). Firing alerts are re-sent
-    every minute; a receiver that is down delays notifications, never drops them. State
-    survives restarts in SYSMETRICS_ALERT_STATE_TOPIC.
+    down after its silence while the evaluator can hear it (a step of the wall clock or a
+    Kafka outage pages no host). Firing alerts are re-sent every minute; a receiver that is
+    down delays notifications, never drops them. State survives restarts in
+    SYSMETRICS_ALERT_STATE_TOPIC; input offsets are committed only once it is saved.
     """
     from sysmetrics.alerts.rules import RulesError, load_rules
     from sysmetrics.alerts.service import run_evaluator
