@@ -28,6 +28,7 @@ from tests.support.brokers import TestBroker
 from tests.support.events import as_messages
 from tests.support.kafka_io import SYSMETRICS, produce
 from tests.support.lakes import event
+from tests.support.scrape import metric
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.skipif(ALERTMANAGER is None, reason=MISSING)
@@ -452,6 +453,9 @@ def test_a_broker_outage_pages_no_host_down_but_the_one_that_did_not_come_back(
             time.sleep(3.0)
 
     log = tmp_path / "alert.log"
+    port = free_port()
+    env["SYSMETRICS_METRICS_PORT"] = str(port)
+    answering: list[float | None] = []  # the evaluator's gauge during the outage
     feeder = threading.Thread(target=feed)
     feeder.start()
     with log.open("wb") as out:
@@ -462,7 +466,10 @@ def test_a_broker_outage_pages_no_host_down_but_the_one_that_did_not_come_back(
         with feeding:
             sending.clear()
         restartable_broker.stop()
-        time.sleep(30)
+        outage_ends = time.monotonic() + 30
+        while time.monotonic() < outage_ends:
+            answering.append(metric(port, "sysmetrics_alert_brokers_answering"))
+            time.sleep(0.5)
         restartable_broker.start()
         with feeding:
             sending.update(hosts[:-1])  # edge-5 stays down
@@ -478,6 +485,8 @@ def test_a_broker_outage_pages_no_host_down_but_the_one_that_did_not_come_back(
         (a["labels"]["host_id"], a["status"]) for n in receiver.notifications for a in n["alerts"]
     ]
     assert paged == [("edge-5", "firing")], log.read_text()[-3000:]
+    # What to page on instead: the evaluator's gauge says it cannot hear its brokers.
+    assert 0.0 in answering, answering
 
 
 def state_records_refused(settings: Settings, refused: bool) -> None:

@@ -13,7 +13,6 @@ import re
 import signal
 import subprocess
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -37,6 +36,7 @@ from tests.support.kafka_cluster import (
 )
 from tests.support.kafka_io import SYSMETRICS, read_topic
 from tests.support.lake import event_id_counts
+from tests.support.scrape import metric
 from tests.support.waiting import wait_for
 
 pytestmark = [
@@ -341,19 +341,6 @@ def test_rolling_restart_under_load_exactly_once(cluster: KafkaCluster, tmp_path
 
     under_load(cluster, tmp_path, rolling_restart, minutes=60)
     assert restarted == [1, 2, 3]
-
-
-def metric(port: int, name: str) -> float | None:
-    """A number from a process's /metrics, None while it does not answer."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
-            text = response.read().decode()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith(f"{name} "):
-            return float(line.split()[1])
-    return None
 
 
 def spool_depth(port: int) -> float | None:

@@ -206,17 +206,20 @@ class ConsumerRuntime:
 
     def leaders_answer(self) -> bool:
         """Ask the leaders of this member's partitions for their end offsets (a round trip
-        each, at most ``ANSWER_TIMEOUT_S``). While they do not (the broker is down, or
-        unreachable from here), this member hears nothing however it polls: from their last
-        answer to their next, its listening clock stands still. Only from the polling thread
-        (a stage's ``after_poll``): asked from another thread while this one was in
-        ``consume``, the lookup outwaited its timeout indefinitely (confluent-kafka 2.16.1)."""
+        each, at most ``ANSWER_TIMEOUT_S``; holding none, the topic's metadata from any broker).
+        While they do not (the broker is down, or unreachable from here), this member hears
+        nothing however it polls: from their last answer to their next, its listening clock
+        stands still. Only from the polling thread (a stage's ``after_poll``): asked from
+        another thread while this one was in ``consume``, the lookup outwaited its timeout
+        indefinitely (confluent-kafka 2.16.1)."""
         partitions = [TopicPartition(self.topic, p, OFFSET_END) for p in sorted(self.assigned)]
-        if not partitions:
-            return True
         try:
-            told = self._consumer.offsets_for_times(partitions, timeout=ANSWER_TIMEOUT_S)
-            answered = all(tp.error is None for tp in told)
+            if partitions:
+                told = self._consumer.offsets_for_times(partitions, timeout=ANSWER_TIMEOUT_S)
+                answered = all(tp.error is None for tp in told)
+            else:  # none held (e.g. lost in the outage): any broker's metadata answers
+                self._consumer.list_topics(self.topic, timeout=ANSWER_TIMEOUT_S)
+                answered = True
         except KafkaException:
             answered = False
         now = time.monotonic()
@@ -224,8 +227,8 @@ class ConsumerRuntime:
             if self._unanswered_since is None:
                 self._unanswered_since = self._answered_at
                 log.warning(
-                    "%s: the brokers of partitions %s do not answer: what needs to hear from "
-                    "the hosts (host-down checks) waits until they do",
+                    "%s: the brokers do not answer (partitions held: %s): what needs to hear "
+                    "from the hosts (host-down checks) waits until they do",
                     self.group,
                     sorted(self.assigned),
                 )
