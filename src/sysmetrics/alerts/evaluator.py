@@ -86,9 +86,9 @@ class KnownHost:
     KEY_PREFIX = "@host|"
     """State-topic keys of hosts; rule names cannot start with '@'."""
 
-    @property
-    def key(self) -> str:
-        return f"{self.KEY_PREFIX}{self.host_id}"
+    @classmethod
+    def key_of(cls, host_id: str) -> str:
+        return f"{cls.KEY_PREFIX}{host_id}"
 
 
 @dataclass

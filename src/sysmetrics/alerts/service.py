@@ -120,7 +120,6 @@ class AlertService:
         )
         self._last_commit = time.monotonic()
         self._last_absent_check = 0.0
-        self._brokers_answer = True
         self._handled: dict[int, int] = {}  # partition -> next offset, not yet committed
         self._unsaved: dict[str, int | None] = {}
         """State records the broker refused: key -> its host's partition (None: not known)."""
@@ -194,7 +193,7 @@ class AlertService:
                 "sysmetrics_alert_brokers_answering",
                 "gauge",
                 "1 while the brokers of its partitions answer; 0: no host is judged down",
-                int(self._brokers_answer),
+                int(self.runtime.answering),
             ),
             Reading(
                 "sysmetrics_alert_delivered_total",
@@ -257,8 +256,7 @@ class AlertService:
         if time.monotonic() - self._last_absent_check >= ABSENT_CHECK_EVERY_S:
             self._last_absent_check = time.monotonic()
             # Unanswered, the brokers' silence is not the hosts': no host is judged meanwhile.
-            self._brokers_answer = self.runtime.leaders_answer()
-            if self._brokers_answer:
+            if self.runtime.leaders_answer():
                 self._publish(self.evaluator.check_absent(), self._producer)
         self._forget_hosts(self._producer)
         self._resend()
@@ -287,7 +285,7 @@ class AlertService:
             if self._unsaved or waiting:
                 why = (
                     KafkaException(self._refusal)
-                    if self._unsaved and self._refusal is not None
+                    if self._unsaved
                     else TimeoutError(f"{waiting} records not acknowledged in 30 s")
                 )
                 self._state_saves.failed(
@@ -324,7 +322,7 @@ class AlertService:
                 self._save(producer, key, partition)
             evaluator.state_changed.clear()
         for host_id in self.evaluator.hosts_changed:
-            self._save(producer, f"{KnownHost.KEY_PREFIX}{host_id}", partition)
+            self._save(producer, KnownHost.key_of(host_id), partition)
         self.evaluator.hosts_changed.clear()
 
     def _forget_hosts(self, producer: Producer) -> None:
@@ -334,7 +332,7 @@ class AlertService:
                 host_id,
                 self.settings.alert_forget_host_days,
             )
-            self._save(producer, f"{KnownHost.KEY_PREFIX}{host_id}", None)
+            self._save(producer, KnownHost.key_of(host_id), None)
         self.evaluator.hosts_forgotten.clear()
 
     def _publish(self, changes: list[Change], producer: Producer) -> None:

@@ -204,6 +204,11 @@ class ConsumerRuntime:
         unanswered = 0.0 if self._unanswered_since is None else now - self._unanswered_since
         return now - self.deaf_s - unanswered
 
+    @property
+    def answering(self) -> bool:
+        """Whether the leaders answered when last asked (see :meth:`leaders_answer`)."""
+        return self._unanswered_since is None
+
     def leaders_answer(self) -> bool:
         """Ask the leaders of this member's partitions for their end offsets (a round trip
         each, at most ``ANSWER_TIMEOUT_S``; holding none, the topic's metadata from any broker).
