@@ -4,6 +4,7 @@ Alertmanager, and a webhook receiver behind it (the way an administrator gets pa
 from __future__ import annotations
 
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -360,7 +361,7 @@ def test_a_host_that_stops_sending_is_down_within_3_intervals_and_back_when_it_r
     assert receiver.statuses("HostDown") == ["firing", "resolved"]
 
 
-def test_an_evaluator_paused_past_its_session_pages_no_host_down(
+def test_an_evaluator_paused_past_its_session_pages_no_host_down_and_nothing_twice(
     apache_kafka_broker: TestBroker, tmp_path: Path
 ) -> None:
     """Two evaluators share twelve hosts sampling every second; one is stopped (SIGSTOP: a
@@ -370,20 +371,22 @@ def test_an_evaluator_paused_past_its_session_pages_no_host_down(
     its own while the rebalances hold its polls: no host was down. Before 2026-12-03 the woken
     evaluator checked for silence before it learnt of its fencing and paged the five hosts it
     had held; and, fixed with it, the other paged its seven in 2 of 3 runs (two takeovers that
-    read the state topic held it ~4 s). Apache Kafka only, as the lake writer's pause test
-    (README, Known limitations)."""
+    read the state topic held it ~4 s). The hosts run hot during the pause: each is paged once
+    and resolved once, by the new owner (the woken zombie declares its partitions lost before
+    it takes a message: librdkafka checks the session on its own clock). Apache Kafka only,
+    as the lake writer's pause test (README, Known limitations)."""
     settings = settings_for(apache_kafka_broker, tmp_path)
-    receiver, env = webhook_and_env(settings, tmp_path, HOST_DOWN_ONLY)
+    receiver, env = webhook_and_env(settings, tmp_path, HOST_DOWN_ONLY + HIGH_CPU_AT_ONCE)
     hosts = [f"node-{n}" for n in range(12)]
-    sending = threading.Event()
+    sending, hot = threading.Event(), threading.Event()
     sending.set()
 
     def feed() -> None:
         seq = 0
         while sending.is_set():
-            now = datetime.now(UTC)
+            now, cpu = datetime.now(UTC), 95.0 if hot.is_set() else 20.0
             produce(
-                settings, as_messages([event(h, now, 20.0, seq=seq, interval_s=1.0) for h in hosts])
+                settings, as_messages([event(h, now, cpu, seq=seq, interval_s=1.0) for h in hosts])
             )
             seq += 1
             time.sleep(1.0)
@@ -406,9 +409,17 @@ def test_an_evaluator_paused_past_its_session_pages_no_host_down(
         )
         time.sleep(5)
         evaluators["paused"].send_signal(signal.SIGSTOP)
+        hot.set()
         time.sleep(20)
         evaluators["paused"].send_signal(signal.SIGCONT)
-        time.sleep(10)
+        time.sleep(5)
+        hot.clear()
+        wait_for(
+            lambda: receiver.statuses("HighCpu").count("resolved") >= len(hosts),
+            30,
+            "every host's resolve",
+        )
+        time.sleep(3)  # past the zombie's settling: what it would send, it has sent
     finally:
         evaluators["paused"].send_signal(signal.SIGCONT)
         for process in evaluators.values():
@@ -419,6 +430,16 @@ def test_an_evaluator_paused_past_its_session_pages_no_host_down(
         feeder.join(30)
         receiver.shutdown()
     assert receiver.statuses("HostDown") == [], receiver.notifications
+    paged = {
+        h: [
+            a["status"]
+            for n in receiver.notifications
+            for a in n["alerts"]
+            if a["labels"]["host_id"] == h
+        ]
+        for h in hosts
+    }
+    assert paged == {h: ["firing", "resolved"] for h in hosts}, paged
     assert "lost (this member was fenced)" in log_of("paused"), log_of("paused")[-3000:]
     from sysmetrics.alerts.service import read_state
 
@@ -456,6 +477,8 @@ def test_a_broker_outage_pages_no_host_down_but_the_one_that_did_not_come_back(
     port = free_port()
     env["SYSMETRICS_METRICS_PORT"] = str(port)
     answering: list[float | None] = []  # the evaluator's gauge during the outage
+    dashboard = TestClient(create_app(settings))  # beside the evaluator: its data dir
+    unheard: list[str] = []  # what its dashboard says then
     feeder = threading.Thread(target=feed)
     feeder.start()
     with log.open("wb") as out:
@@ -469,6 +492,7 @@ def test_a_broker_outage_pages_no_host_down_but_the_one_that_did_not_come_back(
         outage_ends = time.monotonic() + 30
         while time.monotonic() < outage_ends:
             answering.append(metric(port, "sysmetrics_alert_brokers_answering"))
+            unheard.extend(re.findall(r'id="unheard">([^<]*)<', dashboard.get("/alerts").text))
             time.sleep(0.5)
         restartable_broker.start()
         with feeding:
@@ -485,8 +509,13 @@ def test_a_broker_outage_pages_no_host_down_but_the_one_that_did_not_come_back(
         (a["labels"]["host_id"], a["status"]) for n in receiver.notifications for a in n["alerts"]
     ]
     assert paged == [("edge-5", "firing")], log.read_text()[-3000:]
-    # What to page on instead: the evaluator's gauge says it cannot hear its brokers.
+    # What to page on instead: the evaluator's gauge says it cannot hear its brokers, and the
+    # dashboard's "firing now" says so, with how long.
     assert 0.0 in answering, answering
+    assert any(
+        re.fullmatch(r"the alert evaluator has not heard from Kafka for (1\d|2\d) s: .*", u)
+        for u in unheard
+    ), unheard
 
 
 def state_records_refused(settings: Settings, refused: bool) -> None:
@@ -640,6 +669,14 @@ def test_kill_9_inside_keep_firing_for_resolves_when_it_would_have_without_the_c
     ]
     assert ends == [resolves[0].isoformat()]
 
+
+HIGH_CPU_AT_ONCE = """
+[[rule]]
+name = "HighCpu"
+metric = "cpu_pct"
+op = ">"
+threshold = 90
+"""
 
 HOST_DOWN_ONLY = """
 [[rule]]

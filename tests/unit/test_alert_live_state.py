@@ -71,7 +71,7 @@ def test_two_evaluators_on_one_machine_are_both_seen(tmp_path: Path) -> None:
     )
     found = read_firing(settings)
     assert found is not None
-    updated_at, firing = found
+    updated_at, firing = found.updated_at, found.firing
     assert updated_at == now - timedelta(seconds=2)  # the older of the two: what the age says
     # An alert in both files (its partition moved during a rebalance) counts once: the newer.
     assert sorted((a["rule"], a["host_id"], a.get("value")) for a in firing) == [
@@ -89,7 +89,7 @@ def test_a_stopped_evaluators_file_is_left_out_then_forgotten_as_is_an_upgrades_
     now = datetime.now(UTC)
     write_as_another_evaluator(tmp_path, now - timedelta(minutes=10), [alert("cpu", "gone")])
     found = read_firing(settings)  # every evaluator stopped: the last picture, and its age
-    assert found is not None and found == (now - timedelta(minutes=10), [alert("cpu", "gone")])
+    assert found == (now - timedelta(minutes=10), [alert("cpu", "gone")], None)
 
     write_firing(settings, now, [alert("cpu", "here")])
     found = read_firing(settings)
@@ -104,3 +104,33 @@ def test_a_stopped_evaluators_file_is_left_out_then_forgotten_as_is_an_upgrades_
     assert stale.exists() is False
     assert before_upgrade.exists() is False
     assert len(list((tmp_path / "status").glob(FIRING_GLOB))) == 2
+
+
+def test_an_evaluator_that_does_not_hear_its_brokers_says_since_when(tmp_path: Path) -> None:
+    """The earliest of the evaluators that do not hear theirs, for the dashboard to say that
+    no host is judged down meanwhile; a file of an earlier version says nothing of it."""
+    settings = load_settings(data_dir=tmp_path)
+    now = datetime.now(UTC)
+    write_as_another_evaluator(tmp_path, now - timedelta(seconds=1), [alert("cpu", "a")])
+    assert read_firing(settings) == (now - timedelta(seconds=1), [alert("cpu", "a")], None)
+    write_firing(settings, now, [], unheard_since=now - timedelta(seconds=20))
+    assert read_firing(settings) == (
+        now - timedelta(seconds=1),
+        [alert("cpu", "a")],
+        now - timedelta(seconds=20),
+    )
+    code = (
+        "import sys; from datetime import datetime, timedelta; "
+        "from sysmetrics.alerts.live import write_firing; "
+        "from sysmetrics.config import load_settings; "
+        "now = datetime.fromisoformat(sys.argv[2]); "
+        "write_firing(load_settings(data_dir=sys.argv[1]), now, [], now - timedelta(seconds=45))"
+    )
+    subprocess.run([sys.executable, "-c", code, str(tmp_path), now.isoformat()], check=True)
+    found = read_firing(settings)
+    assert found is not None and found.unheard_since == now - timedelta(seconds=45)
+    earlier_version = tmp_path / "status" / FIRING_GLOB.replace("*", "1")
+    earlier_version.write_text(json.dumps({"updated_at": now.isoformat(), "firing": []}))
+    found = read_firing(settings)
+    assert found is not None and found.unheard_since == now - timedelta(seconds=45)
+    assert found.updated_at == now - timedelta(seconds=1)

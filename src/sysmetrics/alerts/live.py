@@ -9,7 +9,7 @@ import os
 import threading
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sysmetrics.config import Settings
 
@@ -28,16 +28,39 @@ def live_state_dir(settings: Settings) -> Path:
     return settings.data_dir / "status"
 
 
-def write_firing(settings: Settings, updated_at: datetime, firing: list[dict[str, Any]]) -> None:
+class LiveFiring(NamedTuple):
+    updated_at: datetime
+    """When the oldest of the evaluators' files was written: the picture's age."""
+    firing: list[dict[str, Any]]
+    unheard_since: datetime | None = None
+    """Since when an evaluator has not heard its brokers (the earliest of them); None while
+    all of them hear theirs."""
+
+
+def write_firing(
+    settings: Settings,
+    updated_at: datetime,
+    firing: list[dict[str, Any]],
+    unheard_since: datetime | None = None,
+) -> None:
     """This evaluator's firing alerts: a file of its own, since evaluators of one group may
-    share a machine's data dir, each holding some of the partitions."""
+    share a machine's data dir, each holding some of the partitions. ``unheard_since``: since
+    when its brokers have not answered (None: they answer)."""
     path = live_state_dir(settings) / FIRING_GLOB.replace("*", str(os.getpid()))
     if not path.exists():
         _forget_old_files(path.parent, updated_at.timestamp())
     tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
     tmp.parent.mkdir(parents=True, exist_ok=True)
     try:
-        tmp.write_text(json.dumps({"updated_at": updated_at.isoformat(), "firing": firing}))
+        tmp.write_text(
+            json.dumps(
+                {
+                    "updated_at": updated_at.isoformat(),
+                    "firing": firing,
+                    "unheard_since": unheard_since and unheard_since.isoformat(),
+                }
+            )
+        )
     except OSError:
         tmp.unlink(missing_ok=True)  # a full disk: not left behind
         raise
@@ -53,31 +76,39 @@ def _forget_old_files(directory: Path, now: float) -> None:
                 old.unlink()
 
 
-def read_firing(settings: Settings) -> tuple[datetime, list[dict[str, Any]]] | None:
-    """(when the oldest of them last wrote, the firing alerts) of the evaluators running
-    here; None when none has run here. With several, their files are merged (an alert in two,
-    during a rebalance, counts once: the newer file's); only the newest when every file is
-    old (the evaluators stopped: their age says so)."""
+def read_firing(settings: Settings) -> LiveFiring | None:
+    """The firing alerts of the evaluators running here; None when none has run here. With
+    several, their files are merged (an alert in two, during a rebalance, counts once: the
+    newer file's); only the newest when every file is old (the evaluators stopped: their age
+    says so)."""
     written = []
     for path in live_state_dir(settings).glob(FIRING_GLOB):
         try:
             body = json.loads(path.read_text())
-            written.append((datetime.fromisoformat(body["updated_at"]), list(body["firing"])))
+            unheard = body.get("unheard_since")  # absent in files written before 2026-12-04
+            written.append(
+                LiveFiring(
+                    datetime.fromisoformat(body["updated_at"]),
+                    list(body["firing"]),
+                    datetime.fromisoformat(unheard) if unheard else None,
+                )
+            )
         except (OSError, ValueError, KeyError, TypeError):
             continue  # removed while listed, or not ours
     if not written:
         return None
-    written.sort(key=lambda w: w[0])
-    newest = written[-1][0]
-    together = [w for w in written if (newest - w[0]).total_seconds() <= TOGETHER_S]
+    written.sort(key=lambda w: w.updated_at)
+    newest = written[-1].updated_at
+    together = [w for w in written if (newest - w.updated_at).total_seconds() <= TOGETHER_S]
     merged: dict[tuple[Any, Any], dict[str, Any]] = {}
-    for _, firing in together:
-        for alert in firing:
+    for live in together:
+        for alert in live.firing:
             merged[(alert.get("rule"), alert.get("host_id"))] = alert
     by_time = sorted(
         merged.values(), key=lambda a: (a.get("fired_at") or "", a.get("host_id") or "")
     )
-    return together[0][0], by_time
+    unheard = [w.unheard_since for w in together if w.unheard_since is not None]
+    return LiveFiring(together[0].updated_at, by_time, min(unheard) if unheard else None)
 
 
 class StateTopicView:

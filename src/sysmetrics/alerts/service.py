@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from confluent_kafka import (
@@ -377,7 +377,9 @@ class AlertService:
             if a.rule in self.by_name
         ]
         try:
-            write_firing(self.settings, datetime.now(UTC), firing)
+            now, unheard_s = datetime.now(UTC), self.runtime.unanswered_s()
+            since = None if unheard_s is None else now - timedelta(seconds=unheard_s)
+            write_firing(self.settings, now, firing, since)
         except OSError as exc:
             # A full disk must not stop the paging (it is what a fleet most needs then): the
             # dashboard's "firing now" shows its age meanwhile.

@@ -183,10 +183,23 @@ class FiringNow:
         self._view: StateTopicView | None = None
 
     def read(self) -> tuple[list[dict[str, Any]] | None, float | None, str]:
-        """(firing alerts or None, seconds old or None, where they come from)."""
+        """(firing alerts or None, seconds old or None, where they come from or, when they are
+        live, what holds the evaluator back)."""
         local = read_firing(self.settings)
         if local is not None:
-            return local[1], (datetime.now(UTC) - local[0]).total_seconds(), "live"
+            now = datetime.now(UTC)
+            age = (now - local.updated_at).total_seconds()
+            if local.unheard_since is None:
+                return local.firing, age, ""
+            unheard = (now - local.unheard_since).total_seconds()
+            return (
+                local.firing,
+                age,
+                (
+                    f"the alert evaluator has not heard from Kafka for {unheard:.0f} s: no sample "
+                    "reaches it, and no host is judged down until Kafka answers again"
+                ),
+            )
         if self._view is None:
             self._view = StateTopicView(self.settings)
         topic = self.settings.alert_state_topic

@@ -209,6 +209,12 @@ class ConsumerRuntime:
         """Whether the leaders answered when last asked (see :meth:`leaders_answer`)."""
         return self._unanswered_since is None
 
+    def unanswered_s(self) -> float | None:
+        """Seconds since the leaders last answered, while they do not; None while they do."""
+        if self._unanswered_since is None:
+            return None
+        return time.monotonic() - self._unanswered_since
+
     def leaders_answer(self) -> bool:
         """Ask the leaders of this member's partitions for their end offsets (a round trip
         each, at most ``ANSWER_TIMEOUT_S``; holding none, the topic's metadata from any broker).
