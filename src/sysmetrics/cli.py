@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import tempfile
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -502,6 +503,22 @@ def _echo_curated(done: Any) -> None:
         click.echo(f"  retention: {done.pruned.hour:%Y-%m-%dT%H}Z {done.pruned.detail}")
 
 
+def _refuse_future(moment: datetime, option: str) -> None:
+    """An hour that has not begun has no data yet: run as if it had, it would load nothing and
+    say only PARTIAL. The hour in progress is allowed (its partial tables are useful)."""
+    from datetime import UTC
+
+    from sysmetrics.timeutil import hour_floor
+
+    now = datetime.now(UTC)
+    if hour_floor(moment) > hour_floor(now):
+        raise click.BadParameter(
+            f"{hour_floor(moment):%Y-%m-%dT%H}Z has not begun (it is now {now:%Y-%m-%dT%H:%M}Z): "
+            "run an hour once it has ended (the hour in progress gives partial tables)",
+            param_hint=option,
+        )
+
+
 @batch.command("run")
 @click.option(
     "--hour", "hour_text", required=True, help="Hour to process (UTC), e.g. 2026-11-27T14."
@@ -533,6 +550,7 @@ def batch_run(ctx: Context, hour_text: str, wait: float, rebuild: bool) -> None:
         hour = parse_utc(hour_text)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--hour") from None
+    _refuse_future(hour, "--hour")
     wh, store = _batch_parts(ctx.settings)
     try:
         result = run_hour(
@@ -565,7 +583,7 @@ def batch_backfill(
     rebuild: bool,
 ) -> None:
     """Run every hour in [--from, --to) in order, with a progress bar."""
-    from datetime import UTC, datetime
+    from datetime import UTC, datetime, timedelta
 
     from rich.progress import Progress
 
@@ -582,6 +600,7 @@ def batch_backfill(
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     assert start is not None and end is not None  # --from or --last given, --to defaulted
+    _refuse_future(end - timedelta(microseconds=1), "--to")
     total = int((end - start).total_seconds() // 3600) or 1
     wh, store = _batch_parts(ctx.settings)
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
@@ -133,6 +134,27 @@ def test_a_bad_option_value_is_refused_as_the_same_environment_value_would_be(
     assert query.returncode == 1
     assert "no warehouse yet at ./data/warehouse.duckdb" in query.stderr, query.stderr
     assert "Traceback" not in query.stderr
+
+
+def test_an_hour_that_has_not_begun_is_refused_and_the_one_in_progress_runs(
+    tmp_path: Path,
+) -> None:
+    """Before 2026-12-04 `batch run` of a future hour loaded nothing and said only PARTIAL
+    (a typo in the day or a local time taken for UTC looked like an empty hour)."""
+    env = {**os.environ, "SYSMETRICS_DATA_DIR": str(tmp_path / "data")}
+    now = datetime.now(UTC)
+    later, after_it = (f"{now + timedelta(hours=h):%Y-%m-%dT%H}" for h in (2, 3))
+    for command in (  # --to is exclusive: its last hour is `later`
+        ["batch", "run", "--hour", later],
+        ["batch", "backfill", "--last", "3h", "--to", after_it],
+    ):
+        result = run(command, env, tmp_path)
+        assert result.returncode == 2, (command, result.stderr)
+        assert f"{later}Z has not begun (it is now {now:%Y-%m-%dT%H}:" in result.stderr
+        assert "Traceback" not in result.stderr
+    current = run(["batch", "run", "--hour", f"{now:%Y-%m-%dT%H}"], env, tmp_path)
+    assert current.returncode == 0, current.stderr
+    assert "(PARTIAL: lake watermark not past the hour)" in current.stdout
 
 
 def test_an_object_store_lake_that_cannot_be_reached_is_one_clear_error(tmp_path: Path) -> None:
