@@ -869,6 +869,14 @@ def query(ctx: Context, statement: str, as_json: bool) -> None:
     "--webhook", help="POST Alertmanager-style payloads here [SYSMETRICS_ALERT_WEBHOOK_URL]."
 )
 @click.option("--list-rules", is_flag=True, help="Print the rules in effect and exit.")
+@click.option(
+    "--forget",
+    "forget",
+    multiple=True,
+    metavar="HOST_ID",
+    help="Retire a host taken out of service, then exit (repeatable): the running evaluator "
+    "resolves its alerts and stops expecting it (HostDown) until it reports again.",
+)
 @_metrics_option("alert")
 @pass_ctx
 def alert(
@@ -877,6 +885,7 @@ def alert(
     alertmanager: str | None,
     webhook: str | None,
     list_rules: bool,
+    forget: tuple[str, ...],
     metrics_port: int | None,
 ) -> None:
     """Evaluate the alert rules on the stream as samples arrive and notify within seconds.
@@ -911,6 +920,9 @@ def alert(
             )
             click.echo(f"{rule.name:20} {rule.severity:9} {what}")
         return
+    if forget:
+        _forget(settings, list(forget))
+        return
     _writable_data_dir(settings)
     if not settings.alertmanager_url and not settings.alert_webhook_url:
         click.echo(
@@ -925,6 +937,29 @@ def alert(
         f"{stats.events:,} events, {stats.skipped} skipped, {stats.firing_sent} firing, "
         f"{stats.resolved_sent} resolved"
     )
+
+
+def _forget(settings: Settings, host_ids: list[str]) -> None:
+    from confluent_kafka import KafkaException
+
+    from sysmetrics.alerts.service import forget_hosts
+
+    try:
+        deleted = forget_hosts(settings, host_ids)
+    except (ConnectionError, KafkaException) as exc:
+        raise click.ClickException(
+            f"{exc} (is Kafka at {settings.bootstrap_servers} up?)"
+        ) from None
+    for host_id, keys in deleted.items():
+        alerts = ", ".join(k.split("|", 1)[0] for k in keys if not k.startswith("@"))
+        with_alerts = f" with its alerts ({alerts}), resolved by the evaluator" if alerts else ""
+        click.echo(f"{host_id}: forgotten{with_alerts}; paged again only if it reports again")
+    unknown = [h for h in dict.fromkeys(host_ids) if h not in deleted]
+    if unknown:
+        raise click.ClickException(
+            f"no evaluator knows {', '.join(unknown)} (not in {settings.alert_state_topic}): "
+            "check the host id (the dashboard's host page shows it)"
+        )
 
 
 # --------------------------------------------------------------------------- dashboard

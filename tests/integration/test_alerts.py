@@ -742,3 +742,69 @@ def test_a_host_that_went_silent_while_no_evaluator_ran_is_still_paged(
         second.wait(30)
         receiver.shutdown()
     assert receiver.statuses("HostDown") == ["firing", "resolved"]
+
+
+def test_a_retired_host_is_resolved_at_once_and_not_paged_after_a_restart(
+    tansu_settings: Settings, tmp_path: Path
+) -> None:
+    """A machine taken out of service pages HostDown; `sysmetrics alert --forget` resolves
+    it within seconds through the running evaluator, and the next evaluator (after a restart)
+    does not page it again. The host still in service is untouched: it stays paged down. Before
+    2026-12-04 the retired host stayed paged for 7 days (SYSMETRICS_ALERT_FORGET_HOST_DAYS)."""
+    receiver, env = webhook_and_env(tansu_settings, tmp_path, HOST_DOWN_ONLY)
+    settings = tansu_settings.model_copy(
+        update={"alert_state_topic": env["SYSMETRICS_ALERT_STATE_TOPIC"]}
+    )
+    from sysmetrics.alerts.service import read_known_hosts, read_state_records
+
+    for seq in range(3):  # two hosts sampling every 2 s, then both silent
+        now = datetime.now(UTC)
+        produce(
+            settings,
+            as_messages([event(h, now, 20.0, seq=seq, interval_s=2.0) for h in ("old-db", "web")]),
+        )
+        time.sleep(2.0)
+
+    def evaluator() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [SYSMETRICS, "alert"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+
+    def paged() -> list[tuple[str, str]]:
+        return [
+            (a["labels"]["host_id"], a["status"])
+            for n in receiver.notifications
+            for a in n["alerts"]
+        ]
+
+    first = evaluator()
+    try:
+        wait_for(lambda: len(paged()) == 2, 60, "both hosts paged down")
+        unknown = subprocess.run(
+            [SYSMETRICS, "alert", "--forget", "old-db", "--forget", "no-such-host"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        wait_for(lambda: ("old-db", "resolved") in paged(), 30, "old-db's resolve")
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(30)
+    assert unknown.returncode == 1, unknown.stderr
+    assert unknown.stdout == (
+        "old-db: forgotten with its alerts (HostDown), resolved by the evaluator; "
+        "paged again only if it reports again\n"
+    )
+    assert "no evaluator knows no-such-host" in unknown.stderr
+    records = read_state_records(settings, 20)
+    assert [h.host_id for h in read_known_hosts(records)] == ["web"]
+    assert [v["host_id"] for k, v in records.items() if v and not k.startswith("@")] == ["web"]
+    second = evaluator()  # restored from the state topic: web only
+    try:
+        time.sleep(15)  # past the 6-s window on the new process's clock
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(30)
+        receiver.shutdown()
+    assert sorted(paged()) == [("old-db", "firing"), ("old-db", "resolved"), ("web", "firing")]

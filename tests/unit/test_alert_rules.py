@@ -119,6 +119,32 @@ def test_a_host_down_past_the_forget_time_resolves_and_is_forgotten_across_a_res
     assert second.check_absent(now=27 * day, wall=30 * day) == []  # forgotten: no page
 
 
+def test_a_retired_host_resolves_its_alerts_and_is_no_longer_expected() -> None:
+    """``sysmetrics alert --forget``: every alert of the host resolves at once, it is paged no
+    more while silent, and a sample from it makes it known again. Other hosts are untouched;
+    an evaluator that does not hold the host does nothing."""
+    rules = [Rule(name="HostDown", kind="absent", intervals=3), rule(**{"for": "0s"})]
+    ev = Evaluator(rules)
+    ev.observe(event("old-db", HOUR14, 95.0, interval_s=10.0), arrived=0.0)  # HighCpu fires
+    ev.observe(event("web", HOUR14, 10.0, interval_s=10.0), arrived=0.0)
+    (down_db, down_web) = ev.check_absent(now=31.0, wall=31.0)
+    assert {down_db.alert.host_id, down_web.alert.host_id} == {"old-db", "web"}
+    assert Evaluator(rules).forget("old-db") is None  # not this evaluator's host
+    resolved = ev.forget("old-db", wall=40.0)
+    assert resolved is not None
+    assert sorted((c.status, c.alert.rule) for c in resolved) == [
+        ("resolved", "HighCpu"),
+        ("resolved", "HostDown"),
+    ]
+    assert {c.alert.resolved_at for c in resolved} == {datetime.fromtimestamp(40.0, UTC)}
+    assert ev.forget("old-db") is None  # done once
+    assert ev.check_absent(now=90.0, wall=90.0) == []  # web still down: paged already
+    assert [a.host_id for a in ev.alerts.values()] == ["web"]
+    ev.observe(event("old-db", HOUR14 + S, 10.0, interval_s=10.0), arrived=100.0)
+    (again,) = ev.check_absent(now=131.0, wall=131.0)  # back in service, then silent
+    assert (again.status, again.alert.host_id) == ("firing", "old-db")
+
+
 def test_restored_state_is_not_paged_again_and_still_resolves() -> None:
     first = Evaluator([rule(**{"for": "0s"})])
     run(first, [95])

@@ -85,6 +85,10 @@ class KnownHost:
 
     KEY_PREFIX = "@host|"
     """State-topic keys of hosts; rule names cannot start with '@'."""
+    FORGET_PREFIX = "@forget|"
+    """A tombstone under this key and a host id: an administrator retired the host
+    (``sysmetrics alert --forget``); the evaluator that holds it forgets it at once. A tombstone,
+    so that every reader of the state topic, older versions too, skips it as a deletion."""
 
     @classmethod
     def key_of(cls, host_id: str) -> str:
@@ -234,6 +238,17 @@ class Evaluator:
                     self.alerts[key] = alert
                     changes.append(Change("firing", alert))
         return changes
+
+    def forget(self, host_id: str, wall: float | None = None) -> list[Change] | None:
+        """The host was retired: its alerts resolve (at ``wall``) and it is no longer
+        expected; a later sample makes it known again. None when this evaluator does not
+        hold it (another evaluator's partition, or already forgotten)."""
+        keys = [k for k, a in self.alerts.items() if a.host_id == host_id]
+        if host_id not in self.seen and not keys:
+            return None
+        self.seen.pop(host_id, None)
+        at = datetime.fromtimestamp(time.time() if wall is None else wall, UTC)
+        return [self._resolve(key, at) for key in keys]
 
     def known_host(self, host_id: str) -> KnownHost:
         seen = self.seen[host_id]

@@ -23,6 +23,7 @@ from typing import Any
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
+    OFFSET_END,
     Consumer,
     KafkaError,
     KafkaException,
@@ -67,6 +68,44 @@ def read_state(settings: Settings, timeout_s: float = 60.0) -> list[Alert]:
     """Every pending/firing alert the state topic holds (latest value per fingerprint)."""
     records = read_state_records(settings, timeout_s)
     return [Alert.from_json(v) for k, v in records.items() if v and not _is_host_key(k)]
+
+
+def forget_hosts(settings: Settings, host_ids: list[str]) -> dict[str, list[str]]:
+    """Retire hosts taken out of service, so that they page no more: their known-host record
+    and their alerts are deleted from the state topic (no evaluator restores them), then a
+    forget record asks the running evaluator that holds each to resolve its alerts and stop
+    expecting it. Returns, per host the state topic knew, the keys deleted; a host it did not
+    know is left out. Raises ConnectionError when the broker does not take the records."""
+    records = read_state_records(settings, 60.0)
+    refused: list[str] = []
+
+    def delivered(error: KafkaError | None, _message: Message) -> None:
+        if error is not None:
+            refused.append(error.str())
+
+    producer = Producer(producer_config(settings))
+    deleted: dict[str, list[str]] = {}
+    for host_id in dict.fromkeys(host_ids):
+        keys = sorted(
+            key
+            for key, value in records.items()
+            if value
+            and (
+                key == KnownHost.key_of(host_id)
+                or (not key.startswith("@") and value.get("host_id") == host_id)
+            )
+        )
+        if not keys:
+            continue
+        # The forget record last: an evaluator that acts on it finds the state already gone.
+        for key in [*keys, f"{KnownHost.FORGET_PREFIX}{host_id}"]:
+            producer.produce(settings.alert_state_topic, None, key.encode(), on_delivery=delivered)
+        deleted[host_id] = keys
+    waiting = producer.flush(30)
+    if refused or waiting:
+        reason = refused[0] if refused else f"{waiting} records not acknowledged in 30 s"
+        raise ConnectionError(f"cannot write to {settings.alert_state_topic}: {reason}")
+    return deleted
 
 
 def read_known_hosts(records: dict[str, dict[str, Any] | None]) -> list[KnownHost]:
@@ -126,6 +165,8 @@ class AlertService:
         self._refusal: KafkaError | None = None
         self._state_saves = RepeatedFailure(log, logging.ERROR, "save the alert state")
         self._producer: Producer | None = None
+        self._forgets: Consumer | None = None
+        """Reads the forget records written to the state topic since this evaluator started."""
         self.runtime = ConsumerRuntime(
             settings, settings.topic, settings.alert_consumer_group, self, self.stop
         )
@@ -145,9 +186,11 @@ class AlertService:
             settings, settings.alert_state_topic, partitions=1, config={"cleanup.policy": "compact"}
         )
         self._producer = Producer(producer_config(settings))
+        self._forgets = _from_the_end(settings, settings.alert_state_topic)
         try:
             self.runtime.run()
         finally:
+            self._forgets.close()
             self._producer.flush(30)
             self.outbox.flush(now=float("inf"))
         return self.stats
@@ -258,6 +301,7 @@ class AlertService:
             # Unanswered, the brokers' silence is not the hosts': no host is judged meanwhile.
             if self.runtime.leaders_answer():
                 self._publish(self.evaluator.check_absent(), self._producer)
+            self._forget_retired(self._producer)
         self._forget_hosts(self._producer)
         self._resend()
         self.outbox.flush()
@@ -335,6 +379,22 @@ class AlertService:
             self._save(producer, KnownHost.key_of(host_id), None)
         self.evaluator.hosts_forgotten.clear()
 
+    def _forget_retired(self, producer: Producer) -> None:
+        """Hosts an administrator retired (``forget_hosts``) since the last poll: the one
+        holding each resolves its alerts and saves it as gone; the others hold other hosts."""
+        assert self._forgets is not None
+        for message in self._forgets.consume(100, timeout=0):
+            key = (message.key() or b"").decode()
+            if message.error() is not None or not key.startswith(KnownHost.FORGET_PREFIX):
+                continue
+            host_id = key.removeprefix(KnownHost.FORGET_PREFIX)
+            changes = self.evaluator.forget(host_id)
+            if changes is None:
+                continue
+            log.warning("host %s retired: forgotten, its alerts resolved", host_id)
+            self._publish(changes, producer)
+            self._save(producer, KnownHost.key_of(host_id), None)
+
     def _publish(self, changes: list[Change], producer: Producer) -> None:
         now = datetime.now(UTC)
         for change in changes:
@@ -411,6 +471,14 @@ class AlertService:
             return asdict(evaluator.known_host(host_id)) if host_id in evaluator.seen else None
         alert = evaluator.alerts.get(key)
         return alert.to_json() if alert is not None else None
+
+
+def _from_the_end(settings: Settings, topic: str) -> Consumer:
+    """A consumer of every partition of ``topic`` from its end (no group, nothing committed)."""
+    consumer = Consumer(consumer_config(settings, f"{settings.alert_consumer_group}-forgets"))
+    metadata = consumer.list_topics(topic, timeout=15).topics[topic]
+    consumer.assign([TopicPartition(topic, p, OFFSET_END) for p in metadata.partitions])
+    return consumer
 
 
 def run_evaluator(
