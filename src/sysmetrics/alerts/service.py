@@ -75,7 +75,9 @@ def forget_hosts(settings: Settings, host_ids: list[str]) -> dict[str, list[str]
     and their alerts are deleted from the state topic (no evaluator restores them), then a
     forget record asks the running evaluator that holds each to resolve its alerts and stop
     expecting it. Returns, per host the state topic knew, the keys deleted; a host it did not
-    know is left out. Raises ConnectionError when the broker does not take the records."""
+    know is left out. Raises ConnectionError when Kafka cannot be reached or does not take the
+    records, PermissionError when it refuses this user the state topic."""
+    ensure_state_topic(settings)
     records = read_state_records(settings, 60.0)
     refused: list[str] = []
 
@@ -106,6 +108,14 @@ def forget_hosts(settings: Settings, host_ids: list[str]) -> dict[str, list[str]
         reason = refused[0] if refused else f"{waiting} records not acknowledged in 30 s"
         raise ConnectionError(f"cannot write to {settings.alert_state_topic}: {reason}")
     return deleted
+
+
+def ensure_state_topic(settings: Settings) -> None:
+    """The evaluators' compacted state topic, created if missing (one partition: read whole
+    at every takeover)."""
+    ensure_topic(
+        settings, settings.alert_state_topic, partitions=1, config={"cleanup.policy": "compact"}
+    )
 
 
 def read_known_hosts(records: dict[str, dict[str, Any] | None]) -> list[KnownHost]:
@@ -182,9 +192,7 @@ class AlertService:
     def run(self) -> AlertStats:
         settings = self.settings
         ensure_topic(settings)
-        ensure_topic(
-            settings, settings.alert_state_topic, partitions=1, config={"cleanup.policy": "compact"}
-        )
+        ensure_state_topic(settings)
         self._producer = Producer(producer_config(settings))
         self._forgets = _from_the_end(settings, settings.alert_state_topic)
         try:
