@@ -388,14 +388,16 @@ class AlertService:
         self.evaluator.hosts_forgotten.clear()
 
     def _forget_retired(self, producer: Producer) -> None:
-        """Hosts an administrator retired (``forget_hosts``) since the last poll: the one
+        """Hosts an administrator retired (``forget_hosts``) since the last check: the one
         holding each resolves its alerts and saves it as gone; the others hold other hosts."""
         assert self._forgets is not None
-        for message in self._forgets.consume(100, timeout=0):
-            key = (message.key() or b"").decode()
-            if message.error() is not None or not key.startswith(KnownHost.FORGET_PREFIX):
-                continue
-            host_id = key.removeprefix(KnownHost.FORGET_PREFIX)
+        retired = []
+        while batch := self._forgets.consume(500, timeout=0):  # every evaluator's state writes
+            for message in batch:
+                key = (message.key() or b"").decode()
+                if message.error() is None and key.startswith(KnownHost.FORGET_PREFIX):
+                    retired.append(key.removeprefix(KnownHost.FORGET_PREFIX))
+        for host_id in retired:
             changes = self.evaluator.forget(host_id)
             if changes is None:
                 continue
