@@ -750,7 +750,7 @@ def test_a_retired_host_is_resolved_at_once_and_not_paged_after_a_restart(
     """A machine taken out of service pages HostDown; `sysmetrics alert --forget` resolves
     it within seconds through the running evaluator, and the next evaluator (after a restart)
     does not page it again. The host still in service is untouched: it stays paged down. Before
-    2026-12-04 the retired host stayed paged for 7 days (SYSMETRICS_ALERT_FORGET_HOST_DAYS)."""
+    2026-12-03 the retired host stayed paged for 7 days (SYSMETRICS_ALERT_FORGET_HOST_DAYS)."""
     receiver, env = webhook_and_env(tansu_settings, tmp_path, HOST_DOWN_ONLY)
     settings = tansu_settings.model_copy(
         update={"alert_state_topic": env["SYSMETRICS_ALERT_STATE_TOPIC"]}

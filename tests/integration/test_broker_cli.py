@@ -139,7 +139,7 @@ def test_a_bad_option_value_is_refused_as_the_same_environment_value_would_be(
 def test_an_hour_that_has_not_begun_is_refused_and_the_one_in_progress_runs(
     tmp_path: Path,
 ) -> None:
-    """Before 2026-12-04 `batch run` of a future hour loaded nothing and said only PARTIAL
+    """Before 2026-12-03 `batch run` of a future hour loaded nothing and said only PARTIAL
     (a typo in the day or a local time taken for UTC looked like an empty hour)."""
     env = {**os.environ, "SYSMETRICS_DATA_DIR": str(tmp_path / "data")}
     now = datetime.now(UTC)

@@ -85,7 +85,7 @@ def read_firing(settings: Settings) -> LiveFiring | None:
     for path in live_state_dir(settings).glob(FIRING_GLOB):
         try:
             body = json.loads(path.read_text())
-            unheard = body.get("unheard_since")  # absent in files written before 2026-12-04
+            unheard = body.get("unheard_since")  # absent in files written before 2026-12-03
             written.append(
                 LiveFiring(
                     datetime.fromisoformat(body["updated_at"]),
