@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -134,3 +135,28 @@ def test_an_evaluator_that_does_not_hear_its_brokers_says_since_when(tmp_path: P
     found = read_firing(settings)
     assert found is not None and found.unheard_since == now - timedelta(seconds=45)
     assert found.updated_at == now - timedelta(seconds=1)
+
+
+def test_status_says_what_the_evaluators_here_page_and_whether_they_hear_kafka(
+    tmp_path: Path,
+) -> None:
+    """`sysmetrics status`'s alert lines, from the live files beside the evaluators."""
+    from sysmetrics.orchestration.health import alert_evaluators
+
+    settings = load_settings(data_dir=tmp_path)
+    assert list(alert_evaluators(settings)) == ["alert        not running here"]
+    now = datetime.now(UTC)
+    write_as_another_evaluator(tmp_path, now - timedelta(minutes=10), [alert("HostDown", "gone")])
+    (stopped,) = alert_evaluators(settings)
+    assert re.fullmatch(
+        r"alert +stopped 60\d s ago; when it stopped, 1 firing: HostDown on gone",
+        stopped,
+    )
+    down = [alert("HostDown", f"h{n}", hostname=f"h{n}.example") for n in range(7)]
+    write_firing(settings, now, down, unheard_since=now - timedelta(seconds=30))
+    first, second = alert_evaluators(settings)
+    assert first == (
+        "alert        7 firing: HostDown on h0.example, HostDown on h1.example, HostDown on "
+        "h2.example, HostDown on h3.example, HostDown on h4.example and 2 more"
+    )
+    assert second.startswith("             has not heard from Kafka for 30 s: ")

@@ -18,6 +18,8 @@ TOGETHER_S = 30.0
 """Files written within this long of the newest are one picture (each evaluator rewrites its
 own every second or so); an older one is an evaluator that stopped, or was killed, and the
 partitions it held are another's now."""
+STOPPED_AFTER_S = 120.0
+"""An evaluator rewrites its file every second or so: one this old has stopped updating."""
 FORGOTTEN_AFTER_S = 86_400.0
 """A file this old is removed by the next evaluator that starts: restarts do not pile up."""
 BEFORE_FILES_PER_EVALUATOR = "alerts-firing.json"

@@ -22,6 +22,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from sysmetrics.alerts.live import STOPPED_AFTER_S
 from sysmetrics.config import Settings
 from sysmetrics.dashboard.auth import AuthMiddleware, check_exposure
 from sysmetrics.dashboard.host_charts import (
@@ -207,6 +208,7 @@ class Pages:
             live=live,
             live_age_s=live_age_s,
             live_note=live_note,
+            stopped_after_s=STOPPED_AFTER_S,
         )
 
     async def health(self, _request: Request) -> Response:
