@@ -111,6 +111,7 @@ def test_up_shows_this_machine_and_sigint_leaves_nothing_behind(tmp_path: Path) 
         output = up.communicate(timeout=120)[0].decode()
     assert up.returncode == 0, output[-3000:]
     assert "all components stopped" in output
+    assert re.search(r"\d+ firing", output), output[-3000:]  # the evaluator's row says
     pids = [state["pid"], state["broker_pid"], *state["components"].values()]
     # up, broker, collector, simulator, ingest, writer, evaluator, dashboard
     assert len([p for p in pids if p]) == 8

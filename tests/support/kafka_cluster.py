@@ -11,10 +11,12 @@ format time, the other users through the admin API.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
 import os
 import shlex
+import socket
 import subprocess
 import time
 import uuid
@@ -27,7 +29,7 @@ from confluent_kafka.admin import (
     UserScramCredentialUpsertion,
 )
 
-from sysmetrics.stream.broker import free_port, stop_pid
+from sysmetrics.stream.broker import stop_pid
 from tests.support.apache_kafka import java_command, kafka_libs
 
 ADMIN_PASSWORD = "admin-secret-for-tests"
@@ -118,13 +120,21 @@ def make_ca(folder: Path) -> tuple[Path, Path]:
     return ca_pem, server_pem
 
 
+def distinct_free_ports(count: int) -> list[int]:
+    """``count`` ports free now and different from each other: each socket stays bound until
+    all are chosen (one ``free_port()`` after another may return a port twice)."""
+    with contextlib.ExitStack() as held:
+        sockets = [held.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+
+
 class KafkaNode:
-    def __init__(self, cluster: KafkaCluster, node_id: int) -> None:
+    def __init__(self, cluster: KafkaCluster, node_id: int, ports: list[int]) -> None:
         self.cluster = cluster
         self.node_id = node_id
-        self.client_port = free_port()
-        self.internal_port = free_port()
-        self.controller_port = free_port()
+        self.client_port, self.internal_port, self.controller_port = ports
         self.dir = cluster.work_dir / f"node-{node_id}"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -204,7 +214,8 @@ class KafkaCluster:
         self.work_dir = work_dir
         self.libs = kafka_libs()
         self.ca_pem, self.server_pem = tls or make_ca(work_dir / "tls")
-        self.nodes = [KafkaNode(self, n) for n in range(1, size + 1)]
+        ports = distinct_free_ports(3 * size)
+        self.nodes = [KafkaNode(self, n, ports[3 * n - 3 : 3 * n]) for n in range(1, size + 1)]
 
     @property
     def bootstrap(self) -> str:
@@ -247,7 +258,12 @@ class KafkaCluster:
             node.format(cluster_id)
         for node in self.nodes:
             node.start()
-        self.wait_ready(timeout_s)
+        try:
+            self.wait_ready(timeout_s)
+        except RuntimeError:
+            for node in self.nodes:  # nothing left running after a failed start
+                node.kill()
+            raise
 
     def wait_ready(self, timeout_s: float = 180.0, brokers: int | None = None) -> None:
         """Until ``brokers`` (default: all running) answer metadata as brokers."""
@@ -263,8 +279,11 @@ class KafkaCluster:
             except Exception as exc:
                 last = exc
             time.sleep(1.0)
+        exited = {n.node_id: n.process.poll() for n in self.nodes if n.process is not None}
         logs = [str(n.dir / "kafka.log") for n in self.nodes]
-        raise RuntimeError(f"cluster not ready ({last}); see {logs}")
+        raise RuntimeError(
+            f"cluster not ready ({last}; exit codes by node, None: running: {exited}); see {logs}"
+        )
 
     def add_user(self, name: str, password: str) -> None:
         admin = AdminClient(self.client())

@@ -113,6 +113,25 @@ def read_firing(settings: Settings) -> LiveFiring | None:
     return LiveFiring(together[0].updated_at, by_time, min(unheard) if unheard else None)
 
 
+def summarize(live: LiveFiring, now: datetime, shown: int = 5) -> list[str]:
+    """What the evaluators page, in a line, and a second one while they do not hear Kafka;
+    of evaluators that stopped, since when (``STOPPED_AFTER_S``)."""
+    firing = [f"{a.get('rule')} on {a.get('hostname') or a.get('host_id')}" for a in live.firing]
+    more = f" and {len(firing) - shown} more" if len(firing) > shown else ""
+    what = f"{len(firing)} firing" + (f": {', '.join(firing[:shown])}{more}" if firing else "")
+    age_s = (now - live.updated_at).total_seconds()
+    if age_s > STOPPED_AFTER_S:
+        return [f"stopped {age_s:.0f} s ago; when it stopped, {what}"]
+    if live.unheard_since is None:
+        return [what]
+    unheard_s = (now - live.unheard_since).total_seconds()
+    return [
+        what,
+        f"has not heard from Kafka for {unheard_s:.0f} s: no sample reaches it and no host is "
+        "judged down until it does",
+    ]
+
+
 class StateTopicView:
     """The firing alerts as the evaluators' state topic holds them, for a dashboard with no
     evaluator beside it (another machine): a background reader keeps the latest record per key

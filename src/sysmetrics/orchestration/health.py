@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sysmetrics.alerts.live import STOPPED_AFTER_S, read_firing
+from sysmetrics.alerts.live import read_firing, summarize
 from sysmetrics.config import Settings
 from sysmetrics.lake.status import read_writer_status
 from sysmetrics.stream.admin import under_replicated
@@ -68,27 +68,16 @@ def _writers(settings: Settings) -> Iterator[str]:
             )
 
 
-def alert_evaluators(settings: Settings, shown: int = 5) -> Iterator[str]:
+def alert_evaluators(settings: Settings) -> Iterator[str]:
     """What the alert evaluators on this machine page now, from their live files."""
     live = read_firing(settings)
     if live is None:
         yield "alert        not running here"
         return
-    now = datetime.now(UTC)
-    age_s = (now - live.updated_at).total_seconds()
-    firing = [f"{a.get('rule')} on {a.get('hostname') or a.get('host_id')}" for a in live.firing]
-    more = f" and {len(firing) - shown} more" if len(firing) > shown else ""
-    what = f"{len(firing)} firing" + (f": {', '.join(firing[:shown])}{more}" if firing else "")
-    if age_s > STOPPED_AFTER_S:
-        yield f"alert        stopped {age_s:.0f} s ago; when it stopped, {what}"
-        return
-    yield f"alert        {what}"
-    if live.unheard_since is not None:
-        unheard_s = (now - live.unheard_since).total_seconds()
-        yield (
-            f"             has not heard from Kafka for {unheard_s:.0f} s: no sample reaches it "
-            "and no host is judged down until it does"
-        )
+    first, *more = summarize(live, datetime.now(UTC))
+    yield f"alert        {first}"
+    for line in more:
+        yield f"             {line}"
 
 
 def flagged_hosts(wh: Warehouse) -> Iterator[str]:

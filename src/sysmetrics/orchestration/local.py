@@ -18,8 +18,10 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
+from sysmetrics.alerts.live import read_firing, summarize
 from sysmetrics.config import Settings
 from sysmetrics.lake.status import read_writer_status
 from sysmetrics.observability import MetricsEndpoint, serve_metrics
@@ -308,6 +310,8 @@ class LocalPipeline:
                 detail += f", {s.records} records, {s.files} files, {s.quarantined} quarantined"
             if c.name == "dashboard":
                 detail += f", http://{self.settings.dashboard_host}:{self.settings.dashboard_port}"
+            if c.name == "alert evaluator" and (live := read_firing(self.settings)):
+                detail += ", " + "; ".join(summarize(live, datetime.now(UTC)))
             if c.name == "ingest":
                 url = f"http://{self.settings.ingest_host}:{self.settings.ingest_port}"
                 detail += f", {url}/api/v1/write, {url}/v1/metrics"
