@@ -540,7 +540,7 @@ def batch_run(ctx: Context, hour_text: str, wait: float, rebuild: bool) -> None:
     """Load one hour's new lake files (plus late files of the look-back window) and compute
     its tables: every host of the hour (settings may have changed), and of late hours the
     hosts that received rows."""
-    from datetime import UTC, datetime
+    from datetime import UTC
 
     from sysmetrics.batch.hourly import DataQualityError, curate, run_hour
     from sysmetrics.lake.compaction import RawFileUnreadable
@@ -583,7 +583,7 @@ def batch_backfill(
     rebuild: bool,
 ) -> None:
     """Run every hour in [--from, --to) in order, with a progress bar."""
-    from datetime import UTC, datetime, timedelta
+    from datetime import UTC, timedelta
 
     from rich.progress import Progress
 
@@ -761,7 +761,7 @@ def lake_prune(
     """Delete the raw JSON of hours older than SYSMETRICS_RAW_RETENTION_DAYS whose curated
     Parquet verifies (an hour that does not keep its raw files, and says why), and
     quarantined files older than SYSMETRICS_QUARANTINE_RETENTION_DAYS."""
-    from datetime import UTC, datetime
+    from datetime import UTC
 
     from sysmetrics.lake.compaction import prune_lake
     from sysmetrics.lake.store import LakeStore

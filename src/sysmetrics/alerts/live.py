@@ -122,14 +122,19 @@ def summarize(live: LiveFiring, now: datetime, shown: int = 5) -> list[str]:
     age_s = (now - live.updated_at).total_seconds()
     if age_s > STOPPED_AFTER_S:
         return [f"stopped {age_s:.0f} s ago; when it stopped, {what}"]
+    unheard = unheard_note(live, now)
+    return [what] if unheard is None else [what, unheard]
+
+
+def unheard_note(live: LiveFiring, now: datetime) -> str | None:
+    """What not hearing Kafka means for the evaluators' alerts; None while they hear it."""
     if live.unheard_since is None:
-        return [what]
+        return None
     unheard_s = (now - live.unheard_since).total_seconds()
-    return [
-        what,
+    return (
         f"has not heard from Kafka for {unheard_s:.0f} s: no sample reaches it and no host is "
-        "judged down until it does",
-    ]
+        "judged down until it does"
+    )
 
 
 class StateTopicView:

@@ -14,7 +14,7 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from sysmetrics.alerts.live import StateTopicView, read_firing
+from sysmetrics.alerts.live import StateTopicView, read_firing, unheard_note
 from sysmetrics.config import Settings
 from sysmetrics.warehouse import open_warehouse, sql
 from sysmetrics.warehouse.base import Warehouse
@@ -188,18 +188,9 @@ class FiringNow:
         local = read_firing(self.settings)
         if local is not None:
             now = datetime.now(UTC)
-            age = (now - local.updated_at).total_seconds()
-            if local.unheard_since is None:
-                return local.firing, age, ""
-            unheard = (now - local.unheard_since).total_seconds()
-            return (
-                local.firing,
-                age,
-                (
-                    f"the alert evaluator has not heard from Kafka for {unheard:.0f} s: no sample "
-                    "reaches it, and no host is judged down until Kafka answers again"
-                ),
-            )
+            unheard = unheard_note(local, now)
+            note = "" if unheard is None else f"the alert evaluator {unheard}"
+            return local.firing, (now - local.updated_at).total_seconds(), note
         if self._view is None:
             self._view = StateTopicView(self.settings)
         topic = self.settings.alert_state_topic
