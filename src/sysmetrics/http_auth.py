@@ -25,10 +25,23 @@ def carries_token(authorization: bytes, token: bytes) -> bool:
     scheme, _, value = authorization.partition(b" ")
     if scheme.lower() == b"bearer":
         return hmac.compare_digest(value.strip(), token)
-    if scheme.lower() == b"basic":
-        try:
-            decoded = base64.b64decode(value.strip(), validate=True)
-        except (binascii.Error, ValueError):
-            return False
-        return hmac.compare_digest(decoded.partition(b":")[2], token)
-    return False
+    basic = _basic(authorization)
+    return basic is not None and hmac.compare_digest(basic[1], token)
+
+
+def basic_user(authorization: bytes) -> bytes | None:
+    """The user name of an HTTP Basic ``Authorization`` header (None: not Basic, or empty)."""
+    basic = _basic(authorization)
+    return basic[0] if basic is not None and basic[0] else None
+
+
+def _basic(authorization: bytes) -> tuple[bytes, bytes] | None:
+    scheme, _, value = authorization.partition(b" ")
+    if scheme.lower() != b"basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    user, _, password = decoded.partition(b":")
+    return user, password

@@ -59,6 +59,10 @@ def count_or_none(value: float | None) -> int | None:
     return None
 
 
+SENDER_PATTERN: Final = r"^[\x21-\x7e]{1,128}(?![\s\S])"
+"""A sender's name: printable ASCII without spaces, as an HTTP header and an Alertmanager
+label value carry it plainly."""
+
 Pct = Annotated[float, msgspec.Meta(ge=0, le=100, description="percent, 0-100")]
 Bytes = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX, description="bytes")]
 Count = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
@@ -226,6 +230,19 @@ class MetricsEvent(_Group):
                 description="what produced the sample: absent or 'sysmetrics' for our collector, "
                 "'node_exporter', 'windows_exporter' or 'otel' for events made by `sysmetrics "
                 "ingest` from another agent's stream (added in v1.2)",
+            ),
+        ]
+        | None
+    ) = None
+    sender: (
+        Annotated[
+            str,
+            msgspec.Meta(
+                pattern=SENDER_PATTERN,
+                description="who delivered the sample to `sysmetrics ingest` (a central "
+                "Prometheus, an OTel Collector): the request's X-Sysmetrics-Sender header, else "
+                "the address it came from; absent for our collector. A host-down alert carries "
+                "it as a label, so one sender's outage can be routed as one (added in v1.3)",
             ),
         ]
         | None

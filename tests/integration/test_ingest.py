@@ -22,9 +22,11 @@ from pathlib import Path
 
 import cramjam
 import pytest
+from starlette.testclient import TestClient
 
 from sysmetrics.alerts.service import AlertService
 from sysmetrics.config import Settings
+from sysmetrics.dashboard.app import create_app
 from sysmetrics.stream.broker import free_port, stop_pid
 from tests.conftest import settings_for
 from tests.support.agents import (
@@ -36,6 +38,7 @@ from tests.support.agents import (
     RecordingProxy,
     otelcol_binary,
     prometheus_3_binary,
+    remote_write_block,
 )
 from tests.support.alertmanager import ALERTMANAGER, MISSING, alertmanager
 from tests.support.brokers import TestBroker
@@ -116,6 +119,7 @@ def assert_events_are_the_scrapes(events: list[dict], proxy: RecordingProxy) -> 
     """One event per scrape of the one host behind ``proxy``, each holding exactly what
     node_exporter answered at that scrape (CPU %: what two scrapes' counters give)."""
     assert events and {e["source"] for e in events} == {"node_exporter"}
+    assert {e["sender"] for e in events} == {"127.0.0.1"}, "no X-Sysmetrics-Sender: its address"
     assert {e["host"]["host_id"] for e in events} == {proxy.address}, "no poison in the lake"
     stamps = [e["ts"] for e in events]
     assert len(stamps) == len(set(stamps)) == len({e["event_id"] for e in events})
@@ -150,7 +154,7 @@ def assert_events_are_the_scrapes(events: list[dict], proxy: RecordingProxy) -> 
 
 
 def poison_requests(url: str) -> dict[str, int]:
-    """1,000 requests that can never succeed, 200 of each kind; their status codes."""
+    """1,200 requests that can never succeed, 200 of each kind; their status codes."""
     valid = write_request([({"__name__": "node_load1", "instance": "evil:9100"}, 1.0)], 1)
     no_host = write_request([({"__name__": "node_load1"}, 1.0)], int(time.time() * 1000))
     rw = {"Content-Type": "application/x-protobuf", "Content-Encoding": "snappy"}
@@ -160,6 +164,7 @@ def poison_requests(url: str) -> dict[str, int]:
         "wrong_content_type": (valid, {**rw, "Content-Type": "text/plain"}),
         "too_large": (b"\x00" * (2 * 1024 * 1024), rw),
         "no_host_label": (no_host, rw),
+        "bad_sender": (valid, {**rw, "X-Sysmetrics-Sender": "prom eu 1"}),
     }
     codes: dict[str, int] = {}
     for kind, (body, headers) in kinds.items():
@@ -190,6 +195,7 @@ def test_node_exporter_through_prometheus_reaches_lake_warehouse_and_dashboard(
             "wrong_content_type": 415,
             "too_large": 413,
             "no_host_label": 400,
+            "bad_sender": 400,
         }
         time.sleep(12)
     finally:
@@ -197,7 +203,7 @@ def test_node_exporter_through_prometheus_reaches_lake_warehouse_and_dashboard(
         proxy.close()
         node.close()
     wait_for(lambda: ingest.metric("sysmetrics_ingest_pending_samples") == 0, 30, "assembly")
-    assert ingest.metric("sysmetrics_ingest_rejected_total") == 1000
+    assert ingest.metric("sysmetrics_ingest_rejected_total") == 1200
     assert ingest.metric("sysmetrics_ingest_dropped_series_total") == 0, "relabel keeps only ours"
     ingest.stop()
 
@@ -590,6 +596,7 @@ processors:
 exporters:
   otlphttp:
     endpoint: {ingest.url}
+    headers: {{X-Sysmetrics-Sender: otelcol-eu-1}}
 service:
   telemetry: {{metrics: {{level: none}}}}
   pipelines:
@@ -610,6 +617,7 @@ service:
     ingest.stop()
     events = sorted(drain_to_lake(settings), key=lambda e: e["ts"])
     assert len(events) >= 6 and {e["source"] for e in events} == {"otel"}
+    assert {e["sender"] for e in events} == {"otelcol-eu-1"}, "as its headers name it"
     assert {e["host"]["host_id"] for e in events} == {"otel-test-host"}
     assert len({e["ts"] for e in events}) == len(events)
     mem_total = int(Path("/proc/meminfo").read_text().split()[1]) * 1024
@@ -678,3 +686,67 @@ def test_ingested_host_pinned_at_high_cpu_pages_through_the_alert_evaluator(
     assert alert["labels"]["host_id"] == "hot-1:9100"
     assert "CPU at 97 % on hot-1" in alert["annotations"]["summary"]
     assert service.stats.events == 43 and service.stats.skipped == 0
+
+
+@pytest.mark.skipif(ALERTMANAGER is None, reason=MISSING)
+def test_a_central_prometheus_that_goes_down_pages_its_hosts_as_one_group(
+    broker_settings: Settings, tmp_path: Path
+) -> None:
+    """A Prometheus that remote-writes three hosts names itself by its basic_auth user name
+    (the README's block). When it stops, its hosts fall silent together: each HostDown carries
+    `sender="prom-eu-1"`, and an Alertmanager that groups by [alertname, sender] (the README's
+    route) pages once for the three, not three times."""
+    ingest = Ingest(
+        broker_settings, broker_settings.data_dir, wait_s=1.0, SYSMETRICS_INGEST_TOKEN="s3cret"
+    )
+    ingest.start()
+    settings = broker_settings.model_copy(
+        update={
+            "alert_state_topic": f"{broker_settings.topic}-alert-state",
+            "alert_consumer_group": f"{broker_settings.consumer_group}-alerts",
+        }
+    )
+    hosts = ["web-1", "web-2", "web-3"]
+    node = NodeExporter()
+    with alertmanager(tmp_path, group_by="[alertname, sender]", group_wait_s=5) as (url, receiver):
+        service = AlertService(settings.model_copy(update={"alertmanager_url": url}))
+        thread = threading.Thread(target=service.run, daemon=True)
+        thread.start()
+        targets = "".join(  # one node_exporter scraped as three hosts
+            f"\n      - {{targets: [127.0.0.1:{node.port}], labels: {{instance: {h}}}}}"
+            for h in hosts
+        )
+        prometheus = Prometheus(
+            tmp_path / "prometheus",
+            f"""global: {{scrape_interval: 2s, scrape_timeout: 2s}}
+scrape_configs:
+  - job_name: node
+    static_configs:{targets}
+{remote_write_block(ingest.url, basic_auth=("prom-eu-1", "s3cret"))}""",
+        )
+        try:
+
+            def heard_at_their_interval() -> bool:
+                seen = dict(service.evaluator.seen)
+                return set(hosts) <= set(seen) and all(seen[h].interval_s <= 2.5 for h in hosts)
+
+            wait_for(heard_at_their_interval, 90, "the evaluator to hear the three hosts")
+            assert {service.evaluator.seen[h].sender for h in hosts} == {"prom-eu-1"}
+            prometheus.stop()
+            wait_for(lambda: receiver.statuses("HostDown").count("firing") >= 3, 90, "the pages")
+            time.sleep(3)  # what else Alertmanager would send
+            firing_now = TestClient(create_app(settings)).get("/alerts").text
+        finally:
+            with contextlib.suppress(Exception):
+                prometheus.stop()
+            service.stop.set()
+            thread.join(30)
+            node.close()
+            ingest.stop()
+    pages = [n for n in receiver.notifications if n["groupLabels"].get("alertname") == "HostDown"]
+    assert len(pages) == 1, [n["alerts"] for n in pages]
+    (page,) = pages
+    assert page["groupLabels"] == {"alertname": "HostDown", "sender": "prom-eu-1"}
+    assert sorted(a["labels"]["host_id"] for a in page["alerts"]) == hosts
+    assert {a["status"] for a in page["alerts"]} == {"firing"}
+    assert firing_now.count("via prom-eu-1") == 3, "the dashboard's Firing now names the sender"

@@ -176,11 +176,17 @@ def prometheus_3_binary() -> Path | None:
     return binary
 
 
-def remote_write_block(url: str, protobuf_message: str = "") -> str:
+def remote_write_block(
+    url: str, protobuf_message: str = "", basic_auth: tuple[str, str] | None = None
+) -> str:
     """The README's remote_write block: only the series sysmetrics maps leave Prometheus.
-    ``protobuf_message`` (Prometheus 3): ``io.prometheus.write.v2.Request`` sends 2.0."""
+    ``protobuf_message`` (Prometheus 3): ``io.prometheus.write.v2.Request`` sends 2.0;
+    ``basic_auth``: (the name it gives itself as a sender, the ingest token)."""
     names = "|".join(sorted(REMOTE_WRITE_SERIES))
     message = f"\n    protobuf_message: {protobuf_message}" if protobuf_message else ""
+    if basic_auth is not None:
+        user, password = basic_auth
+        message += f"\n    basic_auth: {{username: {user}, password: {password}}}"
     return f"""remote_write:
   - url: {url}/api/v1/write{message}
     queue_config: {{batch_send_deadline: 1s, min_backoff: 100ms, max_backoff: 2s}}

@@ -52,9 +52,11 @@ class Receiver(HTTPServer):
 
 
 @contextmanager
-def alertmanager(tmp_path: Path) -> Iterator[tuple[str, Receiver]]:
-    """Alertmanager routing every alert to a webhook :class:`Receiver`; yields (its URL, the
-    receiver)."""
+def alertmanager(
+    tmp_path: Path, group_by: str = "[alertname, host_id]", group_wait_s: int = 1
+) -> Iterator[tuple[str, Receiver]]:
+    """Alertmanager routing every alert to a webhook :class:`Receiver`, one notification per
+    group of ``group_by``; yields (its URL, the receiver)."""
     receiver = Receiver()
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
     config = tmp_path / "alertmanager.yml"
@@ -62,8 +64,8 @@ def alertmanager(tmp_path: Path) -> Iterator[tuple[str, Receiver]]:
         f"""
 route:
   receiver: pager
-  group_by: [alertname, host_id]
-  group_wait: 1s
+  group_by: {group_by}
+  group_wait: {group_wait_s}s
   group_interval: 1s
   repeat_interval: 4h
 receivers:

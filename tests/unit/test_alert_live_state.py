@@ -160,3 +160,12 @@ def test_status_says_what_the_evaluators_here_page_and_whether_they_hear_kafka(
         "h2.example, HostDown on h3.example, HostDown on h4.example and 2 more"
     )
     assert second.startswith("             has not heard from Kafka for 30 s: ")
+    # A central Prometheus gone: its hosts' HostDowns are one phrase, where its first one is.
+    via = [alert("HostDown", f"web-{n}", sender="prom-eu-1") for n in range(40)]
+    lone = alert("HostDown", "db-1", sender="prom-us-2")
+    mixed = [alert("HighCpu", "h0"), *via[:1], lone, alert("HostDown", "laptop"), *via[1:]]
+    write_firing(settings, now, mixed)
+    assert list(alert_evaluators(settings)) == [
+        "alert        43 firing: HostDown on db-1 via prom-us-2, HighCpu on h0, HostDown on "
+        "laptop, HostDown on 40 hosts via prom-eu-1"  # in the live file's order (by host)
+    ]

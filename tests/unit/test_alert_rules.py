@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import msgspec
 import pytest
 
-from sysmetrics.alerts.evaluator import HOST_DOWN_MIN_SILENCE_S, Evaluator
+from sysmetrics.alerts.evaluator import HOST_DOWN_MIN_SILENCE_S, Alert, Evaluator, KnownHost
+from sysmetrics.alerts.notify import labels
 from sysmetrics.alerts.rules import Rule, RulesError, load_rules
 from sysmetrics.batch.hourly import run_hour
 from sysmetrics.config import Settings
@@ -143,6 +146,39 @@ def test_a_retired_host_resolves_its_alerts_and_is_no_longer_expected() -> None:
     ev.observe(event("old-db", HOUR14 + S, 10.0, interval_s=10.0), arrived=100.0)
     (again,) = ev.check_absent(now=131.0, wall=131.0)  # back in service, then silent
     assert (again.status, again.alert.host_id) == ("firing", "old-db")
+
+
+def test_a_host_down_carries_the_sender_that_delivered_the_host_across_a_restart() -> None:
+    """An ingested host's HostDown carries its sender as a label (a central Prometheus that
+    goes down is routed as one group); a threshold alert does not (a host sent by two
+    replicas alternates between them, which would make it a new alert each time); nor does a
+    host of our collector. A state record leaves out a sender it does not have (evaluators
+    from before the field cannot read one that has it) and keeps a newer version's fields
+    out of its way."""
+    host_down, high_cpu = Rule(name="HostDown", kind="absent", intervals=3), rule(**{"for": "0s"})
+    ev = Evaluator([host_down, high_cpu])
+
+    def sent(host_id: str, cpu: float, sender: str | None, n: int = 0) -> None:
+        sample = event(host_id, HOUR14 + n * S, cpu, seq=n, interval_s=10.0)
+        ev.observe(msgspec.structs.replace(sample, sender=sender), arrived=float(n))
+
+    sent("web-1", 95.0, "prom-eu-1")
+    sent("laptop", 10.0, None)
+    assert "sender" not in labels(ev.alerts["HighCpu|web-1"], high_cpu)
+    ev.hosts_changed.clear()
+    sent("web-1", 95.0, "prom-eu-2", n=1)  # the other replica of the pair
+    assert ev.hosts_changed == set(), "a sender that alternates writes no state"
+    records = [json.loads(json.dumps(ev.known_host(h).to_json())) for h in ("web-1", "laptop")]
+    assert records[0]["sender"] == "prom-eu-2" and "sender" not in records[1]
+
+    restarted = Evaluator([host_down, high_cpu])
+    restarted.restore([], [KnownHost.from_json({**r, "added_later": 1}) for r in records], now=0)
+    down = {c.alert.host_id: c.alert for c in restarted.check_absent(now=31.0, wall=31.0)}
+    assert labels(down["web-1"], host_down)["sender"] == "prom-eu-2"
+    assert "sender" not in labels(down["laptop"], host_down)
+    saved = json.loads(json.dumps(down["web-1"].to_json()))
+    assert Alert.from_json({**saved, "added_later": 1}) == down["web-1"]
+    assert "sender" not in down["laptop"].to_json()
 
 
 def test_restored_state_is_not_paged_again_and_still_resolves() -> None:

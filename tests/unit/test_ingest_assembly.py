@@ -61,6 +61,23 @@ def test_an_emitted_sample_is_not_emitted_again_after_a_restart(tmp_path: Path) 
     assert assembler.due(now=0) == [later], "as many facts as the host's last sample: complete"
 
 
+def test_a_samples_sender_is_in_its_event_after_a_restart_and_a_compaction(tmp_path: Path) -> None:
+    """The sender of a request (``X-Sysmetrics-Sender``, else its address) is journaled with
+    its facts: the event built after a restart names it; a sample whose sender is not known
+    (a journal from before 2026-12-04) has none."""
+    assembler = Assembler(tmp_path, wait_s=15)
+    later = (KEY[0], T0 + 10_000, KEY[2])
+    assembler.receive({KEY: PART_1}, complete=False, sender="prom-eu-1")
+    assembler.receive({KEY: PART_2}, complete=False, sender="prom-eu-1")
+    assembler.receive({later: PART_1 | PART_2}, complete=False)
+    assembler = _restart(assembler, tmp_path)
+    assembler.compact()
+    assembler = _restart(assembler, tmp_path)
+    assert assembler.due(now=math.inf) == [KEY, later]
+    assert assembler.build(KEY).sender == "prom-eu-1"
+    assert assembler.build(later).sender is None
+
+
 def test_a_torn_last_line_is_skipped_and_the_rest_is_kept(tmp_path: Path) -> None:
     assembler = Assembler(tmp_path, wait_s=15)
     assembler.receive({KEY: PART_1}, complete=False)

@@ -48,6 +48,7 @@ def _valid_events() -> Iterator[bytes]:
             gpus=[Gpu(index=0, name="H200", utilization_pct=99.5, power_watts=700.25)],
             battery=Battery(percent=81.0, plugged_in=True, health_pct=101.5, cycle_count=12),
             source="node_exporter",
+            sender="prom-eu-1",
             ts=datetime(2026, 11, 27, 14, 5, 10, 123456, tzinfo=UTC),
         )
     )

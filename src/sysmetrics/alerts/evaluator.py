@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -44,23 +44,43 @@ class Alert:
     """First sample, while firing, where the rule stopped holding (``keep_firing_for``)."""
     partition: int | None = None
     """The topic partition the host's samples come from: its evaluator owns the alert."""
+    sender: str | None = None
+    """A host-down alert's: who delivered the host's samples (a central Prometheus or OTel
+    Collector through ``sysmetrics ingest``), a label, so that one sender's outage can be routed
+    as one. Fixed when it fires: a label that changed would make it another alert."""
 
     @property
     def fingerprint(self) -> str:
         return f"{self.rule}|{self.host_id}"
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = _without_none(asdict(self), "sender")
         for key in _TIMES:
             data[key] = data[key].isoformat() if data[key] else None
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Alert:
-        data = dict(data)
+        data = _known_fields(cls, data)
         for key in _TIMES:
             data[key] = datetime.fromisoformat(data[key]) if data.get(key) else None
         return cls(**data)
+
+
+def _without_none(data: dict[str, Any], *optional: str) -> dict[str, Any]:
+    """A state record without the optional fields that are None: evaluators from before a
+    field was added cannot read a record that carries it."""
+    for key in optional:
+        if data.get(key) is None:
+            data.pop(key, None)
+    return data
+
+
+def _known_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """A state record's fields this version knows: one written by a newer evaluator (a
+    rolling upgrade, a rollback) is read, not refused."""
+    known = {f.name for f in fields(cls)}
+    return {k: v for k, v in data.items() if k in known}
 
 
 _TIMES = ("active_since", "last_true", "fired_at", "resolved_at", "keep_firing_since")
@@ -82,6 +102,8 @@ class KnownHost:
     hostname: str
     interval_s: float
     partition: int | None
+    sender: str | None = None
+    """Who delivered its samples when it was first heard (``Alert.sender``)."""
 
     KEY_PREFIX = "@host|"
     """State-topic keys of hosts; rule names cannot start with '@'."""
@@ -94,6 +116,13 @@ class KnownHost:
     def key_of(cls, host_id: str) -> str:
         return f"{cls.KEY_PREFIX}{host_id}"
 
+    def to_json(self) -> dict[str, Any]:
+        return _without_none(asdict(self), "sender")
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> KnownHost:
+        return cls(**_known_fields(cls, data))
+
 
 @dataclass
 class _Seen:
@@ -101,6 +130,7 @@ class _Seen:
     interval_s: float
     arrived: float  # the evaluator's clock at the host's last sample
     partition: int | None = None
+    sender: str | None = None
 
 
 @dataclass
@@ -135,7 +165,7 @@ class Evaluator:
         for host in hosts:
             if host.host_id not in self.seen:
                 self.seen[host.host_id] = _Seen(
-                    host.hostname, host.interval_s, arrived, host.partition
+                    host.hostname, host.interval_s, arrived, host.partition, host.sender
                 )
 
     def release(self, partitions: set[int]) -> None:
@@ -172,10 +202,12 @@ class Evaluator:
             or seen.interval_s != interval_s
             or seen.partition != partition
         ):
-            self.seen[host_id] = _Seen(host.hostname, interval_s, now, partition)
+            self.seen[host_id] = _Seen(host.hostname, interval_s, now, partition, event.sender)
             self.hosts_changed.add(host_id)
         else:
-            seen.arrived = now
+            # A new sender is not saved at once: two Prometheus replicas sending one host
+            # alternate, and would write the state topic at every sample.
+            seen.arrived, seen.sender = now, event.sender
         for rule in self._absent:
             # Any sample ends a host-down alert (restored from state, or raised here).
             key = f"{rule.name}|{host_id}"
@@ -235,6 +267,7 @@ class Evaluator:
                     at = datetime.fromtimestamp(wall, UTC)
                     alert = Alert(rule.name, host_id, seen.hostname, "firing", at, at, silent_s)
                     alert.fired_at, alert.partition = at, seen.partition
+                    alert.sender = seen.sender
                     self.alerts[key] = alert
                     changes.append(Change("firing", alert))
         return changes
@@ -252,7 +285,7 @@ class Evaluator:
 
     def known_host(self, host_id: str) -> KnownHost:
         seen = self.seen[host_id]
-        return KnownHost(host_id, seen.hostname, seen.interval_s, seen.partition)
+        return KnownHost(host_id, seen.hostname, seen.interval_s, seen.partition, seen.sender)
 
     def firing(self) -> list[Alert]:
         return [a for a in self.alerts.values() if a.state == "firing"]

@@ -116,14 +116,35 @@ def read_firing(settings: Settings) -> LiveFiring | None:
 def summarize(live: LiveFiring, now: datetime, shown: int = 5) -> list[str]:
     """What the evaluators page, in a line, and a second one while they do not hear Kafka;
     of evaluators that stopped, since when (``STOPPED_AFTER_S``)."""
-    firing = [f"{a.get('rule')} on {a.get('hostname') or a.get('host_id')}" for a in live.firing]
-    more = f" and {len(firing) - shown} more" if len(firing) > shown else ""
-    what = f"{len(firing)} firing" + (f": {', '.join(firing[:shown])}{more}" if firing else "")
+    named = _by_sender(live.firing)
+    more = f" and {len(named) - shown} more" if len(named) > shown else ""
+    what = f"{len(live.firing)} firing" + (f": {', '.join(named[:shown])}{more}" if named else "")
     age_s = (now - live.updated_at).total_seconds()
     if age_s > STOPPED_AFTER_S:
         return [f"stopped {age_s:.0f} s ago; when it stopped, {what}"]
     unheard = unheard_note(live, now)
     return [what] if unheard is None else [what, unheard]
+
+
+def _by_sender(firing: list[dict[str, Any]]) -> list[str]:
+    """Each alert in words; a rule's alerts of hosts one sender delivers (a central Prometheus
+    that went down: all its hosts' HostDown) in one phrase, where that sender's first is."""
+    phrases: list[str] = []
+    senders: dict[tuple[Any, str], tuple[int, list[str]]] = {}
+    for alert in firing:
+        host = str(alert.get("hostname") or alert.get("host_id"))
+        sender = alert.get("sender")
+        if sender is None:
+            phrases.append(f"{alert.get('rule')} on {host}")
+            continue
+        if (alert.get("rule"), sender) not in senders:
+            senders[(alert.get("rule"), sender)] = (len(phrases), [])
+            phrases.append("")
+        senders[(alert.get("rule"), sender)][1].append(host)
+    for (rule, sender), (at, hosts) in senders.items():
+        on = hosts[0] if len(hosts) == 1 else f"{len(hosts)} hosts"
+        phrases[at] = f"{rule} on {on} via {sender}"
+    return phrases
 
 
 def unheard_note(live: LiveFiring, now: datetime) -> str | None:

@@ -25,13 +25,16 @@ MAX_BACKOFF_S = 15.0
 
 
 def labels(alert: Alert, rule: Rule) -> dict[str, str]:
-    return {
+    named = {
         **rule.labels,
         "alertname": alert.rule,
         "host_id": alert.host_id,
         "hostname": alert.hostname,
         "severity": rule.severity,
     }
+    if alert.sender is not None:
+        named["sender"] = alert.sender
+    return named
 
 
 def summary(alert: Alert, rule: Rule) -> str:

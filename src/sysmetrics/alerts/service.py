@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -119,7 +119,7 @@ def ensure_state_topic(settings: Settings) -> None:
 
 
 def read_known_hosts(records: dict[str, dict[str, Any] | None]) -> list[KnownHost]:
-    return [KnownHost(**v) for k, v in records.items() if v and _is_host_key(k)]
+    return [KnownHost.from_json(v) for k, v in records.items() if v and _is_host_key(k)]
 
 
 def _is_host_key(key: str) -> bool:
@@ -478,7 +478,7 @@ class AlertService:
         evaluator = self.evaluator
         if _is_host_key(key):
             host_id = key.removeprefix(KnownHost.KEY_PREFIX)
-            return asdict(evaluator.known_host(host_id)) if host_id in evaluator.seen else None
+            return evaluator.known_host(host_id).to_json() if host_id in evaluator.seen else None
         alert = evaluator.alerts.get(key)
         return alert.to_json() if alert is not None else None
 

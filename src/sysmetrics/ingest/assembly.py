@@ -24,9 +24,11 @@ than the previous one sets what the next is expected to have: a host whose serie
 waits the bound once; a shard more than ``wait_s`` behind may leave the next sample's series of
 it late too.
 
-Journal records (JSON lines): ``{"c": [host, ts_ms, source, complete, fact keys, values]}`` for
-facts received (before 2026-12-03: ``[host, ts_ms, source, complete, [[name, labels, value]…]]``,
-still read), ``{"e": [host, ts_ms, source], "s": host state}`` for an event emitted. It is
+Journal records (JSON lines): ``{"c": [host, ts_ms, source, complete, fact keys, values],
+"v": sender}`` for facts received (``"v"`` since 2026-12-04, absent when the sender is not
+known; before 2026-12-03 ``"c"`` was ``[host, ts_ms, source, complete, [[name, labels,
+value]…]]``, still read), ``{"e": [host, ts_ms, source], "s": host state}`` for an event
+emitted. It is
 rewritten (pending samples + each host's state) when it grows past ``compact_bytes``.
 """
 
@@ -64,6 +66,8 @@ class _Pending:
     first_seen: float
     facts: Facts = field(default_factory=dict)
     complete: bool = False
+    sender: str | None = None
+    """Who delivered its facts (the last request's, should several senders send one sample)."""
 
 
 @dataclass
@@ -122,7 +126,7 @@ class Assembler:
                 facts = {(n, tuple(labels)): v for (n, labels), v in pairs if v is not None}
                 if not facts:
                     continue
-                self._merge((host, ts_ms, source), facts, complete, now)
+                self._merge((host, ts_ms, source), facts, complete, now, record.get("v"))
             else:
                 host, ts_ms, source = record["e"]
                 self._forget((host, ts_ms, source))
@@ -194,9 +198,12 @@ class Assembler:
                 records.append({"e": [host, state.last_ts, source], "s": state.to_json()})
         for (host, ts_ms, source), pending in self.pending.items():
             facts = pending.facts
-            records.append(
-                {"c": [host, ts_ms, source, pending.complete, list(facts), list(facts.values())]}
-            )
+            record: dict[str, Any] = {
+                "c": [host, ts_ms, source, pending.complete, list(facts), list(facts.values())]
+            }
+            if pending.sender is not None:
+                record["v"] = pending.sender
+            records.append(record)
         tmp = self.path.with_suffix(".tmp")
         with tmp.open("wb") as fh:
             fh.write(_encode_lines(records))
@@ -214,7 +221,9 @@ class Assembler:
         self._owed = []  # the rewritten journal holds what they said
 
     # ------------------------------------------------------------------ receive
-    def _merge(self, key: SampleKey, facts: Facts, complete: bool, now: float) -> tuple[int, int]:
+    def _merge(
+        self, key: SampleKey, facts: Facts, complete: bool, now: float, sender: str | None
+    ) -> tuple[int, int]:
         """Add facts to a pending sample; (facts taken, facts late)."""
         host, ts_ms, source = key
         slack = OTEL_SAMPLE_SPREAD_MS if source == "otel" else 0
@@ -228,21 +237,26 @@ class Assembler:
             state = self.hosts.get((host, source))
             if state is not None and state.last_ts is not None and ts_ms <= state.last_ts + slack:
                 return 0, len(facts)
-            self.pending[key] = _Pending(now, dict(facts), complete)
+            self.pending[key] = _Pending(now, dict(facts), complete, sender)
             self._by_host.setdefault((host, source), set()).add(key)
             return len(facts), 0
         pending.facts.update(facts)
         pending.complete = pending.complete or complete
+        if sender is not None:
+            pending.sender = sender
         return len(facts), 0
 
     def _forget(self, key: SampleKey) -> None:
         self.pending.pop(key, None)
         self._by_host.get((key[0], key[2]), set()).discard(key)
 
-    def receive(self, samples: dict[SampleKey, Facts], complete: bool) -> int:
-        """Take a request's facts into the journal; the caller may acknowledge the request
-        once they are durable: after :meth:`sync`, or ``await durable(n)`` with the number
-        this returns. Raises OSError when the journal cannot be written."""
+    def receive(
+        self, samples: dict[SampleKey, Facts], complete: bool, sender: str | None = None
+    ) -> int:
+        """Take a request's facts (delivered by ``sender``) into the journal; the caller may
+        acknowledge the request once they are durable: after :meth:`sync`, or ``await
+        durable(n)`` with the number this returns. Raises OSError when the journal cannot be
+        written."""
         now = time.monotonic()
         records = []
         for key, facts in samples.items():
@@ -252,11 +266,14 @@ class Assembler:
                 facts = {fact: value for fact, value in facts.items() if isfinite(value)}
             if not facts:
                 continue
-            taken, late = self._merge(key, facts, complete, now)
+            taken, late = self._merge(key, facts, complete, now, sender)
             self.stats.received_facts += taken
             self.stats.late_facts += late
             if taken:
-                records.append({"c": [*key, complete, list(facts), list(facts.values())]})
+                record: dict[str, Any] = {"c": [*key, complete, list(facts), list(facts.values())]}
+                if sender is not None:
+                    record["v"] = sender
+                records.append(record)
         if not records:  # nothing new (late, or no reading): nothing to wait for
             return self.synced
         self._append(records)
@@ -285,7 +302,7 @@ class Assembler:
         expected = state.last_facts
         facts = pending.facts
         source_name: Source = source  # type: ignore[assignment]
-        event = build_event(source_name, host, ts_ms, facts, state)
+        event = build_event(source_name, host, ts_ms, facts, state, pending.sender)
         if not pending.complete and len(facts) < expected:
             self.stats.emitted_incomplete += 1
         # The next sample is expected with this one's series: a host that sends fewer now (a

@@ -640,10 +640,16 @@ def _host(facts: _Facts, source: Source, host_id: str) -> Host:
 
 
 def build_event(
-    source: Source, host_id: str, ts_ms: int, facts: Facts, state: HostState
+    source: Source,
+    host_id: str,
+    ts_ms: int,
+    facts: Facts,
+    state: HostState,
+    sender: str | None = None,
 ) -> MetricsEvent:
-    """One host's facts at one sample time as an event; ``state`` (the host's previous sample)
-    gives the CPU percentage and the sampling interval, and is advanced by this sample."""
+    """One host's facts at one sample time, delivered by ``sender``, as an event; ``state``
+    (the host's previous sample) gives the CPU percentage and the sampling interval, and is
+    advanced by this sample."""
     table = _Facts(facts)
     memory, swap = _memory(table, source)
     if state.last_ts is not None and 0 < ts_ms - state.last_ts <= 86_400_000:
@@ -668,4 +674,5 @@ def build_event(
         battery=_battery(table, source),
         interval_s=state.interval_s,
         source=source,
+        sender=sender,
     )

@@ -14,12 +14,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import re
 from collections import Counter
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from sysmetrics.config import Settings
-from sysmetrics.http_auth import carries_token, is_loopback
+from sysmetrics.http_auth import basic_user, carries_token, is_loopback
 from sysmetrics.ingest.assembly import Assembler
 from sysmetrics.ingest.wire import (
     Decoded,
@@ -31,7 +32,7 @@ from sysmetrics.ingest.wire import (
     remote_write_version,
 )
 from sysmetrics.observability import CONTENT_TYPE, MetricsEndpoint, Reading
-from sysmetrics.schema import encode
+from sysmetrics.schema import SENDER_PATTERN, encode
 from sysmetrics.stream.producer import SpooledProducer
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,8 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 _TEXT = [(b"content-type", b"text/plain; charset=utf-8")]
+
+_SENDER = re.compile(SENDER_PATTERN)
 
 TICK_S = 0.25
 """How often due samples are emitted and the Kafka client is served."""
@@ -221,18 +224,22 @@ class IngestApp:
         if method != "POST":
             await _respond(send, 405, b"use POST\n")
             return
-        status, body, answer_headers = await self._ingest(path, headers, receive)
+        client = scope.get("client")
+        status, body, answer_headers = await self._ingest(
+            path, headers, receive, client[0] if client else None
+        )
         self.requests[(path, status)] += 1
         await _respond(send, status, body, answer_headers)
 
     async def _ingest(
-        self, path: str, headers: dict[bytes, bytes], receive: Receive
+        self, path: str, headers: dict[bytes, bytes], receive: Receive, address: str | None
     ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         limit = self.settings.ingest_max_request_bytes
         content_type, params = media_type(headers.get(b"content-type", b""))
         version = 1
         try:
             raw = await _read_body(receive, limit)
+            sender = sender_of(headers, address)
             if path == "/api/v1/write":
                 if content_type != "application/x-protobuf":
                     raise PayloadError(
@@ -269,7 +276,7 @@ class IngestApp:
             log.info("ingest %s: refused (%s)", path, exc)
             return exc.status, f"{exc}\n".encode(), _TEXT
         try:
-            await self.assembler.durable(self._accept(decoded, complete))
+            await self.assembler.durable(self._accept(decoded, complete, sender))
         except OSError as exc:
             log.error("ingest: journal not writable (%s): answering 503 so senders retry", exc)
             return 503, b"journal not writable; retry\n", _TEXT
@@ -296,9 +303,9 @@ class IngestApp:
             ],
         )
 
-    def _accept(self, decoded: Decoded, complete: bool) -> int:
+    def _accept(self, decoded: Decoded, complete: bool, sender: str | None) -> int:
         """Journal a request's facts; the number to wait on until they are durable."""
-        append = self.assembler.receive(decoded.samples, complete)
+        append = self.assembler.receive(decoded.samples, complete, sender)
         self.samples += sum(len(f) for f in decoded.samples.values())
         self.dropped_series += decoded.dropped
         self.dropped_histograms += decoded.histograms
@@ -317,6 +324,27 @@ class IngestApp:
                 await self._ticker
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def sender_of(headers: dict[bytes, bytes], address: str | None) -> str | None:
+    """Who delivers a request: its ``X-Sysmetrics-Sender`` header (an exporter's ``headers``;
+    Debian's Prometheus 2.42 does not send remote_write ``headers``, its issue #13030), else the
+    user name it authenticates with (remote_write's ``basic_auth``), else the address it comes
+    from. Raises PayloadError for a header that names no sender (spaces, control bytes)."""
+    named = headers.get(b"x-sysmetrics-sender")
+    if named is not None:
+        if _SENDER.match(name := named.decode("latin-1")) is None:
+            raise PayloadError(
+                "bad_sender",
+                "X-Sysmetrics-Sender: 1-128 printable ASCII characters without spaces",
+                400,
+            )
+        return name
+    # A user name chosen before it named senders is not refused: it does not name one then.
+    user = basic_user(headers.get(b"authorization", b""))
+    if user is not None and _SENDER.match(name := user.decode("latin-1")) is not None:
+        return name
+    return address
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes:
