@@ -78,6 +78,53 @@ def test_a_samples_sender_is_in_its_event_after_a_restart_and_a_compaction(tmp_p
     assert assembler.build(later).sender is None
 
 
+def _sent_over_time(
+    assembler: Assembler, sends: list[tuple[int, str]], named: bool = True
+) -> list[tuple[int, str | None]]:
+    """Each (seconds after T0, sender) as a whole sample of host-1, emitted as soon as it is due;
+    the events' (seconds, sender)."""
+    events = []
+    for at_s, sender in sends:
+        key = (KEY[0], T0 + at_s * 1000, KEY[2])
+        assembler.receive({key: PART_1 | PART_2}, complete=False, sender=sender, named=named)
+        for due in assembler.due(now=math.inf):
+            event = assembler.build(due)
+            assembler.emitted([due])
+            events.append((due[1] // 1000 - T0 // 1000, event.sender))
+    return events
+
+
+def test_a_host_that_two_replicas_send_is_taken_from_one_and_the_other_takes_over(
+    tmp_path: Path,
+) -> None:
+    """A Prometheus HA pair: both replicas scrape every host, 3 s apart in a 10-s interval.
+    One event per interval, from the replica that sent first; when it stops, the other takes
+    the host over with its first sample more than 1.25 intervals after the leader's last (a
+    gap under HostDown's 3 intervals), and keeps it when the first comes back."""
+    assembler = Assembler(tmp_path, wait_s=15)
+    both = sorted(
+        [(t, "prom-a") for t in range(0, 60, 10)] + [(t, "prom-b") for t in (3, 13, 23, 33, 43, 53)]
+    )
+    after = [(63, "prom-b"), (73, "prom-b"), (80, "prom-a"), (83, "prom-b"), (90, "prom-a")]
+    events = _sent_over_time(assembler, both + after)
+    assert events == [(t, "prom-a") for t in range(0, 60, 10)] + [
+        (63, "prom-b"),
+        (73, "prom-b"),
+        (83, "prom-b"),
+    ]
+    assert assembler.stats.replica_facts == 8 * len(PART_1 | PART_2)
+    assert assembler.hosts[(KEY[0], KEY[2])].interval_s == 10, "learnt from one replica"
+
+
+def test_senders_known_only_by_their_address_are_not_replicas(tmp_path: Path) -> None:
+    """Addresses do not name senders: a proxy's several instances deliver one Prometheus'
+    requests from several addresses, and none of them may be dropped."""
+    assembler = Assembler(tmp_path, wait_s=15)
+    sends = [(0, "10.0.0.1"), (10, "10.0.0.2"), (20, "10.0.0.1"), (30, "10.0.0.2")]
+    assert _sent_over_time(assembler, sends, named=False) == sends
+    assert assembler.stats.replica_facts == 0
+
+
 def test_a_torn_last_line_is_skipped_and_the_rest_is_kept(tmp_path: Path) -> None:
     assembler = Assembler(tmp_path, wait_s=15)
     assembler.receive({KEY: PART_1}, complete=False)

@@ -56,6 +56,12 @@ log = logging.getLogger(__name__)
 
 OTEL_SAMPLE_SPREAD_MS = 1000
 """OTLP points of one host this close in time belong to one sample."""
+TAKEOVER_INTERVALS = 1.25
+"""How far past its leader's last sample another sender's sample of a host must be to take
+the host over: a missed scrape's gap, not a replica's offset within one interval; the
+failover leaves a gap of at most ~2 intervals, under HostDown's 3."""
+TAKEOVER_UNKNOWN_INTERVAL_S = 15.0
+"""The interval assumed while a host's is not known yet (its first samples)."""
 
 _encode_lines = msgspec.json.Encoder().encode_lines
 _decode = msgspec.json.Decoder().decode
@@ -74,6 +80,7 @@ class _Pending:
 class AssemblyStats:
     received_facts: int = 0
     late_facts: int = 0
+    replica_facts: int = 0
     emitted: int = 0
     emitted_incomplete: int = 0
     journal_syncs: int = 0
@@ -89,6 +96,9 @@ class Assembler:
         self.pending: dict[SampleKey, _Pending] = {}
         self.hosts: dict[tuple[str, str], HostState] = {}
         self._by_host: dict[tuple[str, str], set[SampleKey]] = {}
+        self.leaders: dict[tuple[str, str], tuple[str, int]] = {}
+        """(host, source) -> the named sender it is taken from and its latest sample time
+        (in memory: after a restart the first named sender to send a host leads it)."""
         self._load()
         self._out = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._size = os.fstat(self._out).st_size
@@ -222,9 +232,15 @@ class Assembler:
 
     # ------------------------------------------------------------------ receive
     def _merge(
-        self, key: SampleKey, facts: Facts, complete: bool, now: float, sender: str | None
+        self,
+        key: SampleKey,
+        facts: Facts,
+        complete: bool,
+        now: float,
+        sender: str | None,
+        named: bool = False,
     ) -> tuple[int, int]:
-        """Add facts to a pending sample; (facts taken, facts late)."""
+        """Add facts to a pending sample; (facts taken, facts late or another replica's)."""
         host, ts_ms, source = key
         slack = OTEL_SAMPLE_SPREAD_MS if source == "otel" else 0
         near = self._by_host.get((host, source)) if slack else None
@@ -237,6 +253,9 @@ class Assembler:
             state = self.hosts.get((host, source))
             if state is not None and state.last_ts is not None and ts_ms <= state.last_ts + slack:
                 return 0, len(facts)
+            if named and sender is not None and self._another_replica(host, source, ts_ms, sender):
+                self.stats.replica_facts += len(facts)
+                return 0, 0
             self.pending[key] = _Pending(now, dict(facts), complete, sender)
             self._by_host.setdefault((host, source), set()).add(key)
             return len(facts), 0
@@ -246,17 +265,43 @@ class Assembler:
             pending.sender = sender
         return len(facts), 0
 
+    def _another_replica(self, host: str, source: str, ts_ms: int, sender: str) -> bool:
+        """Whether a new sample of a host comes from a sender other than the one it is taken
+        from (its *leader*): both replicas of a Prometheus HA pair scrape every host, at other
+        moments, and would make two events per interval, each pair seconds apart (a host down
+        after 3 such intervals: the pair losing a replica paged its hosts). The leader keeps
+        the host while it sends; another named sender takes over with a sample more than
+        ``TAKEOVER_INTERVALS`` of the host's interval after the leader's last."""
+        leader = self.leaders.get((host, source))
+        if leader is not None and leader[0] != sender:
+            state = self.hosts.get((host, source))
+            interval_s = state.interval_s if state is not None and state.interval_s else None
+            wait_ms = TAKEOVER_INTERVALS * (interval_s or TAKEOVER_UNKNOWN_INTERVAL_S) * 1000
+            if ts_ms <= leader[1] + wait_ms:
+                return True
+            log.info(
+                "ingest: %s now sends host %s (%s sent nothing for it)", sender, host, leader[0]
+            )
+        last = leader[1] if leader is not None and leader[0] == sender else ts_ms
+        self.leaders[(host, source)] = (sender, max(last, ts_ms))
+        return False
+
     def _forget(self, key: SampleKey) -> None:
         self.pending.pop(key, None)
         self._by_host.get((key[0], key[2]), set()).discard(key)
 
     def receive(
-        self, samples: dict[SampleKey, Facts], complete: bool, sender: str | None = None
+        self,
+        samples: dict[SampleKey, Facts],
+        complete: bool,
+        sender: str | None = None,
+        named: bool = False,
     ) -> int:
-        """Take a request's facts (delivered by ``sender``) into the journal; the caller may
-        acknowledge the request once they are durable: after :meth:`sync`, or ``await
-        durable(n)`` with the number this returns. Raises OSError when the journal cannot be
-        written."""
+        """Take a request's facts (delivered by ``sender``; ``named``: a name it gave itself,
+        so that two such senders of one host are replicas, one taken at a time) into the
+        journal; the caller may acknowledge the request once they are durable: after
+        :meth:`sync`, or ``await durable(n)`` with the number this returns. Raises OSError when
+        the journal cannot be written."""
         now = time.monotonic()
         records = []
         for key, facts in samples.items():
@@ -266,7 +311,7 @@ class Assembler:
                 facts = {fact: value for fact, value in facts.items() if isfinite(value)}
             if not facts:
                 continue
-            taken, late = self._merge(key, facts, complete, now, sender)
+            taken, late = self._merge(key, facts, complete, now, sender, named)
             self.stats.received_facts += taken
             self.stats.late_facts += late
             if taken:

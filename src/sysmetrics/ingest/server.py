@@ -113,6 +113,13 @@ class IngestApp:
                 self.dropped_exemplars,
             ),
             Reading(
+                "sysmetrics_ingest_replica_series_total",
+                "counter",
+                "series of a host that another named sender delivers (an HA pair's other "
+                "replica), dropped on arrival",
+                stats.replica_facts,
+            ),
+            Reading(
                 "sysmetrics_ingest_late_series_total",
                 "counter",
                 "series of a sample whose event was already emitted (late shard or resend)",
@@ -239,7 +246,7 @@ class IngestApp:
         version = 1
         try:
             raw = await _read_body(receive, limit)
-            sender = sender_of(headers, address)
+            sender, named = sender_of(headers, address)
             if path == "/api/v1/write":
                 if content_type != "application/x-protobuf":
                     raise PayloadError(
@@ -276,7 +283,7 @@ class IngestApp:
             log.info("ingest %s: refused (%s)", path, exc)
             return exc.status, f"{exc}\n".encode(), _TEXT
         try:
-            await self.assembler.durable(self._accept(decoded, complete, sender))
+            await self.assembler.durable(self._accept(decoded, complete, sender, named))
         except OSError as exc:
             log.error("ingest: journal not writable (%s): answering 503 so senders retry", exc)
             return 503, b"journal not writable; retry\n", _TEXT
@@ -303,9 +310,9 @@ class IngestApp:
             ],
         )
 
-    def _accept(self, decoded: Decoded, complete: bool, sender: str | None) -> int:
+    def _accept(self, decoded: Decoded, complete: bool, sender: str | None, named: bool) -> int:
         """Journal a request's facts; the number to wait on until they are durable."""
-        append = self.assembler.receive(decoded.samples, complete, sender)
+        append = self.assembler.receive(decoded.samples, complete, sender, named)
         self.samples += sum(len(f) for f in decoded.samples.values())
         self.dropped_series += decoded.dropped
         self.dropped_histograms += decoded.histograms
@@ -326,11 +333,13 @@ class IngestApp:
                 return
 
 
-def sender_of(headers: dict[bytes, bytes], address: str | None) -> str | None:
+def sender_of(headers: dict[bytes, bytes], address: str | None) -> tuple[str | None, bool]:
     """Who delivers a request: its ``X-Sysmetrics-Sender`` header (an exporter's ``headers``;
     Debian's Prometheus 2.42 does not send remote_write ``headers``, its issue #13030), else the
     user name it authenticates with (remote_write's ``basic_auth``), else the address it comes
-    from. Raises PayloadError for a header that names no sender (spaces, control bytes)."""
+    from; and whether it named itself (the first two: two of them sending one host are an HA
+    pair's replicas; addresses are not, a proxy's several instances deliver one sender). Raises
+    PayloadError for a header that names no sender (spaces, control bytes)."""
     named = headers.get(b"x-sysmetrics-sender")
     if named is not None:
         if _SENDER.match(name := named.decode("latin-1")) is None:
@@ -339,12 +348,12 @@ def sender_of(headers: dict[bytes, bytes], address: str | None) -> str | None:
                 "X-Sysmetrics-Sender: 1-128 printable ASCII characters without spaces",
                 400,
             )
-        return name
+        return name, True
     # A user name chosen before it named senders is not refused: it does not name one then.
     user = basic_user(headers.get(b"authorization", b""))
     if user is not None and _SENDER.match(name := user.decode("latin-1")) is not None:
-        return name
-    return address
+        return name, True
+    return address, False
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes:
