@@ -205,8 +205,8 @@ class Evaluator:
             self.seen[host_id] = _Seen(host.hostname, interval_s, now, partition, event.sender)
             self.hosts_changed.add(host_id)
         else:
-            # A new sender is not saved at once: two Prometheus replicas sending one host
-            # alternate, and would write the state topic at every sample.
+            # A new sender is not saved at once: the replicas of a Prometheus HA pair sending
+            # through two receivers alternate, and would write the state topic at every sample.
             seen.arrived, seen.sender = now, event.sender
         for rule in self._absent:
             # Any sample ends a host-down alert (restored from state, or raised here).

@@ -28,8 +28,12 @@ Journal records (JSON lines): ``{"c": [host, ts_ms, source, complete, fact keys,
 "v": sender}`` for facts received (``"v"`` since 2026-12-04, absent when the sender is not
 known; before 2026-12-03 ``"c"`` was ``[host, ts_ms, source, complete, [[name, labels,
 value]…]]``, still read), ``{"e": [host, ts_ms, source], "s": host state}`` for an event
-emitted. It is
-rewritten (pending samples + each host's state) when it grows past ``compact_bytes``.
+emitted. It is rewritten (pending samples + each host's state) when it grows past
+``compact_bytes``.
+
+A host sent by two senders that name themselves is taken from one at a time (the replicas of a
+Prometheus HA pair, :meth:`Assembler._another_replica`); the other's facts are dropped on
+receipt and counted, never journaled.
 """
 
 from __future__ import annotations
@@ -59,7 +63,7 @@ OTEL_SAMPLE_SPREAD_MS = 1000
 TAKEOVER_INTERVALS = 1.25
 """How far past its leader's last sample another sender's sample of a host must be to take
 the host over: a missed scrape's gap, not a replica's offset within one interval; the
-failover leaves a gap of at most ~2 intervals, under HostDown's 3."""
+failover leaves a gap of at most ~2.25 intervals, under HostDown's 3."""
 TAKEOVER_UNKNOWN_INTERVAL_S = 15.0
 """The interval assumed while a host's is not known yet (its first samples)."""
 
@@ -268,8 +272,8 @@ class Assembler:
     def _another_replica(self, host: str, source: str, ts_ms: int, sender: str) -> bool:
         """Whether a new sample of a host comes from a sender other than the one it is taken
         from (its *leader*): both replicas of a Prometheus HA pair scrape every host, at other
-        moments, and would make two events per interval, each pair seconds apart (a host down
-        after 3 such intervals: the pair losing a replica paged its hosts). The leader keeps
+        moments, and would make two events per interval, seconds apart (the host's interval
+        learnt as that offset: a replica that stopped paged its hosts down). The leader keeps
         the host while it sends; another named sender takes over with a sample more than
         ``TAKEOVER_INTERVALS`` of the host's interval after the leader's last."""
         leader = self.leaders.get((host, source))
