@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 from sysmetrics.alerts.evaluator import HOST_DOWN_MIN_SILENCE_S, Alert, Evaluator, KnownHost
-from sysmetrics.alerts.notify import labels
+from sysmetrics.alerts.notify import labels, summary
 from sysmetrics.alerts.rules import Rule, RulesError, load_rules
 from sysmetrics.batch.hourly import run_hour
 from sysmetrics.config import Settings
@@ -175,6 +175,9 @@ def test_a_host_down_carries_the_sender_that_delivered_the_host_across_a_restart
     restarted.restore([], [KnownHost.from_json({**r, "added_later": 1}) for r in records], now=0)
     down = {c.alert.host_id: c.alert for c in restarted.check_absent(now=31.0, wall=31.0)}
     assert labels(down["web-1"], host_down)["sender"] == "prom-eu-2"
+    via = host_down.model_copy(update={"summary": "{host_id} silent (via {sender})"})
+    assert summary(down["web-1"], via) == "web-1 silent (via prom-eu-2)"
+    assert summary(down["laptop"], via) == "laptop silent (via )"
     assert "sender" not in labels(down["laptop"], host_down)
     saved = json.loads(json.dumps(down["web-1"].to_json()))
     assert Alert.from_json({**saved, "added_later": 1}) == down["web-1"]

@@ -45,6 +45,7 @@ def summary(alert: Alert, rule: Rule) -> str:
         "value": alert.value if alert.value is not None else float("nan"),
         "threshold": rule.threshold,
         "intervals": rule.intervals,
+        "sender": alert.sender or "",
     }
     try:
         return rule.summary.format(**fields)
