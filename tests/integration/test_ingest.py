@@ -427,6 +427,16 @@ def test_non_loopback_needs_a_token_and_unauthenticated_requests_get_401(
         assert post(f"{ingest.url}/api/v1/write", body, wrong) == 401
         right = {**headers, "Authorization": "Bearer s3cret"}
         assert post(f"{ingest.url}/api/v1/write", body, right) == 204
+        # An authenticated sender names itself as it likes: /metrics shows the latest 1,000.
+        for n in range(1001):
+            named = {**right, "X-Sysmetrics-Sender": f"sender-{n}"}
+            assert post(f"{ingest.url}/api/v1/write", body, named) == 204
+        shown = re.findall(
+            r'^sysmetrics_ingest_sender_last_request_timestamp_seconds\{sender="([^"]+)"\}',
+            _authorized_exposition(ingest),
+            re.MULTILINE,
+        )
+        assert len(shown) == 1000 and "sender-0" not in shown and "sender-1000" in shown
     finally:
         ingest.stop()
 
@@ -732,6 +742,10 @@ scrape_configs:
 
             wait_for(heard_at_their_interval, 90, "the evaluator to hear the three hosts")
             assert {service.evaluator.seen[h].sender for h in hosts} == {"prom-eu-1"}
+            sender = '{sender="prom-eu-1"}'
+            assert _authorized_metric(ingest, f"sysmetrics_ingest_sender_hosts{sender}") == 3
+            heard = f"sysmetrics_ingest_sender_last_request_timestamp_seconds{sender}"
+            assert time.time() - _authorized_metric(ingest, heard) < 10
             prometheus.stop()
             wait_for(lambda: receiver.statuses("HostDown").count("firing") >= 3, 90, "the pages")
             time.sleep(3)  # what else Alertmanager would send
@@ -820,14 +834,18 @@ def test_a_prometheus_ha_pair_makes_one_event_per_scrape_interval_and_fails_over
         assert sum(gap > 3.5 for gap in gaps) <= 1
 
 
-def _authorized_metric(ingest: Ingest, name: str) -> float:
+def _authorized_exposition(ingest: Ingest) -> str:
+    """The receiver's /metrics, with the tests' token."""
     request = urllib.request.Request(
         f"{ingest.url}/metrics", headers={"Authorization": "Bearer s3cret"}
     )
     with urllib.request.urlopen(request, timeout=5) as response:
-        exposition = response.read().decode()
+        return str(response.read().decode())
+
+
+def _authorized_metric(ingest: Ingest, name: str) -> float:
     return sum(
         float(line.rsplit(" ", 1)[1])
-        for line in exposition.splitlines()
+        for line in _authorized_exposition(ingest).splitlines()
         if line.startswith(name) and not line.startswith("#")
     )

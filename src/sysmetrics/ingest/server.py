@@ -15,6 +15,7 @@ import asyncio
 import gc
 import logging
 import re
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -44,6 +45,10 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 _TEXT = [(b"content-type", b"text/plain; charset=utf-8")]
 
 _SENDER = re.compile(SENDER_PATTERN)
+
+MAX_SENDERS_SHOWN = 1000
+"""Named senders on /metrics at most (the longest silent leave first): a name is whatever an
+authenticated sender puts in a header."""
 
 TICK_S = 0.25
 """How often due samples are emitted and the Kafka client is served."""
@@ -77,6 +82,8 @@ class IngestApp:
         self.dropped_series = 0
         self.dropped_histograms = 0
         self.dropped_exemplars = 0
+        self.senders: dict[str, float] = {}
+        """Named senders -> when each last delivered a request (Unix time)."""
         self.host_attributes = tuple(
             a.strip() for a in settings.ingest_otel_host_attributes.split(",") if a.strip()
         )
@@ -163,6 +170,27 @@ class IngestApp:
                     "remote-write requests taken, by protocol version (1.0, 2.0)",
                     count,
                     {"version": str(version)},
+                )
+            )
+        leading = Counter(sender for sender, _ in self.assembler.leaders.values())
+        for sender, at in sorted(self.senders.items()):
+            out.append(
+                Reading(
+                    "sysmetrics_ingest_sender_last_request_timestamp_seconds",
+                    "gauge",
+                    "when each named sender last delivered a request (Unix time): page on "
+                    "time() minus it, once per sender, and inhibit its hosts' HostDown",
+                    at,
+                    {"sender": sender},
+                )
+            )
+            out.append(
+                Reading(
+                    "sysmetrics_ingest_sender_hosts",
+                    "gauge",
+                    "hosts each named sender delivers (of a replica pair, the one taken)",
+                    leading[sender],
+                    {"sender": sender},
                 )
             )
         for reason, count in sorted(self.rejected.items()):
@@ -282,6 +310,11 @@ class IngestApp:
             self.rejected[exc.kind] += 1
             log.info("ingest %s: refused (%s)", path, exc)
             return exc.status, f"{exc}\n".encode(), _TEXT
+        if named and sender is not None:
+            self.senders.pop(sender, None)  # re-inserted last: the dict is oldest first
+            self.senders[sender] = time.time()
+            if len(self.senders) > MAX_SENDERS_SHOWN:
+                del self.senders[next(iter(self.senders))]
         try:
             await self.assembler.durable(self._accept(decoded, complete, sender, named))
         except OSError as exc:
