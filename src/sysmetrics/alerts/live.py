@@ -129,22 +129,18 @@ def summarize(live: LiveFiring, now: datetime, shown: int = 5) -> list[str]:
 def _by_sender(firing: list[dict[str, Any]]) -> list[str]:
     """Each alert in words; a rule's alerts of hosts one sender delivers (a central Prometheus
     that went down: all its hosts' HostDown) in one phrase, where that sender's first is."""
-    phrases: list[str] = []
-    senders: dict[tuple[Any, str], tuple[int, list[str]]] = {}
-    for alert in firing:
-        host = str(alert.get("hostname") or alert.get("host_id"))
-        sender = alert.get("sender")
-        if sender is None:
-            phrases.append(f"{alert.get('rule')} on {host}")
-            continue
-        if (alert.get("rule"), sender) not in senders:
-            senders[(alert.get("rule"), sender)] = (len(phrases), [])
-            phrases.append("")
-        senders[(alert.get("rule"), sender)][1].append(host)
-    for (rule, sender), (at, hosts) in senders.items():
-        on = hosts[0] if len(hosts) == 1 else f"{len(hosts)} hosts"
-        phrases[at] = f"{rule} on {on} via {sender}"
-    return phrases
+    groups: dict[object, tuple[Any, Any, list[str]]] = {}
+    for n, alert in enumerate(firing):
+        rule, sender = alert.get("rule"), alert.get("sender")
+        key = n if sender is None else (rule, sender)
+        groups.setdefault(key, (rule, sender, []))[2].append(
+            str(alert.get("hostname") or alert.get("host_id"))
+        )
+    return [
+        f"{rule} on {hosts[0] if len(hosts) == 1 else f'{len(hosts)} hosts'}"
+        + ("" if sender is None else f" via {sender}")
+        for rule, sender, hosts in groups.values()
+    ]
 
 
 def unheard_note(live: LiveFiring, now: datetime) -> str | None:

@@ -71,6 +71,14 @@ _encode_lines = msgspec.json.Encoder().encode_lines
 _decode = msgspec.json.Decoder().decode
 
 
+def _received(key: SampleKey, complete: bool, facts: Facts, sender: str | None) -> dict[str, Any]:
+    """The journal record of facts received (the module's docstring gives its format)."""
+    record: dict[str, Any] = {"c": [*key, complete, list(facts), list(facts.values())]}
+    if sender is not None:
+        record["v"] = sender
+    return record
+
+
 @dataclass
 class _Pending:
     first_seen: float
@@ -211,13 +219,9 @@ class Assembler:
             if state.last_ts is not None:
                 records.append({"e": [host, state.last_ts, source], "s": state.to_json()})
         for (host, ts_ms, source), pending in self.pending.items():
-            facts = pending.facts
-            record: dict[str, Any] = {
-                "c": [host, ts_ms, source, pending.complete, list(facts), list(facts.values())]
-            }
-            if pending.sender is not None:
-                record["v"] = pending.sender
-            records.append(record)
+            records.append(
+                _received((host, ts_ms, source), pending.complete, pending.facts, pending.sender)
+            )
         tmp = self.path.with_suffix(".tmp")
         with tmp.open("wb") as fh:
             fh.write(_encode_lines(records))
@@ -286,8 +290,8 @@ class Assembler:
             log.info(
                 "ingest: %s now sends host %s (%s sent nothing for it)", sender, host, leader[0]
             )
-        last = leader[1] if leader is not None and leader[0] == sender else ts_ms
-        self.leaders[(host, source)] = (sender, max(last, ts_ms))
+        if leader is None or leader[0] != sender or ts_ms > leader[1]:
+            self.leaders[(host, source)] = (sender, ts_ms)
         return False
 
     def _forget(self, key: SampleKey) -> None:
@@ -319,10 +323,7 @@ class Assembler:
             self.stats.received_facts += taken
             self.stats.late_facts += late
             if taken:
-                record: dict[str, Any] = {"c": [*key, complete, list(facts), list(facts.values())]}
-                if sender is not None:
-                    record["v"] = sender
-                records.append(record)
+                records.append(_received(key, complete, facts, sender))
         if not records:  # nothing new (late, or no reading): nothing to wait for
             return self.synced
         self._append(records)
