@@ -31,6 +31,12 @@ import msgspec.inspect as mi
 
 SCHEMA_VERSION: Final = 1
 TOPIC_DEFAULT: Final = "machine_metrics"
+RETIRED_HEADER: Final = "sysmetrics-retired"
+"""A message of the topic with no value (a Kafka tombstone) under a host's key and with this
+header says that the host was retired at the header's time (Unix ms, ASCII digits): Prometheus
+stopped scraping it on purpose (``sysmetrics ingest``). It is no event: the lake writer skips
+it, the alert evaluator that owns the host forgets it. A tombstone without it is no event
+either, and is quarantined."""
 MAX_EVENT_BYTES: Final = 256 * 1024
 """Events larger than this are rejected (a sample of a 128-core, 8-GPU host is ~20 kB)."""
 
@@ -288,6 +294,21 @@ def new_event_id(at: datetime | None = None, random_bits: int | None = None) -> 
     )
     digits = f"{value:032x}"  # the text of uuid.UUID(int=value), without building the object
     return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
+
+
+Headers = list[tuple[str, str | bytes | None]] | dict[str, str | bytes | None]
+"""A Kafka message's headers, as confluent-kafka takes and gives them."""
+
+
+def retired_at(value: bytes | None, headers: Headers | None) -> int | None:
+    """The time (Unix ms) a message retires its host (``RETIRED_HEADER``), or None when it is
+    no retirement."""
+    if value is not None or not headers:
+        return None
+    for name, text in headers.items() if isinstance(headers, dict) else headers:
+        if name == RETIRED_HEADER and isinstance(text, bytes) and text.isdigit():
+            return int(text)
+    return None
 
 
 def utc_now_ms() -> datetime:

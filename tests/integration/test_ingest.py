@@ -11,6 +11,7 @@ import json
 import os
 import re
 import resource
+import signal
 import subprocess
 import threading
 import time
@@ -24,7 +25,8 @@ import cramjam
 import pytest
 from starlette.testclient import TestClient
 
-from sysmetrics.alerts.service import AlertService
+from sysmetrics.alerts.evaluator import KnownHost
+from sysmetrics.alerts.service import AlertService, read_state_records
 from sysmetrics.config import Settings
 from sysmetrics.dashboard.app import create_app
 from sysmetrics.stream.broker import free_port, stop_pid
@@ -832,6 +834,90 @@ def test_a_prometheus_ha_pair_makes_one_event_per_scrape_interval_and_fails_over
         # other's next scrape): under HostDown's 3.
         assert all(2.9 <= gap <= 7.0 for gap in gaps), gaps
         assert sum(gap > 3.5 for gap in gaps) <= 1
+
+
+def _scraping(hosts: dict[str, NodeExporter], url: str) -> str:
+    """A Prometheus configuration scraping each host (its node_exporter) every 5 s and
+    remote-writing as ``prom-eu-1``."""
+    targets = "".join(
+        f"\n      - {{targets: [127.0.0.1:{node.port}], labels: {{instance: {host}}}}}"
+        for host, node in hosts.items()
+    )
+    return f"""global: {{scrape_interval: 5s, scrape_timeout: 4s}}
+scrape_configs:
+  - job_name: node
+    static_configs:{targets}
+{remote_write_block(url, basic_auth=("prom-eu-1", "s3cret"))}"""
+
+
+@pytest.mark.skipif(ALERTMANAGER is None, reason=MISSING)
+def test_a_target_prometheus_stops_scraping_retires_its_host_and_a_dead_one_still_pages(
+    broker_settings: Settings, tmp_path: Path
+) -> None:
+    """Prometheus scrapes three hosts; at once web-3's node_exporter dies and web-2 is taken
+    out of Prometheus' configuration (a reload, as service discovery does when a machine is
+    scaled down). web-3 pages HostDown; web-2 is retired through the topic (Prometheus' stale
+    marker on its ``up``): it pages nothing, its known-host state is deleted, and the lake has
+    each of its samples and nothing quarantined (the retirement is no event)."""
+    ingest = Ingest(
+        broker_settings, broker_settings.data_dir, wait_s=1.0, SYSMETRICS_INGEST_TOKEN="s3cret"
+    )
+    ingest.start()
+    settings = broker_settings.model_copy(
+        update={
+            "alert_state_topic": f"{broker_settings.topic}-alert-state",
+            "alert_consumer_group": f"{broker_settings.consumer_group}-alerts",
+        }
+    )
+    shared, dying = NodeExporter(), NodeExporter()
+    hosts = {"web-1": shared, "web-2": shared, "web-3": dying}
+    with alertmanager(tmp_path) as (url, receiver):
+        service = AlertService(settings.model_copy(update={"alertmanager_url": url}))
+        thread = threading.Thread(target=service.run, daemon=True)
+        thread.start()
+        prometheus = Prometheus(tmp_path / "prometheus", _scraping(hosts, ingest.url))
+        try:
+
+            def heard_at_their_interval() -> bool:
+                seen = dict(service.evaluator.seen)
+                return set(hosts) <= set(seen) and all(seen[h].interval_s <= 6 for h in hosts)
+
+            wait_for(heard_at_their_interval, 90, "the evaluator to hear the three hosts")
+            dying.close()
+            del hosts["web-2"]
+            (tmp_path / "prometheus" / "prometheus.yml").write_text(_scraping(hosts, ingest.url))
+            prometheus.process.send_signal(signal.SIGHUP)
+            wait_for(lambda: "web-2" not in service.evaluator.seen, 60, "web-2 to be retired")
+            wait_for(lambda: "firing" in receiver.statuses("HostDown"), 60, "web-3's page")
+            time.sleep(12)  # web-2 would be paged by now: 3 of its 5-s intervals have passed
+            retired = _authorized_metric(ingest, "sysmetrics_ingest_hosts_retired_total")
+        finally:
+            with contextlib.suppress(Exception):
+                prometheus.stop()
+            service.stop.set()
+            thread.join(30)
+            shared.close()
+            ingest.stop()
+    host_down = [
+        (a["labels"]["host_id"], a["status"])
+        for n in receiver.notifications
+        for a in n["alerts"]
+        if a["labels"]["alertname"] == "HostDown"
+    ]
+    assert host_down == [("web-3", "firing")]
+    assert retired == 1
+    state = read_state_records(settings, 30)
+    assert state[KnownHost.key_of("web-2")] is None, "deleted"
+    assert state[KnownHost.key_of("web-1")] is not None
+    events = drain_to_lake(settings)
+    assert {e["host"]["host_id"] for e in events} == {"web-1", "web-2", "web-3"}
+    assert not list(Path(settings.lake_url).glob("quarantine/**/*")), "nothing quarantined"
+    web_2 = sorted(
+        datetime.fromisoformat(e["ts"]).timestamp()
+        for e in events
+        if e["host"]["host_id"] == "web-2"
+    )
+    assert len(web_2) >= 2 and all(4.5 <= b - a <= 5.5 for a, b in itertools.pairwise(web_2))
 
 
 def _authorized_exposition(ingest: Ingest) -> str:

@@ -148,6 +148,24 @@ def test_a_retired_host_resolves_its_alerts_and_is_no_longer_expected() -> None:
     assert (again.status, again.alert.host_id) == ("firing", "old-db")
 
 
+def test_a_host_retired_at_a_time_is_not_made_known_again_by_an_earlier_sample() -> None:
+    """A retirement from ``sysmetrics ingest`` (Prometheus dropped the target) carries its time:
+    a sample of the host from before it, read after it (a late shard), is no news and does not
+    make the host known again (it would be paged down); a sample after it does. The times are
+    kept an hour."""
+    ev = Evaluator([Rule(name="HostDown", kind="absent", intervals=3)])
+    ev.observe(event("web", HOUR14, 10.0, interval_s=10.0), arrived=0.0)
+    wall = (HOUR14 + 3 * S).timestamp()
+    assert ev.forget("web", wall=wall, retired_at=HOUR14 + 2 * S) == []
+    assert ev.observe(event("web", HOUR14 + S, 10.0, seq=1, interval_s=10.0), arrived=5.0) == []
+    assert ev.check_absent(now=100.0, wall=wall + 100) == [], "not known again"
+    ev.observe(event("web", HOUR14 + 3 * S, 10.0, seq=2, interval_s=10.0), arrived=100.0)
+    (down,) = ev.check_absent(now=131.0, wall=wall + 131)  # back, then silent
+    assert (down.status, down.alert.host_id) == ("firing", "web")
+    ev.forget("db", wall=wall + 3601, retired_at=HOUR14 + 4 * S)
+    assert set(ev.retired) == {"db"}, "web's retirement is an hour old"
+
+
 def test_a_host_down_carries_the_sender_that_delivered_the_host_across_a_restart() -> None:
     """An ingested host's HostDown carries its sender as a label (a central Prometheus that
     goes down is routed as one group); a threshold alert does not (a host sent by two

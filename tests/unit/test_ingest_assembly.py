@@ -9,6 +9,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cramjam
@@ -337,3 +338,93 @@ def test_an_emit_the_full_disk_refused_is_journaled_with_the_next_append(tmp_pat
     restarted = Assembler(tmp_path, wait_s=15)
     assert set(restarted.pending) == {("host:9100", 11000, "node_exporter")}
     assert restarted.hosts[("host:9100", "node_exporter")].last_ts == 1000
+
+
+RECENT = int(time.time() // 10) * 10_000
+"""A recent sample time: a retired host's time is kept a day of the wall clock."""
+
+
+def _scrape(
+    assembler: Assembler,
+    ts_ms: int,
+    up: dict[str, float],
+    sender: str | None = None,
+    host: str = "web-1",
+    node: bool = True,
+) -> None:
+    """One scrape of ``host`` as Prometheus remote-writes it: node_exporter's series (unless
+    ``node`` is False) and ``up`` of each of its targets (job -> value), through the decoder."""
+    series = [({"__name__": "up", "job": job}, value) for job, value in up.items()]
+    if node:
+        series += [({"__name__": n, "job": "node"}, 1.0) for n in ("node_load1", "node_load5")]
+    payload = write_request(series, ts_ms, {"instance": host})
+    data = bytes(cramjam.snappy.decompress_raw(payload))
+    decoded = decode_remote_write(data, "instance", 10**6).samples
+    assembler.receive(decoded, complete=False, sender=sender, named=sender is not None)
+
+
+def _emit_due(assembler: Assembler, now: float) -> list[tuple[str, int, str]]:
+    due = assembler.due(now=now)
+    for key in due:
+        if key[2] != "target":
+            assembler.build(key)
+    assembler.emitted(due)
+    return due
+
+
+def test_a_host_whose_last_target_prometheus_drops_is_retired_after_its_samples(
+    tmp_path: Path,
+) -> None:
+    """Prometheus writes the stale marker on a target's ``up`` when its configuration or
+    service discovery drops the target (a failed scrape is ``up`` 0). While another target of
+    the host is scraped, the host stays; when its last goes, a retirement is due at once,
+    after the host's earlier samples (emitted with it), and the host's state goes with it; a
+    straggler from before the retirement is late, a later sample is a host anew."""
+    assembler = Assembler(tmp_path, wait_s=15)
+    _scrape(assembler, RECENT, {"node": 1, "blackbox": 1})
+    _emit_due(assembler, math.inf)
+    _scrape(assembler, RECENT + 10_000, {"node": 0, "blackbox": STALE_MARKER})
+    _emit_due(assembler, math.inf)
+    assert assembler.retiring == set(), "a target of the host is still scraped (its scrape fails)"
+    _scrape(assembler, RECENT + 20_000, {"node": 1}, node=False)
+    assembler.receive(
+        {("web-1", RECENT + 20_000, "node_exporter"): {("node_load1", ()): 1.0}}, False
+    )
+    assert assembler.due(now=0) == [], "fewer series than the host's last sample: waits"
+    _scrape(assembler, RECENT + 30_000, {"node": STALE_MARKER}, node=False)
+    retirement = ("web-1", RECENT + 30_000, "target")
+    assert assembler.retiring == {retirement}
+    assembler = _restart(assembler, tmp_path)
+    assert assembler.retiring == {retirement}, "journaled when received"
+    assert _emit_due(assembler, 0) == [("web-1", RECENT + 20_000, "node_exporter"), retirement]
+    assert assembler.stats.retired == 1 and assembler.stats.emitted_incomplete == 1
+    assert assembler.hosts == {} and assembler.targets == {} and assembler.retiring == set()
+    for restart in (_restart, lambda a, d: (a.compact(), _restart(a, d))[1]):
+        assembler = restart(assembler, tmp_path)
+        assert assembler.hosts == {} and assembler.retiring == set(), "the journal says the same"
+        assembler.receive({("web-1", RECENT + 20_000, "node_exporter"): PART_2}, complete=False)
+        assert assembler.pending == {} and assembler.stats.late_facts == len(PART_2)
+    _scrape(assembler, RECENT + 40_000, {"node": 1})
+    assert assembler.due(now=math.inf) == [("web-1", RECENT + 40_000, "node_exporter")]
+
+
+def test_a_dropped_target_does_not_retire_a_host_that_sent_later_or_another_replicas_host(
+    tmp_path: Path,
+) -> None:
+    """The stale marker retires a host only when it is the news: not from the replica of an HA
+    pair that does not lead the host (it may have dropped a target the leader keeps), not when
+    the host has a later sample, not for a target that is no host of ours (only ``up``)."""
+    assembler = Assembler(tmp_path, wait_s=15)
+    _scrape(assembler, RECENT, {"node": 1}, sender="prom-a")
+    _scrape(assembler, RECENT + 3_000, {"node": 1}, sender="prom-b")
+    _scrape(assembler, RECENT + 13_000, {"node": STALE_MARKER}, sender="prom-b", node=False)
+    assert assembler.retiring == set(), "prom-b does not lead web-1"
+    _scrape(assembler, RECENT + 10_000, {"node": 1}, sender="prom-a")
+    _emit_due(assembler, math.inf)
+    _scrape(assembler, RECENT + 5_000, {"node": STALE_MARKER}, sender="prom-a", node=False)
+    assert assembler.retiring == set(), "older than the host's latest sample (a replayed WAL)"
+    _scrape(assembler, RECENT, {"app": 1}, host="app-1:8080", node=False)
+    _scrape(assembler, RECENT + 10_000, {"app": STALE_MARKER}, host="app-1:8080", node=False)
+    assert assembler.retiring == set() and "app-1:8080" not in assembler.targets
+    _scrape(assembler, RECENT + 20_000, {"node": STALE_MARKER}, sender="prom-a", node=False)
+    assert assembler.retiring == {("web-1", RECENT + 20_000, "target")}

@@ -13,7 +13,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 
-from sysmetrics.ingest.mapping import HostState, build_event
+from sysmetrics.ingest.mapping import REMOTE_WRITE_SERIES, HostState, build_event
 from sysmetrics.ingest.wire import PayloadError, decode_otlp_python, decode_remote_write
 from sysmetrics.schema import decode, encode
 from tests.support.remote_write import series_of, write_request
@@ -205,3 +205,14 @@ def test_otel_memory_total_is_the_limit_when_the_collector_sends_it() -> None:
     assert with_limit.total_bytes == limit
     assert with_limit.used_bytes == states["used"]
     assert with_limit.used_pct == pytest.approx(100 * states["used"] / limit, abs=0.01)
+
+
+def test_the_readmes_relabelling_keeps_exactly_the_mapped_series() -> None:
+    """The README's ``write_relabel_configs`` regex (Prometheus anchors it) lets every mapped
+    name through, ``up`` included (a dropped target retires its host), and not the rest."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    (regex,) = re.findall(r'^        regex: "(.*)"$', readme, re.MULTILINE)
+    keep = re.compile(regex)
+    assert [n for n in REMOTE_WRITE_SERIES if not keep.fullmatch(n)] == []
+    others = ["go_goroutines", "node_cpu_guest_seconds_total", "scrape_duration_seconds", "upx"]
+    assert [n for n in others if keep.fullmatch(n)] == []

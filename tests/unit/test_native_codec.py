@@ -500,3 +500,27 @@ def test_mutants_of_a_recorded_export_decode_the_same() -> None:
         assert compiled == python, bytes(mutant).hex()
         read += _compiled_reads(bytes(mutant))
     assert read > 300  # most mutants a flipped value or name the compiled decoder still reads
+
+
+def test_a_targets_up_without_a_host_is_dropped_not_the_request() -> None:
+    """``up`` is no reading: a target without the host label (set by metric relabelling, it is
+    not on ``up``) loses its ``up``, and the request its mapped series are in is kept; a mapped
+    series with that host is still refused. The stale marker on ``up`` keeps its bits."""
+    load = _label(b"__name__", b"node_load1") + _label(b"instance", b"a:9100") + _sample(1, T0)
+    up = _label(b"__name__", b"up") + _label(b"job", b"node")
+    data = _request(
+        up + _sample(1, T0),
+        load,
+        up + _label(b"instance", b"a:9100") + _sample(STALE_MARKER, T0 + 1),
+    )
+    compiled, python = _both(data)
+    assert compiled == python
+    assert isinstance(compiled, tuple)
+    assert compiled[0] == {
+        ("a:9100", T0, "node_exporter"): [("node_load1", (), 1.0)],
+        ("a:9100", T0 + 1, "target"): [("up", ("node", "a:9100"), struct.pack("<d", STALE_MARKER))],
+    }
+    refused = _both(
+        _request(up + _sample(1, T0), _label(b"__name__", b"node_load1") + _sample(1, T0))
+    )
+    assert refused[0] == refused[1] and refused[0][0] == "no_host"  # type: ignore[index]

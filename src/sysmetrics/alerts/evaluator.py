@@ -25,6 +25,9 @@ HOST_DOWN_MIN_SILENCE_S = 5.0
 """Below this the silence is the pipeline's own (the producer's linger, the consumer's batches,
 the once-a-second check), not the host's: a host declaring a millisecond interval would be
 paged down and back between every two of its samples."""
+RETIRED_KEPT_S = 3600.0
+"""How long a retired host's retirement time is kept to recognise its late samples: longer
+than a sender's delivery of a scrape takes (the ingest's assembly wait, a shard's backlog)."""
 
 
 @dataclass
@@ -149,6 +152,10 @@ class Evaluator:
     hosts_changed: set[str] = field(default_factory=set)
     """Hosts new to this evaluator or whose name, interval or partition changed: to be saved
     with the state, so a host that falls silent while no evaluator runs is still paged."""
+    retired: dict[str, datetime] = field(default_factory=dict)
+    """Hosts retired (:meth:`forget` with the retirement's time) in the last hour: a sample
+    of one from before its retirement, read after it (a late shard), does not make it known
+    again."""
     state_changed: set[str] = field(default_factory=set)
     """Alerts (fingerprints) whose resume point changed without a notification: a pending
     alert begun or dropped, a keep_firing_for window opened or closed. The caller saves them
@@ -192,6 +199,8 @@ class Evaluator:
         ``arrived``: when it arrived on ``clock``."""
         host = event.host
         host_id, ts, alerts = host.host_id, event.ts, self.alerts
+        if self.retired and host_id in self.retired and ts <= self.retired[host_id]:
+            return []
         changes: list[Change] = []
         interval_s = event.interval_s or self.default_interval_s
         now = self.clock() if arrived is None else arrived
@@ -272,10 +281,19 @@ class Evaluator:
                     changes.append(Change("firing", alert))
         return changes
 
-    def forget(self, host_id: str, wall: float | None = None) -> list[Change] | None:
+    def forget(
+        self, host_id: str, wall: float | None = None, retired_at: datetime | None = None
+    ) -> list[Change] | None:
         """The host was retired: its alerts resolve (at ``wall``) and it is no longer
-        expected; a later sample makes it known again. None when this evaluator does not
-        hold it (another evaluator's partition, or already forgotten)."""
+        expected; a later sample makes it known again (with ``retired_at``, the retirement's
+        own time: a sample after it). None when this evaluator does not hold it (another
+        evaluator's partition, or already forgotten)."""
+        if retired_at is not None:
+            now = time.time() if wall is None else wall
+            self.retired = {
+                h: at for h, at in self.retired.items() if now - at.timestamp() < RETIRED_KEPT_S
+            }
+            self.retired[host_id] = retired_at
         keys = [k for k, a in self.alerts.items() if a.host_id == host_id]
         if host_id not in self.seen and not keys:
             return None

@@ -39,7 +39,7 @@ from sysmetrics.alerts.rules import Rule, load_rules
 from sysmetrics.config import Settings
 from sysmetrics.logs import RepeatedFailure
 from sysmetrics.observability import Reading
-from sysmetrics.schema import SchemaError, decode_keeping_unknown
+from sysmetrics.schema import SchemaError, decode_keeping_unknown, retired_at
 from sysmetrics.stream.admin import ensure_topic
 from sysmetrics.stream.kafka_config import consumer_config, producer_config
 from sysmetrics.stream.runtime import ConsumerRuntime
@@ -299,7 +299,18 @@ class AlertService:
         for message in messages:
             partition, offset = message.partition(), message.offset()
             assert partition is not None and offset is not None  # set on consumed messages
-            self._handle(message.value() or b"", self._producer, partition)
+            value = message.value()
+            at_ms = retired_at(value, message.headers()) if value is None else None
+            if at_ms is not None:
+                host_id = (message.key() or b"").decode("utf-8", "replace")
+                at = datetime.fromtimestamp(at_ms / 1000, UTC)
+                self._retired(
+                    host_id,
+                    self.evaluator.forget(host_id, retired_at=at),
+                    "retired (Prometheus no longer scrapes it)",
+                )
+            else:
+                self._handle(value or b"", self._producer, partition)
             self._handled[partition] = offset + 1
 
     def after_poll(self) -> None:
@@ -309,7 +320,7 @@ class AlertService:
             # Unanswered, the brokers' silence is not the hosts': no host is judged meanwhile.
             if self.runtime.leaders_answer():
                 self._publish(self.evaluator.check_absent(), self._producer)
-            self._forget_retired(self._producer)
+            self._forget_retired()
         self._forget_hosts(self._producer)
         self._resend()
         self.outbox.flush()
@@ -387,7 +398,7 @@ class AlertService:
             self._save(producer, KnownHost.key_of(host_id), None)
         self.evaluator.hosts_forgotten.clear()
 
-    def _forget_retired(self, producer: Producer) -> None:
+    def _forget_retired(self) -> None:
         """Hosts an administrator retired (``forget_hosts``) since the last check: the one
         holding each resolves its alerts and saves it as gone; the others hold other hosts."""
         assert self._forgets is not None
@@ -398,12 +409,17 @@ class AlertService:
                 if message.error() is None and key.startswith(KnownHost.FORGET_PREFIX):
                     retired.append(key.removeprefix(KnownHost.FORGET_PREFIX))
         for host_id in retired:
-            changes = self.evaluator.forget(host_id)
-            if changes is None:
-                continue
-            log.warning("host %s retired: forgotten, its alerts resolved", host_id)
-            self._publish(changes, producer)
-            self._save(producer, KnownHost.key_of(host_id), None)
+            self._retired(host_id, self.evaluator.forget(host_id), "retired by an administrator")
+
+    def _retired(self, host_id: str, changes: list[Change] | None, why: str) -> None:
+        """Publish what forgetting a retired host changed (None: this evaluator did not hold
+        it) and save it as gone."""
+        if changes is None:
+            return
+        assert self._producer is not None
+        log.warning("host %s %s: forgotten, its alerts resolved", host_id, why)
+        self._publish(changes, self._producer)
+        self._save(self._producer, KnownHost.key_of(host_id), None)
 
     def _publish(self, changes: list[Change], producer: Producer) -> None:
         now = datetime.now(UTC)

@@ -34,6 +34,14 @@ emitted. It is rewritten (pending samples + each host's state) when it grows pas
 A host sent by two senders that name themselves is taken from one at a time (the replicas of a
 Prometheus HA pair, :meth:`Assembler._another_replica`); the other's facts are dropped on
 receipt and counted, never journaled.
+
+A host whose last Prometheus target is dropped from Prometheus' configuration (its ``up``
+gets the stale marker, :meth:`Assembler._target`) is **retired**: at once, after its earlier
+samples (emitted with it, complete or not), a retirement is emitted
+(``stream.producer.retirement``: the alert evaluator forgets the host instead of paging it
+down) and the assembler forgets the host's state; a fact of the host from before its
+retirement is late from then on (for a day). Journal: ``{"r": [host, ts_ms, "target"]}`` when
+it is received, ``{"x": [host, ts_ms, "target"]}`` when it is emitted (since 2026-12-04).
 """
 
 from __future__ import annotations
@@ -47,11 +55,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from math import isfinite
 from pathlib import Path
-from typing import Any
+from struct import Struct
+from typing import Any, get_args
 
 import msgspec
 
-from sysmetrics.ingest.mapping import Facts, HostState, Source, build_event
+from sysmetrics.ingest.mapping import (
+    STALE_MARKER,
+    TARGET,
+    Facts,
+    HostState,
+    Source,
+    build_event,
+)
 from sysmetrics.ingest.wire import SampleKey
 from sysmetrics.schema import MetricsEvent
 from sysmetrics.stream.spool import write_all
@@ -66,6 +82,11 @@ the host over: a missed scrape's gap, not a replica's offset within one interval
 failover leaves a gap of at most ~2.25 intervals, under HostDown's 3."""
 TAKEOVER_UNKNOWN_INTERVAL_S = 15.0
 """The interval assumed while a host's is not known yet (its first samples)."""
+RETIRED_KEPT_MS = 86_400_000
+"""How long a retired host's retirement time is kept, to count its stragglers late."""
+
+_SOURCES: tuple[str, ...] = get_args(Source)
+_DOUBLE = Struct("<d")
 
 _encode_lines = msgspec.json.Encoder().encode_lines
 _decode = msgspec.json.Decoder().decode
@@ -93,6 +114,7 @@ class AssemblyStats:
     received_facts: int = 0
     late_facts: int = 0
     replica_facts: int = 0
+    retired: int = 0
     emitted: int = 0
     emitted_incomplete: int = 0
     journal_syncs: int = 0
@@ -111,6 +133,13 @@ class Assembler:
         self.leaders: dict[tuple[str, str], tuple[str, int]] = {}
         """(host, source) -> the named sender it is taken from and its latest sample time
         (in memory: after a restart the first named sender to send a host leads it)."""
+        self.targets: dict[str, dict[tuple[str, ...], int]] = {}
+        """host -> its Prometheus targets (``up``'s job and instance) -> their latest ``up``
+        (in memory: after a restart, those heard again)."""
+        self.retiring: set[SampleKey] = set()
+        """Retirements received, not emitted yet: (host, ts_ms, TARGET)."""
+        self.retired: dict[str, int] = {}
+        """host -> when it was retired (Unix ms), for a day."""
         self._load()
         self._out = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._size = os.fstat(self._out).st_size
@@ -149,10 +178,14 @@ class Assembler:
                 if not facts:
                     continue
                 self._merge((host, ts_ms, source), facts, complete, now, record.get("v"))
-            else:
+            elif "e" in record:
                 host, ts_ms, source = record["e"]
                 self._forget((host, ts_ms, source))
                 self.hosts[(host, source)] = HostState.from_json(record["s"])
+            elif "r" in record:
+                self.retiring.add(tuple(record["r"]))
+            else:
+                self._retired(tuple(record["x"]))
         if self.pending:
             log.info("ingest journal holds %d samples still being assembled", len(self.pending))
         self.stats = AssemblyStats()
@@ -213,8 +246,13 @@ class Assembler:
         self.synced = max(self.synced, appended)
 
     def compact(self) -> None:
-        """Rewrite the journal as what it holds now: pending samples and host states."""
-        records: list[dict[str, Any]] = []
+        """Rewrite the journal as what it holds now: retired hosts (first: replayed, each
+        forgets its host's state), host states, pending samples and retirements."""
+        kept_from = time.time() * 1000 - RETIRED_KEPT_MS
+        self.retired = {h: ts for h, ts in self.retired.items() if ts >= kept_from}
+        records: list[dict[str, Any]] = [
+            {"x": [host, ts_ms, TARGET]} for host, ts_ms in self.retired.items()
+        ]
         for (host, source), state in self.hosts.items():
             if state.last_ts is not None:
                 records.append({"e": [host, state.last_ts, source], "s": state.to_json()})
@@ -222,6 +260,7 @@ class Assembler:
             records.append(
                 _received((host, ts_ms, source), pending.complete, pending.facts, pending.sender)
             )
+        records.extend({"r": list(key)} for key in self.retiring)
         tmp = self.path.with_suffix(".tmp")
         with tmp.open("wb") as fh:
             fh.write(_encode_lines(records))
@@ -261,6 +300,8 @@ class Assembler:
             state = self.hosts.get((host, source))
             if state is not None and state.last_ts is not None and ts_ms <= state.last_ts + slack:
                 return 0, len(facts)
+            if host in self.retired and ts_ms <= self.retired[host]:
+                return 0, len(facts)
             if named and sender is not None and self._another_replica(host, source, ts_ms, sender):
                 self.stats.replica_facts += len(facts)
                 return 0, 0
@@ -298,6 +339,59 @@ class Assembler:
         self.pending.pop(key, None)
         self._by_host.get((key[0], key[2]), set()).discard(key)
 
+    def _target(self, key: SampleKey, facts: Facts, sender: str | None) -> dict[str, Any] | None:
+        """Take a host's ``up`` facts: a target it is scraped by, or one dropped (the stale
+        marker: Prometheus writes it when service discovery or a reload removes the target,
+        never when a scrape fails, which is ``up`` 0). The host is retired when the last of its
+        targets is dropped after its latest sample; the journal record to write, if any.
+        Another replica's ``up`` is not this host's (it may keep a target the leader dropped),
+        and a target that is no host of ours (no mapped series) is not followed."""
+        host, ts_ms, _ = key
+        if not self._known(host) or self._led_by_another(host, sender):
+            return None
+        targets = self.targets.setdefault(host, {})
+        dropped = False
+        for (_, labels), value in facts.items():
+            if _DOUBLE.pack(value) == STALE_MARKER:
+                if targets.get(labels, ts_ms) < ts_ms:  # not a replayed one from before its up
+                    del targets[labels]
+                    dropped = True
+            else:
+                targets[labels] = max(ts_ms, targets.get(labels, ts_ms))
+        if not dropped or targets or key in self.retiring or self._latest(host) >= ts_ms:
+            return None
+        self.retiring.add(key)
+        return {"r": list(key)}
+
+    def _known(self, host: str) -> bool:
+        return any((host, s) in self.hosts or self._by_host.get((host, s)) for s in _SOURCES)
+
+    def _led_by_another(self, host: str, sender: str | None) -> bool:
+        return any(
+            leader is not None and leader[0] != sender
+            for leader in (self.leaders.get((host, s)) for s in _SOURCES)
+        )
+
+    def _latest(self, host: str) -> int:
+        """The time of the host's latest sample, emitted or pending (-1: none)."""
+        latest = -1
+        for source in _SOURCES:
+            state = self.hosts.get((host, source))
+            if state is not None and state.last_ts is not None:
+                latest = max(latest, state.last_ts)
+            latest = max([latest, *(k[1] for k in self._by_host.get((host, source), ()))])
+        return latest
+
+    def _retired(self, key: SampleKey) -> None:
+        """The host's retirement is emitted: everything kept of it goes."""
+        host = key[0]
+        self.retiring.discard(key)
+        self.retired[host] = max(key[1], self.retired.get(host, key[1]))
+        self.targets.pop(host, None)
+        for source in _SOURCES:
+            self.hosts.pop((host, source), None)
+            self.leaders.pop((host, source), None)
+
     def receive(
         self,
         samples: dict[SampleKey, Facts],
@@ -313,6 +407,11 @@ class Assembler:
         now = time.monotonic()
         records = []
         for key, facts in samples.items():
+            if key[2] == TARGET:
+                record = self._target(key, facts, sender)
+                if record is not None:
+                    records.append(record)
+                continue
             # One sum finds a NaN or infinity among them (a finite sum may overflow: then
             # the filter below keeps all).
             if not isfinite(sum(facts.values())):
@@ -331,9 +430,11 @@ class Assembler:
 
     # ------------------------------------------------------------------ emit
     def due(self, now: float | None = None) -> list[SampleKey]:
-        """Samples to emit now, oldest first per host."""
+        """Samples and retirements (source ``TARGET``) to emit now, oldest first per host. A
+        retirement is due at once, with every earlier sample of its host; the host's later
+        samples (a target added again) wait for the next call."""
         now = time.monotonic() if now is None else now
-        ready = []
+        ready = set()
         for key, pending in self.pending.items():
             state = self.hosts.get((key[0], key[2]))
             expected = state.last_facts if state is not None else 0
@@ -342,8 +443,17 @@ class Assembler:
                 or (expected and len(pending.facts) >= expected)
                 or now - pending.first_seen >= self.wait_s
             ):
-                ready.append(key)
-        return sorted(ready, key=lambda k: (k[0], k[1]))
+                ready.add(key)
+        for key in self.retiring:
+            host, ts_ms, _ = key
+            ready.add(key)
+            for source in _SOURCES:
+                for sample in self._by_host.get((host, source), ()):
+                    if sample[1] < ts_ms:
+                        ready.add(sample)
+                    else:
+                        ready.discard(sample)
+        return sorted(ready, key=lambda k: (k[0], k[1], k[2] == TARGET))
 
     def build(self, key: SampleKey) -> MetricsEvent:
         host, ts_ms, source = key
@@ -365,10 +475,15 @@ class Assembler:
         owed to the journal until an append succeeds (a full disk): a sample journaled as
         received but not as emitted would be emitted again after a restart."""
         for key in keys:
+            if key[2] == TARGET:
+                self._retired(key)
+                self._owed.append({"x": list(key)})
+                self.stats.retired += 1
+                continue
             self._forget(key)
             state = self.hosts[(key[0], key[2])]
             self._owed.append({"e": list(key), "s": state.to_json()})
-        self.stats.emitted += len(keys)
+            self.stats.emitted += 1
         self._append([])
         self.sync()
         if self._size > self.compact_bytes:

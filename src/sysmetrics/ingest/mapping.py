@@ -39,6 +39,11 @@ from sysmetrics.schema import (
 )
 
 Source = Literal["node_exporter", "windows_exporter", "otel"]
+TARGET: Final = "target"
+"""Not a source of events: Prometheus' own series of a scrape target (``up``, one per target,
+labels kept: job and instance). Its stale marker says that Prometheus stopped scraping the
+target on purpose (service discovery or the configuration dropped it): the assembler retires
+the host instead of letting it fall silent."""
 FactKey = tuple[str, tuple[str, ...]]
 """A series of a sample: its name and the values of the labels the mapping keeps."""
 Facts = dict[FactKey, float]
@@ -46,7 +51,8 @@ Facts = dict[FactKey, float]
 assembler keeps, so a request's facts reach the event without being copied per fact)."""
 
 _NET_LABEL: Final = ("device",)
-REMOTE_WRITE_SERIES: Final[dict[str, tuple[Source, tuple[str, ...]]]] = {
+REMOTE_WRITE_SERIES: Final[dict[str, tuple[str, tuple[str, ...]]]] = {
+    "up": (TARGET, ("job", "instance")),
     # node_exporter, Linux and macOS
     "node_uname_info": ("node_exporter", ("nodename", "sysname", "machine")),
     "node_boot_time_seconds": ("node_exporter", ()),
@@ -120,6 +126,9 @@ REMOTE_WRITE_SERIES: Final[dict[str, tuple[Source, tuple[str, ...]]]] = {
 }
 """Remote-write metric name → (source, labels kept). ``write_relabel_configs`` in the README
 keep exactly these names, so a sender ships only what is mapped."""
+STALE_MARKER: Final = bytes.fromhex("020000000000f07f")
+"""Prometheus' stale marker: the NaN (0x7ff0000000000002) it writes on a target's series when
+it stops scraping the target, as a little-endian double."""
 
 OTEL_METRICS: Final[dict[str, tuple[str, ...]]] = {
     "system.cpu.time": ("cpu", "state"),

@@ -23,6 +23,7 @@ from typing import Any
 from sysmetrics.config import Settings
 from sysmetrics.http_auth import basic_user, carries_token, is_loopback
 from sysmetrics.ingest.assembly import Assembler
+from sysmetrics.ingest.mapping import TARGET
 from sysmetrics.ingest.wire import (
     Decoded,
     PayloadError,
@@ -34,7 +35,7 @@ from sysmetrics.ingest.wire import (
 )
 from sysmetrics.observability import CONTENT_TYPE, MetricsEndpoint, Reading
 from sysmetrics.schema import SENDER_PATTERN, encode
-from sysmetrics.stream.producer import SpooledProducer
+from sysmetrics.stream.producer import SpooledProducer, retirement
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,12 @@ class IngestApp:
             ),
             Reading("sysmetrics_ingest_events_total", "counter", "events emitted", stats.emitted),
             Reading(
+                "sysmetrics_ingest_hosts_retired_total",
+                "counter",
+                "hosts retired: Prometheus dropped their last target (up's stale marker)",
+                stats.retired,
+            ),
+            Reading(
                 "sysmetrics_ingest_incomplete_events_total",
                 "counter",
                 "events emitted after the assembly wait with fewer series than the host's last",
@@ -211,6 +218,9 @@ class IngestApp:
         if keys:
             messages = []
             for key in keys:
+                if key[2] == TARGET:
+                    messages.append((key[0].encode(), retirement(key[1])))
+                    continue
                 event = self.assembler.build(key)
                 messages.append((event.host.host_id.encode(), encode(event)))
             self.producer.publish_many(messages)

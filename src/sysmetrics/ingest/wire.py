@@ -25,6 +25,7 @@ from sysmetrics.ingest.mapping import (
     OTEL_RESOURCE,
     OTEL_RESOURCE_ATTRIBUTES,
     REMOTE_WRITE_SERIES,
+    TARGET,
     FactKey,
     Facts,
 )
@@ -145,9 +146,23 @@ def decode_remote_write(data: bytes, host_label: str, max_series: int, version: 
         if exc.args[0] == "too_many_series":
             raise _too_many_series(exc.args[1], max_series) from None
         raise _not_a_request(version) from None
-    for host, name in hosts:
-        _host(host, f"series {name}")
+    _check_hosts(samples, hosts)
     return Decoded(samples, series, dropped, values, histograms, exemplars)
+
+
+def _check_hosts(samples: dict[SampleKey, Facts], hosts: list[tuple[str, str]]) -> None:
+    """Refuse a request with a mapped series whose host identity is missing or invalid
+    (``hosts``: each distinct host with the first series it came with). A target's ``up`` is
+    no reading: without a valid host (a host label set by ``metric_relabel_configs`` is not on
+    it) it is dropped, and the request kept."""
+    for host, name in hosts:
+        if _HOST_ID.match(host):
+            continue
+        if name == "up" and all(k[0] != host or k[2] == TARGET for k in samples):
+            for key in [k for k in samples if k[0] == host]:
+                del samples[key]
+            continue
+        _host(host, f"series {name}")
 
 
 def _too_many_series(count: int, max_series: int) -> PayloadError:
@@ -204,7 +219,7 @@ def decode_remote_write_python(
         raise _too_many_series(len(request.timeseries), max_series)
     samples = out.samples
     mapping = REMOTE_WRITE_SERIES.get
-    hosts: set[str] = set()
+    hosts: dict[str, str] = {}
     # The hot loop of the receiver: each attribute read of a protobuf field costs, so labels
     # are read once into a dict and a host is validated once per request.
     for labels, series_samples in each:
@@ -217,10 +232,11 @@ def decode_remote_write_python(
         source, keep = mapped
         host = labels.get(host_label, "")
         if host not in hosts:
-            hosts.add(_host(host, f"series {name}"))
+            hosts[host] = name
         values = tuple([labels.get(k, "") for k in keep])
         for sample in series_samples:  # type: ignore[attr-defined]
             samples[(host, sample.timestamp, source)][(name, values)] = sample.value
+    _check_hosts(samples, list(hosts.items()))
     return out
 
 

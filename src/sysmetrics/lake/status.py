@@ -20,6 +20,7 @@ class WriterStats(msgspec.Struct, kw_only=True):
     files: int = 0
     bytes: int = 0
     quarantined: int = 0
+    retirements: int = 0  # hosts retired (schema.RETIRED_HEADER): no event, skipped
     clock_ahead: int = 0  # events whose ts is ahead of their arrival by more than the tolerance
     delayed: int = 0  # events that arrived later than the tolerance (spool replay, slow clock)
     late_files: int = 0  # files written into hours older than the hourly job's look-back

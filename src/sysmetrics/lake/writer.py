@@ -50,7 +50,7 @@ from sysmetrics.lake.status import WriterStats, WriterStatus, write_writer_statu
 from sysmetrics.lake.store import LakeStore, StoreError
 from sysmetrics.logs import RepeatedFailure
 from sysmetrics.observability import Reading, counters
-from sysmetrics.schema import SchemaError, decode, encode_time
+from sysmetrics.schema import SchemaError, decode, encode_time, retired_at
 from sysmetrics.stream.kafka_config import producer_config
 from sysmetrics.stream.runtime import ConsumerRuntime
 
@@ -73,7 +73,7 @@ MAX_CONSECUTIVE_COMMIT_FAILURES = 20
 class _Record:
     offset: int
     arrived: float  # monotonic time it was consumed: the flush timer runs from here
-    ts_us: int | None  # the valid event's time (lines.micros); None: quarantined
+    ts_us: int | None  # the valid event's time (lines.micros); None: quarantined or retirement
     line: bytes | None  # what the lake keeps (lines.lake_line)
     newer: list[str] | None  # fields of a newer minor version the line carries
     raw: bytes | None
@@ -252,7 +252,10 @@ class LakeWriter:
         raw = message.value()
         record = _Record(offset, arrived, None, None, None, raw, message.key(), None)
         if raw is None:
-            record.reason = "empty message (no value)"
+            if retired_at(raw, message.headers()) is None:
+                record.reason = "empty message (no value)"
+            else:
+                self.stats.retirements += 1  # no event: skipped (its offset is committed)
         else:
             kind, log_time_ms = message.timestamp()
             by_broker = kind == TIMESTAMP_LOG_APPEND_TIME
@@ -383,7 +386,7 @@ class LakeWriter:
                         by_hour[hour_number].append(record.line)
                         if record.newer:
                             newer[hour_number].update(record.newer)
-                    else:
+                    elif record.reason is not None:
                         bad.append(_quarantine_line(self.topic, partition, record))
                         dead_letters.append((partition, record))
                 for hour_number, lines in sorted(by_hour.items()):
@@ -526,6 +529,7 @@ class LakeWriter:
                 ("files", stats.files, "lake files created"),
                 ("bytes", stats.bytes, "bytes of lake files created"),
                 ("quarantined", stats.quarantined, "invalid messages quarantined"),
+                ("retirements", stats.retirements, "host retirements read (no event: skipped)"),
                 ("store_failures", stats.store_failures, "rounds the lake refused (retried)"),
                 ("late_files", stats.late_files, "files written into hours beyond the look-back"),
             ],

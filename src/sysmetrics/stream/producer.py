@@ -12,10 +12,27 @@ from typing import Protocol
 from confluent_kafka import KafkaError, Message, Producer
 
 from sysmetrics.observability import Reading
+from sysmetrics.schema import RETIRED_HEADER, Headers
 from sysmetrics.stream.kafka_config import KafkaClientSettings, producer_config
 from sysmetrics.stream.spool import Spool, SpooledRecord
 
 log = logging.getLogger(__name__)
+
+_RETIREMENT = b"\0retired:"
+"""How the spool holds a host's retirement (no event begins with a NUL byte)."""
+
+
+def retirement(ts_ms: int) -> bytes:
+    """The value to publish under a host's key to retire it at ``ts_ms``: the spool keeps it
+    as is, Kafka gets the topic's retirement (``schema.RETIRED_HEADER``: a tombstone)."""
+    return _RETIREMENT + str(ts_ms).encode()
+
+
+def _kafka_message(value: bytes) -> tuple[bytes | None, Headers | None]:
+    """What Kafka gets for a published value: itself, or a retirement's tombstone."""
+    if value[:1] == b"\0" and value.startswith(_RETIREMENT):
+        return None, [(RETIRED_HEADER, value[len(_RETIREMENT) :])]
+    return value, None
 
 
 @dataclass
@@ -135,9 +152,14 @@ class SpooledProducer:
                 break
             if record.seq <= self._sent_upto or record.seq in self._in_flight:
                 continue
+            value, headers = _kafka_message(record.value)
             try:
                 self._producer.produce(
-                    self.topic, record.value, record.key, on_delivery=self._callback(record)
+                    self.topic,
+                    value,
+                    record.key,
+                    headers=headers,
+                    on_delivery=self._callback(record),
                 )
             except BufferError:
                 break  # librdkafka's queue is full: the rest waits in the spool
@@ -148,8 +170,11 @@ class SpooledProducer:
         """Hand a message the spool refused (a full disk) to Kafka without a copy on disk: at
         most once. Kafka not taking it (down past ``message.timeout.ms``, the queue full, the
         process ending first) loses it, counted in ``stats.lost`` and logged."""
+        kafka_value, headers = _kafka_message(value)
         try:
-            self._producer.produce(self.topic, value, key, on_delivery=self._on_unspooled)
+            self._producer.produce(
+                self.topic, kafka_value, key, headers=headers, on_delivery=self._on_unspooled
+            )
         except BufferError:
             self._lose("librdkafka's queue is full")
             return
