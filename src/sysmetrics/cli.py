@@ -445,6 +445,9 @@ def ingest(ctx: Context, bind_host: str | None, port: int | None) -> None:
     Name each sender (a Prometheus, each replica of an HA pair, a Collector): its Basic auth
     user name or an X-Sysmetrics-Sender header. Host-down alerts carry the name, so a sender
     that goes down can be routed as one page, and of two replicas sending a host one is taken.
+
+    Keep Prometheus' `up` in the relabelling (the README's block does): a host whose target
+    Prometheus drops (a scale-down) is then retired, not paged down.
     """
     from sysmetrics.ingest.server import IngestRefused, serve
     from sysmetrics.stream.admin import ensure_topic
