@@ -653,6 +653,23 @@ service:
     assert all(a <= b for a, b in itertools.pairwise(lo)), "counters pass through"
 
 
+def _alerting(settings: Settings) -> Settings:
+    """``settings`` with an alert state topic and consumer group of the test's own."""
+    return settings.model_copy(
+        update={
+            "alert_state_topic": f"{settings.topic}-alert-state",
+            "alert_consumer_group": f"{settings.consumer_group}-alerts",
+        }
+    )
+
+
+def _ingest_for_alerts(settings: Settings) -> tuple[Ingest, Settings]:
+    """A started receiver (1-s assembly wait, the tests' token) and the alerting settings."""
+    ingest = Ingest(settings, settings.data_dir, wait_s=1.0, SYSMETRICS_INGEST_TOKEN="s3cret")
+    ingest.start()
+    return ingest, _alerting(settings)
+
+
 @pytest.mark.skipif(ALERTMANAGER is None, reason=MISSING)
 def test_ingested_host_pinned_at_high_cpu_pages_through_the_alert_evaluator(
     tansu_settings: Settings, tmp_path: Path
@@ -676,12 +693,7 @@ def test_ingested_host_pinned_at_high_cpu_pages_through_the_alert_evaluator(
         wait_for(lambda: ingest.metric("sysmetrics_ingest_events_total") >= 43, 60, "43 events")
     finally:
         ingest.stop()
-    settings = tansu_settings.model_copy(
-        update={
-            "alert_state_topic": f"{tansu_settings.topic}-alert-state",
-            "alert_consumer_group": f"{tansu_settings.consumer_group}-alerts",
-        }
-    )
+    settings = _alerting(tansu_settings)
     with alertmanager(tmp_path) as (url, receiver):
         service = AlertService(settings.model_copy(update={"alertmanager_url": url}))
         thread = threading.Thread(target=service.run, daemon=True)
@@ -710,16 +722,7 @@ def test_a_central_prometheus_that_goes_down_pages_its_hosts_as_one_group(
     (the README's block). When it stops, its hosts fall silent together: each HostDown carries
     `sender="prom-eu-1"`, and an Alertmanager that groups by [alertname, sender] (the README's
     route) pages once for the three, not three times."""
-    ingest = Ingest(
-        broker_settings, broker_settings.data_dir, wait_s=1.0, SYSMETRICS_INGEST_TOKEN="s3cret"
-    )
-    ingest.start()
-    settings = broker_settings.model_copy(
-        update={
-            "alert_state_topic": f"{broker_settings.topic}-alert-state",
-            "alert_consumer_group": f"{broker_settings.consumer_group}-alerts",
-        }
-    )
+    ingest, settings = _ingest_for_alerts(broker_settings)
     hosts = ["web-1", "web-2", "web-3"]
     node = NodeExporter()
     with alertmanager(tmp_path, group_by="[alertname, sender]", group_wait_s=5) as (url, receiver):
@@ -861,16 +864,7 @@ def test_a_target_prometheus_stops_scraping_retires_its_host_and_a_dead_one_stil
     scaled down). web-3 pages HostDown; web-2 is retired through the topic (Prometheus' stale
     marker on its ``up``): it pages nothing, its known-host state is deleted, and the lake has
     each of its samples and nothing quarantined (the retirement is no event)."""
-    ingest = Ingest(
-        broker_settings, broker_settings.data_dir, wait_s=1.0, SYSMETRICS_INGEST_TOKEN="s3cret"
-    )
-    ingest.start()
-    settings = broker_settings.model_copy(
-        update={
-            "alert_state_topic": f"{broker_settings.topic}-alert-state",
-            "alert_consumer_group": f"{broker_settings.consumer_group}-alerts",
-        }
-    )
+    ingest, settings = _ingest_for_alerts(broker_settings)
     shared, dying = NodeExporter(), NodeExporter()
     hosts = {"web-1": shared, "web-2": shared, "web-3": dying}
     with alertmanager(tmp_path) as (url, receiver):
