@@ -22,8 +22,6 @@ from sysmetrics.alerts.rules import load_rules
 from sysmetrics.alerts.service import AlertService
 from sysmetrics.config import Settings
 from sysmetrics.dashboard.app import create_app
-from sysmetrics.lake.catalog import read_retirements
-from sysmetrics.lake.store import LakeStore
 from sysmetrics.stream.broker import free_port
 from tests.conftest import settings_for
 from tests.support.alertmanager import ALERTMANAGER, MISSING, Receiver, alertmanager
@@ -807,18 +805,3 @@ def test_a_retired_host_is_resolved_at_once_and_not_paged_after_a_restart(
     # A restored firing alert may be re-sent (its startsAt): a new page would have another.
     distinct = {h: (len(p["firing"]), len(p["resolved"])) for h, p in pages(receiver).items()}
     assert distinct == {"old-db": (1, 1), "web": (1, 0)}, log.read_text()[-3000:]
-    # The lake is told too (the hourly job's host_silent spares old-db): a retirement on the
-    # metrics topic, which the lake writer lists.
-    lake = tmp_path / "lake"
-    subprocess.run(
-        [SYSMETRICS, "consume", "--idle-exit", "6"],
-        env={**env, "SYSMETRICS_LAKE_URL": str(lake)},
-        check=True,
-        capture_output=True,
-        timeout=180,
-    )
-    now = datetime.now(UTC)
-    listed = read_retirements(
-        LakeStore(str(lake)), settings.topic, now - timedelta(hours=1), now + timedelta(hours=1)
-    )
-    assert list(listed) == ["old-db"]

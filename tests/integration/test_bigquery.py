@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +18,6 @@ import pytest
 from sysmetrics import prompb
 from sysmetrics.batch.hourly import run_hour
 from sysmetrics.config import Settings
-from sysmetrics.lake import layout
-from sysmetrics.lake.catalog import retirement_lines
 from sysmetrics.lake.compaction import compact_hour
 from sysmetrics.lake.store import LakeStore
 from sysmetrics.remote_read.query import Limits, read
@@ -194,19 +191,3 @@ def test_bigquery_load_aggregate_and_rerun_match_duckdb(
         assert tables(duck) == from_curated
     finally:
         duck.close()
-
-    # A retirement the lake writer listed (`alert --forget`, a target Prometheus dropped): the
-    # next hour's silent hosts leave web-1 out, on BigQuery too.
-    retired_at = int((HOUR14 + timedelta(minutes=59)).timestamp() * 1000)
-    listed = layout.retired_path(cloud_settings.topic, HOUR14, 0, 0)
-    store.create_files([], {listed: retirement_lines([("web-1", retired_at)])})
-    wh = BigQueryWarehouse(bq.project, "sysmetrics", bq.endpoint)
-    try:
-        run_hour(cloud_settings, wh, store, HOUR14 + timedelta(hours=1))
-        silent = wh.rows(
-            "SELECT host_id FROM {alerts} WHERE rule = 'host_silent' AND hour = @start",
-            start=HOUR14 + timedelta(hours=1),
-        )
-    finally:
-        wh.close()
-    assert {r["host_id"] for r in silent} == {"gpu-9", HOSTILE, "late-3", "late-4"}

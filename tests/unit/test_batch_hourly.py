@@ -26,7 +26,7 @@ from sysmetrics.batch.hourly import (
 from sysmetrics.config import Settings
 from sysmetrics.dashboard.app import create_app
 from sysmetrics.lake import layout
-from sysmetrics.lake.catalog import Watermark, publish_watermark, retirement_lines
+from sysmetrics.lake.catalog import Watermark, publish_watermark
 from sysmetrics.lake.compaction import RawFileUnreadable, compact_hour, prune_hour, raw_files
 from sysmetrics.lake.store import LakeStore
 from sysmetrics.remote_read.http import limits_of
@@ -265,40 +265,6 @@ def test_worn_battery_silent_host_and_low_completeness_alerts(
     assert rules[("laptop", "battery_worn")] == 72.5
     assert rules[("laptop", "low_completeness")] == pytest.approx(27.78, abs=0.01)
     assert ("gone", "host_silent") in rules
-
-
-def test_a_host_retired_after_its_last_sample_is_not_silent_one_back_since_is(
-    settings: Settings, wh: DuckDBWarehouse, lake: LakeBuilder
-) -> None:
-    """Retirements the lake writer listed (Prometheus dropped the target, ``alert --forget``):
-    a host retired after its last sample raises no ``host_silent`` in the 24 hours after it; a
-    host retired, then back (a sample in a later hour), then silent, does; an unretired silent
-    host does."""
-    for host in ("gone", "retired"):
-        lake.add_batch(steady_host(host, HOUR14 - H, cpu=10.0))
-    lake.add_batch(steady_host("back", HOUR14 - 2 * H, cpu=10.0))
-    lake.add_batch(steady_host("back", HOUR14 - H, cpu=10.0))
-    lake.add_batch(steady_host("busy", HOUR14, cpu=10.0))
-    store = LakeStore(settings.lake_url)
-    at_ms = {
-        "retired": (HOUR14 - timedelta(minutes=1)).timestamp() * 1000,
-        "back": (HOUR14 - H - timedelta(minutes=30)).timestamp() * 1000,
-    }
-    for number, (host, at) in enumerate(at_ms.items()):
-        hour = datetime.fromtimestamp(at // 1000, UTC).replace(minute=0)
-        path = layout.retired_path(settings.topic, hour, 0, number)
-        store.create_files([], {path: retirement_lines([(host, int(at))])})
-    run(settings, wh, HOUR14 - 2 * H)
-    run(settings, wh, HOUR14 - H)
-    run(settings, wh)
-    silent = {
-        a["host_id"]
-        for a in wh.rows(
-            "SELECT host_id FROM {alerts} WHERE rule = 'host_silent' AND hour = @start",
-            start=HOUR14,
-        )
-    }
-    assert silent == {"gone", "back"}
 
 
 def test_cpu_anomaly_against_the_hosts_own_baseline(

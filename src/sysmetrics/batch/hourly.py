@@ -31,7 +31,6 @@ from sysmetrics.lake.catalog import (
     late_markers,
     manifest_folders,
     read_manifests,
-    read_retirements,
     read_watermarks,
 )
 from sysmetrics.lake.compaction import (
@@ -342,32 +341,13 @@ def alert_params(settings: Settings) -> dict[str, Any]:
     }
 
 
-def alerts(wh: Warehouse, scopes: list[HourScope], settings: Settings, store: LakeStore) -> None:
+def alerts(wh: Warehouse, scopes: list[HourScope], settings: Settings) -> None:
     params = alert_params(settings)
     for scope in scopes:
         hosts = scope.alert_hosts
         _execute_scoped(wh, sql.delete_hosts("alerts"), hosts, start=scope.hour)
         finished = scope.hour + HOUR <= datetime.now(UTC)
         _execute_scoped(wh, sql.ALERTS, hosts, start=scope.hour, hour_finished=finished, **params)
-        if finished:
-            _retired_are_not_silent(wh, store, settings.topic, scope.hour)
-
-
-def _retired_are_not_silent(wh: Warehouse, store: LakeStore, topic: str, hour: datetime) -> None:
-    """Hosts retired (Prometheus dropped their last target, ``alert --forget``) after the last
-    hour they sent, up to the end of ``hour``: no ``host_silent`` for them (a sample after the
-    retirement's hour makes a host silent again when it stops)."""
-    retired = read_retirements(store, topic, hour - 24 * HOUR, hour + HOUR)
-    if not retired:
-        return
-    last_hours = wh.rows(sql.LAST_HOURS_OF, start=hour, hosts=sorted(retired))
-    gone = [
-        row["host_id"]
-        for row in last_hours
-        if retired[row["host_id"]] >= row["last_hour"].timestamp() * 1000
-    ]
-    if gone:
-        wh.execute(sql.NOT_SILENT, start=hour, hosts=gone)
 
 
 # ---------------------------------------------------------------------------- the run
@@ -667,7 +647,7 @@ def run_hour(
     aggregate(wh, loaded.scopes, settings.sample_interval_s)
     host_quality(wh, loaded.scopes, settings)
     trends(wh, loaded.scopes)
-    alerts(wh, loaded.scopes, settings, store)
+    alerts(wh, loaded.scopes, settings)
     finish(settings, wh, store, result, loaded)
     return result
 

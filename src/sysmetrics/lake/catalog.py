@@ -6,9 +6,7 @@ only (no other room parses them); it needs neither the writer nor its Kafka clie
   holds everything of that partition (the hourly job waits on the minimum over partitions);
 * a **round manifest** per flush round and partition, filed under the writer's clock's hour:
   the data files the round created (the hourly job reads these instead of listing the lake);
-* a **late marker** per file written into an hour beyond the hourly job's look-back;
-* a **retirement list** per batch that held host retirements (``schema.RETIRED_HEADER``), filed
-  under the hour of each retirement: one JSON line per host, its id and when (Unix ms).
+* a **late marker** per file written into an hour beyond the hourly job's look-back.
 """
 
 from __future__ import annotations
@@ -158,29 +156,3 @@ def _text(value: datetime | None) -> str | None:
 
 def _time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
-
-
-def retirement_lines(retirements: list[tuple[str, int]]) -> bytes:
-    """A retirement list's content: (host id, retired at in Unix ms) each."""
-    return b"".join(
-        json.dumps({"host_id": host, "retired_at": at}).encode() + b"\n" for host, at in retirements
-    )
-
-
-def read_retirements(
-    store: LakeStore, topic: str, start: datetime, end: datetime
-) -> dict[str, int]:
-    """Each host retired in the hours from ``start`` up to ``end``, with its latest retirement
-    (Unix ms)."""
-    latest: dict[str, int] = {}
-    for folder_name in store.list_dir(layout.retired_root(topic)):
-        hour = layout.parse_manifest_folder(folder_name)
-        if hour is None or not start <= hour < end:
-            continue
-        folder = layout.retired_dir(topic, hour)
-        for name in store.list_dir(folder):
-            for line in (store.get(f"{folder}/{name}") or b"").splitlines():
-                entry = json.loads(line)
-                host, at = str(entry["host_id"]), int(entry["retired_at"])
-                latest[host] = max(at, latest.get(host, at))
-    return latest

@@ -10,10 +10,6 @@
                                              round of one partition, filed by the hour it was
                                              written: the hourly job finds new files by reading
                                              these instead of listing every hour of the lake
-    _retired/<topic>/<YYYY-MM-DDTHH>/p<partition>+<start>.jsonl   the hosts retired in one
-                                             batch of one partition, filed by the hour of
-                                             their retirement (the hourly job stops calling
-                                             them silent)
     curated/<topic>/year=YYYY/month=MM/day=DD/hour=HH/part-v<version>.parquet   the hour
                                              compacted: deduplicated, typed, sorted by host, ts
     curated/<topic>/…/hour=HH/_manifest-v<version>.json   its source files, rows and event_id
@@ -169,18 +165,6 @@ def manifest_folder(written: datetime) -> str:
 
 def manifest_path(topic: str, written: datetime, partition: int, start: int) -> str:
     return f"{manifest_dir(topic)}/{manifest_folder(written)}/p{partition:04d}+{start:020d}.json"
-
-
-def retired_root(topic: str) -> str:
-    return f"_retired/{topic}"
-
-
-def retired_dir(topic: str, hour: datetime) -> str:
-    return f"{retired_root(topic)}/{manifest_folder(hour)}"
-
-
-def retired_path(topic: str, hour: datetime, partition: int, start: int) -> str:
-    return f"{retired_dir(topic, hour)}/p{partition:04d}+{start:020d}.jsonl"
 
 
 def parse_manifest_folder(name: str) -> datetime | None:

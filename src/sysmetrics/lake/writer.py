@@ -44,12 +44,7 @@ from confluent_kafka import (
 
 from sysmetrics.config import Settings
 from sysmetrics.lake import layout
-from sysmetrics.lake.catalog import (
-    RoundManifest,
-    Watermark,
-    publish_watermark,
-    retirement_lines,
-)
+from sysmetrics.lake.catalog import RoundManifest, Watermark, publish_watermark
 from sysmetrics.lake.lines import from_micros, lake_line, micros
 from sysmetrics.lake.status import WriterStats, WriterStatus, write_writer_status
 from sysmetrics.lake.store import LakeStore, StoreError
@@ -84,7 +79,6 @@ class _Record:
     raw: bytes | None
     key: bytes | None
     reason: str | None
-    retired_at: int | None = None  # a host retirement's time (Unix ms): no event
 
 
 @dataclass
@@ -258,9 +252,10 @@ class LakeWriter:
         raw = message.value()
         record = _Record(offset, arrived, None, None, None, raw, message.key(), None)
         if raw is None:
-            record.retired_at = retired_at(raw, message.headers())
-            if record.retired_at is None or not record.key:
-                record.reason = "empty message (no value, and no host retirement)"
+            if retired_at(raw, message.headers()) is None:
+                record.reason = "empty message (no value)"
+            else:
+                self.stats.retirements += 1  # no event: skipped (its offset is committed)
         else:
             kind, log_time_ms = message.timestamp()
             by_broker = kind == TIMESTAMP_LOG_APPEND_TIME
@@ -370,7 +365,7 @@ class LakeWriter:
         late_before = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(
             hours=self.settings.lookback_hours
         )
-        late_files = retirements = 0
+        late_files = 0
         written = datetime.now(UTC)
         for partition, batches in cuts.items():
             round_files: list[str] = []
@@ -385,7 +380,6 @@ class LakeWriter:
                 by_hour: dict[int, list[bytes]] = defaultdict(list)
                 newer: dict[int, set[str]] = defaultdict(set)
                 bad: list[bytes] = []
-                retired: dict[int, list[tuple[str, int]]] = defaultdict(list)
                 for record in batch.records:
                     if record.line is not None and record.ts_us is not None:
                         hour_number = record.ts_us // layout.MICROS_PER_HOUR
@@ -395,16 +389,6 @@ class LakeWriter:
                     elif record.reason is not None:
                         bad.append(_quarantine_line(self.topic, partition, record))
                         dead_letters.append((partition, record))
-                    elif record.retired_at is not None and record.key is not None:
-                        host = record.key.decode("utf-8", "replace")
-                        hour_number = record.retired_at * 1000 // layout.MICROS_PER_HOUR
-                        retired[hour_number].append((host, record.retired_at))
-                for hour_number, hosts in retired.items():
-                    path = layout.retired_path(
-                        self.topic, layout.hour_start(hour_number), partition, batch.start
-                    )
-                    state[path] = retirement_lines(hosts)
-                    retirements += len(hosts)
                 for hour_number, lines in sorted(by_hour.items()):
                     hour = layout.hour_start(hour_number)
                     name = layout.batch_name(
@@ -452,7 +436,6 @@ class LakeWriter:
                 self.stats.last_file = rel
         self.stats.quarantined += len(dead_letters)
         self.stats.late_files += late_files
-        self.stats.retirements += retirements
         self.stats.last_flush_at = time.time()
         for partition, batches in cuts.items():
             buffer = buffers[partition]
@@ -546,7 +529,7 @@ class LakeWriter:
                 ("files", stats.files, "lake files created"),
                 ("bytes", stats.bytes, "bytes of lake files created"),
                 ("quarantined", stats.quarantined, "invalid messages quarantined"),
-                ("retirements", stats.retirements, "host retirements listed (no event)"),
+                ("retirements", stats.retirements, "host retirements read (no event: skipped)"),
                 ("store_failures", stats.store_failures, "rounds the lake refused (retried)"),
                 ("late_files", stats.late_files, "files written into hours beyond the look-back"),
             ],

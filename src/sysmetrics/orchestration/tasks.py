@@ -77,7 +77,7 @@ def trends(scopes: list[dict[str, Any]]) -> None:
 def alerts(scopes: list[dict[str, Any]]) -> None:
     settings = load_settings()
     with _warehouse(settings) as wh:
-        hourly.alerts(wh, _scopes(scopes), settings, _store(settings))
+        hourly.alerts(wh, _scopes(scopes), settings)
 
 
 def curate(scopes: list[dict[str, Any]]) -> dict[str, object]:

@@ -305,18 +305,6 @@ LOADED_MANIFESTS = "SELECT folder, manifest FROM {loaded_manifests} WHERE folder
 RECORD_MANIFEST = "INSERT INTO {loaded_manifests} (folder, manifest) VALUES (@folder, @name)"
 """A manifest read (``@name``), or ``''``: every manifest of the folder is read."""
 HOUR_ROWS = "SELECT COUNT(*) FROM {raw} WHERE hour = @start"
-LAST_HOURS_OF = """
-SELECT host_id, MAX(hour) AS last_hour FROM {hourly}
-WHERE hour < @start AND hour >= TIMESTAMP_SUB(@start, INTERVAL 24 HOUR)
-  AND host_id IN (SELECT h FROM UNNEST(@hosts) AS h)
-GROUP BY host_id
-"""
-NOT_SILENT = """
-DELETE FROM {alerts}
-WHERE hour = @start AND rule = 'host_silent' AND host_id IN (SELECT h FROM UNNEST(@hosts) AS h)
-"""
-"""The hosts retired after their last sample (``lake.catalog.read_retirements``) are gone,
-not silent: the silent-host rule's 24 hours after it are not theirs."""
 HOUR_AGGREGATED = "SELECT COUNT(*) FROM {hourly} WHERE hour = @start"
 RECORD_RUN = """
 INSERT INTO {batch_runs} VALUES
