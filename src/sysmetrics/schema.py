@@ -296,6 +296,8 @@ def new_event_id(at: datetime | None = None, random_bits: int | None = None) -> 
     return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
 
+_EARLIEST_MS: Final = int(EARLIEST_TS.timestamp() * 1000)
+_LATEST_MS: Final = int(LATEST_TS.timestamp() * 1000)
 Headers = list[tuple[str, str | bytes | None]] | dict[str, str | bytes | None]
 """A Kafka message's headers, as confluent-kafka takes and gives them."""
 
@@ -307,7 +309,8 @@ def retired_at(value: bytes | None, headers: Headers | None) -> int | None:
         return None
     for name, text in headers.items() if isinstance(headers, dict) else headers:
         if name == RETIRED_HEADER and isinstance(text, bytes) and text.isdigit():
-            return int(text)
+            at_ms = int(text)  # outside the events' time range: no retirement (a datetime of
+            return at_ms if _EARLIEST_MS <= at_ms < _LATEST_MS else None  # it would raise)
     return None
 
 

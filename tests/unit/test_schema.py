@@ -195,3 +195,14 @@ def test_a_count_is_carried_only_where_every_store_can_hold_it(
     elif isinstance(reading, int):
         with pytest.raises(SchemaError):  # what it refuses, the lake writer would quarantine
             decode(encode(make_event(disk_io=schema.DiskIo(read_bytes=reading))))
+
+
+def test_a_retirement_is_a_tombstone_with_a_time_in_the_events_range() -> None:
+    """A hostile header must not stop the evaluator (a datetime of 10**20 ms raises)."""
+    from sysmetrics.schema import RETIRED_HEADER, retired_at
+
+    assert retired_at(None, [(RETIRED_HEADER, b"1796361059100")]) == 1796361059100
+    assert retired_at(b"{}", [(RETIRED_HEADER, b"1796361059100")]) is None
+    assert retired_at(None, [(RETIRED_HEADER, b"100000000000000000000")]) is None
+    assert retired_at(None, [(RETIRED_HEADER, b"-5")]) is None
+    assert retired_at(None, [("other", b"1796361059100")]) is None
