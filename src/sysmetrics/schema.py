@@ -314,6 +314,14 @@ def retired_at(value: bytes | None, headers: Headers | None) -> int | None:
     return None
 
 
+def retired_host(key: bytes | None) -> str | None:
+    """The host a retirement's key names, or None when the key is no valid host id."""
+    try:
+        return msgspec.convert(key.decode(), HostId) if key else None
+    except (UnicodeDecodeError, msgspec.ValidationError):
+        return None
+
+
 def utc_now_ms() -> datetime:
     """The current UTC time truncated to milliseconds (the event's resolution)."""
     now = datetime.now(UTC)

@@ -28,6 +28,7 @@ from tests.support.alertmanager import ALERTMANAGER, MISSING, Receiver, alertman
 from tests.support.brokers import TestBroker
 from tests.support.events import as_messages
 from tests.support.kafka_io import SYSMETRICS, produce
+from tests.support.lake import listed_retirements
 from tests.support.lakes import event
 from tests.support.scrape import metric
 from tests.support.waiting import wait_for
@@ -805,3 +806,14 @@ def test_a_retired_host_is_resolved_at_once_and_not_paged_after_a_restart(
     # A restored firing alert may be re-sent (its startsAt): a new page would have another.
     distinct = {h: (len(p["firing"]), len(p["resolved"])) for h, p in pages(receiver).items()}
     assert distinct == {"old-db": (1, 1), "web": (1, 0)}, log.read_text()[-3000:]
+    # The hourly job is told too (no host_silent for old-db): a retirement on the metrics
+    # topic, which the lake writer lists in its round manifest.
+    lake = tmp_path / "lake"
+    subprocess.run(
+        [SYSMETRICS, "consume", "--idle-exit", "6"],
+        env={**env, "SYSMETRICS_LAKE_URL": str(lake)},
+        check=True,
+        capture_output=True,
+        timeout=180,
+    )
+    assert listed_retirements(lake, settings.topic) == ["old-db"]

@@ -45,7 +45,7 @@ from tests.support.agents import (
 from tests.support.alertmanager import ALERTMANAGER, MISSING, alertmanager
 from tests.support.brokers import TestBroker
 from tests.support.kafka_io import SYSMETRICS
-from tests.support.lake import data_files, read_lines
+from tests.support.lake import data_files, listed_retirements, read_lines
 from tests.support.remote_write import series_of, write_request, write_request_v2
 from tests.support.waiting import wait_for
 
@@ -908,6 +908,8 @@ def test_a_target_prometheus_stops_scraping_retires_its_host_and_a_dead_one_stil
     events = drain_to_lake(settings)
     assert {e["host"]["host_id"] for e in events} == {"web-1", "web-2", "web-3"}
     assert not list(Path(settings.lake_url).glob("quarantine/**/*")), "nothing quarantined"
+    listed = listed_retirements(Path(settings.lake_url), settings.topic)
+    assert listed == ["web-2"], "in a round manifest: the hourly job calls it gone, not silent"
     web_2 = sorted(
         datetime.fromisoformat(e["ts"]).timestamp()
         for e in events

@@ -10,6 +10,7 @@ from pathlib import Path
 import zstandard
 
 from sysmetrics.lake import layout
+from sysmetrics.lake.catalog import manifest_folders, read_manifests
 from sysmetrics.lake.store import LakeStore
 
 
@@ -27,6 +28,17 @@ def lines_of(name: str, data: bytes) -> list[bytes]:
     elif name.endswith(".zst"):
         data = zstandard.ZstdDecompressor().decompressobj().decompress(data)
     return [line for line in data.split(b"\n") if line]
+
+
+def listed_retirements(lake: Path, topic: str) -> list[str]:
+    """The hosts whose retirements the lake writers' round manifests list, in order."""
+    store = LakeStore(str(lake))
+    return [
+        host
+        for folder, _ in manifest_folders(store, topic)
+        for _, manifest in read_manifests(store, topic, folder, skip=set())
+        for host, _ in manifest.retired
+    ]
 
 
 def event_id_counts(lake: Path) -> Counter[str]:

@@ -21,6 +21,7 @@ from sysmetrics.batch.hourly import (
     check_raw,
     ledger,
     prune_raw_rows,
+    record_retirements,
     run_hour,
 )
 from sysmetrics.config import Settings
@@ -265,6 +266,40 @@ def test_worn_battery_silent_host_and_low_completeness_alerts(
     assert rules[("laptop", "battery_worn")] == 72.5
     assert rules[("laptop", "low_completeness")] == pytest.approx(27.78, abs=0.01)
     assert ("gone", "host_silent") in rules
+
+
+def test_a_host_retired_after_its_last_sample_is_not_silent_one_back_since_is(
+    settings: Settings, wh: DuckDBWarehouse, lake: LakeBuilder
+) -> None:
+    """Retirements from the lake writers' manifests (Prometheus dropped the target,
+    ``alert --forget``): a host retired after its last sample raises no ``host_silent``; one
+    retired, then back (samples after it), then gone, does; one retired a second before its
+    last sample does; an unretired silent host does. A retirement read twice is kept once."""
+    for host in ("gone", "retired", "early"):
+        lake.add_batch(steady_host(host, HOUR14 - H, cpu=10.0))
+    lake.add_batch(steady_host("back", HOUR14 - 2 * H, cpu=10.0))
+    lake.add_batch(steady_host("back", HOUR14 - H, cpu=10.0))
+    lake.add_batch(steady_host("busy", HOUR14, cpu=10.0))
+    last_sample = HOUR14 - timedelta(seconds=10)
+    retired = [
+        ("retired", last_sample + timedelta(seconds=21)),
+        ("early", last_sample - timedelta(seconds=1)),
+        ("back", HOUR14 - H - timedelta(minutes=30)),
+    ]
+    run(settings, wh, HOUR14 - 2 * H)
+    run(settings, wh, HOUR14 - H)
+    for _ in range(2):
+        record_retirements(wh, [(host, int(at.timestamp() * 1000)) for host, at in retired])
+    assert wh.scalar("SELECT COUNT(*) FROM {retired}") == 3
+    run(settings, wh)
+    silent = {
+        a["host_id"]
+        for a in wh.rows(
+            "SELECT host_id FROM {alerts} WHERE rule = 'host_silent' AND hour = @start",
+            start=HOUR14,
+        )
+    }
+    assert silent == {"gone", "back", "early"}
 
 
 def test_cpu_anomaly_against_the_hosts_own_baseline(

@@ -42,6 +42,7 @@ from sysmetrics.observability import Reading
 from sysmetrics.schema import SchemaError, decode_keeping_unknown, retired_at
 from sysmetrics.stream.admin import ensure_topic
 from sysmetrics.stream.kafka_config import consumer_config, producer_config
+from sysmetrics.stream.producer import retirement_headers
 from sysmetrics.stream.runtime import ConsumerRuntime
 
 log = logging.getLogger(__name__)
@@ -74,9 +75,11 @@ def forget_hosts(settings: Settings, host_ids: list[str]) -> dict[str, list[str]
     """Retire hosts taken out of service, so that they page no more: their known-host record
     and their alerts are deleted from the state topic (no evaluator restores them), then a
     forget record asks the running evaluator that holds each to resolve its alerts and stop
-    expecting it. Returns, per host the state topic knew, the keys deleted; a host it did not
-    know is left out. Raises ConnectionError when Kafka cannot be reached or does not take the
-    records, PermissionError when it refuses this user the state topic."""
+    expecting it, and a retirement on the metrics topic tells the hourly job (through the
+    lake) that the host is gone, not silent. Returns, per host the state topic knew, the keys
+    deleted; a host it did not know is left out. Raises ConnectionError when Kafka cannot be
+    reached or does not take the records, PermissionError when it refuses this user the state
+    topic."""
     ensure_state_topic(settings)
     records = read_state_records(settings, 60.0)
     refused: list[str] = []
@@ -102,11 +105,19 @@ def forget_hosts(settings: Settings, host_ids: list[str]) -> dict[str, list[str]
         # The forget record last: an evaluator that acts on it finds the state already gone.
         for key in [*keys, f"{KnownHost.FORGET_PREFIX}{host_id}"]:
             producer.produce(settings.alert_state_topic, None, key.encode(), on_delivery=delivered)
+        producer.produce(
+            settings.topic,
+            None,
+            host_id.encode(),
+            headers=retirement_headers(int(time.time() * 1000)),
+            on_delivery=delivered,
+        )
         deleted[host_id] = keys
     waiting = producer.flush(30)
     if refused or waiting:
         reason = refused[0] if refused else f"{waiting} records not acknowledged in 30 s"
-        raise ConnectionError(f"cannot write to {settings.alert_state_topic}: {reason}")
+        topics = f"{settings.alert_state_topic} or {settings.topic}"
+        raise ConnectionError(f"cannot write to {topics}: {reason}")
     return deleted
 
 

@@ -383,6 +383,8 @@ class NewFiles:
     folders_done: list[tuple[str, datetime]] = field(default_factory=list)
     """Write-hour folders (and their hour) no writer writes into any more, all of whose
     manifests are read."""
+    retired: list[tuple[str, int]] = field(default_factory=list)
+    """Host retirements the manifests list: (host id, Unix ms)."""
 
 
 def new_files_from_manifests(
@@ -415,10 +417,23 @@ def new_files_from_manifests(
                 continue
             for hour, files in manifest.files_by_hour().items():
                 found.by_hour.setdefault(hour, []).extend(files)
+            found.retired.extend(manifest.retired)
             found.manifests.append((folder, name))
         if not pending and written < closed_before:
             found.folders_done.append((folder, written))
     return found
+
+
+def record_retirements(wh: Warehouse, retired: list[tuple[str, int]]) -> None:
+    """Keep the host retirements read (host id, Unix ms) where the silent-host rule and the
+    dashboard find them; one read again (a run that crashed before recording its manifests)
+    is kept once."""
+    if retired:
+        wh.execute(
+            sql.RECORD_RETIREMENTS,
+            hosts=[host for host, _ in retired],
+            retired_ms=[at_ms for _, at_ms in retired],
+        )
 
 
 def record_manifests(wh: Warehouse, store: LakeStore, topic: str, found: NewFiles) -> None:
@@ -536,6 +551,7 @@ def load_with_late_data(
         late = set(hours_with_new_files(wh, store, settings.topic, hour, settings.lookback_hours))
     else:
         late = set(found.by_hour) - {hour}
+        record_retirements(wh, found.retired)
     # Markers are read before loading and cleared only after the hours are computed: a marker
     # written meanwhile stays for the next run.
     markers = late_markers(store, settings.topic)

@@ -5,7 +5,8 @@ only (no other room parses them); it needs neither the writer nor its Kafka clie
 * a **watermark** per partition: the committed offset and the event time before which the lake
   holds everything of that partition (the hourly job waits on the minimum over partitions);
 * a **round manifest** per flush round and partition, filed under the writer's clock's hour:
-  the data files the round created (the hourly job reads these instead of listing the lake);
+  the data files the round created (the hourly job reads these instead of listing the lake)
+  and the host retirements it read (``schema.RETIRED_HEADER``: no event, no file);
 * a **late marker** per file written into an hour beyond the hourly job's look-back.
 """
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sysmetrics.lake import layout
@@ -94,16 +95,30 @@ class RoundManifest:
     end: int
     files: list[str]
     """The round's data files, relative to the lake root."""
+    retired: list[tuple[str, int]] = field(default_factory=list)
+    """The hosts the round's retirements named, each with when it was retired (Unix ms)."""
 
     def encode(self) -> bytes:
-        return json.dumps(
-            {"partition": self.partition, "start": self.start, "end": self.end, "files": self.files}
-        ).encode()
+        content: dict[str, object] = {
+            "partition": self.partition,
+            "start": self.start,
+            "end": self.end,
+            "files": self.files,
+        }
+        if self.retired:  # absent otherwise: what writers before retirements wrote
+            content["retired"] = [[host, at_ms] for host, at_ms in self.retired]
+        return json.dumps(content).encode()
 
     @classmethod
     def decode(cls, data: bytes) -> RoundManifest:
         raw = json.loads(data)
-        return cls(int(raw["partition"]), int(raw["start"]), int(raw["end"]), list(raw["files"]))
+        return cls(
+            int(raw["partition"]),
+            int(raw["start"]),
+            int(raw["end"]),
+            list(raw["files"]),
+            [(str(host), int(at_ms)) for host, at_ms in raw.get("retired", [])],
+        )
 
     def files_by_hour(self) -> dict[datetime, list[str]]:
         out: dict[datetime, list[str]] = {}

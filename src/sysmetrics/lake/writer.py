@@ -50,7 +50,7 @@ from sysmetrics.lake.status import WriterStats, WriterStatus, write_writer_statu
 from sysmetrics.lake.store import LakeStore, StoreError
 from sysmetrics.logs import RepeatedFailure
 from sysmetrics.observability import Reading, counters
-from sysmetrics.schema import SchemaError, decode, encode_time, retired_at
+from sysmetrics.schema import SchemaError, decode, encode_time, retired_at, retired_host
 from sysmetrics.stream.kafka_config import producer_config
 from sysmetrics.stream.runtime import ConsumerRuntime
 
@@ -79,6 +79,7 @@ class _Record:
     raw: bytes | None
     key: bytes | None
     reason: str | None
+    retired: tuple[str, int] | None = None  # a host's retirement (host, Unix ms): no event
 
 
 @dataclass
@@ -252,10 +253,14 @@ class LakeWriter:
         raw = message.value()
         record = _Record(offset, arrived, None, None, None, raw, message.key(), None)
         if raw is None:
-            if retired_at(raw, message.headers()) is None:
+            at_ms = retired_at(raw, message.headers())
+            host = retired_host(record.key)
+            if at_ms is None:
                 record.reason = "empty message (no value)"
+            elif host is None:
+                record.reason = "host retirement without a valid host id as its key"
             else:
-                self.stats.retirements += 1  # no event: skipped (its offset is committed)
+                record.retired = (host, at_ms)  # no event: listed in the round's manifest
         else:
             kind, log_time_ms = message.timestamp()
             by_broker = kind == TIMESTAMP_LOG_APPEND_TIME
@@ -367,8 +372,10 @@ class LakeWriter:
         )
         late_files = 0
         written = datetime.now(UTC)
+        retirements = 0
         for partition, batches in cuts.items():
             round_files: list[str] = []
+            round_retired: list[tuple[str, int]] = []
             if batches[-1].end not in buffers[partition].pinned_ends:  # not all pinned already
                 intent = {
                     "start": batches[0].start,
@@ -389,6 +396,8 @@ class LakeWriter:
                     elif record.reason is not None:
                         bad.append(_quarantine_line(self.topic, partition, record))
                         dead_letters.append((partition, record))
+                    elif record.retired is not None:
+                        round_retired.append(record.retired)
                 for hour_number, lines in sorted(by_hour.items()):
                     hour = layout.hour_start(hour_number)
                     name = layout.batch_name(
@@ -417,12 +426,15 @@ class LakeWriter:
                         batch.end,
                         len(bad),
                     )
-            if round_files:
+            if round_files or round_retired:
                 # The hourly job reads these instead of listing the lake; a replayed round
-                # writes the same manifest again (same name, same files).
-                manifest = RoundManifest(partition, batches[0].start, batches[-1].end, round_files)
+                # writes the same manifest again (same name, same files and retirements).
+                manifest = RoundManifest(
+                    partition, batches[0].start, batches[-1].end, round_files, round_retired
+                )
                 path = layout.manifest_path(self.topic, written, partition, batches[0].start)
                 state[path] = manifest.encode()
+                retirements += len(round_retired)
         created = self.store.create_files(files + quarantine, state)
         self._send_dead_letters(dead_letters)
         self._commit(
@@ -436,6 +448,7 @@ class LakeWriter:
                 self.stats.last_file = rel
         self.stats.quarantined += len(dead_letters)
         self.stats.late_files += late_files
+        self.stats.retirements += retirements
         self.stats.last_flush_at = time.time()
         for partition, batches in cuts.items():
             buffer = buffers[partition]
@@ -529,7 +542,7 @@ class LakeWriter:
                 ("files", stats.files, "lake files created"),
                 ("bytes", stats.bytes, "bytes of lake files created"),
                 ("quarantined", stats.quarantined, "invalid messages quarantined"),
-                ("retirements", stats.retirements, "host retirements read (no event: skipped)"),
+                ("retirements", stats.retirements, "host retirements listed (no event)"),
                 ("store_failures", stats.store_failures, "rounds the lake refused (retried)"),
                 ("late_files", stats.late_files, "files written into hours beyond the look-back"),
             ],

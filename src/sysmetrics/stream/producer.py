@@ -28,10 +28,15 @@ def retirement(ts_ms: int) -> bytes:
     return _RETIREMENT + str(ts_ms).encode()
 
 
+def retirement_headers(ts_ms: int) -> Headers:
+    """The headers of a retirement's tombstone (``schema.RETIRED_HEADER``)."""
+    return [(RETIRED_HEADER, str(ts_ms).encode())]
+
+
 def _kafka_message(value: bytes) -> tuple[bytes | None, Headers | None]:
     """What Kafka gets for a published value: itself, or a retirement's tombstone."""
     if value[:1] == b"\0" and value.startswith(_RETIREMENT):
-        return None, [(RETIRED_HEADER, value[len(_RETIREMENT) :])]
+        return None, retirement_headers(int(value[len(_RETIREMENT) :]))
     return value, None
 
 

@@ -21,7 +21,8 @@ def _parameter(name: str, value: Any) -> Any:
     from google.cloud import bigquery
 
     if isinstance(value, list):
-        return bigquery.ArrayQueryParameter(name, "STRING", value)
+        numbers = value and all(isinstance(item, int) for item in value)
+        return bigquery.ArrayQueryParameter(name, "INT64" if numbers else "STRING", value)
     kinds = (
         (bool, "BOOL"),
         (int, "INT64"),

@@ -151,6 +151,10 @@ LOADED_MANIFESTS_COLUMNS: Final = (("folder", _S), ("manifest", _S))
 """The lake writers' round manifests already loaded, by write-hour folder; an empty manifest
 name marks a whole folder done (no writer writes into it any more)."""
 
+RETIRED_HOSTS_COLUMNS: Final = (("host_id", _S), ("retired_at", _T))
+"""Hosts retired on purpose (a target Prometheus stopped scraping, ``alert --forget``), from
+the lake writers' round manifests: a host retired after its last sample is gone, not silent."""
+
 BATCH_RUNS_COLUMNS: Final = (
     ("run_at", _T),
     ("hour", _T),
@@ -171,6 +175,7 @@ TABLE_COLUMNS: Final = {
     "raw": RAW_COLUMNS,
     "loaded_files": LOADED_FILES_COLUMNS,
     "loaded_manifests": LOADED_MANIFESTS_COLUMNS,
+    "retired": RETIRED_HOSTS_COLUMNS,
     "hourly": HOURLY_COLUMNS,
     "trends": TRENDS_COLUMNS,
     "alerts": ALERTS_COLUMNS,
@@ -181,6 +186,7 @@ TABLE_NAMES: Final = {
     "raw": "raw_metrics",
     "loaded_files": "loaded_files",
     "loaded_manifests": "loaded_manifests",
+    "retired": "retired_hosts",
     "hourly": "hourly_host_metrics",
     "trends": "hourly_host_trends",
     "alerts": "alerts",
@@ -292,9 +298,11 @@ def delete_hour(kind: str) -> str:
 
 # Warehouse retention: the raw rows of every hour up to @last, and their ledger entries, so a
 # late file for such an hour reloads it from the lake from scratch (never an hour of a few rows).
+# Retirements go a day later: the silent-host rule of an hour looks 24 hours back.
 PRUNE_RAW = (
     "DELETE FROM {raw} WHERE hour <= @last",
     "DELETE FROM {loaded_files} WHERE hour <= @last",
+    "DELETE FROM {retired} WHERE retired_at <= TIMESTAMP_SUB(@last, INTERVAL 24 HOUR)",
 )
 
 
@@ -304,6 +312,16 @@ LEDGER = "SELECT file FROM {loaded_files} WHERE hour = @start"
 LOADED_MANIFESTS = "SELECT folder, manifest FROM {loaded_manifests} WHERE folder >= @oldest"
 RECORD_MANIFEST = "INSERT INTO {loaded_manifests} (folder, manifest) VALUES (@folder, @name)"
 """A manifest read (``@name``), or ``''``: every manifest of the folder is read."""
+RECORD_RETIREMENTS = """
+INSERT INTO {retired} (host_id, retired_at)
+SELECT DISTINCT h, TIMESTAMP_MILLIS(at) FROM UNNEST(@hosts) AS h WITH OFFSET i
+JOIN UNNEST(@retired_ms) AS at WITH OFFSET j ON i = j
+WHERE NOT EXISTS (
+  SELECT 1 FROM {retired} AS r WHERE r.host_id = h AND r.retired_at = TIMESTAMP_MILLIS(at)
+)
+"""
+"""Retirements read from round manifests (@hosts, each one's @retired_ms in Unix ms), each
+once: a run that crashed before recording its manifests reads them again."""
 HOUR_ROWS = "SELECT COUNT(*) FROM {raw} WHERE hour = @start"
 HOUR_AGGREGATED = "SELECT COUNT(*) FROM {hourly} WHERE hour = @start"
 RECORD_RUN = """
@@ -726,9 +744,11 @@ GROUP BY host_id, anomaly
 ORDER BY anomaly, host_id
 """
 
-# Threshold rules, a silent-host rule and a z-score anomaly flag against the host's own
-# baseline (the previous 168 hours, at least 24 of them). Rules that count samples judge
-# finished hours only (@hour_finished): a running hour is not an incident.
+# Threshold rules, a silent-host rule (a host retired after its last sample is gone, not
+# silent; one with samples after its retirement is silent again when it stops) and a z-score
+# anomaly flag against the host's own baseline (the previous 168 hours, at least 24 of them).
+# Rules that count samples judge finished hours only (@hour_finished): a running hour is not an
+# incident.
 # disk_full and temperature_high are the stream's DiskFull and HighTemperature, with the same
 # answer: they hold for a host in an hour when one of its samples in the hour is in a run of
 # samples above the threshold that began at least the rule's `for` earlier (@disk_for_ms,
@@ -775,9 +795,15 @@ baseline AS (
   GROUP BY host_id
 ),
 recent_hosts AS (
-  SELECT host_id, MAX_BY(hostname, hour) AS hostname FROM {hourly}
+  SELECT host_id, MAX_BY(hostname, hour) AS hostname, MAX(last_ts) AS last_ts FROM {hourly}
   WHERE hour < @start AND hour >= TIMESTAMP_SUB(@start, INTERVAL 24 HOUR)
     AND IN_SCOPE(host_id)
+  GROUP BY host_id
+),
+retired AS (
+  SELECT host_id, MAX(retired_at) AS retired_at FROM {retired}
+  WHERE retired_at < TIMESTAMP_ADD(@start, INTERVAL 1 HOUR)
+    AND retired_at >= TIMESTAMP_SUB(@start, INTERVAL 25 HOUR)
   GROUP BY host_id
 ),
 rules AS (
@@ -796,7 +822,8 @@ rules AS (
   UNION ALL
   SELECT r.host_id, r.hostname, 'host_silent', 'critical', 0.0, 0.0
   FROM recent_hosts AS r LEFT JOIN cur ON cur.host_id = r.host_id
-  WHERE cur.host_id IS NULL AND @hour_finished
+  LEFT JOIN retired AS gone ON gone.host_id = r.host_id AND gone.retired_at >= r.last_ts
+  WHERE cur.host_id IS NULL AND gone.host_id IS NULL AND @hour_finished
   UNION ALL
   SELECT cur.host_id, cur.hostname, 'cpu_anomaly', 'warning',
          ROUND((cur.cpu_avg - b.mean_cpu) / b.sd_cpu, 2), @zscore
