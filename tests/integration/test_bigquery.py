@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from sysmetrics import prompb
-from sysmetrics.batch.hourly import run_hour
+from sysmetrics.batch.hourly import record_retirements, run_hour
 from sysmetrics.config import Settings
 from sysmetrics.lake.compaction import compact_hour
 from sysmetrics.lake.store import LakeStore
@@ -191,3 +192,21 @@ def test_bigquery_load_aggregate_and_rerun_match_duckdb(
         assert tables(duck) == from_curated
     finally:
         duck.close()
+
+    # A host retired after its last sample (a target Prometheus dropped, `alert --forget`):
+    # the next hour's silent hosts leave web-1 out, on BigQuery too; a retirement read twice
+    # (a run that crashed before recording its manifests) is kept once.
+    retired_ms = int((HOUR14 + timedelta(hours=1)).timestamp() * 1000) - 1
+    wh = BigQueryWarehouse(bq.project, "sysmetrics", bq.endpoint)
+    try:
+        for _ in range(2):
+            record_retirements(wh, [("web-1", retired_ms)])
+        assert wh.scalar("SELECT COUNT(*) FROM {retired}") == 1
+        run_hour(cloud_settings, wh, store, HOUR14 + timedelta(hours=1))
+        silent = wh.rows(
+            "SELECT host_id FROM {alerts} WHERE rule = 'host_silent' AND hour = @start",
+            start=HOUR14 + timedelta(hours=1),
+        )
+    finally:
+        wh.close()
+    assert {r["host_id"] for r in silent} == {"gpu-9", HOSTILE, "late-3", "late-4"}
