@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from sysmetrics.batch.hourly import run_hour
+from sysmetrics.batch.hourly import record_retirements, run_hour
 from sysmetrics.config import Settings
 from sysmetrics.dashboard.app import create_app
 from sysmetrics.lake.store import LakeStore
@@ -78,6 +78,31 @@ def test_summary_counts_and_worst_hosts(web: TestClient) -> None:
     summary = web.get("/").text.split('id="summary"')[1].split("</section>")[0]
     assert "<b>60</b> reporting" in summary and "<b>1</b> silent" in summary
     assert summary.index("node-59") < summary.index("node-58")  # highest CPU first
+
+
+def test_a_host_retired_after_its_last_sample_is_not_counted_silent(tmp_path: Path) -> None:
+    """Three hosts stop at 13:59:50: one retired after its last sample (a target Prometheus
+    dropped) is shown retired, not silent; one retired before it and one never retired are
+    silent."""
+    settings = Settings(lake_url=str(tmp_path / "lake"), warehouse_url=str(tmp_path / "wh.duckdb"))
+    lake = LakeBuilder(Path(settings.lake_url))
+    for host in ("scaled-down", "dead", "early"):
+        lake.add_batch(steady_host(host, HOUR14 - timedelta(hours=1), cpu=10.0))
+    lake.add_batch(steady_host("web", HOUR14, cpu=10.0))
+    wh = DuckDBWarehouse(settings.warehouse_url)
+    run_hour(settings, wh, LakeStore(settings.lake_url), HOUR14 - timedelta(hours=1))
+    run_hour(settings, wh, LakeStore(settings.lake_url), HOUR14)
+    last_ms = int(HOUR14.timestamp() * 1000) - 10_000
+    record_retirements(wh, [("scaled-down", last_ms + 21_000), ("early", last_ms - 1000)])
+    wh.close()
+    web = TestClient(create_app(settings, now=lambda: HOUR14 + timedelta(minutes=59, seconds=55)))
+    page = web.get("/").text
+    summary = page.split('id="summary"')[1].split("</section>")[0]
+    assert "<b>1</b> reporting" in summary and "<b>2</b> silent" in summary
+    assert "<b>1</b> retired" in summary
+    assert hosts(web.get("/?silent=1").text) == ["dead", "early"]
+    row = page.split('<div class="sub">scaled-down</div>')[1].split("</tr>")[0]
+    assert 'class="retired">retired<' in row
 
 
 def test_the_alerts_page_pages_and_keeps_its_filters(tmp_path: Path) -> None:

@@ -893,12 +893,25 @@ SELECT * FROM (
 WHERE TRUE
 QUALIFY ROW_NUMBER() OVER (PARTITION BY host_id ORDER BY last_seen DESC) = 1
 """
-FLEET_PAGE = """
-WITH latest AS ({latest}),
+_GONE = """
+gone AS (
+  SELECT host_id, MAX(retired_at) AS retired_at FROM {retired} WHERE retired_at >= @since
+  GROUP BY host_id
+)"""
+"""The hosts retired on purpose in the last 24 h (a target Prometheus dropped, ``alert
+--forget``), a CTE of the fleet page's queries: one retired after its last sample is gone, not
+silent."""
+FLEET_PAGE = (
+    """
+WITH latest AS ({latest}),"""
+    + _GONE
+    + """,
 counts AS (SELECT host_id, COUNT(*) AS n FROM {alerts} WHERE hour >= @since GROUP BY host_id),
 hosts AS (
-  SELECT l.*, COALESCE(c.n, 0) AS alerts, l.last_seen < @stale AS silent
+  SELECT l.*, COALESCE(c.n, 0) AS alerts, g.host_id IS NOT NULL AS retired,
+         l.last_seen < @stale AND g.host_id IS NULL AS silent
   FROM latest AS l LEFT JOIN counts AS c ON c.host_id = l.host_id
+  LEFT JOIN gone AS g ON g.host_id = l.host_id AND g.retired_at >= l.last_seen
 )
 SELECT *, COUNT(*) OVER () AS matching FROM hosts
 WHERE (@q = '' OR STRPOS(LOWER(hostname), LOWER(@q)) > 0 OR STRPOS(LOWER(host_id), LOWER(@q)) > 0)
@@ -908,12 +921,19 @@ WHERE (@q = '' OR STRPOS(LOWER(hostname), LOWER(@q)) > 0 OR STRPOS(LOWER(host_id
 ORDER BY {order}, host_id
 LIMIT @limit OFFSET @offset
 """
-FLEET_SUMMARY = """
-WITH latest AS ({latest})
-SELECT COUNT(*) AS hosts, COUNTIF(last_seen < @stale) AS silent,
-       ARRAY_AGG(DISTINCT os IGNORE NULLS) AS systems
-FROM latest
+)
+FLEET_SUMMARY = (
+    """
+WITH latest AS ({latest}),"""
+    + _GONE
+    + """
+SELECT COUNT(*) AS hosts, COUNTIF(l.last_seen < @stale AND g.host_id IS NULL) AS silent,
+       COUNTIF(g.host_id IS NOT NULL) AS retired,
+       ARRAY_AGG(DISTINCT l.os IGNORE NULLS) AS systems
+FROM latest AS l
+LEFT JOIN gone AS g ON g.host_id = l.host_id AND g.retired_at >= l.last_seen
 """
+)
 SEVERITY_COUNTS = """
 SELECT severity, COUNT(*) AS n FROM {alerts} WHERE hour >= @since GROUP BY severity
 """
