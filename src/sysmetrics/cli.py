@@ -882,7 +882,8 @@ def query(ctx: Context, statement: str, as_json: bool) -> None:
     multiple=True,
     metavar="HOST_ID",
     help="Retire a host taken out of service, then exit (repeatable): the running evaluator "
-    "resolves its alerts and stops expecting it (HostDown) until it reports again.",
+    "resolves its alerts and stops expecting it (HostDown) until it reports again; the hourly "
+    "job (host_silent) and the dashboard count it retired, not silent.",
 )
 @_metrics_option("alert")
 @pass_ctx
