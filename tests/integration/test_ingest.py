@@ -918,6 +918,50 @@ def test_a_target_prometheus_stops_scraping_retires_its_host_and_a_dead_one_stil
     assert len(web_2) >= 2 and all(4.5 <= b - a <= 5.5 for a, b in itertools.pairwise(web_2))
 
 
+def test_a_target_dropped_while_the_receiver_is_down_still_retires_its_host(
+    tansu_settings: Settings, tmp_path: Path
+) -> None:
+    """The receiver is killed (``kill -9``); while it is down Prometheus drops web-2's target
+    (a reload) and writes the stale marker into its queue. The restarted receiver gets the
+    marker when Prometheus resends and retires web-2: it knows the targets from its journal.
+    Before, it knew only the targets heard since it started, ignored the marker, and web-2
+    paged HostDown 3 intervals later."""
+    ingest = Ingest(
+        tansu_settings, tansu_settings.data_dir, wait_s=1.0, SYSMETRICS_INGEST_TOKEN="s3cret"
+    )
+    ingest.start()
+    node = NodeExporter()
+    hosts = {"web-1": node, "web-2": node}
+    prometheus = Prometheus(tmp_path / "prometheus", _scraping(hosts, ingest.url))
+    try:
+        wait_for(
+            lambda: _authorized_metric(ingest, "sysmetrics_ingest_events_total") >= 4,
+            90,
+            "two scrapes of both hosts through the receiver",
+        )
+        ingest.kill()
+        del hosts["web-2"]
+        (tmp_path / "prometheus" / "prometheus.yml").write_text(_scraping(hosts, ingest.url))
+        prometheus.process.send_signal(signal.SIGHUP)
+        time.sleep(14)  # the marker is written ~2.1 of the 5-s intervals after the last scrape
+        ingest.start()
+        wait_for(
+            lambda: _authorized_metric(ingest, "sysmetrics_ingest_hosts_retired_total") == 1,
+            60,
+            "web-2 to be retired by the marker Prometheus sends again",
+        )
+    finally:
+        with contextlib.suppress(Exception):
+            prometheus.stop()
+        node.close()
+        ingest.stop()
+    events = drain_to_lake(tansu_settings)
+    assert listed_retirements(Path(tansu_settings.lake_url), tansu_settings.topic) == ["web-2"]
+    ids = [e["event_id"] for e in events]
+    assert len(ids) == len(set(ids)), "nothing duplicated by the resend"
+    assert {e["host"]["host_id"] for e in events} == {"web-1", "web-2"}
+
+
 def _authorized_exposition(ingest: Ingest) -> str:
     """The receiver's /metrics, with the tests' token."""
     request = urllib.request.Request(

@@ -428,3 +428,31 @@ def test_a_dropped_target_does_not_retire_a_host_that_sent_later_or_another_repl
     assert assembler.retiring == set() and "app-1:8080" not in assembler.targets
     _scrape(assembler, RECENT + 20_000, {"node": STALE_MARKER}, sender="prom-a", node=False)
     assert assembler.retiring == {("web-1", RECENT + 20_000, "target")}
+
+
+def test_a_restarted_receiver_still_knows_the_targets_it_heard(tmp_path: Path) -> None:
+    """A restart may fall between a host's last scrape and its target's stale marker, and a
+    receiver down when Prometheus wrote the marker gets it again from Prometheus' WAL: the
+    targets heard before (journaled when new or dropped, once each, and kept by compaction)
+    still retire the host. Before, the restarted receiver knew no target, ignored the marker,
+    and the host paged HostDown."""
+    assembler = Assembler(tmp_path, wait_s=15)
+
+    def jobs() -> list[str]:
+        return sorted(labels[0] for labels in assembler.targets.get("web-1", {}))
+
+    for n in range(4):
+        _scrape(assembler, RECENT + n * 10_000, {"node": 1, "blackbox": 1})
+        _emit_due(assembler, math.inf)
+    assert jobs() == ["blackbox", "node"]
+    _scrape(assembler, RECENT + 40_000, {"node": 1, "blackbox": STALE_MARKER})
+    journal = (tmp_path / "journal.jsonl").read_bytes()
+    assert journal.count(b'{"t":') == 2 and journal.count(b'{"d":') == 1, "news only"
+    assembler = _restart(assembler, tmp_path)
+    assert jobs() == ["node"], "the dropped one stays dropped"
+    assembler.compact()
+    assembler = _restart(assembler, tmp_path)
+    assert jobs() == ["node"], "compaction keeps them"
+    _emit_due(assembler, math.inf)
+    _scrape(assembler, RECENT + 60_000, {"node": STALE_MARKER}, node=False)
+    assert assembler.retiring == {("web-1", RECENT + 60_000, "target")}

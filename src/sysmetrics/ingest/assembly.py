@@ -41,7 +41,10 @@ samples (emitted with it, complete or not), a retirement is emitted
 (``stream.producer.retirement``: the alert evaluator forgets the host instead of paging it
 down) and the assembler forgets the host's state; a fact of the host from before its
 retirement is late from then on (for a day). Journal: ``{"r": [host, ts_ms, "target"]}`` when
-it is received, ``{"x": [host, ts_ms, "target"]}`` when it is emitted (since 2026-12-04).
+it is received, ``{"x": [host, ts_ms, "target"]}`` when it is emitted (since 2026-12-04);
+``{"t": [host, ts_ms, [job, instance]]}`` for a target new to a host and ``{"d": …}`` for one
+dropped (also since 2026-12-04), so a receiver restarted before the marker, or down while
+Prometheus wrote it (Prometheus sends it again), still retires the host.
 """
 
 from __future__ import annotations
@@ -134,8 +137,9 @@ class Assembler:
         """(host, source) -> the named sender it is taken from and its latest sample time
         (in memory: after a restart the first named sender to send a host leads it)."""
         self.targets: dict[str, dict[tuple[str, ...], int]] = {}
-        """host -> its Prometheus targets (``up``'s job and instance) -> their latest ``up``
-        (in memory: after a restart, those heard again)."""
+        """host -> its Prometheus targets (``up``'s job and instance) -> when the receiver
+        first heard their ``up`` (journaled: a target new to the host, one dropped), or a later
+        one (in memory)."""
         self.retiring: set[SampleKey] = set()
         """Retirements received, not emitted yet: (host, ts_ms, TARGET)."""
         self.retired: dict[str, int] = {}
@@ -184,8 +188,21 @@ class Assembler:
                 self.hosts[(host, source)] = HostState.from_json(record["s"])
             elif "r" in record:
                 self.retiring.add(tuple(record["r"]))
-            else:
+            elif "t" in record:
+                host, ts_ms, labels = record["t"]
+                targets = self.targets.setdefault(host, {})
+                targets[tuple(labels)] = max(ts_ms, targets.get(tuple(labels), ts_ms))
+            elif "d" in record:
+                host, ts_ms, labels = record["d"]
+                targets = self.targets.get(host, {})
+                if targets.get(tuple(labels), ts_ms) < ts_ms:
+                    del targets[tuple(labels)]
+            elif "x" in record:
                 self._retired(tuple(record["x"]))
+            else:
+                log.warning(
+                    "ingest journal %s: line %d is of a newer version, skipped", self.path, number
+                )
         if self.pending:
             log.info("ingest journal holds %d samples still being assembled", len(self.pending))
         self.stats = AssemblyStats()
@@ -247,7 +264,7 @@ class Assembler:
 
     def compact(self) -> None:
         """Rewrite the journal as what it holds now: retired hosts (first: replayed, each
-        forgets its host's state), host states, pending samples and retirements."""
+        forgets its host's state), host states, pending samples, targets and retirements."""
         kept_from = time.time() * 1000 - RETIRED_KEPT_MS
         self.retired = {h: ts for h, ts in self.retired.items() if ts >= kept_from}
         records: list[dict[str, Any]] = [
@@ -260,6 +277,11 @@ class Assembler:
             records.append(
                 _received((host, ts_ms, source), pending.complete, pending.facts, pending.sender)
             )
+        records.extend(
+            {"t": [host, ts_ms, list(labels)]}
+            for host, targets in self.targets.items()
+            for labels, ts_ms in targets.items()
+        )
         records.extend({"r": list(key)} for key in self.retiring)
         tmp = self.path.with_suffix(".tmp")
         with tmp.open("wb") as fh:
@@ -339,29 +361,35 @@ class Assembler:
         self.pending.pop(key, None)
         self._by_host.get((key[0], key[2]), set()).discard(key)
 
-    def _target(self, key: SampleKey, facts: Facts, sender: str | None) -> dict[str, Any] | None:
+    def _target(self, key: SampleKey, facts: Facts, sender: str | None) -> list[dict[str, Any]]:
         """Take a host's ``up`` facts: a target it is scraped by, or one dropped (the stale
         marker: Prometheus writes it when service discovery or a reload removes the target,
         never when a scrape fails, which is ``up`` 0). The host is retired when the last of its
-        targets is dropped after its latest sample; the journal record to write, if any.
+        targets is dropped after its latest sample. Returns the journal records to write: a
+        target new to the host, one dropped, the retirement; so a receiver restarted (or down
+        while Prometheus wrote the marker, which it sends again) still knows the targets.
         Another replica's ``up`` is not this host's (it may keep a target the leader dropped),
         and a target that is no host of ours (no mapped series) is not followed."""
         host, ts_ms, _ = key
         if not self._known(host) or self._led_by_another(host, sender):
-            return None
+            return []
         targets = self.targets.setdefault(host, {})
-        dropped = False
+        records: list[dict[str, Any]] = []
         for (_, labels), value in facts.items():
             if _DOUBLE.pack(value) == STALE_MARKER:
                 if targets.get(labels, ts_ms) < ts_ms:  # not a replayed one from before its up
                     del targets[labels]
-                    dropped = True
+                    records.append({"d": [host, ts_ms, list(labels)]})
+            elif labels not in targets:
+                targets[labels] = ts_ms
+                records.append({"t": [host, ts_ms, list(labels)]})
             else:
-                targets[labels] = max(ts_ms, targets.get(labels, ts_ms))
+                targets[labels] = max(ts_ms, targets[labels])
+        dropped = any("d" in record for record in records)
         if not dropped or targets or key in self.retiring or self._latest(host) >= ts_ms:
-            return None
+            return records
         self.retiring.add(key)
-        return {"r": list(key)}
+        return [*records, {"r": list(key)}]
 
     def _known(self, host: str) -> bool:
         return any((host, s) in self.hosts or self._by_host.get((host, s)) for s in _SOURCES)
@@ -408,9 +436,7 @@ class Assembler:
         records = []
         for key, facts in samples.items():
             if key[2] == TARGET:
-                record = self._target(key, facts, sender)
-                if record is not None:
-                    records.append(record)
+                records.extend(self._target(key, facts, sender))
                 continue
             # One sum finds a NaN or infinity among them (a finite sum may overflow: then
             # the filter below keeps all).
