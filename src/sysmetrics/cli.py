@@ -834,7 +834,8 @@ def lake_stats(
 @pass_ctx
 def query(ctx: Context, statement: str, as_json: bool) -> None:
     """Run SQL against the warehouse (tables: raw_metrics, hourly_host_metrics,
-    hourly_host_trends, alerts, loaded_files, batch_runs)."""
+    hourly_host_trends, alerts, host_data_quality, retired_hosts, batch_runs; the hourly job's
+    bookkeeping: loaded_files, loaded_manifests)."""
     from rich.console import Console
     from rich.table import Table
 

@@ -78,3 +78,14 @@ def test_a_slot_counts_whole_intervals_since_the_epoch_on_the_engine() -> None:
 def test_an_unbalanced_macro_call_is_refused() -> None:
     with pytest.raises(ValueError, match="unbalanced"):
         sql._macros("SELECT SLOT(ts, COALESCE(a, 1)")
+
+
+def test_query_help_names_every_warehouse_table() -> None:
+    from click.testing import CliRunner
+
+    from sysmetrics.cli import cli
+
+    shown = CliRunner().invoke(cli, ["query", "--help"])
+    assert shown.exit_code == 0
+    text = " ".join(shown.output.split())
+    assert [name for name in sql.TABLE_NAMES.values() if name not in text] == []
