@@ -1076,7 +1076,8 @@ def up(
 @cli.command()
 @pass_ctx
 def status(ctx: Context) -> None:
-    """Health of each component: broker, lake writers (lag, last file), last aggregated hour."""
+    """Health of each component: broker, lake writers (lag, last file), ingest receivers
+    (requests, events, spool), alert evaluators, last aggregated hour."""
     from sysmetrics.orchestration.health import report
 
     for line in report(ctx.settings):

@@ -962,6 +962,45 @@ def test_a_target_dropped_while_the_receiver_is_down_still_retires_its_host(
     assert {e["host"]["host_id"] for e in events} == {"web-1", "web-2"}
 
 
+def test_sysmetrics_status_shows_a_running_receiver(tansu_settings: Settings) -> None:
+    """`sysmetrics status` lists a running receiver from its status file (no HTTP, no token):
+    requests taken and refused, events, samples assembling, the spool; nothing once it has
+    stopped. Before, status did not mention ingest at all."""
+    ingest = Ingest(tansu_settings, tansu_settings.data_dir, wait_s=0.5)
+    ingest.start()
+    rw = {"Content-Type": "application/x-protobuf", "Content-Encoding": "snappy"}
+    now_ms = int(time.time() * 1000)
+
+    def shown() -> str:
+        run = subprocess.run(
+            [SYSMETRICS, "status"],
+            env=_env(tansu_settings),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        return run.stdout
+
+    try:
+        for n in range(2):
+            body = write_request(
+                [({"__name__": "node_load1", "instance": "web-1:9100"}, 1.0)], now_ms + n * 10_000
+            )
+            assert post(f"{ingest.url}/api/v1/write", body, rw) == 204
+        assert post(f"{ingest.url}/api/v1/write", b"\xff" * 64, rw) == 400
+        wait_for(
+            lambda: (
+                "2 requests taken, 1 refused (4xx), 0 answered 5xx" in shown()
+                and "2 events, 0 hosts retired, 0 samples assembling" in shown()
+            ),
+            30,
+            "status to show the receiver's requests and events",
+        )
+    finally:
+        ingest.stop()
+    assert "ingest " not in shown(), "a stopped receiver's file is removed"
+
+
 def _authorized_exposition(ingest: Ingest) -> str:
     """The receiver's /metrics, with the tests' token."""
     request = urllib.request.Request(

@@ -12,18 +12,22 @@ reason, counted, and nothing of it is kept.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
+import os
 import re
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
 from typing import Any
 
 from sysmetrics.config import Settings
 from sysmetrics.http_auth import basic_user, carries_token, is_loopback
 from sysmetrics.ingest.assembly import Assembler
 from sysmetrics.ingest.mapping import TARGET
+from sysmetrics.ingest.status import STATUS_EVERY_S, IngestStatus, status_path
 from sysmetrics.ingest.wire import (
     Decoded,
     PayloadError,
@@ -33,8 +37,10 @@ from sysmetrics.ingest.wire import (
     media_type,
     remote_write_version,
 )
+from sysmetrics.logs import RepeatedFailure
 from sysmetrics.observability import CONTENT_TYPE, MetricsEndpoint, Reading
 from sysmetrics.schema import SENDER_PATTERN, encode
+from sysmetrics.status_files import write_status
 from sysmetrics.stream.producer import SpooledProducer, retirement
 
 log = logging.getLogger(__name__)
@@ -46,6 +52,7 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 _TEXT = [(b"content-type", b"text/plain; charset=utf-8")]
 
 _SENDER = re.compile(SENDER_PATTERN)
+_WRITE_PATHS = ("/api/v1/write", "/v1/metrics")
 
 MAX_SENDERS_SHOWN = 1000
 """Named senders on /metrics at most (the longest silent leave first): a name is whatever an
@@ -72,10 +79,22 @@ def check_exposure(settings: Settings) -> None:
 class IngestApp:
     """The ASGI application; :meth:`tick` runs beside it in the same loop."""
 
-    def __init__(self, settings: Settings, producer: SpooledProducer, assembler: Assembler):
+    def __init__(
+        self,
+        settings: Settings,
+        producer: SpooledProducer,
+        assembler: Assembler,
+        status_file: Path | None = None,
+    ):
         self.settings = settings
         self.producer = producer
         self.assembler = assembler
+        self.status_file = status_file
+        """Where `sysmetrics status` reads this receiver (None: nowhere)."""
+        self.started_at = time.time()
+        self.last_request_at: float | None = None
+        """When a write request was last answered (Unix time)."""
+        self._status_failure = RepeatedFailure(log, logging.WARNING, "write the status file")
         self.requests: Counter[tuple[str, int]] = Counter()
         self.rejected: Counter[str] = Counter()
         self.remote_write_versions: Counter[int] = Counter()
@@ -228,12 +247,48 @@ class IngestApp:
         self.producer.poll(0)
 
     async def run_ticks(self, stop: asyncio.Event) -> None:
+        status_due = 0.0
         while not stop.is_set():
             try:
                 self.tick()
             except OSError as exc:
                 log.error("ingest: cannot write the spool or journal (%s); retrying", exc)
+            if time.monotonic() >= status_due:
+                self.publish_status()
+                status_due = time.monotonic() + STATUS_EVERY_S
             await asyncio.sleep(TICK_S)
+
+    def publish_status(self) -> None:
+        """Rewrite the status file (a full disk is logged once: the receiver goes on)."""
+        if self.status_file is None:
+            return
+        answers: Counter[int] = Counter()
+        for (path, code), count in self.requests.items():
+            if path in _WRITE_PATHS:
+                answers[code // 100] += count
+        tls = self.settings.ingest_tls_cert is not None
+        status = IngestStatus(
+            pid=os.getpid(),
+            url=f"{'https' if tls else 'http'}://{self.settings.ingest_host}:"
+            f"{self.settings.ingest_port}",
+            topic=self.producer.topic,
+            started_at=self.started_at,
+            updated_at=time.time(),
+            accepted=answers[2],
+            refused=answers[4],
+            failed=answers[5],
+            events=self.assembler.stats.emitted,
+            hosts_retired=self.assembler.stats.retired,
+            pending_samples=len(self.assembler.pending),
+            spool_depth=self.producer.spool.pending,
+            last_request_at=self.last_request_at,
+        )
+        try:
+            write_status(self.status_file, status)
+        except OSError as exc:
+            self._status_failure.failed(exc, "`sysmetrics status` shows its age meanwhile")
+        else:
+            self._status_failure.succeeded()
 
     # ------------------------------------------------------------------ HTTP
     def _authorized(self, headers: dict[bytes, bytes]) -> bool:
@@ -263,7 +318,7 @@ class IngestApp:
                 send, 200, self.metrics.render(), [(b"content-type", CONTENT_TYPE.encode())]
             )
             return
-        if path not in ("/api/v1/write", "/v1/metrics"):
+        if path not in _WRITE_PATHS:
             await _respond(send, 404, b"not found: POST /api/v1/write or /v1/metrics\n")
             return
         if method != "POST":
@@ -274,6 +329,7 @@ class IngestApp:
             path, headers, receive, client[0] if client else None
         )
         self.requests[(path, status)] += 1
+        self.last_request_at = time.time()
         await _respond(send, status, body, answer_headers)
 
     async def _ingest(
@@ -447,7 +503,7 @@ def serve(settings: Settings) -> tuple[int, int, int]:
     ingest_dir = settings.data_dir / "ingest"
     assembler = Assembler(ingest_dir, settings.ingest_assembly_wait_s)
     producer = SpooledProducer(settings, ingest_dir / "spool")
-    app = IngestApp(settings, producer, assembler)
+    app = IngestApp(settings, producer, assembler, status_path(settings.data_dir, os.getpid()))
     _collect_garbage_less_often()
     config = uvicorn.Config(
         app,
@@ -477,4 +533,7 @@ def serve(settings: Settings) -> tuple[int, int, int]:
         finally:
             left = producer.close(timeout_s=10.0)
             assembler.close()
+            if app.status_file is not None:
+                with contextlib.suppress(OSError):
+                    app.status_file.unlink(missing_ok=True)
     return assembler.stats.emitted, left, len(assembler.pending)

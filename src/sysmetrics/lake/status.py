@@ -3,13 +3,12 @@ the data dir, and `status` and `up` read them. Light on purpose (no Kafka client
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import msgspec
 
-from sysmetrics.stream.broker import pid_alive
+from sysmetrics import status_files
 
 
 class WriterStats(msgspec.Struct, kw_only=True):
@@ -51,30 +50,13 @@ class WriterStatus(WriterStats, kw_only=True):
 
 def status_path(data_dir: Path, pid: int) -> Path:
     """Where the writer with process id ``pid`` publishes its status."""
-    return data_dir / "status" / f"lake-writer-{pid}.json"
+    return status_files.status_path(data_dir, "lake-writer", pid)
 
 
-def write_writer_status(path: Path, status: WriterStatus) -> None:
-    """Replace the status file atomically (a reader never sees half of it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    try:
-        tmp.write_bytes(msgspec.json.encode(status))
-    except OSError:
-        tmp.unlink(missing_ok=True)  # a full disk: not left behind
-        raise
-    os.replace(tmp, path)
+write_writer_status = status_files.write_status
 
 
 def read_writer_status(data_dir: Path) -> list[WriterStatus]:
     """The status of every live lake writer of this data dir (a dead writer's file is
     skipped)."""
-    out = []
-    for path in sorted(status_path(data_dir, 0).parent.glob("lake-writer-*.json")):
-        try:
-            status = msgspec.json.decode(path.read_bytes(), type=WriterStatus)
-        except (OSError, msgspec.DecodeError):
-            continue
-        if pid_alive(status.pid):
-            out.append(status)
-    return out
+    return status_files.read_statuses(data_dir, "lake-writer", WriterStatus)

@@ -1,15 +1,18 @@
 """`sysmetrics status`: the health of each component of this machine's pipeline, as lines: the
-broker, the lake writers (from their status files), the alert evaluators (from their live
-files), the warehouse's last hour and the hosts its data-quality checks flagged."""
+broker, the lake writers and ingest receivers (from their status files), the alert evaluators
+(from their live files), the warehouse's last hour and the hosts its data-quality checks
+flagged."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from sysmetrics.alerts.live import read_firing, summarize
 from sysmetrics.config import Settings
+from sysmetrics.ingest.status import read_ingest_status
 from sysmetrics.lake.status import read_writer_status
 from sysmetrics.stream.admin import under_replicated
 from sysmetrics.stream.broker import EmbeddedBroker
@@ -34,6 +37,7 @@ def report(settings: Settings) -> Iterator[str]:
     except (ConnectionError, PermissionError) as exc:
         yield f"kafka        unreachable: {exc}"
     yield from _writers(settings)
+    yield from ingest_receivers(settings)
     yield from alert_evaluators(settings)
     try:
         from sysmetrics.warehouse import open_warehouse, sql
@@ -66,6 +70,23 @@ def _writers(settings: Settings) -> Iterator[str]:
                 f"             {w.clock_ahead} events ahead of their arrival (a host clock is "
                 f"wrong), {w.late_files} files into hours beyond the look-back"
             )
+
+
+def ingest_receivers(settings: Settings) -> Iterator[str]:
+    """The `sysmetrics ingest` receivers of this data dir (nothing when none runs: most
+    machines do not run one)."""
+    now = time.time()
+    for r in read_ingest_status(settings.data_dir):
+        last = "none yet" if r.last_request_at is None else f"{now - r.last_request_at:.0f} s ago"
+        yield (
+            f"ingest       pid {r.pid} {r.url}: {r.accepted} requests taken, {r.refused} "
+            f"refused (4xx), {r.failed} answered 5xx (the sender retries), last request {last}"
+        )
+        yield (
+            f"             {r.events} events, {r.hosts_retired} hosts retired, "
+            f"{r.pending_samples} samples assembling, {r.spool_depth} events in the spool "
+            f"waiting for Kafka (status {now - r.updated_at:.0f} s old)"
+        )
 
 
 def alert_evaluators(settings: Settings) -> Iterator[str]:

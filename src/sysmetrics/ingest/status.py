@@ -1,0 +1,45 @@
+"""The ingest receiver's status file: each running `sysmetrics ingest` publishes where it
+stands in the data dir, and `sysmetrics status` reads it (no HTTP, no token: the receiver's
+`/metrics` may need one). Light on purpose: no web server, no Kafka client."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+
+from sysmetrics import status_files
+
+STATUS_EVERY_S = 5.0
+"""How often a running receiver rewrites its status file."""
+
+
+class IngestStatus(msgspec.Struct, kw_only=True):
+    pid: int
+    url: str
+    topic: str
+    started_at: float
+    updated_at: float
+    accepted: int = 0
+    """Requests answered 2xx (their events durable)."""
+    refused: int = 0
+    """Payloads refused with a 4xx (never retried by the sender)."""
+    failed: int = 0
+    """Requests answered 5xx (the sender retries them)."""
+    events: int = 0
+    hosts_retired: int = 0
+    pending_samples: int = 0
+    """Samples being assembled (journaled, not emitted yet)."""
+    spool_depth: int = 0
+    """Events in the spool that Kafka has not acknowledged."""
+    last_request_at: float | None = None
+
+
+def status_path(data_dir: Path, pid: int) -> Path:
+    """Where the receiver with process id ``pid`` publishes its status."""
+    return status_files.status_path(data_dir, "ingest", pid)
+
+
+def read_ingest_status(data_dir: Path) -> list[IngestStatus]:
+    """The status of every live receiver of this data dir (a dead one's file is skipped)."""
+    return status_files.read_statuses(data_dir, "ingest", IngestStatus)
