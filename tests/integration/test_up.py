@@ -112,6 +112,9 @@ def test_up_shows_this_machine_and_sigint_leaves_nothing_behind(tmp_path: Path) 
     assert up.returncode == 0, output[-3000:]
     assert "all components stopped" in output
     assert re.search(r"\d+ firing", output), output[-3000:]  # the evaluator's row says
+    # The ingest row, from the receiver's status file (the table wraps it over lines).
+    cells = " ".join(re.sub(r"[│┃║|]", " ", output).split())
+    assert re.search(r"[1-9]\d* requests taken, [1-9]\d* events", cells), output[-3000:]
     pids = [state["pid"], state["broker_pid"], *state["components"].values()]
     # up, broker, collector, simulator, ingest, writer, evaluator, dashboard
     assert len([p for p in pids if p]) == 8

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from sysmetrics.alerts.live import read_firing, summarize
 from sysmetrics.config import Settings
+from sysmetrics.ingest.status import read_ingest_status
 from sysmetrics.lake.status import read_writer_status
 from sysmetrics.observability import MetricsEndpoint, serve_metrics
 from sysmetrics.orchestration.scheduler import HourlyScheduler
@@ -300,6 +301,7 @@ class LocalPipeline:
         broker = self.broker.running()
         out.append(("broker", "running" if broker else "external", self.settings.bootstrap_servers))
         writer_stats = read_writer_status(self.settings.data_dir)
+        receivers = {r.pid: r for r in read_ingest_status(self.settings.data_dir)}
         for c in self.components:
             state = (
                 "running" if c.running else f"exited ({c.process.returncode})" if c.process else "-"
@@ -315,6 +317,8 @@ class LocalPipeline:
             if c.name == "ingest":
                 url = f"http://{self.settings.ingest_host}:{self.settings.ingest_port}"
                 detail += f", {url}/api/v1/write, {url}/v1/metrics"
+                if (receiver := receivers.get(c.pid or -1)) is not None:
+                    detail += f", {receiver.accepted} requests taken, {receiver.events} events"
             out.append((c.name, state, detail))
         sched = self.scheduler
         detail = f"{sched.runs} runs" + (f", error: {sched.last_error}" if sched.last_error else "")
