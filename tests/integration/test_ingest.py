@@ -957,9 +957,11 @@ def test_a_target_dropped_while_the_receiver_is_down_still_retires_its_host(
         ingest.stop()
     events = drain_to_lake(tansu_settings)
     assert listed_retirements(Path(tansu_settings.lake_url), tansu_settings.topic) == ["web-2"]
-    ids = [e["event_id"] for e in events]
-    assert len(ids) == len(set(ids)), "nothing duplicated by the resend"
-    assert {e["host"]["host_id"] for e in events} == {"web-1", "web-2"}
+    # A sample Kafka took just before the kill may be in the raw lake twice (the spool's
+    # acknowledgement window, README): as the same event, which the warehouse keeps once.
+    by_sample = {(e["host"]["host_id"], e["ts"]): e["event_id"] for e in events}
+    assert len(by_sample) == len({e["event_id"] for e in events}), "one event per sample"
+    assert {host for host, _ in by_sample} == {"web-1", "web-2"}
 
 
 def test_sysmetrics_status_shows_a_running_receiver(tansu_settings: Settings) -> None:

@@ -456,3 +456,25 @@ def test_a_restarted_receiver_still_knows_the_targets_it_heard(tmp_path: Path) -
     _emit_due(assembler, math.inf)
     _scrape(assembler, RECENT + 60_000, {"node": STALE_MARKER}, node=False)
     assert assembler.retiring == {("web-1", RECENT + 60_000, "target")}
+
+
+def test_a_restart_hands_no_host_to_the_other_replica(tmp_path: Path) -> None:
+    """Which replica leads a host is journaled when it changes (and kept by compaction): after
+    a restart the leader keeps the host, and the other replica takes it over only as it would
+    have without the restart (more than 1.25 intervals after the leader's last sample).
+    Before, the first replica to send after a restart led: a switch of replicas, and an event
+    at the other replica's moment (3 s after the leader's last, not 10)."""
+    for compacted in (False, True):
+        directory = tmp_path / f"compacted-{compacted}"
+        assembler = Assembler(directory, wait_s=15)
+        before = sorted(
+            [(t, "prom-a") for t in (0, 10, 20, 30)] + [(t, "prom-b") for t in (3, 13, 23)]
+        )
+        assert _sent_over_time(assembler, before) == [(t, "prom-a") for t in (0, 10, 20, 30)]
+        if compacted:
+            assembler.compact()
+        assembler = _restart(assembler, directory)
+        after = [(33, "prom-b"), (40, "prom-a"), (43, "prom-b"), (50, "prom-a")]
+        assert _sent_over_time(assembler, after) == [(40, "prom-a"), (50, "prom-a")]
+        journal = (directory / "journal.jsonl").read_bytes()
+        assert journal.count(b'{"l":') == 1, "the leader once, not per sample"

@@ -33,7 +33,8 @@ emitted. It is rewritten (pending samples + each host's state) when it grows pas
 
 A host sent by two senders that name themselves is taken from one at a time (the replicas of a
 Prometheus HA pair, :meth:`Assembler._another_replica`); the other's facts are dropped on
-receipt and counted, never journaled.
+receipt and counted, never journaled. Journal: ``{"l": [host, source, sender, ts_ms]}`` when
+the sender a host is taken from changes (since 2026-12-04), so a restart keeps it.
 
 A host whose last Prometheus target is dropped from Prometheus' configuration (its ``up``
 gets the stale marker, :meth:`Assembler._target`) is **retired**: at once, after its earlier
@@ -135,7 +136,8 @@ class Assembler:
         self._by_host: dict[tuple[str, str], set[SampleKey]] = {}
         self.leaders: dict[tuple[str, str], tuple[str, int]] = {}
         """(host, source) -> the named sender it is taken from and its latest sample time
-        (in memory: after a restart the first named sender to send a host leads it)."""
+        (journaled when the sender changes; after a restart the time is the host's latest
+        sample's, so a restart hands no host to the other replica)."""
         self.targets: dict[str, dict[tuple[str, ...], int]] = {}
         """host -> its Prometheus targets (``up``'s job and instance) -> when the receiver
         first heard their ``up`` (journaled: a target new to the host, one dropped), or a later
@@ -197,12 +199,17 @@ class Assembler:
                 targets = self.targets.get(host, {})
                 if targets.get(tuple(labels), ts_ms) < ts_ms:
                     del targets[tuple(labels)]
+            elif "l" in record:
+                host, source, sender, ts_ms = record["l"]
+                self.leaders[(host, source)] = (sender, ts_ms)
             elif "x" in record:
                 self._retired(tuple(record["x"]))
             else:
                 log.warning(
                     "ingest journal %s: line %d is of a newer version, skipped", self.path, number
                 )
+        for (host, source), (sender, ts_ms) in self.leaders.items():
+            self.leaders[(host, source)] = (sender, max(ts_ms, self._latest_of(host, source)))
         if self.pending:
             log.info("ingest journal holds %d samples still being assembled", len(self.pending))
         self.stats = AssemblyStats()
@@ -282,6 +289,10 @@ class Assembler:
             for host, targets in self.targets.items()
             for labels, ts_ms in targets.items()
         )
+        records.extend(
+            {"l": [host, source, sender, ts_ms]}
+            for (host, source), (sender, ts_ms) in self.leaders.items()
+        )
         records.extend({"r": list(key)} for key in self.retiring)
         tmp = self.path.with_suffix(".tmp")
         with tmp.open("wb") as fh:
@@ -353,6 +364,8 @@ class Assembler:
             log.info(
                 "ingest: %s now sends host %s (%s sent nothing for it)", sender, host, leader[0]
             )
+        if leader is None or leader[0] != sender:  # journaled with the request's facts
+            self._owed.append({"l": [host, source, sender, ts_ms]})
         if leader is None or leader[0] != sender or ts_ms > leader[1]:
             self.leaders[(host, source)] = (sender, ts_ms)
         return False
@@ -402,13 +415,13 @@ class Assembler:
 
     def _latest(self, host: str) -> int:
         """The time of the host's latest sample, emitted or pending (-1: none)."""
-        latest = -1
-        for source in _SOURCES:
-            state = self.hosts.get((host, source))
-            if state is not None and state.last_ts is not None:
-                latest = max(latest, state.last_ts)
-            latest = max([latest, *(k[1] for k in self._by_host.get((host, source), ()))])
-        return latest
+        return max(self._latest_of(host, source) for source in _SOURCES)
+
+    def _latest_of(self, host: str, source: str) -> int:
+        """The time of the host's latest sample from ``source``, emitted or pending (-1: none)."""
+        state = self.hosts.get((host, source))
+        latest = state.last_ts if state is not None and state.last_ts is not None else -1
+        return max([latest, *(k[1] for k in self._by_host.get((host, source), ()))])
 
     def _retired(self, key: SampleKey) -> None:
         """The host's retirement is emitted: everything kept of it goes."""
