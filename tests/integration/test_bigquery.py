@@ -22,6 +22,7 @@ from sysmetrics.config import Settings
 from sysmetrics.lake.compaction import compact_hour
 from sysmetrics.lake.store import LakeStore
 from sysmetrics.remote_read.query import Limits, read
+from sysmetrics.warehouse import sql
 from sysmetrics.warehouse.bigquery import BigQueryWarehouse
 from sysmetrics.warehouse.duckdb import DuckDBWarehouse
 from tests.support.bigquery import BINARY, BigQueryEmulator
@@ -210,3 +211,24 @@ def test_bigquery_load_aggregate_and_rerun_match_duckdb(
     finally:
         wh.close()
     assert {r["host_id"] for r in silent} == {"gpu-9", HOSTILE, "late-3", "late-4"}
+
+    # A dashboard upgraded before the hourly job reads a dataset an older hourly job made, with
+    # no `retired_hosts`: the fleet page's retired hosts are none, then web-1 once the table is.
+    # (The emulator cannot run the fleet page itself: it has no ARRAY_AGG(... IGNORE NULLS).)
+    def retired_on_the_fleet_page() -> list[dict[str, Any]]:
+        reader = BigQueryWarehouse(bq.project, "sysmetrics", bq.endpoint, read_only=True)
+        try:
+            gone = f"WITH {sql._GONE} SELECT host_id FROM gone"
+            return reader.rows(gone, since=HOUR14 - timedelta(hours=22))
+        finally:
+            reader.close()
+
+    wh = BigQueryWarehouse(bq.project, "sysmetrics", bq.endpoint)
+    wh.client.delete_table(f"{bq.project}.sysmetrics.retired_hosts")
+    try:
+        assert retired_on_the_fleet_page() == []
+        wh.ensure_tables()
+        record_retirements(wh, [("web-1", retired_ms)])
+        assert retired_on_the_fleet_page() == [{"host_id": "web-1"}]
+    finally:
+        wh.close()

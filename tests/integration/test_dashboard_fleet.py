@@ -105,6 +105,37 @@ def test_a_host_retired_after_its_last_sample_is_not_counted_silent(tmp_path: Pa
     assert 'class="retired">retired<' in row
 
 
+def test_a_dashboard_upgraded_before_the_hourly_job_reads_a_table_it_adds_as_empty(
+    tmp_path: Path,
+) -> None:
+    """A warehouse an older hourly job wrote has no ``retired_hosts``: the fleet page shows its
+    hosts (none retired), and the retirement once the new hourly job has created the table."""
+    settings = Settings(lake_url=str(tmp_path / "lake"), warehouse_url=str(tmp_path / "wh.duckdb"))
+    lake = LakeBuilder(Path(settings.lake_url))
+    lake.add_batch(steady_host("scaled-down", HOUR14 - timedelta(hours=1), cpu=10.0))
+    lake.add_batch(steady_host("web", HOUR14, cpu=10.0))
+    wh = DuckDBWarehouse(settings.warehouse_url)
+    run_hour(settings, wh, LakeStore(settings.lake_url), HOUR14 - timedelta(hours=1))
+    run_hour(settings, wh, LakeStore(settings.lake_url), HOUR14)
+    wh.execute("DROP TABLE {retired}")
+    wh.close()
+    web = TestClient(create_app(settings, now=lambda: HOUR14 + timedelta(minutes=59, seconds=55)))
+    page = web.get("/")
+    assert page.status_code == 200
+    summary = page.text.split('id="summary"')[1].split("</section>")[0]
+    assert "<b>1</b> reporting" in summary and "<b>1</b> silent" in summary
+    assert "retired" not in summary
+    assert hosts(web.get("/?silent=1").text) == ["scaled-down"]
+
+    wh = DuckDBWarehouse(settings.warehouse_url)
+    wh.ensure_tables()  # the new hourly job's first run
+    last_ms = int(HOUR14.timestamp() * 1000) - 10_000
+    record_retirements(wh, [("scaled-down", last_ms + 21_000)])
+    wh.close()
+    summary = web.get("/").text.split('id="summary"')[1].split("</section>")[0]
+    assert "<b>1</b> retired" in summary and "<b>0</b> silent" in summary
+
+
 def test_the_alerts_page_pages_and_keeps_its_filters(tmp_path: Path) -> None:
     settings = Settings(lake_url=str(tmp_path / "lake"), warehouse_url=str(tmp_path / "wh.duckdb"))
     wh = DuckDBWarehouse(settings.warehouse_url)

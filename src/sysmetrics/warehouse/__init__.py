@@ -18,7 +18,7 @@ def open_warehouse(settings: Settings, read_only: bool = False) -> Warehouse:
         if not project or not dataset:
             raise ValueError(f"SYSMETRICS_WAREHOUSE_URL={url}: use bigquery://PROJECT/DATASET")
         return BigQueryWarehouse(
-            project, dataset, settings.bigquery_endpoint, settings.bigquery_timeout_s
+            project, dataset, settings.bigquery_endpoint, settings.bigquery_timeout_s, read_only
         )
     from sysmetrics.warehouse.duckdb import DuckDBWarehouse, WarehouseBusyError
 

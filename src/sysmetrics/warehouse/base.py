@@ -21,14 +21,30 @@ class Appended(NamedTuple):
 
 class Warehouse(ABC):
     dialect: str
+    read_only: bool = False
+    _absent: frozenset[str] | None = None
 
     def table(self, kind: str) -> str:
         """The engine's name of a logical table (``raw``, ``hourly``…)."""
         return sql.TABLE_NAMES[kind]
 
     def render(self, template: str) -> str:
-        names = {kind: self.table(kind) for kind in sql.TABLE_NAMES}
+        if self.read_only and self._absent is None:
+            self._absent = frozenset(
+                kind for kind in sql.TABLE_NAMES if sql.TABLE_NAMES[kind] not in self._tables()
+            )
+        absent = self._absent or frozenset()
+        names = {
+            kind: sql.empty_table(kind) if kind in absent else self.table(kind)
+            for kind in sql.TABLE_NAMES
+        }
         return sql.render(template.format(**names), self.dialect)
+
+    @abstractmethod
+    def _tables(self) -> set[str]:
+        """The names of the tables the warehouse holds now. A reader (``read_only``) reads a
+        table this version knows and the warehouse lacks as empty: one a newer hourly job
+        creates, before its first run."""
 
     @staticmethod
     def used_params(template: str, params: dict[str, Any]) -> dict[str, Any]:

@@ -36,11 +36,20 @@ def _parameter(name: str, value: Any) -> Any:
     raise TypeError(f"no BigQuery parameter type for {name}={value!r}")
 
 
+_TABLES_SEEN: dict[tuple[str, str], set[str]] = {}
+"""The tables seen in each dataset (project, dataset) by this process."""
+
+
 class BigQueryWarehouse(Warehouse):
     dialect = "bigquery"
 
     def __init__(
-        self, project: str, dataset: str, endpoint: str | None = None, timeout_s: float = 120.0
+        self,
+        project: str,
+        dataset: str,
+        endpoint: str | None = None,
+        timeout_s: float = 120.0,
+        read_only: bool = False,
     ) -> None:
         from google.cloud import bigquery
         from google.cloud.bigquery.retry import DEFAULT_RETRY
@@ -55,6 +64,7 @@ class BigQueryWarehouse(Warehouse):
                 "client_options": ClientOptions(api_endpoint=endpoint),
             }
         self.project, self.dataset = project, dataset
+        self.read_only = read_only
         self.client = bigquery.Client(project=project, **options)
         self._filesystem: Any = None
         # Every call gets this: the client's defaults retry a service that does not answer
@@ -96,6 +106,16 @@ class BigQueryWarehouse(Warehouse):
         job = getattr(self, "_running", None)
         if job is not None:
             job.cancel()
+
+    def _tables(self) -> set[str]:
+        # A dashboard opens the warehouse per request: a table once seen is never dropped, so
+        # the listing is asked for again only while one this version reads is still absent.
+        key = (self.project, self.dataset)
+        seen = _TABLES_SEEN.setdefault(key, set())
+        if not seen.issuperset(sql.TABLE_NAMES.values()):
+            listed = self.client.list_tables(f"{self.project}.{self.dataset}", retry=self._retry)
+            seen.update(table.table_id for table in listed)
+        return seen
 
     def ensure_tables(self) -> None:
         from google.api_core.exceptions import NotFound

@@ -43,6 +43,7 @@ class DuckDBWarehouse(Warehouse):
 
     def __init__(self, path: str, read_only: bool = False, memory_limit: str = "1GB") -> None:
         self.path = path
+        self.read_only = read_only
         if path != ":memory:" and not read_only:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -71,6 +72,9 @@ class DuckDBWarehouse(Warehouse):
             cursor = self._con.execute(statement, params or None)
             names = [d[0] for d in cursor.description or []]
             return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def _tables(self) -> set[str]:
+        return {r["table_name"] for r in self._rows("SELECT table_name FROM duckdb_tables()", {})}
 
     def ensure_tables(self) -> None:
         existing: dict[str, set[str]] = {}

@@ -194,6 +194,14 @@ TABLE_NAMES: Final = {
     "batch_runs": "batch_runs",
 }
 
+
+def empty_table(kind: str) -> str:
+    """A relation with ``kind``'s columns and no rows: what a reader sees of a table a newer
+    hourly job adds, until that job has run (a dashboard upgraded first)."""
+    columns = ", ".join(f"CAST(NULL AS {type_}) AS {name}" for name, type_ in TABLE_COLUMNS[kind])
+    return f"(SELECT {columns} LIMIT 0)"
+
+
 # Flatten schema-v1 events (a table or external source ``{events}``) into RAW_COLUMNS.
 FLATTEN_ROWS = """
 SELECT
