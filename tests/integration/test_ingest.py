@@ -6,6 +6,7 @@ requests, authentication, and faults."""
 from __future__ import annotations
 
 import contextlib
+import http.client
 import itertools
 import json
 import os
@@ -397,6 +398,77 @@ def _prometheus_scrape_times(work: Path) -> list[int]:
     return sorted(
         {int(line.split()[-1]) for line in out.splitlines() if line.strip() and "NaN" not in line}
     )
+
+
+def test_over_https_a_real_prometheus_writes_and_plain_http_is_not_served(
+    tansu_settings: Settings, tmp_path: Path
+) -> None:
+    """`SYSMETRICS_INGEST_TLS_CERT`/`_KEY`: Debian's Prometheus remote-writes over HTTPS,
+    checking the receiver's certificate (`tls_config.ca_file`), and its samples become events;
+    a plain-HTTP request to the same port gets no answer it could take for one; without the
+    token, 401; `sysmetrics status` names the https URL."""
+    cert, key = tmp_path / "ingest.pem", tmp_path / "ingest.key"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"),
+            *("-nodes", "-days", "1", "-subj", "/CN=sysmetrics ingest"),
+            *("-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    ingest = Ingest(
+        tansu_settings,
+        tansu_settings.data_dir,
+        wait_s=1.0,
+        SYSMETRICS_INGEST_TOKEN="s3cret",
+        SYSMETRICS_INGEST_TLS_CERT=str(cert),
+        SYSMETRICS_INGEST_TLS_KEY=str(key),
+    )
+    ingest.start()
+    node = NodeExporter()
+    prometheus = Prometheus(
+        tmp_path / "prometheus",
+        f"""global: {{scrape_interval: 2s, scrape_timeout: 1s}}
+scrape_configs:
+  - job_name: node
+    static_configs: [{{targets: [127.0.0.1:{node.port}], labels: {{instance: web-1}}}}]
+{remote_write_block(ingest.url, basic_auth=("prom-tls", "s3cret"), ca_file=cert)}""",
+    )
+    rw = {"Content-Type": "application/x-protobuf", "Content-Encoding": "snappy"}
+    body = write_request([({"__name__": "node_load1", "instance": "h:9100"}, 1.0)], 1)
+    try:
+        wait_for(
+            lambda: _authorized_metric(ingest, "sysmetrics_ingest_events_total") >= 2,
+            90,
+            "two scrapes of web-1 over HTTPS",
+        )
+        plain = ingest.url.replace("https://", "http://")
+        with pytest.raises((urllib.error.URLError, ConnectionError, http.client.HTTPException)):
+            post(f"{plain}/api/v1/write", body, {**rw, "Authorization": "Bearer s3cret"})
+        request = urllib.request.Request(
+            f"{ingest.url}/api/v1/write", data=body, headers=rw, method="POST"
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10, context=ingest.tls)
+        assert refused.value.code == 401
+        status = subprocess.run(
+            [SYSMETRICS, "status"],
+            env=_env(tansu_settings),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
+        assert f" {ingest.url}: " in status, status
+    finally:
+        with contextlib.suppress(Exception):
+            prometheus.stop()
+        node.close()
+        ingest.stop()
+    events = drain_to_lake(tansu_settings)
+    assert {e["host"]["host_id"] for e in events} == {"web-1"}
+    assert {e["sender"] for e in events} == {"prom-tls"}
+    assert all(e["cpu"]["logical_cores"] for e in events)
 
 
 def test_non_loopback_needs_a_token_and_unauthenticated_requests_get_401(
@@ -1008,7 +1080,7 @@ def _authorized_exposition(ingest: Ingest) -> str:
     request = urllib.request.Request(
         f"{ingest.url}/metrics", headers={"Authorization": "Bearer s3cret"}
     )
-    with urllib.request.urlopen(request, timeout=5) as response:
+    with urllib.request.urlopen(request, timeout=5, context=ingest.tls) as response:
         return str(response.read().decode())
 
 

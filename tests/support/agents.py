@@ -9,6 +9,7 @@ import http.server
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import threading
 import time
@@ -38,14 +39,14 @@ NODE_COLLECTORS = (
 )
 
 
-def _get(url: str, timeout_s: float = 2.0) -> bytes:
-    with urllib.request.urlopen(url, timeout=timeout_s) as response:
+def _get(url: str, timeout_s: float = 2.0, context: ssl.SSLContext | None = None) -> bytes:
+    with urllib.request.urlopen(url, timeout=timeout_s, context=context) as response:
         return bytes(response.read())
 
 
-def _ready(url: str) -> bool:
+def _ready(url: str, context: ssl.SSLContext | None = None) -> bool:
     try:
-        _get(url, 1.0)
+        _get(url, 1.0, context)
     except OSError:
         return False
     return True
@@ -56,7 +57,9 @@ class Ingest:
 
     def __init__(self, settings: Settings, data_dir: Path, wait_s: float = 3.0, **env: str):
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        cert = env.get("SYSMETRICS_INGEST_TLS_CERT")
+        self.tls = None if cert is None else ssl.create_default_context(cafile=cert)
+        self.url = f"{'http' if cert is None else 'https'}://127.0.0.1:{self.port}"
         self.env = {
             **os.environ,
             "SYSMETRICS_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
@@ -75,7 +78,9 @@ class Ingest:
         self.process = subprocess.Popen(
             [SYSMETRICS, "ingest"], env=self.env, stdout=self.log, stderr=subprocess.STDOUT
         )
-        wait_for(lambda: _ready(f"{self.url}/-/healthy"), 30, "sysmetrics ingest to listen")
+        wait_for(
+            lambda: _ready(f"{self.url}/-/healthy", self.tls), 30, "sysmetrics ingest to listen"
+        )
 
     def kill(self) -> None:
         assert self.process is not None
@@ -91,7 +96,7 @@ class Ingest:
 
     def metric(self, name: str) -> float:
         total = 0.0
-        for line in _get(f"{self.url}/metrics").decode().splitlines():
+        for line in _get(f"{self.url}/metrics", context=self.tls).decode().splitlines():
             if line.startswith(name) and not line.startswith("#"):
                 total += float(line.rsplit(" ", 1)[1])
         return total
@@ -177,16 +182,22 @@ def prometheus_3_binary() -> Path | None:
 
 
 def remote_write_block(
-    url: str, protobuf_message: str = "", basic_auth: tuple[str, str] | None = None
+    url: str,
+    protobuf_message: str = "",
+    basic_auth: tuple[str, str] | None = None,
+    ca_file: Path | None = None,
 ) -> str:
     """The README's remote_write block: only the series sysmetrics maps leave Prometheus.
     ``protobuf_message`` (Prometheus 3): ``io.prometheus.write.v2.Request`` sends 2.0;
-    ``basic_auth``: (the name it gives itself as a sender, the ingest token)."""
+    ``basic_auth``: (the name it gives itself as a sender, the ingest token); ``ca_file``: the
+    certificate an HTTPS receiver's is checked against."""
     names = "|".join(sorted(REMOTE_WRITE_SERIES))
     message = f"\n    protobuf_message: {protobuf_message}" if protobuf_message else ""
     if basic_auth is not None:
         user, password = basic_auth
         message += f"\n    basic_auth: {{username: {user}, password: {password}}}"
+    if ca_file is not None:
+        message += f"\n    tls_config: {{ca_file: {ca_file}}}"
     return f"""remote_write:
   - url: {url}/api/v1/write{message}
     queue_config: {{batch_send_deadline: 1s, min_backoff: 100ms, max_backoff: 2s}}

@@ -18,13 +18,9 @@ from sysmetrics.lake.catalog import (
     read_manifests,
     read_watermarks,
 )
-from sysmetrics.lake.status import (
-    WriterStatus,
-    read_writer_status,
-    status_path,
-    write_writer_status,
-)
+from sysmetrics.lake.status import WriterStatus, read_writer_status, status_path
 from sysmetrics.lake.store import LakeStore
+from sysmetrics.status_files import write_status
 
 TOPIC = "machine_metrics"
 HOUR = datetime(2026, 11, 30, 10, tzinfo=UTC)
@@ -87,10 +83,10 @@ def test_late_markers_are_grouped_by_the_hour_they_name(tmp_path: Path) -> None:
 
 def test_writer_status_is_read_back_typed_and_a_dead_writers_file_skipped(tmp_path: Path) -> None:
     alive = WriterStatus(pid=os.getpid(), topic=TOPIC, assigned=[0, 2], records=50, lag={"0": 3})
-    write_writer_status(status_path(tmp_path, alive.pid), alive)
+    write_status(status_path(tmp_path, alive.pid), alive)
     gone = WriterStatus(
         pid=2**22 + 7, topic=TOPIC, assigned=[1]
     )  # above any pid Linux can give (2**22)
-    write_writer_status(status_path(tmp_path, gone.pid), gone)
+    write_status(status_path(tmp_path, gone.pid), gone)
     [status] = read_writer_status(tmp_path)
     assert status == alive and status.total_lag == 3

@@ -27,7 +27,7 @@ from sysmetrics.config import Settings
 from sysmetrics.http_auth import basic_user, carries_token, is_loopback
 from sysmetrics.ingest.assembly import Assembler
 from sysmetrics.ingest.mapping import TARGET
-from sysmetrics.ingest.status import STATUS_EVERY_S, IngestStatus, status_path
+from sysmetrics.ingest.status import STATUS_EVERY_S, IngestStatus, receiver_url, status_path
 from sysmetrics.ingest.wire import (
     Decoded,
     PayloadError,
@@ -266,11 +266,9 @@ class IngestApp:
         for (path, code), count in self.requests.items():
             if path in _WRITE_PATHS:
                 answers[code // 100] += count
-        tls = self.settings.ingest_tls_cert is not None
         status = IngestStatus(
             pid=os.getpid(),
-            url=f"{'https' if tls else 'http'}://{self.settings.ingest_host}:"
-            f"{self.settings.ingest_port}",
+            url=receiver_url(self.settings),
             topic=self.producer.topic,
             started_at=self.started_at,
             updated_at=time.time(),
@@ -517,12 +515,9 @@ def serve(settings: Settings) -> tuple[int, int, int]:
         ssl_keyfile=str(settings.ingest_tls_key) if settings.ingest_tls_key else None,
         timeout_graceful_shutdown=10,
     )
-    scheme = "https" if settings.ingest_tls_cert else "http"
     log.info(
-        "ingest on %s://%s:%d (remote-write /api/v1/write, OTLP /v1/metrics) to topic %s",
-        scheme,
-        settings.ingest_host,
-        settings.ingest_port,
+        "ingest on %s (remote-write /api/v1/write, OTLP /v1/metrics) to topic %s",
+        receiver_url(settings),
         producer.topic,
     )
     try:

@@ -5,10 +5,14 @@ stands in the data dir, and `sysmetrics status` reads it (no HTTP, no token: the
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from sysmetrics import status_files
+
+if TYPE_CHECKING:
+    from sysmetrics.config import Settings
 
 STATUS_EVERY_S = 5.0
 """How often a running receiver rewrites its status file."""
@@ -33,6 +37,12 @@ class IngestStatus(msgspec.Struct, kw_only=True):
     spool_depth: int = 0
     """Events in the spool that Kafka has not acknowledged."""
     last_request_at: float | None = None
+
+
+def receiver_url(settings: Settings) -> str:
+    """Where the receiver these settings start listens (its write paths follow)."""
+    scheme = "https" if settings.ingest_tls_cert is not None else "http"
+    return f"{scheme}://{settings.ingest_host}:{settings.ingest_port}"
 
 
 def status_path(data_dir: Path, pid: int) -> Path:

@@ -53,9 +53,6 @@ def status_path(data_dir: Path, pid: int) -> Path:
     return status_files.status_path(data_dir, "lake-writer", pid)
 
 
-write_writer_status = status_files.write_status
-
-
 def read_writer_status(data_dir: Path) -> list[WriterStatus]:
     """The status of every live lake writer of this data dir (a dead writer's file is
     skipped)."""

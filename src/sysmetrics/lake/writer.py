@@ -46,11 +46,12 @@ from sysmetrics.config import Settings
 from sysmetrics.lake import layout
 from sysmetrics.lake.catalog import RoundManifest, Watermark, publish_watermark
 from sysmetrics.lake.lines import from_micros, lake_line, micros
-from sysmetrics.lake.status import WriterStats, WriterStatus, write_writer_status
+from sysmetrics.lake.status import WriterStats, WriterStatus
 from sysmetrics.lake.store import LakeStore, StoreError
 from sysmetrics.logs import RepeatedFailure
 from sysmetrics.observability import Reading, counters
 from sysmetrics.schema import SchemaError, decode, encode_time, retired_at, retired_host
+from sysmetrics.status_files import write_status
 from sysmetrics.stream.kafka_config import producer_config
 from sysmetrics.stream.runtime import ConsumerRuntime
 
@@ -582,7 +583,7 @@ class LakeWriter:
             updated_at=time.time(),
         )
         try:
-            write_writer_status(self.status_file, status)
+            write_status(self.status_file, status)
         except OSError as exc:
             # A full disk holding the data dir must not stop a writer whose lake may be
             # elsewhere (or will have room again): `status` shows the file's age meanwhile.

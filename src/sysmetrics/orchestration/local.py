@@ -23,7 +23,7 @@ from pathlib import Path
 
 from sysmetrics.alerts.live import read_firing, summarize
 from sysmetrics.config import Settings
-from sysmetrics.ingest.status import read_ingest_status
+from sysmetrics.ingest.status import read_ingest_status, receiver_url
 from sysmetrics.lake.status import read_writer_status
 from sysmetrics.observability import MetricsEndpoint, serve_metrics
 from sysmetrics.orchestration.scheduler import HourlyScheduler
@@ -315,7 +315,7 @@ class LocalPipeline:
             if c.name == "alert evaluator" and (live := read_firing(self.settings)):
                 detail += ", " + "; ".join(summarize(live, datetime.now(UTC)))
             if c.name == "ingest":
-                url = f"http://{self.settings.ingest_host}:{self.settings.ingest_port}"
+                url = receiver_url(self.settings)
                 detail += f", {url}/api/v1/write, {url}/v1/metrics"
                 if (receiver := receivers.get(c.pid or -1)) is not None:
                     detail += f", {receiver.accepted} requests taken, {receiver.events} events"
