@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 
 import cramjam
+import pytest
 
 from sysmetrics.ingest.assembly import Assembler
 from sysmetrics.ingest.wire import decode_remote_write
@@ -135,6 +137,24 @@ def test_a_torn_last_line_is_skipped_and_the_rest_is_kept(tmp_path: Path) -> Non
     assembler = Assembler(tmp_path, wait_s=15)
     assert set(assembler.pending) == {KEY}
     assert len(assembler.pending[KEY].facts) == len(PART_1)
+
+
+def test_a_journal_record_of_a_newer_version_is_skipped_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A receiver rolled back after a newer one wrote a record kind it does not know starts,
+    says so, and keeps every record it knows (before and after that line)."""
+    assembler = Assembler(tmp_path, wait_s=15)
+    assembler.receive({KEY: PART_1}, complete=False)
+    assembler.close()
+    with (tmp_path / "journal.jsonl").open("ab") as journal:
+        journal.write(b'{"z": ["host-1:9100", 1, "something new"]}\n')
+    assembler = Assembler(tmp_path, wait_s=15)
+    assembler.receive({KEY: PART_2}, complete=False)
+    with caplog.at_level(logging.WARNING, logger="sysmetrics.ingest.assembly"):
+        assembler = _restart(assembler, tmp_path)
+    assert "line 1 is of a newer version, skipped" in caplog.text
+    assert assembler.pending[KEY].facts == PART_1 | PART_2
 
 
 def test_a_compacted_journal_holds_the_same_samples_and_hosts(tmp_path: Path) -> None:
