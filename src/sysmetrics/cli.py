@@ -439,8 +439,9 @@ def ingest(ctx: Context, bind_host: str | None, port: int | None) -> None:
     hostmetrics).
 
     A request is answered 2xx once its series are on disk; Kafka outages are absorbed by the
-    spool. On a non-loopback address SYSMETRICS_INGEST_TOKEN is required. Its own counters are
-    at GET /metrics. See the README's "Fleets that already run an agent".
+    spool. On a non-loopback address SYSMETRICS_INGEST_TOKEN is required; HTTPS with
+    SYSMETRICS_INGEST_TLS_CERT and SYSMETRICS_INGEST_TLS_KEY. Its own counters are at GET
+    /metrics. See the README's "Fleets that already run an agent".
 
     Name each sender (a Prometheus, each replica of an HA pair, a Collector): its Basic auth
     user name or an X-Sysmetrics-Sender header. Host-down alerts carry the name, so a sender
