@@ -725,6 +725,74 @@ service:
     assert all(a <= b for a, b in itertools.pairwise(lo)), "counters pass through"
 
 
+def test_each_compression_the_otel_collector_offers_is_read(
+    tansu_settings: Settings, tmp_path: Path
+) -> None:
+    """One Collector, three pipelines of its `hostmetrics`, each to the receiver with another
+    `compression` (zstd, snappy, deflate), each its own host: every one's events arrive, none
+    refused. Before, zstd and deflate were refused (415) and the Collector dropped their data.
+    (This Collector sends snappy's block format; older ones the framed format, which
+    `tests/unit/test_ingest_wire.py` covers.)"""
+    binary = otelcol_binary()
+    if binary is None:
+        pytest.skip("Go missing: the OTel Collector cannot be built")
+    ingest = Ingest(tansu_settings, tansu_settings.data_dir)
+    ingest.start()
+    kinds = ("zstd", "snappy", "deflate")
+    resources = "".join(
+        f"""
+  resource/{kind}:
+    attributes: [{{key: host.name, value: {kind}-host, action: upsert}}]"""
+        for kind in kinds
+    )
+    exporters = "".join(
+        f"""
+  otlphttp/{kind}:
+    endpoint: {ingest.url}
+    compression: {kind}
+    headers: {{X-Sysmetrics-Sender: otelcol-{kind}}}"""
+        for kind in kinds
+    )
+    pipelines = "".join(
+        f"""
+    metrics/{kind}:
+      {{receivers: [hostmetrics], processors: [resource/{kind}], exporters: [otlphttp/{kind}]}}"""
+        for kind in kinds
+    )
+    config = tmp_path / "otelcol.yaml"
+    config.write_text(
+        f"""receivers:
+  hostmetrics:
+    collection_interval: 2s
+    scrapers: {{cpu: {{}}, memory: {{metrics: {{system.memory.limit: {{enabled: true}}}}}}}}
+processors:{resources}
+exporters:{exporters}
+service:
+  telemetry: {{metrics: {{level: none}}}}
+  pipelines:{pipelines}
+"""
+    )
+    collector = subprocess.Popen(
+        [str(binary), "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: ingest.metric("sysmetrics_ingest_events_total") >= 9, 90, "9 events")
+    finally:
+        stop_pid(collector.pid)
+    assert ingest.metric("sysmetrics_ingest_rejected_total") == 0
+    wait_for(lambda: ingest.metric("sysmetrics_ingest_pending_samples") == 0, 30, "assembly")
+    ingest.stop()
+    events = drain_to_lake(tansu_settings)
+    mem_total = int(Path("/proc/meminfo").read_text().split()[1]) * 1024
+    for kind in kinds:
+        mine = [e for e in events if e["host"]["host_id"] == f"{kind}-host"]
+        assert len(mine) >= 2, kind
+        assert {e["sender"] for e in mine} == {f"otelcol-{kind}"}
+        assert all(e["memory"]["total_bytes"] == mem_total for e in mine), kind
+
+
 def _alerting(settings: Settings) -> Settings:
     """``settings`` with an alert state topic and consumer group of the test's own."""
     return settings.model_copy(

@@ -106,24 +106,79 @@ def _host(value: str | None, where: str) -> str:
     return value
 
 
-def decompress(body: bytes, encoding: str, limit: int) -> bytes:
-    """``body`` decoded per its Content-Encoding, refusing to inflate past ``limit`` bytes."""
+_FRAMED_SNAPPY: Final = b"\xff\x06\x00\x00sNaPpY"
+"""The stream identifier a framed snappy body starts with: the OTel Collector's
+``compression: snappy`` sends the framed format (opentelemetry-collector#10584; its own
+receiver peeks at these bytes too), remote-write the block format."""
+_ZSTD_WINDOW_MAX: Final = 1 << 25
+"""The largest zstd window a request may ask the decoder to hold (32 MiB): a body of 16 MiB
+needs no more, and a hostile frame cannot make the receiver allocate its 2 GiB."""
+
+
+def _too_large(size: int | None, limit: int) -> PayloadError:
+    inflated = "over the" if size is None else f"{size} bytes, over the"
+    return PayloadError("too_large", f"body inflates to {inflated} {limit} bytes allowed", 413)
+
+
+def _framed_snappy_len(body: bytes) -> int:
+    """The bytes a framed snappy body inflates to, from its chunk headers (each chunk holds
+    at most 64 KiB), so that the limit is checked before anything is inflated."""
+    total, at = 0, 0
+    while at < len(body):
+        if at + 4 > len(body):
+            raise cramjam.DecompressionError("a chunk header is cut off")
+        kind, length = body[at], int.from_bytes(body[at + 1 : at + 4], "little")
+        chunk = body[at + 4 : at + 4 + length]
+        if kind == 0x00:  # compressed: a CRC, then a snappy block
+            total += cramjam.snappy.decompress_raw_len(chunk[4:])
+        elif kind == 0x01:  # uncompressed: a CRC, then the bytes
+            total += max(length - 4, 0)
+        at += 4 + length
+    return total
+
+
+def _inflate_zstd(body: bytes, limit: int) -> bytes:
+    """Inflated in a bounded stream first (a frame need not say its size), then whole by
+    cramjam, which refuses a frame cut short (the stream reader ends quietly there)."""
+    import zstandard  # only a zstd request needs it
+
+    decompressor = zstandard.ZstdDecompressor(max_window_size=_ZSTD_WINDOW_MAX)
+    size = 0
     try:
+        with decompressor.stream_reader(body, read_across_frames=True) as reader:
+            while part := reader.read(min(limit + 1 - size, 1 << 20)):
+                size += len(part)
+                if size > limit:
+                    raise _too_large(None, limit)
+    except zstandard.ZstdError as exc:
+        raise PayloadError("bad_encoding", f"body is not valid zstd: {exc}") from None
+    return bytes(cramjam.zstd.decompress(body, output_len=size))
+
+
+def decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    """``body`` decoded per its Content-Encoding, refusing to inflate past ``limit`` bytes:
+    snappy (block, or framed as the OTel Collector sends it), gzip, deflate/zlib, zstd."""
+    try:
+        framed = encoding == "x-snappy-framed"
+        if framed or (encoding == "snappy" and body.startswith(_FRAMED_SNAPPY)):
+            if (size := _framed_snappy_len(body)) > limit:
+                raise _too_large(size, limit)
+            return bytes(cramjam.snappy.decompress(body))
         if encoding == "snappy":
-            size = cramjam.snappy.decompress_raw_len(body)
-            if size > limit:
-                raise PayloadError(
-                    "too_large", f"body inflates to {size} bytes, over the {limit} allowed", 413
-                )
+            if (size := cramjam.snappy.decompress_raw_len(body)) > limit:
+                raise _too_large(size, limit)
             return bytes(cramjam.snappy.decompress_raw(body))
-        if encoding == "gzip":
-            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        if encoding in ("gzip", "deflate", "zlib"):
+            # gzip's header, or zlib's: what HTTP calls deflate, as the Collector sends it
+            inflater = zlib.decompressobj((16 if encoding == "gzip" else 0) + zlib.MAX_WBITS)
             data = inflater.decompress(body, limit + 1)
             if len(data) > limit:
-                raise PayloadError(
-                    "too_large", f"body inflates to over the {limit} bytes allowed", 413
-                )
+                raise _too_large(None, limit)
+            if not inflater.eof:
+                raise zlib.error("the body ends before its stream does")
             return data
+        if encoding == "zstd":
+            return _inflate_zstd(body, limit)
     except (cramjam.DecompressionError, zlib.error, gzip.BadGzipFile) as exc:
         raise PayloadError("bad_encoding", f"body is not valid {encoding}: {exc}") from None
     if encoding in ("", "identity"):
