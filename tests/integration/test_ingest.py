@@ -696,11 +696,13 @@ service:
         text=True,
     )
     try:
-        wait_for(lambda: ingest.metric("sysmetrics_ingest_events_total") >= 6, 90, "6 events")
+        try:
+            wait_for(lambda: ingest.metric("sysmetrics_ingest_events_total") >= 6, 90, "6 events")
+        finally:
+            stop_pid(collector.pid)
+        wait_for(lambda: ingest.metric("sysmetrics_ingest_pending_samples") == 0, 30, "assembly")
     finally:
-        stop_pid(collector.pid)
-    wait_for(lambda: ingest.metric("sysmetrics_ingest_pending_samples") == 0, 30, "assembly")
-    ingest.stop()
+        ingest.stop()
     events = sorted(drain_to_lake(settings), key=lambda e: e["ts"])
     assert len(events) >= 6 and {e["source"] for e in events} == {"otel"}
     assert {e["sender"] for e in events} == {"otelcol-eu-1"}, "as its headers name it"
@@ -778,12 +780,15 @@ service:
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_for(lambda: ingest.metric("sysmetrics_ingest_events_total") >= 9, 90, "9 events")
+        try:
+            wait_for(lambda: ingest.metric("sysmetrics_ingest_events_total") >= 9, 90, "9 events")
+        finally:
+            stop_pid(collector.pid)
+        rejected = ingest.metric("sysmetrics_ingest_rejected_total")
+        wait_for(lambda: ingest.metric("sysmetrics_ingest_pending_samples") == 0, 30, "assembly")
     finally:
-        stop_pid(collector.pid)
-    assert ingest.metric("sysmetrics_ingest_rejected_total") == 0
-    wait_for(lambda: ingest.metric("sysmetrics_ingest_pending_samples") == 0, 30, "assembly")
-    ingest.stop()
+        ingest.stop()
+    assert rejected == 0
     events = drain_to_lake(tansu_settings)
     mem_total = int(Path("/proc/meminfo").read_text().split()[1]) * 1024
     for kind in kinds:
