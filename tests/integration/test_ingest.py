@@ -731,8 +731,8 @@ def test_each_compression_the_otel_collector_offers_is_read(
     tansu_settings: Settings, tmp_path: Path
 ) -> None:
     """One Collector, three pipelines of its `hostmetrics`, each to the receiver with another
-    `compression` (zstd, snappy, deflate), each its own host: every one's events arrive, none
-    refused. Before, zstd and deflate were refused (415) and the Collector dropped their data.
+    `compression` (zstd, snappy, deflate, lz4), each its own host: every one's events arrive,
+    none refused. Before, all but snappy were refused (415) and the Collector dropped their data.
     (This Collector sends snappy's block format; older ones the framed format, which
     `tests/unit/test_ingest_wire.py` covers.)"""
     binary = otelcol_binary()
@@ -740,7 +740,7 @@ def test_each_compression_the_otel_collector_offers_is_read(
         pytest.skip("Go missing: the OTel Collector cannot be built")
     ingest = Ingest(tansu_settings, tansu_settings.data_dir)
     ingest.start()
-    kinds = ("zstd", "snappy", "deflate")
+    kinds = ("zstd", "snappy", "deflate", "lz4")
     resources = "".join(
         f"""
   resource/{kind}:
@@ -781,7 +781,7 @@ service:
     )
     try:
         try:
-            wait_for(lambda: ingest.metric("sysmetrics_ingest_events_total") >= 9, 90, "9 events")
+            wait_for(lambda: ingest.metric("sysmetrics_ingest_events_total") >= 12, 90, "12 events")
         finally:
             stop_pid(collector.pid)
         rejected = ingest.metric("sysmetrics_ingest_rejected_total")

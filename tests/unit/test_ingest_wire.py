@@ -1,7 +1,7 @@
 """The request bodies the receiver inflates: every Content-Encoding the OTel Collector's
-``compression`` setting sends (gzip, zstd, snappy framed, deflate/zlib) and remote-write's block
-snappy, each bounded by the request limit before it is inflated past it, and refused when cut
-short (a prefix of a protobuf message may decode as a valid, smaller one)."""
+``compression`` setting sends (gzip, zstd, snappy framed, deflate/zlib, lz4) and remote-write's
+block snappy, each bounded by the request limit before it is inflated past it, and refused when
+cut short (a prefix of a protobuf message may decode as a valid, smaller one)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ ENCODED = {
     "deflate": ("deflate", zlib.compress(BODY)),
     "zlib": ("zlib", zlib.compress(BODY)),
     "zstd": ("zstd", zstandard.ZstdCompressor().compress(BODY)),
+    "lz4": ("lz4", bytes(cramjam.lz4.compress(BODY))),
 }
 
 
@@ -58,6 +59,17 @@ def test_a_zstd_bomb_and_a_frame_asking_for_a_huge_window_are_refused() -> None:
     with pytest.raises(PayloadError, match="body is not valid zstd") as refused:
         decompress(body, "zstd", LIMIT)
     assert refused.value.status == 400
+
+
+def test_an_lz4_body_that_may_inflate_past_the_limit_is_read_into_a_bounded_buffer() -> None:
+    """Its headers bound it by each block's maximum (64 KiB here): a body under the limit
+    whose bound is over it is read whole; a bomb past it is refused, 413."""
+    body = bytes(cramjam.lz4.compress(BODY))
+    assert decompress(body, "lz4", len(BODY)) == BODY  # two 64-KiB blocks: bound 128 KiB
+    bomb = bytes(cramjam.lz4.compress(bytes(64 << 20)))  # 64 MiB of zeros, ~270 KB
+    with pytest.raises(PayloadError, match="over the 16777216 bytes allowed") as refused:
+        decompress(bomb, "lz4", 16 << 20)
+    assert refused.value.status == 413
 
 
 def test_an_encoding_it_cannot_read_is_415() -> None:

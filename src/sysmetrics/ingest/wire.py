@@ -137,6 +137,52 @@ def _framed_snappy_len(body: bytes) -> int:
     return total
 
 
+_LZ4_MAGIC: Final = b"\x04\x22\x4d\x18"
+_LZ4_BLOCK_MAX: Final = {4: 1 << 16, 5: 1 << 18, 6: 1 << 20, 7: 1 << 22}
+"""An LZ4 frame's block maximum size, by its descriptor's code."""
+
+
+def _lz4_bound(body: bytes) -> int:
+    """The most LZ4 frames inflate to, from their headers: a stored block its length, a
+    compressed one its frame's block maximum (the Collector's frames state no content size)."""
+    total, at = 0, 0
+    while at < len(body):
+        if body[at : at + 4] != _LZ4_MAGIC or at + 7 > len(body):
+            raise cramjam.DecompressionError("not an LZ4 frame")
+        flags, block_max = body[at + 4], _LZ4_BLOCK_MAX.get(body[at + 5] >> 4 & 7)
+        if block_max is None:
+            raise cramjam.DecompressionError("an LZ4 frame with no valid block size")
+        at += 7 + (8 if flags & 0x08 else 0) + (4 if flags & 0x01 else 0)
+        while True:
+            if at + 4 > len(body):
+                raise cramjam.DecompressionError("an LZ4 frame is cut off")
+            word = int.from_bytes(body[at : at + 4], "little")
+            at += 4
+            if word == 0:  # the end mark, then the content checksum if the frame has one
+                at += 4 if flags & 0x04 else 0
+                break
+            length = word & 0x7FFFFFFF
+            total += length if word & 0x80000000 else block_max
+            at += length + (4 if flags & 0x10 else 0)
+    return total
+
+
+def _inflate_lz4(body: bytes, limit: int) -> bytes:
+    if _lz4_bound(body) <= limit:
+        return bytes(cramjam.lz4.decompress(body))
+    # It may inflate past the limit: into a buffer one byte over it, which it cannot overrun.
+    buffer = bytearray(limit + 1)
+    try:
+        size = cramjam.lz4.decompress_into(body, buffer)
+    except cramjam.DecompressionError as exc:
+        if "whole buffer" in str(exc):
+            raise _too_large(None, limit) from None
+        raise
+    if size > limit:
+        raise _too_large(None, limit)
+    return bytes(buffer[:size])
+
+
 def _inflate_zstd(body: bytes, limit: int) -> bytes:
     """Inflated in a bounded stream first (a frame need not say its size), then whole by
     cramjam, which refuses a frame cut short (the stream reader ends quietly there)."""
@@ -157,7 +203,8 @@ def _inflate_zstd(body: bytes, limit: int) -> bytes:
 
 def decompress(body: bytes, encoding: str, limit: int) -> bytes:
     """``body`` decoded per its Content-Encoding, refusing to inflate past ``limit`` bytes:
-    snappy (block, or framed as the OTel Collector sends it), gzip, deflate/zlib, zstd."""
+    snappy (block, or framed as older OTel Collectors send it), gzip, deflate/zlib, zstd, lz4
+    (frames): every ``compression`` of the Collector's ``otlphttp``."""
     try:
         framed = encoding == "x-snappy-framed"
         if framed or (encoding == "snappy" and body.startswith(_FRAMED_SNAPPY)):
@@ -179,6 +226,8 @@ def decompress(body: bytes, encoding: str, limit: int) -> bytes:
             return data
         if encoding == "zstd":
             return _inflate_zstd(body, limit)
+        if encoding == "lz4":
+            return _inflate_lz4(body, limit)
     except (cramjam.DecompressionError, zlib.error, gzip.BadGzipFile) as exc:
         raise PayloadError("bad_encoding", f"body is not valid {encoding}: {exc}") from None
     if encoding in ("", "identity"):
