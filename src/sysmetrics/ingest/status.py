@@ -42,7 +42,8 @@ class IngestStatus(msgspec.Struct, kw_only=True):
 def receiver_url(settings: Settings) -> str:
     """Where the receiver these settings start listens (its write paths follow)."""
     scheme = "https" if settings.ingest_tls_cert is not None else "http"
-    return f"{scheme}://{settings.ingest_host}:{settings.ingest_port}"
+    host = settings.ingest_host
+    return f"{scheme}://{f'[{host}]' if ':' in host else host}:{settings.ingest_port}"
 
 
 def status_path(data_dir: Path, pid: int) -> Path:
