@@ -10,7 +10,8 @@
 2. OTLP/HTTP: data points per CPU-second vs the OTel Collector's own `otlp` receiver feeding
    its `debug` exporter (counts and drops what it gets) and, apart, its `file` exporter
    (keeps every point, as JSON lines); the payload is a real `hostmetrics` export captured
-   from that Collector, one resource per host.
+   from that Collector, one resource per host. Then the same requests gzipped, as the
+   Collector's `otlphttp` sends them by default (reported, not a goal).
 3. Freshness: FRESH_HOSTS hosts in real time (a sample every 10 s, stamped now) through
    remote-write → ingest → Kafka → `sysmetrics consume` (default flush) → lake: sample time →
    lake file, p50/p99; baseline in the same run: sample time → a bare Kafka consumer.
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gzip
 import http.client
 import http.server
 import importlib.util
@@ -82,6 +84,7 @@ RW2_HEADERS = {
     "X-Prometheus-Remote-Write-Version": "2.0.0",
 }
 OTLP_HEADERS = {"Content-Type": "application/x-protobuf"}
+OTLP_GZIP_HEADERS = {**OTLP_HEADERS, "Content-Encoding": "gzip"}
 
 
 def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
@@ -378,7 +381,11 @@ def prometheus_once(
 
 
 def collector_once(
-    binary: Path, root: Path, shards: list[list[bytes]], exporter: str
+    binary: Path,
+    root: Path,
+    shards: list[list[bytes]],
+    exporter: str,
+    headers: dict[str, str] = OTLP_HEADERS,
 ) -> tuple[float, float]:
     """A fresh OTel Collector: its otlp receiver (HTTP) into the ``debug`` exporter (which
     counts what it gets and drops it) or the ``file`` exporter (which keeps every point, as
@@ -406,7 +413,7 @@ service:
         wait_until(lambda: listening(port), 60, "the OTel Collector")
         return measure(
             collector.pid,
-            lambda: send(f"127.0.0.1:{port}", "/v1/metrics", OTLP_HEADERS, shards),
+            lambda: send(f"127.0.0.1:{port}", "/v1/metrics", headers, shards),
             lambda: True,
         )
     finally:
@@ -515,6 +522,28 @@ def throughput(hosts: int, samples: int, root: Path) -> None:
             )
             for exporter in ("debug", "file")
         },
+    )
+    gzipped = [[gzip.compress(body) for body in shard] for shard in otlp_shards]
+    size, zipped = (sum(len(b) for s in each for b in s) for each in (otlp_shards, gzipped))
+    print(
+        f"OTLP/HTTP gzip (the Collector's otlphttp default): the same requests, "
+        f"{size / zipped:.1f}x smaller"
+    )
+    compare(
+        "points",
+        points,
+        lambda: ours_once(
+            root, broker.bootstrap, "/v1/metrics", OTLP_GZIP_HEADERS, gzipped, hosts * samples
+        ),
+        {
+            f"OTel Collector otlp->{exporter}": (
+                lambda exporter=exporter: collector_once(
+                    binary, root, gzipped, exporter, OTLP_GZIP_HEADERS
+                )
+            )
+            for exporter in ("debug", "file")
+        },
+        goal="reported: what a Collector sends unless told otherwise",
     )
     broker.stop()
 
