@@ -727,12 +727,13 @@ service:
     assert all(a <= b for a, b in itertools.pairwise(lo)), "counters pass through"
 
 
-def test_each_compression_the_otel_collector_offers_is_read(
+def test_each_compression_and_json_from_the_otel_collector_are_read(
     tansu_settings: Settings, tmp_path: Path
 ) -> None:
-    """One Collector, three pipelines of its `hostmetrics`, each to the receiver with another
-    `compression` (zstd, snappy, deflate, lz4), each its own host: every one's events arrive,
-    none refused. Before, all but snappy were refused (415) and the Collector dropped their data.
+    """One Collector, five pipelines of its `hostmetrics`, each to the receiver with another
+    `compression` (zstd, snappy, deflate, lz4) or `encoding: json` (gzipped, the default),
+    each its own host: every one's events arrive, none refused. Before, all compressions but
+    snappy were refused (415) and the Collector dropped their data; JSON was never tested.
     (This Collector sends snappy's block format; older ones the framed format, which
     `tests/unit/test_ingest_wire.py` covers.)"""
     binary = otelcol_binary()
@@ -740,7 +741,14 @@ def test_each_compression_the_otel_collector_offers_is_read(
         pytest.skip("Go missing: the OTel Collector cannot be built")
     ingest = Ingest(tansu_settings, tansu_settings.data_dir)
     ingest.start()
-    kinds = ("zstd", "snappy", "deflate", "lz4")
+    settings = {
+        "zstd": "compression: zstd",
+        "snappy": "compression: snappy",
+        "deflate": "compression: deflate",
+        "lz4": "compression: lz4",
+        "json": "encoding: json",
+    }
+    kinds = tuple(settings)
     resources = "".join(
         f"""
   resource/{kind}:
@@ -751,7 +759,7 @@ def test_each_compression_the_otel_collector_offers_is_read(
         f"""
   otlphttp/{kind}:
     endpoint: {ingest.url}
-    compression: {kind}
+    {settings[kind]}
     headers: {{X-Sysmetrics-Sender: otelcol-{kind}}}"""
         for kind in kinds
     )
@@ -781,7 +789,7 @@ service:
     )
     try:
         try:
-            wait_for(lambda: ingest.metric("sysmetrics_ingest_events_total") >= 12, 90, "12 events")
+            wait_for(lambda: ingest.metric("sysmetrics_ingest_events_total") >= 15, 90, "15 events")
         finally:
             stop_pid(collector.pid)
         rejected = ingest.metric("sysmetrics_ingest_rejected_total")
