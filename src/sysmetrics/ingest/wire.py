@@ -232,7 +232,12 @@ def decompress(body: bytes, encoding: str, limit: int) -> bytes:
         raise PayloadError("bad_encoding", f"body is not valid {encoding}: {exc}") from None
     if encoding in ("", "identity"):
         return body
-    raise PayloadError("bad_encoding", f"Content-Encoding {encoding!r} is not supported", 415)
+    raise PayloadError(
+        "bad_encoding",
+        f"Content-Encoding {encoding!r} is not supported: send gzip, zstd, snappy, deflate, lz4 "
+        "or none",
+        415,
+    )
 
 
 def decode_remote_write(data: bytes, host_label: str, max_series: int, version: int = 1) -> Decoded:
