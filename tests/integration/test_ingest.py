@@ -81,6 +81,13 @@ def _env(settings: Settings) -> dict[str, str]:
     }
 
 
+def _status(settings: Settings) -> str:
+    """What `sysmetrics status` prints."""
+    return subprocess.run(
+        [SYSMETRICS, "status"], env=_env(settings), capture_output=True, text=True, timeout=60
+    ).stdout
+
+
 def drain_to_lake(settings: Settings) -> list[dict]:
     subprocess.run(
         [SYSMETRICS, "consume", "--idle-exit", "6", "--metrics-port", "0"],
@@ -452,13 +459,7 @@ scrape_configs:
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(request, timeout=10, context=ingest.tls)
         assert refused.value.code == 401
-        status = subprocess.run(
-            [SYSMETRICS, "status"],
-            env=_env(tansu_settings),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        ).stdout
+        status = _status(tansu_settings)
         assert f" {ingest.url}: " in status, status
     finally:
         with contextlib.suppress(Exception):
@@ -1126,16 +1127,6 @@ def test_sysmetrics_status_shows_a_running_receiver(tansu_settings: Settings) ->
     rw = {"Content-Type": "application/x-protobuf", "Content-Encoding": "snappy"}
     now_ms = int(time.time() * 1000)
 
-    def shown() -> str:
-        run = subprocess.run(
-            [SYSMETRICS, "status"],
-            env=_env(tansu_settings),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        return run.stdout
-
     try:
         for n in range(2):
             body = write_request(
@@ -1145,15 +1136,15 @@ def test_sysmetrics_status_shows_a_running_receiver(tansu_settings: Settings) ->
         assert post(f"{ingest.url}/api/v1/write", b"\xff" * 64, rw) == 400
         wait_for(
             lambda: (
-                "2 requests taken, 1 refused (4xx), 0 answered 5xx" in shown()
-                and "2 events, 0 hosts retired, 0 samples assembling" in shown()
+                "2 requests taken, 1 refused (4xx), 0 answered 5xx" in _status(tansu_settings)
+                and "2 events, 0 hosts retired, 0 samples assembling" in _status(tansu_settings)
             ),
             30,
             "status to show the receiver's requests and events",
         )
     finally:
         ingest.stop()
-    assert "ingest " not in shown(), "a stopped receiver's file is removed"
+    assert "ingest " not in _status(tansu_settings), "a stopped receiver's file is removed"
 
 
 def _authorized_exposition(ingest: Ingest) -> str:
