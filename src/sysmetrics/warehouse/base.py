@@ -30,8 +30,9 @@ class Warehouse(ABC):
 
     def render(self, template: str) -> str:
         if self.read_only and self._absent is None:
+            present = self._tables()
             self._absent = frozenset(
-                kind for kind in sql.TABLE_NAMES if sql.TABLE_NAMES[kind] not in self._tables()
+                kind for kind, name in sql.TABLE_NAMES.items() if name not in present
             )
         absent = self._absent or frozenset()
         names = {
