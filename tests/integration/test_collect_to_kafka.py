@@ -144,7 +144,9 @@ def test_a_wall_clock_stepped_back_an_hour_does_not_stop_the_sampling(
     time. Before 2026-12-03 it waited for the old next tick: an hour of silence, a HostDown."""
     clock = SteppedClock(tmp_path)
     process = collector_process(broker_settings, tmp_path, clock.env())
-    time.sleep(3)
+    # Stepped once 4 samples are in Kafka, not after a fixed wait: a busy machine can take
+    # longer than that to start the process.
+    assert len(read_topic(broker_settings, expected=4, timeout_s=60)) >= 4, "no samples"
     stepped_at = time.time()
     clock.step(-3600)
     time.sleep(4)
