@@ -67,7 +67,7 @@ def collector_process(
 
 def test_sigterm_flushes_and_exits_zero(broker_settings: Settings, tmp_path: Path) -> None:
     process = collector_process(broker_settings, tmp_path)
-    time.sleep(4)
+    assert len(read_topic(broker_settings, expected=3, timeout_s=60)) >= 3, "no samples"
     # The CLI has become the collector process (same PID): it holds what sampling and
     # publishing need (librdkafka), not the CLI and settings libraries (pydantic's core).
     command = Path(f"/proc/{process.pid}/cmdline").read_bytes().split(b"\0")
@@ -92,7 +92,9 @@ def test_a_full_disk_sends_what_the_spool_refuses_and_the_collector_goes_on(
     disk, is in the topic once and valid. (Before 2026-12-03 it exited; then, for a session,
     it lost those samples: the very ones that show the disk full.)"""
     process = collector_process(broker_settings, tmp_path)  # logs to a pipe: never refused
-    time.sleep(3)
+    # Samples before the full disk: awaited, as a busy machine can be slow to start it.
+    assert len(read_topic(broker_settings, expected=3, timeout_s=60)) >= 3, "no samples"
+    time.sleep(1)
     resource.prlimit(process.pid, resource.RLIMIT_FSIZE, (1, resource.RLIM_INFINITY))
     time.sleep(4)
     resource.prlimit(
