@@ -431,12 +431,18 @@ def consume(
     "--host", "bind_host", help="Address to listen on [SYSMETRICS_INGEST_HOST, 127.0.0.1]."
 )
 @click.option("--port", type=int, help="Port [SYSMETRICS_INGEST_PORT, 4318].")
+@click.option(
+    "--grpc-port",
+    type=int,
+    help="Also take OTLP over gRPC on this port, e.g. 4317 [SYSMETRICS_INGEST_GRPC_PORT, off].",
+)
 @pass_ctx
-def ingest(ctx: Context, bind_host: str | None, port: int | None) -> None:
+def ingest(ctx: Context, bind_host: str | None, port: int | None, grpc_port: int | None) -> None:
     """Receive other agents' metrics and publish them as events: Prometheus remote-write 1.0
     and 2.0 (POST /api/v1/write; node_exporter, windows_exporter behind Prometheus, Grafana
     Alloy, vmagent, Telegraf) and OTLP/HTTP (POST /v1/metrics; the OTel Collector's
-    hostmetrics).
+    hostmetrics through its `otlphttp` exporter), and with --grpc-port OTLP over gRPC (its
+    `otlp` exporter, gzip or uncompressed).
 
     A request is answered 2xx once its series are on disk; Kafka outages are absorbed by the
     spool. On a non-loopback address SYSMETRICS_INGEST_TOKEN is required; HTTPS with
@@ -453,7 +459,9 @@ def ingest(ctx: Context, bind_host: str | None, port: int | None) -> None:
     from sysmetrics.ingest.server import IngestRefused, serve
     from sysmetrics.stream.admin import ensure_topic
 
-    settings = _writable_data_dir(_overridden(ingest_host=bind_host, ingest_port=port))
+    settings = _writable_data_dir(
+        _overridden(ingest_host=bind_host, ingest_port=port, ingest_grpc_port=grpc_port)
+    )
     try:
         ensure_topic(settings)
     except (ConnectionError, PermissionError) as exc:

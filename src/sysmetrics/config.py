@@ -178,9 +178,16 @@ class Settings(BaseSettings):
         "alert 9853)",
     )
 
-    # Ingest (`sysmetrics ingest`: Prometheus remote-write and OTLP/HTTP in)
+    # Ingest (`sysmetrics ingest`: Prometheus remote-write and OTLP in)
     ingest_host: str = Field("127.0.0.1", description="address the ingest receiver binds to")
     ingest_port: int = Field(4318, ge=1, le=65535, description="ingest receiver port (OTLP's)")
+    ingest_grpc_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="also take OTLP over gRPC on this port (the OTel Collector's `otlp` "
+        "exporter; 4317 by convention); unset: off",
+    )
     ingest_token: SecretStr | None = Field(
         None,
         description="bearer token (or HTTP Basic password, any user) senders must present; "

@@ -42,6 +42,7 @@ from tests.support.agents import (
     otelcol_binary,
     prometheus_3_binary,
     remote_write_block,
+    self_signed_certificate,
 )
 from tests.support.alertmanager import ALERTMANAGER, MISSING, alertmanager
 from tests.support.brokers import TestBroker
@@ -414,16 +415,7 @@ def test_over_https_a_real_prometheus_writes_and_plain_http_is_not_served(
     checking the receiver's certificate (`tls_config.ca_file`), and its samples become events;
     a plain-HTTP request to the same port gets no answer it could take for one; without the
     token, 401; `sysmetrics status` names the https URL."""
-    cert, key = tmp_path / "ingest.pem", tmp_path / "ingest.key"
-    subprocess.run(
-        [
-            *("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"),
-            *("-nodes", "-days", "1", "-subj", "/CN=sysmetrics ingest"),
-            *("-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    cert, key = self_signed_certificate(tmp_path)
     ingest = Ingest(
         tansu_settings,
         tansu_settings.data_dir,
@@ -446,7 +438,7 @@ scrape_configs:
     body = write_request([({"__name__": "node_load1", "instance": "h:9100"}, 1.0)], 1)
     try:
         wait_for(
-            lambda: _authorized_metric(ingest, "sysmetrics_ingest_events_total") >= 2,
+            lambda: ingest.metric("sysmetrics_ingest_events_total") >= 2,
             90,
             "two scrapes of web-1 over HTTPS",
         )
@@ -508,7 +500,7 @@ def test_non_loopback_needs_a_token_and_unauthenticated_requests_get_401(
             assert post(f"{ingest.url}/api/v1/write", body, named) == 204
         shown = re.findall(
             r'^sysmetrics_ingest_sender_last_request_timestamp_seconds\{sender="([^"]+)"\}',
-            _authorized_exposition(ingest),
+            ingest.exposition(),
             re.MULTILINE,
         )
         assert len(shown) == 1000 and "sender-0" not in shown and "sender-1000" in shown
@@ -904,9 +896,9 @@ scrape_configs:
             wait_for(heard_at_their_interval, 90, "the evaluator to hear the three hosts")
             assert {service.evaluator.seen[h].sender for h in hosts} == {"prom-eu-1"}
             sender = '{sender="prom-eu-1"}'
-            assert _authorized_metric(ingest, f"sysmetrics_ingest_sender_hosts{sender}") == 3
+            assert ingest.metric(f"sysmetrics_ingest_sender_hosts{sender}") == 3
             heard = f"sysmetrics_ingest_sender_last_request_timestamp_seconds{sender}"
-            assert time.time() - _authorized_metric(ingest, heard) < 10
+            assert time.time() - ingest.metric(heard) < 10
             prometheus.stop()
             wait_for(lambda: receiver.statuses("HostDown").count("firing") >= 3, 90, "the pages")
             time.sleep(3)  # what else Alertmanager would send
@@ -958,13 +950,13 @@ def test_a_prometheus_ha_pair_makes_one_event_per_scrape_interval_and_fails_over
     pair = [_replica(tmp_path, node, hosts, ingest.url, "prom-a")]
     try:
         wait_for(
-            lambda: _authorized_metric(ingest, "sysmetrics_ingest_events_total") >= 3,
+            lambda: ingest.metric("sysmetrics_ingest_events_total") >= 3,
             60,
             "prom-a to send the three hosts (it leads them)",
         )
         pair.append(_replica(tmp_path, node, hosts, ingest.url, "prom-b"))
         time.sleep(15)
-        replica_series = _authorized_metric(ingest, "sysmetrics_ingest_replica_series_total")
+        replica_series = ingest.metric("sysmetrics_ingest_replica_series_total")
         for replica in pair:
             replica.stop()  # the leader stops; the other goes on alone
             time.sleep(15)
@@ -1040,7 +1032,7 @@ def test_a_target_prometheus_stops_scraping_retires_its_host_and_a_dead_one_stil
             wait_for(lambda: "web-2" not in service.evaluator.seen, 60, "web-2 to be retired")
             wait_for(lambda: "firing" in receiver.statuses("HostDown"), 60, "web-3's page")
             time.sleep(12)  # web-2 would be paged by now: 3 of its 5-s intervals have passed
-            retired = _authorized_metric(ingest, "sysmetrics_ingest_hosts_retired_total")
+            retired = ingest.metric("sysmetrics_ingest_hosts_retired_total")
         finally:
             with contextlib.suppress(Exception):
                 prometheus.stop()
@@ -1089,7 +1081,7 @@ def test_a_target_dropped_while_the_receiver_is_down_still_retires_its_host(
     prometheus = Prometheus(tmp_path / "prometheus", _scraping(hosts, ingest.url))
     try:
         wait_for(
-            lambda: _authorized_metric(ingest, "sysmetrics_ingest_events_total") >= 4,
+            lambda: ingest.metric("sysmetrics_ingest_events_total") >= 4,
             90,
             "two scrapes of both hosts through the receiver",
         )
@@ -1100,7 +1092,7 @@ def test_a_target_dropped_while_the_receiver_is_down_still_retires_its_host(
         time.sleep(14)  # the marker is written ~2.1 of the 5-s intervals after the last scrape
         ingest.start()
         wait_for(
-            lambda: _authorized_metric(ingest, "sysmetrics_ingest_hosts_retired_total") == 1,
+            lambda: ingest.metric("sysmetrics_ingest_hosts_retired_total") == 1,
             60,
             "web-2 to be retired by the marker Prometheus sends again",
         )
@@ -1145,20 +1137,3 @@ def test_sysmetrics_status_shows_a_running_receiver(tansu_settings: Settings) ->
     finally:
         ingest.stop()
     assert "ingest " not in _status(tansu_settings), "a stopped receiver's file is removed"
-
-
-def _authorized_exposition(ingest: Ingest) -> str:
-    """The receiver's /metrics, with the tests' token."""
-    request = urllib.request.Request(
-        f"{ingest.url}/metrics", headers={"Authorization": "Bearer s3cret"}
-    )
-    with urllib.request.urlopen(request, timeout=5, context=ingest.tls) as response:
-        return str(response.read().decode())
-
-
-def _authorized_metric(ingest: Ingest, name: str) -> float:
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in _authorized_exposition(ingest).splitlines()
-        if line.startswith(name) and not line.startswith("#")
-    )

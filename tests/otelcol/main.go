@@ -1,7 +1,7 @@
 // A minimal OpenTelemetry Collector for the ingest tests and benchmark: what the builder (ocb)
 // would generate for the hostmetrics and otlp receivers, the resource processor (it sets
-// host.name) and the otlphttp, debug and file exporters (file: the benchmark's peer that keeps
-// what it receives). Built by tests/support/otelcol.py, cached by the hash of this folder.
+// host.name) and the otlphttp, otlp (gRPC), debug and file exporters (file: the benchmark's peer
+// that keeps what it receives). Built by tests/support/otelcol.py, cached by the hash of this folder.
 package main
 
 import (
@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/collector/confmap/provider/fileprovider"
 	"go.opentelemetry.io/collector/exporter"
 	"go.opentelemetry.io/collector/exporter/debugexporter"
+	"go.opentelemetry.io/collector/exporter/otlpexporter"
 	"go.opentelemetry.io/collector/exporter/otlphttpexporter"
 	"go.opentelemetry.io/collector/otelcol"
 	"go.opentelemetry.io/collector/processor"
@@ -41,6 +42,7 @@ func components() (otelcol.Factories, error) {
 	}
 	factories.Exporters, err = otelcol.MakeFactoryMap[exporter.Factory](
 		otlphttpexporter.NewFactory(),
+		otlpexporter.NewFactory(),
 		debugexporter.NewFactory(),
 		fileexporter.NewFactory(),
 	)

@@ -39,8 +39,14 @@ NODE_COLLECTORS = (
 )
 
 
-def _get(url: str, timeout_s: float = 2.0, context: ssl.SSLContext | None = None) -> bytes:
-    with urllib.request.urlopen(url, timeout=timeout_s, context=context) as response:
+def _get(
+    url: str,
+    timeout_s: float = 2.0,
+    context: ssl.SSLContext | None = None,
+    headers: dict[str, str] | None = None,
+) -> bytes:
+    request = urllib.request.Request(url, headers=headers or {})
+    with urllib.request.urlopen(request, timeout=timeout_s, context=context) as response:
         return bytes(response.read())
 
 
@@ -50,6 +56,21 @@ def _ready(url: str, context: ssl.SSLContext | None = None) -> bool:
     except OSError:
         return False
     return True
+
+
+def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key (openssl), for a receiver over TLS."""
+    cert, key = folder / "ingest.pem", folder / "ingest.key"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"),
+            *("-nodes", "-days", "1", "-subj", "/CN=sysmetrics ingest"),
+            *("-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
 
 
 class Ingest:
@@ -94,9 +115,15 @@ class Ingest:
         self.log.close()
         return Path(self.log.name).read_text()
 
+    def exposition(self) -> str:
+        """Its /metrics (with its token, when it has one)."""
+        token = self.env.get("SYSMETRICS_INGEST_TOKEN")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return _get(f"{self.url}/metrics", 5.0, self.tls, headers).decode()
+
     def metric(self, name: str) -> float:
         total = 0.0
-        for line in _get(f"{self.url}/metrics", context=self.tls).decode().splitlines():
+        for line in self.exposition().splitlines():
             if line.startswith(name) and not line.startswith("#"):
                 total += float(line.rsplit(" ", 1)[1])
         return total

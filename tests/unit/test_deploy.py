@@ -54,8 +54,8 @@ def test_exposed_dashboard_gets_its_token_from_a_secret() -> None:
 def test_exposed_ingest_needs_a_token_and_keeps_its_journal() -> None:
     spec = compose()
     ingest = spec["services"]["ingest"]
-    assert ingest["command"] == ["sysmetrics", "ingest", "--host", "0.0.0.0"]
-    assert "4318:4318" in ingest["ports"]
+    assert ingest["command"] == ["sysmetrics", "ingest", "--host", "0.0.0.0", "--grpc-port", "4317"]
+    assert {"4318:4318", "4317:4317"} <= set(ingest["ports"])  # HTTP, and OTLP over gRPC
     assert ingest["environment"]["SYSMETRICS_INGEST_TOKEN_FILE"] == "/run/secrets/ingest_token"
     assert spec["secrets"]["ingest_token"]["file"] == "./ingest_token"
     state = ingest["environment"]["SYSMETRICS_DATA_DIR"]

@@ -1,6 +1,6 @@
 """The HTTP receiver: ``POST /api/v1/write`` (Prometheus remote-write 1.0 and 2.0),
 ``POST /v1/metrics`` (OTLP/HTTP, protobuf or JSON), ``GET /metrics`` (its own counters),
-``GET /-/healthy``.
+``GET /-/healthy``; OTLP over gRPC beside it when configured (:mod:`.otlp_grpc`).
 
 One event loop owns the assembler and the producer, so nothing is shared between threads (the
 journal's fsync runs in a worker thread on a descriptor of its own). A request is answered 2xx
@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sysmetrics.config import Settings
 from sysmetrics.http_auth import basic_user, carries_token, is_loopback
@@ -43,6 +43,9 @@ from sysmetrics.schema import SENDER_PATTERN, encode
 from sysmetrics.status_files import write_status
 from sysmetrics.stream.producer import SpooledProducer, retirement
 
+if TYPE_CHECKING:
+    import grpc
+
 log = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
@@ -53,6 +56,9 @@ _TEXT = [(b"content-type", b"text/plain; charset=utf-8")]
 
 _SENDER = re.compile(SENDER_PATTERN)
 _WRITE_PATHS = ("/api/v1/write", "/v1/metrics")
+OTLP_GRPC_METHOD = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
+"""The gRPC method of OTLP metrics, served on ``ingest_grpc_port``; its requests are counted
+under this endpoint with the HTTP status its answer stands for."""
 
 MAX_SENDERS_SHOWN = 1000
 """Named senders on /metrics at most (the longest silent leave first): a name is whatever an
@@ -112,6 +118,9 @@ class IngestApp:
             if settings.ingest_token is not None
             else None
         )
+        self._grpc: grpc.aio.Server | None = None
+        self.startup_error: str | None = None
+        """Why the receiver could not start serving (set by the ASGI lifespan)."""
         self.metrics = MetricsEndpoint()
         self.metrics.add(self.readings)
         self.metrics.add(producer.readings)
@@ -183,7 +192,7 @@ class IngestApp:
                 Reading(
                     "sysmetrics_ingest_requests_total",
                     "counter",
-                    "requests by endpoint and HTTP status",
+                    "requests by endpoint and HTTP status (gRPC: the status its code stands for)",
                     count,
                     {"endpoint": endpoint, "code": str(status)},
                 )
@@ -264,7 +273,7 @@ class IngestApp:
             return
         answers: Counter[int] = Counter()
         for (path, code), count in self.requests.items():
-            if path in _WRITE_PATHS:
+            if path in _WRITE_PATHS or path == OTLP_GRPC_METHOD:
                 answers[code // 100] += count
         status = IngestStatus(
             pid=os.getpid(),
@@ -289,7 +298,7 @@ class IngestApp:
             self._status_failure.succeeded()
 
     # ------------------------------------------------------------------ HTTP
-    def _authorized(self, headers: dict[bytes, bytes]) -> bool:
+    def authorized(self, headers: dict[bytes, bytes]) -> bool:
         if self._token is None:
             return True
         return carries_token(headers.get(b"authorization", b""), self._token)
@@ -305,7 +314,7 @@ class IngestApp:
         if path == "/-/healthy":
             await _respond(send, 200, b"ok\n")
             return
-        if not self._authorized(headers):
+        if not self.authorized(headers):
             self.requests[(path, 401)] += 1
             await _respond(
                 send, 401, b"authentication required\n", [(b"www-authenticate", b"Bearer")]
@@ -374,15 +383,7 @@ class IngestApp:
             self.rejected[exc.kind] += 1
             log.info("ingest %s: refused (%s)", path, exc)
             return exc.status, f"{exc}\n".encode(), _TEXT
-        if named and sender is not None:
-            self.senders.pop(sender, None)  # re-inserted last: the dict is oldest first
-            self.senders[sender] = time.time()
-            if len(self.senders) > MAX_SENDERS_SHOWN:
-                del self.senders[next(iter(self.senders))]
-        try:
-            await self.assembler.durable(self._accept(decoded, complete, sender, named))
-        except OSError as exc:
-            log.error("ingest: journal not writable (%s): answering 503 so senders retry", exc)
+        if not await self.keep(decoded, complete, sender, named):
             return 503, b"journal not writable; retry\n", _TEXT
         if path == "/v1/metrics":
             # An empty ExportMetricsServiceResponse, in the request's encoding.
@@ -407,6 +408,21 @@ class IngestApp:
             ],
         )
 
+    async def keep(self, decoded: Decoded, complete: bool, sender: str | None, named: bool) -> bool:
+        """Journal a request's facts and wait until they are durable: True once they are,
+        False (logged) when the journal cannot be written: the sender is to retry."""
+        if named and sender is not None:
+            self.senders.pop(sender, None)  # re-inserted last: the dict is oldest first
+            self.senders[sender] = time.time()
+            if len(self.senders) > MAX_SENDERS_SHOWN:
+                del self.senders[next(iter(self.senders))]
+        try:
+            await self.assembler.durable(self._accept(decoded, complete, sender, named))
+        except OSError as exc:
+            log.error("ingest: journal not writable (%s): answering so that senders retry", exc)
+            return False
+        return True
+
     def _accept(self, decoded: Decoded, complete: bool, sender: str | None, named: bool) -> int:
         """Journal a request's facts; the number to wait on until they are durable."""
         append = self.assembler.receive(decoded.samples, complete, sender, named)
@@ -420,10 +436,21 @@ class IngestApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                if self.settings.ingest_grpc_port is not None:
+                    from sysmetrics.ingest import otlp_grpc
+
+                    try:
+                        self._grpc = await otlp_grpc.start(self)
+                    except RuntimeError as exc:
+                        self.startup_error = str(exc)
+                        await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                        return
                 self._stop = asyncio.Event()
                 self._ticker = asyncio.create_task(self.run_ticks(self._stop))
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if self._grpc is not None:
+                    await self._grpc.stop(grace=5)
                 self._stop.set()
                 await self._ticker
                 await send({"type": "lifespan.shutdown.complete"})
@@ -519,9 +546,11 @@ def serve(settings: Settings) -> tuple[int, int, int]:
         "ingest on %s (remote-write /api/v1/write, OTLP /v1/metrics) to topic %s",
         receiver_url(settings),
         producer.topic,
-    )
+    )  # and OTLP/gRPC, logged once it listens
     try:
         uvicorn.Server(config).run()
+        if app.startup_error is not None:
+            raise IngestRefused(app.startup_error)
     finally:
         try:
             app.tick()

@@ -42,8 +42,18 @@ class IngestStatus(msgspec.Struct, kw_only=True):
 def receiver_url(settings: Settings) -> str:
     """Where the receiver these settings start listens (its write paths follow)."""
     scheme = "https" if settings.ingest_tls_cert is not None else "http"
-    host = settings.ingest_host
-    return f"{scheme}://{f'[{host}]' if ':' in host else host}:{settings.ingest_port}"
+    return f"{scheme}://{_bracketed(settings.ingest_host)}:{settings.ingest_port}"
+
+
+def grpc_address(settings: Settings) -> str | None:
+    """Where the receiver these settings start takes OTLP over gRPC (None: it does not)."""
+    if settings.ingest_grpc_port is None:
+        return None
+    return f"{_bracketed(settings.ingest_host)}:{settings.ingest_grpc_port}"
+
+
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def status_path(data_dir: Path, pid: int) -> Path:
