@@ -11,7 +11,8 @@
    its `debug` exporter (counts and drops what it gets) and, apart, its `file` exporter
    (keeps every point, as JSON lines); the payload is a real `hostmetrics` export captured
    from that Collector, one resource per host. Then the same requests gzipped, as the
-   Collector's `otlphttp` sends them by default (reported, not a goal).
+   Collector's `otlphttp` sends them by default, and over gRPC, gzipped, as its `otlp`
+   exporter sends them by default, to both receivers' gRPC ports (reported, not goals).
 3. Freshness: FRESH_HOSTS hosts in real time (a sample every 10 s, stamped now) through
    remote-write → ingest → Kafka → `sysmetrics consume` (default flush) → lake: sample time →
    lake file, p50/p99; baseline in the same run: sample time → a bare Kafka consumer.
@@ -46,12 +47,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import grpc
 from confluent_kafka import Consumer
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 
 from sysmetrics.config import load_settings
+from sysmetrics.ingest.server import OTLP_GRPC_METHOD
 from sysmetrics.stream.admin import ensure_topic
 from sysmetrics.stream.broker import EmbeddedBroker, free_port, stop_pid
 from sysmetrics.stream.kafka_config import consumer_config
@@ -188,12 +191,46 @@ def send(address: str, path: str, headers: dict[str, str], shards: list[list[byt
     return time.perf_counter() - began
 
 
+def send_grpc(address: str, shards: list[list[bytes]]) -> float:
+    """Export every shard's bodies over OTLP/gRPC, gzipped (the Collector's `otlp` default),
+    in order, shards in parallel, each on a channel of its own; wall seconds."""
+    failures: list[str] = []
+
+    def sender(bodies: list[bytes]) -> None:
+        with grpc.insecure_channel(address, compression=grpc.Compression.Gzip) as channel:
+            export = channel.unary_unary(OTLP_GRPC_METHOD)
+            for body in bodies:
+                for attempt in range(20):
+                    try:
+                        export(body, timeout=60)
+                        break
+                    except grpc.RpcError as exc:
+                        code = exc.code()  # type: ignore[attr-defined]
+                        if code != grpc.StatusCode.UNAVAILABLE or attempt == 19:
+                            failures.append(str(code))
+                            break
+                        time.sleep(0.2)
+
+    began = time.perf_counter()
+    threads = [threading.Thread(target=sender, args=(bodies,)) for bodies in shards]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise SystemExit(f"{len(failures)} exports refused, e.g. {failures[0]}")
+    return time.perf_counter() - began
+
+
 class Ingest:
     """`sysmetrics ingest` on the embedded broker, measured from /proc."""
 
-    def __init__(self, root: Path, bootstrap: str, topic: str, wait_s: float) -> None:
+    def __init__(
+        self, root: Path, bootstrap: str, topic: str, wait_s: float, grpc_port: int | None = None
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.grpc_port = grpc_port
         env = {
             **os.environ,
             "SYSMETRICS_BOOTSTRAP_SERVERS": bootstrap,
@@ -201,6 +238,7 @@ class Ingest:
             "SYSMETRICS_DATA_DIR": str(root),
             "SYSMETRICS_INGEST_PORT": str(self.port),
             "SYSMETRICS_INGEST_ASSEMBLY_WAIT_S": str(wait_s),
+            **({"SYSMETRICS_INGEST_GRPC_PORT": str(grpc_port)} if grpc_port else {}),
         }
         root.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
@@ -326,16 +364,25 @@ def ours_once(
     headers: dict[str, str],
     shards: list[list[bytes]],
     events: int,
+    over_grpc: bool = False,
 ) -> tuple[float, float]:
-    """A fresh `sysmetrics ingest` (new journal, new topic) takes every request and produces
-    every event; (its CPU seconds, wall seconds)."""
+    """A fresh `sysmetrics ingest` (new journal, new topic) takes every request (``over_grpc``:
+    every OTLP export on its gRPC port) and produces every event; (its CPU seconds, wall
+    seconds)."""
     topic = f"bench-{uuid.uuid4().hex[:6]}"
     ensure_topic(load_settings(bootstrap_servers=bootstrap, topic=topic))
-    ingest = Ingest(root / f"ingest-{topic}", bootstrap, topic, wait_s=2)
+    grpc_port = free_port() if over_grpc else None
+    ingest = Ingest(root / f"ingest-{topic}", bootstrap, topic, wait_s=2, grpc_port=grpc_port)
+    if grpc_port:
+        wait_until(lambda: listening(grpc_port), 60, "sysmetrics ingest's gRPC port")
     try:
         return measure(
             ingest.process.pid,
-            lambda: send(ingest.url.removeprefix("http://"), path, headers, shards),
+            lambda: (
+                send_grpc(f"127.0.0.1:{grpc_port}", shards)
+                if grpc_port
+                else send(ingest.url.removeprefix("http://"), path, headers, shards)
+            ),
             lambda: metric(ingest.url, "sysmetrics_ingest_events_total") >= events,
         )
     finally:
@@ -386,10 +433,11 @@ def collector_once(
     shards: list[list[bytes]],
     exporter: str,
     headers: dict[str, str] = OTLP_HEADERS,
+    over_grpc: bool = False,
 ) -> tuple[float, float]:
-    """A fresh OTel Collector: its otlp receiver (HTTP) into the ``debug`` exporter (which
-    counts what it gets and drops it) or the ``file`` exporter (which keeps every point, as
-    JSON lines: the work closer to ours, which keeps every event in Kafka)."""
+    """A fresh OTel Collector: its otlp receiver (HTTP; ``over_grpc``: gRPC) into the ``debug``
+    exporter (which counts what it gets and drops it) or the ``file`` exporter (which keeps
+    every point, as JSON lines: the work closer to ours, which keeps every event in Kafka)."""
     port, name = free_port(), f"otelcol-{uuid.uuid4().hex[:6]}"
     exporters = {
         "debug": "debug: {verbosity: basic}",
@@ -398,7 +446,7 @@ def collector_once(
     config = root / f"{name}.yaml"
     config.write_text(
         f"""receivers:
-  otlp: {{protocols: {{http: {{endpoint: "127.0.0.1:{port}"}}}}}}
+  otlp: {{protocols: {{{"grpc" if over_grpc else "http"}: {{endpoint: "127.0.0.1:{port}"}}}}}}
 exporters:
   {exporters[exporter]}
 service:
@@ -413,7 +461,11 @@ service:
         wait_until(lambda: listening(port), 60, "the OTel Collector")
         return measure(
             collector.pid,
-            lambda: send(f"127.0.0.1:{port}", "/v1/metrics", headers, shards),
+            lambda: (
+                send_grpc(f"127.0.0.1:{port}", shards)
+                if over_grpc
+                else send(f"127.0.0.1:{port}", "/v1/metrics", headers, shards)
+            ),
             lambda: True,
         )
     finally:
@@ -544,6 +596,23 @@ def throughput(hosts: int, samples: int, root: Path) -> None:
             for exporter in ("debug", "file")
         },
         goal="reported: what a Collector sends unless told otherwise",
+    )
+    print("OTLP/gRPC gzip (the Collector's otlp exporter's default): the same exports")
+    compare(
+        "points",
+        points,
+        lambda: ours_once(
+            root, broker.bootstrap, "", {}, otlp_shards, hosts * samples, over_grpc=True
+        ),
+        {
+            f"OTel Collector otlp->{exporter}": (
+                lambda exporter=exporter: collector_once(
+                    binary, root, otlp_shards, exporter, over_grpc=True
+                )
+            )
+            for exporter in ("debug", "file")
+        },
+        goal="reported: the Collector's usual exporter",
     )
     broker.stop()
 
