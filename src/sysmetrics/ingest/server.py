@@ -27,7 +27,13 @@ from sysmetrics.config import Settings
 from sysmetrics.http_auth import basic_user, carries_token, is_loopback
 from sysmetrics.ingest.assembly import Assembler
 from sysmetrics.ingest.mapping import TARGET
-from sysmetrics.ingest.status import STATUS_EVERY_S, IngestStatus, receiver_url, status_path
+from sysmetrics.ingest.status import (
+    STATUS_EVERY_S,
+    IngestStatus,
+    grpc_address,
+    receiver_url,
+    status_path,
+)
 from sysmetrics.ingest.wire import (
     Decoded,
     PayloadError,
@@ -278,6 +284,7 @@ class IngestApp:
         status = IngestStatus(
             pid=os.getpid(),
             url=receiver_url(self.settings),
+            grpc=grpc_address(self.settings),
             topic=self.producer.topic,
             started_at=self.started_at,
             updated_at=time.time(),

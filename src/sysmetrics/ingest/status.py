@@ -22,6 +22,8 @@ class IngestStatus(msgspec.Struct, kw_only=True):
     pid: int
     url: str
     topic: str
+    grpc: str | None = None
+    """Where it takes OTLP over gRPC (host:port; None: it does not). Since 2026-12-04."""
     started_at: float
     updated_at: float
     accepted: int = 0

@@ -78,8 +78,9 @@ def ingest_receivers(settings: Settings) -> Iterator[str]:
     now = time.time()
     for r in read_ingest_status(settings.data_dir):
         last = "none yet" if r.last_request_at is None else f"{now - r.last_request_at:.0f} s ago"
+        where = r.url if r.grpc is None else f"{r.url} and gRPC {r.grpc}"
         yield (
-            f"ingest       pid {r.pid} {r.url}: {r.accepted} requests taken, {r.refused} "
+            f"ingest       pid {r.pid} {where}: {r.accepted} requests taken, {r.refused} "
             f"refused (4xx), {r.failed} answered 5xx (the sender retries), last request {last}"
         )
         yield (
