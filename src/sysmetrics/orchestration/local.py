@@ -23,7 +23,7 @@ from pathlib import Path
 
 from sysmetrics.alerts.live import read_firing, summarize
 from sysmetrics.config import Settings
-from sysmetrics.ingest.status import read_ingest_status, receiver_url
+from sysmetrics.ingest.status import grpc_address, read_ingest_status, receiver_url
 from sysmetrics.lake.status import read_writer_status
 from sysmetrics.observability import MetricsEndpoint, serve_metrics
 from sysmetrics.orchestration.scheduler import HourlyScheduler
@@ -317,6 +317,8 @@ class LocalPipeline:
             if c.name == "ingest":
                 url = receiver_url(self.settings)
                 detail += f", {url}/api/v1/write, {url}/v1/metrics"
+                if (grpc := grpc_address(self.settings)) is not None:
+                    detail += f", OTLP/gRPC {grpc}"
                 if (receiver := receivers.get(c.pid or -1)) is not None:
                     detail += f", {receiver.accepted} requests taken, {receiver.events} events"
             out.append((c.name, state, detail))
