@@ -160,6 +160,22 @@ def remote_write_payloads(
     return shards
 
 
+def in_parallel(
+    sender: Callable[[list[bytes]], None], shards: list[list[bytes]], failures: list[str]
+) -> float:
+    """Run ``sender`` on each shard's bodies, shards in parallel; wall seconds. Stops the
+    benchmark when a sender noted a failure (a refused request is not a measurement)."""
+    began = time.perf_counter()
+    threads = [threading.Thread(target=sender, args=(bodies,)) for bodies in shards]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise SystemExit(f"{len(failures)} requests refused, e.g. {failures[0]}")
+    return time.perf_counter() - began
+
+
 def send(address: str, path: str, headers: dict[str, str], shards: list[list[bytes]]) -> float:
     """Post every shard's bodies in order, shards in parallel; wall seconds."""
     host, port = address.rsplit(":", 1)
@@ -180,15 +196,7 @@ def send(address: str, path: str, headers: dict[str, str], shards: list[list[byt
                 time.sleep(0.2)
         connection.close()
 
-    began = time.perf_counter()
-    threads = [threading.Thread(target=sender, args=(bodies,)) for bodies in shards]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if failures:
-        raise SystemExit(f"{len(failures)} requests refused, e.g. {failures[0]}")
-    return time.perf_counter() - began
+    return in_parallel(sender, shards, failures)
 
 
 def send_grpc(address: str, shards: list[list[bytes]]) -> float:
@@ -211,15 +219,7 @@ def send_grpc(address: str, shards: list[list[bytes]]) -> float:
                             break
                         time.sleep(0.2)
 
-    began = time.perf_counter()
-    threads = [threading.Thread(target=sender, args=(bodies,)) for bodies in shards]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if failures:
-        raise SystemExit(f"{len(failures)} exports refused, e.g. {failures[0]}")
-    return time.perf_counter() - began
+    return in_parallel(sender, shards, failures)
 
 
 class Ingest:

@@ -39,6 +39,7 @@ from tests.support.agents import (
     NodeExporter,
     Prometheus,
     RecordingProxy,
+    hostmetrics_to_each,
     otelcol_binary,
     prometheus_3_binary,
     remote_write_block,
@@ -742,38 +743,15 @@ def test_each_compression_and_json_from_the_otel_collector_are_read(
         "json": "encoding: json",
     }
     kinds = tuple(settings)
-    resources = "".join(
-        f"""
-  resource/{kind}:
-    attributes: [{{key: host.name, value: {kind}-host, action: upsert}}]"""
-        for kind in kinds
-    )
-    exporters = "".join(
-        f"""
-  otlphttp/{kind}:
-    endpoint: {ingest.url}
-    {settings[kind]}
-    headers: {{X-Sysmetrics-Sender: otelcol-{kind}}}"""
-        for kind in kinds
-    )
-    pipelines = "".join(
-        f"""
-    metrics/{kind}:
-      {{receivers: [hostmetrics], processors: [resource/{kind}], exporters: [otlphttp/{kind}]}}"""
-        for kind in kinds
-    )
     config = tmp_path / "otelcol.yaml"
     config.write_text(
-        f"""receivers:
-  hostmetrics:
-    collection_interval: 2s
-    scrapers: {{cpu: {{}}, memory: {{metrics: {{system.memory.limit: {{enabled: true}}}}}}}}
-processors:{resources}
-exporters:{exporters}
-service:
-  telemetry: {{metrics: {{level: none}}}}
-  pipelines:{pipelines}
-"""
+        hostmetrics_to_each(
+            {
+                f"otlphttp/{kind}": f"endpoint: {ingest.url}\n{setting}\n"
+                f"headers: {{X-Sysmetrics-Sender: otelcol-{kind}}}"
+                for kind, setting in settings.items()
+            }
+        )
     )
     collector = subprocess.Popen(
         [str(binary), "--config", str(config)],

@@ -17,7 +17,12 @@ from sysmetrics.config import Settings
 from sysmetrics.ingest.server import OTLP_GRPC_METHOD
 from sysmetrics.stream.broker import free_port, stop_pid
 from tests.integration.test_ingest import drain_to_lake
-from tests.support.agents import Ingest, otelcol_binary, self_signed_certificate
+from tests.support.agents import (
+    Ingest,
+    hostmetrics_to_each,
+    otelcol_binary,
+    self_signed_certificate,
+)
 from tests.support.kafka_io import SYSMETRICS
 from tests.support.waiting import wait_for
 
@@ -62,40 +67,17 @@ def test_otel_collector_over_grpc_reaches_the_lake_and_refusals_get_grpc_codes(
         SYSMETRICS_INGEST_TOKEN=TOKEN,
     )
     ingest.start()
-    kinds = {"gzip": "", "none": "compression: none"}
-    resources = "".join(
-        f"""
-  resource/{kind}:
-    attributes: [{{key: host.name, value: grpc-{kind}-host, action: upsert}}]"""
-        for kind in kinds
-    )
-    exporters = "".join(
-        f"""
-  otlp/{kind}:
-    endpoint: 127.0.0.1:{grpc_port}
-    tls: {{insecure: true}}
-    {compression}
-    headers: {{authorization: "Bearer {TOKEN}", x-sysmetrics-sender: otelcol-grpc}}"""
-        for kind, compression in kinds.items()
-    )
-    pipelines = "".join(
-        f"""
-    metrics/{kind}:
-      {{receivers: [hostmetrics], processors: [resource/{kind}], exporters: [otlp/{kind}]}}"""
-        for kind in kinds
-    )
+    kinds = {"gzip": "compression: gzip  # its default", "none": "compression: none"}
     config = tmp_path / "otelcol.yaml"
     config.write_text(
-        f"""receivers:
-  hostmetrics:
-    collection_interval: 2s
-    scrapers: {{cpu: {{}}, memory: {{metrics: {{system.memory.limit: {{enabled: true}}}}}}}}
-processors:{resources}
-exporters:{exporters}
-service:
-  telemetry: {{metrics: {{level: none}}}}
-  pipelines:{pipelines}
-"""
+        hostmetrics_to_each(
+            {
+                f"otlp/{kind}": f"endpoint: 127.0.0.1:{grpc_port}\ntls: {{insecure: true}}\n"
+                f"{compression}\nheaders: {{authorization: Bearer {TOKEN}, "
+                "x-sysmetrics-sender: otelcol-grpc}"
+                for kind, compression in kinds.items()
+            }
+        )
     )
     collector = subprocess.Popen(
         [str(binary), "--config", str(config)],
@@ -125,7 +107,7 @@ service:
     events = drain_to_lake(tansu_settings)
     mem_total = int(Path("/proc/meminfo").read_text().split()[1]) * 1024
     for kind in kinds:
-        mine = [e for e in events if e["host"]["host_id"] == f"grpc-{kind}-host"]
+        mine = [e for e in events if e["host"]["host_id"] == f"{kind}-host"]
         assert len(mine) >= 2, (kind, collector_log[-3000:])
         assert {(e["source"], e["sender"]) for e in mine} == {("otel", "otelcol-grpc")}
         assert all(e["memory"]["total_bytes"] == mem_total for e in mine), kind

@@ -117,7 +117,12 @@ class Ingest:
 
     def exposition(self) -> str:
         """Its /metrics (with its token, when it has one)."""
-        token = self.env.get("SYSMETRICS_INGEST_TOKEN")
+        token_file = self.env.get("SYSMETRICS_INGEST_TOKEN_FILE")
+        token = (
+            Path(token_file).read_text().strip()
+            if token_file
+            else self.env.get("SYSMETRICS_INGEST_TOKEN")
+        )
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         return _get(f"{self.url}/metrics", 5.0, self.tls, headers).decode()
 
@@ -322,6 +327,34 @@ scrape_configs:
 
     def stop(self) -> None:
         stop_pid(self.process.pid, timeout_s=60)
+
+
+def hostmetrics_to_each(exporters: dict[str, str]) -> str:
+    """A Collector configuration: `hostmetrics` (CPU and memory every 2 s) into one pipeline
+    per exporter, given as its id and its settings' lines (``{"otlp/gzip": "endpoint: …"}``),
+    each behind a `resource` processor naming the host after the id's name (`gzip-host`)."""
+    resources = exporter_blocks = pipelines = ""
+    for exporter, settings in exporters.items():
+        kind = exporter.split("/")[1]
+        resources += f"""
+  resource/{kind}:
+    attributes: [{{key: host.name, value: {kind}-host, action: upsert}}]"""
+        exporter_blocks += f"\n  {exporter}:" + "".join(
+            f"\n    {line}" for line in settings.splitlines()
+        )
+        pipelines += f"""
+    metrics/{kind}:
+      {{receivers: [hostmetrics], processors: [resource/{kind}], exporters: [{exporter}]}}"""
+    return f"""receivers:
+  hostmetrics:
+    collection_interval: 2s
+    scrapers: {{cpu: {{}}, memory: {{metrics: {{system.memory.limit: {{enabled: true}}}}}}}}
+processors:{resources}
+exporters:{exporter_blocks}
+service:
+  telemetry: {{metrics: {{level: none}}}}
+  pipelines:{pipelines}
+"""
 
 
 def otelcol_binary() -> Path | None:

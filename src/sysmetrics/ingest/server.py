@@ -448,7 +448,7 @@ class IngestApp:
 
                     try:
                         self._grpc = await otlp_grpc.start(self)
-                    except RuntimeError as exc:
+                    except (RuntimeError, OSError) as exc:  # a port taken, a key unreadable
                         self.startup_error = str(exc)
                         await send({"type": "lifespan.startup.failed", "message": str(exc)})
                         return
