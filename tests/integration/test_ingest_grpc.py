@@ -3,6 +3,7 @@ most Collector configurations use) → Kafka → lake, and what a refused reques
 
 from __future__ import annotations
 
+import resource
 import socket
 import subprocess
 from pathlib import Path
@@ -27,6 +28,9 @@ from tests.support.kafka_io import SYSMETRICS
 from tests.support.waiting import wait_for
 
 TOKEN = "s3cret"
+RECORDED_EXPORT = (
+    Path(__file__).resolve().parents[1] / "fixtures" / "ingest" / ("otelcol_hostmetrics_export.pb")
+)
 
 
 def _export(
@@ -154,3 +158,43 @@ def test_over_tls_grpc_is_served_only_encrypted(tansu_settings: Settings, tmp_pa
         assert _export(grpc_port, empty, TOKEN) == grpc.StatusCode.UNAVAILABLE
     finally:
         ingest.stop()
+
+
+def test_a_full_disk_answers_unavailable_and_the_export_sent_again_is_kept_once(
+    tansu_settings: Settings,
+) -> None:
+    """The receiver's files may not grow (a real RLIMIT_FSIZE on its process, as on a full
+    disk): a recorded Collector export is answered UNAVAILABLE, which the Collector retries,
+    and nothing of it is acknowledged; with room again the same export is taken, and its
+    host's sample is in the lake once."""
+    grpc_port = free_port()
+    ingest = Ingest(
+        tansu_settings,
+        tansu_settings.data_dir,
+        wait_s=1.0,
+        SYSMETRICS_INGEST_GRPC_PORT=str(grpc_port),
+    )
+    ingest.start()
+    assert ingest.process is not None
+    body = RECORDED_EXPORT.read_bytes()
+    journal = tansu_settings.data_dir / "ingest" / "journal.jsonl"
+    room = (journal.stat().st_size if journal.exists() else 0) + 100  # less than the record
+    try:
+        resource.prlimit(ingest.process.pid, resource.RLIMIT_FSIZE, (room, resource.RLIM_INFINITY))
+        assert _export(grpc_port, body, None) == grpc.StatusCode.UNAVAILABLE
+        resource.prlimit(
+            ingest.process.pid,
+            resource.RLIMIT_FSIZE,
+            (resource.RLIM_INFINITY, resource.RLIM_INFINITY),
+        )
+        assert _export(grpc_port, body, None) == grpc.StatusCode.OK
+        wait_for(lambda: ingest.metric("sysmetrics_ingest_events_total") >= 1, 30, "the event")
+        unavailable = ingest.metric(
+            f'sysmetrics_ingest_requests_total{{code="503",endpoint="{OTLP_GRPC_METHOD}"}}'
+        )
+    finally:
+        ingest.stop()
+    assert unavailable == 1
+    events = drain_to_lake(tansu_settings)
+    # One host, one sample time (its scrapers' resources are one collection): one event.
+    assert [e["host"]["host_id"] for e in events] == ["otel-fixture-host"], events
