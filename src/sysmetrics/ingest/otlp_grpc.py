@@ -6,7 +6,8 @@ the journal cannot be written; INVALID_ARGUMENT, which they drop, for a payload 
 succeed; UNAUTHENTICATED without the token.
 
 grpcio inflates gzip and deflate bodies itself (the Collector's ``otlp`` exporter sends gzip by
-default) and refuses others (zstd, snappy) with UNIMPLEMENTED; it also refuses, with
+default) and refuses others (zstd, snappy) with INTERNAL ("Error parsing 'grpc-encoding'
+metadata", measured with the real Collector, which drops that data); it also refuses, with
 RESOURCE_EXHAUSTED, a message over ``ingest_max_request_bytes`` once inflated. Neither reaches
 this code, so neither is in the receiver's counters.
 """
