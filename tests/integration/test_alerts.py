@@ -372,10 +372,13 @@ def test_an_evaluator_paused_past_its_session_pages_no_host_down_and_nothing_twi
     its own while the rebalances hold its polls: no host was down. Before 2026-12-03 the woken
     evaluator checked for silence before it learnt of its fencing and paged the five hosts it
     had held; and, fixed with it, the other paged its seven in 2 of 3 runs (two takeovers that
-    read the state topic held it ~4 s). The hosts run hot during the pause: each is paged once
-    and resolved once, by the new owner (the woken zombie declares its partitions lost before
-    it takes a message: librdkafka checks the session on its own clock). Apache Kafka only,
-    as the lake writer's pause test (README, Known limitations)."""
+    read the state topic held it ~4 s). On 2026-12-04 a CI run paged seven hosts down, none
+    resolved: the two partitions the zombie had held. Stopped in its due work between two
+    polls, not in a poll, its stall went uncounted (test_consumer_runtime's stall test). The
+    hosts run hot during the pause: each is paged once and resolved once, by the new owner
+    (the woken zombie declares its partitions lost before it takes a message: librdkafka
+    checks the session on its own clock). Apache Kafka only, as the lake writer's pause test
+    (README, Known limitations)."""
     settings = settings_for(apache_kafka_broker, tmp_path)
     receiver, env = webhook_and_env(settings, tmp_path, HOST_DOWN_ONLY + HIGH_CPU_AT_ONCE)
     hosts = [f"node-{n}" for n in range(12)]

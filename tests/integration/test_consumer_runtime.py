@@ -170,3 +170,70 @@ def test_the_listening_clock_stands_still_while_the_leaders_do_not_answer(tmp_pa
     assert unanswered and unanswered[-1][0] - unanswered[0][0] >= 2.0
     assert unanswered[0][0] - stopped < 1.0
     assert unanswered[-1][1] - unanswered[0][1] < 0.05, "the clock must stand still"
+
+
+class _StallingOnce(_Counting):
+    """Its due work, after the first messages, once stands still for ``STALL`` seconds (as a
+    process SIGSTOP'd there does) or, with ``resting``, waits that long on purpose through
+    :meth:`ConsumerRuntime.rest` (a backoff). It notes the listening clock around it, as the
+    alert evaluator's host-down check would read it right after, and when its due work runs."""
+
+    STALL = 4.0
+
+    def __init__(self, resting: bool) -> None:
+        super().__init__()
+        self.resting = resting
+        self.runtime: ConsumerRuntime | None = None
+        self.clock_around: tuple[float, float] | None = None
+        self.stall_ended = 0.0
+        self.due_work_at: list[float] = []
+
+    def after_poll(self) -> None:
+        assert self.runtime is not None
+        self.due_work_at.append(time.monotonic())
+        if self.messages and self.clock_around is None:
+            before = self.runtime.listening_clock()
+            if self.resting:
+                self.runtime.rest(self.STALL)
+            else:
+                time.sleep(self.STALL)
+            self.clock_around = (before, self.runtime.listening_clock())
+            self.stall_ended = time.monotonic()
+
+
+@pytest.mark.parametrize("resting", [False, True], ids=["stood-still", "backoff"])
+def test_a_stall_in_the_stages_own_work_is_not_listening_and_holds_its_due_work(
+    tansu_settings: Settings, resting: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A process that stands still between two polls (in the evaluator's due work, say) hears
+    nothing meanwhile, as one that stands still in a poll: the host-down check that runs right
+    after must not count the stall as the hosts' silence, and the due work waits ``SETTLE_S``
+    (the member may have been fenced). Before 2026-12-04 only a stall inside the poll counted:
+    a woken evaluator paged the seven hosts it had held (a CI run). A backoff the stage asked
+    for is deaf time too, but no stall: its due work goes on at once, and nothing is warned."""
+    from sysmetrics.stream.runtime import BUSY_S, SETTLE_S
+
+    produce(tansu_settings, as_messages(simulated(3, datetime(2026, 11, 30, tzinfo=UTC), 30)))
+    stage = _StallingOnce(resting)
+    stop = Event()
+    runtime = stage.runtime = ConsumerRuntime(
+        tansu_settings, tansu_settings.topic, tansu_settings.consumer_group, stage, stop
+    )
+    member = Thread(target=runtime.run)
+    member.start()
+    try:
+        wait_for(lambda: stage.stall_ended > 0, 60, "the stage's stall")
+        wait_for(lambda: stage.due_work_at[-1] > stage.stall_ended, 30, "due work after it")
+    finally:
+        stop.set()
+        member.join(60)
+    assert stage.clock_around is not None
+    before, after = stage.clock_around
+    assert after - before <= BUSY_S + 0.2, "a stall under way must not count as listening"
+    assert runtime.deaf_s >= stage.STALL - BUSY_S - 0.2
+    next_due_work = min(at for at in stage.due_work_at if at > stage.stall_ended)
+    warned = "stood still" in caplog.text
+    if resting:
+        assert next_due_work - stage.stall_ended < SETTLE_S / 2 and not warned
+    else:
+        assert next_due_work - stage.stall_ended >= SETTLE_S and warned, caplog.text

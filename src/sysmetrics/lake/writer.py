@@ -207,14 +207,14 @@ class LakeWriter:
                     f"{self._commit_failures_in_a_row} commits failed in a row: {exc}"
                 ) from exc
             log.warning("%s; rewound to the batch start, will confirm it again", exc)
-            self.stop.wait(min(0.5 * self._commit_failures_in_a_row, 5.0))
+            self.runtime.rest(min(0.5 * self._commit_failures_in_a_row, 5.0))
         except StoreError as exc:
             self.stats.store_failures += 1
             self.runtime.pause()
             log.error(
                 "lake unavailable, retrying in %.0fs (nothing committed): %s", self._backoff, exc
             )
-            self.stop.wait(self._backoff)
+            self.runtime.rest(self._backoff)
             self._backoff = min(self._backoff * 2, 30.0)
         self._write_status()
 

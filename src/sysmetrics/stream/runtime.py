@@ -44,6 +44,9 @@ LEAVE_TIMEOUT_S = 10.0
 STALL_S = SESSION_TIMEOUT_MS / 2000
 """A poll that returns this much later than asked (the process stood still: SIGSTOP, a paused
 VM, swapping) may have outlived this member's session: the group may have fenced it."""
+BUSY_S = 1.0
+"""The stage's own work between two polls (taking a batch, its due work) counts as listening
+up to this long; beyond it, as a stall, it does not: the messages waited in the broker."""
 SETTLE_S = 2.0
 """After such a stall, messages are taken but no due work (flush, commit) is done for this
 long: two heartbeats, for librdkafka to learn of a fencing and report the partitions lost."""
@@ -121,9 +124,14 @@ class ConsumerRuntime:
         """Seconds the rebalance callbacks took inside the current poll."""
         self.deaf_s = 0.0
         """Seconds in which this member could take no message: its polls returned later than
-        they asked (the rebalance callbacks, a stall), its partitions' leaders did not answer."""
+        they asked (the rebalance callbacks, a stall), the stage's work between two polls ran
+        past ``BUSY_S``, its partitions' leaders did not answer."""
         self._unanswered_since: float | None = None
-        self._answered_at = time.monotonic()
+        self._answered_at = self._accounted_until = time.monotonic()
+        """Deafness is counted up to here: the last poll's return, or the brokers' answer
+        after they did not answer."""
+        self._rested_s = 0.0
+        """Seconds the stage waited on purpose (:meth:`rest`) since the last poll."""
         self._consumer = Consumer(consumer_config(settings, group))
 
     def run(self, max_idle_s: float | None = None) -> None:
@@ -135,7 +143,7 @@ class ConsumerRuntime:
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
         )
-        last_message = time.monotonic()
+        last_message = self._accounted_until = time.monotonic()
         flowing = False
         settle_until = 0.0
         try:
@@ -143,13 +151,18 @@ class ConsumerRuntime:
                 # While messages flow, do not wait for a full batch: hand over what came.
                 timeout = 0.01 if flowing else self.stage.poll_timeout()
                 asked, self._in_callbacks = time.monotonic(), 0.0
+                # Since the last poll: the stage's work, or the process stood still in it.
+                between = asked - self._accounted_until
+                stood_still, self._rested_s = between - self._rested_s, 0.0
                 polled = self._consumer.consume(self.batch, timeout=timeout)
-                returned = time.monotonic()
+                returned = self._accounted_until = time.monotonic()
                 if self._unanswered_since is None:  # else counted whole by leaders_answer()
                     self.deaf_s += max(self._in_callbacks, returned - asked - timeout)
+                    self.deaf_s += max(0.0, between - BUSY_S)
                 # Late beyond what was asked and what the rebalance callbacks took (a stage
-                # may flush or read its state there): the process itself stood still.
-                late = returned - asked - timeout - self._in_callbacks
+                # may flush or read its state there), or long between polls but for the
+                # stage's backoffs: the process itself stood still (or its work ran long).
+                late = max(returned - asked - timeout - self._in_callbacks, stood_still)
                 flowing = bool(polled)
                 received = datetime.now(UTC).replace(microsecond=0)
                 messages = [m for m in polled if self._usable(m)]
@@ -168,8 +181,8 @@ class ConsumerRuntime:
                     # A zombie must not write what the group may have given to another
                     # member: the stage's due work waits until a fencing would be known.
                     log.warning(
-                        "%s: this process stood still for %.0f s: checking that it still owns "
-                        "its partitions before writing",
+                        "%s: this process stood still (or its work ran long) for %.0f s: "
+                        "checking that it still owns its partitions before writing",
                         self.group,
                         late,
                     )
@@ -196,13 +209,23 @@ class ConsumerRuntime:
             log.warning("consumer error: %s", error.str())
         return False
 
+    def rest(self, seconds: float) -> None:
+        """Wait ``seconds``, or until stopped, in the stage's due work (a backoff): a wait it
+        asked for is no stall, as the group hears this member's heartbeats meanwhile."""
+        began = time.monotonic()
+        self.stop.wait(seconds)
+        self._rested_s += min(time.monotonic() - began, seconds)
+
     def listening_clock(self) -> float:
         """``time.monotonic()`` less the time this member could take no message: a stage that
         times a host's silence on it does not count its own deafness as the host's. It stands
         still while the partitions' leaders do not answer (see :meth:`leaders_answer`)."""
         now = time.monotonic()
-        unanswered = 0.0 if self._unanswered_since is None else now - self._unanswered_since
-        return now - self.deaf_s - unanswered
+        if self._unanswered_since is not None:
+            return self._unanswered_since - self.deaf_s
+        # Read between polls: a stall under way (the process stood still in the stage's own
+        # work) is not listening either, before the next poll counts it.
+        return now - self.deaf_s - max(0.0, now - self._accounted_until - BUSY_S)
 
     @property
     def answering(self) -> bool:
@@ -252,6 +275,7 @@ class ConsumerRuntime:
             )
             self.deaf_s += now - self._unanswered_since
             self._unanswered_since = None
+            self._accounted_until = now
         self._answered_at = now
         return True
 
