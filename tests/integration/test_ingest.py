@@ -37,6 +37,7 @@ from tests.support.agents import (
     PROMETHEUS,
     Ingest,
     NodeExporter,
+    OtelCollector,
     Prometheus,
     RecordingProxy,
     hostmetrics_to_each,
@@ -683,22 +684,18 @@ service:
     metrics: {{receivers: [hostmetrics], processors: [resource], exporters: [otlphttp]}}
 """
     )
-    collector = subprocess.Popen(
-        [str(binary), "--config", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    collector = OtelCollector(binary, config)
     try:
         try:
             wait_for(lambda: ingest.metric("sysmetrics_ingest_events_total") >= 6, 90, "6 events")
         finally:
-            stop_pid(collector.pid)
+            collector_log = collector.stop()
         wait_for(lambda: ingest.metric("sysmetrics_ingest_pending_samples") == 0, 30, "assembly")
     finally:
         ingest.stop()
     events = sorted(drain_to_lake(settings), key=lambda e: e["ts"])
-    assert len(events) >= 6 and {e["source"] for e in events} == {"otel"}
+    assert len(events) >= 6, collector_log[-3000:]
+    assert {e["source"] for e in events} == {"otel"}
     assert {e["sender"] for e in events} == {"otelcol-eu-1"}, "as its headers name it"
     assert {e["host"]["host_id"] for e in events} == {"otel-test-host"}
     assert len({e["ts"] for e in events}) == len(events)
@@ -753,16 +750,12 @@ def test_each_compression_and_json_from_the_otel_collector_are_read(
             }
         )
     )
-    collector = subprocess.Popen(
-        [str(binary), "--config", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    collector = OtelCollector(binary, config)
     try:
         try:
             wait_for(lambda: ingest.metric("sysmetrics_ingest_events_total") >= 15, 90, "15 events")
         finally:
-            stop_pid(collector.pid)
+            collector_log = collector.stop()
         rejected = ingest.metric("sysmetrics_ingest_rejected_total")
         wait_for(lambda: ingest.metric("sysmetrics_ingest_pending_samples") == 0, 30, "assembly")
     finally:
@@ -772,7 +765,7 @@ def test_each_compression_and_json_from_the_otel_collector_are_read(
     mem_total = int(Path("/proc/meminfo").read_text().split()[1]) * 1024
     for kind in kinds:
         mine = [e for e in events if e["host"]["host_id"] == f"{kind}-host"]
-        assert len(mine) >= 2, kind
+        assert len(mine) >= 2, (kind, collector_log[-3000:])
         assert {e["sender"] for e in mine} == {f"otelcol-{kind}"}
         assert all(e["memory"]["total_bytes"] == mem_total for e in mine), kind
 

@@ -74,10 +74,19 @@ def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
 
 
 class Ingest:
-    """`sysmetrics ingest` as a process on a fixed port (it keeps the port across restarts)."""
+    """`sysmetrics ingest` as a process on a fixed port (it keeps the port across restarts);
+    with ``grpc``, OTLP/gRPC on ``grpc_port`` too."""
 
-    def __init__(self, settings: Settings, data_dir: Path, wait_s: float = 3.0, **env: str):
+    def __init__(
+        self,
+        settings: Settings,
+        data_dir: Path,
+        wait_s: float = 3.0,
+        grpc: bool = False,
+        **env: str,
+    ):
         self.port = free_port()
+        self.grpc_port = free_port() if grpc else 0
         cert = env.get("SYSMETRICS_INGEST_TLS_CERT")
         self.tls = None if cert is None else ssl.create_default_context(cafile=cert)
         self.url = f"{'http' if cert is None else 'https'}://127.0.0.1:{self.port}"
@@ -88,6 +97,7 @@ class Ingest:
             "SYSMETRICS_DATA_DIR": str(data_dir),
             "SYSMETRICS_INGEST_PORT": str(self.port),
             "SYSMETRICS_INGEST_ASSEMBLY_WAIT_S": str(wait_s),
+            **({"SYSMETRICS_INGEST_GRPC_PORT": str(self.grpc_port)} if grpc else {}),
             **env,
         }
         self.process: subprocess.Popen[bytes] | None = None
@@ -355,6 +365,23 @@ service:
   telemetry: {{metrics: {{level: none}}}}
   pipelines:{pipelines}
 """
+
+
+class OtelCollector:
+    """The test Collector (:func:`otelcol_binary`) running ``config``; its log is written
+    beside it (``otelcol.yaml`` -> ``otelcol.log``), not to a pipe nobody reads while it runs."""
+
+    def __init__(self, binary: Path, config: Path) -> None:
+        self.log = config.with_suffix(".log")
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                [str(binary), "--config", str(config)], stdout=subprocess.DEVNULL, stderr=log
+            )
+
+    def stop(self) -> str:
+        """Stop it (SIGTERM); its log."""
+        stop_pid(self.process.pid, timeout_s=30)
+        return self.log.read_text()
 
 
 def otelcol_binary() -> Path | None:

@@ -38,8 +38,8 @@ def _restart(assembler: Assembler, directory: Path) -> Assembler:
 
 def test_a_sample_received_in_two_requests_survives_a_restart(tmp_path: Path) -> None:
     assembler = Assembler(tmp_path, wait_s=15)
-    assembler.receive({KEY: PART_1}, complete=False)
-    assembler.receive({KEY: PART_2}, complete=False)
+    assembler.receive({KEY: PART_1})
+    assembler.receive({KEY: PART_2})
     assert assembler.due(now=0) == []  # neither complete nor waited out
     assembler = _restart(assembler, tmp_path)
     assert set(assembler.pending) == {KEY}
@@ -52,16 +52,57 @@ def test_a_sample_received_in_two_requests_survives_a_restart(tmp_path: Path) ->
 
 def test_an_emitted_sample_is_not_emitted_again_after_a_restart(tmp_path: Path) -> None:
     assembler = Assembler(tmp_path, wait_s=15)
-    assembler.receive({KEY: PART_1 | PART_2}, complete=False)
+    assembler.receive({KEY: PART_1 | PART_2})
     assembler.build(KEY)
     assembler.emitted([KEY])
     assembler = _restart(assembler, tmp_path)
     assert assembler.pending == {}
-    assembler.receive({KEY: PART_1}, complete=False)  # a resend after a lost answer
+    assembler.receive({KEY: PART_1})  # a resend after a lost answer
     assert assembler.pending == {} and assembler.stats.late_facts == len(PART_1)
     later = (KEY[0], T0 + 10_000, KEY[2])
-    assembler.receive({later: PART_1 | PART_2}, complete=False)
+    assembler.receive({later: PART_1 | PART_2})
     assert assembler.due(now=0) == [later], "as many facts as the host's last sample: complete"
+
+
+def test_an_older_sample_never_emitted_is_taken_after_a_later_one_across_restarts(
+    tmp_path: Path,
+) -> None:
+    """The OTel Collector retries each export on its own: after an outage an older collection
+    may arrive once a later one is emitted. It was never emitted, so it is taken (before
+    2026-12-04 it was counted late and lost); a resend of one emitted is late, also after a
+    restart and a compaction; one older than every remembered emitted time is late."""
+    from sysmetrics.ingest.assembly import REMEMBERED_SAMPLES
+
+    host, source = "otel-host", "otel"
+    facts = {("system.memory.usage", ("used",)): 5.0, ("system.memory.usage", ("free",)): 1.0}
+
+    def emit(assembler: Assembler, ts_ms: int) -> None:
+        assembler.receive({(host, ts_ms, source): facts})
+        assert assembler.due(now=math.inf) == [(host, ts_ms, source)]
+        assembler.build((host, ts_ms, source))
+        assembler.emitted([(host, ts_ms, source)])
+
+    def late_after(assembler: Assembler, ts_ms: int) -> int:
+        before = assembler.stats.late_facts
+        assembler.receive({(host, ts_ms, source): facts})
+        return assembler.stats.late_facts - before
+
+    assembler = Assembler(tmp_path, wait_s=15)
+    for ts_ms in (T0, T0 + 2_000, T0 + 8_000):  # T0 + 4_000 and + 6_000 held back (retried)
+        emit(assembler, ts_ms)
+    assembler = _restart(assembler, tmp_path)
+    emit(assembler, T0 + 4_000)
+    assert late_after(assembler, T0 + 2_000 + 3) == len(facts), "a resend (its points' spread)"
+    assembler.compact()
+    assembler = _restart(assembler, tmp_path)
+    assert late_after(assembler, T0 + 4_000) == len(facts)
+    emit(assembler, T0 + 6_000)
+    start = T0 + 20_000
+    for n in range(REMEMBERED_SAMPLES):
+        emit(assembler, start + 5_000 * n)
+    assert late_after(assembler, start - 2_500) == len(facts), "older than all remembered"
+    assert late_after(assembler, start + 2_500) == 0, "between two remembered: never emitted"
+    assert assembler.due(now=math.inf) == [(host, start + 2_500, source)]
 
 
 def test_a_samples_sender_is_in_its_event_after_a_restart_and_a_compaction(tmp_path: Path) -> None:
@@ -70,9 +111,9 @@ def test_a_samples_sender_is_in_its_event_after_a_restart_and_a_compaction(tmp_p
     (a journal from before 2026-12-04) has none."""
     assembler = Assembler(tmp_path, wait_s=15)
     later = (KEY[0], T0 + 10_000, KEY[2])
-    assembler.receive({KEY: PART_1}, complete=False, sender="prom-eu-1")
-    assembler.receive({KEY: PART_2}, complete=False, sender="prom-eu-1")
-    assembler.receive({later: PART_1 | PART_2}, complete=False)
+    assembler.receive({KEY: PART_1}, sender="prom-eu-1")
+    assembler.receive({KEY: PART_2}, sender="prom-eu-1")
+    assembler.receive({later: PART_1 | PART_2})
     assembler = _restart(assembler, tmp_path)
     assembler.compact()
     assembler = _restart(assembler, tmp_path)
@@ -89,7 +130,7 @@ def _sent_over_time(
     events = []
     for at_s, sender in sends:
         key = (KEY[0], T0 + at_s * 1000, KEY[2])
-        assembler.receive({key: PART_1 | PART_2}, complete=False, sender=sender, named=named)
+        assembler.receive({key: PART_1 | PART_2}, sender=sender, named=named)
         for due in assembler.due(now=math.inf):
             event = assembler.build(due)
             assembler.emitted([due])
@@ -130,7 +171,7 @@ def test_senders_known_only_by_their_address_are_not_replicas(tmp_path: Path) ->
 
 def test_a_torn_last_line_is_skipped_and_the_rest_is_kept(tmp_path: Path) -> None:
     assembler = Assembler(tmp_path, wait_s=15)
-    assembler.receive({KEY: PART_1}, complete=False)
+    assembler.receive({KEY: PART_1})
     assembler.close()
     with (tmp_path / "journal.jsonl").open("ab") as journal:
         journal.write(b'{"c": ["host-1:9100", 17645')  # a crash mid-append, never answered
@@ -145,12 +186,12 @@ def test_a_journal_record_of_a_newer_version_is_skipped_with_a_warning(
     """A receiver rolled back after a newer one wrote a record kind it does not know starts,
     says so, and keeps every record it knows (before and after that line)."""
     assembler = Assembler(tmp_path, wait_s=15)
-    assembler.receive({KEY: PART_1}, complete=False)
+    assembler.receive({KEY: PART_1})
     assembler.close()
     with (tmp_path / "journal.jsonl").open("ab") as journal:
         journal.write(b'{"z": ["host-1:9100", 1, "something new"]}\n')
     assembler = Assembler(tmp_path, wait_s=15)
-    assembler.receive({KEY: PART_2}, complete=False)
+    assembler.receive({KEY: PART_2})
     with caplog.at_level(logging.WARNING, logger="sysmetrics.ingest.assembly"):
         assembler = _restart(assembler, tmp_path)
     assert "line 1 is of a newer version, skipped" in caplog.text
@@ -159,11 +200,11 @@ def test_a_journal_record_of_a_newer_version_is_skipped_with_a_warning(
 
 def test_a_compacted_journal_holds_the_same_samples_and_hosts(tmp_path: Path) -> None:
     assembler = Assembler(tmp_path, wait_s=15)
-    assembler.receive({KEY: PART_1 | PART_2}, complete=False)
+    assembler.receive({KEY: PART_1 | PART_2})
     assembler.build(KEY)
     assembler.emitted([KEY])
     later = (KEY[0], T0 + 10_000, KEY[2])
-    assembler.receive({later: PART_1}, complete=False)
+    assembler.receive({later: PART_1})
     pending = {k: dict(p.facts) for k, p in assembler.pending.items()}
     state = assembler.hosts[(KEY[0], KEY[2])].to_json()
     assembler.compact()
@@ -178,11 +219,11 @@ def test_a_host_that_sends_fewer_series_waits_the_bound_once_not_for_ever(tmp_pa
     is expected with what the host sends now, as the README says (the host's previous sample)."""
     assembler = Assembler(tmp_path, wait_s=15)
     times = [(KEY[0], T0 + 10_000 * i, KEY[2]) for i in range(4)]
-    assembler.receive({times[0]: PART_1 | PART_2}, complete=False)
+    assembler.receive({times[0]: PART_1 | PART_2})
     assembler.build(times[0])
     assembler.emitted([times[0]])
     for key in times[1:]:
-        assembler.receive({key: PART_1}, complete=False)
+        assembler.receive({key: PART_1})
         if key == times[1]:
             assert assembler.due(now=0) == [], "fewer series than before: wait"
             assert assembler.due(now=math.inf) == [key]
@@ -192,7 +233,7 @@ def test_a_host_that_sends_fewer_series_waits_the_bound_once_not_for_ever(tmp_pa
         assembler.emitted([key])
     assert assembler.stats.emitted_incomplete == 1
     grown = (KEY[0], T0 + 40_000, KEY[2])
-    assembler.receive({grown: PART_1 | PART_2}, complete=False)
+    assembler.receive({grown: PART_1 | PART_2})
     assert assembler.due(now=0) == [grown]
 
 
@@ -209,7 +250,7 @@ def test_stale_markers_make_no_sample_and_no_event(tmp_path: Path) -> None:
     for ts, series in ((T0, stale), (T0 + 10_000, one_live)):
         payload = write_request(series, ts, {"instance": "m:9100", "job": "node"})
         data = bytes(cramjam.snappy.decompress_raw(payload))
-        assembler.receive(decode_remote_write(data, "instance", 10**6).samples, complete=False)
+        assembler.receive(decode_remote_write(data, "instance", 10**6).samples)
     [key] = assembler.pending
     assert key[1] == T0 + 10_000 and list(assembler.pending[key].facts) == [("node_load1", ())]
     assembler = _restart(assembler, tmp_path)
@@ -238,18 +279,16 @@ def test_otel_points_of_one_collection_split_over_requests_are_one_sample(tmp_pa
     later ones start the next; after the sample is emitted, a straggler of it is late."""
     host = "otel-1"
     assembler = Assembler(tmp_path, wait_s=15)
-    assembler.receive({(host, T0, "otel"): {("system.cpu.load_average.1m", ()): 1.0}}, False)
-    assembler.receive({(host, T0 + 400, "otel"): {("system.memory.usage", ("used",)): 5.0}}, False)
-    assembler.receive(
-        {(host, T0 + 2_500, "otel"): {("system.cpu.load_average.1m", ()): 2.0}}, False
-    )
+    assembler.receive({(host, T0, "otel"): {("system.cpu.load_average.1m", ()): 1.0}})
+    assembler.receive({(host, T0 + 400, "otel"): {("system.memory.usage", ("used",)): 5.0}})
+    assembler.receive({(host, T0 + 2_500, "otel"): {("system.cpu.load_average.1m", ()): 2.0}})
     assert {k: len(p.facts) for k, p in assembler.pending.items()} == {
         (host, T0, "otel"): 2,
         (host, T0 + 2_500, "otel"): 1,
     }
     assembler.build((host, T0, "otel"))
     assembler.emitted([(host, T0, "otel")])
-    assembler.receive({(host, T0 + 700, "otel"): {("system.memory.usage", ("free",)): 1.0}}, False)
+    assembler.receive({(host, T0 + 700, "otel"): {("system.memory.usage", ("free",)): 1.0}})
     assert assembler.stats.late_facts == 1
     assert set(assembler.pending) == {(host, T0 + 2_500, "otel")}
 
@@ -262,18 +301,18 @@ from sysmetrics.ingest.assembly import Assembler
 directory = Path(sys.argv[1])
 assembler = Assembler(directory, wait_s=15)
 facts = {("node_memory_MemTotal_bytes", ()): 8e9, ("node_load1", ()): 0.5}
-assembler.receive({("first:9100", 1000, "node_exporter"): facts}, complete=False)
+assembler.receive({("first:9100", 1000, "node_exporter"): facts})
 assembler.sync()
 # The journal may grow by 40 bytes: the next record is longer, so the kernel writes part of
 # it and refuses the rest (EFBIG), as a full disk does.
 size = os.path.getsize(directory / "journal.jsonl")
 resource.setrlimit(resource.RLIMIT_FSIZE, (size + 40, resource.RLIM_INFINITY))
 try:
-    assembler.receive({("refused:9100", 1000, "node_exporter"): facts}, complete=False)
+    assembler.receive({("refused:9100", 1000, "node_exporter"): facts})
 except OSError as exc:
     print("refused", exc.errno)
 resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
-assembler.receive({("after:9100", 1000, "node_exporter"): facts}, complete=False)
+assembler.receive({("after:9100", 1000, "node_exporter"): facts})
 assembler.sync()
 """
 
@@ -302,7 +341,7 @@ def test_requests_appended_together_share_one_fsync(tmp_path: Path) -> None:
     assembler = Assembler(tmp_path, wait_s=15)
 
     def request(host: str) -> int:
-        return assembler.receive({(host, T0, "node_exporter"): PART_1}, complete=False)
+        return assembler.receive({(host, T0, "node_exporter"): PART_1})
 
     async def scenario() -> None:
         first, second = request("a:9100"), request("b:9100")
@@ -315,7 +354,7 @@ def test_requests_appended_together_share_one_fsync(tmp_path: Path) -> None:
         assert assembler.synced >= third and assembler.stats.journal_syncs == 2
         await assembler.durable(second)  # already durable: no fsync
         assert assembler.stats.journal_syncs == 2
-        late = assembler.receive({}, complete=False)  # nothing new: nothing to wait for
+        late = assembler.receive({})  # nothing new: nothing to wait for
         assert late <= assembler.synced
 
     asyncio.run(scenario())
@@ -331,7 +370,7 @@ from sysmetrics.ingest.assembly import Assembler
 directory = Path(sys.argv[1])
 assembler = Assembler(directory, wait_s=0)
 facts = {("node_memory_MemTotal_bytes", ()): 8e9, ("node_load1", ()): 0.5}
-assembler.receive({("host:9100", 1000, "node_exporter"): facts}, complete=False)
+assembler.receive({("host:9100", 1000, "node_exporter"): facts})
 assembler.sync()
 keys = assembler.due()
 assembler.build(keys[0])  # its event goes into the spool, then:
@@ -342,7 +381,7 @@ try:
 except OSError as exc:
     print("refused", exc.errno)
 resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
-assembler.receive({("host:9100", 11000, "node_exporter"): facts}, complete=False)
+assembler.receive({("host:9100", 11000, "node_exporter"): facts})
 assembler.sync()
 """
 
@@ -380,7 +419,7 @@ def _scrape(
     payload = write_request(series, ts_ms, {"instance": host})
     data = bytes(cramjam.snappy.decompress_raw(payload))
     decoded = decode_remote_write(data, "instance", 10**6).samples
-    assembler.receive(decoded, complete=False, sender=sender, named=sender is not None)
+    assembler.receive(decoded, sender=sender, named=sender is not None)
 
 
 def _emit_due(assembler: Assembler, now: float) -> list[tuple[str, int, str]]:
@@ -407,9 +446,7 @@ def test_a_host_whose_last_target_prometheus_drops_is_retired_after_its_samples(
     _emit_due(assembler, math.inf)
     assert assembler.retiring == set(), "a target of the host is still scraped (its scrape fails)"
     _scrape(assembler, RECENT + 20_000, {"node": 1}, node=False)
-    assembler.receive(
-        {("web-1", RECENT + 20_000, "node_exporter"): {("node_load1", ()): 1.0}}, False
-    )
+    assembler.receive({("web-1", RECENT + 20_000, "node_exporter"): {("node_load1", ()): 1.0}})
     assert assembler.due(now=0) == [], "fewer series than the host's last sample: waits"
     _scrape(assembler, RECENT + 30_000, {"node": STALE_MARKER}, node=False)
     retirement = ("web-1", RECENT + 30_000, "target")
@@ -422,7 +459,7 @@ def test_a_host_whose_last_target_prometheus_drops_is_retired_after_its_samples(
     for restart in (_restart, lambda a, d: (a.compact(), _restart(a, d))[1]):
         assembler = restart(assembler, tmp_path)
         assert assembler.hosts == {} and assembler.retiring == set(), "the journal says the same"
-        assembler.receive({("web-1", RECENT + 20_000, "node_exporter"): PART_2}, complete=False)
+        assembler.receive({("web-1", RECENT + 20_000, "node_exporter"): PART_2})
         assert assembler.pending == {} and assembler.stats.late_facts == len(PART_2)
     _scrape(assembler, RECENT + 40_000, {"node": 1})
     assert assembler.due(now=math.inf) == [("web-1", RECENT + 40_000, "node_exporter")]

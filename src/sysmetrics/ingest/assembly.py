@@ -8,26 +8,31 @@ run in a thread: Prometheus' shards and an exporter's workers post in parallel, 
 per request stopped the event loop for its duration (on this machine's disk ~0.3 ms a request;
 on a network or spinning disk several).
 
-A sample is emitted when it is complete (an OTLP export carries a whole collection; a
-remote-write sample has as many facts as the host's previous one) or ``wait_s`` after its first
-fact arrived, whichever comes first: Prometheus spreads one scrape over parallel shards, so its
-series arrive in several requests, in any order. Emitting means: the event goes into the
+A sample is emitted when it has as many facts as the host's previous one or ``wait_s`` after
+its first fact arrived, whichever comes first: Prometheus spreads one scrape over parallel
+shards and an exporter may split one collection over requests, so a sample's series arrive in
+several requests, in any order. Emitting means: the event goes into the
 producer's spool (fsynced), then an ``emitted`` record goes into the journal.
 
-A fact for a sample of a host at or before the last one already emitted (a late shard, or a
-resend of a request whose answer was lost) is not emitted again: it is counted as late. This
-is what makes a resend harmless; its cost is that a series arriving after ``wait_s`` is not in
-its event (the event has that field null). A non-finite value (Prometheus' stale marker, a NaN
-sent on every series of a target that went away) is no reading: it is dropped on receipt, and a
-sample of none makes no event. A sample emitted after ``wait_s`` with fewer facts
-than the previous one sets what the next is expected to have: a host whose series set shrank
-waits the bound once; a shard more than ``wait_s`` behind may leave the next sample's series of
-it late too.
+A fact for a sample already emitted (a late shard, or a resend of a request whose answer was
+lost) is not emitted again: it is counted as late. This is what makes a resend harmless; its
+cost is that a series arriving after ``wait_s`` is not in its event (the event has that field
+null). A sample older than the host's last one but never emitted is taken as any: the OTel
+Collector's exporter sends in parallel and retries each request on its own, so after an outage
+an older collection may arrive after a newer one (before 2026-12-04 it was counted late and
+lost). For this the receiver remembers each host's last ``REMEMBERED_SAMPLES`` emitted sample
+times, across restarts; a sample older than all of them is late. A non-finite value
+(Prometheus' stale marker, a NaN sent on every series of a target that went away) is no
+reading: it is dropped on receipt, and a sample of none makes no event. A sample emitted
+after ``wait_s`` with fewer facts than the previous one sets what the next is expected to
+have: a host whose series set shrank waits the bound once; a shard more than ``wait_s`` behind
+may leave the next sample's series of it late too.
 
-Journal records (JSON lines): ``{"c": [host, ts_ms, source, complete, fact keys, values],
+Journal records (JSON lines): ``{"c": [host, ts_ms, source, false, fact keys, values],
 "v": sender}`` for facts received (``"v"`` since 2026-12-04, absent when the sender is not
-known; before 2026-12-03 ``"c"`` was ``[host, ts_ms, source, complete, [[name, labels,
-value]…]]``, still read), ``{"e": [host, ts_ms, source], "s": host state}`` for an event
+known; the fourth field, once whether the request carried the whole sample, is read past;
+before 2026-12-03 ``"c"`` was ``[host, ts_ms, source, false, [[name, labels, value]…]]``,
+still read), ``{"e": [host, ts_ms, source], "s": host state}`` for an event
 emitted. It is rewritten (pending samples + each host's state) when it grows past
 ``compact_bytes``.
 
@@ -45,16 +50,20 @@ retirement is late from then on (for a day). Journal: ``{"r": [host, ts_ms, "tar
 it is received, ``{"x": [host, ts_ms, "target"]}`` when it is emitted (since 2026-12-04);
 ``{"t": [host, ts_ms, [job, instance]]}`` for a target new to a host and ``{"d": …}`` for one
 dropped (also since 2026-12-04), so a receiver restarted before the marker, or down while
-Prometheus wrote it (Prometheus sends it again), still retires the host.
+Prometheus wrote it (Prometheus sends it again), still retires the host. A compacted
+journal's ``"e"`` record of a host carries ``"m"``: the sample times it remembers as emitted
+(since 2026-12-04; without it, a sample older than the host's last one is late).
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import os
 import time
+from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from math import isfinite
@@ -86,6 +95,9 @@ the host over: a missed scrape's gap, not a replica's offset within one interval
 failover leaves a gap of at most ~2.25 intervals, under HostDown's 3."""
 TAKEOVER_UNKNOWN_INTERVAL_S = 15.0
 """The interval assumed while a host's is not known yet (its first samples)."""
+REMEMBERED_SAMPLES = 128
+"""Emitted sample times remembered per host, to tell a resend from an older sample never
+received: ~21 minutes at a 10-s interval, 2 at 1 s (the Collector retries for 5 by default)."""
 RETIRED_KEPT_MS = 86_400_000
 """How long a retired host's retirement time is kept, to count its stragglers late."""
 
@@ -96,9 +108,9 @@ _encode_lines = msgspec.json.Encoder().encode_lines
 _decode = msgspec.json.Decoder().decode
 
 
-def _received(key: SampleKey, complete: bool, facts: Facts, sender: str | None) -> dict[str, Any]:
+def _received(key: SampleKey, facts: Facts, sender: str | None) -> dict[str, Any]:
     """The journal record of facts received (the module's docstring gives its format)."""
-    record: dict[str, Any] = {"c": [*key, complete, list(facts), list(facts.values())]}
+    record: dict[str, Any] = {"c": [*key, False, list(facts), list(facts.values())]}
     if sender is not None:
         record["v"] = sender
     return record
@@ -108,7 +120,6 @@ def _received(key: SampleKey, complete: bool, facts: Facts, sender: str | None) 
 class _Pending:
     first_seen: float
     facts: Facts = field(default_factory=dict)
-    complete: bool = False
     sender: str | None = None
     """Who delivered its facts (the last request's, should several senders send one sample)."""
 
@@ -133,6 +144,8 @@ class Assembler:
         self.stats = AssemblyStats()
         self.pending: dict[SampleKey, _Pending] = {}
         self.hosts: dict[tuple[str, str], HostState] = {}
+        self.emitted_at: dict[tuple[str, str], array[int]] = {}
+        """(host, source) -> its last ``REMEMBERED_SAMPLES`` emitted sample times, sorted."""
         self._by_host: dict[tuple[str, str], set[SampleKey]] = {}
         self.leaders: dict[tuple[str, str], tuple[str, int]] = {}
         """(host, source) -> the named sender it is taken from and its latest sample time
@@ -173,7 +186,7 @@ class Assembler:
                     log.error("ingest journal %s: line %d unreadable, skipped", self.path, number)
                 continue
             if "c" in record:
-                host, ts_ms, source, complete, *kept = record["c"]
+                host, ts_ms, source, _whole, *kept = record["c"]
                 pairs: Iterable[tuple[Any, Any]]
                 if len(kept) == 2:
                     pairs = zip(*kept, strict=True)
@@ -183,11 +196,13 @@ class Assembler:
                 facts = {(n, tuple(labels)): v for (n, labels), v in pairs if v is not None}
                 if not facts:
                     continue
-                self._merge((host, ts_ms, source), facts, complete, now, record.get("v"))
+                self._merge((host, ts_ms, source), facts, now, record.get("v"))
             elif "e" in record:
                 host, ts_ms, source = record["e"]
                 self._forget((host, ts_ms, source))
                 self.hosts[(host, source)] = HostState.from_json(record["s"])
+                for emitted_ts in record.get("m", [ts_ms]):
+                    self._remember((host, emitted_ts, source))
             elif "r" in record:
                 self.retiring.add(tuple(record["r"]))
             elif "t" in record:
@@ -279,11 +294,12 @@ class Assembler:
         ]
         for (host, source), state in self.hosts.items():
             if state.last_ts is not None:
-                records.append({"e": [host, state.last_ts, source], "s": state.to_json()})
+                record = {"e": [host, state.last_ts, source], "s": state.to_json()}
+                if (host, source) in self.emitted_at:
+                    record["m"] = list(self.emitted_at[(host, source)])
+                records.append(record)
         for (host, ts_ms, source), pending in self.pending.items():
-            records.append(
-                _received((host, ts_ms, source), pending.complete, pending.facts, pending.sender)
-            )
+            records.append(_received((host, ts_ms, source), pending.facts, pending.sender))
         records.extend(
             {"t": [host, ts_ms, list(labels)]}
             for host, targets in self.targets.items()
@@ -315,7 +331,6 @@ class Assembler:
         self,
         key: SampleKey,
         facts: Facts,
-        complete: bool,
         now: float,
         sender: str | None,
         named: bool = False,
@@ -330,19 +345,17 @@ class Assembler:
             key = next((k for k in near if abs(k[1] - ts_ms) <= slack), key)
         pending = self.pending.get(key)
         if pending is None:
-            state = self.hosts.get((host, source))
-            if state is not None and state.last_ts is not None and ts_ms <= state.last_ts + slack:
+            if self._emitted_already(key, slack):
                 return 0, len(facts)
             if host in self.retired and ts_ms <= self.retired[host]:
                 return 0, len(facts)
             if named and sender is not None and self._another_replica(host, source, ts_ms, sender):
                 self.stats.replica_facts += len(facts)
                 return 0, 0
-            self.pending[key] = _Pending(now, dict(facts), complete, sender)
+            self.pending[key] = _Pending(now, dict(facts), sender)
             self._by_host.setdefault((host, source), set()).add(key)
             return len(facts), 0
         pending.facts.update(facts)
-        pending.complete = pending.complete or complete
         if sender is not None:
             pending.sender = sender
         return len(facts), 0
@@ -369,6 +382,30 @@ class Assembler:
         if leader is None or leader[0] != sender or ts_ms > leader[1]:
             self.leaders[(host, source)] = (sender, ts_ms)
         return False
+
+    def _emitted_already(self, key: SampleKey, slack: int) -> bool:
+        """Whether the sample at ``key``'s time (give or take ``slack``) was emitted, or is
+        older than every emitted time remembered: too old to tell, so taken as emitted."""
+        host, ts_ms, source = key
+        state = self.hosts.get((host, source))
+        if state is None or state.last_ts is None or ts_ms > state.last_ts + slack:
+            return False
+        times = self.emitted_at.get((host, source))
+        if not times or ts_ms < times[0] - slack:
+            return True
+        nearest = bisect.bisect_left(times, ts_ms - slack)
+        return nearest < len(times) and times[nearest] <= ts_ms + slack
+
+    def _remember(self, key: SampleKey) -> None:
+        """Note a sample as emitted (the host's last ``REMEMBERED_SAMPLES`` are kept)."""
+        host, ts_ms, source = key
+        times = self.emitted_at.setdefault((host, source), array("q"))
+        at = bisect.bisect_left(times, ts_ms)
+        if at < len(times) and times[at] == ts_ms:
+            return
+        times.insert(at, ts_ms)
+        if len(times) > REMEMBERED_SAMPLES:
+            del times[: len(times) - REMEMBERED_SAMPLES]
 
     def _forget(self, key: SampleKey) -> None:
         self.pending.pop(key, None)
@@ -431,12 +468,12 @@ class Assembler:
         self.targets.pop(host, None)
         for source in _SOURCES:
             self.hosts.pop((host, source), None)
+            self.emitted_at.pop((host, source), None)
             self.leaders.pop((host, source), None)
 
     def receive(
         self,
         samples: dict[SampleKey, Facts],
-        complete: bool,
         sender: str | None = None,
         named: bool = False,
     ) -> int:
@@ -457,11 +494,11 @@ class Assembler:
                 facts = {fact: value for fact, value in facts.items() if isfinite(value)}
             if not facts:
                 continue
-            taken, late = self._merge(key, facts, complete, now, sender, named)
+            taken, late = self._merge(key, facts, now, sender, named)
             self.stats.received_facts += taken
             self.stats.late_facts += late
             if taken:
-                records.append(_received(key, complete, facts, sender))
+                records.append(_received(key, facts, sender))
         if not records:  # nothing new (late, or no reading): nothing to wait for
             return self.synced
         self._append(records)
@@ -477,10 +514,8 @@ class Assembler:
         for key, pending in self.pending.items():
             state = self.hosts.get((key[0], key[2]))
             expected = state.last_facts if state is not None else 0
-            if (
-                pending.complete
-                or (expected and len(pending.facts) >= expected)
-                or now - pending.first_seen >= self.wait_s
+            if (expected and len(pending.facts) >= expected) or (
+                now - pending.first_seen >= self.wait_s
             ):
                 ready.add(key)
         for key in self.retiring:
@@ -502,7 +537,7 @@ class Assembler:
         facts = pending.facts
         source_name: Source = source  # type: ignore[assignment]
         event = build_event(source_name, host, ts_ms, facts, state, pending.sender)
-        if not pending.complete and len(facts) < expected:
+        if len(facts) < expected:
             self.stats.emitted_incomplete += 1
         # The next sample is expected with this one's series: a host that sends fewer now (a
         # NIC or mount gone) waits the bound once, not on every sample from then on.
@@ -520,6 +555,7 @@ class Assembler:
                 self.stats.retired += 1
                 continue
             self._forget(key)
+            self._remember(key)
             state = self.hosts[(key[0], key[2])]
             self._owed.append({"e": list(key), "s": state.to_json()})
             self.stats.emitted += 1

@@ -102,8 +102,7 @@ async def _take(
         app.rejected[exc.kind] += 1
         log.info("ingest %s: refused (%s)", OTLP_GRPC_METHOD, exc)
         return 400, str(exc)
-    # Not complete: an exporter may split one collection over requests.
-    if not await app.keep(decoded, False, sender, named):
+    if not await app.keep(decoded, sender, named):
         return 503, "journal not writable; retry"
     return 200, ""
 

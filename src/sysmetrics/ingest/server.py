@@ -371,7 +371,6 @@ class IngestApp:
                     self.settings.ingest_max_series,
                     version,
                 )
-                complete = False
             else:
                 if content_type not in ("application/x-protobuf", "application/json"):
                     raise PayloadError(
@@ -385,12 +384,11 @@ class IngestApp:
                 decoded = decode_otlp(
                     data, content_type, self.host_attributes, self.settings.ingest_max_series
                 )
-                complete = False  # an exporter may split one collection over requests
         except PayloadError as exc:
             self.rejected[exc.kind] += 1
             log.info("ingest %s: refused (%s)", path, exc)
             return exc.status, f"{exc}\n".encode(), _TEXT
-        if not await self.keep(decoded, complete, sender, named):
+        if not await self.keep(decoded, sender, named):
             return 503, b"journal not writable; retry\n", _TEXT
         if path == "/v1/metrics":
             # An empty ExportMetricsServiceResponse, in the request's encoding.
@@ -415,7 +413,7 @@ class IngestApp:
             ],
         )
 
-    async def keep(self, decoded: Decoded, complete: bool, sender: str | None, named: bool) -> bool:
+    async def keep(self, decoded: Decoded, sender: str | None, named: bool) -> bool:
         """Journal a request's facts and wait until they are durable: True once they are,
         False (logged) when the journal cannot be written: the sender is to retry."""
         if named and sender is not None:
@@ -424,15 +422,15 @@ class IngestApp:
             if len(self.senders) > MAX_SENDERS_SHOWN:
                 del self.senders[next(iter(self.senders))]
         try:
-            await self.assembler.durable(self._accept(decoded, complete, sender, named))
+            await self.assembler.durable(self._accept(decoded, sender, named))
         except OSError as exc:
             log.error("ingest: journal not writable (%s): answering so that senders retry", exc)
             return False
         return True
 
-    def _accept(self, decoded: Decoded, complete: bool, sender: str | None, named: bool) -> int:
+    def _accept(self, decoded: Decoded, sender: str | None, named: bool) -> int:
         """Journal a request's facts; the number to wait on until they are durable."""
-        append = self.assembler.receive(decoded.samples, complete, sender, named)
+        append = self.assembler.receive(decoded.samples, sender, named)
         self.samples += sum(len(f) for f in decoded.samples.values())
         self.dropped_series += decoded.dropped
         self.dropped_histograms += decoded.histograms
