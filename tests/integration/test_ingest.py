@@ -45,6 +45,7 @@ from tests.support.agents import (
     prometheus_3_binary,
     remote_write_block,
     self_signed_certificate,
+    spool_resent,
 )
 from tests.support.alertmanager import ALERTMANAGER, MISSING, alertmanager
 from tests.support.brokers import TestBroker
@@ -338,9 +339,8 @@ def test_receiver_disk_full_answers_503_and_loses_and_duplicates_nothing(
         time.sleep(8)
     scrape_times = _every_scrape_assembled_and_sent(ingest, tmp_path, drain_s=60)
     log = ingest.stop()
-    resent = re.search(r"spool holds (\d+) unsent events", log)
     assert_each_scrape_once_in_the_lake(
-        settings, scrape_times, at_least=30, resent=int(resent[1]) if resent else 0
+        settings, scrape_times, at_least=30, resent=spool_resent(log)
     )
     assert refused >= 3
 

@@ -4,7 +4,6 @@ most Collector configurations use) → Kafka → lake, and what a refused reques
 from __future__ import annotations
 
 import json
-import re
 import resource
 import socket
 import subprocess
@@ -27,6 +26,7 @@ from tests.support.agents import (
     hostmetrics_to_each,
     otelcol_binary,
     self_signed_certificate,
+    spool_resent,
 )
 from tests.support.kafka_io import SYSMETRICS
 from tests.support.waiting import wait_for
@@ -289,5 +289,5 @@ service:
     )
     # Twice in the raw lake, as the same event, only what a killed receiver's spool resent
     # (Kafka had taken it, the acknowledgement was not read): the warehouse keeps one.
-    resent = sum(int(n) for n in re.findall(r"spool holds (\d+) unsent events", log))
+    resent = spool_resent(log)
     assert len(events) - len(stamped) <= resent, (len(events), len(stamped), resent)

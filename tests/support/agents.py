@@ -8,6 +8,7 @@ import hashlib
 import http.server
 import json
 import os
+import re
 import shutil
 import ssl
 import subprocess
@@ -142,6 +143,12 @@ class Ingest:
             if line.startswith(name) and not line.startswith("#"):
                 total += float(line.rsplit(" ", 1)[1])
         return total
+
+
+def spool_resent(log: str) -> int:
+    """Events a restarted receiver's spool resent, from its log ("spool holds N unsent events"
+    at each start): Kafka may have taken them before the kill, so they may be in it twice."""
+    return sum(int(n) for n in re.findall(r"spool holds (\d+) unsent events", log))
 
 
 class RecordingProxy:
