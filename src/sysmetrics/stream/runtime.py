@@ -42,8 +42,11 @@ log = logging.getLogger(__name__)
 LEAVE_TIMEOUT_S = 10.0
 
 STALL_S = SESSION_TIMEOUT_MS / 2000
-"""A poll that returns this much later than asked (the process stood still: SIGSTOP, a paused
-VM, swapping) may have outlived this member's session: the group may have fenced it."""
+"""A process that stood still this long (SIGSTOP, a paused VM, swapping: all its threads,
+librdkafka's heartbeats among them) may have outlived this member's session: the group may
+have fenced it."""
+TICK_S = 0.25
+"""How often the standstill watch notes the time: a gap between two notes is a standstill."""
 BUSY_S = 1.0
 """The stage's own work between two polls (taking a batch, its due work) counts as listening
 up to this long; beyond it, as a stall, it does not: the messages waited in the broker."""
@@ -52,6 +55,47 @@ SETTLE_S = 2.0
 long: two heartbeats, for librdkafka to learn of a fencing and report the partitions lost."""
 ANSWER_TIMEOUT_S = 1.0
 """How long the leaders of a member's partitions may take to tell their end offsets."""
+
+
+class StandstillWatch:
+    """Tells a process that stood still from a stage whose work ran long: a thread notes the
+    time every ``TICK_S``; only a stop of the whole process (SIGSTOP, a paused VM, swapping)
+    stops it too, along with librdkafka's heartbeats. A flush waiting on slow storage leaves
+    no gap, and no fencing: the heartbeats went on meanwhile."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._noted = time.monotonic()
+        self._longest_gap = 0.0
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._noted, self._longest_gap = time.monotonic(), 0.0
+        self._stopped.clear()
+        self._thread = threading.Thread(target=self._note, name="standstill-watch", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def longest_since_read(self) -> float:
+        """The longest gap between two notes since the last read, the one under way included
+        (the watch may not have run yet since the process woke)."""
+        now = time.monotonic()
+        with self._lock:
+            longest = max(self._longest_gap, now - self._noted)
+            self._longest_gap, self._noted = 0.0, now
+        return longest
+
+    def _note(self) -> None:
+        while not self._stopped.wait(TICK_S):
+            now = time.monotonic()
+            with self._lock:
+                self._longest_gap = max(self._longest_gap, now - self._noted)
+                self._noted = now
 
 
 class ConsumerRefused(RuntimeError):
@@ -130,8 +174,7 @@ class ConsumerRuntime:
         self._answered_at = self._accounted_until = time.monotonic()
         """Deafness is counted up to here: the last poll's return, or the brokers' answer
         after they did not answer."""
-        self._rested_s = 0.0
-        """Seconds the stage waited on purpose (:meth:`rest`) since the last poll."""
+        self._standstill = StandstillWatch()
         self._consumer = Consumer(consumer_config(settings, group))
 
     def run(self, max_idle_s: float | None = None) -> None:
@@ -146,23 +189,19 @@ class ConsumerRuntime:
         last_message = self._accounted_until = time.monotonic()
         flowing = False
         settle_until = 0.0
+        self._standstill.start()
         try:
             while not self.stop.is_set():
                 # While messages flow, do not wait for a full batch: hand over what came.
                 timeout = 0.01 if flowing else self.stage.poll_timeout()
                 asked, self._in_callbacks = time.monotonic(), 0.0
-                # Since the last poll: the stage's work, or the process stood still in it.
+                # Since the last poll: the stage's work (or its backoff, or a standstill in it).
                 between = asked - self._accounted_until
-                stood_still, self._rested_s = between - self._rested_s, 0.0
                 polled = self._consumer.consume(self.batch, timeout=timeout)
                 returned = self._accounted_until = time.monotonic()
                 if self._unanswered_since is None:  # else counted whole by leaders_answer()
                     self.deaf_s += max(self._in_callbacks, returned - asked - timeout)
                     self.deaf_s += max(0.0, between - BUSY_S)
-                # Late beyond what was asked and what the rebalance callbacks took (a stage
-                # may flush or read its state there), or long between polls but for the
-                # stage's backoffs: the process itself stood still (or its work ran long).
-                late = max(returned - asked - timeout - self._in_callbacks, stood_still)
                 flowing = bool(polled)
                 received = datetime.now(UTC).replace(microsecond=0)
                 messages = [m for m in polled if self._usable(m)]
@@ -170,21 +209,22 @@ class ConsumerRuntime:
                     self.stats.messages += len(messages)
                     self.stage.receive(messages, received)
                     last_message = time.monotonic()
-                    late = max(late, last_message - returned)  # or while the stage took them
                 elif not self.ever_assigned:
                     # A refusal a client of these settings met in this process (a broker
                     # restarting may refuse for a moment: only before ever joining it counts).
                     refused = explain_failure(self.settings, probe_tls=False)
                     if refused is not None:
                         raise ConsumerRefused(refused)
-                if late > STALL_S:
-                    # A zombie must not write what the group may have given to another
-                    # member: the stage's due work waits until a fencing would be known.
+                # Wherever it stood still (in a poll, taking a batch, in its due work), a
+                # zombie must not write what the group may have given to another member: the
+                # stage's due work waits until a fencing would be known.
+                stood_still = self._standstill.longest_since_read()
+                if stood_still > STALL_S:
                     log.warning(
-                        "%s: this process stood still (or its work ran long) for %.0f s: "
-                        "checking that it still owns its partitions before writing",
+                        "%s: this process stood still for %.0f s: checking that it still owns "
+                        "its partitions before writing",
                         self.group,
-                        late,
+                        stood_still,
                     )
                     settle_until = time.monotonic() + SETTLE_S
                 if time.monotonic() >= settle_until:
@@ -196,6 +236,7 @@ class ConsumerRuntime:
                     break
             self.stage.finish()
         finally:
+            self._standstill.stop()
             self._leave_group()
 
     def _usable(self, message: Message) -> bool:
@@ -210,11 +251,9 @@ class ConsumerRuntime:
         return False
 
     def rest(self, seconds: float) -> None:
-        """Wait ``seconds``, or until stopped, in the stage's due work (a backoff): a wait it
-        asked for is no stall, as the group hears this member's heartbeats meanwhile."""
-        began = time.monotonic()
+        """Wait ``seconds``, or until stopped, in the stage's due work (a backoff): deaf time,
+        no standstill (the group hears this member's heartbeats meanwhile)."""
         self.stop.wait(seconds)
-        self._rested_s += min(time.monotonic() - began, seconds)
 
     def listening_clock(self) -> float:
         """``time.monotonic()`` less the time this member could take no message: a stage that
