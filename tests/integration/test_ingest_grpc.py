@@ -19,6 +19,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 
 from sysmetrics.config import Settings
 from sysmetrics.ingest.server import OTLP_GRPC_METHOD
+from tests.conftest import settings_for
 from tests.integration.test_ingest import drain_to_lake
 from tests.support.agents import (
     Ingest,
@@ -28,6 +29,7 @@ from tests.support.agents import (
     self_signed_certificate,
     spool_resent,
 )
+from tests.support.brokers import TestBroker
 from tests.support.kafka_io import SYSMETRICS
 from tests.support.waiting import wait_for
 
@@ -211,22 +213,13 @@ def _last_failed_export(log: Path) -> float:
     return datetime.fromisoformat(failed[-1]).timestamp() if failed else 0.0
 
 
-@pytest.mark.slow
-def test_the_receiver_killed_twice_mid_stream_loses_and_duplicates_nothing(
-    tansu_settings: Settings, tmp_path: Path
-) -> None:
-    """A real Collector exports its `hostmetrics` (every 2 s) over gRPC and, in the same
-    pipeline, to a file: what it collected. The receiver is killed (-9) twice mid-stream, with
-    exports in flight and samples being assembled, and restarted on the same ports: the
-    Collector retries what went unanswered (UNAVAILABLE, or the connection gone) and every
-    collection in its file is one event in the lake, and no other (twice, as the same event,
-    only what a killed receiver's spool resent: the warehouse keeps one)."""
-    binary = otelcol_binary()
-    if binary is None:
-        pytest.skip("Go missing: the OTel Collector cannot be built")
-    ingest = Ingest(tansu_settings, tansu_settings.data_dir, grpc=True)
-    ingest.start()
-    exported, config = tmp_path / "exported.jsonl", tmp_path / "otelcol.yaml"
+def _collector_over_grpc(
+    binary: Path, ingest: Ingest, host: str, work: Path
+) -> tuple[OtelCollector, Path]:
+    """A real Collector exporting its `hostmetrics` (every 2 s, as ``host``) to ``ingest``
+    over gRPC, retrying every 1-2 s for as long as it takes, and, in the same pipeline, to a
+    file: what it collected (the file's path is returned with it)."""
+    exported, config = work / "exported.jsonl", work / "otelcol.yaml"
     config.write_text(
         f"""receivers:
   hostmetrics:
@@ -234,7 +227,7 @@ def test_the_receiver_killed_twice_mid_stream_loses_and_duplicates_nothing(
     scrapers: {{cpu: {{}}, memory: {{}}}}
 processors:
   resource:
-    attributes: [{{key: host.name, value: killed-host, action: upsert}}]
+    attributes: [{{key: host.name, value: {host}, action: upsert}}]
 exporters:
   otlp:
     endpoint: 127.0.0.1:{ingest.grpc_port}
@@ -248,7 +241,61 @@ service:
     metrics: {{receivers: [hostmetrics], processors: [resource], exporters: [otlp, file]}}
 """
     )
-    collector = OtelCollector(binary, config)
+    return OtelCollector(binary, config), exported
+
+
+def _stop_once_delivered(collector: OtelCollector, ingest: Ingest) -> str:
+    """Stop the Collector once it holds nothing unsent, then wait until the receiver has
+    assembled and sent everything; the Collector's log. Stopped while it still retries, the
+    Collector drops what it holds ("interrupted due to shutdown"): it retries every 2 s at
+    most, so 5 s without a failed export mean it holds nothing unsent."""
+    try:
+        wait_for(lambda: _last_failed_export(collector.log) < time.time() - 5, 90, "retries")
+    finally:
+        collector_log = collector.stop()
+    wait_for(lambda: ingest.metric("sysmetrics_ingest_pending_samples") == 0, 30, "assembly")
+    wait_for(lambda: ingest.metric("sysmetrics_collector_spool_depth") == 0, 120, "spool")
+    return collector_log
+
+
+def _assert_each_collection_once_in_the_lake(
+    settings: Settings, host: str, exported: Path, resent: int, collector_log: str
+) -> None:
+    """Every collection in the Collector's file is one event in the lake, and no other; twice,
+    as the same event, only what a killed receiver's spool resent (Kafka had taken it, the
+    acknowledgement was not read): the warehouse keeps one. A collection's time is its
+    earliest point's (its scrapers stamp them milliseconds apart): matched within 1 s."""
+    collected = _collection_times(exported)
+    assert len(collected) >= 9, collector_log[-3000:]
+    ids: dict[float, set[str]] = {}
+    events = [e for e in drain_to_lake(settings) if e["host"]["host_id"] == host]
+    for event in events:
+        at = datetime.fromisoformat(event["ts"]).timestamp()
+        ids.setdefault(at, set()).add(event["event_id"])
+    assert all(len(same) == 1 for same in ids.values()), "one event_id per collection"
+    stamped = sorted(ids)
+    assert len(stamped) == len(collected), (stamped, collected, collector_log[-3000:])
+    assert all(abs(a - b) < 1.0 for a, b in zip(stamped, collected, strict=True)), (
+        stamped,
+        collected,
+    )
+    assert len(events) - len(stamped) <= resent, (len(events), len(stamped), resent)
+
+
+@pytest.mark.slow
+def test_the_receiver_killed_twice_mid_stream_loses_and_duplicates_nothing(
+    tansu_settings: Settings, tmp_path: Path
+) -> None:
+    """A real Collector exports its `hostmetrics` over gRPC and to a file. The receiver is
+    killed (-9) twice mid-stream, with exports in flight and samples being assembled, and
+    restarted on the same ports: the Collector retries what went unanswered (UNAVAILABLE, or
+    the connection gone) and every collection in its file is one event in the lake."""
+    binary = otelcol_binary()
+    if binary is None:
+        pytest.skip("Go missing: the OTel Collector cannot be built")
+    ingest = Ingest(tansu_settings, tansu_settings.data_dir, grpc=True)
+    ingest.start()
+    collector, exported = _collector_over_grpc(binary, ingest, "killed-host", tmp_path)
     try:
         try:
             for kill in (1, 2):
@@ -263,31 +310,49 @@ service:
             wait_for(
                 lambda: ingest.metric("sysmetrics_ingest_events_total") >= 3, 90, "events again"
             )
-            # Stopped while it still retries, the Collector drops what it holds ("interrupted
-            # due to shutdown"): it retries every 2 s at most, so 5 s without a failed export
-            # mean it holds nothing unsent.
-            wait_for(lambda: _last_failed_export(collector.log) < time.time() - 5, 60, "retries")
         finally:
-            collector_log = collector.stop()
-        wait_for(lambda: ingest.metric("sysmetrics_ingest_pending_samples") == 0, 30, "assembly")
-        wait_for(lambda: ingest.metric("sysmetrics_collector_spool_depth") == 0, 60, "spool")
+            collector_log = _stop_once_delivered(collector, ingest)
     finally:
         log = ingest.stop()
-    collected = _collection_times(exported)
-    assert len(collected) >= 9, collector_log[-3000:]
-    ids: dict[float, set[str]] = {}
-    events = [e for e in drain_to_lake(tansu_settings) if e["host"]["host_id"] == "killed-host"]
-    for event in events:
-        at = datetime.fromisoformat(event["ts"]).timestamp()
-        ids.setdefault(at, set()).add(event["event_id"])
-    assert all(len(same) == 1 for same in ids.values()), "one event_id per collection"
-    stamped = sorted(ids)
-    assert len(stamped) == len(collected), (stamped, collected, collector_log[-3000:])
-    assert all(abs(a - b) < 1.0 for a, b in zip(stamped, collected, strict=True)), (
-        stamped,
-        collected,
+    _assert_each_collection_once_in_the_lake(
+        tansu_settings, "killed-host", exported, spool_resent(log), collector_log
     )
-    # Twice in the raw lake, as the same event, only what a killed receiver's spool resent
-    # (Kafka had taken it, the acknowledgement was not read): the warehouse keeps one.
-    resent = spool_resent(log)
-    assert len(events) - len(stamped) <= resent, (len(events), len(stamped), resent)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("restartable_broker", ["durable-tansu"], indirect=True)
+def test_kafka_down_30s_under_grpc_and_the_receiver_killed_lose_and_duplicate_nothing(
+    restartable_broker: TestBroker, tmp_path: Path
+) -> None:
+    """Kafka down for 30 s while a Collector exports over gRPC, the receiver killed (-9) in
+    the middle of it: exports are answered OK once spooled (fsynced), the restarted receiver
+    takes its spool and journal back, and once Kafka returns every collection in the
+    Collector's file is one event in the lake (remote-write's twin: test_ingest's
+    ``kafka_down_and_receiver_killed``)."""
+    binary = otelcol_binary()
+    if binary is None:
+        pytest.skip("Go missing: the OTel Collector cannot be built")
+    settings = settings_for(restartable_broker, tmp_path)
+    ingest = Ingest(settings, settings.data_dir, grpc=True)
+    ingest.start()
+    collector, exported = _collector_over_grpc(binary, ingest, "outage-host", tmp_path)
+    try:
+        try:
+            wait_for(lambda: ingest.metric("sysmetrics_ingest_events_total") >= 3, 90, "events")
+            restartable_broker.stop()
+            time.sleep(12)
+            spooled = ingest.metric("sysmetrics_collector_spool_depth")
+            ingest.kill()  # with events in its spool and samples being assembled
+            time.sleep(3)
+            ingest.start()
+            time.sleep(15)
+            restartable_broker.start()
+            wait_for(lambda: ingest.metric("sysmetrics_collector_spool_depth") == 0, 120, "drain")
+        finally:
+            collector_log = _stop_once_delivered(collector, ingest)
+    finally:
+        log = ingest.stop()
+    assert spooled >= 3, "the outage's events wait in the spool"
+    _assert_each_collection_once_in_the_lake(
+        settings, "outage-host", exported, spool_resent(log), collector_log
+    )
