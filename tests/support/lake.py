@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 
 import zstandard
@@ -56,3 +57,28 @@ def store_event_id_counts(store: LakeStore, topic: str) -> Counter[str]:
         for line in lines_of(rel, store.get(rel) or b""):
             counts[json.loads(line)["event_id"]] += 1
     return counts
+
+
+def assert_each_sample_once(
+    events: list[dict], expected_ms: list[int], resent: int, within_ms: int = 0
+) -> None:
+    """Each expected sample time (Unix ms) is one event, and no event has another time (matched
+    within ``within_ms``: an OTLP collection's time is its earliest point's, its scrapers stamp
+    them milliseconds apart); at most ``resent`` events twice, as the same event (same
+    event_id: the warehouse and the curated lake keep one): what a killed receiver's spool
+    resent, Kafka having taken it before the acknowledgement was read."""
+    ids: dict[int, set[str]] = {}
+    for event in events:
+        at = round(datetime.fromisoformat(event["ts"]).timestamp() * 1000)
+        ids.setdefault(at, set()).add(event["event_id"])
+    assert all(len(same) == 1 for same in ids.values()), "one event_id per sample time"
+    duplicated = len(events) - len(ids)
+    assert duplicated <= resent, f"{duplicated} duplicated, {resent} resent"
+    expected = set(expected_ms)
+
+    def matched(at: int, times: set[int] | dict[int, set[str]]) -> bool:
+        return any(abs(at - other) <= within_ms for other in times)
+
+    assert not (lost := sorted(t for t in expected if not matched(t, ids))), f"lost: {lost}"
+    assert not (extra := sorted(t for t in ids if not matched(t, expected))), f"no such: {extra}"
+    assert len(ids) == len(expected), (sorted(ids), sorted(expected))
