@@ -273,8 +273,10 @@ def test_a_writer_stopped_anywhere_holds_its_flush_until_a_fencing_would_be_know
         wait_for(lambda: events_in_lake() == 600, 90, "the first events in files")
         before = files()
         writer.send_signal(signal.SIGSTOP)
+        stopped = time.monotonic()
         produce(settings, as_messages(simulated(30, start.replace(hour=1), 200)))
-        time.sleep(4.0)  # past STALL_S, within the 6-s session: still a member
+        # 4 s in all: past STALL_S, within the 6-s session (still a member when it wakes).
+        time.sleep(max(0.0, 4.0 - (time.monotonic() - stopped)))
         writer.send_signal(signal.SIGCONT)
         woke = time.time()
         wait_for(lambda: events_in_lake() == 1200, 60, "the second events in files")
