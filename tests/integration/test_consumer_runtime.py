@@ -6,14 +6,17 @@ does not."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from threading import Event, Thread
+from typing import Any
 
 import pytest
 from confluent_kafka import Message
@@ -22,6 +25,8 @@ from sysmetrics.config import Settings, load_settings
 from sysmetrics.stream.admin import ensure_topic
 from sysmetrics.stream.broker import EmbeddedBroker, free_port
 from sysmetrics.stream.runtime import ConsumerRuntime
+from tests.conftest import settings_for
+from tests.support.brokers import TestBroker
 from tests.support.events import as_messages, simulated
 from tests.support.kafka_io import SYSMETRICS, produce
 from tests.support.lake import data_files, event_id_counts
@@ -287,3 +292,74 @@ def test_a_writer_stopped_anywhere_holds_its_flush_until_a_fencing_would_be_know
     written = [at for f, at in files().items() if f not in before]
     assert min(written) >= woke + SETTLE_S - 0.2, (min(written) - woke, log.read_text()[-3000:])
     assert re.search(r"stood still for [4-9] s", log.read_text()), log.read_text()[-3000:]
+
+
+def _records(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_a_member_woken_after_its_fencing_hands_over_nothing_of_the_partitions_it_lost(
+    apache_kafka_broker: TestBroker, tmp_path: Path
+) -> None:
+    """A member behind its partitions (librdkafka has fetched ahead of it) is stopped (SIGSTOP:
+    a paused VM) past its session, and a second member takes its partitions over. Woken, the
+    first may be handed the messages fetched before the stop, before librdkafka reports the
+    partitions lost: a zombie evaluator would judge them, save state and queue pages for hosts
+    another member now owns. Nothing of a partition it lost is handed to its stage after it
+    woke. Before 2026-12-05 (only due work was held after a standstill) 2 of 14 runs handed
+    over a batch of 500 messages of a lost partition: it happens when the stop lands in a
+    poll, a window this test can make likely, not certain."""
+    settings = settings_for(apache_kafka_broker, tmp_path)
+    # What the stage does with the messages does not matter here: small ones, many of them.
+    produce(settings, [(b"host-%d" % (n % 90), b"x" * 100) for n in range(200_000)])
+    records = {name: tmp_path / f"{name}.jsonl" for name in ("zombie", "heir")}
+
+    def spawn(name: str) -> subprocess.Popen[bytes]:
+        with (tmp_path / f"{name}.log").open("wb") as out:
+            return subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "tests.support.recording_member",
+                    settings.bootstrap_servers,
+                    settings.topic,
+                    settings.consumer_group,
+                    str(records[name]),
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=Path(__file__).parents[2],
+            )
+
+    def saw(name: str, what: str) -> bool:
+        return any(r["what"] == what and r.get("partitions") != [] for r in _records(records[name]))
+
+    members = {"zombie": spawn("zombie")}
+    try:
+        wait_for(lambda: saw("zombie", "receive"), 60, "the first member's first batch")
+        time.sleep(0.5)
+        members["zombie"].send_signal(signal.SIGSTOP)
+        members["heir"] = spawn("heir")
+        wait_for(lambda: saw("heir", "assigned"), 60, "the second member taking over")
+        time.sleep(2)
+        woke = time.time()
+        members["zombie"].send_signal(signal.SIGCONT)
+        wait_for(lambda: saw("zombie", "lost"), 30, "the woken member to learn of its fencing")
+        time.sleep(3)
+    finally:
+        for process in members.values():
+            process.send_signal(signal.SIGCONT)
+            process.send_signal(signal.SIGTERM)
+        for name, process in members.items():
+            assert process.wait(30) == 0, (tmp_path / f"{name}.log").read_text()[-3000:]
+    after_waking = [r for r in _records(records["zombie"]) if r["at"] >= woke]
+    lost = {p for r in after_waking if r["what"] == "lost" for p in r["partitions"]}
+    assert lost, after_waking
+    known_lost: set[int] = set()
+    zombie_receives = []
+    for record in after_waking:
+        if record["what"] == "lost":
+            known_lost.update(record["partitions"])
+        elif record["what"] == "receive" and record["partition"] in lost - known_lost:
+            zombie_receives.append(record)
+    assert zombie_receives == [], zombie_receives

@@ -51,8 +51,10 @@ BUSY_S = 1.0
 """The stage's own work between two polls (taking a batch, its due work) counts as listening
 up to this long; beyond it, as a stall, it does not: the messages waited in the broker."""
 SETTLE_S = 2.0
-"""After such a stall, messages are taken but no due work (flush, commit) is done for this
-long: two heartbeats, for librdkafka to learn of a fencing and report the partitions lost."""
+"""After such a stall, for this long (two heartbeats, for librdkafka to learn of a fencing and
+report the partitions lost) fetching is paused, the messages polled are held back from the
+stage (those of partitions revoked or lost meanwhile are dropped: their next owner reads them)
+and no due work (flush, commit) is done."""
 ANSWER_TIMEOUT_S = 1.0
 """How long the leaders of a member's partitions may take to tell their end offsets."""
 
@@ -175,6 +177,9 @@ class ConsumerRuntime:
         """Deafness is counted up to here: the last poll's return, or the brokers' answer
         after they did not answer."""
         self._standstill = StandstillWatch()
+        self._held: list[tuple[list[Message], datetime]] = []
+        """Batches polled while settling after a standstill, not yet the stage's."""
+        self._settle_paused = False
         self._consumer = Consumer(consumer_config(settings, group))
 
     def run(self, max_idle_s: float | None = None) -> None:
@@ -206,27 +211,27 @@ class ConsumerRuntime:
                 received = datetime.now(UTC).replace(microsecond=0)
                 messages = [m for m in polled if self._usable(m)]
                 if messages:
-                    self.stats.messages += len(messages)
-                    self.stage.receive(messages, received)
-                    last_message = time.monotonic()
+                    self._held.append((messages, received))
                 elif not self.ever_assigned:
                     # A refusal a client of these settings met in this process (a broker
                     # restarting may refuse for a moment: only before ever joining it counts).
                     refused = explain_failure(self.settings, probe_tls=False)
                     if refused is not None:
                         raise ConsumerRefused(refused)
-                # Wherever it stood still (in a poll, taking a batch, in its due work), a
-                # zombie must not write what the group may have given to another member: the
-                # stage's due work waits until a fencing would be known.
-                stood_still = self._standstill.longest_since_read()
-                if stood_still > STALL_S:
-                    log.warning(
-                        "%s: this process stood still for %.0f s: checking that it still owns "
-                        "its partitions before writing",
-                        self.group,
-                        stood_still,
-                    )
-                    settle_until = time.monotonic() + SETTLE_S
+                # Wherever it stood still (in a poll, in the stage's work), a zombie must not
+                # act on what the group may have given another member (librdkafka may hand
+                # over what it fetched before the stop before it reports the partitions lost):
+                # its stage is handed nothing and does no due work until a fencing would be
+                # known.
+                settle_until = self._settle_if_stood_still(settle_until)
+                if time.monotonic() >= settle_until:
+                    self._resume_after_settling()
+                    if self._held:
+                        last_message = time.monotonic()
+                    for batch, at in self._take_held():
+                        self.stats.messages += len(batch)
+                        self.stage.receive(batch, at)
+                    settle_until = self._settle_if_stood_still(settle_until)
                 if time.monotonic() >= settle_until:
                     self.stage.after_poll()
                 idle_since = max(last_message, self.assigned_at)
@@ -238,6 +243,33 @@ class ConsumerRuntime:
         finally:
             self._standstill.stop()
             self._leave_group()
+
+    def _settle_if_stood_still(self, settle_until: float) -> float:
+        """When settling ends: ``SETTLE_S`` from now, fetching paused, if this process stood
+        still since the last look."""
+        stood_still = self._standstill.longest_since_read()
+        if stood_still <= STALL_S:
+            return settle_until
+        log.warning(
+            "%s: this process stood still for %.0f s: checking that it still owns its "
+            "partitions before handling or writing anything",
+            self.group,
+            stood_still,
+        )
+        if not self.paused and not self._settle_paused and self.assigned:
+            self._settle_paused = True
+            self._consumer.pause([TopicPartition(self.topic, p) for p in self.assigned])
+        return time.monotonic() + SETTLE_S
+
+    def _resume_after_settling(self) -> None:
+        if self._settle_paused:
+            self._settle_paused = False
+            if not self.paused and self.assigned:
+                self._consumer.resume([TopicPartition(self.topic, p) for p in self.assigned])
+
+    def _take_held(self) -> list[tuple[list[Message], datetime]]:
+        held, self._held = self._held, []
+        return held
 
     def _usable(self, message: Message) -> bool:
         error = message.error()
@@ -418,7 +450,14 @@ class ConsumerRuntime:
         self._in_callbacks += time.monotonic() - began
 
     def _forget(self, partitions: list[int]) -> None:
+        """Also drops the held messages of these partitions: their next owner reads them."""
         self.stats.revocations += 1
+        gone = set(partitions)
+        self._held = [
+            (kept, at)
+            for batch, at in self._held
+            if (kept := [m for m in batch if m.partition() not in gone])
+        ]
         self.assigned.difference_update(partitions)
         for partition in partitions:
             self.lag.pop(partition, None)
