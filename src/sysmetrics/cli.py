@@ -892,7 +892,8 @@ def query(ctx: Context, statement: str, as_json: bool) -> None:
     multiple=True,
     metavar="HOST_ID",
     help="Retire a host taken out of service, then exit (repeatable): the running evaluator "
-    "resolves its alerts and stops expecting it (HostDown) until it reports again; the hourly "
+    "resolves its alerts (with none running, this command sends the resolves to the receiver) "
+    "and stops expecting it (HostDown) until it reports again; the hourly "
     "job (host_silent) and the dashboard count it retired, not silent.",
 )
 @_metrics_option("alert")
@@ -958,17 +959,36 @@ def alert(
 
 
 def _forget(settings: Settings, host_ids: list[str]) -> None:
-    from sysmetrics.alerts.service import forget_hosts
+    from sysmetrics.alerts.rules import RulesError, load_rules
+    from sysmetrics.alerts.service import evaluators_running, forget_hosts, send_resolves
 
     try:
-        deleted = forget_hosts(settings, host_ids)
+        forgotten = forget_hosts(settings, host_ids)
     except (ConnectionError, PermissionError) as exc:
         raise click.ClickException(str(exc)) from None
-    for host_id, keys in deleted.items():
+    # Deleted from the state topic, these alerts are resolved only by an evaluator running
+    # now (it holds them): with none, this command sends the resolves itself.
+    running = evaluators_running(settings) if forgotten.firing else True
+    receivers = settings.alertmanager_url or settings.alert_webhook_url
+    if running is True:
+        resolved_by = "resolved by the evaluator"
+    elif running is None:
+        resolved_by = "resolved by the evaluator if one runs (Kafka did not say whether one does)"
+    elif not receivers:
+        resolved_by = "not resolved: no evaluator runs and no receiver is configured here"
+    else:
+        try:
+            send_resolves(settings, forgotten.firing, load_rules(settings.alert_rules))
+        except (ConnectionError, RulesError) as exc:
+            raise click.ClickException(f"forgotten, but not resolved: {exc}") from None
+        resolved_by = "resolved (no evaluator runs: sent from here)"
+    firing_hosts = {a.host_id for a in forgotten.firing}
+    for host_id, keys in forgotten.keys.items():
         alerts = ", ".join(k.split("|", 1)[0] for k in keys if not k.startswith("@"))
-        with_alerts = f" with its alerts ({alerts}), resolved by the evaluator" if alerts else ""
+        resolved = f", {resolved_by}" if host_id in firing_hosts else ""
+        with_alerts = f" with its alerts ({alerts}){resolved}" if alerts else ""
         click.echo(f"{host_id}: forgotten{with_alerts}; paged again only if it reports again")
-    unknown = [h for h in dict.fromkeys(host_ids) if h not in deleted]
+    unknown = [h for h in dict.fromkeys(host_ids) if h not in forgotten.keys]
     if unknown:
         raise click.ClickException(
             f"no evaluator knows {', '.join(unknown)} (not in {settings.alert_state_topic}): "

@@ -820,3 +820,56 @@ def test_a_retired_host_is_resolved_at_once_and_not_paged_after_a_restart(
         timeout=180,
     )
     assert listed_retirements(lake, settings.topic) == ["old-db"]
+
+
+def test_a_host_retired_while_no_evaluator_runs_is_resolved_by_the_command(
+    broker_settings: Settings, tmp_path: Path
+) -> None:
+    """A host paged down, then the evaluator stopped (crashed, being upgraded): `sysmetrics
+    alert --forget` deletes the alert from the state topic, so no evaluator will ever resolve
+    it; with none in the evaluators' group, the command sends the resolve itself, and the
+    next evaluator neither pages the host nor resolves it twice. Before 2026-12-05 the command
+    said "resolved by the evaluator" and nothing resolved it (a webhook never heard of it;
+    Alertmanager ends an alert four resend intervals after its last send)."""
+    receiver, env = webhook_and_env(broker_settings, tmp_path, HOST_DOWN_ONLY)
+    for seq in range(3):  # a host sampling every 2 s, then silent
+        produce(
+            broker_settings,
+            as_messages([event("old-db", datetime.now(UTC), 20.0, seq=seq, interval_s=2.0)]),
+        )
+        time.sleep(2.0)
+    log = tmp_path / "alert.log"
+
+    def evaluator() -> subprocess.Popen[bytes]:
+        with log.open("ab") as out:
+            return subprocess.Popen([SYSMETRICS, "alert"], env=env, stdout=out, stderr=out)
+
+    first = evaluator()
+    try:
+        wait_for(lambda: "old-db" in pages(receiver), 60, "old-db paged down")
+    finally:
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(30) == 0, log.read_text()[-3000:]
+    forget = subprocess.run(
+        [SYSMETRICS, "alert", "--forget", "old-db"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert forget.returncode == 0, forget.stderr
+    assert forget.stdout == (
+        "old-db: forgotten with its alerts (HostDown), resolved (no evaluator runs: sent from "
+        "here); paged again only if it reports again\n"
+    )
+    paged = pages(receiver)["old-db"]
+    assert len(paged["firing"]) == 1 and paged["resolved"] == paged["firing"], paged
+    second = evaluator()
+    try:
+        time.sleep(12)  # past the 6-s window on the new process's clock
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(30)
+        receiver.shutdown()
+    assert pages(receiver) == {"old-db": paged}
+    assert len(receiver.notifications) == 2, receiver.notifications

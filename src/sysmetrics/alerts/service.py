@@ -25,12 +25,14 @@ from confluent_kafka import (
     OFFSET_BEGINNING,
     OFFSET_END,
     Consumer,
+    ConsumerGroupState,
     KafkaError,
     KafkaException,
     Message,
     Producer,
     TopicPartition,
 )
+from confluent_kafka.admin import AdminClient
 
 from sysmetrics.alerts.evaluator import Alert, Change, Evaluator, KnownHost
 from sysmetrics.alerts.live import write_firing
@@ -41,7 +43,7 @@ from sysmetrics.logs import RepeatedFailure
 from sysmetrics.observability import Reading
 from sysmetrics.schema import SchemaError, decode_keeping_unknown, retired_at
 from sysmetrics.stream.admin import ensure_topic
-from sysmetrics.stream.kafka_config import consumer_config, producer_config
+from sysmetrics.stream.kafka_config import admin_config, consumer_config, producer_config
 from sysmetrics.stream.producer import retirement_headers
 from sysmetrics.stream.runtime import ConsumerRuntime
 
@@ -71,13 +73,22 @@ def read_state(settings: Settings, timeout_s: float = 60.0) -> list[Alert]:
     return [Alert.from_json(v) for k, v in records.items() if v and not _is_host_key(k)]
 
 
-def forget_hosts(settings: Settings, host_ids: list[str]) -> dict[str, list[str]]:
+@dataclass
+class Forgotten:
+    """What ``forget_hosts`` deleted: per host the state topic knew, its keys; and the
+    alerts among them that were firing (paged, not yet resolved)."""
+
+    keys: dict[str, list[str]]
+    firing: list[Alert]
+
+
+def forget_hosts(settings: Settings, host_ids: list[str]) -> Forgotten:
     """Retire hosts taken out of service, so that they page no more: their known-host record
     and their alerts are deleted from the state topic (no evaluator restores them), then a
     forget record asks the running evaluator that holds each to resolve its alerts and stop
     expecting it, and a retirement on the metrics topic tells the hourly job (through the
-    lake) that the host is gone, not silent. Returns, per host the state topic knew, the keys
-    deleted; a host it did not know is left out. Raises ConnectionError when Kafka cannot be
+    lake) that the host is gone, not silent. A host the state topic did not know is left
+    out. Raises ConnectionError when Kafka cannot be
     reached or does not take the records, PermissionError when it refuses this user the state
     topic."""
     ensure_state_topic(settings)
@@ -90,6 +101,7 @@ def forget_hosts(settings: Settings, host_ids: list[str]) -> dict[str, list[str]
 
     producer = Producer(producer_config(settings))
     deleted: dict[str, list[str]] = {}
+    firing: list[Alert] = []
     for host_id in dict.fromkeys(host_ids):
         keys = sorted(
             key
@@ -113,12 +125,66 @@ def forget_hosts(settings: Settings, host_ids: list[str]) -> dict[str, list[str]
             on_delivery=delivered,
         )
         deleted[host_id] = keys
+        alerts = [Alert.from_json(v) for k in keys if not k.startswith("@") and (v := records[k])]
+        firing += [a for a in alerts if a.state == "firing"]
     waiting = producer.flush(30)
     if refused or waiting:
         reason = refused[0] if refused else f"{waiting} records not acknowledged in 30 s"
         topics = f"{settings.alert_state_topic} or {settings.topic}"
         raise ConnectionError(f"cannot write to {topics}: {reason}")
-    return deleted
+    return Forgotten(deleted, firing)
+
+
+def evaluators_running(settings: Settings, timeout_s: float = 10.0) -> bool | None:
+    """Whether an evaluator is a member of the evaluators' group now (it acts on a forget
+    record); None when Kafka does not say. Told by the group's state as well as its members:
+    Tansu describes a group with members as stable, listing none."""
+    group = settings.alert_consumer_group
+    admin = AdminClient(admin_config(settings))
+    try:
+        described = admin.describe_consumer_groups([group], request_timeout=timeout_s)[group]
+        group_now = described.result(timeout=timeout_s + 5)
+    except KafkaException as exc:
+        log.warning("cannot tell whether an evaluator runs (group %s): %s", group, exc)
+        return None
+    if group_now.state == ConsumerGroupState.UNKNOWN:
+        return None
+    return bool(group_now.members) or group_now.state not in (
+        ConsumerGroupState.EMPTY,
+        ConsumerGroupState.DEAD,
+    )
+
+
+RESOLVE_ATTEMPTS = 4
+
+
+def send_resolves(settings: Settings, alerts: list[Alert], rules: list[Rule]) -> int:
+    """Resolve these firing alerts at the receivers now, for the evaluator that would have
+    (none runs). Returns how many were sent; raises ConnectionError when the receivers did
+    not take them after ``RESOLVE_ATTEMPTS`` tries (Alertmanager still ends each at its
+    ``endsAt``, four resend intervals after its last send)."""
+    by_name = {rule.name: rule for rule in rules}
+    now = datetime.now(UTC)
+    outbox = Outbox(settings.alertmanager_url, settings.alert_webhook_url)
+    for alert in alerts:
+        if alert.rule in by_name:
+            alert.resolved_at = now
+            outbox.add(
+                [
+                    api_alert(
+                        Change("resolved", alert), by_name[alert.rule], settings.alert_resend_s, now
+                    )
+                ]
+            )
+    for _ in range(RESOLVE_ATTEMPTS):
+        if outbox.flush():
+            return outbox.sent
+        time.sleep(max(0.0, outbox.next_try - time.monotonic()))
+    raise ConnectionError(
+        f"the alert receiver did not take {len(outbox.pending)} resolves in "
+        f"{RESOLVE_ATTEMPTS} tries: Alertmanager ends each alert four resend intervals "
+        f"({4 * settings.alert_resend_s:g} s) after the evaluator last sent it"
+    )
 
 
 def ensure_state_topic(settings: Settings) -> None:
