@@ -10,7 +10,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -748,6 +748,26 @@ def test_a_host_that_went_silent_while_no_evaluator_ran_is_still_paged(
     assert receiver.statuses("HostDown") == ["firing", "resolved"]
 
 
+def _sample_then_fall_silent(settings: Settings, hosts: list[str]) -> None:
+    """The hosts sample every 2 s three times, then fall silent."""
+    for seq in range(3):
+        now = datetime.now(UTC)
+        produce(
+            settings, as_messages([event(h, now, 20.0, seq=seq, interval_s=2.0) for h in hosts])
+        )
+        time.sleep(2.0)
+
+
+def _evaluators(env: dict[str, str], log: Path) -> Callable[[], subprocess.Popen[bytes]]:
+    """Starts `sysmetrics alert` processes of this environment, logging to ``log``."""
+
+    def evaluator() -> subprocess.Popen[bytes]:
+        with log.open("ab") as out:
+            return subprocess.Popen([SYSMETRICS, "alert"], env=env, stdout=out, stderr=out)
+
+    return evaluator
+
+
 def test_a_retired_host_is_resolved_at_once_and_not_paged_after_a_restart(
     broker_settings: Settings, tmp_path: Path
 ) -> None:
@@ -762,20 +782,9 @@ def test_a_retired_host_is_resolved_at_once_and_not_paged_after_a_restart(
     )
     from sysmetrics.alerts.service import read_known_hosts, read_state_records
 
-    for seq in range(3):  # two hosts sampling every 2 s, then both silent
-        now = datetime.now(UTC)
-        produce(
-            settings,
-            as_messages([event(h, now, 20.0, seq=seq, interval_s=2.0) for h in ("old-db", "web")]),
-        )
-        time.sleep(2.0)
-
+    _sample_then_fall_silent(settings, ["old-db", "web"])
     log = tmp_path / "alert.log"
-
-    def evaluator() -> subprocess.Popen[bytes]:
-        with log.open("ab") as out:
-            return subprocess.Popen([SYSMETRICS, "alert"], env=env, stdout=out, stderr=out)
-
+    evaluator = _evaluators(env, log)
     first = evaluator()
     try:
         wait_for(lambda: len(pages(receiver)) == 2, 60, "both hosts paged down")
@@ -832,18 +841,9 @@ def test_a_host_retired_while_no_evaluator_runs_is_resolved_by_the_command(
     said "resolved by the evaluator" and nothing resolved it (a webhook never heard of it;
     Alertmanager ends an alert four resend intervals after its last send)."""
     receiver, env = webhook_and_env(broker_settings, tmp_path, HOST_DOWN_ONLY)
-    for seq in range(3):  # a host sampling every 2 s, then silent
-        produce(
-            broker_settings,
-            as_messages([event("old-db", datetime.now(UTC), 20.0, seq=seq, interval_s=2.0)]),
-        )
-        time.sleep(2.0)
+    _sample_then_fall_silent(broker_settings, ["old-db"])
     log = tmp_path / "alert.log"
-
-    def evaluator() -> subprocess.Popen[bytes]:
-        with log.open("ab") as out:
-            return subprocess.Popen([SYSMETRICS, "alert"], env=env, stdout=out, stderr=out)
-
+    evaluator = _evaluators(env, log)
     first = evaluator()
     try:
         wait_for(lambda: "old-db" in pages(receiver), 60, "old-db paged down")
