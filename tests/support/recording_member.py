@@ -1,6 +1,7 @@
-"""A consumer-group member on the shared runtime whose stage only records, one JSON line per
-call, what the runtime handed it: run as a process (``python -m``) so a test can stop it with
-SIGSTOP as a paused VM would be, which a thread of the test cannot be.
+"""A consumer-group member on the shared runtime whose stage only records what the runtime
+handed it, one JSON line per ``HANDLED`` messages as it handles them (``handover`` true on the
+first line of each call): run as a process (``python -m``) so a test can stop it with SIGSTOP
+as a paused VM would be, which a thread of the test cannot be.
 
 Usage: ``python -m tests.support.recording_member BOOTSTRAP TOPIC GROUP RECORD``
 """
@@ -21,9 +22,11 @@ from sysmetrics.config import load_settings
 from sysmetrics.stream.runtime import ConsumerRuntime
 
 COMMIT_EVERY_S = 1.0
-RECEIVE_S = 0.005
-"""Each batch takes this long to handle: a member with a backlog stays behind it, so
-librdkafka has fetched messages ahead of it, waiting in the client, when it is stopped."""
+HANDLED = 50
+HANDLING_S = 0.001
+"""Each ``HANDLED`` messages take this long to handle: a member with a backlog stays behind it,
+so librdkafka has fetched messages ahead of it, waiting in the client, when it is stopped; and
+a stop lands most likely in the stage's handling."""
 
 
 class RecordingStage:
@@ -49,15 +52,21 @@ class RecordingStage:
         self._write("lost", partitions=partitions)
 
     def receive(self, messages: list[Message], received: object) -> None:
-        by_partition: dict[int, list[int]] = {}
-        for message in messages:
-            partition, offset = message.partition(), message.offset()
-            assert partition is not None and offset is not None  # set on consumed messages
-            by_partition.setdefault(partition, []).append(offset)
-        for partition, offsets in by_partition.items():
-            self._handled[partition] = max(offsets) + 1
-            self._write("receive", partition=partition, offsets=[min(offsets), max(offsets)])
-        time.sleep(RECEIVE_S)
+        for start in range(0, len(messages), HANDLED):
+            by_partition: dict[int, list[int]] = {}
+            for message in messages[start : start + HANDLED]:
+                partition, offset = message.partition(), message.offset()
+                assert partition is not None and offset is not None  # set on consumed messages
+                by_partition.setdefault(partition, []).append(offset)
+            for partition, offsets in by_partition.items():
+                self._handled[partition] = max(offsets) + 1
+                self._write(
+                    "handled",
+                    partition=partition,
+                    offsets=[min(offsets), max(offsets)],
+                    handover=start == 0,
+                )
+            time.sleep(HANDLING_S)
 
     def after_poll(self) -> None:
         if time.monotonic() - self._last_commit >= COMMIT_EVERY_S:

@@ -55,6 +55,10 @@ SETTLE_S = 2.0
 report the partitions lost) fetching is paused, the messages polled are held back from the
 stage (those of partitions revoked or lost meanwhile are dropped: their next owner reads them)
 and no due work (flush, commit) is done."""
+HANDOVER = 100
+"""Messages handed to the stage at a time: between two handovers the runtime looks whether the
+process stood still (a stop inside the stage's handling) and then holds the rest, so a woken
+member handles at most this many as a zombie before it settles."""
 ANSWER_TIMEOUT_S = 1.0
 """How long the leaders of a member's partitions may take to tell their end offsets."""
 
@@ -122,7 +126,8 @@ class Stage(Protocol):
         not committed is the next owner's."""
 
     def receive(self, messages: list[Message], received: datetime) -> None:
-        """One poll's messages (none has an error); ``received`` is when the poll returned."""
+        """Messages of one poll, in order, at most ``HANDOVER`` (none has an error);
+        ``received`` is when the poll returned."""
 
     def after_poll(self) -> None:
         """Due work after every poll (flush, commit, timers), also when nothing arrived."""
@@ -228,10 +233,7 @@ class ConsumerRuntime:
                     self._resume_after_settling()
                     if self._held:
                         last_message = time.monotonic()
-                    for batch, at in self._take_held():
-                        self.stats.messages += len(batch)
-                        self.stage.receive(batch, at)
-                    settle_until = self._settle_if_stood_still(settle_until)
+                    settle_until = self._hand_over(settle_until)
                 if time.monotonic() >= settle_until:
                     self.stage.after_poll()
                 idle_since = max(last_message, self.assigned_at)
@@ -267,9 +269,21 @@ class ConsumerRuntime:
             if not self.paused and self.assigned:
                 self._consumer.resume([TopicPartition(self.topic, p) for p in self.assigned])
 
-    def _take_held(self) -> list[tuple[list[Message], datetime]]:
-        held, self._held = self._held, []
-        return held
+    def _hand_over(self, settle_until: float) -> float:
+        """Hand the held messages to the stage, ``HANDOVER`` at a time, until a standstill
+        is seen (the rest stay held); returns when settling ends."""
+        while self._held:
+            batch, at = self._held[0]
+            if len(batch) > HANDOVER:
+                batch, self._held[0] = batch[:HANDOVER], (batch[HANDOVER:], at)
+            else:
+                del self._held[0]
+            self.stats.messages += len(batch)
+            self.stage.receive(batch, at)
+            settle_until = self._settle_if_stood_still(settle_until)
+            if time.monotonic() < settle_until:
+                break
+        return settle_until
 
     def _usable(self, message: Message) -> bool:
         error = message.error()
