@@ -87,10 +87,9 @@ def forget_hosts(settings: Settings, host_ids: list[str]) -> Forgotten:
     and their alerts are deleted from the state topic (no evaluator restores them), then a
     forget record asks the running evaluator that holds each to resolve its alerts and stop
     expecting it, and a retirement on the metrics topic tells the hourly job (through the
-    lake) that the host is gone, not silent. A host the state topic did not know is left
-    out. Raises ConnectionError when Kafka cannot be
-    reached or does not take the records, PermissionError when it refuses this user the state
-    topic."""
+    lake) that the host is gone, not silent. A host the state topic did not know is left out.
+    Raises ConnectionError when Kafka cannot be reached or does not take the records,
+    PermissionError when it refuses this user the state topic."""
     ensure_state_topic(settings)
     records = read_state_records(settings, 60.0)
     refused: list[str] = []

@@ -183,7 +183,8 @@ class ConsumerRuntime:
         after they did not answer."""
         self._standstill = StandstillWatch()
         self._held: list[tuple[list[Message], datetime]] = []
-        """Batches polled while settling after a standstill, not yet the stage's."""
+        """Batches polled, not yet handed to the stage (held while settling after a
+        standstill)."""
         self._settle_paused = False
         self._consumer = Consumer(consumer_config(settings, group))
 
