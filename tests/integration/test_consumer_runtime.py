@@ -298,19 +298,22 @@ def _records(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
+@pytest.mark.parametrize("handover", [HANDOVER, 1], ids=["by-default", "evaluator"])
 def test_a_member_woken_after_its_fencing_hands_over_nothing_of_the_partitions_it_lost(
-    apache_kafka_broker: TestBroker, tmp_path: Path
+    apache_kafka_broker: TestBroker, tmp_path: Path, handover: int
 ) -> None:
     """A member behind its partitions (librdkafka has fetched ahead of it) is stopped (SIGSTOP:
     a paused VM) past its session, and a second member takes its partitions over. Woken, the
     first may be handed the messages fetched before the stop, before librdkafka reports the
     partitions lost: a zombie evaluator would judge them, save state and queue pages for hosts
     another member now owns. Nothing of a partition it lost is handed to its stage after it
-    woke, and the stage handles at most the rest of the ``HANDOVER`` messages it had in hand
-    when stopped (the stop lands most likely in its handling). Before 2026-12-05 (only due
-    work was held after a standstill) 2 of 14 runs handed over a batch of 500 messages of a
-    lost partition (the stop landed in a poll: a window this test makes likely, not certain),
-    and a stop in the stage's handling let it finish the poll's whole batch."""
+    woke but the call under way at the stop, and the stage handles at most the rest of the
+    ``handover`` messages it had in hand (the stop lands most likely in its handling; the
+    evaluator takes one at a time). Before 2026-12-05 (only due work was held after a
+    standstill) 2 of 14 runs handed over a batch of 500 messages of a lost partition (the stop
+    landed in a poll: a window this test makes likely, not certain), and a stop in the stage's
+    handling let it finish the poll's whole batch; until the evaluator took one message at a
+    time, it finished up to 100."""
     settings = settings_for(apache_kafka_broker, tmp_path)
     # What the stage does with the messages does not matter here: small ones, many of them.
     produce(settings, [(b"host-%d" % (n % 90), b"x" * 100) for n in range(200_000)])
@@ -327,6 +330,7 @@ def test_a_member_woken_after_its_fencing_hands_over_nothing_of_the_partitions_i
                     settings.topic,
                     settings.consumer_group,
                     str(records[name]),
+                    str(handover),
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -364,7 +368,8 @@ def test_a_member_woken_after_its_fencing_hands_over_nothing_of_the_partitions_i
             known_lost.update(record["partitions"])
         elif record["what"] == "handled" and record["partition"] in lost - known_lost:
             zombie_work.append(record)
-    # Handed over after it woke: none. Handled: at most the rest of what it had in hand.
-    assert [r for r in zombie_work if r["handover"]] == [], zombie_work
+    # Handed over after it woke: none but the call under way (its first line may not have been
+    # written at the stop). Handled: at most the rest of what it had in hand.
+    assert len([r for r in zombie_work if r["handover"]]) <= 1, zombie_work
     handled = sum(r["offsets"][1] - r["offsets"][0] + 1 for r in zombie_work)
-    assert handled <= HANDOVER, zombie_work
+    assert handled <= handover, zombie_work

@@ -3,7 +3,8 @@ handed it, one JSON line per ``HANDLED`` messages as it handles them (``handover
 first line of each call): run as a process (``python -m``) so a test can stop it with SIGSTOP
 as a paused VM would be, which a thread of the test cannot be.
 
-Usage: ``python -m tests.support.recording_member BOOTSTRAP TOPIC GROUP RECORD``
+Usage: ``python -m tests.support.recording_member BOOTSTRAP TOPIC GROUP RECORD HANDOVER``
+(the runtime's messages per call to the stage)
 """
 
 from __future__ import annotations
@@ -88,14 +89,14 @@ class RecordingStage:
             self._write("commit refused", error=str(exc))
 
 
-def main(bootstrap: str, topic: str, group: str, record: str) -> None:
+def main(bootstrap: str, topic: str, group: str, record: str, handover: str) -> None:
     settings = load_settings(bootstrap_servers=bootstrap, topic=topic, consumer_group=group)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     stage = RecordingStage(Path(record))
-    stage.runtime = ConsumerRuntime(settings, topic, group, stage, stop)
+    stage.runtime = ConsumerRuntime(settings, topic, group, stage, stop, handover=int(handover))
     stage.runtime.run()
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:5])
+    main(*sys.argv[1:6])

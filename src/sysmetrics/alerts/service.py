@@ -253,8 +253,11 @@ class AlertService:
         self._producer: Producer | None = None
         self._forgets: Consumer | None = None
         """Reads the forget records written to the state topic since this evaluator started."""
+        # One sample per handover: a member woken from a standstill (its partitions perhaps
+        # another evaluator's by then) judges at most the one it had in hand, not a hundred
+        # that save state and queue pages for hosts it no longer owns.
         self.runtime = ConsumerRuntime(
-            settings, settings.topic, settings.alert_consumer_group, self, self.stop
+            settings, settings.topic, settings.alert_consumer_group, self, self.stop, handover=1
         )
         # Silences are timed while the consumer can listen: a rebalance that holds it (reading
         # the state topic), a stall or brokers that do not answer are not the hosts' silence.

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -56,9 +57,9 @@ report the partitions lost) fetching is paused, the messages polled are held bac
 stage (those of partitions revoked or lost meanwhile are dropped: their next owner reads them)
 and no due work (flush, commit) is done."""
 HANDOVER = 100
-"""Messages handed to the stage at a time: between two handovers the runtime looks whether the
-process stood still (a stop inside the stage's handling) and then holds the rest, so a woken
-member handles at most this many as a zombie before it settles."""
+"""Messages handed to the stage at a time, by default: between two handovers the runtime looks
+whether the process stood still (a stop inside the stage's handling) and then holds the rest,
+so a woken member handles at most this many as a zombie before it settles."""
 ANSWER_TIMEOUT_S = 1.0
 """How long the leaders of a member's partitions may take to tell their end offsets."""
 
@@ -126,8 +127,8 @@ class Stage(Protocol):
         not committed is the next owner's."""
 
     def receive(self, messages: list[Message], received: datetime) -> None:
-        """Messages of one poll, in order, at most ``HANDOVER`` (none has an error);
-        ``received`` is when the poll returned."""
+        """Messages of one poll, in order, at most the runtime's ``handover`` (none has an
+        error); ``received`` is when the poll returned."""
 
     def after_poll(self) -> None:
         """Due work after every poll (flush, commit, timers), also when nothing arrived."""
@@ -158,6 +159,7 @@ class ConsumerRuntime:
         stage: Stage,
         stop: threading.Event,
         batch: int = 500,
+        handover: int = HANDOVER,
     ) -> None:
         self.settings = settings
         self.topic = topic
@@ -165,6 +167,9 @@ class ConsumerRuntime:
         self.stage = stage
         self.stop = stop
         self.batch = batch
+        self.handover = handover
+        """Messages handed to the stage per call (``HANDOVER``: a stage whose every message
+        may act on the world outside the group asks for fewer)."""
         self.stats = ConsumerStats()
         self.assigned: set[int] = set()
         self.ever_assigned = False  # joined the group at least once: the settings are right
@@ -182,7 +187,7 @@ class ConsumerRuntime:
         """Deafness is counted up to here: the last poll's return, or the brokers' answer
         after they did not answer."""
         self._standstill = StandstillWatch()
-        self._held: list[tuple[list[Message], datetime]] = []
+        self._held: deque[tuple[list[Message], datetime]] = deque()
         """Batches polled, not yet handed to the stage (held while settling after a
         standstill)."""
         self._settle_paused = False
@@ -261,24 +266,27 @@ class ConsumerRuntime:
         )
         if not self.paused and not self._settle_paused and self.assigned:
             self._settle_paused = True
-            self._consumer.pause([TopicPartition(self.topic, p) for p in self.assigned])
+            self._consumer.pause(self._assigned_partitions())
         return time.monotonic() + SETTLE_S
 
     def _resume_after_settling(self) -> None:
         if self._settle_paused:
             self._settle_paused = False
             if not self.paused and self.assigned:
-                self._consumer.resume([TopicPartition(self.topic, p) for p in self.assigned])
+                self._consumer.resume(self._assigned_partitions())
 
     def _hand_over(self, settle_until: float) -> float:
-        """Hand the held messages to the stage, ``HANDOVER`` at a time, until a standstill
+        """Hand the held messages to the stage, ``handover`` at a time, until a standstill
         is seen (the rest stay held); returns when settling ends."""
+        size = self.handover
         while self._held:
-            batch, at = self._held[0]
-            if len(batch) > HANDOVER:
-                batch, self._held[0] = batch[:HANDOVER], (batch[HANDOVER:], at)
-            else:
-                del self._held[0]
+            batch, at = self._held.popleft()
+            if len(batch) > size:  # cut once, so that a handover of one is no copy of the rest
+                self._held.extendleft(
+                    (batch[start : start + size], at)
+                    for start in reversed(range(size, len(batch), size))
+                )
+                batch = batch[:size]
             self.stats.messages += len(batch)
             self.stage.receive(batch, at)
             settle_until = self._settle_if_stood_still(settle_until)
@@ -386,15 +394,18 @@ class ConsumerRuntime:
         except KafkaException as exc:
             log.debug("seek of partition %d: %s", partition, exc)
 
+    def _assigned_partitions(self) -> list[TopicPartition]:
+        return [TopicPartition(self.topic, p) for p in self.assigned]
+
     def pause(self) -> None:
         """Stop fetching (the stage's buffer is full, or its storage is down)."""
         if not self.paused:
-            self._consumer.pause([TopicPartition(self.topic, p) for p in self.assigned])
+            self._consumer.pause(self._assigned_partitions())
             self.paused = True
 
     def resume(self) -> None:
         if self.paused:
-            self._consumer.resume([TopicPartition(self.topic, p) for p in self.assigned])
+            self._consumer.resume(self._assigned_partitions())
             self.paused = False
 
     def measure_lag(self) -> dict[int, int]:
@@ -468,11 +479,11 @@ class ConsumerRuntime:
         """Also drops the held messages of these partitions: their next owner reads them."""
         self.stats.revocations += 1
         gone = set(partitions)
-        self._held = [
+        self._held = deque(
             (kept, at)
             for batch, at in self._held
             if (kept := [m for m in batch if m.partition() not in gone])
-        ]
+        )
         self.assigned.difference_update(partitions)
         for partition in partitions:
             self.lag.pop(partition, None)
