@@ -955,14 +955,14 @@ def test_a_prometheus_ha_pair_makes_one_event_per_scrape_interval_and_fails_over
         assert sum(gap > 3.5 for gap in gaps) <= 1
 
 
-def _scraping(hosts: dict[str, NodeExporter], url: str) -> str:
-    """A Prometheus configuration scraping each host (its node_exporter) every 5 s and
-    remote-writing as ``prom-eu-1``."""
+def _scraping(hosts: dict[str, NodeExporter], url: str, interval_s: int = 5) -> str:
+    """A Prometheus configuration scraping each host (its node_exporter) every ``interval_s``
+    and remote-writing as ``prom-eu-1``."""
     targets = "".join(
         f"\n      - {{targets: [127.0.0.1:{node.port}], labels: {{instance: {host}}}}}"
         for host, node in hosts.items()
     )
-    return f"""global: {{scrape_interval: 5s, scrape_timeout: 4s}}
+    return f"""global: {{scrape_interval: {interval_s}s, scrape_timeout: 4s}}
 scrape_configs:
   - job_name: node
     static_configs:{targets}
@@ -1076,6 +1076,62 @@ def test_a_target_dropped_while_the_receiver_is_down_still_retires_its_host(
     by_sample = {(e["host"]["host_id"], e["ts"]): e["event_id"] for e in events}
     assert len(by_sample) == len({e["event_id"] for e in events}), "one event per sample"
     assert {host for host, _ in by_sample} == {"web-1", "web-2"}
+
+
+def test_a_host_whose_exporter_moves_to_a_new_address_is_not_retired(
+    tansu_settings: Settings, tmp_path: Path
+) -> None:
+    """Prometheus scrapes two hosts every 20 s; a reload moves web-1 to another exporter (the
+    same labels: a machine re-addressed) and drops web-2. Prometheus writes the old targets'
+    stale markers ~2.1 intervals after their last scrape, and may start the new target's
+    scrapes only after that (its discovery, then the target's offset in the interval): web-1
+    is not retired and its samples go on; web-2 is retired. Before 2026-12-05 a retirement was
+    emitted at once: the same move at a 5-s interval retired web-1 (its alerts resolved, then
+    known anew with its next sample) in 2 of 3 runs. At 5 s no wait fits before HostDown's 3
+    intervals; at 20 s the new target's first scrape comes within it."""
+    ingest = Ingest(
+        tansu_settings, tansu_settings.data_dir, wait_s=1.0, SYSMETRICS_INGEST_TOKEN="s3cret"
+    )
+    ingest.start()
+    old_address, new_address, dropped = NodeExporter(), NodeExporter(), NodeExporter()
+    config = tmp_path / "prometheus" / "prometheus.yml"
+    hosts = {"web-1": old_address, "web-2": dropped}
+    prometheus = Prometheus(tmp_path / "prometheus", _scraping(hosts, ingest.url, interval_s=20))
+    try:
+        wait_for(
+            lambda: ingest.metric("sysmetrics_ingest_events_total") >= 4,
+            120,
+            "two scrapes of both hosts through the receiver",
+        )
+        config.write_text(_scraping({"web-1": new_address}, ingest.url, interval_s=20))
+        prometheus.process.send_signal(signal.SIGHUP)
+        moved_at = time.time()
+        wait_for(
+            lambda: ingest.metric("sysmetrics_ingest_hosts_retired_total") >= 1,
+            120,
+            "web-2 to be retired",
+        )
+        # A retirement of web-1 would be due by now: 3 intervals after its last sample at the
+        # old address, less 5 s.
+        time.sleep(max(0.0, moved_at + 70 - time.time()))
+        retired = ingest.metric("sysmetrics_ingest_hosts_retired_total")
+    finally:
+        with contextlib.suppress(Exception):
+            prometheus.stop()
+        for node in (old_address, new_address, dropped):
+            node.close()
+        ingest.stop()
+    assert retired == 1
+    events = drain_to_lake(tansu_settings)
+    assert listed_retirements(Path(tansu_settings.lake_url), tansu_settings.topic) == ["web-2"]
+    web_1 = sorted(
+        datetime.fromisoformat(e["ts"]).timestamp()
+        for e in events
+        if e["host"]["host_id"] == "web-1"
+    )
+    assert web_1[-1] > moved_at + 30, "scraped at its new address"
+    # The move's gap: the old target's last scrape to the new one's first, under HostDown's 3.
+    assert all(0 < b - a < 60 for a, b in itertools.pairwise(web_1)), web_1
 
 
 def test_sysmetrics_status_shows_a_running_receiver(tansu_settings: Settings) -> None:

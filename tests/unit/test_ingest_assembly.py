@@ -465,6 +465,47 @@ def test_a_host_whose_last_target_prometheus_drops_is_retired_after_its_samples(
     assert assembler.due(now=math.inf) == [("web-1", RECENT + 40_000, "node_exporter")]
 
 
+def test_a_retirement_waits_for_a_new_address_as_long_as_host_down_allows(
+    tmp_path: Path,
+) -> None:
+    """Prometheus writes a dropped target's stale marker ~2.1 intervals after its last scrape,
+    and its service discovery may start scraping the host's new address later still: with
+    Debian's Prometheus, a reload moving a host to another exporter (the same labels), the new
+    target's first scrape came 3.4 s after the old one's marker was written (5-s interval), and
+    the host was retired, then known anew with its next sample (its alerts resolved), in 2 of 3
+    runs. A retirement now waits, at most until HostDown would page the host less 5 s (3
+    intervals after its latest sample was emitted): a new target's ``up`` (web-1) or a later
+    sample (web-2: its ``up`` in another shard) withdraws it, also when the journal is
+    replayed; a host no target comes back for (web-3) is retired then. Before, every one was
+    retired at once."""
+    assembler = Assembler(tmp_path, wait_s=15)
+    hosts = ("web-1", "web-2", "web-3")
+    for n in range(3):
+        for host in hosts:
+            _scrape(assembler, RECENT + n * 20_000, {"node": 1}, host=host)
+        _emit_due(assembler, math.inf)
+    emitted = time.monotonic()
+    for host in hosts:
+        _scrape(assembler, RECENT + 60_000, {"node": STALE_MARKER}, host=host, node=False)
+    assert {key[0] for key in assembler.retiring} == set(hosts)
+    assert assembler.due(now=emitted + 50) == [], "HostDown pages after 60 s: 55 s to wait"
+    due_then = [key[0] for key in assembler.due(now=emitted + 56) if key[2] == "target"]
+    assert due_then == list(hosts)
+    _scrape(assembler, RECENT + 70_000, {"node": 1}, host="web-1")
+    _scrape(assembler, RECENT + 70_000, {}, host="web-2")
+    assert assembler.retiring == {("web-3", RECENT + 60_000, "target")}
+    assert assembler.stats.retirements_withdrawn == 2
+    assembler = _restart(assembler, tmp_path)
+    assert assembler.retiring == {("web-3", RECENT + 60_000, "target")}, "replayed the same"
+    assert _emit_due(assembler, 0) == [
+        ("web-1", RECENT + 70_000, "node_exporter"),
+        ("web-2", RECENT + 70_000, "node_exporter"),
+        ("web-3", RECENT + 60_000, "target"),
+    ], "after a restart, when the last emission is not known: at once"
+    assert assembler.stats.retired == 1 and "web-3" not in assembler.targets
+    assert list(assembler.targets["web-1"]) == [("node", "web-1")], "its new target"
+
+
 def test_a_dropped_target_does_not_retire_a_host_that_sent_later_or_another_replicas_host(
     tmp_path: Path,
 ) -> None:

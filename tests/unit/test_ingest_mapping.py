@@ -78,6 +78,27 @@ def test_macos_node_exporter_fills_the_documented_fields() -> None:
     assert first.gpus == [] and first.battery is None
 
 
+def test_one_short_gap_does_not_shorten_a_hosts_interval_two_do() -> None:
+    """A target scraped at a new moment (its address changed: Prometheus scrapes a new target
+    at another offset in the interval) gives its host one gap well under its interval. The
+    interval stays. Before, it fell to that gap (0.4 s here) and grew back by half a sample:
+    HostDown's silence (3 intervals, never under 5 s) was under the 10 s between the host's
+    samples for the next six of them, and it paged down and back between each two. Two short
+    gaps in a row are a host sampled more often now."""
+    text = (FIXTURES / "node_exporter_darwin.prom").read_text()
+
+    def intervals(offsets_ms: list[int]) -> list[float | None]:
+        return [e.interval_s for e in _events(text, "web-1", [T0 + t for t in offsets_ms])]
+
+    moved = [0, 10_000, 20_000, 20_400, 30_000, 40_000]
+    assert intervals(moved) == [None, 10.0, 10.0, 10.0, 9.6, 10.0]
+    faster = [0, 60_000, 120_000, 135_000, 150_000, 165_000]
+    assert intervals(faster) == [None, 60.0, 60.0, 60.0, 15.0, 15.0]
+    state = HostState(interval_s=60.0)
+    state.learn_interval(15.0)
+    assert HostState.from_json(state.to_json()).shorter_s == 15.0, "kept across restarts"
+
+
 def test_windows_exporter_fills_the_documented_fields() -> None:
     text = (FIXTURES / "windows_exporter_0.15.prom").read_text()
     first, second = _events(text, "10.0.0.7:9182", [T0, T0 + 15_000], advance=0.5)

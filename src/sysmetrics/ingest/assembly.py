@@ -42,17 +42,20 @@ receipt and counted, never journaled. Journal: ``{"l": [host, source, sender, ts
 the sender a host is taken from changes (since 2026-12-04), so a restart keeps it.
 
 A host whose last Prometheus target is dropped from Prometheus' configuration (its ``up``
-gets the stale marker, :meth:`Assembler._target`) is **retired**: at once, after its earlier
-samples (emitted with it, complete or not), a retirement is emitted
-(``stream.producer.retirement``: the alert evaluator forgets the host instead of paging it
-down) and the assembler forgets the host's state; a fact of the host from before its
-retirement is late from then on (for a day). Journal: ``{"r": [host, ts_ms, "target"]}`` when
-it is received, ``{"x": [host, ts_ms, "target"]}`` when it is emitted (since 2026-12-04);
-``{"t": [host, ts_ms, [job, instance]]}`` for a target new to a host and ``{"d": …}`` for one
-dropped (also since 2026-12-04), so a receiver restarted before the marker, or down while
-Prometheus wrote it (Prometheus sends it again), still retires the host. A compacted
-journal's ``"e"`` record of a host carries ``"m"``: the sample times it remembers as emitted
-(since 2026-12-04; without it, a sample older than the host's last one is late).
+gets the stale marker, :meth:`Assembler._target`) is **retired**: unless a new target or a
+later sample of it comes first (an address change: :meth:`Assembler._withdraw_retirement`),
+as late as HostDown allows (:meth:`Assembler._retire_at`), after its earlier samples (emitted
+with it, complete or not), a retirement is emitted (``stream.producer.retirement``: the alert
+evaluator forgets the host instead of paging it down) and the assembler forgets the host's
+state; a fact of the host from before its retirement is late from then on (for a day).
+Journal: ``{"r": [host, ts_ms, "target"]}`` when it is received, ``{"x": [host, ts_ms,
+"target"]}`` when it is emitted (since 2026-12-04); ``{"t": [host, ts_ms, [job, instance]]}``
+for a target new to a host and ``{"d": …}`` for one dropped (also since 2026-12-04), so a
+receiver restarted before the marker, or down while Prometheus wrote it (Prometheus sends it
+again), still retires the host; a ``"t"`` or ``"c"`` later than an ``"r"`` of its host withdraws
+it on replay, as it did when received. A compacted journal's ``"e"`` record of a host carries
+``"m"``: the sample times it remembers as emitted (since 2026-12-04; without it, a sample older
+than the host's last one is late).
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ import time
 from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from math import isfinite
+from math import inf, isfinite
 from pathlib import Path
 from struct import Struct
 from typing import Any, get_args
@@ -100,6 +103,12 @@ REMEMBERED_SAMPLES = 128
 received: ~21 minutes at a 10-s interval, 2 at 1 s (the Collector retries for 5 by default)."""
 RETIRED_KEPT_MS = 86_400_000
 """How long a retired host's retirement time is kept, to count its stragglers late."""
+HOST_DOWN_INTERVALS = 3
+"""The default HostDown rule's silence, in intervals: a retirement waits for a new target of its
+host no longer than this allows (:meth:`Assembler._retire_at`)."""
+RETIREMENT_AHEAD_S = 5.0
+"""How long before HostDown would page a silent host its retirement is emitted at the latest
+(the pipeline's own delay between two records of one host, as HostDown's 5-s floor)."""
 
 _SOURCES: tuple[str, ...] = get_args(Source)
 _DOUBLE = Struct("<d")
@@ -130,6 +139,7 @@ class AssemblyStats:
     late_facts: int = 0
     replica_facts: int = 0
     retired: int = 0
+    retirements_withdrawn: int = 0
     emitted: int = 0
     emitted_incomplete: int = 0
     journal_syncs: int = 0
@@ -159,6 +169,9 @@ class Assembler:
         """Retirements received, not emitted yet: (host, ts_ms, TARGET)."""
         self.retired: dict[str, int] = {}
         """host -> when it was retired (Unix ms), for a day."""
+        self._emitted_last: dict[str, float] = {}
+        """host -> when its latest sample was emitted (monotonic; not journaled: after a
+        restart a retirement is due at once)."""
         self._load()
         self._out = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._size = os.fstat(self._out).st_size
@@ -209,6 +222,7 @@ class Assembler:
                 host, ts_ms, labels = record["t"]
                 targets = self.targets.setdefault(host, {})
                 targets[tuple(labels)] = max(ts_ms, targets.get(tuple(labels), ts_ms))
+                self._withdraw_retirement(host, ts_ms)
             elif "d" in record:
                 host, ts_ms, labels = record["d"]
                 targets = self.targets.get(host, {})
@@ -354,6 +368,7 @@ class Assembler:
                 return 0, 0
             self.pending[key] = _Pending(now, dict(facts), sender)
             self._by_host.setdefault((host, source), set()).add(key)
+            self._withdraw_retirement(host, ts_ms)
             return len(facts), 0
         pending.facts.update(facts)
         if sender is not None:
@@ -433,6 +448,7 @@ class Assembler:
             elif labels not in targets:
                 targets[labels] = ts_ms
                 records.append({"t": [host, ts_ms, list(labels)]})
+                self._withdraw_retirement(host, ts_ms)
             else:
                 targets[labels] = max(ts_ms, targets[labels])
         dropped = any("d" in record for record in records)
@@ -440,6 +456,32 @@ class Assembler:
             return records
         self.retiring.add(key)
         return [*records, {"r": list(key)}]
+
+    def _withdraw_retirement(self, host: str, ts_ms: int) -> None:
+        """A sample or a new target of a retiring host, later than its last target's stale
+        marker: the host is scraped again (its target's address changed: Prometheus wrote the
+        old one's marker before its discovery started scraping the new one, 3.4 s later in a
+        test with Debian's Prometheus), so it is not retired."""
+        withdrawn = [key for key in self.retiring if key[0] == host and key[1] < ts_ms]
+        for key in withdrawn:
+            self.retiring.discard(key)
+            self.stats.retirements_withdrawn += 1
+            log.info("ingest: host %s is scraped again: not retired", host)
+
+    def _retire_at(self, host: str) -> float:
+        """When (monotonic) a retirement of ``host`` is due: as late as a new target may still
+        come without HostDown paging the host first (``HOST_DOWN_INTERVALS`` of its interval
+        after its latest sample was emitted, less ``RETIREMENT_AHEAD_S``); at once when either
+        is not known (a restart, a host never emitted)."""
+        emitted = self._emitted_last.get(host)
+        intervals = [
+            state.interval_s
+            for state in (self.hosts.get((host, source)) for source in _SOURCES)
+            if state is not None and state.interval_s
+        ]
+        if emitted is None or not intervals:
+            return -inf
+        return emitted + HOST_DOWN_INTERVALS * min(intervals) - RETIREMENT_AHEAD_S
 
     def _known(self, host: str) -> bool:
         return any((host, s) in self.hosts or self._by_host.get((host, s)) for s in _SOURCES)
@@ -466,6 +508,7 @@ class Assembler:
         self.retiring.discard(key)
         self.retired[host] = max(key[1], self.retired.get(host, key[1]))
         self.targets.pop(host, None)
+        self._emitted_last.pop(host, None)
         for source in _SOURCES:
             self.hosts.pop((host, source), None)
             self.emitted_at.pop((host, source), None)
@@ -507,8 +550,9 @@ class Assembler:
     # ------------------------------------------------------------------ emit
     def due(self, now: float | None = None) -> list[SampleKey]:
         """Samples and retirements (source ``TARGET``) to emit now, oldest first per host. A
-        retirement is due at once, with every earlier sample of its host; the host's later
-        samples (a target added again) wait for the next call."""
+        retirement is due when no new target of its host came in time (:meth:`_retire_at`),
+        with every earlier sample of its host; the host's later samples wait for the next
+        call."""
         now = time.monotonic() if now is None else now
         ready = set()
         for key, pending in self.pending.items():
@@ -520,6 +564,8 @@ class Assembler:
                 ready.add(key)
         for key in self.retiring:
             host, ts_ms, _ = key
+            if now < self._retire_at(host):
+                continue
             ready.add(key)
             for source in _SOURCES:
                 for sample in self._by_host.get((host, source), ()):
@@ -556,6 +602,7 @@ class Assembler:
                 continue
             self._forget(key)
             self._remember(key)
+            self._emitted_last[key[0]] = time.monotonic()
             state = self.hosts[(key[0], key[2])]
             self._owed.append({"e": list(key), "s": state.to_json()})
             self.stats.emitted += 1

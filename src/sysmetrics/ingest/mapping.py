@@ -179,6 +179,8 @@ class HostState:
     cpu_total: dict[str, float] = field(default_factory=dict)
     last_ts: int | None = None
     interval_s: float | None = None
+    shorter_s: float | None = None
+    """A gap well under the interval, not yet confirmed by the next (:meth:`learn_interval`)."""
     last_facts: int = 0
 
     def to_json(self) -> dict[str, object]:
@@ -188,8 +190,26 @@ class HostState:
             "cpu_total": self.cpu_total,
             "last_ts": self.last_ts,
             "interval_s": self.interval_s,
+            "shorter_s": self.shorter_s,
             "last_facts": self.last_facts,
         }
+
+    def learn_interval(self, gap_s: float) -> None:
+        """The host's sampling interval, from the gap since its previous sample. A missed
+        sample doubles a gap, not the interval: the smaller of the gap and 1.5 intervals is
+        kept. A gap under half the interval shortens it only when the next gap confirms it:
+        one alone is a target scraped at a new moment (its address changed, its pod moved:
+        Prometheus scrapes a new target at another offset in the interval), and an interval
+        learnt from it paged the host down between its next samples (HostDown's 3 intervals,
+        never under 5 s) until it grew back, 1.5 times a sample."""
+        if self.interval_s is None:
+            self.interval_s = gap_s
+        elif gap_s >= self.interval_s / 2:
+            self.interval_s, self.shorter_s = min(gap_s, self.interval_s * 1.5), None
+        elif self.shorter_s is None:
+            self.shorter_s = gap_s
+        else:  # two in a row: the host is sampled more often now
+            self.interval_s, self.shorter_s = max(gap_s, self.shorter_s), None
 
     @classmethod
     def from_json(cls, data: dict[str, object]) -> HostState:
@@ -662,9 +682,7 @@ def build_event(
     table = _Facts(facts)
     memory, swap = _memory(table, source)
     if state.last_ts is not None and 0 < ts_ms - state.last_ts <= 86_400_000:
-        gap = (ts_ms - state.last_ts) / 1000
-        # A missed sample doubles a gap, not the interval: keep the smaller of the two.
-        state.interval_s = gap if state.interval_s is None else min(gap, state.interval_s * 1.5)
+        state.learn_interval((ts_ms - state.last_ts) / 1000)
     if state.last_ts is None or ts_ms > state.last_ts:
         state.last_ts = ts_ms
     ts = datetime.fromtimestamp(ts_ms / 1000, UTC)

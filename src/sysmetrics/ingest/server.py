@@ -175,6 +175,13 @@ class IngestApp:
                 stats.retired,
             ),
             Reading(
+                "sysmetrics_ingest_retirements_withdrawn_total",
+                "counter",
+                "retirements not emitted: a new target or a later sample of the host came "
+                "after its last target's stale marker (an address change)",
+                stats.retirements_withdrawn,
+            ),
+            Reading(
                 "sysmetrics_ingest_incomplete_events_total",
                 "counter",
                 "events emitted after the assembly wait with fewer series than the host's last",
