@@ -1130,8 +1130,11 @@ def test_a_host_whose_exporter_moves_to_a_new_address_is_not_retired(
         if e["host"]["host_id"] == "web-1"
     )
     assert web_1[-1] > moved_at + 30, "scraped at its new address"
-    # The move's gap: the old target's last scrape to the new one's first, under HostDown's 3.
+    # The move's gap: the old target's last scrape to the new one's first, under HostDown's 3;
+    # however short, it is not taken for web-1's interval (half of its 20 s at least).
     assert all(0 < b - a < 60 for a, b in itertools.pairwise(web_1)), web_1
+    learnt = [e["interval_s"] for e in events if e["host"]["host_id"] == "web-1"]
+    assert min(i for i in learnt if i is not None) >= 10, learnt
 
 
 def test_sysmetrics_status_shows_a_running_receiver(tansu_settings: Settings) -> None:
