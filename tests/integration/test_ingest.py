@@ -407,6 +407,13 @@ def _prometheus_scrape_times(work: Path) -> list[int]:
     )
 
 
+def _sample_times(events: list[dict], host: str) -> list[float]:
+    """The host's sample times in the lake (Unix seconds), oldest first."""
+    return sorted(
+        datetime.fromisoformat(e["ts"]).timestamp() for e in events if e["host"]["host_id"] == host
+    )
+
+
 def test_over_https_a_real_prometheus_writes_and_plain_http_is_not_served(
     tansu_settings: Settings, tmp_path: Path
 ) -> None:
@@ -1024,11 +1031,7 @@ def test_a_target_prometheus_stops_scraping_retires_its_host_and_a_dead_one_stil
     assert not list(Path(settings.lake_url).glob("quarantine/**/*")), "nothing quarantined"
     listed = listed_retirements(Path(settings.lake_url), settings.topic)
     assert listed == ["web-2"], "in a round manifest: the hourly job calls it gone, not silent"
-    web_2 = sorted(
-        datetime.fromisoformat(e["ts"]).timestamp()
-        for e in events
-        if e["host"]["host_id"] == "web-2"
-    )
+    web_2 = _sample_times(events, "web-2")
     assert len(web_2) >= 2 and all(4.5 <= b - a <= 5.5 for a, b in itertools.pairwise(web_2))
 
 
@@ -1124,11 +1127,7 @@ def test_a_host_whose_exporter_moves_to_a_new_address_is_not_retired(
     assert retired == 1
     events = drain_to_lake(tansu_settings)
     assert listed_retirements(Path(tansu_settings.lake_url), tansu_settings.topic) == ["web-2"]
-    web_1 = sorted(
-        datetime.fromisoformat(e["ts"]).timestamp()
-        for e in events
-        if e["host"]["host_id"] == "web-1"
-    )
+    web_1 = _sample_times(events, "web-1")
     assert web_1[-1] > moved_at + 30, "scraped at its new address"
     # The move's gap: the old target's last scrape to the new one's first, under HostDown's 3;
     # however short, it is not taken for web-1's interval (half of its 20 s at least).

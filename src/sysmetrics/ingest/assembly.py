@@ -165,8 +165,8 @@ class Assembler:
         """host -> its Prometheus targets (``up``'s job and instance) -> when the receiver
         first heard their ``up`` (journaled: a target new to the host, one dropped), or a later
         one (in memory)."""
-        self.retiring: set[SampleKey] = set()
-        """Retirements received, not emitted yet: (host, ts_ms, TARGET)."""
+        self._retiring: dict[str, set[SampleKey]] = {}
+        """host -> its retirements received, not emitted yet: (host, ts_ms, TARGET)."""
         self.retired: dict[str, int] = {}
         """host -> when it was retired (Unix ms), for a day."""
         self._emitted_last: dict[str, float] = {}
@@ -217,7 +217,7 @@ class Assembler:
                 for emitted_ts in record.get("m", [ts_ms]):
                     self._remember((host, emitted_ts, source))
             elif "r" in record:
-                self.retiring.add(tuple(record["r"]))
+                self._retire(tuple(record["r"]))
             elif "t" in record:
                 host, ts_ms, labels = record["t"]
                 targets = self.targets.setdefault(host, {})
@@ -452,19 +452,38 @@ class Assembler:
             else:
                 targets[labels] = max(ts_ms, targets[labels])
         dropped = any("d" in record for record in records)
-        if not dropped or targets or key in self.retiring or self._latest(host) >= ts_ms:
+        if (
+            not dropped
+            or targets
+            or key in self._retiring.get(host, ())
+            or self._latest(host) >= ts_ms
+        ):
             return records
-        self.retiring.add(key)
+        self._retire(key)
         return [*records, {"r": list(key)}]
+
+    @property
+    def retiring(self) -> set[SampleKey]:
+        """Retirements received, not emitted yet."""
+        return {key for keys in self._retiring.values() for key in keys}
+
+    def _retire(self, key: SampleKey) -> None:
+        self._retiring.setdefault(key[0], set()).add(key)
+
+    def _unretire(self, key: SampleKey) -> None:
+        keys = self._retiring.get(key[0], set())
+        keys.discard(key)
+        if not keys:
+            self._retiring.pop(key[0], None)
 
     def _withdraw_retirement(self, host: str, ts_ms: int) -> None:
         """A sample or a new target of a retiring host, later than its last target's stale
         marker: the host is scraped again (its target's address changed: Prometheus wrote the
         old one's marker before its discovery started scraping the new one, 3.4 s later in a
         test with Debian's Prometheus), so it is not retired."""
-        withdrawn = [key for key in self.retiring if key[0] == host and key[1] < ts_ms]
+        withdrawn = [key for key in self._retiring.get(host, ()) if key[1] < ts_ms]
         for key in withdrawn:
-            self.retiring.discard(key)
+            self._unretire(key)
             self.stats.retirements_withdrawn += 1
             log.info("ingest: host %s is scraped again: not retired", host)
 
@@ -505,7 +524,7 @@ class Assembler:
     def _retired(self, key: SampleKey) -> None:
         """The host's retirement is emitted: everything kept of it goes."""
         host = key[0]
-        self.retiring.discard(key)
+        self._unretire(key)
         self.retired[host] = max(key[1], self.retired.get(host, key[1]))
         self.targets.pop(host, None)
         self._emitted_last.pop(host, None)
