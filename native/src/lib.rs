@@ -232,9 +232,10 @@ impl RemoteWriteDecoder {
     /// same series wins); `hosts` is each distinct host of a mapped series with the first
     /// series name it came with, in order, for the caller to validate; `values` counts every
     /// float sample of the request, mapped or not, `histograms` and `exemplars` what a 2.0
-    /// request carries of those (never read). A body that is not such a request raises
-    /// ValueError("bad_protobuf"); more than `max_series` series raise
-    /// ValueError("too_many_series", count).
+    /// request carries of those (never read). A body this decoder does not read (not such a
+    /// request, or a wire shape no sender uses: a group) raises ValueError("bad_protobuf"),
+    /// and the caller asks the Python parser, which decides; more than `max_series` series
+    /// raise ValueError("too_many_series", count).
     fn decode<'py>(
         &self,
         py: Python<'py>,

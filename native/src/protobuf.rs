@@ -50,7 +50,8 @@ impl<'a> Reader<'a> {
     pub(crate) fn tag(&mut self) -> Parsed<(u64, u8)> {
         let tag = self.varint()?;
         let field = tag >> 3;
-        if field == 0 {
+        // Field numbers run from 1 to 2^29 - 1: a tag past 32 bits is no protobuf.
+        if field == 0 || field > 0x1FFF_FFFF {
             return Err(());
         }
         Ok((field, (tag & 7) as u8))
@@ -63,7 +64,9 @@ impl<'a> Reader<'a> {
             1 => self.take(8).map(|_| ()),
             2 => self.bytes().map(|_| ()),
             5 => self.take(4).map(|_| ()),
-            _ => Err(()), // groups are not in remote-write; anything else is not protobuf
+            // A group (no sender writes one; the Python parser, asked then, skips it) or no
+            // wire type at all.
+            _ => Err(()),
         }
     }
 }
