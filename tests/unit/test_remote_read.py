@@ -11,6 +11,7 @@ import pytest
 from sysmetrics import prompb
 from sysmetrics.remote_read import series as catalog
 from sysmetrics.remote_read.query import (
+    LATEST_MS,
     Deadline,
     Limits,
     Matcher,
@@ -105,6 +106,25 @@ def test_a_query_is_sized_from_its_range_before_anything_is_read() -> None:
     with pytest.raises(RemoteReadError, match="only the sampled response type"):
         streamed = prompb.ReadRequest(accepted_response_types=[prompb.RESPONSE_STREAMED_XOR_CHUNKS])
         read(wh, None, "t", streamed.SerializeToString(), Limits())
+    wh.close()
+
+
+def test_a_range_past_what_a_date_holds_is_cut_to_the_dates_there_are() -> None:
+    """Prometheus asks from its MinTime to its MaxTime (years -292 million to +292 million)
+    when its series API is called without a range: sized as the years there are (refused as
+    too long for raw samples, 422), never a 500; a range that ends past the year 9999 is
+    answered up to it."""
+    wh = DuckDBWarehouse(":memory:")
+    wh.ensure_tables()
+    prometheus_min, prometheus_max = -9_223_309_901_257_974_000, 9_223_309_901_257_974_000
+    for name in ("sysmetrics_cpu_utilization_percent", "sysmetrics_cpu_utilization_percent_avg_1h"):
+        with pytest.raises(RemoteReadError, match="over the limit") as refused:
+            read(wh, None, "t", request(prometheus_min, prometheus_max, name), Limits())
+        assert refused.value.status == 422
+    last_hour = LATEST_MS - 3_599_999
+    for name in ("sysmetrics_cpu_utilization_percent", "sysmetrics_cpu_utilization_percent_avg_1h"):
+        answer = read(wh, None, "t", request(last_hour, prometheus_max, name), Limits())
+        assert prompb.ReadResponse.FromString(answer).results[0].timeseries == []
     wh.close()
 
 

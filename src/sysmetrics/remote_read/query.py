@@ -43,6 +43,12 @@ _OPS = {
 }
 
 
+LATEST_MS = 253_402_300_799_999
+"""9999-12-31T23:59:59.999Z, the latest instant Python's datetime and both warehouses hold. A
+query's range is cut to [the Unix epoch, this]: Prometheus asks from about the year -292
+million to +292 million when its API is called without a range (``/api/v1/series``), which
+was a 500 (no date that far) and is now sized like any other range."""
+
 _RE2_OPTIONS = re2.Options()
 _RE2_OPTIONS.log_errors = False  # a bad regex is the request's 400, not a line on stderr
 
@@ -292,7 +298,9 @@ def run_query(
     if not selection.raw_families and not selection.hourly:
         return []
     where, params = pushdown(matchers)
-    start_ms, end_ms = query.start_timestamp_ms, query.end_timestamp_ms
+    start_ms, end_ms = (
+        min(max(t, 0), LATEST_MS) for t in (query.start_timestamp_ms, query.end_timestamp_ms)
+    )
     start = datetime.fromtimestamp(start_ms / 1000, UTC)
     end = datetime.fromtimestamp(end_ms / 1000, UTC)
     first_hour, last_hour = hour_floor(start), hour_floor(end)
