@@ -342,3 +342,18 @@ def test_every_grafana_panel_returns_data(served: Served) -> None:
             for host in (hostnames if "$host" in expr else [""])
         )
         assert found, (title, expr)
+
+
+def test_prometheus_series_api_without_a_range_is_told_what_to_do(served: Served) -> None:
+    """Prometheus' series API called without a range asks remote read from its MinTime to its
+    MaxTime (years -292 million to +292 million): a 500 and a traceback in the dashboard's log
+    before 2026-12-05 ("year -292273086 is out of range"), now sized like any range; Prometheus
+    shows the 422's reason as a warning beside its own answer."""
+    url = f"{served.prometheus.url}/api/v1/series?" + urllib.parse.urlencode(
+        {"match[]": "sysmetrics_load1"}
+    )
+    with urllib.request.urlopen(url, timeout=120) as response:
+        body = json.loads(response.read())
+    assert body["status"] == "success"
+    [warning] = body["warnings"]
+    assert "422" in warning and "narrow the range" in warning, warning
