@@ -12,7 +12,7 @@ from starlette.testclient import TestClient
 
 from sysmetrics.batch.hourly import record_retirements, run_hour
 from sysmetrics.config import Settings
-from sysmetrics.dashboard.app import create_app
+from sysmetrics.dashboard.app import ALERT_HOURS_MAX, create_app
 from sysmetrics.lake.store import LakeStore
 from sysmetrics.warehouse.duckdb import DuckDBWarehouse
 from tests.support.lakes import HOUR14, LakeBuilder, steady_host
@@ -179,3 +179,25 @@ def test_before_the_first_hourly_run_an_empty_state_and_an_unreadable_warehouse_
         page = client.get(path, params=params)
         assert page.status_code == 503, page.text
         assert "The warehouse cannot be read" in page.text and "Nothing to show" not in page.text
+
+
+def test_a_fleet_silent_for_a_day_and_odd_numbers_in_the_url_get_pages_not_500s(
+    tmp_path: Path,
+) -> None:
+    """A fleet no host of which was heard for a day (a lab shut down over a long weekend):
+    the fleet page counts none reporting; DuckDB's COUNTIF and ARRAY_AGG of no rows are NULL
+    (BigQuery's 0 and an empty array), which was a 500. So were numbers in the URL Python's
+    ``int`` refuses though ``str.isdigit`` takes them ("²"), and a look-back past any date."""
+    settings = Settings(lake_url=str(tmp_path / "lake"), warehouse_url=str(tmp_path / "wh.duckdb"))
+    LakeBuilder(Path(settings.lake_url)).add_batch(steady_host("web-1", HOUR14, cpu=99.0))
+    wh = DuckDBWarehouse(settings.warehouse_url)
+    run_hour(settings, wh, LakeStore(settings.lake_url), HOUR14)
+    wh.close()
+    client = TestClient(create_app(settings, now=lambda: HOUR14 + timedelta(days=3)))
+    fleet = client.get("/")
+    assert fleet.status_code == 200, fleet.text
+    assert "<b>0</b> reporting" in fleet.text and hosts(fleet.text) == []
+    for path in ("/?page=²", "/?per=²", "/?page=99999999999999999999999", "/alerts?per=²"):
+        assert client.get(path).status_code == 200, path
+    century = client.get("/alerts?hours=99999999999")
+    assert century.status_code == 200 and f"in the last {ALERT_HOURS_MAX} h" in century.text

@@ -49,14 +49,24 @@ _templates = Environment(
     loader=PackageLoader("sysmetrics.dashboard"), autoescape=select_autoescape()
 )
 PAGE_SIZES = (25, 50, 100, 200)
+PAGES_MAX = 10**9
+"""Past any fleet's last page; a larger number would overflow the query's OFFSET."""
+ALERT_HOURS_MAX = 24 * 366 * 100
+"""The alerts page looks back at most a century (a larger number made no date: a 500)."""
 STATIC = Path(__file__).parent / "static"
+
+
+def _whole(q: QueryParams, key: str, default: int, most: int) -> int:
+    """A whole number from the query, at most ``most``; ``default`` if it is none (ASCII
+    digits only: ``int`` refuses "²", which ``str.isdigit`` takes)."""
+    text = q.get(key, "")
+    return min(int(text), most) if text.isascii() and text.isdigit() else default
 
 
 def _paging(q: QueryParams) -> tuple[int, int]:
     """(rows per page, page number) from the query, within what is offered."""
-    per = int(q["per"]) if q.get("per", "").isdigit() and int(q["per"]) in PAGE_SIZES else 50
-    page_no = max(1, int(q["page"])) if q.get("page", "").isdigit() else 1
-    return per, page_no
+    per = _whole(q, "per", 50, max(PAGE_SIZES))
+    return (per if per in PAGE_SIZES else 50), max(1, _whole(q, "page", 1, PAGES_MAX))
 
 
 def _pages(matching: int, per: int) -> int:
@@ -178,7 +188,7 @@ class Pages:
     async def alerts(self, request: Request) -> Response:
         q = request.query_params
         filters = {key: q.get(key, "") for key in ("severity", "rule", "host")}
-        hours = int(q.get("hours", "168")) if q.get("hours", "168").isdigit() else 168
+        hours = _whole(q, "hours", 168, ALERT_HOURS_MAX)
         per, page_no = _paging(q)
         since = self.now() - timedelta(hours=hours)
         hourly_error = None

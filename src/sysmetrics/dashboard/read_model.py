@@ -126,9 +126,9 @@ def read_fleet(wh: Warehouse, now: datetime, query: FleetQuery) -> dict[str, Any
     return {
         "hosts": rows,
         "matching": rows[0]["matching"] if rows else 0,
-        "summary": summary[0]
-        if summary
-        else {"hosts": 0, "silent": 0, "retired": 0, "systems": []},
+        # No host seen for a day: DuckDB's ARRAY_AGG of nothing is NULL (BigQuery's results
+        # turn it into an empty array).
+        "summary": {**summary[0], "systems": summary[0]["systems"] or []},
         "worst": worst,
         "severities": {r["severity"]: r["n"] for r in wh.rows(sql.SEVERITY_COUNTS, since=since)},
         "duplicates": wh.rows(sql.FLAGGED_HOSTS, since=since, anomaly="duplicate_host_id", host=""),

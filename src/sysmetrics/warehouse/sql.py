@@ -13,6 +13,7 @@ from functools import cache
 from typing import Final
 
 import sqlglot
+from sqlglot import exp
 
 from sysmetrics.lake.compaction import EACH_EVENT_ONCE
 
@@ -1033,9 +1034,18 @@ def _expand_array_json(statement: str, dialect: str) -> str:
     return _ARRAY_JSON.sub(expand, statement)
 
 
+def _count_if_of_nothing_is_zero(node: exp.Expression) -> exp.Expression:
+    """``COUNTIF`` over no rows is 0 in BigQuery and NULL in DuckDB (the fleet page of a
+    fleet silent for a day was a 500): as BigQuery's, everywhere."""
+    if isinstance(node, exp.CountIf):
+        return exp.Coalesce(this=node, expressions=[exp.Literal.number(0)])
+    return node
+
+
 @cache
 def render(sql: str, dialect: str) -> str:
     """The statement in the backend's dialect."""
     if dialect != "bigquery":
-        sql = sqlglot.transpile(sql, read="bigquery", write=dialect)[0]
+        parsed = sqlglot.parse_one(sql, read="bigquery")
+        sql = parsed.transform(_count_if_of_nothing_is_zero).sql(dialect=dialect)
     return _expand_array_json(_expand_array_reduce(sql, dialect), dialect)
