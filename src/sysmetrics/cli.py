@@ -105,7 +105,13 @@ def _embedded(settings: Settings) -> Any:
 
 
 @broker.command("start")
-@click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait until ready.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait until ready.",
+)
 @pass_ctx
 def broker_start(ctx: Context, timeout: float) -> None:
     """Start the broker in the background and wait until it answers metadata."""
@@ -155,7 +161,7 @@ def _metrics_option(role: str) -> Any:
 @click.option(
     "--interval", type=float, help="Seconds between samples [SYSMETRICS_SAMPLE_INTERVAL_S]."
 )
-@click.option("--count", type=int, help="Stop after this many samples.")
+@click.option("--count", type=click.IntRange(min=1), help="Stop after this many samples.")
 @_metrics_option("collect")
 @pass_ctx
 def collect(
@@ -283,7 +289,13 @@ def service_status(ctx: Context, user: bool, root: Path) -> None:
 
 # --------------------------------------------------------------------------- simulate
 @cli.command()
-@click.option("--hosts", default=100, show_default=True, help="Number of synthetic hosts.")
+@click.option(
+    "--hosts",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Number of synthetic hosts.",
+)
 @click.option(
     "--duration",
     help="Simulated time span, e.g. 90s, 30m, 6h  [default: the --history span, else 1h].",
@@ -299,6 +311,7 @@ def service_status(ctx: Context, user: bool, root: Path) -> None:
 )
 @click.option(
     "--speedup",
+    type=click.FloatRange(min=0),
     default=0.0,
     show_default=True,
     help="Simulated seconds per real second; 0 = as fast as the broker accepts.",
@@ -382,7 +395,7 @@ def _overridden(**options: object) -> Settings:
 @click.option("--flush-seconds", type=float, help="Flush at least every N seconds [60].")
 @click.option(
     "--idle-exit",
-    type=float,
+    type=click.FloatRange(min=0, min_open=True),
     help="Exit after N seconds without messages (batch use). Partitions a crashed writer held "
     "come only after its session times out (6 s) and the group rebalances: after a crash, "
     "give N of 20 or more.",
@@ -541,6 +554,7 @@ def _refuse_future(moment: datetime, option: str) -> None:
 )
 @click.option(
     "--wait",
+    type=click.FloatRange(min=0),
     default=0.0,
     show_default=True,
     help="Seconds to wait for the lake watermark to pass the hour (+ grace).",
@@ -1025,12 +1039,14 @@ def dashboard(ctx: Context, host: str | None, port: int | None) -> None:
 @click.option(
     "--simulate",
     "simulate_hosts",
+    type=click.IntRange(min=0),
     default=0,
     show_default=True,
     help="Also run a simulated fleet of N hosts in real time.",
 )
 @click.option(
     "--history",
+    type=click.IntRange(min=0),
     default=24,
     show_default=True,
     help="With --simulate: first write the simulated fleet's last N hours through the whole "
@@ -1058,7 +1074,12 @@ def dashboard(ctx: Context, host: str | None, port: int | None) -> None:
     help="Run finished hours with Airflow standalone (default: when the airflow extra is "
     "installed; otherwise the built-in scheduler runs the same functions).",
 )
-@click.option("--for", "run_for", type=float, help="Stop by itself after N seconds.")
+@click.option(
+    "--for",
+    "run_for",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Stop by itself after N seconds.",
+)
 @_metrics_option("up")
 @pass_ctx
 def up(
