@@ -9,6 +9,9 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+DURATION_MAX_S = 100 * 366 * 86400
+"""No duration users type here (a rule's ``for``, a backfill's ``--last``, a simulation) is
+longer than a century; a far longer one made no date (an OverflowError)."""
 
 
 def parse_duration(text: str) -> float:
@@ -16,7 +19,10 @@ def parse_duration(text: str) -> float:
     match = _DURATION.match(text)
     if not match:
         raise ValueError(f"not a duration: {text!r} (use e.g. 90s, 30m, 6h, 2d)")
-    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds > DURATION_MAX_S:
+        raise ValueError(f"not a duration: {text!r} is longer than a century")
+    return seconds
 
 
 def parse_utc(text: str) -> datetime:

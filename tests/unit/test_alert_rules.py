@@ -222,6 +222,16 @@ def test_the_default_pack_loads_and_bad_files_say_what_is_wrong(tmp_path: Path) 
     bad.write_text('[[rule]]\nname = "X"\nmetric = "cpu_pct"\nthreshold = 1\nfor = "soon"\n')
     with pytest.raises(RulesError, match=r"rule X: for: .*not a duration"):
         load_rules(bad)
+    # A comparison with nan never holds (the rule would never fire); a `for` of millions of
+    # years made no date (an OverflowError's traceback before 2026-12-05).
+    bad.write_text('[[rule]]\nname = "X"\nmetric = "cpu_pct"\nthreshold = nan\n')
+    with pytest.raises(RulesError, match=r"rule X: threshold: .*finite number"):
+        load_rules(bad)
+    bad.write_text(
+        '[[rule]]\nname = "X"\nmetric = "cpu_pct"\nthreshold = 1\nfor = "9999999999999999h"\n'
+    )
+    with pytest.raises(RulesError, match=r"rule X: for: .*longer than a century"):
+        load_rules(bad)
 
 
 def test_hourly_alerts_take_their_thresholds_from_the_rules(settings: Settings) -> None:

@@ -71,7 +71,7 @@ class Rule(BaseModel):
     kind: Literal["threshold", "absent"] = "threshold"
     metric: str | None = None
     op: Literal[">", ">=", "<", "<="] = ">"
-    threshold: float | None = None
+    threshold: Annotated[float, Field(allow_inf_nan=False)] | None = None  # nan: never fires
     for_: timedelta = Field(timedelta(0), alias="for")
     keep_firing_for: timedelta = timedelta(0)
     intervals: Annotated[int, Field(ge=1)] = 3
