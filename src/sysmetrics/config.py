@@ -29,7 +29,11 @@ class ConfigError(ValueError):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+    # No setting is infinite or NaN: an infinite interval never samples, a NaN threshold never
+    # fires, both silently.
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", frozen=True, allow_inf_nan=False
+    )
 
     # Kafka
     bootstrap_servers: str = Field(

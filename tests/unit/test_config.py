@@ -35,6 +35,22 @@ def test_bad_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
         load_settings()
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SYSMETRICS_SAMPLE_INTERVAL_S", "inf"),  # a collector that never samples
+        ("SYSMETRICS_FLUSH_SECONDS", "inf"),  # a lake writer whose timer never flushes
+        ("SYSMETRICS_ALERT_CPU_P95_PCT", "nan"),  # an hourly alert that never fires
+    ],
+)
+def test_no_setting_is_infinite_or_nan(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=rf"^{name}: Input should be a finite number"):
+        load_settings()
+
+
 def test_illegal_topic_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SYSMETRICS_TOPIC", "../etc")
     with pytest.raises(ConfigError, match="SYSMETRICS_TOPIC"):
