@@ -1136,6 +1136,73 @@ def test_a_host_whose_exporter_moves_to_a_new_address_is_not_retired(
     assert min(i for i in learnt if i is not None) >= 10, learnt
 
 
+def test_a_sample_too_large_for_kafka_is_set_aside_and_the_stream_goes_on(
+    tansu_settings: Settings,
+) -> None:
+    """A sender that gives one host's sample thousands of filesystems (here 6,000 long
+    persistent-volume mounts in two requests) makes an event over Kafka's message size limit
+    (librdkafka's 1,000,000 bytes): it is kept in the spool's ``rejected/``, counted on
+    /metrics, and the events after it, of that host and another, reach the lake. Before,
+    producing it raised: the receiver's emission stopped for good while its requests were
+    still answered 2xx."""
+    ingest = Ingest(tansu_settings, tansu_settings.data_dir, wait_s=0.5)
+    ingest.start()
+    rw = {"Content-Type": "application/x-protobuf", "Content-Encoding": "snappy"}
+    now_ms = int(time.time() * 1000) // 1000 * 1000 - 60_000
+
+    def filesystems(first: int, count: int) -> list[tuple[dict[str, str], float]]:
+        return [
+            (
+                {
+                    "__name__": "node_filesystem_size_bytes",
+                    "instance": "big-1:9100",
+                    "mountpoint": f"/var/lib/kubelet/pods/{n:06d}/volumes/{'x' * 120}",
+                    "device": f"/dev/rbd{n}",
+                    "fstype": "ext4",
+                },
+                1e9,
+            )
+            for n in range(first, first + count)
+        ]
+
+    def load(host: str, ts_ms: int) -> bytes:
+        return write_request([({"__name__": "node_load1", "instance": host}, 1.0)], ts_ms)
+
+    try:
+        assert post(f"{ingest.url}/api/v1/write", load("web-1:9100", now_ms), rw) == 204
+        for first in (0, 3_000):
+            assert (
+                post(
+                    f"{ingest.url}/api/v1/write",
+                    write_request(filesystems(first, 3_000), now_ms),
+                    rw,
+                )
+                == 204
+            )
+        for host in ("big-1:9100", "web-1:9100"):
+            assert post(f"{ingest.url}/api/v1/write", load(host, now_ms + 10_000), rw) == 204
+        wait_for(
+            lambda: (
+                ingest.metric("sysmetrics_collector_set_aside_total") == 1
+                and ingest.metric("sysmetrics_collector_delivered_total") >= 3
+            ),
+            60,
+            "the large event set aside, the events after it delivered",
+        )
+    finally:
+        log = ingest.stop()
+    assert "over Kafka's message size limit" in log, log
+    [rejected] = (tansu_settings.data_dir / "ingest" / "spool" / "rejected").iterdir()
+    key, _, value = rejected.read_bytes().partition(b"\n")
+    assert key == b"big-1:9100" and len(value) > 1_000_000
+    assert len(json.loads(value)["disks"]) == 6_000, "kept whole"
+    events = drain_to_lake(tansu_settings)
+    assert sorted(
+        (e["host"]["host_id"], round(datetime.fromisoformat(e["ts"]).timestamp() * 1000))
+        for e in events
+    ) == [("big-1:9100", now_ms + 10_000), ("web-1:9100", now_ms), ("web-1:9100", now_ms + 10_000)]
+
+
 def test_sysmetrics_status_shows_a_running_receiver(tansu_settings: Settings) -> None:
     """`sysmetrics status` lists a running receiver from its status file (no HTTP, no token):
     requests taken and refused, events, samples assembling, the spool; nothing once it has

@@ -147,3 +147,31 @@ def test_a_full_disk_refusing_the_delivery_position_is_said_once_then_its_recove
     assert done.stderr.count("cannot save how far the spool's delivery got") == 1, done.stderr
     assert done.stderr.count("could save how far the spool's delivery got again") == 1
     assert Spool(tmp_path, max_bytes=1 << 20).pending == 0
+
+
+def test_a_message_over_kafkas_size_limit_is_set_aside_and_the_rest_goes_on(
+    tmp_path: Path,
+) -> None:
+    """librdkafka refuses a message over its message.max.bytes when it is produced (before any
+    broker is asked: none runs here). The spool sends in order, so that message stays first
+    for good: it is moved to ``rejected/`` (durable, whole) and the messages after it are
+    produced. A restart before the messages ahead of it are delivered reads it again from the
+    spool (as it resends what Kafka may have) and sets it aside again, into the same file.
+    Before, the refusal was raised out of ``publish_many`` after the message was spooled, and
+    on every later call."""
+    from sysmetrics.config import Settings
+    from sysmetrics.stream.producer import SpooledProducer
+
+    settings = Settings(data_dir=tmp_path, bootstrap_servers="127.0.0.1:1")
+    producer = SpooledProducer(settings, tmp_path / "spool")
+    large = b'{"disks": [' + b"0," * 600_000 + b"0]}"
+    producer.publish_many([(b"web-1", b"first"), (b"big-1", large), (b"web-1", b"after")])
+    assert producer.stats.set_aside == 1
+    assert [r.value for r in producer.spool.unacked()] == [b"first", b"after"]
+    [kept] = (tmp_path / "spool" / "rejected").iterdir()
+    assert kept.read_bytes() == b"big-1\n" + large
+    restarted = SpooledProducer(settings, tmp_path / "spool")
+    restarted.poll()
+    assert restarted.stats.set_aside == 1
+    assert [r.value for r in restarted.spool.unacked()] == [b"first", b"after"]
+    assert [p.name for p in (tmp_path / "spool" / "rejected").iterdir()] == [kept.name]

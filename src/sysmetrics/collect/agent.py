@@ -42,7 +42,8 @@ def run(settings: CollectorSettings, max_samples: int | None) -> str:
         f"collected {collected} sample{'' if collected == 1 else 's'}, "
         f"delivered {producer.stats.delivered}, {producer.spool.pending} waiting in the spool, "
         f"{producer.spool.dropped} dropped, {producer.stats.refused} not spooled (a full disk), "
-        f"{producer.stats.lost} lost"
+        f"{producer.stats.lost} lost, {producer.stats.set_aside} set aside (over Kafka's size "
+        "limit)"
     )
 
 

@@ -51,6 +51,7 @@ from sysmetrics.stream.producer import SpooledProducer, retirement
 
 if TYPE_CHECKING:
     import grpc
+    import uvicorn
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ TICK_S = 0.25
 
 
 class IngestRefused(RuntimeError):
-    """The receiver cannot start as configured; the message says what to change."""
+    """The receiver cannot start as configured, or had to stop; the message says why."""
 
 
 def check_exposure(settings: Settings) -> None:
@@ -125,8 +126,10 @@ class IngestApp:
             else None
         )
         self._grpc: grpc.aio.Server | None = None
-        self.startup_error: str | None = None
-        """Why the receiver could not start serving (set by the ASGI lifespan)."""
+        self.failure: str | None = None
+        """Why the receiver could not start serving, or stopped (set by the ASGI lifespan)."""
+        self.server: uvicorn.Server | None = None
+        """The server this app runs in, stopped when emitting fails."""
         self.metrics = MetricsEndpoint()
         self.metrics.add(self.readings)
         self.metrics.add(producer.readings)
@@ -454,19 +457,32 @@ class IngestApp:
                     try:
                         self._grpc = await otlp_grpc.start(self)
                     except (RuntimeError, OSError) as exc:  # a port taken, a key unreadable
-                        self.startup_error = str(exc)
+                        self.failure = str(exc)
                         await send({"type": "lifespan.startup.failed", "message": str(exc)})
                         return
                 self._stop = asyncio.Event()
                 self._ticker = asyncio.create_task(self.run_ticks(self._stop))
+                self._ticker.add_done_callback(self._emission_ended)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self._grpc is not None:
                     await self._grpc.stop(grace=5)
                 self._stop.set()
-                await self._ticker
+                await asyncio.wait([self._ticker])  # a failure was said when it ended
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    def _emission_ended(self, ticker: asyncio.Task[None]) -> None:
+        """Emitting stopped by an error no retry mends: stop serving too, rather than go on
+        answering requests whose events would never be sent (the journal keeps them for the
+        next start; a supervisor restarts the receiver, and the error is in its log)."""
+        error = None if ticker.cancelled() else ticker.exception()
+        if error is None:
+            return
+        self.failure = f"emitting events failed ({error!r}); see the log above"
+        log.critical("ingest: emitting events failed: stopping the receiver", exc_info=error)
+        if self.server is not None:
+            self.server.should_exit = True
 
 
 def sender_of(headers: dict[bytes, bytes], address: str | None) -> tuple[str | None, bool]:
@@ -559,17 +575,19 @@ def serve(settings: Settings) -> tuple[int, int, int]:
         receiver_url(settings),
         producer.topic,
     )  # and OTLP/gRPC, logged once it listens
+    app.server = uvicorn.Server(config)
     try:
-        uvicorn.Server(config).run()
-        if app.startup_error is not None:
-            raise IngestRefused(app.startup_error)
+        app.server.run()
     finally:
         try:
-            app.tick()
+            if app.failure is None:
+                app.tick()
         finally:
             left = producer.close(timeout_s=10.0)
             assembler.close()
             if app.status_file is not None:
                 with contextlib.suppress(OSError):
                     app.status_file.unlink(missing_ok=True)
+    if app.failure is not None:
+        raise IngestRefused(app.failure)
     return assembler.stats.emitted, left, len(assembler.pending)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from sysmetrics.observability import Reading
 from sysmetrics.schema import RETIRED_HEADER, Headers
@@ -49,6 +49,8 @@ class DeliveryStats:
     lost: int = 0
     """Messages sent without the spool that Kafka did not take (:meth:`publish_unspooled`)."""
     failed_attempts: int = 0
+    set_aside: int = 0
+    """Messages over Kafka's message size limit, kept in the spool's ``rejected/`` instead."""
     last_error: str | None = None
     last_delivery_at: float | None = field(default=None)
 
@@ -118,6 +120,13 @@ class SpooledProducer:
                 self.stats.failed_attempts,
             ),
             Reading(
+                "sysmetrics_collector_set_aside_total",
+                "counter",
+                "samples over Kafka's message size limit, kept in the spool's rejected/ "
+                "instead of sent",
+                self.stats.set_aside,
+            ),
+            Reading(
                 "sysmetrics_collector_spool_depth",
                 "gauge",
                 "samples in the on-disk spool not yet acknowledged",
@@ -168,8 +177,38 @@ class SpooledProducer:
                 )
             except BufferError:
                 break  # librdkafka's queue is full: the rest waits in the spool
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.MSG_SIZE_TOO_LARGE:
+                    raise
+                # It can never be sent, and the spool sends in order: everything after it
+                # would wait behind it for good.
+                if not self._set_aside(record, len(value or b"")):
+                    break
+                continue
             self._in_flight.add(record.seq)
             self._sent_upto = record.seq
+
+    def _set_aside(self, record: SpooledRecord, size: int) -> bool:
+        """Keep a record over the message size limit in the spool's ``rejected/``, logged and
+        counted; False when the disk refuses it (it stays first in the spool, retried)."""
+        try:
+            path = self.spool.set_aside(record)
+        except OSError as exc:
+            self.stats.last_error = f"cannot set aside a message over the size limit: {exc}"
+            log.error("%s; the spool waits", self.stats.last_error)
+            return False
+        self.stats.set_aside += 1
+        self.stats.last_error = f"a message of {size} bytes is over the size limit"
+        log.error(
+            "a message of %d bytes (key %r) is over Kafka's message size limit (librdkafka's "
+            "message.max.bytes, 1,000,000) and can never be sent: kept in %s instead (%d so "
+            "far); a host with thousands of devices, or a sender adding series to one sample",
+            size,
+            record.key[:128].decode(errors="replace"),
+            path,
+            self.stats.set_aside,
+        )
+        return True
 
     def publish_unspooled(self, key: bytes, value: bytes) -> None:
         """Hand a message the spool refused (a full disk) to Kafka without a copy on disk: at

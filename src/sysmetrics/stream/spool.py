@@ -190,6 +190,22 @@ class Spool:
                 )
 
     # ------------------------------------------------------------------ ack
+    def set_aside(self, record: SpooledRecord) -> Path:
+        """Move a record Kafka can never take (over its message size limit) out of the FIFO
+        into ``rejected/<seq>.msg`` (its key, a newline, its value), durable before the record
+        counts as acknowledged; OSError (a full disk) leaves it spooled."""
+        rejected = self.directory / "rejected"
+        rejected.mkdir(exist_ok=True)
+        path = rejected / f"{record.seq:020d}.msg"
+        handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            write_all(handle, record.key + b"\n" + record.value)
+            os.fsync(handle)
+        finally:
+            os.close(handle)
+        self.ack(record)
+        return path
+
     def ack(self, record: SpooledRecord) -> None:
         """Mark ``record`` delivered; :meth:`save_acked` makes the progress durable."""
         record.acked = True
