@@ -1,13 +1,17 @@
-"""Numbers on the command line that no setting validates are refused before anything starts,
-with the range in the message (``simulate --hosts -1`` was a traceback, ``--hosts 0`` wrote
-nothing and exited 0)."""
+"""Numbers on the command line: those no setting validates are refused before anything
+starts, with the range in the message (``simulate --hosts -1`` was a traceback, ``--hosts 0``
+wrote nothing and exited 0); ``query`` prints a bounded number of rows."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from sysmetrics.cli import cli
+from sysmetrics.cli import QUERY_ROWS_SHOWN, cli
+from sysmetrics.warehouse.duckdb import DuckDBWarehouse
 
 
 @pytest.mark.parametrize(
@@ -28,3 +32,30 @@ from sysmetrics.cli import cli
 def test_a_number_out_of_its_range_is_refused_with_the_range(args: list[str], shown: str) -> None:
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2 and shown in result.output, result.output
+
+
+def test_query_prints_a_bounded_number_of_rows_and_says_when_there_were_more(
+    tmp_path: Path,
+) -> None:
+    """`SELECT *` of a large table printed nothing until every row was in memory (100 million
+    rows of `range` ran past a minute): now 1,000 rows by default, the rest not fetched, and
+    stderr says so; `--limit 0 --json` streams all of them."""
+    warehouse = tmp_path / "warehouse.duckdb"
+    DuckDBWarehouse(str(warehouse)).close()
+    env = {"SYSMETRICS_WAREHOUSE_URL": str(warehouse)}
+    runner = CliRunner()
+
+    def query(*args: str) -> tuple[list[str], str]:
+        result = runner.invoke(cli, ["query", *args], env=env)
+        assert result.exit_code == 0, result.output
+        return result.stdout.splitlines(), result.stderr
+
+    table, said = query("SELECT * FROM range(100000000)")
+    assert len([line for line in table if line.startswith("│")]) == QUERY_ROWS_SHOWN
+    assert "more rows than the 1,000 printed, not fetched" in said
+    lines, said = query("--json", "--limit", "10", "SELECT * FROM range(100000000)")
+    assert [json.loads(line)["range"] for line in lines] == list(range(10)) and "more rows" in said
+    lines, said = query("--json", "--limit", "0", "SELECT * FROM range(2500)")
+    assert len(lines) == 2500 and said == ""
+    lines, said = query("--json", "--limit", "3", "SELECT * FROM range(3)")
+    assert len(lines) == 3 and said == "", "exactly the limit: nothing more to say"

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Generator
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -87,9 +90,16 @@ class Warehouse(ABC):
         rows added and the hosts of the files' events. Safe to repeat after a crash: the
         ledger and the event ids make a second run of the same files add nothing."""
 
-    def native_query(self, statement: str) -> list[dict[str, Any]]:
-        """A user's own query, in the engine's dialect (``sysmetrics query``, dashboard)."""
-        return self._rows(statement, {})
+    def native_query(self, statement: str, limit: int | None = None) -> list[dict[str, Any]]:
+        """A user's own query, in the engine's dialect: its first ``limit`` rows (None: all),
+        the rest never fetched."""
+        with contextlib.closing(self.native_rows(statement)) as rows:
+            return list(itertools.islice(rows, limit))
+
+    @abstractmethod
+    def native_rows(self, statement: str) -> Generator[dict[str, Any], None, None]:
+        """A user's own query's rows, fetched as they are read (``sysmetrics query``); close
+        it when stopping early (DuckDB's connection is held until then)."""
 
     @abstractmethod
     def order_hour(self, hour: datetime) -> None:

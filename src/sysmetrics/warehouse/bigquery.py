@@ -6,6 +6,7 @@ then the same FLATTEN statement as DuckDB; every query is parameterized.
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from datetime import datetime
 from typing import Any
 
@@ -89,6 +90,10 @@ class BigQueryWarehouse(Warehouse):
 
     def _rows(self, statement: str, params: dict[str, Any]) -> list[dict[str, Any]]:
         return [dict(row.items()) for row in self._result(statement, params)]
+
+    def native_rows(self, statement: str) -> Generator[dict[str, Any], None, None]:
+        for row in self._result(statement, {}):  # the result's pages are fetched as read
+            yield dict(row.items())
 
     def _result(self, statement: str, params: dict[str, Any]) -> Any:
         self._running = self.client.query(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,8 @@ _TYPES = {
     "TIMESTAMP": "TIMESTAMPTZ",
     "BOOL": "BOOLEAN",
 }
+_FETCHED_AT_ONCE = 10_000
+"""Rows of a user's query fetched from DuckDB at a time (``native_rows``)."""
 _EVENTS_PLACEHOLDER = "__events__"
 _ALONE = sql.flatten(True, "lake_hour")
 _DEDUPLICATED = sql.flatten(False, "lake_hour")
@@ -72,6 +74,14 @@ class DuckDBWarehouse(Warehouse):
             cursor = self._con.execute(statement, params or None)
             names = [d[0] for d in cursor.description or []]
             return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def native_rows(self, statement: str) -> Generator[dict[str, Any], None, None]:
+        with self._lock:
+            cursor = self._con.execute(statement)
+            names = [d[0] for d in cursor.description or []]
+            while batch := cursor.fetchmany(_FETCHED_AT_ONCE):
+                for row in batch:
+                    yield dict(zip(names, row, strict=True))
 
     def _tables(self) -> set[str]:
         return {r["table_name"] for r in self._rows("SELECT table_name FROM duckdb_tables()", {})}
