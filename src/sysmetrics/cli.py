@@ -573,7 +573,7 @@ def batch_run(ctx: Context, hour_text: str, wait: float, rebuild: bool) -> None:
     from datetime import UTC
 
     from sysmetrics.batch.hourly import DataQualityError, curate, run_hour
-    from sysmetrics.lake.compaction import RawFileUnreadable
+    from sysmetrics.lake.compaction import LakeFileUnreadable
     from sysmetrics.timeutil import parse_utc
 
     try:
@@ -588,7 +588,7 @@ def batch_run(ctx: Context, hour_text: str, wait: float, rebuild: bool) -> None:
         )
         _echo_result(result)
         _echo_curated(curate(ctx.settings, store, result.recomputed, datetime.now(UTC)))
-    except (DataQualityError, RawFileUnreadable) as exc:
+    except (DataQualityError, LakeFileUnreadable) as exc:
         raise click.ClickException(str(exc)) from None
     finally:
         wh.close()
@@ -618,7 +618,7 @@ def batch_backfill(
     from rich.progress import Progress
 
     from sysmetrics.batch.hourly import DataQualityError, backfill
-    from sysmetrics.lake.compaction import RawFileUnreadable
+    from sysmetrics.lake.compaction import LakeFileUnreadable
     from sysmetrics.timeutil import hour_floor, parse_range
 
     if (start_text is None) == (last_text is None):
@@ -644,7 +644,7 @@ def batch_backfill(
             results = backfill(
                 ctx.settings, wh, store, start, end, advance, rebuild, recompute=True
             )
-    except (DataQualityError, RawFileUnreadable) as exc:
+    except (DataQualityError, LakeFileUnreadable) as exc:
         raise click.ClickException(str(exc)) from None
     finally:
         wh.close()
@@ -700,15 +700,25 @@ def _progress(label: str, total: int) -> Any:
 
 @lake_group.command("compact")
 @_range_options
+@click.option(
+    "--rebuild",
+    is_flag=True,
+    help="Write each hour again from its raw files alone, not reading its current version "
+    "(damaged: `lake verify` says unreadable); refused for an hour whose raw files are pruned.",
+)
 @pass_ctx
 def lake_compact(
-    ctx: Context, start_text: str | None, end_text: str | None, last_text: str | None
+    ctx: Context,
+    start_text: str | None,
+    end_text: str | None,
+    last_text: str | None,
+    rebuild: bool,
 ) -> None:
     """Write each complete hour (its watermark passed) as curated Parquet: deduplicated,
     typed, sorted by host and time, zstd. An hour already compacted is rewritten only when
     raw files arrived after it (a new version replaces the old one atomically)."""
     from sysmetrics.lake.catalog import complete_hours
-    from sysmetrics.lake.compaction import RawFileUnreadable, compact_hour
+    from sysmetrics.lake.compaction import LakeFileUnreadable, NotCompacted, compact_hour
     from sysmetrics.lake.store import LakeStore
 
     settings = ctx.settings
@@ -722,8 +732,10 @@ def lake_compact(
     with bar:
         for hour in ready:
             try:
-                done = compact_hour(store, settings.topic, hour, settings.curated_row_group_rows)
-            except RawFileUnreadable as exc:
+                done = compact_hour(
+                    store, settings.topic, hour, settings.curated_row_group_rows, rebuild=rebuild
+                )
+            except (LakeFileUnreadable, NotCompacted) as exc:
                 failed += 1
                 # Unwrapped and verbatim: the file's path is to be copied.
                 bar.console.print(

@@ -28,7 +28,7 @@ from sysmetrics.config import Settings
 from sysmetrics.dashboard.app import create_app
 from sysmetrics.lake import layout
 from sysmetrics.lake.catalog import Watermark, publish_watermark
-from sysmetrics.lake.compaction import RawFileUnreadable, compact_hour, prune_hour, raw_files
+from sysmetrics.lake.compaction import LakeFileUnreadable, compact_hour, prune_hour, raw_files
 from sysmetrics.lake.store import LakeStore
 from sysmetrics.remote_read.http import limits_of
 from sysmetrics.remote_read.query import read as read_history
@@ -186,7 +186,7 @@ def test_a_counter_an_old_writer_let_into_the_lake_is_a_clear_error_naming_file_
         for i, s in enumerate((1000, 2**63 + 5, 3000))
     ]
     (bad,) = lake.add_batch(old_lines)
-    with pytest.raises(RawFileUnreadable) as caught:
+    with pytest.raises(LakeFileUnreadable) as caught:
         run(settings, wh)
     message = str(caught.value)
     assert f"lake file {bad}, line 2:" in message and "9223372036854775813" in message

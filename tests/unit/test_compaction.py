@@ -23,7 +23,8 @@ from sysmetrics.config import Settings
 from sysmetrics.lake import layout
 from sysmetrics.lake.compaction import (
     HourSource,
-    RawFileUnreadable,
+    LakeFileUnreadable,
+    NotCompacted,
     compact_hour,
     current_manifest,
     hour_source,
@@ -285,6 +286,56 @@ def test_retention_prunes_only_verified_hours_and_the_warehouse_is_the_same(
         wh.close()
 
 
+def test_a_damaged_curated_file_fails_verify_keeps_its_raw_files_and_is_rebuilt(
+    tmp_path: Path,
+) -> None:
+    """A damaged ZSTD page of a column other than the event ids (its frame's magic zeroed):
+    verify said "ok" (it read only the event ids), so a prune deleted the raw files and the
+    hour was lost, and the hourly job stopped on DuckDB's bare error. Now verify decodes every
+    value and fails, the prune keeps the raw files, the hourly job names the file and what to
+    do, and `compact --rebuild` writes the hour again from its raw files (refused once they
+    are pruned: their events would be only in the damaged file)."""
+    lake = tmp_path / "lake"
+    build_hour(lake, hosts=4)
+    store = LakeStore(str(lake))
+    compact_hour(store, TOPIC, OLD)
+    manifest = current_manifest(store, TOPIC, OLD)
+    assert manifest is not None
+    data = lake / layout.curated_hour_dir(TOPIC, OLD) / manifest.file
+    group = pq.ParquetFile(data).metadata.row_group(0)
+    chunk = next(
+        column
+        for column in map(group.column, range(group.num_columns))
+        if column.path_in_schema == "memory.used_bytes"
+    )
+    damaged = bytearray(data.read_bytes())
+    frame = damaged.index(b"\x28\xb5\x2f\xfd", chunk.data_page_offset)  # ZSTD's magic
+    assert frame < chunk.data_page_offset + chunk.total_compressed_size
+    damaged[frame : frame + 4] = bytes(4)
+    data.write_bytes(damaged)
+    check = verify_hour(store, TOPIC, OLD)
+    assert not check.ok and f"curated file {manifest.file} unreadable" in check.detail
+    assert "lake compact --rebuild" in check.detail
+    now = OLD + timedelta(days=3)
+    kept = prune_hour(store, TOPIC, OLD, now, retention_days=1, lookback_hours=0)
+    assert kept is not None and not kept.ok and raw_files(store, TOPIC, OLD)
+    settings = Settings(lake_url=str(lake), warehouse_url=str(tmp_path / "wh.duckdb"))
+    wh = DuckDBWarehouse(settings.warehouse_url)
+    try:
+        with pytest.raises(LakeFileUnreadable, match=rf"curated file .*{manifest.file} cannot"):
+            run_hour(settings, wh, store, OLD, rebuild=True)
+        assert compact_hour(store, TOPIC, OLD).skipped == "up to date", "nothing new arrived"
+        rebuilt = compact_hour(store, TOPIC, OLD, rebuild=True)
+        assert rebuilt.version == 2 and rebuilt.rows == manifest.rows
+        assert verify_hour(store, TOPIC, OLD).ok
+        assert run_hour(settings, wh, store, OLD, rebuild=True).read == 1
+    finally:
+        wh.close()
+    store.delete(raw_files(store, TOPIC, OLD)[:1])
+    with pytest.raises(NotCompacted, match="1 of the raw files version 2 was made from"):
+        compact_hour(store, TOPIC, OLD, rebuild=True)
+
+
 def dump(wh: DuckDBWarehouse) -> dict[str, list[tuple[Any, ...]]]:
     order = {
         "raw": "event_id",
@@ -410,7 +461,7 @@ def test_lake_compact_names_a_line_an_old_writer_let_in_and_compacts_the_other_h
     store = LakeStore(str(lake))
     assert current_manifest(store, TOPIC, OLD) is None
     assert current_manifest(store, TOPIC, OLD + H) is not None
-    with pytest.raises(RawFileUnreadable):
+    with pytest.raises(LakeFileUnreadable):
         compact_hour(store, TOPIC, OLD)
 
 

@@ -39,11 +39,11 @@ from sysmetrics.lake.compaction import (
     compact_hour,
     curated_uri,
     current_manifest,
+    lake_files_explained,
     last_prunable_hour,
     prune_hour,
     prune_quarantine,
     raw_files,
-    raw_lines_explained,
 )
 from sysmetrics.lake.store import LakeStore
 from sysmetrics.timeutil import hour_floor
@@ -167,8 +167,8 @@ def load(
     ``candidates`` when the manifests named them, else the hour's listing), and an event
     already in the table is never doubled. From scratch (every file read again, the hour
     replaced) when asked, on the hour's first load, or when listed files the ledger knows
-    have left the lake. Raises :class:`RawFileUnreadable` for a line no load can take."""
-    with raw_lines_explained():
+    have left the lake. Raises :class:`LakeFileUnreadable` for a line no load can take."""
+    with lake_files_explained():
         return _load(wh, store, topic, hour, rebuild, candidates)
 
 

@@ -140,31 +140,46 @@ def raw_source(uris: list[str], only: Mapping[str, frozenset[str]] | None = None
     )
 
 
-class RawFileUnreadable(ValueError):
-    """A raw lake file with a line the schema's types cannot hold; the message names the file
-    and the line and says what to do."""
+class LakeFileUnreadable(ValueError):
+    """A raw lake file with a line the schema's types cannot hold, or a damaged curated file;
+    the message names the file (and the line) and says what to do."""
 
 
+class NotCompacted(ValueError):
+    """An hour that cannot be compacted as asked; the message says why and what to do."""
+
+
+_PARQUET_NAMED = re.compile(r"""["']([^"']+\.parquet)["']""")
+"""The file DuckDB names in its error for a Parquet file it cannot read (a damaged page, a
+footer without its magic bytes, a file too short)."""
 _JSON_TRANSFORM_ERROR = re.compile(
     r'JSON transform error in file "([^"]+)", in line (\d+): ([^\n]+)'
 )
 
 
 @contextlib.contextmanager
-def raw_lines_explained() -> Iterator[None]:
-    """DuckDB's error for a raw line its typed read cannot take becomes
-    :class:`RawFileUnreadable`, which says which file and line and what to do."""
+def lake_files_explained() -> Iterator[None]:
+    """DuckDB's error for a raw line its typed read cannot take, or for a curated file it
+    cannot read, becomes :class:`LakeFileUnreadable`, which says which file and what to do."""
     try:
         yield
     except Exception as exc:
         match = _JSON_TRANSFORM_ERROR.search(str(exc))
-        if match is None:
+        if match is not None:
+            raise _unreadable(*match.groups()) from exc
+        damaged = _PARQUET_NAMED.search(str(exc))
+        if damaged is None:
             raise
-        raise _unreadable(*match.groups()) from exc
+        raise LakeFileUnreadable(
+            f"curated file {damaged[1]} cannot be read ({str(exc).splitlines()[0]}): "
+            "'sysmetrics lake verify' lists the hours whose file is damaged; 'lake compact "
+            "--rebuild' writes each again from its raw files while they remain; then run the "
+            "hour again with --rebuild"
+        ) from exc
 
 
-def _unreadable(path: str, line: str, reason: str) -> RawFileUnreadable:
-    return RawFileUnreadable(
+def _unreadable(path: str, line: str, reason: str) -> LakeFileUnreadable:
+    return LakeFileUnreadable(
         f"lake file {path}, line {line}: {reason}. One value outside the schema's types stops "
         "its hour for every host (lake writers before 2026-12-02 accepted counters of 2**63 or "
         "more; today's writer quarantines such events): move that line into a file of its own "
@@ -184,6 +199,12 @@ def curated_source(uri: str, raw_uris: list[str], without: Iterable[str] = ()) -
 
 
 _STATS = "SELECT COUNT(*), COALESCE(CAST(BIT_XOR(md5_number(event_id)) AS VARCHAR), '0') FROM "
+_STATS_READING_EVERY_VALUE = (
+    "SELECT COUNT(*), COALESCE(CAST(BIT_XOR(md5_number(c.event_id)) AS VARCHAR), '0'), "
+    "MAX(LENGTH(CAST(c AS VARCHAR))) FROM "
+)
+"""_STATS of a file aliased ``c``, decoding every value of every row on the way: the event ids
+alone read whole from a file whose other columns are damaged (a ZSTD page zeroed in a test)."""
 
 
 @dataclass
@@ -201,14 +222,25 @@ def compact_hour(
     topic: str,
     hour: datetime,
     row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
+    rebuild: bool = False,
 ) -> Compacted:
     """Write ``hour`` as a new curated version if raw files exist that the current one lacks,
-    or that hold fields the current one lacks and this version knows (after an upgrade)."""
+    or that hold fields the current one lacks and this version knows (after an upgrade).
+    ``rebuild``: a new version from the raw files alone, the current one not read (damaged:
+    see :func:`verify_hour`); NotCompacted when raw files it was made from are pruned."""
     current = current_manifest(store, topic, hour)
     raw = raw_files(store, topic, hour)
-    known = set(current.sources) if current else set()
+    if rebuild and current is not None:
+        pruned = set(current.sources) - {_name(f) for f in raw}
+        if pruned:
+            raise NotCompacted(
+                f"not rebuilt: {len(pruned)} of the raw files version {current.version} was made "
+                "from are pruned, and their events are only in it"
+            )
+    base = None if rebuild else current
+    known = set(base.sources) if base else set()
     fields = field_paths()
-    held = set(current.fields) if current else set()
+    held = set(base.fields) if base else set()
     again = {
         name for name, paths in newer_fields(store, topic, hour).items() if (paths & fields) - held
     }
@@ -219,14 +251,14 @@ def compact_hour(
     folder = layout.curated_hour_dir(topic, hour)
     uris = [store.uri(f) for f in new]
     source = (
-        curated_source(curated_uri(store, topic, current), uris, again & known)
-        if current
+        curated_source(curated_uri(store, topic, base), uris, again & known)
+        if base
         else raw_source(uris)
     )
     con = _connect(store)
     try:
         with (
-            raw_lines_explained(),
+            lake_files_explained(),
             tempfile.TemporaryDirectory(prefix="sysmetrics-compact-") as tmp,
         ):
             out = Path(tmp) / "part.parquet"
@@ -285,7 +317,8 @@ class Verification:
 
 
 def verify_hour(store: LakeStore, topic: str, hour: datetime) -> Verification:
-    """Does the curated version hold exactly the events of the hour's raw files?
+    """Does the curated version hold exactly the events of the hour's raw files, every value
+    of it readable?
 
     Its file must match its manifest (rows, checksum); every raw file must be among its
     sources (else it is stale: compact again); and with all sources present, the raw files'
@@ -293,6 +326,8 @@ def verify_hour(store: LakeStore, topic: str, hour: datetime) -> Verification:
     sources gone), every event of the remaining raw files must be in the curated file."""
     manifest = current_manifest(store, topic, hour)
     raw = raw_files(store, topic, hour)
+    import duckdb
+
     if manifest is None:
         return Verification(hour, False, "not compacted", raw)
     extra = sorted(_name(f) for f in raw if _name(f) not in set(manifest.sources))
@@ -305,7 +340,19 @@ def verify_hour(store: LakeStore, topic: str, hour: datetime) -> Verification:
     )
     con = _connect(store)
     try:
-        rows, checksum = con.execute(_STATS + curated).fetchone()
+        try:
+            rows, checksum, _ = con.execute(
+                _STATS_READING_EVERY_VALUE + curated + " AS c"
+            ).fetchone()
+        except duckdb.Error as exc:  # a damaged file: DuckDB's reader says where
+            return Verification(
+                hour,
+                False,
+                f"curated file {manifest.file} unreadable ({str(exc).splitlines()[0]}): its raw "
+                "files are kept; while they remain, 'sysmetrics lake compact --rebuild' for this "
+                "hour writes it again from them",
+                raw,
+            )
         if (int(rows), str(checksum)) != (manifest.rows, manifest.checksum):
             return Verification(hour, False, "curated file does not match its manifest", raw)
         if not raw:

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from sysmetrics.batch.hourly import DataQualityError, curate, run_hour
 from sysmetrics.config import Settings
 from sysmetrics.lake.catalog import complete_hours
-from sysmetrics.lake.compaction import RawFileUnreadable
+from sysmetrics.lake.compaction import LakeFileUnreadable
 from sysmetrics.lake.store import LakeStore
 from sysmetrics.observability import Reading
 from sysmetrics.timeutil import hour_floor
@@ -113,7 +113,7 @@ class HourlyScheduler:
                     "complete" if result.complete else "partial",
                 )
             self.last_error = None
-        except (DataQualityError, RawFileUnreadable) as exc:
+        except (DataQualityError, LakeFileUnreadable) as exc:
             self.failures += 1
             self.last_error = str(exc)
             log.error("%s", exc)
