@@ -201,10 +201,11 @@ def curated_source(uri: str, raw_uris: list[str], without: Iterable[str] = ()) -
 _STATS = "SELECT COUNT(*), COALESCE(CAST(BIT_XOR(md5_number(event_id)) AS VARCHAR), '0') FROM "
 _STATS_READING_EVERY_VALUE = (
     "SELECT COUNT(*), COALESCE(CAST(BIT_XOR(md5_number(c.event_id)) AS VARCHAR), '0'), "
-    "MAX(LENGTH(CAST(c AS VARCHAR))) FROM "
+    "BIT_XOR(hash(c)) FROM "
 )
-"""_STATS of a file aliased ``c``, decoding every value of every row on the way: the event ids
-alone read whole from a file whose other columns are damaged (a ZSTD page zeroed in a test)."""
+"""_STATS of a file aliased ``c``, decoding every value of every row on the way (hashing each
+row: 0.21 s for an hour of 1,000 hosts, against 0.05 s for the ids alone and 1.8 s for rows
+cast to text): the event ids alone read whole from a file whose other columns are damaged."""
 
 
 @dataclass
