@@ -170,6 +170,9 @@ def test_a_message_over_kafkas_size_limit_is_set_aside_and_the_rest_goes_on(
     assert [r.value for r in producer.spool.unacked()] == [b"first", b"after"]
     [kept] = (tmp_path / "spool" / "rejected").iterdir()
     assert kept.read_bytes() == b"big-1\n" + large
+    # Sent without the spool (a full disk refused it): lost, counted and said, not raised.
+    producer.publish_unspooled(b"big-1", large)
+    assert producer.stats.lost == 1 and "too large" in (producer.stats.last_error or "")
     restarted = SpooledProducer(settings, tmp_path / "spool")
     restarted.poll()
     assert restarted.stats.set_aside == 1

@@ -222,6 +222,9 @@ class SpooledProducer:
         except BufferError:
             self._lose("librdkafka's queue is full")
             return
+        except KafkaException as exc:  # refused at once (over the size limit): never sent
+            self._lose(exc.args[0].str())
+            return
         self._unspooled_in_flight += 1
 
     def _on_unspooled(self, error: KafkaError | None, _message: Message) -> None:
