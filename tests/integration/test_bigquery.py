@@ -135,6 +135,10 @@ def test_bigquery_load_aggregate_and_rerun_match_duckdb(
         assert (result.read, result.added) == (1, 30)
         second = tables(wh)
         read_from_bigquery = remote_read(wh, store)
+        # `sysmetrics query`'s reader: the first rows only, in the engine's own dialect.
+        statement = "SELECT host_id FROM sysmetrics.raw_metrics ORDER BY event_id"
+        assert wh.native_query(statement, limit=2) == wh.native_query(statement)[:2]
+        assert len(wh.native_query(statement)) == 670
     finally:
         wh.close()
     assert first["raw"] == [(640, 640)] and second["raw"] == [(670, 670)]
