@@ -864,8 +864,8 @@ def lake_stats(
 
 # --------------------------------------------------------------------------- query
 QUERY_ROWS_SHOWN = 1_000
-"""Rows `sysmetrics query` prints unless told otherwise: a `SELECT *` of the raw table (~90
-million rows a day at 10,000 hosts) was fetched whole into memory before a row was printed."""
+"""Rows `sysmetrics query` prints unless told otherwise: a query for every row of the raw table
+(~90 million a day at 10,000 hosts) was fetched whole into memory before a row was printed."""
 
 
 @cli.command()
