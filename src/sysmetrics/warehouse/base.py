@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import itertools
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Generator
@@ -90,11 +88,9 @@ class Warehouse(ABC):
         rows added and the hosts of the files' events. Safe to repeat after a crash: the
         ledger and the event ids make a second run of the same files add nothing."""
 
-    def native_query(self, statement: str, limit: int | None = None) -> list[dict[str, Any]]:
-        """A user's own query, in the engine's dialect: its first ``limit`` rows (None: all),
-        the rest never fetched."""
-        with contextlib.closing(self.native_rows(statement)) as rows:
-            return list(itertools.islice(rows, limit))
+    def native_query(self, statement: str) -> list[dict[str, Any]]:
+        """A user's own query, in the engine's dialect, all its rows."""
+        return self._rows(statement, {})
 
     @abstractmethod
     def native_rows(self, statement: str) -> Generator[dict[str, Any], None, None]:
