@@ -137,6 +137,37 @@ def test_a_sample_sent_without_the_spool_that_kafka_never_takes_is_lost_loudly(
     assert "it is lost, 1 so far" in caplog.text
 
 
+def test_a_message_over_the_topics_size_limit_is_set_aside_and_its_batch_is_delivered(
+    apache_kafka_broker: TestBroker, tmp_path: Path
+) -> None:
+    """A topic whose max.message.bytes is below librdkafka's (1,000,000): the broker refuses
+    the whole batch a large message is in, so each message of it is resent alone; the one the
+    broker refuses alone is set aside (whole), the others are delivered. Before, the
+    spool resent the same batch for good and nothing of it, or after it, reached Kafka."""
+    settings = load_settings(
+        bootstrap_servers=apache_kafka_broker.bootstrap,
+        topic=f"small_messages_{uuid.uuid4().hex[:8]}",
+        data_dir=tmp_path / "data",
+    )
+    ensure_topic(
+        settings,
+        config={"message.timestamp.type": "LogAppendTime", "max.message.bytes": "100000"},
+    )
+    producer = SpooledProducer(CollectorSettings.of(settings), tmp_path / "spool")
+    large = os.urandom(200_000).hex().encode()  # ~200 kB compressed: past the topic's limit
+    small = [(f"web-{i}".encode(), f"sample {i}".encode()) for i in range(6)]
+    producer.publish_many([*small[:3], (b"big-1", large), *small[3:]])
+    deadline = time.monotonic() + 60
+    while not producer.idle and time.monotonic() < deadline:
+        producer.poll(0.1)
+    assert producer.close(timeout_s=5) == 0
+    assert (producer.stats.set_aside, producer.stats.delivered) == (1, 6)
+    [kept] = (tmp_path / "spool" / "rejected").iterdir()
+    assert kept.read_bytes() == b"big-1\n" + large
+    messages = read_topic(settings, expected=6)
+    assert sorted((m.key(), m.value()) for m in messages) == small  # one key per partition
+
+
 @pytest.mark.skipif(LIBFAKETIME is None, reason="apt install libfaketime")
 def test_a_wall_clock_stepped_back_an_hour_does_not_stop_the_sampling(
     broker_settings: Settings, tmp_path: Path

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Final, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
@@ -40,6 +40,10 @@ def _kafka_message(value: bytes) -> tuple[bytes | None, Headers | None]:
     return value, None
 
 
+_CLIENT_LIMIT: Final = "librdkafka's message.max.bytes, 1,000,000"
+_TOPIC_LIMIT: Final = "the max.message.bytes of topic {}: the broker refused it alone"
+
+
 @dataclass
 class DeliveryStats:
     spooled: int = 0
@@ -66,6 +70,13 @@ class SpooledProducer:
     Messages are produced in spool order with at most ``window`` in flight. A failed delivery
     (e.g. the broker was down longer than ``message.timeout.ms``) puts the spool back to its
     oldest unacknowledged record once the in-flight ones have resolved, so order holds.
+
+    A message over the size limit can never be sent, and everything after it would wait
+    behind it for good, so it is set aside (:meth:`Spool.set_aside`): when librdkafka refuses
+    it at produce (its ``message.max.bytes``), or when the broker refuses it (the topic's
+    ``max.message.bytes`` is lower) while it was the only message in flight. The broker
+    refuses a whole batch, so each message of a refused batch is resent alone, in order, until
+    the one it refuses alone is found; the others are delivered.
     """
 
     def __init__(
@@ -84,6 +95,8 @@ class SpooledProducer:
         self._unspooled_in_flight = 0
         self._sent_upto = -1  # highest seq handed to librdkafka in this send pass
         self._rewind = False
+        self._suspects: set[int] = set()  # in a batch the broker refused as too large
+        self._alone: int | None = None  # a suspect in flight with nothing beside it
 
     def readings(self) -> list[Reading]:
         """The collector's numbers for /metrics."""
@@ -156,6 +169,8 @@ class SpooledProducer:
 
     def pump(self) -> None:
         """Hand spooled records to librdkafka, oldest first, within the in-flight window."""
+        if self._alone is not None:
+            return
         if self._rewind:
             if self._in_flight:
                 return
@@ -166,6 +181,9 @@ class SpooledProducer:
                 break
             if record.seq <= self._sent_upto or record.seq in self._in_flight:
                 continue
+            alone = record.seq in self._suspects
+            if alone and (self._in_flight or self._unspooled_in_flight):
+                break  # sent once everything before it has resolved
             value, headers = _kafka_message(record.value)
             try:
                 self._producer.produce(
@@ -182,15 +200,19 @@ class SpooledProducer:
                     raise
                 # It can never be sent, and the spool sends in order: everything after it
                 # would wait behind it for good.
-                if not self._set_aside(record, len(value or b"")):
+                if not self._set_aside(record, len(value or b""), _CLIENT_LIMIT):
                     break
                 continue
             self._in_flight.add(record.seq)
             self._sent_upto = record.seq
+            if alone:
+                self._alone = record.seq
+                break
 
-    def _set_aside(self, record: SpooledRecord, size: int) -> bool:
-        """Keep a record over the message size limit in the spool's ``rejected/``, logged and
-        counted; False when the disk refuses it (it stays first in the spool, retried)."""
+    def _set_aside(self, record: SpooledRecord, size: int, limit: str) -> bool:
+        """Keep a record over the message size limit (``limit`` says which) in the spool's
+        ``rejected/``, logged and counted; False when the disk refuses it (it stays in the
+        spool, retried)."""
         try:
             path = self.spool.set_aside(record)
         except OSError as exc:
@@ -200,11 +222,12 @@ class SpooledProducer:
         self.stats.set_aside += 1
         self.stats.last_error = f"a message of {size} bytes is over the size limit"
         log.error(
-            "a message of %d bytes (key %r) is over Kafka's message size limit (librdkafka's "
-            "message.max.bytes, 1,000,000) and can never be sent: kept in %s instead (%d so "
-            "far); a host with thousands of devices, or a sender adding series to one sample",
+            "a message of %d bytes (key %r) is over Kafka's message size limit (%s) and can "
+            "never be sent: kept in %s instead (%d so far); a host with thousands of devices, "
+            "or a sender adding series to one sample",
             size,
             record.key[:128].decode(errors="replace"),
+            limit,
             path,
             self.stats.set_aside,
         )
@@ -247,11 +270,21 @@ class SpooledProducer:
     def _callback(self, record: SpooledRecord) -> Callable[[KafkaError | None, Message], None]:
         def on_delivery(error: KafkaError | None, _message: Message) -> None:
             self._in_flight.discard(record.seq)
+            alone = self._alone == record.seq
+            if alone:
+                self._alone = None
             if error is None:
+                self._suspects.discard(record.seq)
                 self.spool.ack(record)
                 self.stats.delivered += 1
                 self.stats.last_delivery_at = time.time()
                 return
+            if error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                limit = _TOPIC_LIMIT.format(self.topic)
+                if alone and self._set_aside(record, len(record.value), limit):
+                    self._suspects.discard(record.seq)
+                    return
+                self._suspects.add(record.seq)
             self.stats.failed_attempts += 1
             self.stats.last_error = error.str()
             if not self._rewind:
