@@ -698,6 +698,13 @@ def _progress(label: str, total: int) -> Any:
     return bar, bar.add_task(label, total=total or 1)
 
 
+def _say(bar: Any, text: str) -> None:
+    """A line under a progress bar, verbatim and unwrapped (a path in it is to be copied)."""
+    from sysmetrics.terminal import as_is
+
+    bar.console.print(as_is(text), soft_wrap=True, highlight=False)
+
+
 @lake_group.command("compact")
 @_range_options
 @click.option(
@@ -737,13 +744,7 @@ def lake_compact(
                 )
             except (LakeFileUnreadable, NotCompacted) as exc:
                 failed += 1
-                # Unwrapped and verbatim: the file's path is to be copied.
-                bar.console.print(
-                    f"  {hour:%Y-%m-%dT%H}Z not compacted: {exc}",
-                    soft_wrap=True,
-                    markup=False,
-                    highlight=False,
-                )
+                _say(bar, f"  {hour:%Y-%m-%dT%H}Z not compacted: {exc}")
                 continue
             finally:
                 bar.advance(task)
@@ -781,9 +782,7 @@ def lake_verify(
             check = verify_hour(store, settings.topic, hour)
             bar.advance(task)
             failed += not check.ok
-            bar.console.print(
-                f"  {hour:%Y-%m-%dT%H}Z {'ok  ' if check.ok else 'FAIL'} {check.detail}"
-            )
+            _say(bar, f"  {hour:%Y-%m-%dT%H}Z {'ok  ' if check.ok else 'FAIL'} {check.detail}")
     click.echo(f"{len(hours) - failed} of {len(hours)} hours verified")
     if failed:
         sys.exit(1)
@@ -825,7 +824,7 @@ def lake_prune(
             settings.quarantine_retention_days,
             settings.lookback_hours,
             dry_run,
-            report=bar.console.print,
+            report=lambda line: _say(bar, line),
             advance=lambda: bar.advance(task),
         )
     click.echo(
@@ -890,6 +889,7 @@ def query(ctx: Context, statement: str, as_json: bool, limit: int) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from sysmetrics.terminal import as_is
     from sysmetrics.warehouse import open_warehouse
 
     url = ctx.settings.warehouse_url
@@ -916,9 +916,11 @@ def query(ctx: Context, statement: str, as_json: bool, limit: int) -> None:
     finally:
         wh.close()
     if not as_json:
-        table = Table(*(kept[0].keys() if kept else ["(no rows)"]))
+        table = Table()
+        for name in kept[0].keys() if kept else ["(no rows)"]:
+            table.add_column(as_is(name))
         for row in kept:
-            table.add_row(*("" if v is None else str(v) for v in row.values()))
+            table.add_row(*(as_is("" if v is None else str(v)) for v in row.values()))
         Console().print(table)
     if more:
         click.echo(

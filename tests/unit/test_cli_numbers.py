@@ -1,6 +1,6 @@
 """Numbers on the command line: those no setting validates are refused before anything
 starts, with the range in the message (``simulate --hosts -1`` was a traceback, ``--hosts 0``
-wrote nothing and exited 0); ``query`` prints a bounded number of rows."""
+wrote nothing and exited 0); ``query`` prints a bounded number of rows, each value as it is."""
 
 from __future__ import annotations
 
@@ -59,3 +59,26 @@ def test_query_prints_a_bounded_number_of_rows_and_says_when_there_were_more(
     assert len(lines) == 2500 and said == ""
     lines, said = query("--json", "--limit", "3", "SELECT * FROM range(3)")
     assert len(lines) == 3 and said == "", "exactly the limit: nothing more to say"
+
+
+def test_query_prints_values_as_they_are_markup_unread_and_control_characters_written_out(
+    tmp_path: Path,
+) -> None:
+    """Values come from any sender: a hostname with an escape sequence in it (here one that
+    sets the terminal's title) is printed written out, not sent to the terminal, and brackets
+    are text, not markup (``[/x]`` was a traceback, ``[red]`` coloured the rest)."""
+    warehouse = tmp_path / "warehouse.duckdb"
+    DuckDBWarehouse(str(warehouse)).close()
+    result = CliRunner().invoke(
+        cli,
+        [
+            "query",
+            "SELECT '[/x] [red]r[/red]' AS \"[/h]\", "
+            "chr(27) || ']0;owned' || chr(7) || chr(155) || 'A' AS hostname",
+        ],
+        env={"SYSMETRICS_WAREHOUSE_URL": str(warehouse), "COLUMNS": "200"},
+    )
+    assert result.exit_code == 0, result.output
+    assert "[/h]" in result.stdout and "[/x] [red]r[/red]" in result.stdout
+    assert "\\x1b]0;owned\\x07\\x9bA" in result.stdout
+    assert not {"\x1b", "\x07", "\x9b"} & set(result.stdout)

@@ -433,6 +433,28 @@ def test_lake_stats_and_verify_commands(tmp_path: Path) -> None:
     assert lines["curated"][1] == "1" and lines["curated"][3] == "720"
 
 
+def test_lake_verify_prints_what_it_read_as_it_is(tmp_path: Path) -> None:
+    """What verify reports can come from the events (the names of fields a newer version
+    sent): brackets in it are text, not markup (``[/x]`` was a traceback) and its control
+    characters are written out, not sent to the terminal."""
+    from click.testing import CliRunner
+
+    from sysmetrics.cli import cli
+
+    lake = tmp_path / "lake"
+    (newer_file,) = LakeBuilder(lake).add_batch(steady_host("web-1", OLD, 40.0, samples=10))
+    compact_hour(LakeStore(str(lake)), TOPIC, OLD)
+    markers = lake / layout.newer_fields_dir(TOPIC)
+    markers.mkdir(parents=True)
+    marker = markers / layout.newer_fields_marker_path(TOPIC, OLD, newer_file.name).split("/")[-1]
+    marker.write_text(json.dumps(["[/x]\u001b]0;owned\u0007"]))
+    env = {"SYSMETRICS_LAKE_URL": str(lake), "SYSMETRICS_DATA_DIR": str(tmp_path / "data")}
+    verified = CliRunner().invoke(cli, ["lake", "verify"], env=env)
+    assert verified.exit_code == 0, verified.output
+    assert "fields this version does not know ([/x]\\x1b]0;owned\\x07)" in verified.output
+    assert "\x1b" not in verified.output
+
+
 def test_lake_compact_names_a_line_an_old_writer_let_in_and_compacts_the_other_hours(
     tmp_path: Path,
 ) -> None:

@@ -340,6 +340,8 @@ def run_live(pipeline: LocalPipeline, run_for: float | None = None) -> None:
     from rich.live import Live
     from rich.table import Table
 
+    from sysmetrics.terminal import as_is
+
     stopping: list[int] = []  # a plain flag: a signal handler must not take a lock
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda signum, _frame: stopping.append(signum))
@@ -353,8 +355,8 @@ def run_live(pipeline: LocalPipeline, run_for: float | None = None) -> None:
         t = Table(title="sysmetrics up  (Ctrl-C stops everything)", expand=False)
         for column in ("component", "state", "detail"):
             t.add_column(column)
-        for row in pipeline.rows():
-            t.add_row(*row)
+        for row in pipeline.rows():  # a component's last log line is in it
+            t.add_row(*map(as_is, row))
         return t
 
     started = time.monotonic()
