@@ -683,6 +683,12 @@ def _lake_hours(
     from sysmetrics.lake.compaction import hours_between
     from sysmetrics.timeutil import hour_floor, parse_range
 
+    if store.is_local and not Path(store.root).is_dir():
+        # A mistyped SYSMETRICS_LAKE_URL said "0 of 0 hours verified" and exited 0.
+        raise click.ClickException(
+            f"no lake at {store.url}: the lake writer creates it ('sysmetrics consume' or "
+            "'up'); SYSMETRICS_LAKE_URL names another"
+        )
     try:
         start, end = parse_range(start_text, end_text, last_text)
     except ValueError as exc:

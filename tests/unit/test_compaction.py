@@ -419,6 +419,10 @@ def test_lake_stats_and_verify_commands(tmp_path: Path) -> None:
     LakeBuilder(lake).add_batch(steady_host("web-2", OLD, 40.0, samples=360), partition=1)
     env = {"SYSMETRICS_LAKE_URL": str(lake), "SYSMETRICS_DATA_DIR": str(tmp_path / "data")}
     runner = CliRunner()
+    mistyped = {**env, "SYSMETRICS_LAKE_URL": str(tmp_path / "lak")}
+    for command in ("stats", "verify", "compact", "prune"):  # said "0 of 0 hours", exit 0
+        missing = runner.invoke(cli, ["lake", command], env=mistyped)
+        assert missing.exit_code == 1 and f"no lake at {tmp_path / 'lak'}:" in missing.output
     unverified = runner.invoke(cli, ["lake", "verify"], env=env)
     assert unverified.exit_code == 1 and "not compacted" in unverified.output
     compact_hour(LakeStore(str(lake)), TOPIC, OLD)
