@@ -279,16 +279,22 @@ class SpooledProducer:
                 self.stats.delivered += 1
                 self.stats.last_delivery_at = time.time()
                 return
+            then = "will resend from the spool"
             if error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
                 limit = _TOPIC_LIMIT.format(self.topic)
                 if alone and self._set_aside(record, len(record.value), limit):
                     self._suspects.discard(record.seq)
                     return
                 self._suspects.add(record.seq)
+                then = (
+                    f"will resend each message of the refused batch alone; the max.message.bytes "
+                    f"of topic {self.topic} is below librdkafka's 1,000,000 bytes: raise it to "
+                    "at least that"
+                )
             self.stats.failed_attempts += 1
             self.stats.last_error = error.str()
             if not self._rewind:
-                log.warning("delivery failed (%s): will resend from the spool", error.str())
+                log.warning("delivery failed (%s): %s", error.str(), then)
             self._rewind = True
 
         return on_delivery
