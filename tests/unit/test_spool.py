@@ -155,10 +155,11 @@ def test_a_message_over_kafkas_size_limit_is_set_aside_and_the_rest_goes_on(
     """librdkafka refuses a message over its message.max.bytes when it is produced (before any
     broker is asked: none runs here). The spool sends in order, so that message stays first
     for good: it is moved to ``rejected/`` (durable, whole) and the messages after it are
-    produced. A restart before the messages ahead of it are delivered reads it again from the
-    spool (as it resends what Kafka may have) and sets it aside again, into the same file.
-    Before, the refusal was raised out of ``publish_many`` after the message was spooled, and
-    on every later call."""
+    produced. A restart before the messages ahead of it are delivered finds it in the spool
+    (the acknowledged prefix saved stops before it) and in ``rejected/``, and does not send it
+    or set it aside again (it did until 2026-12-05: counted and logged twice). Before, the
+    refusal was raised out of ``publish_many`` after the message was spooled, and on every
+    later call."""
     from sysmetrics.config import Settings
     from sysmetrics.stream.producer import SpooledProducer
 
@@ -173,8 +174,16 @@ def test_a_message_over_kafkas_size_limit_is_set_aside_and_the_rest_goes_on(
     # Sent without the spool (a full disk refused it): lost, counted and said, not raised.
     producer.publish_unspooled(b"big-1", large)
     assert producer.stats.lost == 1 and "too large" in (producer.stats.last_error or "")
+    kept_bytes = kept.read_bytes()
     restarted = SpooledProducer(settings, tmp_path / "spool")
     restarted.poll()
-    assert restarted.stats.set_aside == 1
+    assert restarted.stats.set_aside == 0
     assert [r.value for r in restarted.spool.unacked()] == [b"first", b"after"]
     assert [p.name for p in (tmp_path / "spool" / "rejected").iterdir()] == [kept.name]
+    assert kept.read_bytes() == kept_bytes
+    # A file that does not hold the record's bytes (torn, or of an earlier spool) is no proof.
+    restarted.close(timeout_s=0)
+    kept.write_bytes(b"big-1\n" + large[:1000])
+    again = SpooledProducer(settings, tmp_path / "spool")
+    again.poll()
+    assert again.stats.set_aside == 1 and kept.read_bytes() == b"big-1\n" + large

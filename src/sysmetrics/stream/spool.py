@@ -42,6 +42,15 @@ class SpooledRecord:
         return _HEADER.size + len(self.key) + len(self.value)
 
 
+def _rejected_name(seq: int) -> str:
+    return f"{seq:020d}.msg"
+
+
+def _rejected_bytes(record: SpooledRecord) -> bytes:
+    """What :meth:`Spool.set_aside` keeps of a record: its key, a newline, its value."""
+    return record.key + b"\n" + record.value
+
+
 class Spool:
     def __init__(self, directory: Path, max_bytes: int, segment_bytes: int | None = None) -> None:
         self.directory = directory
@@ -98,10 +107,26 @@ class Spool:
                     fh.truncate(pos)
             self._segments.append((int(path.stem[4:]), path, pos))
         self._next_seq = next_seq
+        self._skip_set_aside()
         self._drop_acked_segments()
         if self._pending:
             log.info("spool holds %d unsent events from an earlier run", len(self._pending))
         return next_seq
+
+    def _skip_set_aside(self) -> None:
+        """Acknowledge the records :meth:`set_aside` kept before a restart (the acknowledged
+        prefix saved stops at the first record still in flight): resent, each would be refused
+        and set aside again. Only a file holding the record's very bytes counts (a torn one, or
+        one of an earlier spool whose sequence numbers started again, does not)."""
+        rejected = self.directory / "rejected"
+        try:
+            names = {path.name for path in rejected.iterdir()}
+        except FileNotFoundError:
+            return
+        for record in self._pending:
+            path = rejected / _rejected_name(record.seq)
+            if path.name in names and path.read_bytes() == _rejected_bytes(record):
+                self.ack(record)
 
     # ------------------------------------------------------------------ write
     def append(self, key: bytes, value: bytes) -> SpooledRecord:
@@ -196,10 +221,10 @@ class Spool:
         counts as acknowledged; OSError (a full disk) leaves it spooled."""
         rejected = self.directory / "rejected"
         rejected.mkdir(exist_ok=True)
-        path = rejected / f"{record.seq:020d}.msg"
+        path = rejected / _rejected_name(record.seq)
         handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            write_all(handle, record.key + b"\n" + record.value)
+            write_all(handle, _rejected_bytes(record))
             os.fsync(handle)
         finally:
             os.close(handle)
