@@ -612,12 +612,14 @@ def batch_backfill(
     last_text: str | None,
     rebuild: bool,
 ) -> None:
-    """Run every hour in [--from, --to) in order, with a progress bar."""
+    """Run every hour in [--from, --to) in order, with a progress bar; hours with nothing of
+    them or of the day before them in the lake or the warehouse are skipped (nothing to
+    compute, no host to call silent)."""
     from datetime import UTC, timedelta
 
     from rich.progress import Progress
 
-    from sysmetrics.batch.hourly import DataQualityError, backfill
+    from sysmetrics.batch.hourly import DataQualityError, backfill, hours_to_run
     from sysmetrics.lake.compaction import LakeFileUnreadable
     from sysmetrics.timeutil import hour_floor, parse_range
 
@@ -631,19 +633,23 @@ def batch_backfill(
         raise click.BadParameter(str(exc)) from None
     assert start is not None and end is not None  # --from or --last given, --to defaulted
     _refuse_future(end - timedelta(microseconds=1), "--to")
-    total = int((end - start).total_seconds() // 3600) or 1
     wh, store = _batch_parts(ctx.settings)
     try:
+        hours = hours_to_run(ctx.settings, wh, store, start, end)
+        in_range = -(-(end - hour_floor(start)) // timedelta(hours=1))
+        if skipped := in_range - len(hours):
+            click.echo(
+                f"{skipped} of {in_range} hours skipped: nothing of them or of the day before "
+                f"them in the lake ({store.url}) or the warehouse"
+            )
         with Progress(transient=False) as bar:
-            task = bar.add_task("backfilling hours", total=total)
+            task = bar.add_task("backfilling hours", total=len(hours) or 1)
 
             def advance(result: Any) -> None:
                 bar.advance(task)
                 bar.console.print(f"  {result.hour:%Y-%m-%dT%H}Z {result.rows} rows")
 
-            results = backfill(
-                ctx.settings, wh, store, start, end, advance, rebuild, recompute=True
-            )
+            results = backfill(ctx.settings, wh, store, hours, advance, rebuild, recompute=True)
     except (DataQualityError, LakeFileUnreadable) as exc:
         raise click.ClickException(str(exc)) from None
     finally:

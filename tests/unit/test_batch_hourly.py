@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,9 @@ from sysmetrics.batch.hourly import (
     Loaded,
     NewFiles,
     aggregate,
+    backfill,
     check_raw,
+    hours_to_run,
     ledger,
     prune_raw_rows,
     record_retirements,
@@ -344,15 +347,18 @@ def test_duplicate_events_across_files_load_once(
     assert hourly(wh, "detail")["samples"] == 6
 
 
-def checksums(wh: DuckDBWarehouse) -> dict[str, tuple[int, str]]:
-    out = {}
-    for table in (
+def checksums(
+    wh: DuckDBWarehouse,
+    tables: Iterable[str] = (
         "raw_metrics",
         "loaded_files",
         "hourly_host_metrics",
         "hourly_host_trends",
         "alerts",
-    ):
+    ),
+) -> dict[str, tuple[int, str]]:
+    out = {}
+    for table in tables:
         row = wh.native_query(
             f"SELECT COUNT(*) AS n, md5(COALESCE(string_agg(CAST(t AS VARCHAR), '|' "
             f"ORDER BY CAST(t AS VARCHAR)), '')) AS sum FROM {table} AS t"
@@ -391,6 +397,35 @@ def test_out_of_order_runs_converge_to_the_in_order_tables(
         f"WHERE hour = '{HOUR14.isoformat()}'"
     )
     assert trend[0]["c"] == pytest.approx(20.0)
+
+
+def test_a_backfill_skips_only_hours_it_has_nothing_to_compute_for(
+    settings: Settings, tmp_path: Path, lake: LakeBuilder
+) -> None:
+    """Four days with two hours of data: a backfill runs those hours and the day after them
+    (both hosts are host_silent there) and skips the rest, and its tables are those of running
+    every hour. An hour the warehouse alone holds (its lake files gone) is still run. Before,
+    every hour ran, ~40 ms each for nothing: ~1 h for `--last 3650d`."""
+    import shutil
+
+    lake.add_batch(steady_host("a", HOUR14 - H, cpu=30.0) + steady_host("a", HOUR14, cpu=50.0))
+    lake.add_batch(steady_host("b", HOUR14, cpu=95.0, temp=90.0))
+    store = LakeStore(settings.lake_url)
+    start, end = HOUR14 - 48 * H, HOUR14 + 48 * H
+    skipping = DuckDBWarehouse(str(tmp_path / "skipping.duckdb"))
+    hours = hours_to_run(settings, skipping, store, start, end)
+    assert hours == [HOUR14 + n * H for n in range(-1, sql.SILENT_HOST_HOURS + 1)]
+    backfill(settings, skipping, store, hours)
+    every = DuckDBWarehouse(str(tmp_path / "every.duckdb"))
+    backfill(settings, every, store, [start + n * H for n in range(96)])
+    tables = [*checksums(skipping), "host_data_quality"]
+    assert checksums(skipping, tables) == checksums(every, tables)
+    silent = skipping.native_query("SELECT hour FROM alerts WHERE rule = 'host_silent'")
+    assert sorted(r["hour"] for r in silent) == sorted(
+        HOUR14 + n * H for n in range(1, sql.SILENT_HOST_HOURS + 1) for _ in "ab"
+    )
+    shutil.rmtree(Path(settings.lake_url) / layout.hour_dir(settings.topic, HOUR14 - H))
+    assert hours_to_run(settings, skipping, store, start, end) == hours
 
 
 def test_a_host_sampling_faster_is_aggregated_not_fatal(

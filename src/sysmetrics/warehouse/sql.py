@@ -305,13 +305,18 @@ def delete_hour(kind: str) -> str:
     return f"DELETE FROM {{{kind}}} WHERE hour = @start"
 
 
+SILENT_HOST_HOURS: Final = 24
+"""A host heard in the hours before an hour, this many back, and not in it is ``host_silent``
+in that hour (ALERTS)."""
+_SILENT_REACH = f"INTERVAL {SILENT_HOST_HOURS} HOUR"
+
 # Warehouse retention: the raw rows of every hour up to @last, and their ledger entries, so a
 # late file for such an hour reloads it from the lake from scratch (never an hour of a few rows).
-# Retirements go a day later: the silent-host rule of an hour looks 24 hours back.
+# Retirements go as far later as the silent-host rule of an hour looks back.
 PRUNE_RAW = (
     "DELETE FROM {raw} WHERE hour <= @last",
     "DELETE FROM {loaded_files} WHERE hour <= @last",
-    "DELETE FROM {retired} WHERE retired_at <= TIMESTAMP_SUB(@last, INTERVAL 24 HOUR)",
+    "DELETE FROM {retired} WHERE retired_at <= TIMESTAMP_SUB(@last, " + _SILENT_REACH + ")",
 )
 
 
@@ -611,6 +616,9 @@ FROM {{hourly}} WHERE hour >= @first_hour AND hour <= @last_hour AND {hosts}
 READ_HOURS_HELD = """
 SELECT DISTINCT hour FROM {loaded_files} WHERE hour >= @first_hour AND hour <= @last_hour
 """
+HOURS_AGGREGATED = """
+SELECT DISTINCT hour FROM {hourly} WHERE hour >= @first_hour AND hour <= @last_hour
+"""
 _MATCH = {
     "=": "{label} = @{param}",
     "!=": "{label} != @{param}",
@@ -762,7 +770,8 @@ ORDER BY anomaly, host_id
 # answer: they hold for a host in an hour when one of its samples in the hour is in a run of
 # samples above the threshold that began at least the rule's `for` earlier (@disk_for_ms,
 # @temperature_for_ms; a run may begin in the hour before), as the evaluator fires.
-ALERTS = _macros("""
+ALERTS = _macros(
+    """
 INSERT INTO {alerts}
 WITH cur AS (SELECT * FROM {hourly} WHERE hour = @start AND IN_SCOPE(host_id)),
 around AS (
@@ -805,14 +814,18 @@ baseline AS (
 ),
 recent_hosts AS (
   SELECT host_id, MAX_BY(hostname, hour) AS hostname, MAX(last_ts) AS last_ts FROM {hourly}
-  WHERE hour < @start AND hour >= TIMESTAMP_SUB(@start, INTERVAL 24 HOUR)
+  WHERE hour < @start AND hour >= TIMESTAMP_SUB(@start, """
+    + _SILENT_REACH
+    + """)
     AND IN_SCOPE(host_id)
   GROUP BY host_id
 ),
 retired AS (
   SELECT host_id, MAX(retired_at) AS retired_at FROM {retired}
   WHERE retired_at < TIMESTAMP_ADD(@start, INTERVAL 1 HOUR)
-    AND retired_at >= TIMESTAMP_SUB(@start, INTERVAL 25 HOUR)
+    AND retired_at >= TIMESTAMP_SUB(@start, """
+    + f"INTERVAL {SILENT_HOST_HOURS + 1} HOUR"
+    + """)
   GROUP BY host_id
 ),
 rules AS (
@@ -846,7 +859,8 @@ rules AS (
     AND anomaly IN ('duplicate_host_id', 'clock_skew', 'counter_backwards')
 )
 SELECT @start AS hour, host_id, hostname, rule, severity, value, threshold FROM rules
-""")
+"""
+)
 
 # Data-quality checks: each returns the number of offending rows for hour @start (its hosts in
 # scope).
