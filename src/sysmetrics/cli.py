@@ -346,10 +346,15 @@ def simulate(
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     if output is not None:
-        with click.open_file(output, "wb") as out:
-            write_simulation(
-                out, hosts, duration_s, settings.sample_interval_s, start_at, seed, history_s
-            )
+        try:
+            with click.open_file(output, "wb") as out:
+                write_simulation(
+                    out, hosts, duration_s, settings.sample_interval_s, start_at, seed, history_s
+                )
+        except BrokenPipeError:
+            raise  # the reader went away (`| head`): click ends quietly
+        except OSError as exc:  # a missing folder, a full disk: not a traceback
+            raise click.ClickException(f"cannot write {output}: {exc.strerror or exc}") from None
         return
     from sysmetrics.stream.admin import ensure_topic
 

@@ -1,6 +1,7 @@
 """Numbers on the command line: those no setting validates are refused before anything
 starts, with the range in the message (``simulate --hosts -1`` was a traceback, ``--hosts 0``
-wrote nothing and exited 0); ``query`` prints a bounded number of rows, each value as it is."""
+wrote nothing and exited 0); ``query`` prints a bounded number of rows, each value as it is;
+``simulate --output`` names a file it cannot write."""
 
 from __future__ import annotations
 
@@ -82,3 +83,20 @@ def test_query_prints_values_as_they_are_markup_unread_and_control_characters_wr
     assert "[/h]" in result.stdout and "[/x] [red]r[/red]" in result.stdout
     assert "\\x1b]0;owned\\x07\\x9bA" in result.stdout
     assert not {"\x1b", "\x07", "\x9b"} & set(result.stdout)
+
+
+@pytest.mark.parametrize(
+    ("output", "reason"),
+    [("missing/past.jsonl", "No such file or directory"), ("/dev/full", "No space left on device")],
+)
+def test_simulate_into_a_file_it_cannot_write_is_one_clear_error(
+    tmp_path: Path, output: str, reason: str
+) -> None:
+    """A folder that does not exist, a full disk (Linux's /dev/full refuses every write): the
+    command says which file and why, exit 1; it was a traceback."""
+    target = output if output.startswith("/") else str(tmp_path / output)
+    result = CliRunner().invoke(
+        cli, ["simulate", "--hosts", "2", "--duration", "1m", "--output", target]
+    )
+    assert result.exit_code == 1, result.output
+    assert f"cannot write {target}: {reason}" in result.output
