@@ -405,7 +405,7 @@ def test_a_backfill_skips_only_hours_it_has_nothing_to_compute_for(
     """Four days with two hours of data: a backfill runs those hours and the day after them
     (both hosts are host_silent there) and skips the rest, and its tables are those of running
     every hour. An hour the warehouse alone holds (its lake files gone) is still run. Before,
-    every hour ran, ~40 ms each for nothing: ~1 h for `--last 3650d`."""
+    every hour ran, ~80 ms each for nothing: ~2 h for `--last 3650d`."""
     import shutil
 
     lake.add_batch(steady_host("a", HOUR14 - H, cpu=30.0) + steady_host("a", HOUR14, cpu=50.0))

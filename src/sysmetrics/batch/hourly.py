@@ -755,7 +755,7 @@ def hours_to_run(
     """The hours in [start, end) a run changes anything for, oldest first: those the lake has
     a folder of (raw or curated) or the warehouse holds rows of, and the
     ``sql.SILENT_HOST_HOURS`` after each such hour (a host heard then and not since is
-    ``host_silent`` in them). A backfill ran every other hour for nothing (~40 ms each,
+    ``host_silent`` in them). A backfill ran every other hour for nothing (~80 ms each,
     87,600 of them for ten years)."""
     first, last = hour_floor(start), hour_floor(end - timedelta(microseconds=1))
     if last < first:
