@@ -480,6 +480,17 @@ def ingest(ctx: Context, bind_host: str | None, port: int | None, grpc_port: int
     settings = _writable_data_dir(
         _overridden(ingest_host=bind_host, ingest_port=port, ingest_grpc_port=grpc_port)
     )
+    _refuse_taken_port(
+        settings.ingest_host,
+        settings.ingest_port,
+        "--port or SYSMETRICS_INGEST_PORT; an OTel Collector takes 4318 by default",
+    )
+    if settings.ingest_grpc_port:
+        _refuse_taken_port(
+            settings.ingest_host,
+            settings.ingest_grpc_port,
+            "--grpc-port or SYSMETRICS_INGEST_GRPC_PORT; an OTel Collector takes 4317 by default",
+        )
     try:
         ensure_topic(settings)
     except (ConnectionError, PermissionError) as exc:
@@ -492,6 +503,17 @@ def ingest(ctx: Context, bind_host: str | None, port: int | None, grpc_port: int
         f"emitted {emitted} events, {left} waiting in the spool, {pending} samples still "
         "being assembled (kept in the journal for the next start)"
     )
+
+
+def _refuse_taken_port(host: str, port: int, options: str) -> None:
+    """A server's port that another process holds is one line naming what to change; it was
+    the server's bind error, after a start-up that could take seconds (a Kafka check)."""
+    from sysmetrics.http_auth import address_in_use
+
+    if address_in_use(host, port):
+        raise click.ClickException(
+            f"port {port} on {host} is in use: stop what holds it, or choose another ({options})"
+        )
 
 
 # --------------------------------------------------------------------------- batch
@@ -1090,6 +1112,9 @@ def dashboard(ctx: Context, host: str | None, port: int | None) -> None:
         check_exposure(settings, settings.dashboard_host)
     except DashboardAuthError as exc:
         raise click.ClickException(str(exc)) from None
+    _refuse_taken_port(
+        settings.dashboard_host, settings.dashboard_port, "--port or SYSMETRICS_DASHBOARD_PORT"
+    )
     click.echo(f"dashboard on http://{settings.dashboard_host}:{settings.dashboard_port}")
     serve(settings)
 

@@ -1,12 +1,15 @@
-"""What the HTTP servers (dashboard, ingest) share: when an address is loopback, and whether an
-Authorization header carries the token (bearer, or HTTP Basic with any user name)."""
+"""What the HTTP servers (dashboard, ingest) share: when an address is loopback or already
+taken, and whether an Authorization header carries the token (bearer, or HTTP Basic with any
+user name)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import hmac
 import ipaddress
+import socket
 
 
 def is_loopback(host: str) -> bool:
@@ -18,6 +21,23 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def address_in_use(host: str, port: int) -> bool:
+    """Another process listens on ``host:port`` (binding it fails with EADDRINUSE), so a server
+    can say so with the setting to change before it starts. Any other failure (an address
+    this machine does not have) is left to the server to report."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except OSError:
+        return False
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
 
 
 def carries_token(authorization: bytes, token: bytes) -> bool:

@@ -149,4 +149,7 @@ def test_a_component_that_keeps_exiting_is_restarted_and_up_says_why(tmp_path: P
     assert up.returncode == 0, up.stderr[-3000:]
     restarts = [line for line in up.stderr.splitlines() if "dashboard exited with" in line]
     assert len(restarts) >= 2, up.stderr[-3000:]
-    assert all("address already in use): restarting (see" in line for line in restarts), restarts
+    reason = (
+        "is in use: stop what holds it, or choose another (--port or SYSMETRICS_DASHBOARD_PORT)"
+    )
+    assert all(f"{reason}): restarting (see" in line for line in restarts), restarts

@@ -1,7 +1,7 @@
 """Numbers on the command line: those no setting validates are refused before anything
 starts, with the range in the message (``simulate --hosts -1`` was a traceback, ``--hosts 0``
 wrote nothing and exited 0); ``query`` prints a bounded number of rows, each value as it is;
-``simulate --output`` names a file it cannot write."""
+``simulate --output`` names a file it cannot write; a server's port that is taken is one line."""
 
 from __future__ import annotations
 
@@ -100,3 +100,40 @@ def test_simulate_into_a_file_it_cannot_write_is_one_clear_error(
     )
     assert result.exit_code == 1, result.output
     assert f"cannot write {target}: {reason}" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "names"),
+    [
+        (["dashboard", "--port", "{port}"], "--port or SYSMETRICS_DASHBOARD_PORT"),
+        (["ingest", "--port", "{port}"], "--port or SYSMETRICS_INGEST_PORT"),
+        (
+            ["ingest", "--port", "{free}", "--grpc-port", "{port}"],
+            "--grpc-port or SYSMETRICS_INGEST",
+        ),
+    ],
+)
+def test_a_server_port_another_process_holds_is_one_line_naming_the_setting(
+    tmp_path: Path, args: list[str], names: str
+) -> None:
+    """The dashboard's and the receiver's ports (an OTel Collector on the same machine holds
+    4317 and 4318): said before anything starts, with the option and the setting to change.
+    It was uvicorn's bind error, after the receiver's Kafka check (seconds with Kafka down)."""
+    import socket
+
+    from sysmetrics.stream.broker import free_port
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = CliRunner().invoke(
+            cli,
+            [arg.format(port=port, free=free_port()) for arg in args],
+            env={
+                "SYSMETRICS_DATA_DIR": str(tmp_path),
+                "SYSMETRICS_BOOTSTRAP_SERVERS": "127.0.0.1:1",
+            },
+        )
+    assert result.exit_code == 1, result.output
+    assert f"port {port} on 127.0.0.1 is in use" in result.output and names in result.output
