@@ -485,12 +485,6 @@ def ingest(ctx: Context, bind_host: str | None, port: int | None, grpc_port: int
         settings.ingest_port,
         "--port or SYSMETRICS_INGEST_PORT; an OTel Collector takes 4318 by default",
     )
-    if settings.ingest_grpc_port:
-        _refuse_taken_port(
-            settings.ingest_host,
-            settings.ingest_grpc_port,
-            "--grpc-port or SYSMETRICS_INGEST_GRPC_PORT; an OTel Collector takes 4317 by default",
-        )
     try:
         ensure_topic(settings)
     except (ConnectionError, PermissionError) as exc:

@@ -107,21 +107,16 @@ def test_simulate_into_a_file_it_cannot_write_is_one_clear_error(
     [
         (["dashboard", "--port", "{port}"], "--port or SYSMETRICS_DASHBOARD_PORT"),
         (["ingest", "--port", "{port}"], "--port or SYSMETRICS_INGEST_PORT"),
-        (
-            ["ingest", "--port", "{free}", "--grpc-port", "{port}"],
-            "--grpc-port or SYSMETRICS_INGEST",
-        ),
     ],
 )
 def test_a_server_port_another_process_holds_is_one_line_naming_the_setting(
     tmp_path: Path, args: list[str], names: str
 ) -> None:
-    """The dashboard's and the receiver's ports (an OTel Collector on the same machine holds
-    4317 and 4318): said before anything starts, with the option and the setting to change.
-    It was uvicorn's bind error, after the receiver's Kafka check (seconds with Kafka down)."""
+    """The dashboard's and the receiver's HTTP ports (an OTel Collector on the same machine
+    holds 4318): said before anything starts, with the option and the setting to change. It
+    was uvicorn's bind error, after the receiver's Kafka check (seconds with Kafka down). The
+    gRPC port had its own refusal already (test_ingest_grpc.py)."""
     import socket
-
-    from sysmetrics.stream.broker import free_port
 
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
@@ -129,7 +124,7 @@ def test_a_server_port_another_process_holds_is_one_line_naming_the_setting(
         port = holder.getsockname()[1]
         result = CliRunner().invoke(
             cli,
-            [arg.format(port=port, free=free_port()) for arg in args],
+            [arg.format(port=port) for arg in args],
             env={
                 "SYSMETRICS_DATA_DIR": str(tmp_path),
                 "SYSMETRICS_BOOTSTRAP_SERVERS": "127.0.0.1:1",
