@@ -7,7 +7,11 @@ exists), then the defaults below, which run everything locally on the embedded b
 
 from __future__ import annotations
 
+import difflib
+import functools
+import logging
 import os
+import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,6 +22,8 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+log = logging.getLogger(__name__)
 
 ENV_PREFIX = "SYSMETRICS_"
 CONFIG_FILE_ENV = "SYSMETRICS_CONFIG"
@@ -316,13 +322,64 @@ def _secrets_from_files() -> dict[str, str]:
     return found
 
 
+def _suggestion(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    """The config file's settings. A file that is not TOML, or a key that is not a setting (a
+    typo would otherwise leave the default in force without a word), is a ConfigError."""
+    try:
+        table = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    fields = list(Settings.model_fields)
+    for key in table:
+        if key in fields:
+            continue
+        bare = key.lower().removeprefix(ENV_PREFIX.lower())
+        hint = f" (write it as {bare})" if bare in fields else _suggestion(key, fields)
+        raise ConfigError(
+            f"{path}: {key!r} is not a setting{hint}; the file's keys are the names of "
+            "`sysmetrics config show` in lower case, without SYSMETRICS_"
+        )
+    return table
+
+
+@functools.cache
+def _warn_unknown_variables(names: frozenset[str]) -> None:
+    """Say once per process which SYSMETRICS_* variables are no setting: a misspelt one would
+    otherwise leave the default in force silently. A warning, not an error: an environment may
+    carry variables of the same prefix meant for something else."""
+    known = [ENV_PREFIX + field.upper() for field in Settings.model_fields]
+    also = {CONFIG_FILE_ENV, *(f"{ENV_PREFIX}{name.upper()}_FILE" for name in SECRET_FIELDS)}
+    for name in sorted(names):
+        if name.upper() not in {*known, *also}:
+            log.warning(
+                "%s is not a setting, ignored%s; `sysmetrics config show` lists them",
+                name,
+                _suggestion(name.upper(), known),
+            )
+
+
 def load_settings(**overrides: Any) -> Settings:
-    """Build the settings; a bad value raises :class:`ConfigError` naming the variable."""
+    """Build the settings; a bad value raises :class:`ConfigError` naming the variable (or the
+    config file's key it came from)."""
+    path = config_file_path()
+    from_file = _read_config_file(path) if path is not None else {}
+    _warn_unknown_variables(
+        frozenset(name for name in os.environ if name.upper().startswith(ENV_PREFIX))
+    )
     try:
         return Settings(**{**_secrets_from_files(), **overrides})
     except ValidationError as exc:
         first = exc.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else "?"
-        raise ConfigError(
-            f"{ENV_PREFIX}{field.upper()}: {first['msg']} (got {first.get('input')!r})"
-        ) from None
+        variable = f"{ENV_PREFIX}{field.upper()}"
+        given_in_file = field in from_file and field not in overrides
+        if given_in_file and not any(name.upper() == variable for name in os.environ):
+            variable = f"{field} in {path}"
+        raise ConfigError(f"{variable}: {first['msg']} (got {first.get('input')!r})") from None

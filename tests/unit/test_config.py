@@ -68,3 +68,75 @@ def test_secrets_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
     shown = load_settings().masked()
     assert shown["sasl_password"] == "***"
     assert "hunter2" not in repr(shown)
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        # A misspelt key left the default in force without a word.
+        ("flush_record = 5\n", r"'flush_record' is not a setting \(did you mean flush_records\?\)"),
+        # The variable's name, as `config show` prints it, is not the file's key.
+        ('SYSMETRICS_TOPIC = "t"\n', r"'SYSMETRICS_TOPIC' is not a setting \(write it as topic\)"),
+        ("[kafka]\nbootstrap_servers = 'k:9092'\n", r"'kafka' is not a setting;"),
+        # A syntax error was tomllib's traceback.
+        ("flush_records = \n", r"not valid TOML: Invalid value \(at line 1, column 17\)"),
+    ],
+)
+def test_a_config_file_with_a_key_that_is_no_setting_or_not_toml_is_refused_naming_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, text: str, said: str
+) -> None:
+    config = tmp_path / "sysmetrics.toml"
+    config.write_text(text)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=rf"^sysmetrics.toml: {said}"):
+        load_settings()
+
+
+def test_a_bad_value_from_the_config_file_names_its_key_and_the_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    config = tmp_path / "custom.toml"
+    config.write_text('flush_seconds = "soon"\n')
+    monkeypatch.setenv("SYSMETRICS_CONFIG", str(config))
+    with pytest.raises(ConfigError, match=rf"^flush_seconds in {config}: .*'soon'"):
+        load_settings()
+    monkeypatch.setenv("SYSMETRICS_FLUSH_SECONDS", "later")  # the variable wins, and is named
+    with pytest.raises(ConfigError, match=r"^SYSMETRICS_FLUSH_SECONDS: .*'later'"):
+        load_settings()
+
+
+def test_a_variable_that_is_no_setting_is_a_warning_with_the_nearest_name(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SYSMETRICS_BOOTSTRAP_SERVER", "kafka:9092")
+    monkeypatch.setenv("SYSMETRICS_SASL_PASSWORD_FILE", str(tmp_path / "secret"))
+    (tmp_path / "secret").write_text("s3cret\n")
+    (tmp_path / "empty.toml").write_text("")
+    monkeypatch.setenv("SYSMETRICS_CONFIG", str(tmp_path / "empty.toml"))
+    with caplog.at_level("WARNING", logger="sysmetrics.config"):
+        settings = load_settings()
+    assert settings.bootstrap_servers == "127.0.0.1:9092"
+    assert settings.sasl_password is not None  # its _FILE and SYSMETRICS_CONFIG: not warned
+    warned = [record.getMessage() for record in caplog.records]
+    assert warned == [
+        "SYSMETRICS_BOOTSTRAP_SERVER is not a setting, ignored (did you mean "
+        "SYSMETRICS_BOOTSTRAP_SERVERS?); `sysmetrics config show` lists them"
+    ]
+
+
+def test_config_show_says_a_broken_config_file_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from sysmetrics.cli import cli
+
+    (tmp_path / "sysmetrics.toml").write_text("garbage [[[\n")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["config", "show"])
+    assert result.exit_code == 1
+    assert result.output == (
+        "Error: sysmetrics.toml: not valid TOML: Expected '=' after a key in a key/value pair "
+        "(at line 1, column 9)\n"
+    )
