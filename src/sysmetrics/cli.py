@@ -549,8 +549,14 @@ def _echo_curated(done: Any) -> None:
     for c in done.compacted:
         if c.version is not None:
             click.echo(f"  curated {c.hour:%Y-%m-%dT%H}Z: version {c.version}, {c.rows} rows")
-    if done.pruned is not None:
-        click.echo(f"  retention: {done.pruned.hour:%Y-%m-%dT%H}Z {done.pruned.detail}")
+    pruned = done.pruned
+    if pruned is not None:
+        stamp = f"{pruned.hour:%Y-%m-%dT%H}Z"
+        if pruned.ok:
+            deleted = len(pruned.raw_files) - len(pruned.kept)
+            click.echo(f"  retention: {stamp} deleted {deleted} raw files ({pruned.detail})")
+        else:
+            click.echo(f"  retention: {stamp} raw files kept: {pruned.detail}")
 
 
 def _refuse_future(moment: datetime, option: str) -> None:

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sysmetrics.batch.hourly import run_hour
+from sysmetrics.batch.hourly import curate, run_hour
 from sysmetrics.config import Settings
 from sysmetrics.lake import layout
 from sysmetrics.lake.compaction import (
@@ -284,6 +284,42 @@ def test_retention_prunes_only_verified_hours_and_the_warehouse_is_the_same(
         assert dump(wh) == from_raw
     finally:
         wh.close()
+
+
+def test_the_hourly_retention_step_reports_an_hour_only_when_it_had_raw_files(
+    tmp_path: Path,
+) -> None:
+    """Every `batch run` of a lake younger than the retention printed "retention: <hour>
+    not compacted" of an hour the lake never held. Now an hour without raw files is no news;
+    one with raw files says what was deleted, or why they were kept."""
+    from click.testing import CliRunner
+
+    from sysmetrics.cli import cli
+
+    lake = tmp_path / "lake"
+    env = {
+        "SYSMETRICS_LAKE_URL": str(lake),
+        "SYSMETRICS_DATA_DIR": str(tmp_path / "data"),
+        "SYSMETRICS_WAREHOUSE_URL": str(tmp_path / "w.duckdb"),
+    }
+    LakeBuilder(lake).add_batch(steady_host("web-1", OLD, 40.0, samples=10))
+    ran = CliRunner().invoke(cli, ["batch", "run", "--hour", f"{OLD + 2 * H:%Y-%m-%dT%H}"], env=env)
+    assert ran.exit_code == 0, ran.output
+    assert "retention" not in ran.output, ran.output
+
+    store = LakeStore(str(lake))
+    settings = Settings(data_dir=tmp_path / "data", lake_url=str(lake), raw_retention_days=1)
+    now = OLD + timedelta(days=1, hours=1, minutes=30)  # OLD is the hour just past retention
+    assert last_prunable_hour(now, 1, settings.lookback_hours) == OLD
+    assert curate(settings, store, [], now + timedelta(hours=1)).pruned is None  # OLD + 1h: empty
+    kept = curate(settings, store, [], now).pruned
+    assert kept is not None and not kept.ok and kept.detail == "not compacted"
+    assert raw_files(store, TOPIC, OLD)
+    compact_hour(store, TOPIC, OLD)
+    deleted = curate(settings, store, [], now).pruned
+    assert deleted is not None and deleted.ok and len(deleted.raw_files) == 1
+    assert not raw_files(store, TOPIC, OLD)
+    assert curate(settings, store, [], now).pruned is None  # pruned already: no news either
 
 
 def test_a_damaged_curated_file_fails_verify_keeps_its_raw_files_and_is_rebuilt(

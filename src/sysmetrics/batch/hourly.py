@@ -708,6 +708,7 @@ class Curated:
 
     compacted: list[Compacted] = field(default_factory=list)
     pruned: Verification | None = None
+    """The hour past retention, when it had raw files: deleted when ``ok``, else kept."""
     quarantine_deleted: int = 0
 
 
@@ -729,7 +730,7 @@ def curate(
         )
     expired = last_prunable_hour(now, settings.raw_retention_days, settings.lookback_hours)
     if prune and expired is not None:
-        done.pruned = prune_hour(
+        check = prune_hour(
             store,
             settings.topic,
             expired,
@@ -737,12 +738,16 @@ def curate(
             settings.raw_retention_days,
             lookback_hours=settings.lookback_hours,
         )
-        if done.pruned is not None and not done.pruned.ok and done.pruned.raw_files:
-            log.warning(
-                "raw files of %s kept past retention: %s",
-                f"{expired:%Y-%m-%dT%H}Z",
-                done.pruned.detail,
-            )
+        # An hour without raw files had nothing to prune: no news (every `batch run` of a lake
+        # younger than the retention said "not compacted" of an hour it never held).
+        if check is not None and check.raw_files:
+            done.pruned = check
+            if not check.ok:
+                log.warning(
+                    "raw files of %s kept past retention: %s",
+                    f"{expired:%Y-%m-%dT%H}Z",
+                    check.detail,
+                )
         done.quarantine_deleted = prune_quarantine(
             store, settings.topic, now, settings.quarantine_retention_days
         )
