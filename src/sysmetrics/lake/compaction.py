@@ -315,6 +315,8 @@ class Verification:
     """The hour's raw files now (what a prune deletes when ``ok``, less ``kept``)."""
     kept: list[str] = field(default_factory=list)
     """Raw files a prune keeps: they hold fields the curated version lacks."""
+    compacted: bool = True
+    """False: the hour has no curated version (yet) to check."""
 
 
 def verify_hour(store: LakeStore, topic: str, hour: datetime) -> Verification:
@@ -330,7 +332,7 @@ def verify_hour(store: LakeStore, topic: str, hour: datetime) -> Verification:
     import duckdb
 
     if manifest is None:
-        return Verification(hour, False, "not compacted", raw)
+        return Verification(hour, False, "not compacted", raw, compacted=False)
     extra = sorted(_name(f) for f in raw if _name(f) not in set(manifest.sources))
     if extra:
         return Verification(
