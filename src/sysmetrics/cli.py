@@ -939,10 +939,7 @@ def query(ctx: Context, statement: str, as_json: bool, limit: int) -> None:
     import contextlib
     import itertools
 
-    from rich.console import Console
-    from rich.table import Table
-
-    from sysmetrics.terminal import as_is
+    from sysmetrics.terminal import print_rows
     from sysmetrics.warehouse import open_warehouse
 
     url = ctx.settings.warehouse_url
@@ -969,12 +966,7 @@ def query(ctx: Context, statement: str, as_json: bool, limit: int) -> None:
     finally:
         wh.close()
     if not as_json:
-        table = Table()
-        for name in kept[0].keys() if kept else ["(no rows)"]:
-            table.add_column(as_is(name))
-        for row in kept:
-            table.add_row(*(as_is("" if v is None else str(v)) for v in row.values()))
-        Console().print(table)
+        print_rows(kept)
     if more:
         click.echo(
             f"more rows than the {shown:,} printed, not fetched: narrow the query (WHERE, LIMIT, "

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rich.text import Text
@@ -18,3 +19,32 @@ def as_is(text: str) -> Text:
     from rich.text import Text
 
     return Text(_CONTROL_CHARACTERS.sub(lambda c: c[0].encode("unicode_escape").decode(), text))
+
+
+def print_rows(rows: Sequence[dict[str, Any]]) -> None:
+    """Query rows as a table or, when its columns cannot fit the terminal even with each word
+    of them whole, one block per row with the column names down the left (psql's expanded
+    display): squeezed, a table of 40 columns came out as empty columns without names."""
+    from rich.console import Console
+    from rich.measure import Measurement
+    from rich.table import Table
+
+    console = Console()
+    names = list(rows[0]) if rows else ["(no rows)"]
+    table = Table()
+    for name in names:
+        table.add_column(as_is(name))
+    for row in rows:
+        table.add_row(*(as_is("" if v is None else str(v)) for v in row.values()))
+    needed = Measurement.get(console, console.options.update_width(1 << 20), table).minimum
+    if needed <= console.width:
+        console.print(table)
+        return
+    for number, row in enumerate(rows, 1):
+        console.rule(f"row {number}", align="left")
+        block = Table.grid(padding=(0, 2))
+        block.add_column(style="bold", no_wrap=True)
+        block.add_column(overflow="fold")
+        for name, value in row.items():
+            block.add_row(as_is(name), as_is("" if value is None else str(value)))
+        console.print(block)

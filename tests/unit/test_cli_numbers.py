@@ -6,6 +6,7 @@ wrote nothing and exited 0); ``query`` prints a bounded number of rows, each val
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,31 @@ def test_query_prints_values_as_they_are_markup_unread_and_control_characters_wr
     assert "[/h]" in result.stdout and "[/x] [red]r[/red]" in result.stdout
     assert "\\x1b]0;owned\\x07\\x9bA" in result.stdout
     assert not {"\x1b", "\x07", "\x9b"} & set(result.stdout)
+
+
+def test_query_prints_rows_too_wide_for_the_terminal_one_block_each_with_every_name_and_value(
+    tmp_path: Path,
+) -> None:
+    """`SELECT *` of the hourly table (40 columns) in an 80-column terminal came out as a grid
+    of empty columns, no name or value left; a table that fits stays a table."""
+    warehouse = tmp_path / "warehouse.duckdb"
+    DuckDBWarehouse(str(warehouse)).close()
+    env = {"SYSMETRICS_WAREHOUSE_URL": str(warehouse), "COLUMNS": "80"}
+
+    def select(row: int) -> str:
+        return "SELECT " + ", ".join(f"{n * 1000 + row} AS column_number_{n}" for n in range(40))
+
+    both = f"{select(1)} UNION ALL {select(0)} ORDER BY 1 DESC"
+    wide = CliRunner().invoke(cli, ["query", both], env=env)
+    assert wide.exit_code == 0, wide.output
+    blocks = wide.stdout.split("row 2")
+    assert len(blocks) == 2 and blocks[0].startswith("row 1")
+    for n in range(40):
+        assert re.search(rf"^column_number_{n} +{n * 1000 + 1}\b", blocks[0], re.M), n
+        assert re.search(rf"^column_number_{n} +{n * 1000}\b", blocks[1], re.M), n
+    narrow = CliRunner().invoke(cli, ["query", "SELECT 7 AS seven, 0 AS row"], env=env)
+    assert narrow.exit_code == 0, narrow.output
+    assert re.search(r"^│ 7 +│ 0 +│$", narrow.stdout, re.M), narrow.stdout
 
 
 @pytest.mark.parametrize(
