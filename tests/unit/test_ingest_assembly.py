@@ -576,3 +576,33 @@ def test_a_restart_hands_no_host_to_the_other_replica(tmp_path: Path) -> None:
         assert _sent_over_time(assembler, after) == [(40, "prom-a"), (50, "prom-a")]
         journal = (directory / "journal.jsonl").read_bytes()
         assert journal.count(b'{"l":') == 1, "the leader once, not per sample"
+
+
+def test_a_host_silent_for_a_day_is_forgotten_at_compaction_and_starts_anew(
+    tmp_path: Path,
+) -> None:
+    """Hosts that come and go under new names (autoscaled nodes, containers) were kept in
+    memory and in the journal for ever. A host with no sample and no target heard for a day
+    is forgotten when the journal is compacted; one whose target Prometheus still scrapes (its
+    scrape fails: ``up`` 0) is kept, and so is a live one. The forgotten host, back, is new:
+    its first sample waits to be complete, where a known host's with as many series is due."""
+    day = 86_400_000
+    assembler = Assembler(tmp_path, wait_s=15)
+    for host, ts_ms in (("gone", RECENT - 2 * day), ("down", RECENT - 2 * day), ("live", RECENT)):
+        _scrape(assembler, ts_ms, {"node": 1}, host=host)
+    _emit_due(assembler, math.inf)
+    _scrape(assembler, RECENT, {"node": 0}, host="down", node=False)
+    assembler.compact()
+    kept = assembler
+    for _ in range(2):  # after the compaction, and after a restart
+        assert {host for host, _ in kept.hosts} == {"down", "live"}
+        assert {host for host, _ in kept.emitted_at} == {"down", "live"}
+        assert set(kept.targets) == {"down"}  # a target is heard once its host is known
+        kept = _restart(kept, tmp_path)
+    _scrape(kept, RECENT + 10_000, {"node": 1}, host="live")
+    _scrape(kept, RECENT + 10_000, {"node": 1}, host="gone")
+    assert kept.due(now=0) == [("live", RECENT + 10_000, "node_exporter")]
+    assert kept.due(now=math.inf) == [
+        ("gone", RECENT + 10_000, "node_exporter"),
+        ("live", RECENT + 10_000, "node_exporter"),
+    ]

@@ -103,6 +103,13 @@ REMEMBERED_SAMPLES = 128
 received: ~21 minutes at a 10-s interval, 2 at 1 s (the Collector retries for 5 by default)."""
 RETIRED_KEPT_MS = 86_400_000
 """How long a retired host's retirement time is kept, to count its stragglers late."""
+SILENT_FORGOTTEN_MS = 86_400_000
+"""A host with no sample and no Prometheus target heard for this long (by the clock and by the
+newest sample of any host) is forgotten at the next compaction. Fleets whose hosts come and go
+under new names (autoscaled nodes, containers running the Collector, each with a host id of
+its own) filled the receiver's memory (~2.3 KiB per 8-core host) and journal for ever; nothing
+resends a sample this old (Prometheus' WAL keeps hours, the Collector retries for minutes). A
+host back after that starts anew: its first sample has no CPU percentage, as a new host's."""
 HOST_DOWN_INTERVALS = 3
 """The default HostDown rule's silence, in intervals: a retirement waits for a new target of its
 host no longer than this allows (:meth:`Assembler._retire_at`)."""
@@ -300,9 +307,15 @@ class Assembler:
 
     def compact(self) -> None:
         """Rewrite the journal as what it holds now: retired hosts (first: replayed, each
-        forgets its host's state), host states, pending samples, targets and retirements."""
-        kept_from = time.time() * 1000 - RETIRED_KEPT_MS
-        self.retired = {h: ts for h, ts in self.retired.items() if ts >= kept_from}
+        forgets its host's state), host states, pending samples, targets and retirements;
+        hosts silent for ``SILENT_FORGOTTEN_MS`` are forgotten first."""
+        now_ms = time.time() * 1000
+        self.retired = {h: ts for h, ts in self.retired.items() if ts >= now_ms - RETIRED_KEPT_MS}
+        # Silent by the newest sample as well as by the clock: samples replayed from long ago
+        # (a fleet's history) are not silent among themselves.
+        newest = max((s.last_ts or 0 for s in self.hosts.values()), default=now_ms)
+        for host in self._silent_since(min(now_ms, newest) - SILENT_FORGOTTEN_MS):
+            self._drop(host)
         records: list[dict[str, Any]] = [
             {"x": [host, ts_ms, TARGET]} for host, ts_ms in self.retired.items()
         ]
@@ -526,12 +539,30 @@ class Assembler:
         host = key[0]
         self._unretire(key)
         self.retired[host] = max(key[1], self.retired.get(host, key[1]))
+        self._drop(host)
+
+    def _silent_since(self, cutoff_ms: float) -> list[str]:
+        """Hosts with no sample (emitted or pending) and no target heard since ``cutoff_ms``,
+        and no retirement under way."""
+        known = {host for host, _source in (*self.hosts, *self.leaders, *self.emitted_at)}
+        return [
+            host
+            for host in known | set(self.targets)
+            if host not in self._retiring
+            and self._latest(host) < cutoff_ms
+            and max(self.targets.get(host, {}).values(), default=-1) < cutoff_ms
+        ]
+
+    def _drop(self, host: str) -> None:
+        """Forget everything kept of ``host`` but its pending samples."""
         self.targets.pop(host, None)
         self._emitted_last.pop(host, None)
         for source in _SOURCES:
             self.hosts.pop((host, source), None)
             self.emitted_at.pop((host, source), None)
             self.leaders.pop((host, source), None)
+            if not self._by_host.get((host, source)):
+                self._by_host.pop((host, source), None)
 
     def receive(
         self,
