@@ -2,11 +2,12 @@
 //! into the receiver's facts, the answer `sysmetrics.ingest.wire.decode_otlp_python` gives.
 //!
 //! It reads only the fields the `hostmetrics` receiver and the OTel SDKs' number metrics send
-//! (a field-by-field list below). Anything else (histograms, exemplars, string-table indexes,
-//! a field newer than this list, a wire type that does not match, bytes that are not protobuf,
-//! a kept attribute that is not a string, an integer or a boolean) makes it answer None and the
-//! Python decoder answers instead: that one decides what is refused, so both stay the same by
-//! construction and this one never has to agree on a corner it does not read.
+//! (a field-by-field list below). Anything else (histograms, exemplars, a sum in delta
+//! temporality, string-table indexes, a field newer than this list, a wire type that does not
+//! match, bytes that are not protobuf, a kept attribute that is not a string, an integer or a
+//! boolean) makes it answer None and the Python decoder answers instead: that one decides what
+//! is refused, so both stay the same by construction and this one never has to agree on a
+//! corner it does not read.
 
 use std::collections::HashMap;
 
@@ -166,7 +167,13 @@ fn number_data<'a>(buf: &'a [u8], metric: &mut Metric<'a>, data: Data) -> Parsed
     while !r.done() {
         match r.tag()? {
             (1, 2) => metric.points.push(number_point(r.bytes()?)?),
-            (2 | 3, 0) if metric.data == Data::Sum => {
+            // AGGREGATION_TEMPORALITY_DELTA: the Python decoder drops and counts its points.
+            (2, 0) if metric.data == Data::Sum => {
+                if r.varint()? == 1 {
+                    return Err(());
+                }
+            }
+            (3, 0) if metric.data == Data::Sum => {
                 r.varint()?;
             }
             _ => return Err(()),

@@ -43,3 +43,26 @@ def test_an_emission_that_fails_stops_the_receiver_with_the_error(
     assert isinstance(error, server.IngestRefused)
     assert "emitting events failed (RuntimeError('an emission bug'))" in str(error)
     assert ticks == 3, "no tick after the failure, not even the final one"
+
+
+def test_delta_points_are_counted_and_each_sender_told_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What the decoders drop of delta sums (test_native_codec.py) is counted on /metrics, and
+    the log says once per sender why and what to change."""
+    from sysmetrics.ingest.assembly import Assembler
+    from sysmetrics.ingest.wire import Decoded
+    from sysmetrics.stream.producer import SpooledProducer
+
+    settings = Settings(data_dir=tmp_path, bootstrap_servers="127.0.0.1:1")
+    producer = SpooledProducer(settings, tmp_path / "spool")
+    app = server.IngestApp(settings, producer, Assembler(tmp_path / "journal", wait_s=15))
+    with caplog.at_level("WARNING", logger="sysmetrics.ingest.server"):
+        for sender in ("collector-a", "collector-a", "collector-b"):
+            app._accept(Decoded(delta=3), sender, named=True)
+    told = [r.getMessage() for r in caplog.records]
+    assert len(told) == 2 and "collector-a sends" in told[0] and "collector-b sends" in told[1]
+    assert "Export cumulative" in told[0]
+    reading = next(r for r in app.readings() if r.name.endswith("dropped_delta_points_total"))
+    assert reading.value == 9
+    producer.close()

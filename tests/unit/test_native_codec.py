@@ -62,6 +62,7 @@ def _comparable(decoded: Decoded) -> tuple[object, ...]:
         decoded.values,
         decoded.histograms,
         decoded.exemplars,
+        decoded.delta,
     )
 
 
@@ -112,7 +113,7 @@ def test_several_samples_hosts_and_label_orders_decode_the_same() -> None:
     compiled, python = _both(data)
     assert compiled == python
     # 1.0's exemplars and histograms are not counted: its answer has no place for them
-    assert isinstance(compiled, tuple) and compiled[1:] == (5, 1, 5, 0, 0)
+    assert isinstance(compiled, tuple) and compiled[1:] == (5, 1, 5, 0, 0, 0)
     assert set(compiled[0]) == {  # type: ignore[call-overload]
         ("a:9100", T0, "node_exporter"),
         ("a:9100", T0 + 10_000, "node_exporter"),
@@ -189,7 +190,7 @@ def test_remote_write_2_shapes_decode_the_same() -> None:
     compiled, python = _both(data, version=2)
     assert compiled == python
     # (series, dropped, float samples, native histograms, exemplars): what the answer counts
-    assert isinstance(compiled, tuple) and compiled[1:] == (5, 2, 5, 3, 1)
+    assert isinstance(compiled, tuple) and compiled[1:] == (5, 2, 5, 3, 1, 0)
     assert compiled[0] == {
         ("a:9100", T0, "node_exporter"): [("node_load1", (), 0.5)],
         ("a:9100", T0 + 10_000, "node_exporter"): [("node_load1", (), 0.75)],
@@ -295,7 +296,7 @@ def test_a_recorded_collector_export_is_read_by_the_compiled_decoder_the_same() 
     assert _compiled_reads(data)
     compiled, python = _otlp_both(data)
     assert compiled == python
-    assert isinstance(compiled, tuple) and compiled[1:] == (84, 27, 0, 0, 0)
+    assert isinstance(compiled, tuple) and compiled[1:] == (84, 27, 0, 0, 0, 0)
     facts = [fact for facts in compiled[0].values() for fact in facts]  # type: ignore[attr-defined]
     assert {"system.cpu.time", "system.memory.usage", "resource"} <= {f[0] for f in facts}
 
@@ -346,11 +347,39 @@ def test_every_shape_the_compiled_decoder_reads_decodes_the_same() -> None:
     assert _compiled_reads(data)
     compiled, python = _otlp_both(data)
     assert compiled == python
-    assert isinstance(compiled, tuple) and compiled[1:] == (8, 1, 0, 0, 0)
+    assert isinstance(compiled, tuple) and compiled[1:] == (8, 1, 0, 0, 0, 0)
     assert set(compiled[0]) == {  # type: ignore[call-overload]
         ("otel-1", T0, "otel"),
         ("otel-1", T0 + 1_600, "otel"),
     }
+
+
+def test_delta_sums_of_mapped_metrics_are_dropped_and_counted_in_both() -> None:
+    """A sum in delta temporality (an SDK preferring delta, a Collector with the
+    cumulativetodelta processor) was read as the cumulative counter the field is: the lake's
+    network counter stood at one interval's bytes, its rate 0, and CPU % came from the
+    difference of two deltas. Its points are dropped and counted; the gauges and cumulative
+    sums beside it are read, and an unmapped delta sum is only unmapped."""
+    delta, cumulative = field(2, 0, b"\x01"), field(2, 0, b"\x02")
+    network = _point([_kv(b"direction", _text(b"receive"))], T0_NS, _int(1500))
+    data = _export(
+        _resource(
+            [HOST],
+            _metric(b"system.network.io", 7, network, network, extra=delta + field(3, 0, b"\x01")),
+            _metric(b"system.cpu.time", 7, _point([], T0_NS, _double(1.5)), extra=delta),
+            _metric(b"system.disk.io", 7, _point([], T0_NS, _int(7)), extra=cumulative),
+            _metric(b"process.cpu.time", 7, _point([], T0_NS, _double(1.0)), extra=delta),
+            MEMORY,
+        )
+    )
+    assert not _compiled_reads(data), "handed to the Python decoder"
+    compiled, python = _otlp_both(data)
+    assert compiled == python
+    assert isinstance(compiled, tuple)
+    samples, series, dropped, *_, delta_points = compiled
+    assert (series, dropped, delta_points) == (6, 1, 3)
+    names = {name for facts in samples.values() for name, _labels, _value in facts}  # type: ignore[attr-defined]
+    assert names == {"resource", "system.disk.io", "system.memory.usage"}
 
 
 def test_points_with_no_recorded_value_make_no_sample_in_both() -> None:

@@ -115,6 +115,9 @@ class IngestApp:
         self.dropped_series = 0
         self.dropped_histograms = 0
         self.dropped_exemplars = 0
+        self.dropped_delta = 0
+        self._told_delta: set[str | None] = set()
+        """Senders told (in the log) that their delta sums are dropped."""
         self.senders: dict[str, float] = {}
         """Named senders -> when each last delivered a request (Unix time)."""
         self.host_attributes = tuple(
@@ -156,6 +159,13 @@ class IngestApp:
                 "counter",
                 "exemplars (remote-write 2.0) dropped on arrival: no field holds them",
                 self.dropped_exemplars,
+            ),
+            Reading(
+                "sysmetrics_ingest_dropped_delta_points_total",
+                "counter",
+                "OTLP points of mapped sums in delta temporality, dropped on arrival: the "
+                "fields are cumulative counters (export cumulative)",
+                self.dropped_delta,
             ),
             Reading(
                 "sysmetrics_ingest_replica_series_total",
@@ -445,6 +455,17 @@ class IngestApp:
         self.dropped_series += decoded.dropped
         self.dropped_histograms += decoded.histograms
         self.dropped_exemplars += decoded.exemplars
+        if decoded.delta:
+            self.dropped_delta += decoded.delta
+            if sender not in self._told_delta and len(self._told_delta) < MAX_SENDERS_SHOWN:
+                self._told_delta.add(sender)
+                log.warning(
+                    "ingest: %s sends CPU, memory, disk or network sums in delta temporality: "
+                    "their points are dropped (the events' fields are cumulative counters). "
+                    "Export cumulative: drop the cumulativetodelta processor, or set "
+                    "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE=cumulative in an SDK",
+                    sender or "a sender",
+                )
         return append
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:

@@ -34,6 +34,8 @@ SampleKey = tuple[str, int, str]
 """(host_id, sample time in Unix ms, source)."""
 
 _HOST_ID: Final = re.compile(r"^[^\x00-\x1f\x7f]{1,256}\Z")
+_DELTA: Final = 1
+"""OTLP's AGGREGATION_TEMPORALITY_DELTA."""
 
 try:
     from sysmetrics_native import OtlpDecoder, RemoteWriteDecoder
@@ -96,6 +98,9 @@ class Decoded:
     histograms: int = 0
     exemplars: int = 0
     """Remote-write 2.0: the native histograms and exemplars of the request, all dropped."""
+    delta: int = 0
+    """OTLP: points of mapped sums in delta temporality, dropped: the fields they would fill
+    are cumulative counters (CPU time, bytes), which a delta is not."""
 
 
 def _host(value: str | None, where: str) -> str:
@@ -425,6 +430,9 @@ def decode_otlp_python(
                 keep = OTEL_METRICS.get(metric.name)
                 if keep is None:
                     out.dropped += len(data_points) or 1
+                    continue
+                if kind == "sum" and metric.sum.aggregation_temporality == _DELTA:
+                    out.delta += len(data_points)
                     continue
                 name = metric.name
                 # The hot loop: hostmetrics' attributes are strings, read without WhichOneof;
