@@ -111,6 +111,23 @@ def test_query_prints_rows_too_wide_for_the_terminal_one_block_each_with_every_n
     assert re.search(r"^│ 7 +│ 0 +│$", narrow.stdout, re.M), narrow.stdout
 
 
+def test_query_of_nothing_to_run_is_a_usage_error_or_no_rows_not_a_traceback_text(
+    tmp_path: Path,
+) -> None:
+    """DuckDB answers a statement with nothing to run with no cursor: `query ""` said "query
+    failed: 'NoneType' object has no attribute 'description'", so did one of comments only."""
+    warehouse = tmp_path / "warehouse.duckdb"
+    DuckDBWarehouse(str(warehouse)).close()
+    env = {"SYSMETRICS_WAREHOUSE_URL": str(warehouse), "COLUMNS": "80"}
+    empty = CliRunner().invoke(cli, ["query", "  "], env=env)
+    assert empty.exit_code == 2 and "STATEMENT is empty" in empty.output, empty.output
+    comments = CliRunner().invoke(cli, ["query", "/* to do */"], env=env)
+    assert comments.exit_code == 0, comments.output
+    assert "(no rows)" in comments.stdout
+    as_json = CliRunner().invoke(cli, ["query", "--json", "/* to do */"], env=env)
+    assert as_json.exit_code == 0 and as_json.stdout == "", as_json.output
+
+
 @pytest.mark.parametrize(
     ("output", "reason"),
     [("missing/past.jsonl", "No such file or directory"), ("/dev/full", "No space left on device")],

@@ -78,6 +78,8 @@ class DuckDBWarehouse(Warehouse):
     def native_rows(self, statement: str) -> Generator[dict[str, Any], None, None]:
         with self._lock:
             cursor = self._con.execute(statement)
+            if cursor is None:  # nothing to run (only comments): DuckDB returns no cursor
+                return
             names = [d[0] for d in cursor.description or []]
             while batch := cursor.fetchmany(_FETCHED_AT_ONCE):
                 for row in batch:
