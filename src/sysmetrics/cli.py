@@ -943,7 +943,7 @@ def query(ctx: Context, statement: str, as_json: bool, limit: int) -> None:
     from sysmetrics.warehouse import open_warehouse
 
     if not statement.strip():
-        raise click.UsageError("STATEMENT is empty: give a SQL statement, e.g. 'SELECT 1'")
+        raise click.UsageError("STATEMENT is empty: give the SQL to run")
     url = ctx.settings.warehouse_url
     if "://" not in url and not Path(url).exists():
         raise click.ClickException(
