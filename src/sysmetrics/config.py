@@ -263,6 +263,29 @@ class Settings(BaseSettings):
             raise ValueError("a Kafka topic name: 1-249 of letters, digits, '.', '_', '-'")
         return value
 
+    @field_validator("lake_url")
+    @classmethod
+    def _lake_url_is_a_path_or_a_store(cls, value: str) -> str:
+        # Another scheme ended in a traceback (ftp://, az://, S3://) or went elsewhere than
+        # meant (gcs:// skipped the GCS endpoint and project settings).
+        scheme, found, rest = value.partition("://")
+        if found and (scheme not in ("gs", "s3", "file") or not rest.strip("/")):
+            meant = {"gcs": "gs"}.get(scheme.lower(), scheme.lower())
+            hint = f" (write {meant}://)" if meant != scheme and meant in ("gs", "s3") else ""
+            raise ValueError(f"a local path, gs://BUCKET/PREFIX or s3://BUCKET/PREFIX{hint}")
+        return value
+
+    @field_validator("warehouse_url")
+    @classmethod
+    def _warehouse_url_is_a_file_or_bigquery(cls, value: str) -> str:
+        # A misspelt bigquery:// was a DuckDB file in a folder named after the scheme: the
+        # tables went there, silently, instead of to BigQuery.
+        scheme, found, rest = value.partition("://")
+        project, _, dataset = rest.partition("/")
+        if found and (scheme != "bigquery" or not project or not dataset.strip("/")):
+            raise ValueError("a DuckDB file's path, or bigquery://PROJECT/DATASET")
+        return value
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -382,4 +405,5 @@ def load_settings(**overrides: Any) -> Settings:
         given_in_file = field in from_file and field not in overrides
         if given_in_file and not any(name.upper() == variable for name in os.environ):
             variable = f"{field} in {path}"
-        raise ConfigError(f"{variable}: {first['msg']} (got {first.get('input')!r})") from None
+        said = first["msg"].removeprefix("Value error, ")  # pydantic's prefix to our own words
+        raise ConfigError(f"{variable}: {said} (got {first.get('input')!r})") from None

@@ -140,3 +140,54 @@ def test_config_show_says_a_broken_config_file_in_one_line(
         "Error: sysmetrics.toml: not valid TOML: Expected '=' after a key in a key/value pair "
         "(at line 1, column 9)\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "said"),
+    [
+        # Each was a traceback from fsspec when the lake was first opened.
+        ("SYSMETRICS_LAKE_URL", "ftp://host/lake", ""),
+        ("SYSMETRICS_LAKE_URL", "az://container/lake", ""),
+        ("SYSMETRICS_LAKE_URL", "S3://bucket/lake", " (write s3://)"),
+        # fsspec reads it as gs://, but without the GCS endpoint and project settings.
+        ("SYSMETRICS_LAKE_URL", "gcs://bucket/lake", " (write gs://)"),
+        ("SYSMETRICS_LAKE_URL", "gs://", ""),
+    ],
+)
+def test_a_lake_url_that_is_no_path_gs_or_s3_is_refused(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, said: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as refused:
+        load_settings()
+    assert str(refused.value) == (
+        f"{name}: a local path, gs://BUCKET/PREFIX or s3://BUCKET/PREFIX{said} (got {value!r})"
+    )
+
+
+@pytest.mark.parametrize(
+    "value",
+    # A misspelt scheme made a DuckDB file in a folder named after it, and the tables went
+    # there instead of to BigQuery; one without a dataset was a traceback.
+    [
+        "bigqery://project/dataset",
+        "s3://bucket/warehouse.duckdb",
+        "bigquery://project",
+        "bigquery://p/",
+    ],
+)
+def test_a_warehouse_url_that_is_no_file_or_bigquery_dataset_is_refused(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("SYSMETRICS_WAREHOUSE_URL", value)
+    with pytest.raises(ConfigError, match=r"^SYSMETRICS_WAREHOUSE_URL: a DuckDB file's path, or "):
+        load_settings()
+
+
+def test_paths_and_the_stores_urls_are_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    for lake in ("./data/lake", "/srv/lake", "gs://bucket/lake", "s3://bucket", "file:///srv/l"):
+        for warehouse in ("w.duckdb", "/srv/w.duckdb", "bigquery://project/dataset"):
+            monkeypatch.setenv("SYSMETRICS_LAKE_URL", lake)
+            monkeypatch.setenv("SYSMETRICS_WAREHOUSE_URL", warehouse)
+            settings = load_settings()
+            assert (settings.lake_url, settings.warehouse_url) == (lake, warehouse)
