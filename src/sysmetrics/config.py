@@ -263,6 +263,17 @@ class Settings(BaseSettings):
             raise ValueError("a Kafka topic name: 1-249 of letters, digits, '.', '_', '-'")
         return value
 
+    @field_validator(
+        "alertmanager_url", "alert_webhook_url", "gcs_endpoint", "s3_endpoint", "bigquery_endpoint"
+    )
+    @classmethod
+    def _is_an_http_url(cls, value: str | None) -> str | None:
+        # Without its scheme (localhost:9093) an alert receiver was retried for ever, each
+        # time "unknown url type" in the log, and no alert was delivered.
+        if value is not None and not value.lower().startswith(("http://", "https://")):
+            raise ValueError("an http:// or https:// URL")
+        return value
+
     @field_validator("lake_url")
     @classmethod
     def _lake_url_is_a_path_or_a_store(cls, value: str) -> str:

@@ -191,3 +191,23 @@ def test_paths_and_the_stores_urls_are_taken(monkeypatch: pytest.MonkeyPatch) ->
             monkeypatch.setenv("SYSMETRICS_WAREHOUSE_URL", warehouse)
             settings = load_settings()
             assert (settings.lake_url, settings.warehouse_url) == (lake, warehouse)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "SYSMETRICS_ALERTMANAGER_URL",
+        "SYSMETRICS_ALERT_WEBHOOK_URL",
+        "SYSMETRICS_GCS_ENDPOINT",
+        "SYSMETRICS_S3_ENDPOINT",
+        "SYSMETRICS_BIGQUERY_ENDPOINT",
+    ],
+)
+def test_a_service_url_without_http_is_refused(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """`localhost:9093` as the Alertmanager: each notification was retried for ever, "unknown
+    url type" in the log, and no alert reached it."""
+    monkeypatch.setenv(name, "localhost:9093")
+    with pytest.raises(ConfigError, match=rf"^{name}: an http:// or https:// URL \(got 'localh"):
+        load_settings()
+    monkeypatch.setenv(name, "HTTPS://alerts.example:9093")
+    assert load_settings() is not None
