@@ -1270,3 +1270,13 @@ def main() -> None:
             err=True,
         )
         sys.exit(1)
+    except Exception as exc:
+        if "confluent_kafka" not in sys.modules:
+            raise
+        from sysmetrics.stream.kafka_config import settings_refused
+
+        refused = settings_refused(exc)
+        if refused is None:
+            raise
+        click.echo(f"Error: {refused}", err=True)
+        sys.exit(1)

@@ -61,7 +61,9 @@ class Settings(BaseSettings):
     )
     consumer_group: str = Field("sysmetrics-lake-writer", description="lake writer group id")
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: str | None = Field(None, description="e.g. PLAIN, SCRAM-SHA-512")
+    sasl_mechanism: (
+        Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI", "OAUTHBEARER"] | None
+    ) = Field(None, description="librdkafka's: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, ...")
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
     ssl_ca_location: str | None = None

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -211,3 +214,37 @@ def test_a_service_url_without_http_is_refused(monkeypatch: pytest.MonkeyPatch, 
         load_settings()
     monkeypatch.setenv(name, "HTTPS://alerts.example:9093")
     assert load_settings() is not None
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["status"], "Failed to create admin client: sasl.username and sasl.password must be set"),
+        # the collector process it becomes (python -m sysmetrics.collect.agent) says the same
+        (["collect", "--count", "1", "--metrics-port", "0"], "sasl.username and sasl.password"),
+        (["alert", "--metrics-port", "0"], "Failed to create consumer: sasl.username and"),
+    ],
+)
+def test_kafka_settings_librdkafka_refuses_are_one_line_not_a_traceback(
+    tmp_path: Path, args: list[str], said: str
+) -> None:
+    """SASL without credentials (as a CA file it cannot read, which needs no broker either):
+    librdkafka refuses to create the client, and every command ended in its traceback."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SYSMETRICS_")},
+        "SYSMETRICS_DATA_DIR": str(tmp_path),
+        "SYSMETRICS_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "SYSMETRICS_SASL_MECHANISM": "PLAIN",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "sysmetrics", *args],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: the Kafka client cannot be created from these settings: ")
+    assert said in last and "Traceback" not in done.stderr

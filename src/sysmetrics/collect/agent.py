@@ -16,12 +16,15 @@ import sys
 import threading
 from typing import NoReturn
 
+from confluent_kafka import KafkaException
+
 from sysmetrics.collect.loop import run_collector
 from sysmetrics.collect.settings import CollectorSettings
 from sysmetrics.logs import configure_logging
 from sysmetrics.observability import serve_metrics
 from sysmetrics.stop_signals import install_stop_signals
 from sysmetrics.stream.admin import ensure_topic
+from sysmetrics.stream.kafka_config import settings_refused
 
 
 def run(settings: CollectorSettings, max_samples: int | None) -> str:
@@ -68,7 +71,14 @@ def main(argv: list[str]) -> None:
         handed = json.loads(pipe.read())
     configure_logging(handed["log_level"])
     settings = CollectorSettings.from_plain(handed["settings"])
-    print(run(settings, handed["max_samples"]), flush=True)
+    try:
+        print(run(settings, handed["max_samples"]), flush=True)
+    except KafkaException as exc:
+        refused = settings_refused(exc)
+        if refused is None:
+            raise
+        print(f"Error: {refused}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from confluent_kafka import KafkaError
+from confluent_kafka import KafkaError, KafkaException
 
 if TYPE_CHECKING:
     from sysmetrics.config import Settings
@@ -200,3 +200,17 @@ def consumer_config(settings: Settings, group_id: str | None = None) -> dict[str
 
 def admin_config(settings: KafkaClientSettings) -> dict[str, Any]:
     return common_config(settings)
+
+
+def settings_refused(exc: BaseException) -> str | None:
+    """What librdkafka said when it refused to create a client from the settings (a CA file it
+    cannot read, an unknown SASL mechanism, SASL credentials missing), and where they are set;
+    None for any other error. Each command that talks to Kafka ended in its traceback."""
+    error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+    if not isinstance(error, KafkaError) or error.code() != KafkaError._INVALID_ARG:
+        return None
+    return (
+        f"the Kafka client cannot be created from these settings: {error.str()}: check "
+        "SYSMETRICS_SECURITY_PROTOCOL, SYSMETRICS_SASL_* and SYSMETRICS_SSL_CA_LOCATION "
+        "(`sysmetrics config show`)"
+    )
