@@ -28,6 +28,15 @@ class TopicSettings(KafkaClientSettings, Protocol):
     def min_insync_replicas(self) -> int | None: ...
 
 
+def _unreachable(settings: KafkaClientSettings, exc: KafkaException) -> str:
+    error = exc.args[0]
+    said = error.str() if isinstance(error, KafkaError) else str(error)
+    return (
+        f"cannot reach Kafka at {settings.bootstrap_servers}: {said} (start it with "
+        "'sysmetrics broker start' or set SYSMETRICS_BOOTSTRAP_SERVERS)"
+    )
+
+
 def under_replicated(settings: KafkaClientSettings, timeout_s: float = 5.0) -> list[str]:
     """Partitions of the metrics topic whose in-sync replicas are fewer than their replicas,
     as 'p<N>: isr a/b'; [] when all are in sync."""
@@ -36,7 +45,7 @@ def under_replicated(settings: KafkaClientSettings, timeout_s: float = 5.0) -> l
         topic = admin.list_topics(settings.topic, timeout=timeout_s).topics.get(settings.topic)
     except KafkaException as exc:
         admin.poll(1.0)
-        raise ConnectionError(explain_failure(settings) or str(exc.args[0])) from None
+        raise ConnectionError(explain_failure(settings) or _unreachable(settings, exc)) from None
     if topic is None or topic.error is not None:
         return []
     return [
@@ -61,11 +70,7 @@ def ensure_topic(
         metadata = admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:
         admin.poll(1.0)  # serve the error callback: it says why (credentials, TLS...)
-        raise ConnectionError(
-            explain_failure(settings)
-            or f"cannot reach Kafka at {settings.bootstrap_servers}: {exc.args[0]} "
-            "(start it with 'sysmetrics broker start' or set SYSMETRICS_BOOTSTRAP_SERVERS)"
-        ) from None
+        raise ConnectionError(explain_failure(settings) or _unreachable(settings, exc)) from None
     existing = metadata.topics
     if name in existing:
         error = existing[name].error
