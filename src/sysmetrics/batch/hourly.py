@@ -584,8 +584,11 @@ def load_with_late_data(
         else:
             late_read += done.read
         if h != hour and done.read:
+            # A later hour's files are no late data: a history replayed into the lake, or
+            # hours run out of order (a backfill's first run loads the hours after it).
             log.info(
-                "late data: %s read %d new files, %d new rows",
+                "%s: %s read %d new files, %d new rows",
+                "late data" if h < hour else "a later hour already in the lake",
                 f"{h:%Y-%m-%dT%H}Z",
                 done.read,
                 done.added,
