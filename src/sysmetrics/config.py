@@ -364,25 +364,34 @@ def _suggestion(name: str, known: list[str]) -> str:
 
 
 def _read_config_file(path: Path) -> dict[str, Any]:
-    """The config file's settings. A file that is not TOML, or a key that is not a setting (a
-    typo would otherwise leave the default in force without a word), is a ConfigError."""
+    """The config file's settings; a file that is not TOML is a ConfigError (it was tomllib's
+    traceback)."""
     try:
         table = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read it ({exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    _warn_unknown_keys(str(path), frozenset(table))
+    return table
+
+
+@functools.cache
+def _warn_unknown_keys(path: str, keys: frozenset[str]) -> None:
+    """Say once per process which keys of the config file are no setting: a misspelt one left
+    the default in force without a word. A warning, not an error: a collector service whose
+    file holds a key a later version no longer knows must go on sampling after the upgrade."""
     fields = list(Settings.model_fields)
-    for key in table:
-        if key in fields:
-            continue
+    for key in sorted(keys - set(fields)):
         bare = key.lower().removeprefix(ENV_PREFIX.lower())
         hint = f" (write it as {bare})" if bare in fields else _suggestion(key, fields)
-        raise ConfigError(
-            f"{path}: {key!r} is not a setting{hint}; the file's keys are the names of "
-            "`sysmetrics config show` in lower case, without SYSMETRICS_"
+        log.warning(
+            "%s: %r is not a setting, ignored%s; the file's keys are the names of `sysmetrics "
+            "config show` in lower case, without SYSMETRICS_",
+            path,
+            key,
+            hint,
         )
-    return table
 
 
 @functools.cache
