@@ -279,12 +279,14 @@ class Settings(BaseSettings):
     @field_validator("lake_url")
     @classmethod
     def _lake_url_is_a_path_or_a_store(cls, value: str) -> str:
-        # Another scheme ended in a traceback (ftp://, az://, S3://) or went elsewhere than
-        # meant (gcs:// skipped the GCS endpoint and project settings).
+        # Another scheme ended in a traceback (ftp://, az://, S3://). gcs://, fsspec's other
+        # name for gs://, is read as gs:// (it skipped the GCS endpoint and project settings).
         scheme, found, rest = value.partition("://")
+        if scheme == "gcs":
+            scheme, value = "gs", f"gs://{rest}"
         if found and (scheme not in ("gs", "s3", "file") or not rest.strip("/")):
-            meant = {"gcs": "gs"}.get(scheme.lower(), scheme.lower())
-            hint = f" (write {meant}://)" if meant != scheme and meant in ("gs", "s3") else ""
+            lower = scheme.lower()
+            hint = f" (write {lower}://)" if lower != scheme and lower in ("gs", "s3") else ""
             raise ValueError(f"a local path, gs://BUCKET/PREFIX or s3://BUCKET/PREFIX{hint}")
         return value
 

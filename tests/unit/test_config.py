@@ -173,8 +173,7 @@ def test_config_show_says_a_broken_config_file_in_one_line(
         ("SYSMETRICS_LAKE_URL", "ftp://host/lake", ""),
         ("SYSMETRICS_LAKE_URL", "az://container/lake", ""),
         ("SYSMETRICS_LAKE_URL", "S3://bucket/lake", " (write s3://)"),
-        # fsspec reads it as gs://, but without the GCS endpoint and project settings.
-        ("SYSMETRICS_LAKE_URL", "gcs://bucket/lake", " (write gs://)"),
+        ("SYSMETRICS_LAKE_URL", "GS://bucket/lake", " (write gs://)"),
         ("SYSMETRICS_LAKE_URL", "gs://", ""),
     ],
 )
@@ -206,6 +205,12 @@ def test_a_warehouse_url_that_is_no_file_or_bigquery_dataset_is_refused(
     monkeypatch.setenv("SYSMETRICS_WAREHOUSE_URL", value)
     with pytest.raises(ConfigError, match=r"^SYSMETRICS_WAREHOUSE_URL: a DuckDB file's path, or "):
         load_settings()
+
+
+def test_a_gcs_lake_url_is_read_as_gs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """fsspec's other name for gs://: it worked, but skipped the GCS endpoint and project."""
+    monkeypatch.setenv("SYSMETRICS_LAKE_URL", "gcs://bucket/lake")
+    assert load_settings().lake_url == "gs://bucket/lake"
 
 
 def test_paths_and_the_stores_urls_are_taken(monkeypatch: pytest.MonkeyPatch) -> None:
