@@ -282,7 +282,7 @@ class Settings(BaseSettings):
         # Another scheme ended in a traceback (ftp://, az://, S3://). gcs://, fsspec's other
         # name for gs://, is read as gs:// (it skipped the GCS endpoint and project settings).
         scheme, found, rest = value.partition("://")
-        if scheme == "gcs":
+        if found and scheme == "gcs":
             scheme, value = "gs", f"gs://{rest}"
         if found and (scheme not in ("gs", "s3", "file") or not rest.strip("/")):
             lower = scheme.lower()

@@ -214,7 +214,8 @@ def test_a_gcs_lake_url_is_read_as_gs(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_paths_and_the_stores_urls_are_taken(monkeypatch: pytest.MonkeyPatch) -> None:
-    for lake in ("./data/lake", "/srv/lake", "gs://bucket/lake", "s3://bucket", "file:///srv/l"):
+    lakes = ("./data/lake", "gcs", "/srv/lake", "gs://bucket/lake", "s3://bucket", "file:///l")
+    for lake in lakes:
         for warehouse in ("w.duckdb", "/srv/w.duckdb", "bigquery://project/dataset"):
             monkeypatch.setenv("SYSMETRICS_LAKE_URL", lake)
             monkeypatch.setenv("SYSMETRICS_WAREHOUSE_URL", warehouse)
