@@ -10,6 +10,15 @@ import pytest
 from sysmetrics.config import ConfigError, load_settings
 
 
+@pytest.fixture(autouse=True)
+def _no_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only what each test sets: a SYSMETRICS_* variable of the shell running the tests would
+    change the settings, and the warnings the tests read."""
+    for name in list(os.environ):
+        if name.upper().startswith("SYSMETRICS_"):
+            monkeypatch.delenv(name)
+
+
 def test_defaults_run_locally(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
     settings = load_settings()
