@@ -520,8 +520,20 @@ def _batch_parts(settings: Settings) -> tuple[Any, Any]:
     from sysmetrics.lake.store import LakeStore
     from sysmetrics.warehouse import open_warehouse
 
-    store = LakeStore.from_settings(settings)
+    store = _existing_lake(LakeStore.from_settings(settings))
     return open_warehouse(settings), store
+
+
+def _existing_lake(store: Any) -> Any:
+    """The lake, when it is there. A local lake folder that is not (a mistyped
+    SYSMETRICS_LAKE_URL, a command run in another directory) made `lake verify` say "0 of 0
+    hours verified" and `batch run` "0 rows (PARTIAL)", after creating a warehouse there."""
+    if store.is_local and not Path(store.root).is_dir():
+        raise click.ClickException(
+            f"no lake at {store.url}: the lake writer creates it ('sysmetrics consume' or "
+            "'up'); SYSMETRICS_LAKE_URL names another"
+        )
+    return store
 
 
 def _echo_result(result: Any) -> None:
@@ -716,12 +728,7 @@ def _lake_hours(
     from sysmetrics.lake.compaction import hours_between
     from sysmetrics.timeutil import hour_floor, parse_range
 
-    if store.is_local and not Path(store.root).is_dir():
-        # A mistyped SYSMETRICS_LAKE_URL said "0 of 0 hours verified" and exited 0.
-        raise click.ClickException(
-            f"no lake at {store.url}: the lake writer creates it ('sysmetrics consume' or "
-            "'up'); SYSMETRICS_LAKE_URL names another"
-        )
+    _existing_lake(store)
     try:
         start, end = parse_range(start_text, end_text, last_text)
     except ValueError as exc:

@@ -152,6 +152,11 @@ def test_an_hour_that_has_not_begun_is_refused_and_the_one_in_progress_runs(
         assert result.returncode == 2, (command, result.stderr)
         assert f"{later}Z has not begun (it is now {now:%Y-%m-%dT%H}:" in result.stderr
         assert "Traceback" not in result.stderr
+    no_lake = run(["batch", "run", "--hour", f"{now:%Y-%m-%dT%H}"], env, tmp_path)
+    assert no_lake.returncode == 1, no_lake.stderr
+    assert no_lake.stderr.startswith("Error: no lake at ./data/lake: the lake writer creates it")
+    assert not (tmp_path / "data" / "warehouse.duckdb").exists(), "no stray warehouse made"
+    (tmp_path / "data" / "lake").mkdir(parents=True)
     current = run(["batch", "run", "--hour", f"{now:%Y-%m-%dT%H}"], env, tmp_path)
     assert current.returncode == 0, current.stderr
     assert "(PARTIAL: lake watermark not past the hour)" in current.stdout
