@@ -1229,9 +1229,10 @@ def status(ctx: Context) -> None:
     """Health of each component: broker, lake writers (lag, last file), ingest receivers
     (requests, events, spool), alert evaluators, last aggregated hour."""
     from sysmetrics.orchestration.health import report
+    from sysmetrics.terminal import written_out
 
     for line in report(ctx.settings):
-        click.echo(line)
+        click.echo(written_out(line))  # hostnames and labels come from any sender
 
 
 EXTRA_OF_MODULE = {

@@ -5,13 +5,27 @@ from __future__ import annotations
 import logging
 import sys
 
+from sysmetrics.terminal import written_out
+
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class WrittenOutFormatter(logging.Formatter):
+    """Log lines with their control characters written out: a hostname or a label from any
+    sender (``firing HighCpu on <hostname>``) carried escape sequences to the terminal or the
+    `tail -f` of whoever read the log. Line breaks stay (tracebacks, messages of several
+    lines)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return written_out(super().formatMessage(record), keep_lines=True)
 
 
 def configure_logging(level: int) -> None:
     """Log at ``level``; librdkafka's and gcsfs's own lines (gcsfs logs a traceback when its
     retries run out) only at debug: our code says what they mean."""
-    logging.basicConfig(level=level, format=FORMAT, stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(WrittenOutFormatter(FORMAT))
+    logging.basicConfig(level=level, handlers=[handler])
     if level > logging.DEBUG:
         for name in ("sysmetrics.kafka.client", "gcsfs"):
             logging.getLogger(name).setLevel(logging.CRITICAL)

@@ -10,15 +10,27 @@ if TYPE_CHECKING:
     from rich.text import Text
 
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL_CHARACTERS_BUT_LINES = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _escaped(found: re.Match[str]) -> str:
+    return found[0].encode("unicode_escape").decode()
+
+
+def written_out(text: str, keep_lines: bool = False) -> str:
+    """``text`` with its control characters written out (``\\x1b``), not sent to the terminal
+    (an escape sequence in a hostname or a label); with ``keep_lines``, line breaks and tabs
+    stay (a log record's own lines)."""
+    pattern = _CONTROL_CHARACTERS_BUT_LINES if keep_lines else _CONTROL_CHARACTERS
+    return pattern.sub(_escaped, text)
 
 
 def as_is(text: str) -> Text:
     """``text`` for a rich console: markup in it not read (a ``[/x]`` raised, a ``[red]``
-    coloured) and its control characters written out (``\\x1b``), not sent to the terminal
-    (an escape sequence in a hostname, a field name, a log line)."""
+    coloured) and its control characters written out (:func:`written_out`)."""
     from rich.text import Text
 
-    return Text(_CONTROL_CHARACTERS.sub(lambda c: c[0].encode("unicode_escape").decode(), text))
+    return Text(written_out(text))
 
 
 def print_rows(rows: Sequence[dict[str, Any]]) -> None:
