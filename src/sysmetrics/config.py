@@ -402,9 +402,13 @@ def _warn_unknown_variables(names: frozenset[str]) -> None:
     otherwise leave the default in force silently. A warning, not an error: an environment may
     carry variables of the same prefix meant for something else."""
     known = [ENV_PREFIX + field.upper() for field in Settings.model_fields]
-    also = {CONFIG_FILE_ENV, *(f"{ENV_PREFIX}{name.upper()}_FILE" for name in SECRET_FIELDS)}
+    taken = {
+        *known,
+        CONFIG_FILE_ENV,
+        *(f"{ENV_PREFIX}{name.upper()}_FILE" for name in SECRET_FIELDS),
+    }
     for name in sorted(names):
-        if name.upper() not in {*known, *also}:
+        if name.upper() not in taken:
             log.warning(
                 "%s is not a setting, ignored%s; `sysmetrics config show` lists them",
                 name,

@@ -34,8 +34,6 @@ SampleKey = tuple[str, int, str]
 """(host_id, sample time in Unix ms, source)."""
 
 _HOST_ID: Final = re.compile(r"^[^\x00-\x1f\x7f]{1,256}\Z")
-_DELTA: Final = 1
-"""OTLP's AGGREGATION_TEMPORALITY_DELTA."""
 
 try:
     from sysmetrics_native import OtlpDecoder, RemoteWriteDecoder
@@ -414,6 +412,8 @@ def decode_otlp_python(
     """An OTLP export's data points as facts. The points of one host within a second of each
     other are one sample (the hostmetrics scrapers of one collection differ by milliseconds);
     its time is the earliest of them."""
+    from opentelemetry.proto.metrics.v1.metrics_pb2 import AGGREGATION_TEMPORALITY_DELTA
+
     request = _otlp_request(data, content_type)
     out = Decoded()
     for resource_metrics in request.resource_metrics:  # type: ignore[attr-defined]
@@ -431,7 +431,10 @@ def decode_otlp_python(
                 if keep is None:
                     out.dropped += len(data_points) or 1
                     continue
-                if kind == "sum" and metric.sum.aggregation_temporality == _DELTA:
+                if (
+                    kind == "sum"
+                    and metric.sum.aggregation_temporality == AGGREGATION_TEMPORALITY_DELTA
+                ):
                     out.delta += len(data_points)
                     continue
                 name = metric.name
