@@ -8,20 +8,24 @@ Left out because the emulator cannot do them (platform notes): gzipped NDJSON lo
 from __future__ import annotations
 
 import contextlib
+import io
 import itertools
 import json
 import shutil
 from collections.abc import Iterator
-from datetime import timedelta
+from dataclasses import asdict
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 
 from sysmetrics import prompb
 from sysmetrics.batch.hourly import record_retirements, run_hour
 from sysmetrics.config import Settings
-from sysmetrics.lake.compaction import compact_hour
+from sysmetrics.lake import layout
+from sysmetrics.lake.compaction import compact_hour, current_manifest
 from sysmetrics.lake.store import LakeStore
 from sysmetrics.remote_read.query import Limits, read
 from sysmetrics.warehouse import sql
@@ -85,6 +89,24 @@ def tables(wh: Any) -> dict[str, list[tuple[Any, ...]]]:
             }
         ),
     }
+
+
+def strip_later_fields(store: LakeStore, topic: str, hour: datetime) -> None:
+    """The hour's curated file and manifest as compaction wrote them before schema v1.2."""
+    manifest = current_manifest(store, topic, hour)
+    assert manifest is not None
+    folder = layout.curated_hour_dir(topic, hour)
+    data = store.get(f"{folder}/{manifest.file}")
+    assert data is not None
+    stripped = io.BytesIO()
+    table = pq.read_table(io.BytesIO(data)).drop_columns(["source", "sender"])
+    pq.write_table(table, stripped)
+    store.put(f"{folder}/{manifest.file}", stripped.getvalue())
+    fields = [f for f in manifest.fields if f not in ("source", "sender")]
+    store.put(
+        f"{folder}/{layout.curated_manifest_name(manifest.version)}",
+        json.dumps({**asdict(manifest), "fields": fields}).encode(),
+    )
 
 
 def remote_read(wh: Any, store: LakeStore) -> list[tuple[Any, ...]]:
@@ -178,6 +200,14 @@ def test_bigquery_load_aggregate_and_rerun_match_duckdb(
         alone = run_hour(cloud_settings, wh, store, HOUR14, rebuild=True)
         assert (alone.read, alone.rows) == (1, 670)  # the Parquet file alone, read without dedup
         assert tables(wh) == second
+        # The same file as compacted before schema v1.2 (no source or sender column): the
+        # same tables, its events our collector's.
+        strip_later_fields(store, cloud_settings.topic, HOUR14)
+        assert run_hour(cloud_settings, wh, store, HOUR14, rebuild=True).rows == 670
+        assert tables(wh) == second
+        assert wh.rows("SELECT DISTINCT source, sender FROM {raw}") == [
+            {"source": "sysmetrics", "sender": None}
+        ]
     finally:
         wh.close()
     later_dir = tmp_path / "later"

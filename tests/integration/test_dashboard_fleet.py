@@ -7,6 +7,8 @@ import re
 from datetime import timedelta
 from pathlib import Path
 
+import duckdb
+import msgspec
 import pytest
 from starlette.testclient import TestClient
 
@@ -134,6 +136,41 @@ def test_a_dashboard_upgraded_before_the_hourly_job_reads_a_table_it_adds_as_emp
     wh.close()
     summary = web.get("/").text.split('id="summary"')[1].split("</section>")[0]
     assert "<b>1</b> retired" in summary and "<b>0</b> silent" in summary
+
+
+def test_hosts_are_shown_and_filtered_by_what_sends_them_even_before_the_hourly_job_upgrades(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(lake_url=str(tmp_path / "lake"), warehouse_url=str(tmp_path / "wh.duckdb"))
+    lake = LakeBuilder(Path(settings.lake_url))
+    lake.add_batch(steady_host("agent-1", HOUR14, cpu=10.0))
+    scraped = steady_host("node-1", HOUR14, cpu=20.0)
+    lake.add_batch(
+        [msgspec.structs.replace(e, source="node_exporter", sender="prom-a") for e in scraped]
+    )
+    wh = DuckDBWarehouse(settings.warehouse_url)
+    run_hour(settings, wh, LakeStore(settings.lake_url), HOUR14)
+    wh.close()
+    web = TestClient(create_app(settings, now=lambda: HOUR14 + timedelta(minutes=59, seconds=55)))
+    page = web.get("/").text
+    assert '<option value="node_exporter" >node_exporter</option>' in page
+    assert hosts(web.get("/?source=node_exporter").text) == ["node-1"]
+    assert hosts(web.get("/?source=sysmetrics").text) == ["agent-1"]
+    assert hosts(web.get("/?sort=source&dir=desc").text) == ["agent-1", "node-1"]
+    assert "Sent by node_exporter via prom-a" in web.get("/host?id=node-1").text
+
+    # The tables as an older hourly job made them (no source or sender): the pages read the
+    # columns as empty until the new job adds them.
+    con = duckdb.connect(settings.warehouse_url)
+    for table in ("raw_metrics", "hourly_host_metrics"):
+        for column in ("source", "sender"):
+            con.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+    con.close()
+    page = web.get("/")
+    assert page.status_code == 200 and hosts(page.text) == ["agent-1", "node-1"]
+    assert hosts(web.get("/?source=node_exporter").text) == []
+    host = web.get("/host?id=node-1")
+    assert host.status_code == 200 and "Sent by" not in host.text
 
 
 def test_the_alerts_page_pages_and_keeps_its_filters(tmp_path: Path) -> None:

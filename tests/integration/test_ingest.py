@@ -250,6 +250,7 @@ def test_node_exporter_through_prometheus_reaches_lake_warehouse_and_dashboard(
         wait_for(lambda: _page(url) is not None, 60, "the dashboard")
         page = _page(url) or ""
         assert events[-1]["host"]["hostname"] in page
+        assert "Sent by node_exporter" in page
     finally:
         stop_pid(dashboard.pid)
 

@@ -40,6 +40,7 @@ from sysmetrics.lake.compaction import (
     curated_uri,
     current_manifest,
     hours_between,
+    lacking,
     lake_files_explained,
     last_prunable_hour,
     prune_hour,
@@ -210,6 +211,7 @@ def _load(
                 hour,
                 [store.uri(f) for f in extra],
                 curated_uri(store, topic, curated) if curated else None,
+                lacking(curated) if curated else (),
             )
             wh.execute(sql.delete_hour("loaded_files"), start=hour)
             wh.execute(sql.RECORD_LOADED_FILES, start=hour, files=sorted(listed | compacted))

@@ -108,6 +108,7 @@ class Pages:
         query = FleetQuery(
             q=q.get("q", "").strip()[:200],
             os=q.get("os", "")[:50],
+            source=q.get("source", "")[:64],
             alerts=q.get("alerts") == "1",
             silent=q.get("silent") == "1",
             sort=q.get("sort", "host") if q.get("sort") in FLEET_SORTS else "host",
@@ -123,6 +124,7 @@ class Pages:
         state = {
             "q": query.q,
             "os": query.os,
+            "source": query.source,
             "alerts": query.alerts,
             "silent": query.silent,
             "sort": query.sort,

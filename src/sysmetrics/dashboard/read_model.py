@@ -27,6 +27,7 @@ RECENT = timedelta(hours=2)
 FLEET_SORTS = {
     "host": "hostname",
     "os": "os",
+    "source": "source",
     "last_seen": "last_seen",
     "cpu": "cpu",
     "mem": "mem",
@@ -82,6 +83,7 @@ class FleetQuery:
 
     q: str
     os: str
+    source: str
     alerts: bool
     silent: bool
     sort: str
@@ -104,6 +106,7 @@ def read_fleet(wh: Warehouse, now: datetime, query: FleetQuery) -> dict[str, Any
         stale=stale,
         q=query.q,
         os=query.os,
+        source=query.source,
         with_alerts=query.alerts,
         only_silent=query.silent,
         limit=query.per,
@@ -128,7 +131,11 @@ def read_fleet(wh: Warehouse, now: datetime, query: FleetQuery) -> dict[str, Any
         "matching": rows[0]["matching"] if rows else 0,
         # No host seen for a day: DuckDB's ARRAY_AGG of nothing is NULL (BigQuery's results
         # turn it into an empty array).
-        "summary": {**summary[0], "systems": summary[0]["systems"] or []},
+        "summary": {
+            **summary[0],
+            "systems": summary[0]["systems"] or [],
+            "sources": summary[0]["sources"] or [],
+        },
         "worst": worst,
         "severities": {r["severity"]: r["n"] for r in wh.rows(sql.SEVERITY_COUNTS, since=since)},
         "duplicates": wh.rows(sql.FLAGGED_HOSTS, since=since, anomaly="duplicate_host_id", host=""),

@@ -187,12 +187,36 @@ def _unreadable(path: str, line: str, reason: str) -> LakeFileUnreadable:
     )
 
 
-def curated_source(uri: str, raw_uris: list[str], without: Iterable[str] = ()) -> str:
-    """A curated file (less the rows from raw files named in ``without``, read again), plus
-    raw files that arrived after it or are read again (same columns)."""
+def lacking(manifest: CuratedManifest) -> frozenset[str]:
+    """The schema's scalar fields a curated file has no column for: it was compacted before a
+    minor version added them (v1.2's ``source``, v1.3's ``sender``). A manifest from before
+    manifests listed their fields may lack any of them."""
+    scalar = duckdb_columns({}).keys()
+    held = set(manifest.fields)
+    return frozenset(name for name in scalar if name not in held or not held)
+
+
+def _with_null_columns(select: str, names: Collection[str]) -> str:
+    """``select`` plus a null column for each of ``names`` it lacks, so a statement naming
+    them binds; as is when none is lacking (the union costs a scan about twice as much)."""
+    if not names:
+        return f"({select})"
+    types = duckdb_columns({})
+    empty = ", ".join(f'CAST(NULL AS {types[n]}) AS "{n}"' for n in sorted(names))
+    return f"({select} UNION ALL BY NAME SELECT {empty} WHERE false)"
+
+
+def curated_source(
+    uri: str, raw_uris: list[str], without: Iterable[str] = (), missing: Collection[str] = ()
+) -> str:
+    """A curated file (less the rows from raw files named in ``without``, read again; with a
+    null column for each field ``missing``, see ``lacking``), plus raw files that arrived after
+    it or are read again (same columns)."""
     skip = ", ".join(_quote(name) for name in sorted(without))
     where = f" WHERE source_file NOT IN ({skip})" if skip else ""
-    parquet = f"(SELECT * FROM read_parquet({_quote(uri)}, hive_partitioning = false){where})"
+    parquet = _with_null_columns(
+        f"SELECT * FROM read_parquet({_quote(uri)}, hive_partitioning = false){where}", missing
+    )
     if not raw_uris:
         return parquet
     return f"({parquet} UNION ALL BY NAME {raw_source(raw_uris)})"
@@ -252,7 +276,7 @@ def compact_hour(
     folder = layout.curated_hour_dir(topic, hour)
     uris = [store.uri(f) for f in new]
     source = (
-        curated_source(curated_uri(store, topic, base), uris, again & known)
+        curated_source(curated_uri(store, topic, base), uris, again & known, lacking(base))
         if base
         else raw_source(uris)
     )
@@ -600,6 +624,8 @@ class HourSource:
     curated_alone: str | None = None
     """The curated file's URI when it is all the hour holds: compaction deduplicated it, so it
     holds each event once, and several such hours can be read in one ``curated_files_source``."""
+    missing: frozenset[str] = frozenset()
+    """The scalar fields the curated file has no column for (``lacking``)."""
 
     @property
     def each_event_once(self) -> bool:
@@ -617,19 +643,33 @@ def hour_source(store: LakeStore, topic: str, hour: datetime) -> HourSource | No
         compacted = set(manifest.sources)
         newer = [store.uri(f) for f in raw if _name(f) not in compacted]
         uri = curated_uri(store, topic, manifest)
-        return HourSource(curated_source(uri, newer), uri if each_event_once(True, newer) else None)
+        missing = lacking(manifest)
+        return HourSource(
+            curated_source(uri, newer, missing=missing),
+            uri if each_event_once(True, newer) else None,
+            missing,
+        )
     return HourSource(raw_source([store.uri(f) for f in raw])) if raw else None
 
 
-def curated_files_source(files: Sequence[tuple[datetime, str]]) -> str:
+def curated_files_source(
+    files: Sequence[tuple[datetime, str]], missing: Collection[str] = ()
+) -> str:
     """Curated files of several hours (hour, URI) in one read, each row with its file's hour as
     ``lake_hour``: one scan of many files, where a read per file pays DuckDB's per-statement
-    and per-file set-up each time (~5 ms an hour here, more on object storage)."""
+    and per-file set-up each time (~5 ms an hour here, more on object storage). ``missing``:
+    the fields any of them lacks (``lacking``)."""
     uris = ", ".join(_quote(uri) for _, uri in files)
     hours = ", ".join(f"TIMESTAMPTZ {_quote(hour.isoformat())}" for hour, _ in files)
+    # A file that lacks a column (``missing``) is read by name; else as the first file is.
+    by_name = ", union_by_name = true" if missing else ""
+    events = _with_null_columns(
+        f"SELECT * FROM read_parquet([{uris}], hive_partitioning = false, filename = true"
+        f"{by_name})",
+        missing,
+    )
     return (
-        f"(SELECT e.*, h.lake_hour FROM read_parquet([{uris}], hive_partitioning = false, "
-        f"filename = true) AS e JOIN (SELECT UNNEST([{uris}]) AS filename, "
+        f"(SELECT e.*, h.lake_hour FROM {events} AS e JOIN (SELECT UNNEST([{uris}]) AS filename, "
         f"UNNEST([{hours}]) AS lake_hour) AS h USING (filename))"
     )
 

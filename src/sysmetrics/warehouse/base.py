@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Generator
+from collections.abc import Collection, Generator
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -23,30 +23,29 @@ class Appended(NamedTuple):
 class Warehouse(ABC):
     dialect: str
     read_only: bool = False
-    _absent: frozenset[str] | None = None
+    _stand_ins: dict[str, str] | None = None
 
     def table(self, kind: str) -> str:
         """The engine's name of a logical table (``raw``, ``hourly``…)."""
         return sql.TABLE_NAMES[kind]
 
     def render(self, template: str) -> str:
-        if self.read_only and self._absent is None:
-            present = self._tables()
-            self._absent = frozenset(
-                kind for kind, name in sql.TABLE_NAMES.items() if name not in present
-            )
-        absent = self._absent or frozenset()
-        names = {
-            kind: sql.empty_table(kind) if kind in absent else self.table(kind)
-            for kind in sql.TABLE_NAMES
-        }
+        if self.read_only and self._stand_ins is None:
+            held = self._columns()
+            self._stand_ins = {
+                kind: sql.padded_table(kind, self.table(kind), held[name])
+                if name in held
+                else sql.empty_table(kind)
+                for kind, name in sql.TABLE_NAMES.items()
+            }
+        names = self._stand_ins or {kind: self.table(kind) for kind in sql.TABLE_NAMES}
         return sql.render(template.format(**names), self.dialect)
 
     @abstractmethod
-    def _tables(self) -> set[str]:
-        """The names of the tables the warehouse holds now. A reader (``read_only``) reads a
-        table this version knows and the warehouse lacks as empty: one a newer hourly job
-        creates, before its first run."""
+    def _columns(self) -> dict[str, set[str]]:
+        """The tables the warehouse holds now, each with its columns. A reader
+        (``read_only``) reads a table this version knows and the warehouse lacks as empty, and
+        a column it lacks as null: what a newer hourly job creates, before its first run."""
 
     @staticmethod
     def used_params(template: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -77,9 +76,16 @@ class Warehouse(ABC):
     def ensure_tables(self) -> None: ...
 
     @abstractmethod
-    def load_hour(self, hour: datetime, file_uris: list[str], curated: str | None = None) -> int:
+    def load_hour(
+        self,
+        hour: datetime,
+        file_uris: list[str],
+        curated: str | None = None,
+        missing: Collection[str] = (),
+    ) -> int:
         """Replace the raw rows of ``hour`` with the events of ``file_uris`` and of the
-        ``curated`` Parquet file if given (dedup by event_id); return the rows now in it."""
+        ``curated`` Parquet file if given (dedup by event_id; ``missing``: the fields that file
+        has no column for, see ``compaction.lacking``); return the rows now in it."""
 
     @abstractmethod
     def append_files(self, hour: datetime, file_uris: list[str], names: list[str]) -> Appended:

@@ -6,7 +6,7 @@ then the same FLATTEN statement as DuckDB; every query is parameterized.
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Collection, Generator
 from datetime import datetime
 from typing import Any
 
@@ -37,8 +37,8 @@ def _parameter(name: str, value: Any) -> Any:
     raise TypeError(f"no BigQuery parameter type for {name}={value!r}")
 
 
-_TABLES_SEEN: dict[tuple[str, str], set[str]] = {}
-"""The tables seen in each dataset (project, dataset) by this process."""
+_COLUMNS_SEEN: dict[tuple[str, str], dict[str, set[str]]] = {}
+"""The tables, with their columns, seen in each dataset (project, dataset) by this process."""
 
 
 class BigQueryWarehouse(Warehouse):
@@ -112,14 +112,18 @@ class BigQueryWarehouse(Warehouse):
         if job is not None:
             job.cancel()
 
-    def _tables(self) -> set[str]:
-        # A dashboard opens the warehouse per request: a table once seen is never dropped, so
-        # the listing is asked for again only while one this version reads is still absent.
+    def _columns(self) -> dict[str, set[str]]:
+        # A dashboard opens the warehouse per request: a table or column once seen is never
+        # dropped, so the dataset is asked again only while one this version reads is absent.
         key = (self.project, self.dataset)
-        seen = _TABLES_SEEN.setdefault(key, set())
-        if not seen.issuperset(sql.TABLE_NAMES.values()):
+        seen = _COLUMNS_SEEN.setdefault(key, {})
+        wanted = {sql.TABLE_NAMES[kind]: columns for kind, columns in sql.TABLE_COLUMNS.items()}
+        if any(len(seen.get(name, ())) < len(columns) for name, columns in wanted.items()):
             listed = self.client.list_tables(f"{self.project}.{self.dataset}", retry=self._retry)
-            seen.update(table.table_id for table in listed)
+            for table in listed:
+                if table.table_id in wanted:
+                    full = self.client.get_table(table.reference, retry=self._retry)
+                    seen[table.table_id] = {field.name for field in full.schema}
         return seen
 
     def ensure_tables(self) -> None:
@@ -152,10 +156,15 @@ class BigQueryWarehouse(Warehouse):
                 self.client.update_table(table, ["schema"], retry=self._retry)
 
     def _stage(
-        self, hour: datetime, file_uris: list[str], name: str, curated: str | None = None
+        self,
+        hour: datetime,
+        file_uris: list[str],
+        name: str,
+        curated: str | None = None,
+        missing: Collection[str] = (),
     ) -> str:
-        """Load jobs of lake files (a curated Parquet file first, if given) into a staging
-        table of raw events; its full name."""
+        """Load jobs of lake files (a curated Parquet file first, if given, that has no column
+        for the fields ``missing``) into a staging table of raw events; its full name."""
         from google.cloud import bigquery
 
         staging = f"{self.project}.{self.dataset}.{name}_{hour:%Y%m%d%H}"
@@ -165,7 +174,7 @@ class BigQueryWarehouse(Warehouse):
         if curated is not None:
             config = bigquery.LoadJobConfig(
                 source_format=bigquery.SourceFormat.PARQUET,
-                schema=schema,
+                schema=[f for f in schema if f.name not in missing],
                 write_disposition=disposition,
             )
             parquet = bigquery.ParquetOptions()
@@ -175,17 +184,31 @@ class BigQueryWarehouse(Warehouse):
             # Uploaded through the lake's filesystem rather than loaded from its gs:// URI: the
             # emulator the tests run reads key=value folders as extra hive columns, so a URI
             # load could not be checked here. One file of an hour: ~16x smaller than its JSON.
+            loaded = f"{staging}_parquet" if missing else staging
             with self._open(curated) as data:
                 # An upload takes no ``retry``: its own two retries get a third of the bound
                 # each, so it gives up after about as long as any other call.
                 job = self.client.load_table_from_file(
                     data,
-                    staging,
+                    loaded,
                     job_config=config,
                     num_retries=2,
                     timeout=self._timeout_s / 3,
                 )
                 job.result(retry=self._retry)
+            if missing:
+                # Compacted before a minor version added them: empty columns, so the raw
+                # files' load and FLATTEN find every field.
+                nulls = ", ".join(
+                    f"CAST(NULL AS {f.field_type}) AS {f.name}" for f in schema if f.name in missing
+                )
+                try:
+                    self._execute(
+                        f"CREATE OR REPLACE TABLE `{staging}` AS SELECT *, {nulls} FROM `{loaded}`",
+                        {},
+                    )
+                finally:
+                    self._drop(loaded)
             disposition = bigquery.WriteDisposition.WRITE_APPEND
         if file_uris:
             config = bigquery.LoadJobConfig(
@@ -219,10 +242,16 @@ class BigQueryWarehouse(Warehouse):
             self._drop(staged)
         return Appended(after - before, frozenset(row["host_id"] for row in hosts))
 
-    def load_hour(self, hour: datetime, file_uris: list[str], curated: str | None = None) -> int:
+    def load_hour(
+        self,
+        hour: datetime,
+        file_uris: list[str],
+        curated: str | None = None,
+        missing: Collection[str] = (),
+    ) -> int:
         self.execute(sql.delete_hour("raw"), start=hour)
         if file_uris or curated:
-            staging = self._stage(hour, file_uris, "_staging", curated)
+            staging = self._stage(hour, file_uris, "_staging", curated, missing)
             template = sql.flatten(each_event_once(curated is not None, file_uris))
             try:
                 flatten = self.render(template.replace("{events}", f"`{staging}`"))

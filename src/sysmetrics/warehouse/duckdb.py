@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Generator, Sequence
+from collections.abc import Collection, Generator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -85,13 +85,14 @@ class DuckDBWarehouse(Warehouse):
                 for row in batch:
                     yield dict(zip(names, row, strict=True))
 
-    def _tables(self) -> set[str]:
-        return {r["table_name"] for r in self._rows("SELECT table_name FROM duckdb_tables()", {})}
+    def _columns(self) -> dict[str, set[str]]:
+        held: dict[str, set[str]] = {}
+        for row in self._rows("SELECT table_name, column_name FROM information_schema.columns", {}):
+            held.setdefault(row["table_name"], set()).add(row["column_name"])
+        return held
 
     def ensure_tables(self) -> None:
-        existing: dict[str, set[str]] = {}
-        for row in self._rows("SELECT table_name, column_name FROM information_schema.columns", {}):
-            existing.setdefault(row["table_name"], set()).add(row["column_name"])
+        existing = self._columns()
         for kind, columns in sql.TABLE_COLUMNS.items():
             table = self.table(kind)
             if table not in existing:
@@ -103,11 +104,13 @@ class DuckDBWarehouse(Warehouse):
                 if name not in existing[table]:
                     self._execute(f"ALTER TABLE {table} ADD COLUMN {name} {_TYPES[kind_]}", {})
 
-    def _flatten(self, file_uris: list[str], curated: str | None = None) -> str:
+    def _flatten(
+        self, file_uris: list[str], curated: str | None = None, missing: Collection[str] = ()
+    ) -> str:
         """FLATTEN over these lake files (and a curated Parquet file), in DuckDB's dialect."""
         if curated is not None:
             template = sql.flatten(each_event_once(True, file_uris))
-            return self._flattened(curated_source(curated, file_uris), template)
+            return self._flattened(curated_source(curated, file_uris, missing=missing), template)
         return self._flattened(raw_source(file_uris, sql.flatten_fields()))
 
     def _flattened(self, source: str, template: str = sql.FLATTEN) -> str:
@@ -122,7 +125,8 @@ class DuckDBWarehouse(Warehouse):
         curated file alone are one scan, without the deduplication (so a host filter reaches
         the files' row groups); any other hour is read and deduplicated on its own."""
         alone = [(hour, s.curated_alone) for hour, s in sources if s.curated_alone]
-        branches = [self._flattened(curated_files_source(alone), _ALONE)] if alone else []
+        missing = frozenset().union(*(s.missing for _, s in sources if s.curated_alone))
+        branches = [self._flattened(curated_files_source(alone, missing), _ALONE)] if alone else []
         hours = {}
         for n, (hour, source) in enumerate((h, s) for h, s in sources if not s.curated_alone):
             hours[f"lake_hour_{n}"] = hour
@@ -186,7 +190,13 @@ class DuckDBWarehouse(Warehouse):
                 raise
         return Appended(int(added), frozenset(row[0] for row in hosts))
 
-    def load_hour(self, hour: datetime, file_uris: list[str], curated: str | None = None) -> int:
+    def load_hour(
+        self,
+        hour: datetime,
+        file_uris: list[str],
+        curated: str | None = None,
+        missing: Collection[str] = (),
+    ) -> int:
         raw = self.table("raw")
         with self._lock:
             self._con.execute("BEGIN TRANSACTION")
@@ -199,8 +209,8 @@ class DuckDBWarehouse(Warehouse):
                     once = each_event_once(curated is not None, file_uris)
                     order = "" if once else "ORDER BY host_id, ts, event_id"
                     statement = (
-                        f"INSERT INTO {raw} SELECT * FROM ({self._flatten(file_uris, curated)}) "
-                        + order
+                        f"INSERT INTO {raw} SELECT * FROM "
+                        f"({self._flatten(file_uris, curated, missing)}) " + order
                     )
                     self._con.execute(statement, {"start": hour})
                 count = self._con.execute(

@@ -55,9 +55,13 @@ RAW_COLUMNS: Final = (
     ("received_at", "TIMESTAMP"),
     ("disks_json", "STRING"),
     ("gpus_json", "STRING"),
+    ("source", "STRING"),
+    ("sender", "STRING"),
 )
 """``disks_json`` / ``gpus_json``: each mount's use and each GPU's readings as a JSON array, so
-the host page can draw them one by one; the scalar columns are their fleet-wide summaries."""
+the host page can draw them one by one; the scalar columns are their fleet-wide summaries.
+``source``: what made the event ('sysmetrics' for our collector, else the agent `sysmetrics
+ingest` received it from); ``sender``: the Prometheus or Collector that sent it, if named."""
 
 _F, _I, _S, _T = "FLOAT64", "INT64", "STRING", "TIMESTAMP"
 
@@ -106,6 +110,8 @@ HOURLY_COLUMNS: Final = (
     ("interval_s", _F),
     ("load_avg", _F),
     ("os", _S),
+    ("source", _S),
+    ("sender", _S),
 )
 """Hourly per-host aggregates; rates are bytes per second, percentages 0-100. Completeness is
 the share of the host's own sample slots (its declared interval) that hold a sample."""
@@ -203,6 +209,17 @@ def empty_table(kind: str) -> str:
     return f"(SELECT {columns} LIMIT 0)"
 
 
+def padded_table(kind: str, table: str, held: set[str]) -> str:
+    """``table`` with a null column for each column of ``kind`` it lacks (``held``: those it
+    has): what a reader sees of columns a newer hourly job adds at the end, until it has run."""
+    nulls = "".join(
+        f", CAST(NULL AS {type_}) AS {name}"
+        for name, type_ in TABLE_COLUMNS[kind]
+        if name not in held
+    )
+    return f"(SELECT *{nulls} FROM {table})" if nulls else table
+
+
 # Flatten schema-v1 events (a table or external source ``{events}``) into RAW_COLUMNS.
 FLATTEN_ROWS = """
 SELECT
@@ -243,7 +260,9 @@ SELECT
   ARRAY_JSON(disks, 'mountpoint', 'used_pct') AS disks_json,
   ARRAY_JSON(
     gpus, 'index', 'utilization_pct', 'memory_used_bytes', 'temperature_celsius', 'power_watts'
-  ) AS gpus_json
+  ) AS gpus_json,
+  COALESCE(source, 'sysmetrics') AS source,
+  sender
 FROM {events}
 WHERE ts >= @start AND ts < TIMESTAMP_ADD(@start, INTERVAL 1 HOUR)
 """
@@ -553,7 +572,9 @@ readings AS (
     MAX_BY(battery_health_pct, IF(battery_health_pct IS NULL, NULL, ts)) AS battery_health_pct,
     MIN(battery_pct) AS battery_min_pct,
     ROUND(EXACT_AVG(load_1m), 6) AS load_avg,
-    MAX_BY(os, ts) AS os
+    MAX_BY(os, ts) AS os,
+    MAX_BY(source, ts) AS source,
+    MAX_BY(sender, ts) AS sender
   FROM {raw}
   WHERE ts >= @start AND ts < TIMESTAMP_ADD(@start, INTERVAL 1 HOUR) AND IN_SCOPE(host_id)
   GROUP BY host_id
@@ -588,7 +609,9 @@ SELECT
   battery_health_pct, battery_min_pct,
   interval_s,
   load_avg,
-  os
+  os,
+  source,
+  sender
 FROM readings JOIN spread USING (host_id) JOIN traffic USING (host_id)
 """)
 
@@ -905,12 +928,12 @@ SELECT * FROM (
   SELECT host_id, MAX_BY(hostname, ts) AS hostname, MAX(ts) AS last_seen,
          MAX_BY(cpu_pct, ts) AS cpu, MAX_BY(mem_used_pct, ts) AS mem,
          MAX_BY(disk_used_pct, ts) AS disk, MAX_BY(temp_max_celsius, ts) AS temp,
-         MAX_BY(os, ts) AS os
+         MAX_BY(os, ts) AS os, MAX_BY(source, ts) AS source
   FROM {raw} WHERE ts >= @recent GROUP BY host_id
   UNION ALL
   SELECT host_id, MAX_BY(hostname, hour), MAX(last_ts), MAX_BY(cpu_avg, hour),
          MAX_BY(mem_avg, hour), MAX_BY(disk_used_max, hour), MAX_BY(temp_max, hour),
-         MAX_BY(os, hour)
+         MAX_BY(os, hour), MAX_BY(source, hour)
   FROM {hourly} WHERE hour >= @since AND hour < @recent GROUP BY host_id
 )
 WHERE TRUE
@@ -939,6 +962,7 @@ hosts AS (
 SELECT *, COUNT(*) OVER () AS matching FROM hosts
 WHERE (@q = '' OR STRPOS(LOWER(hostname), LOWER(@q)) > 0 OR STRPOS(LOWER(host_id), LOWER(@q)) > 0)
   AND (@os = '' OR os = @os)
+  AND (@source = '' OR source = @source)
   AND (NOT @with_alerts OR alerts > 0)
   AND (NOT @only_silent OR silent)
 ORDER BY {order}, host_id
@@ -952,7 +976,8 @@ WITH latest AS ({latest}),"""
     + """
 SELECT COUNT(*) AS hosts, COUNTIF(l.last_seen < @stale AND g.host_id IS NULL) AS silent,
        COUNTIF(g.host_id IS NOT NULL) AS retired,
-       ARRAY_AGG(DISTINCT l.os IGNORE NULLS) AS systems
+       ARRAY_AGG(DISTINCT l.os IGNORE NULLS) AS systems,
+       ARRAY_AGG(DISTINCT l.source IGNORE NULLS) AS sources
 FROM latest AS l
 LEFT JOIN gone AS g ON g.host_id = l.host_id AND g.retired_at >= l.last_seen
 """
