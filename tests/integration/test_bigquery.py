@@ -109,18 +109,25 @@ def strip_later_fields(store: LakeStore, topic: str, hour: datetime) -> None:
     )
 
 
-def remote_read(wh: Any, store: LakeStore) -> list[tuple[Any, ...]]:
-    """Prometheus' remote read of raw and hourly CPU for every host but one."""
+def remote_read(wh: Any, store: LakeStore, func: str = "") -> list[tuple[Any, ...]]:
+    """Prometheus' remote read of raw and hourly CPU for every host but one; with the hint
+    ``func: series`` (its series API), each mount's series too, and no sample."""
     request = prompb.ReadRequest()
     start = int(HOUR14.timestamp() * 1000)
     query = request.queries.add(start_timestamp_ms=start, end_timestamp_ms=start + 3_600_000)
-    query.matchers.add(
-        type=prompb.MATCH_REGEX, name="__name__", value="sysmetrics_cpu_utilization_percent.*"
+    names = "sysmetrics_cpu_utilization_percent.*" + (
+        "|sysmetrics_filesystem_used_percent" * bool(func)
     )
+    query.matchers.add(type=prompb.MATCH_REGEX, name="__name__", value=names)
     query.matchers.add(type=prompb.MATCH_NOT_EQUAL, name="host_id", value="web-1")
+    query.hints.func = func
     body = read(wh, store, "machine_metrics", request.SerializeToString(), Limits())
     return [
-        (tuple((label.name, label.value) for label in ts.labels), len(ts.samples), ts.samples[-1])
+        (
+            tuple((label.name, label.value) for label in ts.labels),
+            len(ts.samples),
+            ts.samples[-1] if ts.samples else None,
+        )
         for ts in prompb.ReadResponse.FromString(body).results[0].timeseries
     ]
 
@@ -159,6 +166,7 @@ def test_bigquery_load_aggregate_and_rerun_match_duckdb(
         assert (result.read, result.added) == (1, 30)
         second = tables(wh)
         read_from_bigquery = remote_read(wh, store)
+        series_from_bigquery = remote_read(wh, store, "series")
         # `sysmetrics query`'s reader: the first rows only, in the engine's own dialect.
         statement = "SELECT host_id FROM sysmetrics.raw_metrics ORDER BY event_id"
         with contextlib.closing(wh.native_rows(statement)) as rows:
@@ -171,6 +179,11 @@ def test_bigquery_load_aggregate_and_rerun_match_duckdb(
     assert hosts == {"gpu-9", HOSTILE, "late-3"}
     names = {dict(labels)["__name__"] for labels, _, _ in read_from_bigquery}
     assert len(read_from_bigquery) == 3 * len(names) and len(names) == 5  # raw + 4 hourly
+    mounts = [
+        labels for labels, samples, _ in series_from_bigquery if ("mountpoint", "/") in labels
+    ]
+    assert len(mounts) == 3 and {n for _, n, _ in series_from_bigquery} == {0}
+    assert {labels for labels, _, _ in read_from_bigquery} < {s[0] for s in series_from_bigquery}
     assert [row[0] for row in first["hourly"]] == ["gpu-9", "web-1", HOSTILE]
     assert ("gpu-9", "cpu_p95_high", "warning", 97.0) in first["alerts"]
     # Held for longer than HighTemperature's `for` (the run-length query on BigQuery too).
@@ -188,6 +201,7 @@ def test_bigquery_load_aggregate_and_rerun_match_duckdb(
         assert tables(duck) == second  # from scratch in DuckDB = incremental in BigQuery
         # Remote read: the same series and samples from both engines.
         assert remote_read(duck, store) == read_from_bigquery
+        assert remote_read(duck, store, "series") == series_from_bigquery
     finally:
         duck.close()
 

@@ -4,11 +4,16 @@ selects, what reaches the SQL, the size check before reading, and the timeout.""
 from __future__ import annotations
 
 import time
+from datetime import timedelta
+from pathlib import Path
 
 import duckdb
 import pytest
 
 from sysmetrics import prompb
+from sysmetrics.batch.hourly import run_hour
+from sysmetrics.config import Settings
+from sysmetrics.lake.store import LakeStore
 from sysmetrics.remote_read import series as catalog
 from sysmetrics.remote_read.query import (
     LATEST_MS,
@@ -21,6 +26,7 @@ from sysmetrics.remote_read.query import (
     select,
 )
 from sysmetrics.warehouse.duckdb import DuckDBWarehouse
+from tests.support.lakes import HOUR14, LakeBuilder, steady_host, write_simulated_fleet
 
 
 def matcher(kind: int, name: str, value: str) -> Matcher:
@@ -154,3 +160,42 @@ def test_a_query_returning_more_series_than_the_limit_is_refused() -> None:
         read(wh, None, "t", hourly, Limits(max_series=2))
     assert refused.value.status == 422
     wh.close()
+
+
+def series_labels(answer: bytes) -> dict[tuple[tuple[str, str], ...], int]:
+    """Each series' labels and how many samples it carries."""
+    timeseries = prompb.ReadResponse.FromString(answer).results[0].timeseries
+    return {tuple((la.name, la.value) for la in ts.labels): len(ts.samples) for ts in timeseries}
+
+
+def test_the_series_hint_lists_the_series_a_read_would_give_without_their_samples(
+    tmp_path: Path,
+) -> None:
+    """Prometheus' series and label-values APIs (Grafana's ``label_values(metric, label)``)
+    ask with the hint ``func: series``: the same series as a sampled read of the range, from
+    the warehouse and from lake hours it does not hold, with no sample and no samples' limit."""
+    lake = tmp_path / "lake"
+    write_simulated_fleet(lake, 4, HOUR14, 1, seed=71)  # GPU servers, laptops, data volumes
+    LakeBuilder(lake).add_batch(steady_host("lake-only", HOUR14 + timedelta(hours=1), 5.0))
+    store = LakeStore(str(lake))
+    settings = Settings(lake_url=str(lake), warehouse_url=str(tmp_path / "w.duckdb"))
+    wh = DuckDBWarehouse(settings.warehouse_url)
+    run_hour(settings, wh, store, HOUR14)  # the next hour is in the lake alone
+    start = int(HOUR14.timestamp() * 1000)
+    end = start + 2 * 3_600_000
+    body = prompb.ReadRequest()
+    query = body.queries.add(start_timestamp_ms=start, end_timestamp_ms=end)
+    query.matchers.add(type=prompb.MATCH_REGEX, name="__name__", value="sysmetrics_.*")
+    query.matchers.add(type=prompb.MATCH_NOT_EQUAL, name="host_id", value="sim-71-00001")
+    sampled = series_labels(read(wh, store, "machine_metrics", body.SerializeToString(), Limits()))
+    query.hints.func = "series"
+    hinted = series_labels(
+        read(wh, store, "machine_metrics", body.SerializeToString(), Limits(max_samples=10))
+    )
+    wh.close()
+    assert set(hinted) == set(sampled) and set(hinted.values()) == {0}
+    names = {dict(labels)["__name__"] for labels in hinted}
+    assert {"sysmetrics_gpu_power_watts", "sysmetrics_filesystem_used_percent"} <= names
+    assert "sysmetrics_cpu_utilization_percent_avg_1h" in names
+    hosts = {dict(labels)["host_id"] for labels in hinted}
+    assert "lake-only" in hosts and "sim-71-00001" not in hosts and len(hosts) == 4

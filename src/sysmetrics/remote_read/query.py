@@ -28,7 +28,7 @@ import msgspec
 import re2
 
 from sysmetrics import prompb
-from sysmetrics.lake.compaction import hour_sources, hours_between
+from sysmetrics.lake.compaction import HourSource, hour_sources, hours_between
 from sysmetrics.lake.store import LakeStore
 from sysmetrics.remote_read import series as catalog
 from sysmetrics.timeutil import hour_floor
@@ -164,6 +164,15 @@ class _Collector:
     ) -> None:
         if not samples:
             return
+        found = self.present(host, name, device)
+        if found is not None:
+            found.samples += samples
+            self.samples += len(samples)
+
+    def present(
+        self, host: tuple[str, str, str], name: str, device: tuple[str, str] | None = None
+    ) -> _Series | None:
+        """The series (None: one the matchers exclude), made on first sight."""
         key = (*host, name, *(device or ()))
         if key not in self.series:
             labels = {"__name__": name, "host_id": host[0], "hostname": host[1], "os": host[2]}
@@ -177,10 +186,7 @@ class _Collector:
                     422,
                 )
             self.series[key] = _Series(labels, []) if wanted else None
-        found = self.series[key]
-        if found is not None:
-            found.samples += samples
-            self.samples += len(samples)
+        return self.series[key]
 
     def _columns(
         self,
@@ -303,34 +309,94 @@ def run_query(
     )
     start = datetime.fromtimestamp(start_ms / 1000, UTC)
     end = datetime.fromtimestamp(end_ms / 1000, UTC)
-    first_hour, last_hour = hour_floor(start), hour_floor(end)
-    size_up(wh, (start, end), selection, where, params, limits)
     collector = _Collector(matchers, limits)
-    if selection.raw_families:
+    # The sample of hour h is stamped h + 1h: the hours whose end lies in [start, end].
+    hours = {
+        "first_hour": hour_floor(start - timedelta(milliseconds=1)),
+        "last_hour": hour_floor(end) - timedelta(hours=1),
+    }
+    series_only = query.hints.func == "series"
+    if not series_only:
+        size_up(wh, (start, end), selection, where, params, limits)
+    raw = _RawReader(wh, store, topic, (start, end), params) if selection.raw_families else None
+    if series_only:
+        _series_only(wh, raw, collector, selection, where, {**params, **hours})
+        return list(collector.result())
+    if raw is not None:
         columns = sorted({s.column for s in selection.raw} | {d.column for d in selection.devices})
-        statement = sql.read_raw(columns, where)
-        collector.raw_rows(wh.rows(statement, start=start, end=end, **params), selection)
+        for rows in raw.rows(sql.read_raw(columns, where)):
+            collector.raw_rows(rows, selection)
+    if selection.hourly:
+        statement = sql.read_hourly([s.column for s in selection.hourly], where)
+        rows = wh.rows(statement, **hours, **params)
+        collector.hourly_rows([r for r in rows if start_ms <= r["t"] <= end_ms], selection)
+    return list(collector.result())
+
+
+class _RawReader:
+    """A statement over ``{raw}`` run on the warehouse's raw table, then on the lake for the
+    hours of the range the table does not hold."""
+
+    def __init__(
+        self,
+        wh: Warehouse,
+        store: LakeStore | None,
+        topic: str,
+        span: tuple[datetime, datetime],
+        params: dict[str, str],
+    ) -> None:
+        self.wh = wh
+        self.store = store
+        self.params = {"start": span[0], "end": span[1], **params}
+        self.sources: list[tuple[datetime, HourSource]] = []
         if store is not None:
+            first_hour, last_hour = hour_floor(span[0]), hour_floor(span[1])
             held = {
                 hour_floor(r["hour"])
                 for r in wh.rows(sql.READ_HOURS_HELD, first_hour=first_hour, last_hour=last_hour)
             }
             hours = lake_hours(store, topic, first_hour, last_hour, held)
-            rows = _lake_engine(store).lake_rows(
-                statement, hour_sources(store, topic, hours), start=start, end=end, **params
-            )
-            collector.raw_rows(rows, selection)
+            self.sources = hour_sources(store, topic, hours)
+
+    def rows(self, statement: str) -> Iterator[list[dict[str, Any]]]:
+        yield self.wh.rows(statement, **self.params)
+        if self.store is not None and self.sources:
+            yield _lake_engine(self.store).lake_rows(statement, self.sources, **self.params)
+
+
+def _series_only(
+    wh: Warehouse,
+    raw: _RawReader | None,
+    collector: _Collector,
+    selection: Selection,
+    where: str,
+    params: dict[str, Any],
+) -> None:
+    """The series of the range with no sample (Prometheus' series and label-values APIs ask
+    with the hint ``func: series`` and read only labels): from counts of the values each
+    column holds, so neither the samples' limit nor their cost applies."""
+    if raw is not None and selection.raw:
+        columns = sorted({s.column for s in selection.raw})
+        for rows in raw.rows(sql.series_raw(columns, where)):
+            for row in rows:
+                for s in selection.raw:
+                    if row[s.column]:
+                        collector.present(_host(row), s.name)
+    for column in sorted({d.column for d in selection.devices}):
+        devices = [d for d in selection.devices if d.column == column]
+        fields = sorted({d.field for d in devices})
+        assert raw is not None and len({d.key for d in devices}) == 1
+        for rows in raw.rows(sql.series_devices(column, devices[0].key, fields, where)):
+            for row in rows:
+                for d in devices:
+                    if row[d.field] and row["device"] is not None:
+                        collector.present(_host(row), d.name, (d.label, row["device"]))
     if selection.hourly:
-        statement = sql.read_hourly([s.column for s in selection.hourly], where)
-        # The sample of hour h is stamped h + 1h: the hours whose end lies in [start, end].
-        rows = wh.rows(
-            statement,
-            first_hour=hour_floor(start - timedelta(milliseconds=1)),
-            last_hour=hour_floor(end) - timedelta(hours=1),
-            **params,
-        )
-        collector.hourly_rows([r for r in rows if start_ms <= r["t"] <= end_ms], selection)
-    return list(collector.result())
+        columns = [s.column for s in selection.hourly]
+        for row in wh.rows(sql.series_hourly(columns, where), **params):
+            for h in selection.hourly:
+                if row[h.column]:
+                    collector.present(_host(row), h.name)
 
 
 def lake_hours(

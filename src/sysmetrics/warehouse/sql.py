@@ -628,6 +628,26 @@ SELECT host_id, hostname, os, UNIX_MILLIS(hour) + 3600000 AS t, {columns}
 FROM {{hourly}} WHERE hour >= @first_hour AND hour <= @last_hour AND {hosts}
 ORDER BY host_id, hostname, os, t
 """
+# Which series there are, for Prometheus' series and label-values APIs (the hint ``func:
+# series``): per host (and device), how many values each column holds in the range. Nothing
+# but these counts is read out, so a month of a fleet's series costs one aggregate, not its
+# samples.
+_SERIES_RAW = """
+SELECT host_id, hostname, os, {counts}
+FROM {{raw}} WHERE ts >= @start AND ts <= @end AND {hosts}
+GROUP BY host_id, hostname, os
+"""
+_SERIES_DEVICES = """
+SELECT host_id, hostname, os, JSON_VALUE(d, '$.{key}') AS device, {counts}
+FROM {{raw}}, UNNEST(JSON_QUERY_ARRAY({column})) AS d
+WHERE ts >= @start AND ts <= @end AND {hosts}
+GROUP BY host_id, hostname, os, device
+"""
+_SERIES_HOURLY = """
+SELECT host_id, hostname, os, {counts}
+FROM {{hourly}} WHERE hour >= @first_hour AND hour <= @last_hour AND {hosts}
+GROUP BY host_id, hostname, os
+"""
 # How many hosts a query selects (from the hourly table: 360x smaller than raw), to refuse
 # one that would read too much before reading it.
 _READ_HOSTS = """
@@ -669,6 +689,23 @@ def read_hourly(columns: list[str], hosts: str) -> str:
 
 def read_hosts(hosts: str) -> str:
     return _READ_HOSTS.format(hosts=hosts)
+
+
+def _counts(values: dict[str, str]) -> str:
+    return ", ".join(f"COUNT({value}) AS {name}" for name, value in values.items())
+
+
+def series_raw(columns: list[str], hosts: str) -> str:
+    return _SERIES_RAW.format(counts=_counts({c: c for c in columns}), hosts=hosts)
+
+
+def series_devices(column: str, key: str, fields: list[str], hosts: str) -> str:
+    counts = _counts({f: f"JSON_VALUE(d, '$.{f}')" for f in fields})
+    return _SERIES_DEVICES.format(column=column, key=key, counts=counts, hosts=hosts)
+
+
+def series_hourly(columns: list[str], hosts: str) -> str:
+    return _SERIES_HOURLY.format(counts=_counts({c: c for c in columns}), hosts=hosts)
 
 
 # Change vs the previous hour and vs the same hour of day over the host's last 7 days.
