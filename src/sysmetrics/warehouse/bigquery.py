@@ -117,8 +117,11 @@ class BigQueryWarehouse(Warehouse):
         # dropped, so the dataset is asked again only while one this version reads is absent.
         key = (self.project, self.dataset)
         seen = _COLUMNS_SEEN.setdefault(key, {})
-        wanted = {sql.TABLE_NAMES[kind]: columns for kind, columns in sql.TABLE_COLUMNS.items()}
-        if any(len(seen.get(name, ())) < len(columns) for name, columns in wanted.items()):
+        wanted = {
+            sql.TABLE_NAMES[kind]: {name for name, _ in columns}
+            for kind, columns in sql.TABLE_COLUMNS.items()
+        }
+        if any(not columns <= seen.get(name, set()) for name, columns in wanted.items()):
             listed = self.client.list_tables(f"{self.project}.{self.dataset}", retry=self._retry)
             for table in listed:
                 if table.table_id in wanted:
