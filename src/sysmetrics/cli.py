@@ -947,17 +947,14 @@ def query(ctx: Context, statement: str, as_json: bool, limit: int) -> None:
     import itertools
 
     from sysmetrics.terminal import print_rows
-    from sysmetrics.warehouse import open_warehouse
+    from sysmetrics.warehouse import NoWarehouseYet, open_warehouse
 
     if not statement.strip():
         raise click.UsageError("STATEMENT is empty: give the SQL to run")
-    url = ctx.settings.warehouse_url
-    if "://" not in url and not Path(url).exists():
-        raise click.ClickException(
-            f"no warehouse yet at {url}: the hourly job creates it ('sysmetrics batch run "
-            "--hour ...', 'batch backfill', or 'up'); SYSMETRICS_WAREHOUSE_URL names another"
-        )
-    wh = open_warehouse(ctx.settings, read_only=True)
+    try:
+        wh = open_warehouse(ctx.settings, read_only=True)
+    except NoWarehouseYet as exc:
+        raise click.ClickException(str(exc)) from None
     kept: list[dict[str, Any]] = []
     shown = 0
     try:

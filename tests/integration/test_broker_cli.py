@@ -134,6 +134,10 @@ def test_a_bad_option_value_is_refused_as_the_same_environment_value_would_be(
     assert query.returncode == 1
     assert "no warehouse yet at ./data/warehouse.duckdb" in query.stderr, query.stderr
     assert "Traceback" not in query.stderr
+    # status says the same (before 2026-12-05: DuckDB's "IOException: IO Error: Cannot open
+    # database ... in read-only mode: database does not exist").
+    status = run(["status"], env, tmp_path)
+    assert "warehouse    no warehouse yet at ./data/warehouse.duckdb" in status.stdout, status
 
 
 def test_an_hour_that_has_not_begun_is_refused_and_the_one_in_progress_runs(

@@ -43,6 +43,7 @@ from sysmetrics.dashboard.read_model import (
     read_host,
     warehouse_s,
 )
+from sysmetrics.warehouse import NoWarehouseYet
 
 log = logging.getLogger(__name__)
 _templates = Environment(
@@ -85,7 +86,7 @@ class Pages:
     def unreadable(self, exc: Exception) -> HTMLResponse:
         """The page for a warehouse read that failed: before the first hourly run an empty
         state (200); any other error a 503 that says so, not "nothing to show"."""
-        if isinstance(exc, LookupError):
+        if isinstance(exc, NoWarehouseYet):
             return self.render("error.html", message=str(exc))
         log.error("the dashboard cannot read the warehouse: %s: %s", type(exc).__name__, exc)
         return self.render(

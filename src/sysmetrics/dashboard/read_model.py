@@ -9,7 +9,6 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -57,12 +56,6 @@ class WarehouseReader:
     def _read(self, fn: Callable[[Warehouse], Any]) -> Any:
         # Open per request and close again: the hourly job in another process needs the
         # DuckDB file's write lock between our reads.
-        url = self.settings.warehouse_url
-        if not url.startswith("bigquery://") and not Path(url).exists():
-            raise LookupError(
-                "no warehouse yet: the hourly job has not run (sysmetrics up runs it every "
-                "minute; or run 'sysmetrics batch run --hour ...')"
-            )
         wh = open_warehouse(self.settings, read_only=True)  # waits out the hourly job's write
         try:
             return fn(wh)

@@ -39,9 +39,9 @@ def report(settings: Settings) -> Iterator[str]:
     yield from _writers(settings)
     yield from ingest_receivers(settings)
     yield from alert_evaluators(settings)
-    try:
-        from sysmetrics.warehouse import open_warehouse, sql
+    from sysmetrics.warehouse import NoWarehouseYet, open_warehouse, sql
 
+    try:
         wh = open_warehouse(settings, read_only=True)
         try:
             last = wh.rows(sql.LAST_COMPLETE_HOUR)[0]["hour"]
@@ -50,6 +50,8 @@ def report(settings: Settings) -> Iterator[str]:
             yield from flagged_hosts(wh)
         finally:
             wh.close()
+    except NoWarehouseYet as exc:
+        yield f"warehouse    {exc}"
     except Exception as exc:
         yield f"warehouse    unavailable ({type(exc).__name__}: {str(exc).splitlines()[0]})"
 

@@ -15,6 +15,7 @@ from starlette.responses import PlainTextResponse, Response
 from sysmetrics.config import Settings
 from sysmetrics.lake.store import LakeStore
 from sysmetrics.remote_read.query import Limits, RemoteReadError, read
+from sysmetrics.warehouse import NoWarehouseYet
 from sysmetrics.warehouse.base import Warehouse
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ async def respond(
     except RemoteReadError as exc:
         log.info("remote read refused (%d): %s", exc.status, exc)
         return PlainTextResponse(f"remote read: {exc}\n", status_code=exc.status)
-    except LookupError as exc:  # no warehouse yet
+    except NoWarehouseYet as exc:
         return PlainTextResponse(f"remote read: {exc}\n", status_code=503)
     return Response(
         bytes(cramjam.snappy.compress_raw(answer)),

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from sysmetrics.config import Settings
 from sysmetrics.warehouse.base import Warehouse
 
 
+class NoWarehouseYet(LookupError):
+    """A reader's local warehouse file that is not there; the message says what makes it."""
+
+
 def open_warehouse(settings: Settings, read_only: bool = False) -> Warehouse:
-    """The warehouse ``settings.warehouse_url`` names: a DuckDB file or bigquery://project/ds."""
+    """The warehouse ``settings.warehouse_url`` names: a DuckDB file or bigquery://project/ds.
+    A reader (``read_only``) of a DuckDB file that is not there gets NoWarehouseYet."""
     url = settings.warehouse_url
     if url.startswith("bigquery://"):
         from sysmetrics.warehouse.bigquery import BigQueryWarehouse
@@ -21,6 +27,13 @@ def open_warehouse(settings: Settings, read_only: bool = False) -> Warehouse:
             project, dataset, settings.bigquery_endpoint, settings.bigquery_timeout_s, read_only
         )
     from sysmetrics.warehouse.duckdb import DuckDBWarehouse, WarehouseBusyError
+
+    if read_only and not Path(url).exists():
+        raise NoWarehouseYet(
+            f"no warehouse yet at {url}: the hourly job has not run; it creates it ('sysmetrics "
+            "batch run --hour ...', 'batch backfill', or 'up', which runs it every minute); "
+            "SYSMETRICS_WAREHOUSE_URL names another"
+        )
 
     # DuckDB lets one process write a file, or several read it, at a time: a reader waits out
     # the hourly job's write (seconds for an incremental refresh), the hourly job waits out a
