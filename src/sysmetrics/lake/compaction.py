@@ -191,9 +191,8 @@ def lacking(manifest: CuratedManifest) -> frozenset[str]:
     """The schema's scalar fields a curated file has no column for: it was compacted before a
     minor version added them (v1.2's ``source``, v1.3's ``sender``). A manifest from before
     manifests listed their fields may lack any of them."""
-    scalar = duckdb_columns({}).keys()
-    held = set(manifest.fields)
-    return frozenset(name for name in scalar if name not in held or not held)
+    scalar = frozenset(duckdb_columns({}))
+    return scalar - set(manifest.fields) if manifest.fields else scalar
 
 
 def _with_null_columns(select: str, names: Collection[str]) -> str:

@@ -124,9 +124,10 @@ class BigQueryWarehouse(Warehouse):
         if any(not columns <= seen.get(name, set()) for name, columns in wanted.items()):
             listed = self.client.list_tables(f"{self.project}.{self.dataset}", retry=self._retry)
             for table in listed:
-                if table.table_id in wanted:
+                name = table.table_id
+                if name in wanted and not wanted[name] <= seen.get(name, set()):
                     full = self.client.get_table(table.reference, retry=self._retry)
-                    seen[table.table_id] = {field.name for field in full.schema}
+                    seen[name] = {field.name for field in full.schema}
         return seen
 
     def ensure_tables(self) -> None:
