@@ -372,9 +372,9 @@ def _series_only(
     where: str,
     params: dict[str, Any],
 ) -> None:
-    """The series of the range with no sample (Prometheus' series and label-values APIs ask
-    with the hint ``func: series`` and read only labels): from counts of the values each
-    column holds, so neither the samples' limit nor their cost applies."""
+    """The series of the range with no sample (Prometheus' series API asks with the hint
+    ``func: series`` and reads only labels): from counts of the values each column holds, so
+    neither the samples' limit nor their cost applies."""
     if raw is not None and selection.raw:
         columns = sorted({s.column for s in selection.raw})
         for rows in raw.rows(sql.series_raw(columns, where)):
