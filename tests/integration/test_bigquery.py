@@ -92,7 +92,8 @@ def tables(wh: Any) -> dict[str, list[tuple[Any, ...]]]:
 
 
 def strip_later_fields(store: LakeStore, topic: str, hour: datetime) -> None:
-    """The hour's curated file and manifest as compaction wrote them before schema v1.2."""
+    """The hour's curated file and manifest as compaction wrote them before schema v1.2 (no
+    SHA-256 of the file: manifests hold it since 2026-12-05)."""
     manifest = current_manifest(store, topic, hour)
     assert manifest is not None
     folder = layout.curated_hour_dir(topic, hour)
@@ -105,7 +106,7 @@ def strip_later_fields(store: LakeStore, topic: str, hour: datetime) -> None:
     fields = [f for f in manifest.fields if f not in ("source", "sender")]
     store.put(
         f"{folder}/{layout.curated_manifest_name(manifest.version)}",
-        json.dumps({**asdict(manifest), "fields": fields}).encode(),
+        json.dumps({**asdict(manifest), "fields": fields, "sha256": ""}).encode(),
     )
 
 

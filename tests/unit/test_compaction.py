@@ -3,16 +3,19 @@ retention deletes raw only after verification, and the warehouse is the same fro
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
 import signal
 import subprocess
 import time
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import msgspec
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -22,6 +25,7 @@ from sysmetrics.batch.hourly import curate, run_hour
 from sysmetrics.config import Settings
 from sysmetrics.lake import layout
 from sysmetrics.lake.compaction import (
+    CuratedManifest,
     HourSource,
     LakeFileUnreadable,
     NotCompacted,
@@ -336,15 +340,9 @@ def test_a_damaged_curated_file_fails_verify_keeps_its_raw_files_and_is_rebuilt(
     build_hour(lake, hosts=4)
     store = LakeStore(str(lake))
     compact_hour(store, TOPIC, OLD)
-    manifest = current_manifest(store, TOPIC, OLD)
-    assert manifest is not None
+    manifest = without_sha256(lake, OLD)  # compacted before 2026-12-05: no SHA-256 to compare
     data = lake / layout.curated_hour_dir(TOPIC, OLD) / manifest.file
-    group = pq.ParquetFile(data).metadata.row_group(0)
-    chunk = next(
-        column
-        for column in map(group.column, range(group.num_columns))
-        if column.path_in_schema == "memory.used_bytes"
-    )
+    chunk = column_chunk(data, "memory.used_bytes")
     damaged = bytearray(data.read_bytes())
     frame = damaged.index(b"\x28\xb5\x2f\xfd", chunk.data_page_offset)  # ZSTD's magic
     assert frame < chunk.data_page_offset + chunk.total_compressed_size
@@ -371,6 +369,96 @@ def test_a_damaged_curated_file_fails_verify_keeps_its_raw_files_and_is_rebuilt(
     store.delete(raw_files(store, TOPIC, OLD)[:1])
     with pytest.raises(NotCompacted, match="1 of the raw files version 2 was made from"):
         compact_hour(store, TOPIC, OLD, rebuild=True)
+
+
+def without_sha256(lake: Path, hour: datetime) -> CuratedManifest:
+    """The hour's manifest rewritten as compaction wrote it before 2026-12-05."""
+    store = LakeStore(str(lake))
+    manifest = current_manifest(store, TOPIC, hour)
+    assert manifest is not None and len(manifest.sha256) == 64
+    manifest = dataclasses.replace(manifest, sha256="")
+    written = (
+        lake / layout.curated_hour_dir(TOPIC, hour) / layout.curated_manifest_name(manifest.version)
+    )
+    written.write_text(json.dumps({k: v for k, v in asdict(manifest).items() if k != "sha256"}))
+    return manifest
+
+
+def column_chunk(data: Path, column: str) -> Any:
+    """The metadata of ``column``'s chunk in the first row group of the Parquet file."""
+    group = pq.ParquetFile(data).metadata.row_group(0)
+    return next(
+        chunk
+        for chunk in map(group.column, range(group.num_columns))
+        if chunk.path_in_schema == column
+    )
+
+
+def test_a_changed_byte_that_still_decodes_fails_verify_and_no_load_or_compaction_reads_it(
+    tmp_path: Path,
+) -> None:
+    """16 bytes zeroed inside a page of random-walk counters, which ZSTD stores as they are:
+    DuckDB reads the file without an error, to other numbers, so verify (which decodes every
+    value) said "ok" and a prune deleted the hour's raw files, the damaged file then its only
+    copy. Now the manifest holds the file's SHA-256: verify fails and says what to do, the
+    prune keeps the raw files, the hourly job and a compaction of late files refuse the file,
+    and `compact --rebuild` writes it again. A manifest with a key a later version adds is
+    read, and one from before the SHA-256 verifies as before."""
+    lake = tmp_path / "lake"
+    build_hour(lake, hosts=4)
+    store = LakeStore(str(lake))
+    compact_hour(store, TOPIC, OLD)
+    manifest = current_manifest(store, TOPIC, OLD)
+    assert manifest is not None
+    data = lake / layout.curated_hour_dir(TOPIC, OLD) / manifest.file
+    every_row = f"SELECT COUNT(*), SUM(hash(c)) FROM read_parquet('{data}') AS c"
+    before = duckdb.execute(every_row).fetchone()
+    chunk = column_chunk(data, "network.bytes_sent")
+    middle = chunk.data_page_offset + chunk.total_compressed_size // 2
+    damaged = bytearray(data.read_bytes())
+    assert damaged[middle : middle + 16] != bytes(16)
+    damaged[middle : middle + 16] = bytes(16)
+    data.write_bytes(damaged)
+    after = duckdb.execute(every_row).fetchone()  # no error: the damage is silent to a reader
+    assert after is not None and before is not None
+    assert after[0] == before[0] == manifest.rows and after[1] != before[1]
+
+    check = verify_hour(store, TOPIC, OLD)
+    assert not check.ok
+    assert check.detail.startswith(f"curated file {manifest.file} has changed since it was")
+    assert "its raw files are kept" in check.detail and "lake compact --rebuild" in check.detail
+    now = OLD + timedelta(days=3)
+    kept = prune_hour(store, TOPIC, OLD, now, retention_days=1, lookback_hours=0)
+    assert (
+        kept is not None
+        and not kept.ok
+        and len(raw_files(store, TOPIC, OLD)) == len(manifest.sources)
+    )
+    settings = Settings(lake_url=str(lake), warehouse_url=str(tmp_path / "wh.duckdb"))
+    wh = DuckDBWarehouse(settings.warehouse_url)
+    try:
+        with pytest.raises(LakeFileUnreadable, match=rf"{manifest.file} has changed since"):
+            run_hour(settings, wh, store, OLD, rebuild=True)
+        late = LakeBuilder(lake)
+        late.next_offset = 2 * 10**9
+        late.add_batch(steady_host("late-1", OLD, cpu=20.0, samples=5))
+        with pytest.raises(LakeFileUnreadable, match="lake compact --rebuild"):
+            compact_hour(store, TOPIC, OLD)  # it would bake the other numbers into version 2
+        rebuilt = compact_hour(store, TOPIC, OLD, rebuild=True)
+        assert rebuilt.version == 2 and rebuilt.rows == manifest.rows + 5
+        assert verify_hour(store, TOPIC, OLD).ok
+        assert run_hour(settings, wh, store, OLD, rebuild=True).read == 1
+        assert wh.scalar("SELECT COUNT(*) FROM {raw}") == manifest.rows + 5
+    finally:
+        wh.close()
+
+    # A key a later version adds to the manifest is ignored; a manifest from before the
+    # SHA-256 existed has none to compare, and verifies as before.
+    folder = lake / layout.curated_hour_dir(TOPIC, OLD)
+    written = folder / layout.curated_manifest_name(2)
+    written.write_text(json.dumps({**json.loads(written.read_text()), "added_later": [1, 2]}))
+    assert verify_hour(store, TOPIC, OLD).ok
+    assert without_sha256(lake, OLD).sha256 == "" and verify_hour(store, TOPIC, OLD).ok
 
 
 def dump(wh: DuckDBWarehouse) -> dict[str, list[tuple[Any, ...]]]:
@@ -677,7 +765,8 @@ def test_source_and_sender_reach_the_tables_and_a_curated_file_from_before_them_
     pq.write_table(table.drop_columns(["source", "sender"]), folder / manifest.file)
     written = folder / layout.curated_manifest_name(manifest.version)
     fields = [f for f in manifest.fields if f not in ("source", "sender")]
-    written.write_text(json.dumps({**json.loads(written.read_text()), "fields": fields}))
+    before_v1_2 = {k: v for k, v in json.loads(written.read_text()).items() if k != "sha256"}
+    written.write_text(json.dumps({**before_v1_2, "fields": fields}))
     newer = current_manifest(store, TOPIC, OLD + H)
     assert newer is not None and lacking(newer) == frozenset()  # read as it is, no union
     old_manifest = current_manifest(store, TOPIC, OLD)

@@ -39,6 +39,7 @@ from sysmetrics.lake.compaction import (
     compact_hour,
     curated_uri,
     current_manifest,
+    ensure_unchanged,
     hours_between,
     lacking,
     lake_files_explained,
@@ -206,6 +207,8 @@ def _load(
         curated = current_manifest(store, topic, hour)
         compacted = set(curated.sources) if curated else set()
         if rebuild or not known or not known <= listed | compacted:
+            if curated is not None:
+                ensure_unchanged(store, topic, curated)
             extra = [f for f in files if names[f] not in compacted]
             rows = wh.load_hour(
                 hour,

@@ -18,13 +18,14 @@ raw files, and says why.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import re
 import tempfile
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence, Sized
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -72,10 +73,15 @@ class CuratedManifest:
     schema_version: int = 1
     fields: list[str] = field(default_factory=list)
     """The event fields its columns hold (``field_paths`` of the version that wrote it)."""
+    sha256: str = ""
+    """The data file's SHA-256 (hex): a changed byte that still decodes, to other numbers,
+    differs here. Empty in manifests written before 2026-12-05."""
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CuratedManifest:
-        return cls(**data)
+        """A manifest's keys this version knows; one a later version adds is ignored."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
 
 
 def current_manifest(store: LakeStore, topic: str, hour: datetime) -> CuratedManifest | None:
@@ -105,6 +111,35 @@ def newer_fields(store: LakeStore, topic: str, hour: datetime) -> dict[str, set[
 
 def curated_uri(store: LakeStore, topic: str, manifest: CuratedManifest) -> str:
     return store.uri(f"{layout.curated_hour_dir(topic, _hour(manifest))}/{manifest.file}")
+
+
+def changed_since_compacted(store: LakeStore, topic: str, manifest: CuratedManifest) -> str | None:
+    """Why the hour's data file is not the one its compaction wrote (gone, or other bytes), or
+    None. A manifest from before 2026-12-05 has no SHA-256 to compare: None."""
+    if not manifest.sha256:
+        return None
+    found = store.sha256(f"{layout.curated_hour_dir(topic, _hour(manifest))}/{manifest.file}")
+    if found is None:
+        return "is missing"
+    if found != manifest.sha256:
+        return "has changed since it was compacted (its SHA-256 is not its manifest's)"
+    return None
+
+
+def ensure_unchanged(store: LakeStore, topic: str, manifest: CuratedManifest) -> None:
+    """Raises :class:`LakeFileUnreadable` when ``changed_since_compacted`` says why: read, the
+    file would give other numbers, or bake them into the next version."""
+    why = changed_since_compacted(store, topic, manifest)
+    if why is not None:
+        raise LakeFileUnreadable(_rebuild_steps(curated_uri(store, topic, manifest), why))
+
+
+def _rebuild_steps(file: str, why: str) -> str:
+    return (
+        f"curated file {file} {why}: 'sysmetrics lake verify' lists the hours whose file is "
+        "damaged; 'lake compact --rebuild' writes each again from its raw files while they "
+        "remain; then run the hour again with --rebuild"
+    )
 
 
 def _hour(manifest: CuratedManifest) -> datetime:
@@ -163,6 +198,8 @@ def lake_files_explained() -> Iterator[None]:
     cannot read, becomes :class:`LakeFileUnreadable`, which says which file and what to do."""
     try:
         yield
+    except LakeFileUnreadable:
+        raise
     except Exception as exc:
         match = _JSON_TRANSFORM_ERROR.search(str(exc))
         if match is not None:
@@ -171,10 +208,7 @@ def lake_files_explained() -> Iterator[None]:
         if damaged is None:
             raise
         raise LakeFileUnreadable(
-            f"curated file {damaged[1]} cannot be read ({str(exc).splitlines()[0]}): "
-            "'sysmetrics lake verify' lists the hours whose file is damaged; 'lake compact "
-            "--rebuild' writes each again from its raw files while they remain; then run the "
-            "hour again with --rebuild"
+            _rebuild_steps(damaged[1], f"cannot be read ({str(exc).splitlines()[0]})")
         ) from exc
 
 
@@ -274,6 +308,8 @@ def compact_hour(
     version = current.version + 1 if current else 1
     folder = layout.curated_hour_dir(topic, hour)
     uris = [store.uri(f) for f in new]
+    if base:
+        ensure_unchanged(store, topic, base)
     source = (
         curated_source(curated_uri(store, topic, base), uris, again & known, lacking(base))
         if base
@@ -309,6 +345,7 @@ def compact_hour(
         sources=sorted(known | {_name(f) for f in new}),
         created_at=datetime.now(UTC).isoformat(),
         fields=sorted(fields),
+        sha256=hashlib.sha256(data).hexdigest(),
     )
     if not store.create(
         f"{folder}/{layout.curated_manifest_name(version)}",
@@ -342,13 +379,19 @@ class Verification:
     """False: the hour has no curated version (yet) to check."""
 
 
+_KEPT = (
+    ": its raw files are kept; while they remain, 'sysmetrics lake compact --rebuild' for this "
+    "hour writes it again from them"
+)
+
+
 def verify_hour(store: LakeStore, topic: str, hour: datetime) -> Verification:
     """Does the curated version hold exactly the events of the hour's raw files, every value
     of it readable?
 
-    Its file must match its manifest (rows, checksum); every raw file must be among its
-    sources (else it is stale: compact again); and with all sources present, the raw files'
-    distinct event_ids must equal the curated ones. When a prune was interrupted (some
+    Its file must match its manifest (its bytes' SHA-256, rows, checksum); every raw file must
+    be among its sources (else it is stale: compact again); and with all sources present, the
+    raw files' distinct event_ids must equal the curated ones. When a prune was interrupted (some
     sources gone), every event of the remaining raw files must be in the curated file."""
     manifest = current_manifest(store, topic, hour)
     raw = raw_files(store, topic, hour)
@@ -361,6 +404,8 @@ def verify_hour(store: LakeStore, topic: str, hour: datetime) -> Verification:
         return Verification(
             hour, False, f"stale: {len(extra)} raw files newer than version {manifest.version}", raw
         )
+    if (why := changed_since_compacted(store, topic, manifest)) is not None:
+        return Verification(hour, False, f"curated file {manifest.file} {why}{_KEPT}", raw)
     curated = (
         f"read_parquet({_quote(curated_uri(store, topic, manifest))}, hive_partitioning = false)"
     )
@@ -374,9 +419,7 @@ def verify_hour(store: LakeStore, topic: str, hour: datetime) -> Verification:
             return Verification(
                 hour,
                 False,
-                f"curated file {manifest.file} unreadable ({str(exc).splitlines()[0]}): its raw "
-                "files are kept; while they remain, 'sysmetrics lake compact --rebuild' for this "
-                "hour writes it again from them",
+                f"curated file {manifest.file} unreadable ({str(exc).splitlines()[0]}){_KEPT}",
                 raw,
             )
         if (int(rows), str(checksum)) != (manifest.rows, manifest.checksum):

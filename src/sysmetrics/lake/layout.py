@@ -12,8 +12,9 @@
                                              these instead of listing every hour of the lake
     curated/<topic>/year=YYYY/month=MM/day=DD/hour=HH/part-v<version>.parquet   the hour
                                              compacted: deduplicated, typed, sorted by host, ts
-    curated/<topic>/…/hour=HH/_manifest-v<version>.json   its source files, rows and event_id
-                                             checksum; the highest version is the hour's
+    curated/<topic>/…/hour=HH/_manifest-v<version>.json   its source files, rows, event_id
+                                             checksum, the file's SHA-256; the highest version
+                                             is the hour's
 
 Partitions are by the event's own UTC timestamp (Hive style, so DuckDB and BigQuery prune by
 path). Names come only from the topic (validated), partition numbers, offsets and times: nothing

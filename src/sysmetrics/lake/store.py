@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import hashlib
 import importlib.util
 import logging
 import os
@@ -186,6 +187,18 @@ class LakeStore:
         self.calls["read"] += 1
         try:
             return bytes(self.fs.cat_file(self.full(rel)))
+        except FileNotFoundError:
+            return None
+        except Exception as exc:
+            raise StoreError(f"cannot read {self.uri(rel)}: {type(exc).__name__}: {exc}") from exc
+
+    def sha256(self, rel: str) -> str | None:
+        """The SHA-256 (hex) of ``rel``'s bytes, read in pieces (a curated hour of a large fleet
+        is hundreds of MB); None when it does not exist."""
+        self.calls["read"] += 1
+        try:
+            with self.fs.open(self.full(rel), "rb") as file:
+                return hashlib.file_digest(file, "sha256").hexdigest()
         except FileNotFoundError:
             return None
         except Exception as exc:
