@@ -813,11 +813,12 @@ def lake_compact(
 def lake_verify(
     ctx: Context, start_text: str | None, end_text: str | None, last_text: str | None
 ) -> None:
-    """Check each compacted hour: its file matches its manifest, every value of it decodes, and
-    it holds exactly the event ids of the hour's raw files. Hours not compacted (the hour in
-    progress, one the lake is not complete for yet) are listed, not failed: they have no
-    curated copy to trust or distrust, and a prune keeps their raw files. Exit status 1 when
-    any compacted hour does not verify."""
+    """Check each compacted hour: its file matches its manifest (its SHA-256, since 2026-12-05;
+    rows, event-id checksum), every value of it decodes, and it holds exactly the event ids of
+    the hour's raw files. Hours not compacted (the hour in progress, one the lake is not
+    complete for yet) are listed, not failed: they have no curated copy to trust or distrust,
+    and a prune keeps their raw files. Exit status 1 when any compacted hour does not
+    verify."""
     from sysmetrics.lake.compaction import verify_hour
     from sysmetrics.lake.store import LakeStore
 

@@ -406,6 +406,7 @@ def verify_hour(store: LakeStore, topic: str, hour: datetime) -> Verification:
         )
     if (why := changed_since_compacted(store, topic, manifest)) is not None:
         return Verification(hour, False, f"curated file {manifest.file} {why}{_KEPT}", raw)
+    unsealed = "" if manifest.sha256 else " (compacted before 2026-12-05: no SHA-256 to check)"
     curated = (
         f"read_parquet({_quote(curated_uri(store, topic, manifest))}, hive_partitioning = false)"
     )
@@ -425,7 +426,9 @@ def verify_hour(store: LakeStore, topic: str, hour: datetime) -> Verification:
         if (int(rows), str(checksum)) != (manifest.rows, manifest.checksum):
             return Verification(hour, False, "curated file does not match its manifest", raw)
         if not raw:
-            return Verification(hour, True, f"version {manifest.version}, raw pruned", raw)
+            return Verification(
+                hour, True, f"version {manifest.version}, raw pruned{unsealed}", raw
+            )
         events = f"(SELECT DISTINCT event_id FROM {raw_source([store.uri(f) for f in raw])})"
         if len(raw) == len(manifest.sources):
             raw_rows, raw_checksum = con.execute(_STATS + events).fetchone()
@@ -441,7 +444,7 @@ def verify_hour(store: LakeStore, topic: str, hour: datetime) -> Verification:
                 return Verification(hour, False, f"{missing} raw events not in curated", raw)
     finally:
         con.close()
-    detail = f"version {manifest.version}, {manifest.rows} events"
+    detail = f"version {manifest.version}, {manifest.rows} events{unsealed}"
     held = set(manifest.fields)
     lacking = {
         name: paths - held
