@@ -14,6 +14,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import duckdb
 import msgspec
@@ -25,6 +26,7 @@ from sysmetrics.batch.hourly import curate, run_hour
 from sysmetrics.config import Settings
 from sysmetrics.lake import layout
 from sysmetrics.lake.compaction import (
+    SPLICED_CHUNK_BYTES,
     CuratedManifest,
     HourSource,
     LakeFileUnreadable,
@@ -38,6 +40,8 @@ from sysmetrics.lake.compaction import (
     last_prunable_hour,
     prune_hour,
     raw_files,
+    raw_source,
+    stage_raw_files,
     verify_hour,
 )
 from sysmetrics.lake.store import LakeStore
@@ -588,6 +592,51 @@ def test_lake_verify_prints_what_it_read_as_it_is(tmp_path: Path) -> None:
     assert verified.exit_code == 0, verified.output
     assert "fields this version does not know ([/x]\\x1b]0;owned\\x07)" in verified.output
     assert "\x1b" not in verified.output
+
+
+def test_many_raw_files_are_read_in_a_few_spliced_ones_with_the_same_rows(tmp_path: Path) -> None:
+    """An hour's raw files are read by DuckDB as a few files with each line's file name
+    spliced in (``stage_raw_files``; ~1.7 ms a file less): the rows equal DuckDB's typed
+    read of each file, whatever the files' spelling: gzip, zstd, no final newline, CRLF line
+    ends, a line that begins with a space (its file read as before), an empty object (the
+    chunk read as before), chunks of any size."""
+    import gzip
+
+    import zstandard
+
+    lake = tmp_path / "lake"
+    builder = LakeBuilder(lake)
+    for n in range(8):
+        builder.add_batch(steady_host(f"web-{n}", OLD, 10.0 * n, samples=12))
+    files = sorted(data_files(lake))
+    files[0].write_bytes(files[0].read_bytes().rstrip(b"\n"))
+    files[1].write_bytes(files[1].read_bytes().replace(b"\n", b"\r\n"))
+    files[2].write_bytes(b" " + files[2].read_bytes())
+    files[3].write_bytes(files[3].read_bytes() + b"{}\n")
+    files[4].with_name(files[4].name + ".gz").write_bytes(gzip.compress(files[4].read_bytes()))
+    zstd = zstandard.ZstdCompressor()
+    halves = files[5].read_bytes().split(b"\n", 6)
+    frames = zstd.compress(b"\n".join(halves[:6]) + b"\n") + zstd.compress(halves[6])
+    files[5].with_name(files[5].name + ".zst").write_bytes(frames)
+    files[4].unlink()
+    files[5].unlink()
+    store = LakeStore(str(lake))
+    rels = raw_files(store, TOPIC, OLD)
+    assert len(rels) == 8 and sum(r.endswith((".gz", ".zst")) for r in rels) == 2
+    con = duckdb.connect()
+    con.execute(
+        f"CREATE TABLE expected AS SELECT * FROM {raw_source([store.uri(r) for r in rels])}"
+    )
+    assert con.execute("SELECT COUNT(*) FROM expected").fetchone() == (8 * 12 + 1,)
+    for chunk_bytes in (1, 10_000, SPLICED_CHUNK_BYTES):
+        with mock.patch("sysmetrics.lake.compaction.SPLICED_CHUNK_BYTES", chunk_bytes):
+            staged = stage_raw_files(con, store, rels, "staged")
+        for a, b in (("expected", staged), (staged, "expected")):
+            assert con.execute(
+                f"SELECT COUNT(*) FROM (FROM {a} EXCEPT ALL FROM {b})"
+            ).fetchone() == (0,)
+    assert con.execute("SELECT COUNT(DISTINCT source_file) FROM staged").fetchone() == (8,)
+    con.close()
 
 
 def test_lake_compact_names_a_line_an_old_writer_let_in_and_compacts_the_other_hours(
