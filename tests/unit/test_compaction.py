@@ -630,7 +630,7 @@ def test_many_raw_files_are_read_in_a_few_spliced_ones_with_the_same_rows(tmp_pa
     assert con.execute("SELECT COUNT(*) FROM expected").fetchone() == (8 * 12 + 1,)
     for chunk_bytes in (1, 10_000, SPLICED_CHUNK_BYTES):
         with mock.patch("sysmetrics.lake.compaction.SPLICED_CHUNK_BYTES", chunk_bytes):
-            staged = stage_raw_files(con, store, rels, "staged")
+            staged = stage_raw_files(con, store.fs, [store.uri(r) for r in rels], "staged")
         for a, b in (("expected", staged), (staged, "expected")):
             assert con.execute(
                 f"SELECT COUNT(*) FROM (FROM {a} EXCEPT ALL FROM {b})"

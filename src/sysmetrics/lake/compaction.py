@@ -184,9 +184,16 @@ _FILES_AT_ONCE = 64
 """Raw files fetched at once: object storage answers each in tens of milliseconds."""
 
 
-def stage_raw_files(con: Any, store: LakeStore, rels: list[str], table: str) -> str:
-    """Fill a new temporary table ``table`` of ``con`` with the rows ``raw_source`` gives for
-    these raw files, and return a relation over it.
+def stage_raw_files(
+    con: Any,
+    fs: Any,
+    uris: list[str],
+    table: str,
+    only: Mapping[str, frozenset[str]] | None = None,
+) -> str:
+    """Fill a new temporary table ``table`` of ``con`` with the rows ``raw_source(uris,
+    only)`` gives, reading the files through the fsspec filesystem ``fs``; return a relation
+    over it.
 
     Why: DuckDB's typed JSON reader sets up the event's ~100 columns for every file it opens,
     ~1.7 ms a file (0.15 ms with two columns), so an hour in the writer's layout (7,299 files
@@ -200,44 +207,83 @@ def stage_raw_files(con: Any, store: LakeStore, rels: list[str], table: str) -> 
     empty object spliced is not JSON), so an error names the lake file and line (``con`` must
     be in auto-commit: a failed statement there leaves the table as it was)."""
     key = f"sysmetrics_source_file_{uuid.uuid4().hex}"
-    columns = {**duckdb_columns(None), key: "VARCHAR"}
-    typed = "{" + ", ".join(f"{_quote(k)}: {_quote(v)}" for k, v in columns.items()) + "}"
-    declared = ", ".join(f'"{name}" {kind}' for name, kind in duckdb_columns(None).items())
+    columns = duckdb_columns(only)
+    typed = {**columns, key: "VARCHAR"}
+    spec = "{" + ", ".join(f"{_quote(k)}: {_quote(v)}" for k, v in typed.items()) + "}"
+    declared = ", ".join(f'"{name}" {kind}' for name, kind in columns.items())
     con.execute(f'CREATE OR REPLACE TEMP TABLE {table} ({declared}, "source_file" VARCHAR)')
+    chunk = _Chunk(con, table, spec, key, only)
     with tempfile.TemporaryDirectory(prefix="sysmetrics-raw-") as tmp:
-        path = Path(tmp) / "chunk.jsonl"
-        chunk: list[str] = []
-        out = path.open("wb")
-        try:
-            for rel, data in _raw_bytes(store, rels):
-                spliced = _spliced(data, key, _name(rel))
-                if spliced is None:
-                    out.close()
-                    _insert_files(con, store, table, [*chunk, rel])
-                    chunk, out = [], path.open("wb")
-                    continue
-                out.write(spliced)
-                chunk.append(rel)
-                if out.tell() >= SPLICED_CHUNK_BYTES:
-                    out.close()
-                    _insert_chunk(con, store, table, path, typed, key, chunk)
-                    chunk, out = [], path.open("wb")
-        finally:
-            out.close()
-        if chunk:
-            _insert_chunk(con, store, table, path, typed, key, chunk)
+        chunk.open(Path(tmp) / "chunk.jsonl")
+        for uri, data in _raw_bytes(fs, uris):
+            spliced = _spliced(data, key, _name(uri))
+            if spliced is None:
+                chunk.read_as_files([uri])
+            else:
+                chunk.add(uri, spliced)
+        chunk.close()
     return f"(SELECT * FROM {table})"
 
 
-def _raw_bytes(store: LakeStore, rels: list[str]) -> Iterator[tuple[str, bytes]]:
+class _Chunk:
+    """The spliced file being filled, and the reads of it into the table."""
+
+    def __init__(
+        self, con: Any, table: str, spec: str, key: str, only: Mapping[str, frozenset[str]] | None
+    ) -> None:
+        self.con, self.table, self.spec, self.key, self.only = con, table, spec, key, only
+        self.uris: list[str] = []
+
+    def open(self, path: Path) -> None:
+        self.path = path
+        self.out = path.open("wb")
+
+    def add(self, uri: str, spliced: bytes) -> None:
+        self.out.write(spliced)
+        self.uris.append(uri)
+        if self.out.tell() >= SPLICED_CHUNK_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        import duckdb
+
+        self.out.close()
+        if self.uris:
+            try:
+                self.con.execute(
+                    f'INSERT INTO {self.table} SELECT * EXCLUDE ("{self.key}"), "{self.key}" '
+                    f"AS source_file FROM read_json({_quote(str(self.path))}, format = "
+                    f"'newline_delimited', columns = {self.spec}, hive_partitioning = false)"
+                )
+            except duckdb.Error:  # read again file by file: DuckDB's error names the lake file
+                self.read_as_files(self.uris)
+        self.uris = []
+        self.out = self.path.open("wb")
+
+    def read_as_files(self, uris: list[str]) -> None:
+        for start in range(0, len(uris), _FILES_AT_ONCE):
+            files = raw_source(uris[start : start + _FILES_AT_ONCE], self.only)
+            self.con.execute(f"INSERT INTO {self.table} SELECT * FROM {files}")
+
+    def close(self) -> None:
+        self.flush()
+        self.out.close()
+
+
+def _raw_bytes(fs: Any, uris: list[str]) -> Iterator[tuple[str, bytes]]:
     """Each raw file's JSON lines, decompressed, in order; a few fetched at once."""
+
+    def fetch(uri: str) -> bytes:
+        try:
+            return bytes(fs.cat_file(uri))
+        except FileNotFoundError as exc:
+            raise LakeFileUnreadable(f"lake file {uri} is gone (deleted while read?)") from exc
+
     with ThreadPoolExecutor(LOOKUPS_AT_ONCE) as pool:
-        for start in range(0, len(rels), _FILES_AT_ONCE):
-            group = rels[start : start + _FILES_AT_ONCE]
-            for rel, data in zip(group, pool.map(store.get, group), strict=True):
-                if data is None:
-                    raise LakeFileUnreadable(f"lake file {store.uri(rel)} is gone")
-                yield rel, _decompressed(rel, data)
+        for start in range(0, len(uris), _FILES_AT_ONCE):
+            group = uris[start : start + _FILES_AT_ONCE]
+            for uri, data in zip(group, pool.map(fetch, group), strict=True):
+                yield uri, _decompressed(uri, data)
 
 
 def _decompressed(rel: str, data: bytes) -> bytes:
@@ -262,27 +308,6 @@ def _spliced(data: bytes, key: str, name: str) -> bytes | None:
         return None
     head = b'{"' + key.encode() + b'":' + json.dumps(name).encode() + b","
     return b"".join([head + line[1:] + b"\n" for line in lines])
-
-
-def _insert_chunk(
-    con: Any, store: LakeStore, table: str, path: Path, typed: str, key: str, rels: list[str]
-) -> None:
-    import duckdb
-
-    try:
-        con.execute(
-            f'INSERT INTO {table} SELECT * EXCLUDE ("{key}"), "{key}" AS source_file '
-            f"FROM read_json({_quote(str(path))}, format = 'newline_delimited', "
-            f"columns = {typed}, hive_partitioning = false)"
-        )
-    except duckdb.Error:  # read again file by file: DuckDB's error names the lake file
-        _insert_files(con, store, table, rels)
-
-
-def _insert_files(con: Any, store: LakeStore, table: str, rels: list[str]) -> None:
-    for start in range(0, len(rels), _FILES_AT_ONCE):
-        uris = [store.uri(rel) for rel in rels[start : start + _FILES_AT_ONCE]]
-        con.execute(f"INSERT INTO {table} SELECT * FROM {raw_source(uris)}")
 
 
 class LakeFileUnreadable(ValueError):
@@ -425,7 +450,7 @@ def compact_hour(
             lake_files_explained(),
             tempfile.TemporaryDirectory(prefix="sysmetrics-compact-") as tmp,
         ):
-            source = stage_raw_files(con, store, new, "raw_rows")
+            source = stage_raw_files(con, store.fs, [store.uri(f) for f in new], "raw_rows")
             if base:
                 kept = curated_source(
                     curated_uri(store, topic, base), [], again & known, lacking(base)

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Collection, Generator, Sequence
+from collections.abc import Collection, Generator, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import fsspec
 
 from sysmetrics.lake.compaction import (
     HourSource,
     curated_files_source,
     curated_source,
     each_event_once,
-    raw_source,
+    stage_raw_files,
 )
 from sysmetrics.warehouse import sql
 from sysmetrics.warehouse.base import Appended, Warehouse
@@ -63,7 +65,7 @@ class DuckDBWarehouse(Warehouse):
         self._con.execute("SET memory_limit = $limit", {"limit": memory_limit})
         self._con.execute("SET preserve_insertion_order = false")
         self._lock = threading.Lock()
-        self._filesystems: set[str] = set()
+        self._filesystems: dict[str, Any] = {}
 
     def _execute(self, statement: str, params: dict[str, Any]) -> None:
         with self._lock:
@@ -104,14 +106,25 @@ class DuckDBWarehouse(Warehouse):
                 if name not in existing[table]:
                     self._execute(f"ALTER TABLE {table} ADD COLUMN {name} {_TYPES[kind_]}", {})
 
-    def _flatten(
-        self, file_uris: list[str], curated: str | None = None, missing: Collection[str] = ()
-    ) -> str:
-        """FLATTEN over these lake files (and a curated Parquet file), in DuckDB's dialect."""
-        if curated is not None:
-            template = sql.flatten(each_event_once(True, file_uris))
-            return self._flattened(curated_source(curated, file_uris, missing=missing), template)
-        return self._flattened(raw_source(file_uris, sql.flatten_fields()))
+    def _flatten(self, curated: str, file_uris: list[str], missing: Collection[str]) -> str:
+        """FLATTEN over a curated Parquet file and the raw files after it, in DuckDB's
+        dialect."""
+        template = sql.flatten(each_event_once(True, file_uris))
+        return self._flattened(curated_source(curated, file_uris, missing=missing), template)
+
+    @contextlib.contextmanager
+    def _staged(self, file_uris: list[str]) -> Iterator[str]:
+        """FLATTEN over these raw files, read first into a temporary table
+        (``stage_raw_files``: a few reads of spliced files instead of one per file) outside
+        any transaction; the table is dropped after. Call with the lock held."""
+        first = file_uris[0] if file_uris else ""
+        protocol = first.split("://")[0] if "://" in first else "file"
+        fs = fsspec.filesystem("file") if protocol == "file" else self._filesystems[protocol]
+        try:
+            staged = stage_raw_files(self._con, fs, file_uris, "staged_raw", sql.flatten_fields())
+            yield self._flattened(staged)
+        finally:
+            self._con.execute("DROP TABLE IF EXISTS staged_raw")
 
     def _flattened(self, source: str, template: str = sql.FLATTEN) -> str:
         flatten = self.render(template.replace("{events}", _EVENTS_PLACEHOLDER))
@@ -167,13 +180,12 @@ class DuckDBWarehouse(Warehouse):
         self._con.interrupt()
 
     def append_files(self, hour: datetime, file_uris: list[str], names: list[str]) -> Appended:
-        with self._lock:
+        with self._lock, self._staged(file_uris) as events:
             # One transaction: rows and ledger entries land together or not at all.
             self._con.execute("BEGIN TRANSACTION")
             try:
                 self._con.execute(
-                    f"CREATE OR REPLACE TEMP TABLE staged_events AS {self._flatten(file_uris)}",
-                    {"start": hour},
+                    f"CREATE OR REPLACE TEMP TABLE staged_events AS {events}", {"start": hour}
                 )
                 staged = sql.DROP_LATER_COPIES.replace("{staged}", "staged_events")
                 self._con.execute(self.render(staged), {"start": hour})
@@ -198,7 +210,12 @@ class DuckDBWarehouse(Warehouse):
         missing: Collection[str] = (),
     ) -> int:
         raw = self.table("raw")
-        with self._lock:
+        with self._lock, contextlib.ExitStack() as stack:
+            events = ""
+            if curated is not None:
+                events = self._flatten(curated, file_uris, missing)
+            elif file_uris:
+                events = stack.enter_context(self._staged(file_uris))
             self._con.execute("BEGIN TRANSACTION")
             try:
                 self._con.execute(f"DELETE FROM {raw} WHERE hour = $start", {"start": hour})
@@ -208,10 +225,7 @@ class DuckDBWarehouse(Warehouse):
                     # still holds one stretch of its hosts, which is all a query gains.
                     once = each_event_once(curated is not None, file_uris)
                     order = "" if once else "ORDER BY host_id, ts, event_id"
-                    statement = (
-                        f"INSERT INTO {raw} SELECT * FROM "
-                        f"({self._flatten(file_uris, curated, missing)}) " + order
-                    )
+                    statement = f"INSERT INTO {raw} SELECT * FROM ({events}) " + order
                     self._con.execute(statement, {"start": hour})
                 count = self._con.execute(
                     f"SELECT COUNT(*) FROM {raw} WHERE hour = $start", {"start": hour}
@@ -223,11 +237,12 @@ class DuckDBWarehouse(Warehouse):
         return int(count)
 
     def use_filesystem(self, filesystem: Any) -> None:
-        protocol = str(filesystem.protocol)
-        if protocol not in self._filesystems:
+        protocols = filesystem.protocol
+        names = protocols if isinstance(protocols, tuple) else (protocols,)
+        if names[0] not in self._filesystems:
             with self._lock:
                 self._con.register_filesystem(filesystem)
-            self._filesystems.add(protocol)
+            self._filesystems.update(dict.fromkeys(names, filesystem))
 
     def close(self) -> None:
         with self._lock:
