@@ -564,7 +564,10 @@ def verify_hour(store: LakeStore, topic: str, hour: datetime) -> Verification:
             return Verification(
                 hour, True, f"version {manifest.version}, raw pruned{unsealed}", raw
             )
-        events = f"(SELECT DISTINCT event_id FROM {raw_source([store.uri(f) for f in raw])})"
+        # The scalar fields alone: DuckDB sets up every column it is given per file (see
+        # stage_raw_files), 10.6 s for the whole event against 2.4 s for 7,299 files.
+        ids = raw_source([store.uri(f) for f in raw], {})
+        events = f"(SELECT DISTINCT event_id FROM {ids})"
         if len(raw) == len(manifest.sources):
             raw_rows, raw_checksum = con.execute(_STATS + events).fetchone()
             if (int(raw_rows), str(raw_checksum)) != (manifest.rows, manifest.checksum):
