@@ -286,10 +286,10 @@ def _raw_bytes(fs: Any, uris: list[str]) -> Iterator[tuple[str, bytes]]:
                 yield uri, _decompressed(uri, data)
 
 
-def _decompressed(rel: str, data: bytes) -> bytes:
-    if rel.endswith(".gz"):
+def _decompressed(uri: str, data: bytes) -> bytes:
+    if uri.endswith(".gz"):
         return gzip.decompress(data)
-    if rel.endswith(".zst"):
+    if uri.endswith(".zst"):
         import zstandard
 
         reader = zstandard.ZstdDecompressor().stream_reader(data, read_across_frames=True)
