@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from sysmetrics.event_types import duckdb_columns, field_paths
 from sysmetrics.lake import layout
@@ -212,31 +212,36 @@ def stage_raw_files(
     spec = "{" + ", ".join(f"{_quote(k)}: {_quote(v)}" for k, v in typed.items()) + "}"
     declared = ", ".join(f'"{name}" {kind}' for name, kind in columns.items())
     con.execute(f'CREATE OR REPLACE TEMP TABLE {table} ({declared}, "source_file" VARCHAR)')
-    chunk = _Chunk(con, table, spec, key, only)
-    with tempfile.TemporaryDirectory(prefix="sysmetrics-raw-") as tmp:
-        chunk.open(Path(tmp) / "chunk.jsonl")
+    with (
+        tempfile.TemporaryDirectory(prefix="sysmetrics-raw-") as tmp,
+        (Path(tmp) / "chunk.jsonl").open("w+b") as out,
+    ):
+        chunk = _Chunk(con, table, spec, key, only, out)
         for uri, data in _raw_bytes(fs, uris):
             spliced = _spliced(data, key, _name(uri))
             if spliced is None:
                 chunk.read_as_files([uri])
             else:
                 chunk.add(uri, spliced)
-        chunk.close()
+        chunk.flush()
     return f"(SELECT * FROM {table})"
 
 
 class _Chunk:
-    """The spliced file being filled, and the reads of it into the table."""
+    """The spliced file being filled (``out``), and the reads of it into the table."""
 
     def __init__(
-        self, con: Any, table: str, spec: str, key: str, only: Mapping[str, frozenset[str]] | None
+        self,
+        con: Any,
+        table: str,
+        spec: str,
+        key: str,
+        only: Mapping[str, frozenset[str]] | None,
+        out: IO[bytes],
     ) -> None:
         self.con, self.table, self.spec, self.key, self.only = con, table, spec, key, only
+        self.out = out
         self.uris: list[str] = []
-
-    def open(self, path: Path) -> None:
-        self.path = path
-        self.out = path.open("wb")
 
     def add(self, uri: str, spliced: bytes) -> None:
         self.out.write(spliced)
@@ -245,29 +250,28 @@ class _Chunk:
             self.flush()
 
     def flush(self) -> None:
+        """Read what the file holds into the table, then empty it."""
         import duckdb
 
-        self.out.close()
-        if self.uris:
-            try:
-                self.con.execute(
-                    f'INSERT INTO {self.table} SELECT * EXCLUDE ("{self.key}"), "{self.key}" '
-                    f"AS source_file FROM read_json({_quote(str(self.path))}, format = "
-                    f"'newline_delimited', columns = {self.spec}, hive_partitioning = false)"
-                )
-            except duckdb.Error:  # read again file by file: DuckDB's error names the lake file
-                self.read_as_files(self.uris)
+        if not self.uris:
+            return
+        self.out.flush()
+        try:
+            self.con.execute(
+                f'INSERT INTO {self.table} SELECT * EXCLUDE ("{self.key}"), "{self.key}" '
+                f"AS source_file FROM read_json({_quote(self.out.name)}, format = "
+                f"'newline_delimited', columns = {self.spec}, hive_partitioning = false)"
+            )
+        except duckdb.Error:  # read again file by file: DuckDB's error names the lake file
+            self.read_as_files(self.uris)
+        self.out.seek(0)
+        self.out.truncate()
         self.uris = []
-        self.out = self.path.open("wb")
 
     def read_as_files(self, uris: list[str]) -> None:
         for start in range(0, len(uris), _FILES_AT_ONCE):
             files = raw_source(uris[start : start + _FILES_AT_ONCE], self.only)
             self.con.execute(f"INSERT INTO {self.table} SELECT * FROM {files}")
-
-    def close(self) -> None:
-        self.flush()
-        self.out.close()
 
 
 def _raw_bytes(fs: Any, uris: list[str]) -> Iterator[tuple[str, bytes]]:
