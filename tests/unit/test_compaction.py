@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -636,6 +637,12 @@ def test_many_raw_files_are_read_in_a_few_spliced_ones_with_the_same_rows(tmp_pa
                 f"SELECT COUNT(*) FROM (FROM {a} EXCEPT ALL FROM {b})"
             ).fetchone() == (0,)
     assert con.execute("SELECT COUNT(DISTINCT source_file) FROM staged").fetchone() == (8,)
+    # A file deleted between the listing and the read (a prune beside it) stops the read
+    # with its name: nothing of the hour is read without it.
+    gone = store.uri(rels[0])
+    (lake / rels[0]).unlink()
+    with pytest.raises(LakeFileUnreadable, match=f"lake file {re.escape(gone)} is gone"):
+        stage_raw_files(con, store.fs, [store.uri(r) for r in rels], "staged")
     con.close()
 
 
