@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -20,7 +20,7 @@ def status_path(data_dir: Path, kind: str, pid: int) -> Path:
     return data_dir / "status" / f"{kind}-{pid}.json"
 
 
-def write_status(path: Path, status: msgspec.Struct) -> None:
+def write_status(path: Path, status: msgspec.Struct | dict[str, Any]) -> None:
     """Replace the status file atomically (a reader never sees half of it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

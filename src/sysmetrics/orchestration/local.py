@@ -9,7 +9,6 @@ writer (which flushes), then the broker.
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 import os
 import signal
@@ -27,6 +26,7 @@ from sysmetrics.ingest.status import grpc_address, read_ingest_status, receiver_
 from sysmetrics.lake.status import read_writer_status
 from sysmetrics.observability import MetricsEndpoint, serve_metrics
 from sysmetrics.orchestration.scheduler import HourlyScheduler
+from sysmetrics.status_files import write_status
 from sysmetrics.stream.broker import BrokerError, EmbeddedBroker, process_group_alive, stop_pid
 
 log = logging.getLogger(__name__)
@@ -291,8 +291,7 @@ class LocalPipeline:
             "broker_pid": broker.pid if broker else None,
             "components": {c.name: c.pid for c in self.components},
         }
-        self.state_file.parent.mkdir(parents=True, exist_ok=True)
-        self.state_file.write_text(json.dumps(state))
+        write_status(self.state_file, state)  # atomic: `status` and tests read it any time
 
     # ------------------------------------------------------------------ status
     def rows(self) -> list[tuple[str, str, str]]:
