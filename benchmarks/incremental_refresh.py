@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import random
 import resource
 import tempfile
 import time
@@ -97,7 +98,10 @@ def build_hour(
     """The hour's events, written minute by minute as rounds up to ``written_minutes``; the
     later minutes' rounds are returned, not written."""
     per_minute: dict[int, tuple[list[bytes], list[str]]] = defaultdict(lambda: ([], []))
+    arrival = random.Random(seed)
     for emit_at, event in generate(hosts, hour, 3600.0, 10.0, seed):
+        # Stamped as the lake writer stamps each line: its arrival at Kafka, a little after.
+        event.received_at = hour + timedelta(seconds=emit_at + arrival.uniform(0.005, 0.4))
         lines, keys = per_minute[min(int(emit_at // 60), 59)]
         lines.append(encode(event))
         keys.append(event.host.host_id)

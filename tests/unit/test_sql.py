@@ -75,6 +75,35 @@ def test_a_slot_counts_whole_intervals_since_the_epoch_on_the_engine() -> None:
     assert row == (millis // 10_000, millis // 2_500, pytest.approx(0.15))
 
 
+@pytest.mark.parametrize(
+    ("later", "earlier", "unit", "expected"),
+    [
+        ("00:00:00.9999", "00:00:00.0001", "MILLISECOND", 999),
+        ("00:00:00.0001", "00:00:00.9999", "MILLISECOND", -999),
+        # Across a unit boundary but less than a whole unit apart: none (DuckDB's DATE_DIFF
+        # on TIMESTAMPTZ counts the boundary: 1).
+        ("00:00:01.0001", "00:00:00.9999", "MILLISECOND", 0),
+        ("00:00:01.2", "00:00:00.9", "SECOND", 0),
+        ("00:01:00.5", "00:00:00", "SECOND", 60),
+        ("00:00:00", "00:00:59.9", "SECOND", -59),
+        ("02:59:59", "01:00:00", "HOUR", 1),
+    ],
+)
+def test_a_timestamp_difference_counts_whole_units_as_bigquery_does(
+    later: str, earlier: str, unit: str, expected: int
+) -> None:
+    statement = sql.render(f"SELECT TIMESTAMP_DIFF(@later, @earlier, {unit})", "duckdb")
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    day = "2026-12-05T"
+    at = {
+        "later": datetime.fromisoformat(day + later + "+00:00"),
+        "earlier": datetime.fromisoformat(day + earlier + "+00:00"),
+    }
+    assert con.execute(statement, at).fetchone() == (expected,)
+    assert "DATE_DIFF" not in statement
+
+
 def test_an_unbalanced_macro_call_is_refused() -> None:
     with pytest.raises(ValueError, match="unbalanced"):
         sql._macros("SELECT SLOT(ts, COALESCE(a, 1)")

@@ -1118,10 +1118,47 @@ def _count_if_of_nothing_is_zero(node: exp.Expression) -> exp.Expression:
     return node
 
 
+_MICROSECONDS_IN: Final = {
+    "MICROSECOND": 1,
+    "MILLISECOND": 1_000,
+    "SECOND": 1_000_000,
+    "MINUTE": 60_000_000,
+    "HOUR": 3_600_000_000,
+    "DAY": 86_400_000_000,
+}
+
+
+def _timestamp_diff_in_microseconds(node: exp.Expression) -> exp.Expression:
+    """``TIMESTAMP_DIFF`` in a unit of fixed length: BigQuery's whole units between the two
+    times (the difference truncated toward zero), from their epoch microseconds. DuckDB's own
+    ``DATE_DIFF`` on TIMESTAMPTZ goes through its ICU calendar, ~8x the CPU (0.55 against
+    0.07 s for 3.6 M rows: a fifth of the hourly statements' time on a 10,000-host hour), and
+    counts unit boundaries crossed (0.9999 s to 1.0001 s is 1 ms there, 0 in BigQuery)."""
+    if not isinstance(node, exp.TimestampDiff):
+        return node
+    unit = node.text("unit").upper()
+    if unit not in _MICROSECONDS_IN:
+        return node
+    difference = exp.Sub(
+        this=exp.func("EPOCH_US", node.this), expression=exp.func("EPOCH_US", node.expression)
+    )
+    # DuckDB's ``//`` on integers truncates toward zero, as BigQuery counts whole units.
+    return exp.Paren(
+        this=exp.IntDiv(
+            this=exp.Paren(this=difference),
+            expression=exp.Literal.number(_MICROSECONDS_IN[unit]),
+        )
+    )
+
+
 @cache
 def render(sql: str, dialect: str) -> str:
     """The statement in the backend's dialect."""
     if dialect != "bigquery":
         parsed = sqlglot.parse_one(sql, read="bigquery")
-        sql = parsed.transform(_count_if_of_nothing_is_zero).sql(dialect=dialect)
+        sql = (
+            parsed.transform(_count_if_of_nothing_is_zero)
+            .transform(_timestamp_diff_in_microseconds)
+            .sql(dialect=dialect)
+        )
     return _expand_array_json(_expand_array_reduce(sql, dialect), dialect)
