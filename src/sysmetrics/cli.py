@@ -1213,6 +1213,8 @@ def up(
         ingest=with_ingest,
         airflow=use_airflow,
     )
+    for host, port, options in pipeline.server_ports():
+        _refuse_taken_port(host, port, options)
     try:
         run_live(pipeline, run_for)
     except BrokerError as exc:

@@ -122,34 +122,89 @@ def test_up_shows_this_machine_and_sigint_leaves_nothing_behind(tmp_path: Path) 
     assert not state_file.exists()
 
 
-def test_a_component_that_keeps_exiting_is_restarted_and_up_says_why(tmp_path: Path) -> None:
-    """The dashboard's port is taken: `up` restarts it with a growing delay and each restart
-    line carries the reason from the component's log, not only the log's path."""
+def up_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "SYSMETRICS_DATA_DIR": str(tmp_path / "data"),
+        "SYSMETRICS_BROKER_PORT": (port := str(free_port())),
+        "SYSMETRICS_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
+        "SYSMETRICS_METRICS_PORT": "0",
+        **extra,
+    }
+
+
+def test_a_component_that_dies_is_restarted_and_up_says_why(tmp_path: Path) -> None:
+    """The dashboard is killed (-9) twice: `up` starts it again each time, with a growing delay,
+    and each restart line carries the component's last log line, not only the log's path."""
+    dashboard_port = free_port()
+    up = subprocess.Popen(
+        [SYSMETRICS, "up", "--no-collect", "--no-airflow"],
+        env=up_env(tmp_path, SYSMETRICS_DASHBOARD_PORT=str(dashboard_port)),
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    state_file = tmp_path / "data" / "up.json"
+
+    def dashboard_pid() -> int | None:
+        if not state_file.exists():
+            return None
+        pid = json.loads(state_file.read_text())["components"]["dashboard"]
+        return int(pid) if pid else None
+
+    killed = []
+    try:
+        for _ in range(2):
+            wait_for(
+                lambda: (
+                    dashboard_pid() not in (None, *killed)
+                    and bool(fetch(f"http://127.0.0.1:{dashboard_port}/healthz"))
+                ),
+                120,
+                "the dashboard serving (again)",
+            )
+            pid = dashboard_pid()
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        wait_for(lambda: dashboard_pid() not in (None, *killed), 60, "the second restart")
+    finally:
+        up.send_signal(signal.SIGINT)
+        stderr = up.communicate(timeout=120)[1]
+    assert up.returncode == 0, stderr[-3000:]
+    restarts = [line for line in stderr.splitlines() if "dashboard exited with -9" in line]
+    assert len(restarts) == 2, stderr[-3000:]
+    log_file = tmp_path / "data" / "logs" / "dashboard.log"
+    last = [line for line in log_file.read_text().splitlines() if line.strip()]
+    assert all("): restarting (see" in line and str(log_file) in line for line in restarts)
+    # The reason in each line is the log's last line before that death (not "no output").
+    assert all("(no output)" not in line for line in restarts), restarts
+    assert any(line.strip()[:60] in restarts[-1] for line in last), (restarts, last[-5:])
+
+
+def test_a_port_another_process_holds_stops_up_before_it_starts_anything(
+    tmp_path: Path,
+) -> None:
+    """A component whose port is taken would exit at every start, restarted for ever: `up`
+    says which port and what to change, and starts nothing (no broker, no state file)."""
     import socket
 
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
-        env = {
-            **os.environ,
-            "SYSMETRICS_DATA_DIR": str(tmp_path / "data"),
-            "SYSMETRICS_BROKER_PORT": (port := str(free_port())),
-            "SYSMETRICS_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
-            "SYSMETRICS_DASHBOARD_PORT": str(holder.getsockname()[1]),
-            "SYSMETRICS_METRICS_PORT": "0",
-        }
+        taken = holder.getsockname()[1]
+        env = up_env(tmp_path, SYSMETRICS_INGEST_PORT=str(taken))
         up = subprocess.run(
-            [SYSMETRICS, "up", "--for", "15", "--no-collect", "--no-airflow"],
+            [SYSMETRICS, "up", "--for", "30", "--no-collect", "--no-airflow", "--ingest"],
             env=env,
             cwd=tmp_path,
             capture_output=True,
             text=True,
-            timeout=180,
+            timeout=120,
         )
-    assert up.returncode == 0, up.stderr[-3000:]
-    restarts = [line for line in up.stderr.splitlines() if "dashboard exited with" in line]
-    assert len(restarts) >= 2, up.stderr[-3000:]
-    reason = (
-        "is in use: stop what holds it, or choose another (--port or SYSMETRICS_DASHBOARD_PORT)"
-    )
-    assert all(f"{reason}): restarting (see" in line for line in restarts), restarts
+    assert up.returncode == 1, up.stderr[-3000:]
+    assert f"port {taken} on 127.0.0.1 is in use" in up.stderr
+    assert "(SYSMETRICS_INGEST_PORT)" in up.stderr
+    assert not (tmp_path / "data" / "up.json").exists()
+    assert not list((tmp_path / "data").rglob("*.pid")), "a broker was started"

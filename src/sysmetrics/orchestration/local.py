@@ -146,6 +146,24 @@ class LocalPipeline:
             airflow=airflow,
         )
 
+    def server_ports(self) -> list[tuple[str, int, str]]:
+        """(host, port, what to change) of each server a component starts: a port another
+        process holds would make that component exit at each start, restarted for ever."""
+        s = self.settings
+        names = {c.name for c in self.components}
+        ports = []
+        if "dashboard" in names:
+            ports.append(
+                (s.dashboard_host, s.dashboard_port, "SYSMETRICS_DASHBOARD_PORT, or --no-dashboard")
+            )
+        if "ingest" in names:
+            ports.append((s.ingest_host, s.ingest_port, "SYSMETRICS_INGEST_PORT"))
+            if s.ingest_grpc_port is not None:
+                ports.append((s.ingest_host, s.ingest_grpc_port, "SYSMETRICS_INGEST_GRPC_PORT"))
+        if "airflow" in names:
+            ports.append(("127.0.0.1", s.airflow_port, "SYSMETRICS_AIRFLOW_PORT, or --no-airflow"))
+        return ports
+
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
