@@ -612,7 +612,7 @@ def batch_run(ctx: Context, hour_text: str, wait: float, rebuild: bool) -> None:
     from datetime import UTC
 
     from sysmetrics.batch.hourly import DataQualityError, curate, run_hour
-    from sysmetrics.lake.compaction import LakeFileUnreadable
+    from sysmetrics.lake.compaction import LakeFileUnreadable, NotCompacted
     from sysmetrics.timeutil import parse_utc
 
     try:
@@ -627,7 +627,7 @@ def batch_run(ctx: Context, hour_text: str, wait: float, rebuild: bool) -> None:
         )
         _echo_result(result)
         _echo_curated(curate(ctx.settings, store, result.recomputed, datetime.now(UTC)))
-    except (DataQualityError, LakeFileUnreadable) as exc:
+    except (DataQualityError, LakeFileUnreadable, NotCompacted) as exc:
         raise click.ClickException(str(exc)) from None
     finally:
         wh.close()
@@ -786,7 +786,12 @@ def lake_compact(
         for hour in ready:
             try:
                 done = compact_hour(
-                    store, settings.topic, hour, settings.curated_row_group_rows, rebuild=rebuild
+                    store,
+                    settings.topic,
+                    hour,
+                    settings.curated_row_group_rows,
+                    rebuild=rebuild,
+                    memory_limit=settings.duckdb_memory_limit,
                 )
             except (LakeFileUnreadable, NotCompacted) as exc:
                 failed += 1

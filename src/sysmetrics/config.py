@@ -132,7 +132,8 @@ class Settings(BaseSettings):
     duckdb_memory_limit: str = Field(
         "1GB",
         pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$",
-        description="DuckDB memory limit (larger hours spill to disk beside the file)",
+        description="DuckDB's memory limit in the warehouse and in compaction (past it an "
+        "hour spills to disk: beside the warehouse file, or in the system's temporary folder)",
     )
     bigquery_endpoint: str | None = Field(None, description="BigQuery API endpoint (emulator)")
     bigquery_timeout_s: float = Field(

@@ -135,6 +135,29 @@ def test_compacted_hour_equals_its_raw_hour_field_for_field(tmp_path: Path) -> N
     assert compact_hour(store, TOPIC, OLD).skipped == "up to date"
 
 
+def test_compaction_works_within_the_memory_limit_and_says_when_it_is_too_small(
+    tmp_path: Path,
+) -> None:
+    """The hour is compacted within SYSMETRICS_DUCKDB_MEMORY_LIMIT (spilling past it: a
+    10,000-host hour held 6.5 GiB unbounded, 1.2 GiB at 1GB); a limit too small even to spill is
+    NotCompacted naming the setting, raised at once (no file-by-file reread: no file is at
+    fault), and the hour keeps its version."""
+    lake = tmp_path / "lake"
+    build_hour(lake)
+    store = LakeStore(str(lake))
+    first = compact_hour(store, TOPIC, OLD, memory_limit="256MB")
+    assert first.version == 1 and first.rows > 4_000
+    with (
+        mock.patch("sysmetrics.lake.compaction.raw_source", side_effect=AssertionError("reread")),
+        pytest.raises(NotCompacted, match="raise SYSMETRICS_DUCKDB_MEMORY_LIMIT") as refused,
+    ):
+        compact_hour(store, TOPIC, OLD, rebuild=True, memory_limit="4MB")
+    assert "memory limit (4MB)" in str(refused.value)
+    manifest = current_manifest(store, TOPIC, OLD)
+    assert manifest is not None and manifest.version == 1
+    assert verify_hour(store, TOPIC, OLD).ok
+
+
 def test_an_outside_reader_sees_the_documented_schema(tmp_path: Path) -> None:
     """pyarrow, knowing nothing of sysmetrics, reads typed columns (README: Curated layer)."""
     lake = tmp_path / "lake"

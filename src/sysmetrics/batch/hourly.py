@@ -734,7 +734,13 @@ def curate(
     done = Curated()
     for hour in complete_hours(store, settings.topic, hours):
         done.compacted.append(
-            compact_hour(store, settings.topic, hour, settings.curated_row_group_rows)
+            compact_hour(
+                store,
+                settings.topic,
+                hour,
+                settings.curated_row_group_rows,
+                memory_limit=settings.duckdb_memory_limit,
+            )
         )
     expired = last_prunable_hour(now, settings.raw_retention_days, settings.lookback_hours)
     if prune and expired is not None:

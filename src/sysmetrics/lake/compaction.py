@@ -149,12 +149,20 @@ def _hour(manifest: CuratedManifest) -> datetime:
 
 
 # ---------------------------------------------------------------------------- engine
-def _connect(store: LakeStore) -> Any:
+def _connect(
+    store: LakeStore, memory_limit: str | None = None, spill_dir: str | None = None
+) -> Any:
+    """An in-memory DuckDB reading the lake; ``memory_limit`` (DuckDB's own default: 80 % of
+    the machine) past which it spills to ``spill_dir``."""
     import duckdb
 
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     con.execute("SET preserve_insertion_order = false")
+    if memory_limit is not None:
+        con.execute("SET memory_limit = $limit", {"limit": memory_limit})
+    if spill_dir is not None:
+        con.execute("SET temp_directory = $dir", {"dir": spill_dir})
     if not store.is_local:
         con.register_filesystem(store.fs)
     return con
@@ -262,6 +270,8 @@ class _Chunk:
                 f"AS source_file FROM read_json({_quote(self.out.name)}, format = "
                 f"'newline_delimited', columns = {self.spec}, hive_partitioning = false)"
             )
+        except duckdb.OutOfMemoryException:
+            raise  # no file's fault: reading them one by one would only fail slower
         except duckdb.Error:  # read again file by file: DuckDB's error names the lake file
             self.read_as_files(self.uris)
         self.out.seek(0)
@@ -420,11 +430,14 @@ def compact_hour(
     hour: datetime,
     row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
     rebuild: bool = False,
+    memory_limit: str | None = None,
 ) -> Compacted:
     """Write ``hour`` as a new curated version if raw files exist that the current one lacks,
     or that hold fields the current one lacks and this version knows (after an upgrade).
     ``rebuild``: a new version from the raw files alone, the current one not read (damaged:
-    see :func:`verify_hour`); NotCompacted when raw files it was made from are pruned."""
+    see :func:`verify_hour`); NotCompacted when raw files it was made from are pruned.
+    ``memory_limit``: DuckDB's, past which the hour spills to a temporary folder
+    (SYSMETRICS_DUCKDB_MEMORY_LIMIT in the pipeline; None: DuckDB's default, 80 % of RAM)."""
     current = current_manifest(store, topic, hour)
     raw = raw_files(store, topic, hour)
     if rebuild and current is not None:
@@ -448,12 +461,16 @@ def compact_hour(
     folder = layout.curated_hour_dir(topic, hour)
     if base:
         ensure_unchanged(store, topic, base)
-    con = _connect(store)
-    try:
-        with (
-            lake_files_explained(),
-            tempfile.TemporaryDirectory(prefix="sysmetrics-compact-") as tmp,
-        ):
+    with (
+        lake_files_explained(),
+        tempfile.TemporaryDirectory(prefix="sysmetrics-compact-") as tmp,
+    ):
+        # The hour is staged whole before its sort: unbounded, a 10,000-host hour held 6.5 GiB;
+        # within the limit it spills to ``tmp`` (1.2 GiB at 1GB, in the same time).
+        con = _connect(store, memory_limit, spill_dir=tmp)
+        import duckdb
+
+        try:
             source = stage_raw_files(con, store.fs, [store.uri(f) for f in new], "raw_rows")
             if base:
                 kept = curated_source(
@@ -470,8 +487,14 @@ def compact_hour(
                 _STATS + f"read_parquet({_quote(str(out))}, hive_partitioning = false)"
             ).fetchone()
             data = out.read_bytes()
-    finally:
-        con.close()
+        except duckdb.OutOfMemoryException as exc:
+            raise NotCompacted(
+                f"DuckDB's memory limit ({memory_limit or 'its default'}) is too "
+                "small even to spill this hour to disk; raise SYSMETRICS_DUCKDB_MEMORY_LIMIT "
+                f"(DuckDB: {str(exc).splitlines()[0]})"
+            ) from None
+        finally:
+            con.close()
     name = layout.curated_data_name(version)
     # No manifest names this version yet: a file left by a crashed attempt is replaced.
     store.put(f"{folder}/{name}", data)
