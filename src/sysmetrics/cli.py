@@ -1202,12 +1202,25 @@ def up(
     from sysmetrics.orchestration.local import LocalPipeline, run_live
     from sysmetrics.stream.broker import BrokerError
 
-    if with_ingest:
-        import importlib
-
-        # A missing extra fails here, with what to install, not in a child restarted forever.
-        importlib.import_module("sysmetrics.ingest.server")
     settings = _writable_data_dir(_overridden(metrics_port=metrics_port))
+    # What would make a component exit at every start, restarted for ever, stops `up` here
+    # with what to change: a missing extra, a server exposed without authentication, a port
+    # another process holds.
+    if with_ingest:
+        from sysmetrics.ingest.server import IngestRefused, check_exposure
+
+        try:
+            check_exposure(settings)
+        except IngestRefused as exc:
+            raise click.ClickException(str(exc)) from None
+    if not no_dashboard:
+        from sysmetrics.dashboard.auth import DashboardAuthError
+        from sysmetrics.dashboard.auth import check_exposure as check_dashboard_exposure
+
+        try:
+            check_dashboard_exposure(settings, settings.dashboard_host)
+        except DashboardAuthError as exc:
+            raise click.ClickException(str(exc)) from None
     pipeline = LocalPipeline.for_up(
         settings,
         simulate_hosts,

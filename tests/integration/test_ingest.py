@@ -390,7 +390,9 @@ def _every_scrape_assembled_and_sent(ingest: Ingest, tmp_path: Path, drain_s: fl
     """Every scrape time Prometheus recorded, once the receiver holds none of them in
     assembly and its spool is empty."""
     wait_for(lambda: ingest.metric("sysmetrics_ingest_pending_samples") == 0, 60, "assembly")
-    wait_for(lambda: ingest.metric("sysmetrics_collector_spool_depth") == 0, drain_s, "spool drain")
+    wait_for(
+        lambda: ingest.metric("sysmetrics_ingest_producer_spool_depth") == 0, drain_s, "spool drain"
+    )
     return _prometheus_scrape_times(tmp_path / "prometheus")
 
 
@@ -1184,8 +1186,8 @@ def test_a_sample_too_large_for_kafka_is_set_aside_and_the_stream_goes_on(
             assert post(f"{ingest.url}/api/v1/write", load(host, now_ms + 10_000), rw) == 204
         wait_for(
             lambda: (
-                ingest.metric("sysmetrics_collector_set_aside_total") == 1
-                and ingest.metric("sysmetrics_collector_delivered_total") >= 3
+                ingest.metric("sysmetrics_ingest_producer_set_aside_total") == 1
+                and ingest.metric("sysmetrics_ingest_producer_delivered_total") >= 3
             ),
             60,
             "the large event set aside, the events after it delivered",

@@ -255,7 +255,7 @@ def _stop_once_delivered(collector: OtelCollector, ingest: Ingest) -> str:
     finally:
         collector_log = collector.stop()
     wait_for(lambda: ingest.metric("sysmetrics_ingest_pending_samples") == 0, 30, "assembly")
-    wait_for(lambda: ingest.metric("sysmetrics_collector_spool_depth") == 0, 120, "spool")
+    wait_for(lambda: ingest.metric("sysmetrics_ingest_producer_spool_depth") == 0, 120, "spool")
     return collector_log
 
 
@@ -329,13 +329,15 @@ def test_kafka_down_30s_under_grpc_and_the_receiver_killed_lose_and_duplicate_no
             wait_for(lambda: ingest.metric("sysmetrics_ingest_events_total") >= 3, 90, "events")
             restartable_broker.stop()
             time.sleep(12)
-            spooled = ingest.metric("sysmetrics_collector_spool_depth")
+            spooled = ingest.metric("sysmetrics_ingest_producer_spool_depth")
             ingest.kill()  # with events in its spool and samples being assembled
             time.sleep(3)
             ingest.start()
             time.sleep(15)
             restartable_broker.start()
-            wait_for(lambda: ingest.metric("sysmetrics_collector_spool_depth") == 0, 120, "drain")
+            wait_for(
+                lambda: ingest.metric("sysmetrics_ingest_producer_spool_depth") == 0, 120, "drain"
+            )
         finally:
             collector_log = _stop_once_delivered(collector, ingest)
     finally:

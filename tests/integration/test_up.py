@@ -183,18 +183,26 @@ def test_a_component_that_dies_is_restarted_and_up_says_why(tmp_path: Path) -> N
     assert any(line.strip()[:60] in restarts[-1] for line in last), (restarts, last[-5:])
 
 
-def test_a_port_another_process_holds_stops_up_before_it_starts_anything(
-    tmp_path: Path,
+@pytest.mark.parametrize("refusal", ["taken port", "dashboard exposed"])
+def test_what_would_stop_a_component_at_every_start_stops_up_before_it_starts_anything(
+    tmp_path: Path, refusal: str
 ) -> None:
-    """A component whose port is taken would exit at every start, restarted for ever: `up`
-    says which port and what to change, and starts nothing (no broker, no state file)."""
+    """A port another process holds, or the dashboard on a non-loopback address without a
+    token: that component would exit at every start, restarted for ever. `up` says what to
+    change and starts nothing (no broker, no state file)."""
     import socket
 
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         taken = holder.getsockname()[1]
-        env = up_env(tmp_path, SYSMETRICS_INGEST_PORT=str(taken))
+        if refusal == "taken port":
+            env = up_env(tmp_path, SYSMETRICS_INGEST_PORT=str(taken))
+            said = [f"port {taken} on 127.0.0.1 is in use", "(SYSMETRICS_INGEST_PORT)"]
+        else:
+            env = up_env(tmp_path, SYSMETRICS_DASHBOARD_HOST="0.0.0.0")
+            env.pop("SYSMETRICS_DASHBOARD_TOKEN", None)
+            said = ["the dashboard on 0.0.0.0 would serve", "SYSMETRICS_DASHBOARD_TOKEN"]
         up = subprocess.run(
             [SYSMETRICS, "up", "--for", "30", "--no-collect", "--no-airflow", "--ingest"],
             env=env,
@@ -204,7 +212,6 @@ def test_a_port_another_process_holds_stops_up_before_it_starts_anything(
             timeout=120,
         )
     assert up.returncode == 1, up.stderr[-3000:]
-    assert f"port {taken} on 127.0.0.1 is in use" in up.stderr
-    assert "(SYSMETRICS_INGEST_PORT)" in up.stderr
+    assert all(text in up.stderr for text in said), up.stderr[-3000:]
     assert not (tmp_path / "data" / "up.json").exists()
     assert not list((tmp_path / "data").rglob("*.pid")), "a broker was started"

@@ -576,7 +576,9 @@ def serve(settings: Settings) -> tuple[int, int, int]:
     check_exposure(settings)
     ingest_dir = settings.data_dir / "ingest"
     assembler = Assembler(ingest_dir, settings.ingest_assembly_wait_s)
-    producer = SpooledProducer(settings, ingest_dir / "spool")
+    producer = SpooledProducer(
+        settings, ingest_dir / "spool", metrics_prefix="sysmetrics_ingest_producer"
+    )
     app = IngestApp(settings, producer, assembler, status_path(settings.data_dir, os.getpid()))
     _collect_garbage_less_often()
     config = uvicorn.Config(

@@ -461,6 +461,8 @@ def compact_hour(
     folder = layout.curated_hour_dir(topic, hour)
     if base:
         ensure_unchanged(store, topic, base)
+    import duckdb
+
     with (
         lake_files_explained(),
         tempfile.TemporaryDirectory(prefix="sysmetrics-compact-") as tmp,
@@ -468,8 +470,6 @@ def compact_hour(
         # The hour is staged whole before its sort: unbounded, a 10,000-host hour held 6.5 GiB;
         # within the limit it spills to ``tmp`` (1.2 GiB at 1GB, in the same time).
         con = _connect(store, memory_limit, spill_dir=tmp)
-        import duckdb
-
         try:
             source = stage_raw_files(con, store.fs, [store.uri(f) for f in new], "raw_rows")
             if base:

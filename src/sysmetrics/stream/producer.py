@@ -85,8 +85,10 @@ class SpooledProducer:
         spool_dir: Path,
         topic: str | None = None,
         window: int = 10_000,
+        metrics_prefix: str = "sysmetrics_collector",
     ) -> None:
         self.topic = topic or settings.topic
+        self.metrics_prefix = metrics_prefix
         self.spool = Spool(spool_dir, settings.spool_max_bytes)
         self.stats = DeliveryStats()
         self.window = window
@@ -99,56 +101,57 @@ class SpooledProducer:
         self._alone: int | None = None  # a suspect in flight with nothing beside it
 
     def readings(self) -> list[Reading]:
-        """The collector's numbers for /metrics."""
+        """The spool's and the deliveries' numbers for /metrics, named by the process that
+        owns them (``metrics_prefix``: the collector's, or the ingest receiver's)."""
         return [
             Reading(
-                "sysmetrics_collector_samples_total",
+                f"{self.metrics_prefix}_samples_total",
                 "counter",
-                "samples spooled",
+                "events spooled (a collector's samples, an ingest receiver's events)",
                 self.stats.spooled,
             ),
             Reading(
-                "sysmetrics_collector_spool_refused_total",
+                f"{self.metrics_prefix}_spool_refused_total",
                 "counter",
-                "samples the spool could not write (a full disk): the collector sends them "
+                "events the spool could not write (a full disk): the collector sends them "
                 "without it, at most once",
                 self.stats.refused,
             ),
             Reading(
-                "sysmetrics_collector_lost_total",
+                f"{self.metrics_prefix}_lost_total",
                 "counter",
-                "samples neither spooled nor taken by Kafka: lost",
+                "events neither spooled nor taken by Kafka: lost",
                 self.stats.lost,
             ),
             Reading(
-                "sysmetrics_collector_delivered_total",
+                f"{self.metrics_prefix}_delivered_total",
                 "counter",
-                "samples Kafka acknowledged",
+                "events Kafka acknowledged",
                 self.stats.delivered,
             ),
             Reading(
-                "sysmetrics_collector_delivery_failures_total",
+                f"{self.metrics_prefix}_delivery_failures_total",
                 "counter",
                 "failed delivery attempts (retried from the spool)",
                 self.stats.failed_attempts,
             ),
             Reading(
-                "sysmetrics_collector_set_aside_total",
+                f"{self.metrics_prefix}_set_aside_total",
                 "counter",
-                "samples over Kafka's message size limit, kept in the spool's rejected/ "
+                "events over Kafka's message size limit, kept in the spool's rejected/ "
                 "instead of sent",
                 self.stats.set_aside,
             ),
             Reading(
-                "sysmetrics_collector_spool_depth",
+                f"{self.metrics_prefix}_spool_depth",
                 "gauge",
-                "samples in the on-disk spool not yet acknowledged",
+                "events in the on-disk spool not yet acknowledged",
                 self.spool.pending,
             ),
             Reading(
-                "sysmetrics_collector_spool_dropped_total",
+                f"{self.metrics_prefix}_spool_dropped_total",
                 "counter",
-                "samples dropped because the spool reached SYSMETRICS_SPOOL_MAX_BYTES",
+                "events dropped because the spool reached SYSMETRICS_SPOOL_MAX_BYTES",
                 self.spool.dropped,
             ),
         ]
