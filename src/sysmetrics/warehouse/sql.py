@@ -829,7 +829,9 @@ ORDER BY anomaly, host_id
 # disk_full and temperature_high are the stream's DiskFull and HighTemperature, with the same
 # answer: they hold for a host in an hour when one of its samples in the hour is in a run of
 # samples above the threshold that began at least the rule's `for` earlier (@disk_for_ms,
-# @temperature_for_ms; a run may begin in the hour before), as the evaluator fires.
+# @temperature_for_ms; a run may begin in the hour before), as the evaluator fires. Only hosts
+# with a sample above either threshold in the hour can hold one, so only theirs are windowed
+# (the window over every host was 0.9 of the statement's 1.8 s on a 10,000-host hour).
 ALERTS = _macros(
     """
 INSERT INTO {alerts}
@@ -842,6 +844,10 @@ around AS (
   WHERE ts >= TIMESTAMP_SUB(@start, INTERVAL 1 HOUR)
     AND ts < TIMESTAMP_ADD(@start, INTERVAL 1 HOUR)
     AND IN_SCOPE(host_id)
+    AND host_id IN (
+      SELECT host_id FROM {raw}
+      WHERE ts >= @start AND ts < TIMESTAMP_ADD(@start, INTERVAL 1 HOUR) AND IN_SCOPE(host_id)
+        AND (disk_used_pct > @disk_pct OR temp_max_celsius > @temperature))
   WINDOW w AS (PARTITION BY host_id ORDER BY ts, event_id)
 ),
 disk_runs AS (
