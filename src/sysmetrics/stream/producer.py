@@ -113,8 +113,7 @@ class SpooledProducer:
             Reading(
                 f"{self.metrics_prefix}_spool_refused_total",
                 "counter",
-                "events the spool could not write (a full disk): the collector sends them "
-                "without it, at most once",
+                "events the spool could not write (a full disk): sent without it, at most once",
                 self.stats.refused,
             ),
             Reading(
