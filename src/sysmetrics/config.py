@@ -149,6 +149,18 @@ class Settings(BaseSettings):
         900.0, ge=0, description="how long the DAG waits for the watermark before a partial run"
     )
     airflow_port: int = Field(8080, ge=1, le=65535, description="Airflow UI/API port under up")
+    up_log_max_mb: float = Field(
+        10.0,
+        ge=0,
+        description="under up: a component's log past this many MiB is copied to <name>.log.1 "
+        "(older copies to .2 and .3, the oldest dropped) and emptied; 0 never rotates",
+    )
+    up_airflow_log_days: float = Field(
+        14.0,
+        ge=0,
+        description="under up: Airflow's own log files (a folder per task run) older than "
+        "this many days are deleted; 0 keeps them",
+    )
     alert_cpu_p95_pct: float = 90.0
     alert_disk_used_pct: float = 90.0
     alert_temperature_celsius: float = 85.0

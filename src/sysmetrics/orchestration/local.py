@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,6 +31,10 @@ from sysmetrics.status_files import write_status
 from sysmetrics.stream.broker import BrokerError, EmbeddedBroker, process_group_alive, stop_pid
 
 log = logging.getLogger(__name__)
+
+LOG_COPIES_KEPT = 3
+AIRFLOW_LOG_SWEEP_S = 3600.0
+"""How often `up` deletes Airflow's old log files (Airflow itself never does)."""
 
 
 @dataclass
@@ -116,6 +121,7 @@ class LocalPipeline:
         )
         self.state_file = settings.data_dir / "up.json"
         self.metrics: MetricsEndpoint | None = None
+        self._airflow_swept_at: float | None = None
 
     @classmethod
     def for_up(
@@ -253,7 +259,9 @@ class LocalPipeline:
         return env
 
     def supervise(self) -> None:
-        """Restart a component that died (with a growing delay); call this periodically."""
+        """Restart a component that died (with a growing delay) and keep the logs bounded;
+        call this periodically."""
+        self._bound_logs()
         for component in self.components:
             if component.process is not None and not component.running and not self.stop.is_set():
                 code = component.process.returncode
@@ -270,6 +278,21 @@ class LocalPipeline:
                 component.restarts += 1
                 self._spawn(component)
                 self._write_state()
+
+    def _bound_logs(self) -> None:
+        """Rotate each component's log past ``up_log_max_mb``; every hour, delete Airflow's own
+        log files older than ``up_airflow_log_days`` (a folder per task run, kept for ever)."""
+        max_bytes = int(self.settings.up_log_max_mb * 1024 * 1024)
+        if max_bytes:
+            for component in self.components:
+                if component.log_file is not None:
+                    rotate_log(component.log_file, max_bytes)
+        days = self.settings.up_airflow_log_days
+        now = time.monotonic()
+        due = self._airflow_swept_at is None or now - self._airflow_swept_at >= AIRFLOW_LOG_SWEEP_S
+        if days and due and any(c.name == "airflow" for c in self.components):
+            self._airflow_swept_at = now
+            delete_old_files(self.settings.data_dir / "airflow" / "logs", days * 86400)
 
     def shutdown(self) -> None:
         """Stop everything in pipeline order; nothing is left running when this returns."""
@@ -407,6 +430,48 @@ def stop_process_group(process: subprocess.Popen[bytes], grace_s: float = 20.0) 
             if not process_group_alive(pgid):
                 return
             time.sleep(0.2)
+
+
+def rotate_log(log_file: Path, max_bytes: int, copies: int = LOG_COPIES_KEPT) -> bool:
+    """Once ``log_file`` holds more than ``max_bytes``: its copies shift (``.1`` to ``.2`` …,
+    the oldest dropped), it is copied to ``.1`` and emptied. Copied, not renamed: the component
+    keeps writing to its open descriptor, in append mode, so its next line lands at the start of
+    the emptied file. A line written between the copy's last read and the emptying is lost, as
+    with logrotate's ``copytruncate``; the copy reads again just before to keep that short."""
+    try:
+        if log_file.stat().st_size <= max_bytes:
+            return False
+    except FileNotFoundError:
+        return False
+    for n in range(copies - 1, 0, -1):
+        older = log_file.with_name(f"{log_file.name}.{n}")
+        if older.exists():
+            older.replace(log_file.with_name(f"{log_file.name}.{n + 1}"))
+    with log_file.open("rb") as source, log_file.with_name(f"{log_file.name}.1").open("wb") as copy:
+        shutil.copyfileobj(source, copy)
+        copy.write(source.read())  # what the component wrote during the copy
+        os.truncate(log_file, 0)
+    return True
+
+
+def delete_old_files(folder: Path, older_than_s: float) -> int:
+    """Delete the files under ``folder`` last written more than ``older_than_s`` ago, and the
+    folders left empty for over an hour (a younger one may be a task run's, about to get its
+    log); returns how many files went."""
+    now = time.time()
+    deleted = 0
+    for path in sorted(folder.rglob("*"), reverse=True):  # a folder's entries before it
+        try:
+            age = now - path.stat().st_mtime
+            if path.is_dir():
+                if age > AIRFLOW_LOG_SWEEP_S and not any(path.iterdir()):
+                    path.rmdir()
+            elif age > older_than_s:
+                path.unlink()
+                deleted += 1
+        except OSError:
+            continue  # gone meanwhile, or in use: the next sweep sees it again
+    return deleted
 
 
 def _last_line(log_file: Path | None) -> str:
