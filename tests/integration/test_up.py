@@ -183,7 +183,7 @@ def test_a_component_that_dies_is_restarted_and_up_says_why(tmp_path: Path) -> N
     assert any(line.strip()[:60] in restarts[-1] for line in last), (restarts, last[-5:])
 
 
-@pytest.mark.parametrize("refusal", ["taken port", "dashboard exposed"])
+@pytest.mark.parametrize("refusal", ["taken port", "taken broker port", "dashboard exposed"])
 def test_what_would_stop_a_component_at_every_start_stops_up_before_it_starts_anything(
     tmp_path: Path, refusal: str
 ) -> None:
@@ -199,6 +199,15 @@ def test_what_would_stop_a_component_at_every_start_stops_up_before_it_starts_an
         if refusal == "taken port":
             env = up_env(tmp_path, SYSMETRICS_INGEST_PORT=str(taken))
             said = [f"port {taken} on 127.0.0.1 is in use", "(SYSMETRICS_INGEST_PORT)"]
+        elif refusal == "taken broker port":
+            # As when another `up`, in another folder, runs its embedded broker: this was a
+            # traceback (the stop after a failed start joined a thread never started).
+            env = up_env(
+                tmp_path,
+                SYSMETRICS_BROKER_PORT=str(taken),
+                SYSMETRICS_BOOTSTRAP_SERVERS=f"127.0.0.1:{taken}",
+            )
+            said = [f"port {taken} on 127.0.0.1 is in use", "SYSMETRICS_BROKER_PORT"]
         else:
             env = up_env(tmp_path, SYSMETRICS_DASHBOARD_HOST="0.0.0.0")
             env.pop("SYSMETRICS_DASHBOARD_TOKEN", None)
@@ -213,5 +222,6 @@ def test_what_would_stop_a_component_at_every_start_stops_up_before_it_starts_an
         )
     assert up.returncode == 1, up.stderr[-3000:]
     assert all(text in up.stderr for text in said), up.stderr[-3000:]
+    assert "Traceback" not in up.stderr, up.stderr[-3000:]
     assert not (tmp_path / "data" / "up.json").exists()
     assert not list((tmp_path / "data").rglob("*.pid")), "a broker was started"

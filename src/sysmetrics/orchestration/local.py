@@ -158,6 +158,14 @@ class LocalPipeline:
         s = self.settings
         names = {c.name for c in self.components}
         ports = []
+        if self._starts_broker():
+            ports.append(
+                (
+                    "127.0.0.1",
+                    s.broker_port,
+                    "SYSMETRICS_BROKER_PORT, with SYSMETRICS_BOOTSTRAP_SERVERS to match",
+                )
+            )
         if "dashboard" in names:
             ports.append(
                 (s.dashboard_host, s.dashboard_port, "SYSMETRICS_DASHBOARD_PORT, or --no-dashboard")
@@ -170,11 +178,16 @@ class LocalPipeline:
             ports.append(("127.0.0.1", s.airflow_port, "SYSMETRICS_AIRFLOW_PORT, or --no-airflow"))
         return ports
 
+    def _starts_broker(self) -> bool:
+        """Whether `up` starts the embedded broker: it is the one configured, and this data
+        directory's is not already running (`sysmetrics broker start`)."""
+        embedded = self.settings.bootstrap_servers == self.broker.bootstrap
+        return embedded and self.broker.running() is None
+
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        embedded = self.settings.bootstrap_servers == self.broker.bootstrap
-        if embedded and self.broker.running() is None:
+        if self._starts_broker():
             self.broker.start()
             self.own_broker = True
         for component in self.components:
@@ -320,7 +333,8 @@ class LocalPipeline:
                         except subprocess.TimeoutExpired:
                             stop_pid(component.process.pid, timeout_s=1)
                     component.process.wait()
-        self._scheduler_thread.join(timeout=60)
+        if self._scheduler_thread.ident is not None:  # a start that failed never began it
+            self._scheduler_thread.join(timeout=60)
         if self.own_broker:
             self.broker.stop()
         self.state_file.unlink(missing_ok=True)

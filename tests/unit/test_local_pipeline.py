@@ -1,6 +1,7 @@
-"""`sysmetrics up` keeps what it writes on its own bounded: a component's log past the limit is
-copied aside and emptied while the component goes on writing to it, and Airflow's old log files
-(a folder per task run, which Airflow never deletes) go after the days set."""
+"""`sysmetrics up`'s pipeline object: it keeps what it writes on its own bounded (a component's
+log past the limit is copied aside and emptied while the component goes on writing to it;
+Airflow's old log files, a folder per task run that Airflow never deletes, go after the days
+set), and it stops cleanly after a start that failed."""
 
 from __future__ import annotations
 
@@ -102,3 +103,13 @@ def test_airflows_old_log_files_are_deleted_and_young_ones_kept(tmp_path: Path) 
     os.utime(new_run / "task_id=load" / "attempt=2.log", (fifteen_days_ago, fifteen_days_ago))
     pipeline.supervise()
     assert (new_run / "task_id=load" / "attempt=2.log").exists()
+
+
+def test_a_pipeline_whose_start_failed_stops_without_an_error(tmp_path: Path) -> None:
+    """`up` stops what it started when its start fails (the broker's, say); nothing of the
+    pipeline began, its scheduler thread included (joining it raised RuntimeError, a traceback
+    in place of the start's own error)."""
+    settings = Settings(data_dir=tmp_path / "data")
+    pipeline = LocalPipeline(settings, collect=False, dashboard=False)
+    pipeline.shutdown()
+    assert pipeline.stop.is_set()
