@@ -1199,7 +1199,7 @@ def up(
 ) -> None:
     """Run the whole pipeline here: embedded broker, collector, lake writer, hourly job and
     dashboard, with a live status. Ctrl-C stops everything cleanly."""
-    from sysmetrics.orchestration.local import LocalPipeline, run_live
+    from sysmetrics.orchestration.local import LocalPipeline, UpAlreadyRunning, run_live
     from sysmetrics.stream.broker import BrokerError
 
     settings = _writable_data_dir(_overridden(metrics_port=metrics_port))
@@ -1231,6 +1231,16 @@ def up(
         ingest=with_ingest,
         airflow=use_airflow,
     )
+    try:
+        stopped = pipeline.take_over_leftovers()
+    except UpAlreadyRunning as exc:
+        raise click.ClickException(str(exc)) from None
+    if stopped:
+        click.echo(
+            "the last `up` here ended without stopping its components; stopped them: "
+            + ", ".join(stopped),
+            err=True,
+        )
     for host, port, options in pipeline.server_ports():
         _refuse_taken_port(host, port, options)
     try:

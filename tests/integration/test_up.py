@@ -225,3 +225,99 @@ def test_what_would_stop_a_component_at_every_start_stops_up_before_it_starts_an
     assert "Traceback" not in up.stderr, up.stderr[-3000:]
     assert not (tmp_path / "data" / "up.json").exists()
     assert not list((tmp_path / "data").rglob("*.pid")), "a broker was started"
+
+
+def _start_up(tmp_path: Path, env: dict[str, str], dashboard_port: int) -> subprocess.Popen[str]:
+    up = subprocess.Popen(
+        [SYSMETRICS, "up", "--no-collect", "--no-airflow"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for(
+        lambda: (
+            (tmp_path / "data" / "up.json").exists()
+            and bool(fetch(f"http://127.0.0.1:{dashboard_port}/healthz"))
+        ),
+        120,
+        "up serving its dashboard",
+    )
+    return up
+
+
+def _state(tmp_path: Path) -> dict[str, object]:
+    state = json.loads((tmp_path / "data" / "up.json").read_text())
+    assert isinstance(state, dict)
+    return state
+
+
+def _pids(state: dict[str, object]) -> list[int]:
+    components = state["components"]
+    assert isinstance(components, dict)
+    return [pid for pid in components.values() if isinstance(pid, int)]
+
+
+def test_an_up_killed_leaves_components_the_next_up_stops_and_takes_over_its_broker(
+    tmp_path: Path,
+) -> None:
+    """`kill -9` of `up` leaves its components running, unsupervised, holding their ports:
+    the next `up` in that folder refused to start ("port … in use"). Now it stops them (the
+    lake writer flushing), says which, runs, and also stops the broker the killed one owned."""
+    dashboard_port = free_port()
+    env = up_env(tmp_path, SYSMETRICS_DASHBOARD_PORT=str(dashboard_port))
+    first = _start_up(tmp_path, env, dashboard_port)
+    state = _state(tmp_path)
+    leftovers = _pids(state)
+    broker_pid = state["broker_pid"]
+    assert isinstance(broker_pid, int) and state["own_broker"] is True
+    first.kill()
+    first.communicate(timeout=30)
+    assert all(pid_alive(pid) for pid in leftovers), "kill -9 of up leaves its components"
+
+    second = subprocess.run(
+        [SYSMETRICS, "up", "--no-collect", "--no-airflow", "--for", "10"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "ended without stopping its components; stopped them" in second.stderr
+    assert all(f"(pid {pid})" in second.stderr for pid in leftovers), second.stderr[-3000:]
+    assert not any(pid_alive(pid) for pid in leftovers)
+    assert not pid_alive(broker_pid), "the broker the killed up started is stopped with the rest"
+    assert not (tmp_path / "data" / "up.json").exists()
+
+
+def test_a_second_up_is_refused_and_a_lost_terminal_stops_everything(tmp_path: Path) -> None:
+    """A second `up` for the same folder says the first runs (it said a port was taken);
+    SIGHUP (the terminal went away) stops every component as Ctrl-C does: it ended `up` at
+    once and left them all running."""
+    dashboard_port = free_port()
+    env = up_env(tmp_path, SYSMETRICS_DASHBOARD_PORT=str(dashboard_port))
+    first = _start_up(tmp_path, env, dashboard_port)
+    try:
+        second = subprocess.run(
+            [SYSMETRICS, "up", "--no-collect", "--no-airflow", "--for", "5"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 1, second.stderr[-3000:]
+        assert f"`sysmetrics up` already runs for {tmp_path / 'data'} (pid {first.pid})" in (
+            second.stderr
+        ), second.stderr[-3000:]
+        state = _state(tmp_path)
+        components = _pids(state)
+        assert all(pid_alive(pid) for pid in components), "the refused up touched nothing"
+    finally:
+        first.send_signal(signal.SIGHUP)
+        stderr = first.communicate(timeout=120)[1]
+    assert first.returncode == 0, stderr[-3000:]
+    assert not any(pid_alive(pid) for pid in components)
+    assert isinstance(state["broker_pid"], int) and not pid_alive(state["broker_pid"])

@@ -9,6 +9,7 @@ writer (which flushes), then the broker.
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 import shutil
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,9 +30,26 @@ from sysmetrics.lake.status import read_writer_status
 from sysmetrics.observability import MetricsEndpoint, serve_metrics
 from sysmetrics.orchestration.scheduler import HourlyScheduler
 from sysmetrics.status_files import write_status
-from sysmetrics.stream.broker import BrokerError, EmbeddedBroker, process_group_alive, stop_pid
+from sysmetrics.stream.broker import (
+    BrokerError,
+    EmbeddedBroker,
+    pid_alive,
+    process_group_alive,
+    stop_pid,
+)
 
 log = logging.getLogger(__name__)
+
+STOP_ORDER = (
+    "ingest",
+    "collector",
+    "simulator",
+    "lake writer",
+    "alert evaluator",
+    "dashboard",
+    "airflow",
+)
+"""Sources first, then the writer (which flushes what they sent), the readers last."""
 
 LOG_COPIES_KEPT = 3
 AIRFLOW_LOG_SWEEP_S = 3600.0
@@ -178,6 +197,46 @@ class LocalPipeline:
             ports.append(("127.0.0.1", s.airflow_port, "SYSMETRICS_AIRFLOW_PORT, or --no-airflow"))
         return ports
 
+    def take_over_leftovers(self) -> list[str]:
+        """A previous `up` of this data directory that was killed (``kill -9``, a crash) left
+        its components running with no one to restart or stop them, holding their ports: stop
+        them, in pipeline order (the lake writer flushes on SIGTERM), and own its broker, which
+        goes on serving what the stopped writer has not read. Returns what was stopped.
+        Raises :class:`UpAlreadyRunning` when that `up` still runs."""
+        previous = _read_state(self.state_file)
+        if previous is None:
+            return []
+        written_at = self.state_file.stat().st_mtime
+        up_pid = previous.get("pid")
+        if isinstance(up_pid, int) and _started_before(up_pid, written_at):
+            raise UpAlreadyRunning(
+                f"`sysmetrics up` already runs for {self.settings.data_dir.resolve()} "
+                f"(pid {up_pid}): stop it first (Ctrl-C in its terminal, or kill -TERM it)"
+            )
+        components = previous.get("components")
+        if not isinstance(components, dict):
+            components = {}
+        stopped = []
+        for name in STOP_ORDER:
+            pid = components.get(name)
+            # A pid started after the state was written is another process (pid reuse).
+            if not isinstance(pid, int) or not _started_before(pid, written_at):
+                continue
+            if name == "airflow":
+                stop_process_group(pid)
+            else:
+                stop_pid(pid, timeout_s=30.0)
+            stopped.append(f"{name} (pid {pid})")
+        broker = self.broker.running()
+        if (
+            previous.get("own_broker")
+            and broker is not None
+            and broker.pid == previous.get("broker_pid")
+        ):
+            self.own_broker = True
+        self.state_file.unlink(missing_ok=True)
+        return stopped
+
     def _starts_broker(self) -> bool:
         """Whether `up` starts the embedded broker: it is the one configured, and this data
         directory's is not already running (`sysmetrics broker start`)."""
@@ -312,20 +371,11 @@ class LocalPipeline:
         self.stop.set()
         if self.metrics is not None:
             self.metrics.close()
-        order = [
-            "ingest",
-            "collector",
-            "simulator",
-            "lake writer",
-            "alert evaluator",
-            "dashboard",
-            "airflow",
-        ]
-        for name in order:
+        for name in STOP_ORDER:
             for component in self.components:
                 if component.name == name and component.process is not None:
                     if component.process_group:
-                        stop_process_group(component.process)
+                        stop_process_group(component.process.pid, component.process.poll)
                     elif component.running:
                         component.process.send_signal(signal.SIGTERM)
                         try:
@@ -344,6 +394,7 @@ class LocalPipeline:
         state = {
             "pid": os.getpid(),
             "broker_pid": broker.pid if broker else None,
+            "own_broker": self.own_broker,
             "components": {c.name: c.pid for c in self.components},
         }
         write_status(self.state_file, state)  # atomic: `status` and tests read it any time
@@ -397,7 +448,10 @@ def run_live(pipeline: LocalPipeline, run_for: float | None = None) -> None:
     from sysmetrics.terminal import as_is
 
     stopping: list[int] = []  # a plain flag: a signal handler must not take a lock
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    # SIGHUP: the terminal went away (a dropped SSH session); it ended `up` at once and left
+    # every component running unsupervised.
+    hangup = [signal.SIGHUP] if hasattr(signal, "SIGHUP") else []
+    for signum in (signal.SIGINT, signal.SIGTERM, *hangup):
         signal.signal(signum, lambda signum, _frame: stopping.append(signum))
     try:
         pipeline.start()
@@ -429,10 +483,12 @@ def run_live(pipeline: LocalPipeline, run_for: float | None = None) -> None:
         pipeline.shutdown()
 
 
-def stop_process_group(process: subprocess.Popen[bytes], grace_s: float = 20.0) -> None:
+def stop_process_group(
+    pgid: int, reap: Callable[[], object] = lambda: None, grace_s: float = 20.0
+) -> None:
     """Airflow standalone: SIGINT to the group, wait, then SIGTERM and SIGKILL the group
-    (SIGTERM alone leaves its children running)."""
-    pgid = process.pid  # start_new_session: the group id is the leader's pid
+    (SIGTERM alone leaves its children running). ``pgid`` is the leader's pid (started in a
+    session of its own); ``reap`` collects the leader when it is our child."""
     for sig, wait_s in ((signal.SIGINT, grace_s), (signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
         try:
             os.killpg(pgid, sig)
@@ -440,7 +496,7 @@ def stop_process_group(process: subprocess.Popen[bytes], grace_s: float = 20.0) 
             return
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
-            process.poll()
+            reap()
             if not process_group_alive(pgid):
                 return
             time.sleep(0.2)
@@ -486,6 +542,31 @@ def delete_old_files(folder: Path, older_than_s: float) -> int:
         except OSError:
             continue  # gone meanwhile, or in use: the next sweep sees it again
     return deleted
+
+
+class UpAlreadyRunning(RuntimeError):
+    """Another `sysmetrics up` runs for this data directory."""
+
+
+def _read_state(state_file: Path) -> dict[str, object] | None:
+    try:
+        state = json.loads(state_file.read_text())
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def _started_before(pid: int, instant: float) -> bool:
+    """Whether ``pid`` is alive and was started by ``instant`` (a Unix time): the process a
+    state file written then names, not a later one given the same pid."""
+    import psutil
+
+    if not pid_alive(pid):
+        return False
+    try:
+        return psutil.Process(pid).create_time() <= instant + 1.0
+    except psutil.Error:
+        return False
 
 
 def _last_line(log_file: Path | None) -> str:
