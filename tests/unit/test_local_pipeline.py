@@ -1,18 +1,22 @@
 """`sysmetrics up`'s pipeline object: it keeps what it writes on its own bounded (a component's
 log past the limit is copied aside and emptied while the component goes on writing to it;
 Airflow's old log files, a folder per task run that Airflow never deletes, go after the days
-set), and it stops cleanly after a start that failed."""
+set), it stops cleanly after a start that failed, and it takes no other process for one of
+its own."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 from sysmetrics.config import Settings
 from sysmetrics.orchestration.local import Component, LocalPipeline
+from sysmetrics.stream.broker import EmbeddedBroker
 from tests.support.waiting import wait_for
 
 # Writes a batch of 100 numbered lines at start and at each SIGUSR1, then waits.
@@ -113,3 +117,31 @@ def test_a_pipeline_whose_start_failed_stops_without_an_error(tmp_path: Path) ->
     pipeline = LocalPipeline(settings, collect=False, dashboard=False)
     pipeline.shutdown()
     assert pipeline.stop.is_set()
+
+
+def test_a_pid_another_process_has_taken_since_is_not_taken_for_ours(tmp_path: Path) -> None:
+    """After a reboot the broker's PID file and a killed `up`'s state name pids that other
+    processes may hold: those are neither the broker (`up` started none, `broker stop`
+    signalled that process) nor leftovers to stop."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    stranger = subprocess.Popen(["sleep", "120"])
+    try:
+        (data_dir / "broker.pid").write_text(f"{stranger.pid} 9092\n")
+        broker = EmbeddedBroker(data_dir, 9092)
+        assert broker.running() is None
+        broker.stop()
+        state = {
+            "pid": stranger.pid,
+            "broker_pid": stranger.pid,
+            "own_broker": True,
+            "components": {"lake writer": stranger.pid, "airflow": stranger.pid},
+        }
+        (data_dir / "up.json").write_text(json.dumps(state))
+        pipeline = LocalPipeline(Settings(data_dir=data_dir), collect=False, dashboard=False)
+        assert pipeline.take_over_leftovers() == []  # nor "`up` already runs"
+        assert not pipeline.own_broker
+        assert stranger.poll() is None, "the stranger was signalled"
+    finally:
+        stranger.kill()
+        stranger.wait()

@@ -33,8 +33,8 @@ from sysmetrics.status_files import write_status
 from sysmetrics.stream.broker import (
     BrokerError,
     EmbeddedBroker,
-    pid_alive,
     process_group_alive,
+    runs,
     stop_pid,
 )
 
@@ -206,9 +206,8 @@ class LocalPipeline:
         previous = _read_state(self.state_file)
         if previous is None:
             return []
-        written_at = self.state_file.stat().st_mtime
         up_pid = previous.get("pid")
-        if isinstance(up_pid, int) and _started_before(up_pid, written_at):
+        if isinstance(up_pid, int) and runs(up_pid, "sysmetrics", "up"):
             raise UpAlreadyRunning(
                 f"`sysmetrics up` already runs for {self.settings.data_dir.resolve()} "
                 f"(pid {up_pid}): stop it first (Ctrl-C in its terminal, or kill -TERM it)"
@@ -219,8 +218,8 @@ class LocalPipeline:
         stopped = []
         for name in STOP_ORDER:
             pid = components.get(name)
-            # A pid started after the state was written is another process (pid reuse).
-            if not isinstance(pid, int) or not _started_before(pid, written_at):
+            # Its pid may be another process's since (a reboot): only ours are stopped.
+            if not isinstance(pid, int) or not runs(pid, _COMMAND_WORD.get(name, "sysmetrics")):
                 continue
             if name == "airflow":
                 stop_process_group(pid)
@@ -544,6 +543,11 @@ def delete_old_files(folder: Path, older_than_s: float) -> int:
     return deleted
 
 
+_COMMAND_WORD = {"airflow": "airflow"}
+"""A word of each component's command line that is not "sysmetrics" (a leftover is stopped
+only when its pid still runs that command)."""
+
+
 class UpAlreadyRunning(RuntimeError):
     """Another `sysmetrics up` runs for this data directory."""
 
@@ -554,19 +558,6 @@ def _read_state(state_file: Path) -> dict[str, object] | None:
     except (OSError, ValueError):
         return None
     return state if isinstance(state, dict) else None
-
-
-def _started_before(pid: int, instant: float) -> bool:
-    """Whether ``pid`` is alive and was started by ``instant`` (a Unix time): the process a
-    state file written then names, not a later one given the same pid."""
-    import psutil
-
-    if not pid_alive(pid):
-        return False
-    try:
-        return psutil.Process(pid).create_time() <= instant + 1.0
-    except psutil.Error:
-        return False
 
 
 def _last_line(log_file: Path | None) -> str:

@@ -92,6 +92,22 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def runs(pid: int, *words: str) -> bool:
+    """Whether ``pid`` is alive and its command line holds each of ``words``: the process a PID
+    file names, not another that took its pid since (after a reboot a pid file's number is
+    often some other process's; taken for the broker, `broker stop` signalled that one). By
+    command line, not start time: a clock stepped since the file was written moves the latter."""
+    import psutil
+
+    if not pid_alive(pid):
+        return False
+    try:
+        command = " ".join(psutil.Process(pid).cmdline())
+    except psutil.Error:
+        return False  # gone, or another user's: not ours
+    return all(word in command for word in words)
+
+
 def process_group_alive(pgid: int) -> bool:
     """Whether any live (non-zombie) process is in the group ``pgid``."""
     proc = Path("/proc")
@@ -157,7 +173,7 @@ class EmbeddedBroker:
             info = BrokerInfo(int(pid_text), int(port_text))
         except (FileNotFoundError, ValueError):
             return None
-        return info if pid_alive(info.pid) else None
+        return info if runs(info.pid, "tansu", f"127.0.0.1:{info.port}") else None
 
     def start(self, timeout_s: float = 30.0, env: dict[str, str] | None = None) -> BrokerInfo:
         running = self.running()
