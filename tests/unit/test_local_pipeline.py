@@ -145,3 +145,26 @@ def test_a_pid_another_process_has_taken_since_is_not_taken_for_ours(tmp_path: P
     finally:
         stranger.kill()
         stranger.wait()
+    # A container restarted on its volume: the last `up` had the pid of the `up` now starting
+    # (whose command line holds "sysmetrics up"), a component the same.
+    starting_up = subprocess.run(
+        [sys.executable, "-c", TAKE_OVER_OWN_PID, str(data_dir), "sysmetrics", "up"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert starting_up.returncode == 0, starting_up.stderr[-2000:]
+    assert starting_up.stdout.strip() == "[]"
+
+
+TAKE_OVER_OWN_PID = """
+import json, os, sys
+from pathlib import Path
+from sysmetrics.config import Settings
+from sysmetrics.orchestration.local import LocalPipeline
+data_dir = Path(sys.argv[1])
+state = {"pid": os.getpid(), "components": {"lake writer": os.getpid()}}
+(data_dir / "up.json").write_text(json.dumps(state))
+pipeline = LocalPipeline(Settings(data_dir=data_dir), collect=False, dashboard=False)
+print(pipeline.take_over_leftovers())
+"""

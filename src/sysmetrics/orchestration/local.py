@@ -206,8 +206,11 @@ class LocalPipeline:
         previous = _read_state(self.state_file)
         if previous is None:
             return []
+        # In a container restarted on the same volume, the last `up` may have had this very
+        # pid, a component its parent's (a shell that started it): neither is a leftover.
+        ours = _this_process_and_its_parents()
         up_pid = previous.get("pid")
-        if isinstance(up_pid, int) and runs(up_pid, "sysmetrics", "up"):
+        if isinstance(up_pid, int) and up_pid not in ours and runs(up_pid, "sysmetrics", "up"):
             raise UpAlreadyRunning(
                 f"`sysmetrics up` already runs for {self.settings.data_dir.resolve()} "
                 f"(pid {up_pid}): stop it first (Ctrl-C in its terminal, or kill -TERM it)"
@@ -219,7 +222,9 @@ class LocalPipeline:
         for name in STOP_ORDER:
             pid = components.get(name)
             # Its pid may be another process's since (a reboot): only ours are stopped.
-            if not isinstance(pid, int) or not runs(pid, _COMMAND_WORD.get(name, "sysmetrics")):
+            if not isinstance(pid, int) or pid in ours:
+                continue
+            if not runs(pid, _COMMAND_WORD.get(name, "sysmetrics")):
                 continue
             if name == "airflow":
                 stop_process_group(pid)
@@ -550,6 +555,13 @@ only when its pid still runs that command)."""
 
 class UpAlreadyRunning(RuntimeError):
     """Another `sysmetrics up` runs for this data directory."""
+
+
+def _this_process_and_its_parents() -> set[int]:
+    import psutil
+
+    me = psutil.Process()
+    return {me.pid, *(parent.pid for parent in me.parents())}
 
 
 def _read_state(state_file: Path) -> dict[str, object] | None:
