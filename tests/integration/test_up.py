@@ -275,6 +275,13 @@ def test_an_up_killed_leaves_components_the_next_up_stops_and_takes_over_its_bro
     first.kill()
     first.communicate(timeout=30)
     assert all(pid_alive(pid) for pid in leftovers), "kill -9 of up leaves its components"
+    status = subprocess.run(
+        [SYSMETRICS, "status"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    components = state["components"]
+    assert isinstance(components, dict)
+    assert f"up           not running (pid {first.pid} ended without stopping" in status.stdout
+    assert f"dashboard {components['dashboard']}" in status.stdout, status.stdout
 
     second = subprocess.run(
         [SYSMETRICS, "up", "--no-collect", "--no-airflow", "--for", "10"],
@@ -315,6 +322,15 @@ def test_a_second_up_is_refused_and_a_lost_terminal_stops_everything(tmp_path: P
         state = _state(tmp_path)
         components = _pids(state)
         assert all(pid_alive(pid) for pid in components), "the refused up touched nothing"
+        status = subprocess.run(
+            [SYSMETRICS, "status"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert f"up           running pid {first.pid}: lake writer" in status.stdout, status.stdout
     finally:
         first.send_signal(signal.SIGHUP)
         stderr = first.communicate(timeout=120)[1]

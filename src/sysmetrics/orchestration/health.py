@@ -14,6 +14,7 @@ from sysmetrics.alerts.live import read_firing, summarize
 from sysmetrics.config import Settings
 from sysmetrics.ingest.status import read_ingest_status
 from sysmetrics.lake.status import read_writer_status
+from sysmetrics.orchestration.up_state import read_up_state
 from sysmetrics.stream.admin import under_replicated
 from sysmetrics.stream.broker import EmbeddedBroker
 
@@ -22,6 +23,7 @@ if TYPE_CHECKING:  # the warehouse extra may be missing: status then says so
 
 
 def report(settings: Settings) -> Iterator[str]:
+    yield from _up(settings)
     info = EmbeddedBroker(settings.data_dir, settings.broker_port).running()
     yield (
         f"broker       {'running pid ' + str(info.pid) if info else 'not running (embedded)'}"
@@ -54,6 +56,22 @@ def report(settings: Settings) -> Iterator[str]:
         yield f"warehouse    {exc}"
     except Exception as exc:
         yield f"warehouse    unavailable ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+
+
+def _up(settings: Settings) -> Iterator[str]:
+    """`sysmetrics up`, when one ran here: whether it runs, and components a killed one left
+    running unsupervised (nothing restarts them; the next `up` stops them first)."""
+    state = read_up_state(settings.data_dir)
+    if state is None:
+        return
+    components = ", ".join(f"{name} {pid}" for name, pid in state.components.items())
+    if state.running:
+        yield f"up           running pid {state.pid}: {components or 'no component running'}"
+    elif components:
+        yield (
+            f"up           not running (pid {state.pid} ended without stopping its "
+            f"components): {components} run unsupervised; `sysmetrics up` stops them first"
+        )
 
 
 def _writers(settings: Settings) -> Iterator[str]:

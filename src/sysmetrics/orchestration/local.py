@@ -9,7 +9,6 @@ writer (which flushes), then the broker.
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 import os
 import shutil
@@ -29,12 +28,12 @@ from sysmetrics.ingest.status import grpc_address, read_ingest_status, receiver_
 from sysmetrics.lake.status import read_writer_status
 from sysmetrics.observability import MetricsEndpoint, serve_metrics
 from sysmetrics.orchestration.scheduler import HourlyScheduler
+from sysmetrics.orchestration.up_state import read_up_state, state_file
 from sysmetrics.status_files import write_status
 from sysmetrics.stream.broker import (
     BrokerError,
     EmbeddedBroker,
     process_group_alive,
-    runs,
     stop_pid,
 )
 
@@ -138,7 +137,7 @@ class LocalPipeline:
         self._scheduler_thread = threading.Thread(
             target=self.scheduler.run, name="hourly-scheduler", daemon=True
         )
-        self.state_file = settings.data_dir / "up.json"
+        self.state_file = state_file(settings.data_dir)
         self.metrics: MetricsEndpoint | None = None
         self._airflow_swept_at: float | None = None
 
@@ -203,28 +202,18 @@ class LocalPipeline:
         them, in pipeline order (the lake writer flushes on SIGTERM), and own its broker, which
         goes on serving what the stopped writer has not read. Returns what was stopped.
         Raises :class:`UpAlreadyRunning` when that `up` still runs."""
-        previous = _read_state(self.state_file)
+        previous = read_up_state(self.settings.data_dir)
         if previous is None:
             return []
-        # In a container restarted on the same volume, the last `up` may have had this very
-        # pid, a component its parent's (a shell that started it): neither is a leftover.
-        ours = _this_process_and_its_parents()
-        up_pid = previous.get("pid")
-        if isinstance(up_pid, int) and up_pid not in ours and runs(up_pid, "sysmetrics", "up"):
+        if previous.running:
             raise UpAlreadyRunning(
                 f"`sysmetrics up` already runs for {self.settings.data_dir.resolve()} "
-                f"(pid {up_pid}): stop it first (Ctrl-C in its terminal, or kill -TERM it)"
+                f"(pid {previous.pid}): stop it first (Ctrl-C in its terminal, or kill -TERM it)"
             )
-        components = previous.get("components")
-        if not isinstance(components, dict):
-            components = {}
         stopped = []
         for name in STOP_ORDER:
-            pid = components.get(name)
-            # Its pid may be another process's since (a reboot): only ours are stopped.
-            if not isinstance(pid, int) or pid in ours:
-                continue
-            if not runs(pid, _COMMAND_WORD.get(name, "sysmetrics")):
+            pid = previous.components.get(name)
+            if pid is None:
                 continue
             if name == "airflow":
                 stop_process_group(pid)
@@ -232,11 +221,7 @@ class LocalPipeline:
                 stop_pid(pid, timeout_s=30.0)
             stopped.append(f"{name} (pid {pid})")
         broker = self.broker.running()
-        if (
-            previous.get("own_broker")
-            and broker is not None
-            and broker.pid == previous.get("broker_pid")
-        ):
+        if previous.own_broker and broker is not None and broker.pid == previous.broker_pid:
             self.own_broker = True
         self.state_file.unlink(missing_ok=True)
         return stopped
@@ -548,28 +533,8 @@ def delete_old_files(folder: Path, older_than_s: float) -> int:
     return deleted
 
 
-_COMMAND_WORD = {"airflow": "airflow"}
-"""A word of each component's command line that is not "sysmetrics" (a leftover is stopped
-only when its pid still runs that command)."""
-
-
 class UpAlreadyRunning(RuntimeError):
     """Another `sysmetrics up` runs for this data directory."""
-
-
-def _this_process_and_its_parents() -> set[int]:
-    import psutil
-
-    me = psutil.Process()
-    return {me.pid, *(parent.pid for parent in me.parents())}
-
-
-def _read_state(state_file: Path) -> dict[str, object] | None:
-    try:
-        state = json.loads(state_file.read_text())
-    except (OSError, ValueError):
-        return None
-    return state if isinstance(state, dict) else None
 
 
 def _last_line(log_file: Path | None) -> str:
