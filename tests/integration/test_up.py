@@ -227,6 +227,19 @@ def test_what_would_stop_a_component_at_every_start_stops_up_before_it_starts_an
     assert not list((tmp_path / "data").rglob("*.pid")), "a broker was started"
 
 
+def _run(
+    tmp_path: Path, env: dict[str, str], args: list[str], timeout_s: float
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [SYSMETRICS, *args],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+
+
 def _start_up(tmp_path: Path, env: dict[str, str], dashboard_port: int) -> subprocess.Popen[str]:
     up = subprocess.Popen(
         [SYSMETRICS, "up", "--no-collect", "--no-airflow"],
@@ -275,22 +288,13 @@ def test_an_up_killed_leaves_components_the_next_up_stops_and_takes_over_its_bro
     first.kill()
     first.communicate(timeout=30)
     assert all(pid_alive(pid) for pid in leftovers), "kill -9 of up leaves its components"
-    status = subprocess.run(
-        [SYSMETRICS, "status"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
-    )
+    status = _run(tmp_path, env, ["status"], 60)
     components = state["components"]
     assert isinstance(components, dict)
     assert f"up           not running (pid {first.pid} ended without stopping" in status.stdout
     assert f"dashboard {components['dashboard']}" in status.stdout, status.stdout
 
-    second = subprocess.run(
-        [SYSMETRICS, "up", "--no-collect", "--no-airflow", "--for", "10"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    second = _run(tmp_path, env, ["up", "--no-collect", "--no-airflow", "--for", "10"], 240)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "ended without stopping its components; stopped them" in second.stderr
     assert all(f"(pid {pid})" in second.stderr for pid in leftovers), second.stderr[-3000:]
@@ -307,14 +311,7 @@ def test_a_second_up_is_refused_and_a_lost_terminal_stops_everything(tmp_path: P
     env = up_env(tmp_path, SYSMETRICS_DASHBOARD_PORT=str(dashboard_port))
     first = _start_up(tmp_path, env, dashboard_port)
     try:
-        second = subprocess.run(
-            [SYSMETRICS, "up", "--no-collect", "--no-airflow", "--for", "5"],
-            env=env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        second = _run(tmp_path, env, ["up", "--no-collect", "--no-airflow", "--for", "5"], 60)
         assert second.returncode == 1, second.stderr[-3000:]
         assert f"`sysmetrics up` already runs for {tmp_path / 'data'} (pid {first.pid})" in (
             second.stderr
@@ -322,14 +319,7 @@ def test_a_second_up_is_refused_and_a_lost_terminal_stops_everything(tmp_path: P
         state = _state(tmp_path)
         components = _pids(state)
         assert all(pid_alive(pid) for pid in components), "the refused up touched nothing"
-        status = subprocess.run(
-            [SYSMETRICS, "status"],
-            env=env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        status = _run(tmp_path, env, ["status"], 60)
         assert f"up           running pid {first.pid}: lake writer" in status.stdout, status.stdout
     finally:
         first.send_signal(signal.SIGHUP)
