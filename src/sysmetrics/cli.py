@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,26 @@ def _writable_data_dir(settings: Settings) -> Settings:
 
 
 pass_ctx = click.make_pass_decorator(Context, ensure=True)
+
+
+def stops_on_ctrl_c(command: Callable[..., None]) -> Callable[..., None]:
+    """For a command that runs long DuckDB statements: Ctrl-C interrupts them
+    (:mod:`sysmetrics.interrupts`) and the command stops with click's "Aborted!", the statement's
+    transaction rolled back, whatever error the interrupted statement raised on its way."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> None:
+        from sysmetrics.interrupts import interruptible
+
+        with interruptible() as interrupted:
+            try:
+                command(*args, **kwargs)
+            except Exception:
+                if interrupted.is_set():
+                    raise click.Abort() from None
+                raise
+
+    return run
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -605,6 +627,7 @@ def _refuse_future(moment: datetime, option: str) -> None:
     "(after restoring or copying files into the lake; the tables come out the same).",
 )
 @pass_ctx
+@stops_on_ctrl_c
 def batch_run(ctx: Context, hour_text: str, wait: float, rebuild: bool) -> None:
     """Load one hour's new lake files (plus late files of the look-back window) and compute
     its tables: every host of the hour (settings may have changed), and of late hours the
@@ -644,6 +667,7 @@ def batch_run(ctx: Context, hour_text: str, wait: float, rebuild: bool) -> None:
     "or copied into the lake by other means than the lake writer.",
 )
 @pass_ctx
+@stops_on_ctrl_c
 def batch_backfill(
     ctx: Context,
     start_text: str | None,
@@ -760,6 +784,7 @@ def _say(bar: Any, text: str) -> None:
     "(damaged: `lake verify` says unreadable); refused for an hour whose raw files are pruned.",
 )
 @pass_ctx
+@stops_on_ctrl_c
 def lake_compact(
     ctx: Context,
     start_text: str | None,
@@ -815,6 +840,7 @@ def lake_compact(
 @lake_group.command("verify")
 @_range_options
 @pass_ctx
+@stops_on_ctrl_c
 def lake_verify(
     ctx: Context, start_text: str | None, end_text: str | None, last_text: str | None
 ) -> None:
@@ -858,6 +884,7 @@ def lake_verify(
 @_range_options
 @click.option("--dry-run", is_flag=True, help="Say what would be deleted, delete nothing.")
 @pass_ctx
+@stops_on_ctrl_c
 def lake_prune(
     ctx: Context,
     start_text: str | None,
@@ -903,6 +930,7 @@ def lake_prune(
 @lake_group.command("stats")
 @_range_options
 @pass_ctx
+@stops_on_ctrl_c
 def lake_stats(
     ctx: Context, start_text: str | None, end_text: str | None, last_text: str | None
 ) -> None:
@@ -945,6 +973,7 @@ QUERY_ROWS_SHOWN = 1_000
     "stderr says so.",
 )
 @pass_ctx
+@stops_on_ctrl_c
 def query(ctx: Context, statement: str, as_json: bool, limit: int) -> None:
     """Run SQL against the warehouse (tables: raw_metrics, hourly_host_metrics,
     hourly_host_trends, alerts, host_data_quality, retired_hosts, batch_runs; the hourly job's

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from sysmetrics.event_types import duckdb_columns, field_paths
+from sysmetrics.interrupts import track
 from sysmetrics.lake import layout
 from sysmetrics.lake.store import LakeStore
 from sysmetrics.timeutil import hour_floor
@@ -156,7 +157,7 @@ def _connect(
     the machine) past which it spills to ``spill_dir``."""
     import duckdb
 
-    con = duckdb.connect()
+    con = track(duckdb.connect())
     con.execute("SET TimeZone = 'UTC'")
     con.execute("SET preserve_insertion_order = false")
     if memory_limit is not None:

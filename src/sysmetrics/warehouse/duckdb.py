@@ -12,6 +12,7 @@ from typing import Any
 import duckdb
 import fsspec
 
+from sysmetrics.interrupts import track
 from sysmetrics.lake.compaction import (
     HourSource,
     curated_files_source,
@@ -51,7 +52,7 @@ class DuckDBWarehouse(Warehouse):
         if path != ":memory:" and not read_only:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._con = duckdb.connect(path, read_only=read_only)
+            self._con = track(duckdb.connect(path, read_only=read_only))
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower():
                 raise
