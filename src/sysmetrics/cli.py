@@ -524,11 +524,14 @@ def ingest(ctx: Context, bind_host: str | None, port: int | None, grpc_port: int
 def _refuse_taken_port(host: str, port: int, options: str) -> None:
     """A server's port that another process holds is one line naming what to change; it was
     the server's bind error, after a start-up that could take seconds (a Kafka check)."""
-    from sysmetrics.http_auth import address_in_use
+    from sysmetrics.http_auth import address_in_use, port_holder
 
     if address_in_use(host, port):
+        holder = port_holder(port)
+        by = f" by {holder}" if holder else ""
         raise click.ClickException(
-            f"port {port} on {host} is in use: stop what holds it, or choose another ({options})"
+            f"port {port} on {host} is in use{by}: stop what holds it, or choose another "
+            f"({options})"
         )
 
 

@@ -23,6 +23,26 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def port_holder(port: int) -> str | None:
+    """ "pid N (its command line)" of the process listening on TCP ``port``, when this user may
+    see it (another user's, or any on macOS without root, is not named): an administrator sees
+    at once whether it is a sysmetrics process left running or something else."""
+    import psutil
+
+    try:
+        pids = {
+            c.pid
+            for c in psutil.net_connections(kind="tcp")
+            if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid
+        }
+        for pid in sorted(pids):
+            command = " ".join(psutil.Process(pid).cmdline())
+            return f"pid {pid} ({command[:120]})"
+    except (psutil.Error, OSError):
+        return None
+    return None
+
+
 def address_in_use(host: str, port: int) -> bool:
     """Another process listens on ``host:port`` (binding it fails with EADDRINUSE), so a server
     can say so with the setting to change before it starts. Any other failure (an address

@@ -198,7 +198,11 @@ def test_what_would_stop_a_component_at_every_start_stops_up_before_it_starts_an
         taken = holder.getsockname()[1]
         if refusal == "taken port":
             env = up_env(tmp_path, SYSMETRICS_INGEST_PORT=str(taken))
-            said = [f"port {taken} on 127.0.0.1 is in use", "(SYSMETRICS_INGEST_PORT)"]
+            # The holder is named: here this test's process.
+            said = [
+                f"port {taken} on 127.0.0.1 is in use by pid {os.getpid()} (",
+                "(SYSMETRICS_INGEST_PORT)",
+            ]
         elif refusal == "taken broker port":
             # As when another `up`, in another folder, runs its embedded broker: this was a
             # traceback (the stop after a failed start joined a thread never started).
