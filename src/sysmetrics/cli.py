@@ -137,10 +137,13 @@ def _embedded(settings: Settings) -> Any:
 @pass_ctx
 def broker_start(ctx: Context, timeout: float) -> None:
     """Start the broker in the background and wait until it answers metadata."""
-    from sysmetrics.stream.broker import BrokerError
+    from sysmetrics.stream.broker import PORT_SETTINGS, BrokerError
 
+    broker = _embedded(ctx.settings)
+    if broker.running() is None:  # else start says it runs, and how to stop it
+        _refuse_taken_port("127.0.0.1", broker.port, PORT_SETTINGS)
     try:
-        info = _embedded(ctx.settings).start(timeout_s=timeout)
+        info = broker.start(timeout_s=timeout)
     except BrokerError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"broker running: pid {info.pid}, bootstrap servers {info.bootstrap}")

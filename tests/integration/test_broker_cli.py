@@ -58,7 +58,9 @@ def test_broker_start_on_a_busy_port_says_what_to_do(tmp_path: Path) -> None:
         }
         result = run(["broker", "start"], env, tmp_path)
     assert result.returncode != 0
-    assert "in use" in result.stderr and "SYSMETRICS_BROKER_PORT" in result.stderr
+    assert "SYSMETRICS_BROKER_PORT" in result.stderr
+    assert f"port {port} on 127.0.0.1 is in use by pid {os.getpid()} (" in result.stderr
+    assert not (tmp_path / "broker.pid").exists()
 
 
 def test_every_command_has_help(tmp_path: Path) -> None:

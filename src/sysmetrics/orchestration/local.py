@@ -30,6 +30,7 @@ from sysmetrics.observability import MetricsEndpoint, serve_metrics
 from sysmetrics.orchestration.scheduler import HourlyScheduler
 from sysmetrics.orchestration.up_state import read_up_state, state_file
 from sysmetrics.status_files import write_status
+from sysmetrics.stream.broker import PORT_SETTINGS as BROKER_PORT_SETTINGS
 from sysmetrics.stream.broker import (
     BrokerError,
     EmbeddedBroker,
@@ -177,13 +178,7 @@ class LocalPipeline:
         names = {c.name for c in self.components}
         ports = []
         if self._starts_broker():
-            ports.append(
-                (
-                    "127.0.0.1",
-                    s.broker_port,
-                    "SYSMETRICS_BROKER_PORT, with SYSMETRICS_BOOTSTRAP_SERVERS to match",
-                )
-            )
+            ports.append(("127.0.0.1", s.broker_port, BROKER_PORT_SETTINGS))
         if "dashboard" in names:
             ports.append(
                 (s.dashboard_host, s.dashboard_port, "SYSMETRICS_DASHBOARD_PORT, or --no-dashboard")

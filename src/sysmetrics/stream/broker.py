@@ -142,6 +142,10 @@ def stop_pid(pid: int, timeout_s: float = 15.0) -> None:
             os.waitpid(pid, 0)
 
 
+PORT_SETTINGS = "SYSMETRICS_BROKER_PORT, with SYSMETRICS_BOOTSTRAP_SERVERS to match"
+"""What to change when the embedded broker's port is taken."""
+
+
 @dataclass(frozen=True)
 class BrokerInfo:
     pid: int
@@ -184,8 +188,8 @@ class EmbeddedBroker:
             )
         if not port_is_free(self.port):
             raise BrokerError(
-                f"port {self.port} on 127.0.0.1 is in use: stop what holds it or set "
-                "SYSMETRICS_BROKER_PORT (and SYSMETRICS_BOOTSTRAP_SERVERS) to another port"
+                f"port {self.port} on 127.0.0.1 is in use: stop what holds it, or choose another "
+                f"({PORT_SETTINGS})"
             )
         self.run_dir.mkdir(parents=True, exist_ok=True)
         url = f"tcp://127.0.0.1:{self.port}"
