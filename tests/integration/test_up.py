@@ -244,9 +244,11 @@ def _run(
     )
 
 
-def _start_up(tmp_path: Path, env: dict[str, str], dashboard_port: int) -> subprocess.Popen[str]:
+def _start_up(
+    tmp_path: Path, env: dict[str, str], dashboard_port: int, prefix: tuple[str, ...] = ()
+) -> subprocess.Popen[str]:
     up = subprocess.Popen(
-        [SYSMETRICS, "up", "--no-collect", "--no-airflow"],
+        [*prefix, SYSMETRICS, "up", "--no-collect", "--no-airflow"],
         env=env,
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
@@ -331,3 +333,20 @@ def test_a_second_up_is_refused_and_a_lost_terminal_stops_everything(tmp_path: P
     assert first.returncode == 0, stderr[-3000:]
     assert not any(pid_alive(pid) for pid in components)
     assert isinstance(state["broker_pid"], int) and not pid_alive(state["broker_pid"])
+
+
+def test_up_under_nohup_runs_on_after_a_hangup(tmp_path: Path) -> None:
+    """`nohup sysmetrics up &` keeps running when the terminal goes (SIGHUP ignored), while a
+    plain `up` stops everything on SIGHUP (above)."""
+    dashboard_port = free_port()
+    env = up_env(tmp_path, SYSMETRICS_DASHBOARD_PORT=str(dashboard_port))
+    up = _start_up(tmp_path, env, dashboard_port, prefix=("nohup",))
+    try:
+        up.send_signal(signal.SIGHUP)
+        time.sleep(3)  # a heeded SIGHUP stops `up` within a second (its loop's tick)
+        assert up.poll() is None, up.communicate()[1][-3000:]
+        assert fetch(f"http://127.0.0.1:{dashboard_port}/healthz")
+    finally:
+        up.send_signal(signal.SIGINT)
+        stderr = up.communicate(timeout=120)[1]
+    assert up.returncode == 0, stderr[-3000:]

@@ -433,9 +433,10 @@ def run_live(pipeline: LocalPipeline, run_for: float | None = None) -> None:
 
     stopping: list[int] = []  # a plain flag: a signal handler must not take a lock
     # SIGHUP: the terminal went away (a dropped SSH session); it ended `up` at once and left
-    # every component running unsupervised.
-    hangup = [signal.SIGHUP] if hasattr(signal, "SIGHUP") else []
-    for signum in (signal.SIGINT, signal.SIGTERM, *hangup):
+    # every component running unsupervised. Under `nohup` (SIGHUP ignored) `up` runs on.
+    hangup = getattr(signal, "SIGHUP", None)
+    heeded = [hangup] if hangup is not None and signal.getsignal(hangup) == signal.SIG_DFL else []
+    for signum in (signal.SIGINT, signal.SIGTERM, *heeded):
         signal.signal(signum, lambda signum, _frame: stopping.append(signum))
     try:
         pipeline.start()
