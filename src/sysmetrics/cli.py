@@ -1276,8 +1276,13 @@ def up(
             + ", ".join(stopped),
             err=True,
         )
-    for host, port, options in pipeline.server_ports():
-        _refuse_taken_port(host, port, options)
+    try:
+        for host, port, options in pipeline.server_ports():
+            _refuse_taken_port(host, port, options)
+    except click.ClickException:
+        if pipeline.own_broker:  # taken over from a killed `up`: not left running unowned
+            pipeline.broker.stop()
+        raise
     try:
         run_live(pipeline, run_for)
     except BrokerError as exc:

@@ -278,12 +278,15 @@ def _pids(state: dict[str, object]) -> list[int]:
     return [pid for pid in components.values() if isinstance(pid, int)]
 
 
+@pytest.mark.parametrize("next_up", ["runs", "is refused"])
 def test_an_up_killed_leaves_components_the_next_up_stops_and_takes_over_its_broker(
-    tmp_path: Path,
+    tmp_path: Path, next_up: str
 ) -> None:
     """`kill -9` of `up` leaves its components running, unsupervised, holding their ports:
     the next `up` in that folder refused to start ("port … in use"). Now it stops them (the
-    lake writer flushing), says which, runs, and also stops the broker the killed one owned."""
+    lake writer flushing), says which, runs, and also stops the broker the killed one owned;
+    refused for another reason after that (a port something else holds), it stops that broker
+    too rather than leave it running with no `up` to own it."""
     dashboard_port = free_port()
     env = up_env(tmp_path, SYSMETRICS_DASHBOARD_PORT=str(dashboard_port))
     first = _start_up(tmp_path, env, dashboard_port)
@@ -300,8 +303,19 @@ def test_an_up_killed_leaves_components_the_next_up_stops_and_takes_over_its_bro
     assert f"up           not running (pid {first.pid} ended without stopping" in status.stdout
     assert f"dashboard {components['dashboard']}" in status.stdout, status.stdout
 
-    second = _run(tmp_path, env, ["up", "--no-collect", "--no-airflow", "--for", "10"], 240)
-    assert second.returncode == 0, second.stderr[-3000:]
+    if next_up == "runs":
+        second = _run(tmp_path, env, ["up", "--no-collect", "--no-airflow", "--for", "10"], 240)
+        assert second.returncode == 0, second.stderr[-3000:]
+    else:
+        import socket
+
+        with socket.socket() as holder:
+            holder.bind(("127.0.0.1", 0))
+            holder.listen()
+            env["SYSMETRICS_INGEST_PORT"] = str(holder.getsockname()[1])
+            second = _run(tmp_path, env, ["up", "--no-collect", "--no-airflow", "--ingest"], 240)
+        assert second.returncode == 1, second.stderr[-3000:]
+        assert "is in use by pid" in second.stderr, second.stderr[-3000:]
     assert "ended without stopping its components; stopped them" in second.stderr
     assert all(f"(pid {pid})" in second.stderr for pid in leftovers), second.stderr[-3000:]
     assert not any(pid_alive(pid) for pid in leftovers)
