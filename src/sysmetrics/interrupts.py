@@ -1,7 +1,7 @@
-"""Ctrl-C during a DuckDB statement. DuckDB's Python client (2.0.1) does not notice a SIGINT sent
-to the process while a statement runs: the signal reaches Python's handler, which runs only
-once the statement returns, so `sysmetrics query` over a large range ran on after Ctrl-C, and
-`batch backfill` ended in a traceback ("Query interrupted") when DuckDB did notice.
+"""Ctrl-C during a DuckDB statement. DuckDB's Python client (2.0.1) does not reliably notice a
+SIGINT sent to the process while a statement runs: Python's handler runs only once the
+statement returns, so `sysmetrics query` over a large range ran on after Ctrl-C, and when DuckDB
+did notice, its error ("Query interrupted") ended `batch backfill` in a traceback.
 
 Every DuckDB connection sysmetrics opens is tracked here. While :func:`interruptible` is in
 force a thread of its own hears the signal (through Python's wakeup fd, written by the C-level
