@@ -146,6 +146,18 @@ def test_payloads_that_can_never_succeed_say_why(payload: bytes, kind: str) -> N
     assert raised.value.kind == kind and 400 <= raised.value.status < 500
 
 
+@pytest.mark.parametrize(
+    ("content_type", "kind"),
+    [("application/x-protobuf", "bad_protobuf"), ("application/json", "bad_json")],
+)
+def test_an_otlp_body_that_does_not_parse_is_counted_under_its_encoding(
+    content_type: str, kind: str
+) -> None:
+    with pytest.raises(PayloadError) as raised:
+        decode_otlp_python(b"\x00\x01garbage", content_type, ("host.name",), 1000)
+    assert raised.value.kind == kind and raised.value.status == 400
+
+
 NETWORK_METRICS = (
     "system.network.io",
     "system.network.packets",

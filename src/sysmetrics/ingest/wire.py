@@ -369,8 +369,10 @@ def _otlp_request(data: bytes, content_type: str) -> object:
         else:
             request.ParseFromString(data)
     except (DecodeError, ParseError, UnicodeDecodeError) as exc:
+        json = content_type == "application/json"
         raise PayloadError(
-            "bad_protobuf", f"body is not an OTLP ExportMetricsServiceRequest: {exc}"
+            "bad_json" if json else "bad_protobuf",
+            f"body is not an OTLP ExportMetricsServiceRequest{' in JSON' if json else ''}: {exc}",
         ) from None
     return request
 
