@@ -13,6 +13,7 @@ from pathlib import Path
 import duckdb
 
 from tests.support.kafka_io import SYSMETRICS
+from tests.support.terminal import as_from_a_terminal
 
 LONG_STATEMENT = "SELECT count(*) FROM range(100000000000) AS t(x) WHERE x % 7 = 3"
 """Minutes of work on any machine."""
@@ -33,6 +34,7 @@ def test_ctrl_c_stops_a_long_query_at_once(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=as_from_a_terminal,
     )
     time.sleep(4)  # started and inside the statement (imports take ~1 s)
     assert query.poll() is None, query.communicate()[1][-2000:]

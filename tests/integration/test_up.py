@@ -18,6 +18,7 @@ from sysmetrics.collect.host import read_host
 from sysmetrics.stream.broker import free_port, pid_alive
 from tests.support.kafka_io import SYSMETRICS
 from tests.support.remote_write import write_request
+from tests.support.terminal import as_from_a_terminal
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
@@ -254,6 +255,7 @@ def _start_up(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=as_from_a_terminal,  # a `nohup` prefix ignores SIGHUP again
     )
     wait_for(
         lambda: (
