@@ -254,8 +254,10 @@ def test_kill_9_while_pending_and_a_rebalance_onto_a_second_evaluator(
 def test_a_receiver_down_for_2_minutes_delays_notifications_never_drops_them(
     tansu_settings: Settings, tmp_path: Path
 ) -> None:
-    port = free_port()
-    env = evaluator_env(tansu_settings, tmp_path, f"http://127.0.0.1:{port}/")
+    # Down: its port refuses connections, and no other test can take it in the 2 minutes.
+    receiver = Receiver(listening=False)
+    serving = threading.Thread(target=receiver.serve_forever, daemon=True)
+    env = evaluator_env(tansu_settings, tmp_path, f"http://127.0.0.1:{receiver.server_port}/")
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=20)
     hot = [event("db-9", start + timedelta(seconds=10 * i), 95.0, seq=i) for i in range(37)]
     produce(tansu_settings, as_messages(hot))
@@ -263,25 +265,23 @@ def test_a_receiver_down_for_2_minutes_delays_notifications_never_drops_them(
     process = subprocess.Popen(
         [SYSMETRICS, "alert"], env=env, stdout=subprocess.DEVNULL, stderr=log.open("wb")
     )
-    receiver: Receiver | None = None
     try:
         time.sleep(60)
         cool = [event("db-9", start + timedelta(seconds=10 * i), 5.0, seq=i) for i in range(37, 40)]
         produce(tansu_settings, as_messages(cool))  # fired and resolved while nobody listens
         time.sleep(60)
         assert process.poll() is None
-        receiver = Receiver(port)
-        threading.Thread(target=receiver.serve_forever, daemon=True).start()
+        receiver.server_activate()
+        serving.start()
         wait_for(
-            lambda: receiver is not None and "resolved" in receiver.statuses("HighCpu"),
-            30,
-            "the delayed notifications",
+            lambda: "resolved" in receiver.statuses("HighCpu"), 30, "the delayed notifications"
         )
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(30)
-        if receiver is not None:
+        if serving.is_alive():
             receiver.shutdown()
+        receiver.server_close()
     assert receiver.statuses("HighCpu") == ["firing", "resolved"]
     assert "alert receiver unreachable" in log.read_text()
 
@@ -290,10 +290,9 @@ def test_a_full_disk_does_not_stop_the_paging(tansu_settings: Settings, tmp_path
     """The evaluator's files may not grow (a real RLIMIT_FSIZE on its process, as on a full
     disk): it goes on and pages, and says once that the dashboard's live state is not written.
     (Before, the first rewrite of that state raised and the evaluator exited.)"""
-    port = free_port()
-    receiver = Receiver(port)
+    receiver = Receiver()
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
-    env = evaluator_env(tansu_settings, tmp_path, f"http://127.0.0.1:{port}/")
+    env = evaluator_env(tansu_settings, tmp_path, f"http://127.0.0.1:{receiver.server_port}/")
     process = subprocess.Popen(
         [SYSMETRICS, "alert"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )

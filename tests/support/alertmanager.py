@@ -24,9 +24,11 @@ MISSING = (
 
 
 class Receiver(HTTPServer):
-    """Alertmanager's webhook receiver: keeps every notification it gets."""
+    """Alertmanager's webhook receiver: keeps every notification it gets. With ``listening``
+    false its port is bound but refuses connections, as a receiver that is down, until
+    :meth:`server_activate`: nothing else can take the port in between."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, listening: bool = True) -> None:
         self.notifications: list[dict[str, Any]] = []
         outer = self
 
@@ -40,7 +42,10 @@ class Receiver(HTTPServer):
             def log_message(self, *args: object) -> None:
                 return
 
-        super().__init__(("127.0.0.1", port or free_port()), Handler)
+        super().__init__(("127.0.0.1", 0), Handler, bind_and_activate=False)
+        self.server_bind()
+        if listening:
+            self.server_activate()
 
     def statuses(self, alertname: str) -> list[str]:
         return [
