@@ -500,7 +500,7 @@ def ingest(ctx: Context, bind_host: str | None, port: int | None, grpc_port: int
     Prometheus drops (a scale-down) is then retired, not paged down.
     """
     from sysmetrics.ingest.server import IngestRefused, serve
-    from sysmetrics.stream.admin import ensure_topic
+    from sysmetrics.stream.admin import ensure_topic_meanwhile
 
     settings = _writable_data_dir(
         _overridden(ingest_host=bind_host, ingest_port=port, ingest_grpc_port=grpc_port)
@@ -510,10 +510,7 @@ def ingest(ctx: Context, bind_host: str | None, port: int | None, grpc_port: int
         settings.ingest_port,
         "--port or SYSMETRICS_INGEST_PORT; an OTel Collector takes 4318 by default",
     )
-    try:
-        ensure_topic(settings)
-    except (ConnectionError, PermissionError) as exc:
-        click.echo(f"warning: {exc}; events are spooled until it is back", err=True)
+    ensure_topic_meanwhile(settings, lambda line: click.echo(f"warning: {line}", err=True))
     try:
         emitted, left, pending = serve(settings)
     except IngestRefused as exc:

@@ -24,11 +24,12 @@ from pathlib import Path
 
 import cramjam
 import pytest
+from confluent_kafka.admin import AdminClient
 from starlette.testclient import TestClient
 
 from sysmetrics.alerts.evaluator import KnownHost
 from sysmetrics.alerts.service import AlertService, read_state_records
-from sysmetrics.config import Settings
+from sysmetrics.config import Settings, load_settings
 from sysmetrics.dashboard.app import create_app
 from sysmetrics.stream.broker import free_port, stop_pid
 from tests.conftest import settings_for
@@ -48,8 +49,8 @@ from tests.support.agents import (
     spool_resent,
 )
 from tests.support.alertmanager import ALERTMANAGER, MISSING, alertmanager
-from tests.support.brokers import TestBroker
-from tests.support.kafka_io import SYSMETRICS
+from tests.support.brokers import TansuBroker, TestBroker
+from tests.support.kafka_io import SYSMETRICS, read_topic
 from tests.support.lake import (
     assert_each_sample_once,
     data_files,
@@ -1233,3 +1234,39 @@ def test_sysmetrics_status_shows_a_running_receiver(tansu_settings: Settings) ->
     finally:
         ingest.stop()
     assert "ingest " not in _status(tansu_settings), "a stopped receiver's file is removed"
+
+
+def test_a_receiver_started_while_kafka_is_down_takes_requests_at_once(tmp_path: Path) -> None:
+    """Kafka not there at the start: the receiver listens and spools at once (it listened only
+    once its topic check gave up, 17 s), says Kafka cannot be reached, and when Kafka comes
+    the topic is created with its partitions and the spooled events reach it."""
+    broker = TansuBroker(tmp_path / "broker")  # started later
+    settings = load_settings(
+        bootstrap_servers=broker.bootstrap,
+        topic=f"machine_metrics_{os.getpid()}",
+        data_dir=tmp_path / "data",
+    )
+    ingest = Ingest(settings, settings.data_dir, wait_s=0.5)
+    log = settings.data_dir / "ingest.log"
+    rw = {"Content-Type": "application/x-protobuf", "Content-Encoding": "snappy"}
+    now_ms = int(time.time() * 1000)
+    ingest.start()
+    try:
+        assert "cannot reach Kafka" not in log.read_text(), "it listened before the check ended"
+        for n in range(2):
+            body = write_request(
+                [({"__name__": "node_load1", "instance": "web-1:9100"}, 1.0)], now_ms + n * 10_000
+            )
+            assert post(f"{ingest.url}/api/v1/write", body, rw) == 204
+        wait_for(lambda: "cannot reach Kafka" in log.read_text(), 30, "the receiver's warning")
+        broker.start()
+        admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+        wait_for(lambda: settings.topic in admin.list_topics(timeout=5).topics, 60, "the topic")
+        topic = admin.list_topics(settings.topic, timeout=5).topics[settings.topic]
+        assert len(topic.partitions) == settings.topic_partitions
+        events = [json.loads(m.value()) for m in read_topic(settings, 2)]
+        stamps = sorted(round(datetime.fromisoformat(e["ts"]).timestamp() * 1000) for e in events)
+        assert stamps == [now_ms, now_ms + 10_000]
+    finally:
+        ingest.stop()
+        broker.stop()

@@ -23,16 +23,13 @@ from sysmetrics.collect.settings import CollectorSettings
 from sysmetrics.logs import configure_logging
 from sysmetrics.observability import serve_metrics
 from sysmetrics.stop_signals import install_stop_signals
-from sysmetrics.stream.admin import ensure_topic
+from sysmetrics.stream.admin import ensure_topic_meanwhile
 from sysmetrics.stream.kafka_config import settings_refused
 
 
 def run(settings: CollectorSettings, max_samples: int | None) -> str:
     """Collect until stopped (or ``max_samples``); the closing summary line."""
-    try:
-        ensure_topic(settings)
-    except (ConnectionError, PermissionError) as exc:
-        print(f"warning: {exc}; events are spooled until it is back", file=sys.stderr)
+    ensure_topic_meanwhile(settings, lambda line: print(f"warning: {line}", file=sys.stderr))
     stop = threading.Event()
     install_stop_signals(stop)
     metrics = serve_metrics("collect", [], settings.metrics_addr, settings.metrics_port)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections.abc import Callable
 from typing import Protocol
 
 from confluent_kafka import KafkaError, KafkaException
@@ -112,3 +115,42 @@ def ensure_topic(
                 f"administrator ({partitions} partitions, replication {replicas})"
             ) from None
         raise
+
+
+def ensure_topic_meanwhile(
+    settings: TopicSettings, warn: Callable[[str], None], wait_s: float = 3.0, retry_s: float = 5.0
+) -> threading.Thread:
+    """:func:`ensure_topic` in a thread, retried until Kafka answers, for a process that spools
+    (a collector, an ingest receiver); waits ``wait_s`` for it. A Kafka that answers has the
+    topic ready before the first event, as before; one that does not no longer holds the process
+    back until the check gives up (15 s: the receiver did not listen, the collector did not
+    sample), and the topic is created with its partitions when Kafka is back rather than never
+    (or by a broker's auto-creation, with its default partitions). ``warn`` gets one line when
+    Kafka cannot be reached, or the topic may not be used or created."""
+
+    def check() -> None:
+        warned = False
+        while True:
+            try:
+                ensure_topic(settings)
+            except ConnectionError as exc:
+                if not warned:
+                    warn(f"{exc}; events are spooled until it is back")
+                    warned = True
+                time.sleep(retry_s)
+                continue
+            except (PermissionError, KafkaException) as exc:
+                warn(f"{exc}; events are spooled until Kafka takes them")
+                return
+            if warned:
+                log.info(
+                    "Kafka at %s answers: topic %s ready",
+                    settings.bootstrap_servers,
+                    settings.topic,
+                )
+            return
+
+    thread = threading.Thread(target=check, name="topic-check", daemon=True)
+    thread.start()
+    thread.join(wait_s)
+    return thread

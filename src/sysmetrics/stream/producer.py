@@ -92,7 +92,10 @@ class SpooledProducer:
         self.spool = Spool(spool_dir, settings.spool_max_bytes)
         self.stats = DeliveryStats()
         self.window = window
-        self._producer = Producer(producer_config(settings))
+        # The topic is made by ensure_topic_meanwhile, with its partitions, also when Kafka
+        # comes up after this process: a broker's auto-creation on the first produce would
+        # make it first, with the broker's default partitions.
+        self._producer = Producer({**producer_config(settings), "allow.auto.create.topics": False})
         self._in_flight: set[int] = set()
         self._unspooled_in_flight = 0
         self._sent_upto = -1  # highest seq handed to librdkafka in this send pass
