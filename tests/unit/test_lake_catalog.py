@@ -7,6 +7,8 @@ import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import msgspec
+
 from sysmetrics.lake import layout
 from sysmetrics.lake.catalog import (
     RoundManifest,
@@ -20,7 +22,7 @@ from sysmetrics.lake.catalog import (
 )
 from sysmetrics.lake.status import WriterStatus, read_writer_status, status_path
 from sysmetrics.lake.store import LakeStore
-from sysmetrics.status_files import write_status
+from sysmetrics.status_files import process_start, this_process_start, write_status
 
 TOPIC = "machine_metrics"
 HOUR = datetime(2026, 11, 30, 10, tzinfo=UTC)
@@ -90,3 +92,26 @@ def test_writer_status_is_read_back_typed_and_a_dead_writers_file_skipped(tmp_pa
     write_status(status_path(tmp_path, gone.pid), gone)
     [status] = read_writer_status(tmp_path)
     assert status == alive and status.total_lag == 3
+
+
+def test_a_status_file_whose_pid_another_process_took_is_skipped(tmp_path: Path) -> None:
+    """After a reboot a writer's file names a pid that some other process has now: it showed
+    that dead writer as running. The file's process start (pid 1's: a real process, started before
+    this one) tells them apart; a file from before the field trusts the pid, as it did."""
+    path = status_path(tmp_path, os.getpid())
+    stranger = WriterStatus(
+        pid=os.getpid(), process_start=process_start(1), topic=TOPIC, assigned=[0]
+    )
+    assert stranger.process_start is not None and stranger.process_start != process_start(
+        os.getpid()
+    )
+    write_status(path, stranger)
+    assert read_writer_status(tmp_path) == []
+    ours = WriterStatus(
+        pid=os.getpid(), process_start=this_process_start(), topic=TOPIC, assigned=[0]
+    )
+    write_status(path, ours)
+    assert read_writer_status(tmp_path) == [ours]
+    old = msgspec.json.encode(ours).replace(b'"process_start":', b'"x":')
+    path.write_bytes(old)
+    assert [s.pid for s in read_writer_status(tmp_path)] == [os.getpid()]

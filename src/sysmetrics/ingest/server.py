@@ -46,7 +46,7 @@ from sysmetrics.ingest.wire import (
 from sysmetrics.logs import RepeatedFailure
 from sysmetrics.observability import CONTENT_TYPE, MetricsEndpoint, Reading
 from sysmetrics.schema import SENDER_PATTERN, encode
-from sysmetrics.status_files import write_status
+from sysmetrics.status_files import this_process_start, write_status
 from sysmetrics.stream.producer import SpooledProducer, retirement
 
 if TYPE_CHECKING:
@@ -303,6 +303,7 @@ class IngestApp:
                 answers[code // 100] += count
         status = IngestStatus(
             pid=os.getpid(),
+            process_start=this_process_start(),
             url=receiver_url(self.settings),
             grpc=grpc_address(self.settings),
             topic=self.producer.topic,

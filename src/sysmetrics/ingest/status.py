@@ -20,6 +20,8 @@ STATUS_EVERY_S = 5.0
 
 class IngestStatus(msgspec.Struct, kw_only=True):
     pid: int
+    process_start: str | None = None
+    """The receiver process's :func:`~sysmetrics.status_files.process_start`."""
     url: str
     topic: str
     grpc: str | None = None

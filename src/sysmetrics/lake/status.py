@@ -37,6 +37,8 @@ class WriterStatus(WriterStats, kw_only=True):
     """What a writer publishes: its counters and where it stands."""
 
     pid: int
+    process_start: str | None = None
+    """The writer process's :func:`~sysmetrics.status_files.process_start`."""
     topic: str
     assigned: list[int]
     buffered: int = 0

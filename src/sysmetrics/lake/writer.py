@@ -51,7 +51,7 @@ from sysmetrics.lake.store import LakeStore, StoreError
 from sysmetrics.logs import RepeatedFailure
 from sysmetrics.observability import Reading, counters
 from sysmetrics.schema import SchemaError, decode, encode_time, retired_at, retired_host
-from sysmetrics.status_files import write_status
+from sysmetrics.status_files import this_process_start, write_status
 from sysmetrics.stream.kafka_config import producer_config
 from sysmetrics.stream.runtime import ConsumerRuntime
 
@@ -576,6 +576,7 @@ class LakeWriter:
         status = WriterStatus(
             **msgspec.structs.asdict(self.stats),
             pid=os.getpid(),
+            process_start=this_process_start(),
             topic=self.topic,
             assigned=sorted(self.runtime.assigned),
             buffered=sum(len(b.records) for b in self._buffers.values()),
