@@ -487,7 +487,6 @@ def compact_hour(
             rows, checksum = con.execute(
                 _STATS + f"read_parquet({_quote(str(out))}, hive_partitioning = false)"
             ).fetchone()
-            data = out.read_bytes()
         except duckdb.OutOfMemoryException as exc:
             raise NotCompacted(
                 f"DuckDB's memory limit ({memory_limit or 'its default'}) is too "
@@ -496,9 +495,11 @@ def compact_hour(
             ) from None
         finally:
             con.close()
-    name = layout.curated_data_name(version)
-    # No manifest names this version yet: a file left by a crashed attempt is replaced.
-    store.put(f"{folder}/{name}", data)
+        name = layout.curated_data_name(version)
+        with out.open("rb") as written:
+            sha256 = hashlib.file_digest(written, "sha256").hexdigest()
+        # No manifest names this version yet: a file left by a crashed attempt is replaced.
+        store.put_file(f"{folder}/{name}", out)
     manifest = CuratedManifest(
         version=version,
         hour=hour.astimezone(UTC).isoformat(),
@@ -508,7 +509,7 @@ def compact_hour(
         sources=sorted(known | {_name(f) for f in new}),
         created_at=datetime.now(UTC).isoformat(),
         fields=sorted(fields),
-        sha256=hashlib.sha256(data).hexdigest(),
+        sha256=sha256,
     )
     if not store.create(
         f"{folder}/{layout.curated_manifest_name(version)}",
