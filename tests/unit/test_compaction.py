@@ -7,10 +7,12 @@ import dataclasses
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -883,3 +885,63 @@ def test_source_and_sender_reach_the_tables_and_a_curated_file_from_before_them_
         {"source": "node_exporter", "n": 30},
         {"source": "sysmetrics", "n": table.num_rows},
     ]
+
+
+def _with_file_size_limit(limit: int) -> Callable[[], None]:
+    """A child's files may not grow past ``limit`` bytes (a real RLIMIT_FSIZE: its writes get
+    EFBIG, as a full disk's get ENOSPC)."""
+
+    def limit_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+
+    return limit_files
+
+
+def test_no_room_to_write_is_one_line_naming_where_and_a_rerun_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    """Out of room while staging an hour (the temporary folder), then while writing the
+    warehouse: `lake compact` and `batch run` say what was full and exit 1 (both were
+    tracebacks, the warehouse's three chained ones); run again with room, each event is in the
+    curated file and the warehouse once."""
+    lake = tmp_path / "lake"
+    build_hour(lake, hosts=20)
+    mark_complete(lake)
+    expected = set(raw_events(lake, OLD))
+    warehouse = tmp_path / "warehouse.duckdb"
+    env = {
+        **os.environ,
+        "SYSMETRICS_LAKE_URL": str(lake),
+        "SYSMETRICS_DATA_DIR": str(tmp_path / "data"),
+        "SYSMETRICS_WAREHOUSE_URL": str(warehouse),
+        "TMPDIR": str(tmp_path),
+    }
+    compact = [SYSMETRICS, "lake", "compact", "--from", "2026-11-20T00", "--to", "2026-11-21T00"]
+    batch = [SYSMETRICS, "batch", "run", "--hour", "2026-11-20T09"]
+
+    def run(command: list[str], limit: int | None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            command,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            preexec_fn=None if limit is None else _with_file_size_limit(limit),
+        )
+
+    staged = run(compact, 1 << 20)  # the hour is ~10 MB of JSON
+    assert staged.returncode == 1, staged.stdout + staged.stderr
+    assert "Traceback" not in staged.stderr
+    assert f"Error: File too large in the temporary folder {tmp_path}, staging" in staged.stderr
+    assert current_manifest(LakeStore(str(lake)), TOPIC, OLD) is None
+    assert run(compact, None).returncode == 0
+    loaded = run(batch, 1 << 20)  # the curated hour loads, the warehouse outgrows the limit
+    assert loaded.returncode == 1, loaded.stdout + loaded.stderr
+    assert "Traceback" not in loaded.stderr
+    assert f"Error: File too large ({warehouse}" in loaded.stderr  # the file or its .wal
+    again = run(batch, None)
+    assert again.returncode == 0, again.stderr
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        ids = [row[0] for row in con.execute("SELECT event_id FROM raw_metrics").fetchall()]
+    assert len(ids) == len(expected) and set(ids) == expected
+    assert set(as_events(curated_table(LakeStore(str(lake)), OLD))) == expected

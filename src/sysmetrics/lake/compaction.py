@@ -35,7 +35,8 @@ from typing import IO, Any
 from sysmetrics.event_types import duckdb_columns, field_paths
 from sysmetrics.interrupts import track
 from sysmetrics.lake import layout
-from sysmetrics.lake.store import LakeStore
+from sysmetrics.lake.store import LakeStore, StoreError
+from sysmetrics.stream.spool import NO_ROOM
 from sysmetrics.timeutil import hour_floor
 
 log = logging.getLogger(__name__)
@@ -221,18 +222,27 @@ def stage_raw_files(
     spec = "{" + ", ".join(f"{_quote(k)}: {_quote(v)}" for k, v in typed.items()) + "}"
     declared = ", ".join(f'"{name}" {kind}' for name, kind in columns.items())
     con.execute(f'CREATE OR REPLACE TEMP TABLE {table} ({declared}, "source_file" VARCHAR)')
-    with (
-        tempfile.TemporaryDirectory(prefix="sysmetrics-raw-") as tmp,
-        (Path(tmp) / "chunk.jsonl").open("w+b") as out,
-    ):
-        chunk = _Chunk(con, table, spec, key, only, out)
-        for uri, data in _raw_bytes(fs, uris):
-            spliced = _spliced(data, key, _name(uri))
-            if spliced is None:
-                chunk.read_as_files([uri])
-            else:
-                chunk.add(uri, spliced)
-        chunk.flush()
+    try:
+        with (
+            tempfile.TemporaryDirectory(prefix="sysmetrics-raw-") as tmp,
+            (Path(tmp) / "chunk.jsonl").open("w+b") as out,
+        ):
+            chunk = _Chunk(con, table, spec, key, only, out)
+            for uri, data in _raw_bytes(fs, uris):
+                spliced = _spliced(data, key, _name(uri))
+                if spliced is None:
+                    chunk.read_as_files([uri])
+                else:
+                    chunk.add(uri, spliced)
+            chunk.flush()
+    except OSError as exc:
+        if exc.errno not in NO_ROOM or isinstance(exc, StoreError):
+            raise
+        raise OSError(  # it named no file: say which folder to free, or to move away from
+            exc.errno,
+            f"{exc.strerror} in the temporary folder {tempfile.gettempdir()}, staging the hour's "
+            "raw files (64 MB at a time): free space there, or set TMPDIR to a folder with room",
+        ) from None
     return f"(SELECT * FROM {table})"
 
 

@@ -159,48 +159,48 @@ class DuckDBWarehouse(Warehouse):
         # Rows arrive interleaved (every host of each flush together); sorted, each row group
         # covers a few hosts and its min/max lets a one-host query skip the others.
         raw = self.table("raw")
-        with self._lock:
-            self._con.execute("BEGIN TRANSACTION")
-            try:
-                self._con.execute(
-                    f"CREATE OR REPLACE TEMP TABLE hour_rows AS "
-                    f"SELECT * FROM {raw} WHERE hour = $start",
-                    {"start": hour},
-                )
-                self._con.execute(f"DELETE FROM {raw} WHERE hour = $start", {"start": hour})
-                self._con.execute(
-                    f"INSERT INTO {raw} SELECT * FROM hour_rows ORDER BY host_id, ts, event_id"
-                )
-                self._con.execute("DROP TABLE hour_rows")
-                self._con.execute("COMMIT")
-            except BaseException:
+        with self._lock, self._transaction():
+            self._con.execute(
+                f"CREATE OR REPLACE TEMP TABLE hour_rows AS "
+                f"SELECT * FROM {raw} WHERE hour = $start",
+                {"start": hour},
+            )
+            self._con.execute(f"DELETE FROM {raw} WHERE hour = $start", {"start": hour})
+            self._con.execute(
+                f"INSERT INTO {raw} SELECT * FROM hour_rows ORDER BY host_id, ts, event_id"
+            )
+            self._con.execute("DROP TABLE hour_rows")
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One transaction around the block: committed at its end, rolled back on an error,
+        which is raised. A COMMIT that fails (a full disk) has ended the transaction already:
+        the ROLLBACK's "no transaction is active" hid why."""
+        self._con.execute("BEGIN TRANSACTION")
+        try:
+            yield
+            self._con.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(duckdb.TransactionException):
                 self._con.execute("ROLLBACK")
-                raise
+            raise
 
     def interrupt(self) -> None:
         self._con.interrupt()
 
     def append_files(self, hour: datetime, file_uris: list[str], names: list[str]) -> Appended:
-        with self._lock, self._staged(file_uris) as events:
-            # One transaction: rows and ledger entries land together or not at all.
-            self._con.execute("BEGIN TRANSACTION")
-            try:
-                self._con.execute(
-                    f"CREATE OR REPLACE TEMP TABLE staged_events AS {events}", {"start": hour}
-                )
-                staged = sql.DROP_LATER_COPIES.replace("{staged}", "staged_events")
-                self._con.execute(self.render(staged), {"start": hour})
-                append = sql.APPEND_NEW_EVENTS.replace("{staged}", "staged_events")
-                added = self._con.execute(self.render(append), {"start": hour}).fetchall()[0][0]
-                hosts = self._con.execute("SELECT DISTINCT host_id FROM staged_events").fetchall()
-                self._con.execute(
-                    self.render(sql.RECORD_LOADED_FILES), {"start": hour, "files": names}
-                )
-                self._con.execute("DROP TABLE staged_events")
-                self._con.execute("COMMIT")
-            except BaseException:
-                self._con.execute("ROLLBACK")
-                raise
+        # One transaction: rows and ledger entries land together or not at all.
+        with self._lock, self._staged(file_uris) as events, self._transaction():
+            self._con.execute(
+                f"CREATE OR REPLACE TEMP TABLE staged_events AS {events}", {"start": hour}
+            )
+            staged = sql.DROP_LATER_COPIES.replace("{staged}", "staged_events")
+            self._con.execute(self.render(staged), {"start": hour})
+            append = sql.APPEND_NEW_EVENTS.replace("{staged}", "staged_events")
+            added = self._con.execute(self.render(append), {"start": hour}).fetchall()[0][0]
+            hosts = self._con.execute("SELECT DISTINCT host_id FROM staged_events").fetchall()
+            self._con.execute(self.render(sql.RECORD_LOADED_FILES), {"start": hour, "files": names})
+            self._con.execute("DROP TABLE staged_events")
         return Appended(int(added), frozenset(row[0] for row in hosts))
 
     def load_hour(
@@ -217,8 +217,7 @@ class DuckDBWarehouse(Warehouse):
                 events = self._flatten(curated, file_uris, missing)
             elif file_uris:
                 events = stack.enter_context(self._staged(file_uris))
-            self._con.execute("BEGIN TRANSACTION")
-            try:
+            with self._transaction():
                 self._con.execute(f"DELETE FROM {raw} WHERE hour = $start", {"start": hour})
                 if file_uris or curated:
                     # Stored by host and time (see order_hour). A curated file alone already is
@@ -231,10 +230,6 @@ class DuckDBWarehouse(Warehouse):
                 count = self._con.execute(
                     f"SELECT COUNT(*) FROM {raw} WHERE hour = $start", {"start": hour}
                 ).fetchall()[0][0]
-                self._con.execute("COMMIT")
-            except BaseException:
-                self._con.execute("ROLLBACK")
-                raise
         return int(count)
 
     def use_filesystem(self, filesystem: Any) -> None:
