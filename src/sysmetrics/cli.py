@@ -1346,6 +1346,8 @@ def _explained(exc: Exception) -> str | None:
     that cannot be reached, a full disk, Kafka settings the cluster refuses; None otherwise."""
     store = sys.modules.get("sysmetrics.lake.store")  # not imported: not its error
     if store is not None and isinstance(exc, store.StoreError):
+        if _disk_full(exc.__cause__) is not None:  # a local lake's disk
+            return f"{exc}\nWhat was done is kept; run the command again once there is room"
         return (
             f"{exc}\nThe lake (SYSMETRICS_LAKE_URL) cannot be reached: on gs:// or s3:// check "
             "the network and the credentials, then run the command again (it is safe to)"
@@ -1360,7 +1362,7 @@ def _explained(exc: Exception) -> str | None:
     return None
 
 
-def _disk_full(exc: Exception) -> str | None:
+def _disk_full(exc: BaseException | None) -> str | None:
     """What ran out of room, when ``exc`` says a disk is full (DuckDB names the file in its
     error's text only)."""
     from sysmetrics.stream.spool import NO_ROOM

@@ -5,6 +5,7 @@ wrote nothing and exited 0); ``query`` prints a bounded number of rows, each val
 
 from __future__ import annotations
 
+import errno
 import json
 import re
 from pathlib import Path
@@ -175,3 +176,22 @@ def test_a_server_port_another_process_holds_is_one_line_naming_the_setting(
         )
     assert result.exit_code == 1, result.output
     assert f"port {port} on 127.0.0.1 is in use" in result.output and names in result.output
+
+
+def test_a_lake_on_a_full_disk_is_not_called_unreachable() -> None:
+    """A local lake whose disk is full said "cannot be reached: check the network and the
+    credentials"; it says to make room. A store that does not answer still gets that advice."""
+    from sysmetrics.cli import _explained
+    from sysmetrics.lake.store import StoreError
+
+    def store_error(cause: OSError) -> StoreError:
+        try:
+            raise StoreError(f"cannot write /lake/x.parquet: OSError: {cause}") from cause
+        except StoreError as exc:
+            return exc
+
+    full = _explained(store_error(OSError(errno.ENOSPC, "No space left on device")))
+    assert full is not None and "run the command again once there is room" in full
+    assert "cannot be reached" not in full
+    down = _explained(store_error(ConnectionRefusedError(errno.ECONNREFUSED, "refused")))
+    assert down is not None and "cannot be reached" in down
