@@ -6,7 +6,6 @@ import functools
 import json
 import logging
 import os
-import re
 import sys
 import tempfile
 from collections.abc import Callable
@@ -1344,15 +1343,17 @@ def main() -> None:
 def _explained(exc: Exception) -> str | None:
     """What to tell the user, in place of a traceback, of an error that is not a bug: a lake
     that cannot be reached, a full disk, Kafka settings the cluster refuses; None otherwise."""
+    from sysmetrics.full_disk import what_is_full
+
     store = sys.modules.get("sysmetrics.lake.store")  # not imported: not its error
     if store is not None and isinstance(exc, store.StoreError):
-        if _disk_full(exc.__cause__) is not None:  # a local lake's disk
+        if what_is_full(exc) is not None:  # a local lake's disk
             return f"{exc}\nWhat was done is kept; run the command again once there is room"
         return (
             f"{exc}\nThe lake (SYSMETRICS_LAKE_URL) cannot be reached: on gs:// or s3:// check "
             "the network and the credentials, then run the command again (it is safe to)"
         )
-    full = _disk_full(exc)
+    full = what_is_full(exc)
     if full is not None:
         return f"{full}\nWhat was done is kept; run the command again once there is room"
     if "confluent_kafka" in sys.modules:
@@ -1360,20 +1361,3 @@ def _explained(exc: Exception) -> str | None:
 
         return settings_refused(exc)
     return None
-
-
-def _disk_full(exc: BaseException | None) -> str | None:
-    """What ran out of room, when ``exc`` says a disk is full (DuckDB names the file in its
-    error's text only)."""
-    from sysmetrics.stream.spool import NO_ROOM
-
-    if isinstance(exc, OSError):
-        if exc.errno not in NO_ROOM:
-            return None
-        return f"{exc.strerror} ({exc.filename})" if exc.filename else str(exc.strerror)
-    duckdb = sys.modules.get("duckdb")
-    if duckdb is None or not isinstance(exc, duckdb.Error):
-        return None
-    reasons = "|".join(re.escape(os.strerror(code)) for code in sorted(NO_ROOM))
-    written = re.search(rf'Could not write file "([^"]+)": ({reasons})', str(exc))
-    return f"{written[2]} ({written[1]})" if written else None

@@ -274,11 +274,6 @@ class Spool:
         self._close_out()
 
 
-NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
-"""The errnos of a write with no room: a full disk, a quota, a file-size limit (ulimit -f,
-FAT32's 4 GiB)."""
-
-
 def write_all(fd: int, data: bytes) -> None:
     """Write all of ``data`` or raise OSError: a full disk (or a file-size limit) may take part
     of a write and refuse the rest."""
