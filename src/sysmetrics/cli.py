@@ -863,7 +863,7 @@ def lake_verify(
     bar, task = _progress("verifying hours", len(hours))
     with bar:
         for hour in hours:
-            check = verify_hour(store, settings.topic, hour)
+            check = verify_hour(store, settings.topic, hour, settings.duckdb_memory_limit)
             bar.advance(task)
             not_compacted += not check.compacted
             failed += check.compacted and not check.ok
@@ -922,6 +922,7 @@ def lake_prune(
             dry_run,
             report=lambda line: _say(bar, line),
             advance=lambda: bar.advance(task),
+            memory_limit=settings.duckdb_memory_limit,
         )
     click.echo(
         f"{'would prune' if dry_run else 'pruned'} {done.hours_pruned} hours, kept "
@@ -947,7 +948,11 @@ def lake_stats(
     bar, task = _progress("reading hours", len(hours))
     with bar:
         raw, curated, host_days = layer_stats(
-            store, settings.topic, hours, advance=lambda: bar.advance(task)
+            store,
+            settings.topic,
+            hours,
+            advance=lambda: bar.advance(task),
+            memory_limit=settings.duckdb_memory_limit,
         )
     click.echo(f"{len(hours)} hours, {host_days:,.1f} host-days")
     click.echo(f"{'layer':8} {'files':>10} {'bytes':>16} {'rows':>14} {'bytes/host-day':>15}")
@@ -1356,6 +1361,12 @@ def _explained(exc: Exception) -> str | None:
     full = what_is_full(exc)
     if full is not None:
         return f"{full}\nWhat was done is kept; run the command again once there is room"
+    duckdb = sys.modules.get("duckdb")
+    if duckdb is not None and isinstance(exc, duckdb.OutOfMemoryException):
+        return (
+            f"{str(exc).splitlines()[0]}: DuckDB needs more than SYSMETRICS_DUCKDB_MEMORY_LIMIT "
+            "allows, even spilling to disk; raise it"
+        )
     if "confluent_kafka" in sys.modules:
         from sysmetrics.stream.kafka_config import settings_refused
 

@@ -945,3 +945,50 @@ def test_no_room_to_write_is_one_line_naming_where_and_a_rerun_loses_nothing(
         ids = [row[0] for row in con.execute("SELECT event_id FROM raw_metrics").fetchall()]
     assert len(ids) == len(expected) and set(ids) == expected
     assert set(as_events(curated_table(LakeStore(str(lake)), OLD))) == expected
+
+
+def test_verify_and_stats_run_within_the_duckdb_memory_limit(tmp_path: Path) -> None:
+    """`lake verify` (and `prune`, which verifies) and `lake stats` ran DuckDB unbounded (80 %
+    of RAM, no spilling: 393 MiB for a 2,000-host hour); they now take
+    SYSMETRICS_DUCKDB_MEMORY_LIMIT, as compaction does: a limit too small for the hour is
+    DuckDB's out-of-memory error, said in one line, and nothing spills into the working
+    directory (DuckDB's default for an in-memory database is ./.tmp)."""
+    lake = tmp_path / "lake"
+    build_hour(lake, hosts=20)
+    mark_complete(lake)
+    store = LakeStore(str(lake))
+    assert compact_hour(store, TOPIC, OLD).version == 1
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {
+        **os.environ,
+        "SYSMETRICS_LAKE_URL": str(lake),
+        "SYSMETRICS_DATA_DIR": str(tmp_path / "data"),
+    }
+    hours = ["--from", "2026-11-20T00", "--to", "2026-11-21T00"]
+    for limit, verified in (("256MB", True), ("1MB", False)):
+        result = subprocess.run(
+            [SYSMETRICS, "lake", "verify", *hours],
+            env={**env, "SYSMETRICS_DUCKDB_MEMORY_LIMIT": limit},
+            cwd=work,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if verified:
+            assert result.returncode == 0, result.stderr
+            assert "1 of 1 compacted hours verified" in result.stdout
+            stats = subprocess.run(
+                [SYSMETRICS, "lake", "stats", *hours],
+                env={**env, "SYSMETRICS_DUCKDB_MEMORY_LIMIT": limit},
+                cwd=work,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert stats.returncode == 0 and "0.8 host-days" in stats.stdout, stats.stdout
+        else:
+            assert result.returncode == 1
+            assert "SYSMETRICS_DUCKDB_MEMORY_LIMIT allows" in result.stderr, result.stderr
+            assert "Traceback" not in result.stderr
+    assert list(work.iterdir()) == []

@@ -751,6 +751,7 @@ def curate(
             now,
             settings.raw_retention_days,
             lookback_hours=settings.lookback_hours,
+            memory_limit=settings.duckdb_memory_limit,
         )
         # An hour without raw files had nothing to prune: no news (every `batch run` of a lake
         # younger than the retention said "not compacted" of an hour it never held).
