@@ -965,30 +965,24 @@ def test_verify_and_stats_run_within_the_duckdb_memory_limit(tmp_path: Path) -> 
         "SYSMETRICS_LAKE_URL": str(lake),
         "SYSMETRICS_DATA_DIR": str(tmp_path / "data"),
     }
-    hours = ["--from", "2026-11-20T00", "--to", "2026-11-21T00"]
-    for limit, verified in (("256MB", True), ("1MB", False)):
-        result = subprocess.run(
-            [SYSMETRICS, "lake", "verify", *hours],
+
+    def lake_command(command: str, limit: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [SYSMETRICS, "lake", command, "--from", "2026-11-20T00", "--to", "2026-11-21T00"],
             env={**env, "SYSMETRICS_DUCKDB_MEMORY_LIMIT": limit},
             cwd=work,
             capture_output=True,
             text=True,
             timeout=120,
         )
-        if verified:
-            assert result.returncode == 0, result.stderr
-            assert "1 of 1 compacted hours verified" in result.stdout
-            stats = subprocess.run(
-                [SYSMETRICS, "lake", "stats", *hours],
-                env={**env, "SYSMETRICS_DUCKDB_MEMORY_LIMIT": limit},
-                cwd=work,
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
-            assert stats.returncode == 0 and "0.8 host-days" in stats.stdout, stats.stdout
-        else:
-            assert result.returncode == 1
-            assert "SYSMETRICS_DUCKDB_MEMORY_LIMIT allows" in result.stderr, result.stderr
-            assert "Traceback" not in result.stderr
+
+    verified = lake_command("verify", "256MB")
+    assert verified.returncode == 0, verified.stderr
+    assert "1 of 1 compacted hours verified" in verified.stdout
+    stats = lake_command("stats", "256MB")
+    assert stats.returncode == 0 and "0.8 host-days" in stats.stdout, stats.stdout
+    starved = lake_command("verify", "1MB")
+    assert starved.returncode == 1
+    assert "SYSMETRICS_DUCKDB_MEMORY_LIMIT allows" in starved.stderr, starved.stderr
+    assert "Traceback" not in starved.stderr
     assert list(work.iterdir()) == []
