@@ -1348,7 +1348,7 @@ def main() -> None:
 def _explained(exc: Exception) -> str | None:
     """What to tell the user, in place of a traceback, of an error that is not a bug: a lake
     that cannot be reached, a full disk, Kafka settings the cluster refuses; None otherwise."""
-    from sysmetrics.full_disk import what_is_full
+    from sysmetrics.limits import out_of_memory, what_is_full
 
     store = sys.modules.get("sysmetrics.lake.store")  # not imported: not its error
     if store is not None and isinstance(exc, store.StoreError):
@@ -1361,12 +1361,8 @@ def _explained(exc: Exception) -> str | None:
     full = what_is_full(exc)
     if full is not None:
         return f"{full}\nWhat was done is kept; run the command again once there is room"
-    duckdb = sys.modules.get("duckdb")
-    if duckdb is not None and isinstance(exc, duckdb.OutOfMemoryException):
-        return (
-            f"{str(exc).splitlines()[0]}: DuckDB needs more than SYSMETRICS_DUCKDB_MEMORY_LIMIT "
-            "allows, even spilling to disk; raise it"
-        )
+    if (memory := out_of_memory(exc)) is not None:
+        return memory
     if "confluent_kafka" in sys.modules:
         from sysmetrics.stream.kafka_config import settings_refused
 

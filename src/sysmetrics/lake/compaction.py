@@ -33,10 +33,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from sysmetrics.event_types import duckdb_columns, field_paths
-from sysmetrics.full_disk import NO_ROOM
 from sysmetrics.interrupts import track
 from sysmetrics.lake import layout
 from sysmetrics.lake.store import LakeStore, StoreError
+from sysmetrics.limits import NO_ROOM
 from sysmetrics.timeutil import hour_floor
 
 log = logging.getLogger(__name__)

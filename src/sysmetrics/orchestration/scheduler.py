@@ -15,10 +15,10 @@ from datetime import UTC, datetime, timedelta
 
 from sysmetrics.batch.hourly import DataQualityError, curate, run_hour
 from sysmetrics.config import Settings
-from sysmetrics.full_disk import what_is_full
 from sysmetrics.lake.catalog import complete_hours
 from sysmetrics.lake.compaction import LakeFileUnreadable
 from sysmetrics.lake.store import LakeStore
+from sysmetrics.limits import out_of_memory, what_is_full
 from sysmetrics.observability import Reading
 from sysmetrics.timeutil import hour_floor
 from sysmetrics.warehouse import open_warehouse
@@ -127,12 +127,12 @@ class HourlyScheduler:
                 self.tick(datetime.now(UTC))
             except Exception as exc:  # keep the scheduler alive; the error is shown in status
                 self.failures += 1
-                full = what_is_full(exc)
-                if full is None:
+                limit = what_is_full(exc) or out_of_memory(exc)
+                if limit is None:
                     self.last_error = f"{type(exc).__name__}: {exc}"
                     log.exception("hourly run failed")
-                else:  # the user's to free: one line a run, not a traceback a minute
-                    self.last_error = full
-                    log.error("hourly run failed: %s; it runs again once there is room", full)
+                else:  # the user's to change: one line a run, not a traceback a minute
+                    self.last_error = limit
+                    log.error("hourly run failed: %s; it tries again each minute", limit)
             catching_up = bool(self.history_pending)
             self.stop.wait(min(self.refresh_s, 5.0) if catching_up else self.refresh_s)

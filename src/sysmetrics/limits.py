@@ -1,5 +1,6 @@
-"""A write with no room: a full disk, a quota, a file-size limit (ulimit -f, FAT32's 4 GiB).
-The user's to free, not a bug: commands and long-running loops say it in one line."""
+"""The machine's limits met: a write with no room (a full disk, a quota, a file-size limit:
+ulimit -f, FAT32's 4 GiB) and DuckDB's memory limit. The user's to change, not bugs: commands
+and long-running loops say them in one line."""
 
 from __future__ import annotations
 
@@ -27,3 +28,15 @@ def what_is_full(exc: BaseException | None) -> str | None:
     reasons = "|".join(re.escape(os.strerror(code)) for code in sorted(NO_ROOM))
     written = re.search(rf'Could not write file "([^"]+)": ({reasons})', str(exc))
     return f"{written[2]} ({written[1]})" if written else None
+
+
+def out_of_memory(exc: BaseException | None) -> str | None:
+    """What to say when ``exc`` is DuckDB running out of the memory it may use; None
+    otherwise."""
+    duckdb = sys.modules.get("duckdb")
+    if duckdb is None or not isinstance(exc, duckdb.OutOfMemoryException):
+        return None
+    return (
+        f"{str(exc).splitlines()[0]}: DuckDB needs more than SYSMETRICS_DUCKDB_MEMORY_LIMIT "
+        "allows, even spilling to disk; raise it"
+    )
