@@ -416,7 +416,9 @@ class LocalPipeline:
         if sched.history_progress:
             detail += f", {sched.history_progress}"
         if sched.last_hour_done:
-            detail += f", last complete hour {sched.last_hour_done:%Y-%m-%dT%H}Z"
+            # Its run after the hour ended, not "complete" as `status` says of the warehouse
+            # (an hour whose data is all in): an hour before the first sample is run too.
+            detail += f", last ended hour run {sched.last_hour_done:%Y-%m-%dT%H}Z"
         out.append(
             ("hourly job", "running" if self._scheduler_thread.is_alive() else "stopped", detail)
         )
