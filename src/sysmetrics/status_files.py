@@ -4,6 +4,7 @@ purpose (no Kafka client): a reader needs only this module and the file's struct
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from pathlib import Path
@@ -64,6 +65,19 @@ def write_status(path: Path, status: msgspec.Struct | dict[str, Any]) -> None:
         tmp.unlink(missing_ok=True)  # a full disk: not left behind
         raise
     os.replace(tmp, path)
+
+
+def remove_dead(data_dir: Path, kind: str, struct: type[Status]) -> None:
+    """Delete the status files of ``kind`` whose process is gone (a ``kill -9``, a crash, a
+    reboot): readers skip them, but nothing else removes them. Called by a process of that kind
+    as it starts; a file it may not delete is left."""
+    statuses = read_statuses(data_dir, kind, struct)
+    alive = {status.pid for status in statuses}  # type: ignore[attr-defined]
+    for path in status_path(data_dir, kind, 0).parent.glob(f"{kind}-*.json"):
+        pid = path.stem.removeprefix(f"{kind}-")
+        if pid.isdigit() and int(pid) not in alive:
+            with contextlib.suppress(OSError):
+                path.unlink()
 
 
 def read_statuses(data_dir: Path, kind: str, struct: type[Status]) -> list[Status]:

@@ -20,7 +20,12 @@ from sysmetrics.lake.catalog import (
     read_manifests,
     read_watermarks,
 )
-from sysmetrics.lake.status import WriterStatus, read_writer_status, status_path
+from sysmetrics.lake.status import (
+    WriterStatus,
+    read_writer_status,
+    remove_dead_writers,
+    status_path,
+)
 from sysmetrics.lake.store import LakeStore
 from sysmetrics.status_files import process_start, this_process_start, write_status
 
@@ -92,6 +97,10 @@ def test_writer_status_is_read_back_typed_and_a_dead_writers_file_skipped(tmp_pa
     write_status(status_path(tmp_path, gone.pid), gone)
     [status] = read_writer_status(tmp_path)
     assert status == alive and status.total_lag == 3
+    # A starting writer removes the dead one's file (it stayed for ever), not a live one's.
+    remove_dead_writers(tmp_path)
+    assert not status_path(tmp_path, gone.pid).exists()
+    assert status_path(tmp_path, alive.pid).exists()
 
 
 def test_a_status_file_whose_pid_another_process_took_is_skipped(tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ from sysmetrics.ingest.status import (
     IngestStatus,
     grpc_address,
     receiver_url,
+    remove_dead_receivers,
     status_path,
 )
 from sysmetrics.ingest.wire import (
@@ -580,6 +581,7 @@ def serve(settings: Settings) -> tuple[int, int, int]:
     producer = SpooledProducer(
         settings, ingest_dir / "spool", metrics_prefix="sysmetrics_ingest_producer"
     )
+    remove_dead_receivers(settings.data_dir)
     app = IngestApp(settings, producer, assembler, status_path(settings.data_dir, os.getpid()))
     _collect_garbage_less_often()
     config = uvicorn.Config(

@@ -68,3 +68,8 @@ def status_path(data_dir: Path, pid: int) -> Path:
 def read_ingest_status(data_dir: Path) -> list[IngestStatus]:
     """The status of every live receiver of this data dir (a dead one's file is skipped)."""
     return status_files.read_statuses(data_dir, "ingest", IngestStatus)
+
+
+def remove_dead_receivers(data_dir: Path) -> None:
+    """Delete the status files of receivers that are gone (see status_files.remove_dead)."""
+    status_files.remove_dead(data_dir, "ingest", IngestStatus)

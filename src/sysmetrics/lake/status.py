@@ -59,3 +59,8 @@ def read_writer_status(data_dir: Path) -> list[WriterStatus]:
     """The status of every live lake writer of this data dir (a dead writer's file is
     skipped)."""
     return status_files.read_statuses(data_dir, "lake-writer", WriterStatus)
+
+
+def remove_dead_writers(data_dir: Path) -> None:
+    """Delete the status files of writers that are gone (see status_files.remove_dead)."""
+    status_files.remove_dead(data_dir, "lake-writer", WriterStatus)

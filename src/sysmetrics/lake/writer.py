@@ -598,7 +598,7 @@ def run_writer(
 ) -> WriterStats:
     """`sysmetrics consume`: ensure the topics, then write until SIGINT/SIGTERM (or
     ``idle_exit_s`` without messages), publishing a status file and /metrics meanwhile."""
-    from sysmetrics.lake.status import status_path
+    from sysmetrics.lake.status import remove_dead_writers, status_path
     from sysmetrics.observability import serve_metrics
     from sysmetrics.stop_signals import install_stop_signals
     from sysmetrics.stream.admin import ensure_topic
@@ -613,6 +613,7 @@ def run_writer(
         ensure_topic(settings, settings.dead_letter_topic)
     stop = threading.Event()
     install_stop_signals(stop)
+    remove_dead_writers(settings.data_dir)
     status_file = status_path(settings.data_dir, os.getpid())
     writer = LakeWriter(settings, stop=stop, status_file=status_file)
     metrics = serve_metrics(
