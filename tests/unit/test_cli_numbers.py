@@ -195,3 +195,18 @@ def test_a_lake_on_a_full_disk_is_not_called_unreachable() -> None:
     assert "cannot be reached" not in full
     down = _explained(store_error(ConnectionRefusedError(errno.ECONNREFUSED, "refused")))
     assert down is not None and "cannot be reached" in down
+
+
+def test_status_in_a_folder_without_the_pipeline_says_where_it_looked(tmp_path: Path) -> None:
+    """Run outside the folder `up` was started in (the data dir ./data is relative), every line
+    said "not running"; the first now says which data dir does not exist and what to do."""
+    missing = tmp_path / "elsewhere" / "data"
+    env = {"SYSMETRICS_DATA_DIR": str(missing), "SYSMETRICS_BOOTSTRAP_SERVERS": "127.0.0.1:1"}
+    result = CliRunner().invoke(cli, ["status"], env=env)
+    first = result.output.splitlines()[0]
+    assert first.startswith(f"data dir     {missing} does not exist"), result.output
+    assert "SYSMETRICS_DATA_DIR" in first
+    assert not missing.exists()  # status creates nothing
+    missing.mkdir(parents=True)
+    again = CliRunner().invoke(cli, ["status"], env=env)
+    assert "data dir" not in again.output

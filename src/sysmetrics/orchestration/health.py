@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # the warehouse extra may be missing: status then says so
 
 
 def report(settings: Settings) -> Iterator[str]:
+    yield from _data_dir(settings)
     yield from _up(settings)
     info = EmbeddedBroker(settings.data_dir, settings.broker_port).running()
     yield (
@@ -56,6 +57,18 @@ def report(settings: Settings) -> Iterator[str]:
         yield f"warehouse    {exc}"
     except Exception as exc:
         yield f"warehouse    unavailable ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+
+
+def _data_dir(settings: Settings) -> Iterator[str]:
+    """Where this status reads from, said only when nothing is there: run in another folder
+    than the pipeline's (the default ``./data`` is relative), every line said "not running"."""
+    if settings.data_dir.exists():
+        return
+    yield (
+        f"data dir     {settings.data_dir.absolute()} does not exist: the pipeline keeps its "
+        "files in the folder `up` (or `consume`, `collect`) was started in; run status there, "
+        "or set SYSMETRICS_DATA_DIR"
+    )
 
 
 def _up(settings: Settings) -> Iterator[str]:
