@@ -1350,17 +1350,15 @@ def _explained(exc: Exception) -> str | None:
     that cannot be reached, a full disk, Kafka settings the cluster refuses; None otherwise."""
     from sysmetrics.limits import out_of_memory, what_is_full
 
+    full = what_is_full(exc)  # also a local lake's StoreError, by its cause
+    if full is not None:
+        return f"{full}\nWhat was done is kept; run the command again once there is room"
     store = sys.modules.get("sysmetrics.lake.store")  # not imported: not its error
     if store is not None and isinstance(exc, store.StoreError):
-        if what_is_full(exc) is not None:  # a local lake's disk
-            return f"{exc}\nWhat was done is kept; run the command again once there is room"
         return (
             f"{exc}\nThe lake (SYSMETRICS_LAKE_URL) cannot be reached: on gs:// or s3:// check "
             "the network and the credentials, then run the command again (it is safe to)"
         )
-    full = what_is_full(exc)
-    if full is not None:
-        return f"{full}\nWhat was done is kept; run the command again once there is room"
     if (memory := out_of_memory(exc)) is not None:
         return memory
     if "confluent_kafka" in sys.modules:

@@ -35,7 +35,7 @@ from typing import IO, Any
 from sysmetrics.event_types import duckdb_columns, field_paths
 from sysmetrics.interrupts import track
 from sysmetrics.lake import layout
-from sysmetrics.lake.store import LakeStore, StoreError
+from sysmetrics.lake.store import LakeStore
 from sysmetrics.limits import NO_ROOM
 from sysmetrics.timeutil import hour_floor
 
@@ -248,7 +248,7 @@ def stage_raw_files(
                     chunk.add(uri, spliced)
             chunk.flush()
     except OSError as exc:
-        if exc.errno not in NO_ROOM or isinstance(exc, StoreError):
+        if exc.errno not in NO_ROOM:  # a StoreError (the lake's) has no errno: raised as it is
             raise
         raise OSError(  # it named no file: say which folder to free, or to move away from
             exc.errno,
