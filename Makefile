@@ -9,6 +9,11 @@ VENV := .venv
 RUN_EXTRAS := --extra broker --extra lake --extra warehouse --extra dashboard
 export UV_PYTHON := $(PYTHON)
 export UV_PROJECT_ENVIRONMENT := $(VENV)
+# Bytecode compiled at install, as pip does (uv does not by default): where
+# PYTHONDONTWRITEBYTECODE is set (this machine, many images) every process would otherwise compile
+# its imports from source, each time: `sysmetrics --help` 0.47 s instead of 0.22 s, the collector
+# 5 MB more resident memory. `src/` too: the editable install's own modules.
+export UV_COMPILE_BYTECODE := 1
 
 .PHONY: run test install install-dev lint typecheck unit explore bench schema clean help
 
@@ -22,12 +27,14 @@ $(UV):
 
 install: $(UV)  ## locked runtime environment (collector, lake, warehouse, dashboard)
 	$(UV) sync --locked $(RUN_EXTRAS)
+	$(VENV)/bin/python -m compileall -q src
 
 ACTIONLINT_VERSION := v1.7.12
 NATIVE_TARGET := $(HOME)/.cache/sysmetrics/native-target
 
 install-dev: $(UV)  ## locked environment with every extra and the test tools
 	$(UV) sync --locked --all-extras
+	$(VENV)/bin/python -m compileall -q src
 	bash scripts/install-system-deps.sh
 	# The optional compiled codec (native/, Rust + PyO3) when cargo is here; its build is cached
 	# across clones like the Kafka jars. Without it the same code runs in Python, slower.

@@ -60,3 +60,36 @@ def test_the_collector_process_imports_neither_the_cli_nor_the_settings_library(
     assert "'confluent_kafka'" in loaded and "'psutil'" in loaded
     for heavy in ("pydantic", "pydantic_settings", "click", "rich", "prometheus_client", "http"):
         assert f"'{heavy}'" not in loaded, heavy
+
+
+def test_the_collector_process_loads_confluent_kafka_without_its_serde_clients() -> None:
+    """Their asyncio and ssl were 6 MB of the collector's memory; a placeholder says so if
+    anything in that process asks for one, and the clients the collector uses are the real ones."""
+    probe = (
+        "import sys, sysmetrics.collect.agent, confluent_kafka\n"
+        "print(sorted(m for m in ('asyncio', 'ssl', 'concurrent.futures') if m in sys.modules))\n"
+        "print(confluent_kafka.Producer.__module__, confluent_kafka.admin.AdminClient.__name__)\n"
+        "try:\n"
+        "    confluent_kafka.SerializingProducer({'bootstrap.servers': 'localhost:9092'})\n"
+        "except RuntimeError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert out[0] == "['concurrent.futures']", out  # the AdminClient's futures: no asyncio, ssl
+    assert out[1] == "cimpl AdminClient", out
+    assert "SerializingProducer is not loaded in the sysmetrics collector process" in out[2], out
+    # Anywhere confluent_kafka was imported first (the CLI's other commands, tests) it is whole.
+    whole = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import confluent_kafka, sysmetrics.collect.agent; "
+            "print(confluent_kafka.SerializingProducer.__module__)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert whole.strip() == "confluent_kafka.serializing_producer"

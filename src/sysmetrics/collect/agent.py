@@ -16,6 +16,10 @@ import sys
 import threading
 from typing import NoReturn
 
+from sysmetrics.collect import slim_kafka  # noqa: F401  before anything imports confluent_kafka
+
+# isort: split
+
 from confluent_kafka import KafkaException
 
 from sysmetrics.collect.loop import run_collector
