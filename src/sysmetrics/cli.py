@@ -276,6 +276,15 @@ def service_install(ctx: Context, user: bool, root: Path, print_only: bool) -> N
     except (OSError, svc.ServiceError) as exc:
         raise click.ClickException(f"{exc} (system services need root / Administrator)") from None
     click.echo(f"logs: {plan.logs}")
+    if plan.system == "systemd" and not plan.user and (missing := svc.uncompiled_packages()):
+        folders = " ".join(sorted({str(folder) for folder in missing.values()}))
+        click.echo(
+            f"note: {', '.join(missing)} have no compiled bytecode (installed by uv without "
+            "--compile-bytecode?) and the sandboxed service may not write it: the collector would "
+            "compile them at every start and hold ~5 MB more. Compile them once: sudo "
+            f"{sys.executable} -m compileall -q {folders}",
+            err=True,
+        )
 
 
 @service.command("uninstall")

@@ -204,3 +204,40 @@ def test_windows_plan_locks_the_config_to_the_service(settings: Settings) -> Non
     assert commands[1].endswith("sysmetrics.collect.service.windows --startup auto install")
     with pytest.raises(svc.ServiceError, match="machine-wide"):
         svc.plan(settings, user=True, platform="win32")
+
+
+def test_install_says_how_to_compile_the_bytecode_a_sandboxed_service_cannot_write(
+    tmp_path: Path,
+) -> None:
+    """Installed by uv without --compile-bytecode (here: a bytecode cache folder of its own,
+    empty), the collector's packages have none; the sandboxed unit could not write it. The
+    note's command, run as printed, compiles it, and the next install says nothing."""
+    cache = tmp_path / "pycache"
+    env = dict(os.environ, PYTHONPYCACHEPREFIX=str(cache))
+    root = tmp_path / "root"
+
+    def install() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [SYSMETRICS, "service", "install", "--root", str(root)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    first = install()
+    assert first.returncode == 0, first.stderr
+    note = first.stderr.split("note: ", 1)[1]
+    assert note.startswith("sysmetrics, confluent_kafka, psutil, msgspec have no compiled bytecode")
+    command = shlex.split(note.split("Compile them once: sudo ", 1)[1])
+    subprocess.run(command, env=env, check=True, timeout=600)
+    second = install()
+    assert second.returncode == 0 and "note:" not in second.stderr, second.stderr
+    # Where it is compiled (the test environment, as `make install-dev` leaves it): no note.
+    cached = subprocess.run(
+        [SYSMETRICS, "service", "install", "--root", str(tmp_path / "other")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert cached.returncode == 0 and "note:" not in cached.stderr, cached.stderr

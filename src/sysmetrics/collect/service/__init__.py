@@ -10,6 +10,7 @@ The collector's config file goes where the OS keeps such files, readable only by
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -245,6 +246,26 @@ def install(plan: ServicePlan, start: bool = True) -> list[str]:
     if start:
         done += [f"ran {c}" for c in _run(plan.enable, check=True)]
     return done
+
+
+COLLECTOR_PACKAGES = ("sysmetrics", "confluent_kafka", "psutil", "msgspec")
+"""What the collector process imports, by top-level package."""
+
+
+def uncompiled_packages() -> dict[str, Path]:
+    """The collector's packages installed without their bytecode (uv does not compile it unless
+    asked; pip does), each with the folder that holds it. A system service may not write it
+    (``ProtectSystem=strict``), so it would compile them from source at every start and keep
+    ~5 MB more resident."""
+    missing = {}
+    for name in COLLECTOR_PACKAGES:
+        spec = importlib.util.find_spec(name)
+        source = spec.origin if spec is not None else None
+        if source is None or not source.endswith(".py"):
+            continue
+        if not Path(importlib.util.cache_from_source(source)).exists():
+            missing[name] = Path(source).parent.parent
+    return missing
 
 
 def spooled_events(state_dir: Path) -> int:
