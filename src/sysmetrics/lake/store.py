@@ -14,7 +14,6 @@ import hashlib
 import importlib.util
 import logging
 import os
-import shutil
 import sys
 import uuid
 from collections import Counter
@@ -178,19 +177,7 @@ class LakeStore:
         path = self.full(rel)
         try:
             if self.is_local:
-                folder = os.path.dirname(path)
-                os.makedirs(folder, exist_ok=True)
-                tmp = f"{folder}/.tmp-{uuid.uuid4().hex}"
-                try:
-                    with local.open("rb") as src, open(tmp, "xb") as dst:
-                        shutil.copyfileobj(src, dst, 1 << 20)
-                        dst.flush()
-                        os.fsync(dst.fileno())
-                    os.replace(tmp, path)
-                finally:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(tmp)  # a full disk: not left behind to fill it further
-                _fsync_dir(Path(folder))
+                _local_replace(Path(path), local, durable=True)
             else:
                 self.fs.put_file(str(local), path)
         except Exception as exc:
@@ -266,9 +253,10 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _write_tmp(final: str, data: bytes, durable: bool, folders: set[str]) -> str:
-    """``data`` under a temporary name beside ``final``; ``folders``: those known to exist.
-    Plain ``os`` calls on strings: a writer catching up stages hundreds of files a round."""
+def _write_tmp(final: str, data: bytes | Path, durable: bool, folders: set[str]) -> str:
+    """``data`` (or a file's content, copied 1 MiB at a time) under a temporary name beside
+    ``final``; ``folders``: those known to exist. Plain ``os`` calls on strings: a writer
+    catching up stages hundreds of files a round."""
     folder = os.path.dirname(final)
     if folder not in folders:
         os.makedirs(folder, exist_ok=True)
@@ -276,7 +264,12 @@ def _write_tmp(final: str, data: bytes, durable: bool, folders: set[str]) -> str
     tmp = f"{folder}/.tmp-{uuid.uuid4().hex}"  # never matches a data glob
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        write_all(fd, data)
+        if isinstance(data, Path):
+            with data.open("rb") as source:
+                while piece := source.read(1 << 20):
+                    write_all(fd, piece)
+        else:
+            write_all(fd, data)
         if durable:
             os.fsync(fd)
     except OSError:
@@ -348,8 +341,12 @@ def _local_create_files(
     return created
 
 
-def _local_replace(final: Path, data: bytes, durable: bool) -> None:
+def _local_replace(final: Path, data: bytes | Path, durable: bool) -> None:
     tmp = _write_tmp(str(final), data, durable, set())
-    os.replace(tmp, final)
+    try:
+        os.replace(tmp, final)
+    except OSError:
+        os.unlink(tmp)
+        raise
     if durable:
         _fsync_dir(final.parent)
