@@ -7,10 +7,13 @@
    (CPU per scrape, RSS), 3 runs of 180 s by default, the median and the spread; ours split
    by thread (main = the sampling loop, librdkafka, other = the /metrics server). Goal: ours
    <= 0.5x node_exporter's CPU per scrape, RSS <= 35 MB.
+   With --soak-samples N, one collector takes N samples at a 0.05 s interval: its RSS at the
+   end against after the first tenth (a leak grows with the samples; weeks in minutes).
 3. The simulator's events/s into a real Tansu broker against a raw confluent-kafka produce
    loop of the same (pre-encoded) messages in the same run.
 
     .venv/bin/python benchmarks/collector.py [events] [--peer-seconds S] [--runs N]
+        [--soak-samples N]
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -108,12 +113,13 @@ class Run:
         return self.ours_ms / self.peer_ms
 
 
-def whole_processes(exporter: str, seconds: float, interval_s: float = 10.0) -> Run:
-    """Our collector and node_exporter, each measured as a process over the same wall time."""
+@contextmanager
+def running_collector(interval_s: float) -> Iterator[subprocess.Popen[str]]:
+    """A `sysmetrics collect` process publishing into a fresh Tansu broker every ``interval_s``;
+    its closing summary line is on its stdout once the block ends."""
     with tempfile.TemporaryDirectory() as tmp:
         broker = EmbeddedBroker(Path(tmp), free_port())
         broker.start()
-        port = free_port()
         env = dict(
             os.environ,
             SYSMETRICS_BOOTSTRAP_SERVERS=broker.bootstrap,
@@ -123,8 +129,22 @@ def whole_processes(exporter: str, seconds: float, interval_s: float = 10.0) -> 
         ours = subprocess.Popen(
             [sys.executable, "-m", "sysmetrics", "--log-level", "warning", "collect"],
             env=env,
+            stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
+            text=True,
         )
+        try:
+            yield ours
+        finally:
+            ours.terminate()
+            ours.wait(30)
+            broker.stop()
+
+
+def whole_processes(exporter: str, seconds: float, interval_s: float = 10.0) -> Run:
+    """Our collector and node_exporter, each measured as a process over the same wall time."""
+    port = free_port()
+    with running_collector(interval_s) as ours:
         peer = subprocess.Popen(
             [exporter, f"--web.listen-address=127.0.0.1:{port}"],
             stdout=subprocess.DEVNULL,
@@ -144,14 +164,29 @@ def whole_processes(exporter: str, seconds: float, interval_s: float = 10.0) -> 
             peer_cpu = process_cpu_s(peer.pid) - peer_start
             ours_rss, peer_rss = process_rss_mb(ours.pid), process_rss_mb(peer.pid)
         finally:
-            ours.terminate()
             peer.terminate()
-            ours.wait(30)
             peer.wait(30)
-            broker.stop()
     # The same interval and wall time: as many samples as scrapes.
     split = {k: 1000 * (ours_end[k] - ours_start[k]) / scrapes for k in ours_end}
     return Run(sum(split.values()), 1000 * peer_cpu / scrapes, ours_rss, peer_rss, split)
+
+
+def soak(samples: int, interval_s: float = 0.05) -> None:
+    """Resident memory of one collector process over ``samples`` samples taken fast (weeks of
+    10-s samples in minutes): after the first tenth (warm: spool segments, the allocator's
+    pools) against the end, the same process in the same run."""
+    with running_collector(interval_s) as ours:
+        time.sleep(5 + samples * interval_s / 10)
+        warm = process_rss_mb(ours.pid)
+        time.sleep(samples * interval_s * 0.9)
+        end = process_rss_mb(ours.pid)
+    summary = ours.stdout.read() if ours.stdout else ""
+    taken = int(summary.split("collected ")[1].split()[0]) if "collected " in summary else 0
+    print(
+        f"soak: {taken:,} samples at a {interval_s} s interval ({taken * 10 / 86400:.1f} days of "
+        f"10-s samples): RSS {warm:.2f} MB after the first tenth, {end:.2f} MB at the end "
+        f"({end / warm:.3f}x)"
+    )
 
 
 def bytecode_cached() -> bool:
@@ -213,7 +248,16 @@ def main() -> None:
     parser.add_argument(
         "--peer-seconds", type=float, default=180, help="length of each node_exporter run"
     )
-    parser.add_argument("--runs", type=int, default=3, help="runs of the comparison (median)")
+    parser.add_argument(
+        "--runs", type=int, default=3, help="runs of the comparison (median); 0: none"
+    )
+    parser.add_argument(
+        "--soak-samples",
+        type=int,
+        default=0,
+        help="also run one collector for this many samples at a 0.05 s interval and compare its "
+        "memory at the end with after the first tenth (20000: ~17 min, 23 days of samples)",
+    )
     args = parser.parse_args()
     peer_seconds, runs, total = args.peer_seconds, args.runs, args.total
     per_sample = collector_cost()
@@ -222,7 +266,10 @@ def main() -> None:
         f"per sample, {100 * per_sample / 10:.3f} % of one core at the 10 s interval "
         f"(goal <= 20 ms, <= 0.2 %)"
     )
-    compare_with_node_exporter(peer_seconds, runs)
+    if runs:
+        compare_with_node_exporter(peer_seconds, runs)
+    if args.soak_samples:
+        soak(args.soak_samples)
     hosts = total // 360
     with tempfile.TemporaryDirectory() as tmp:
         broker = EmbeddedBroker(Path(tmp), free_port())
