@@ -1,8 +1,8 @@
 """confluent_kafka without its serde clients, for the collector process: import this first.
 
 confluent_kafka's package imports its Schema Registry clients (SerializingProducer,
-DeserializingConsumer, DeserializingShareConsumer), and with them asyncio, ssl and
-concurrent.futures: 6 MB of the collector's 35 MB resident memory (`benchmarks/collector.py`),
+DeserializingConsumer, DeserializingShareConsumer), and with them asyncio and ssl (libssl,
+libcrypto): 6 MB of the collector's 34 MB resident memory (`benchmarks/collector.py`),
 on every machine of a fleet. The collector uses Producer and AdminClient only. Imported before
 confluent_kafka, this module puts placeholders in those clients' modules that say so if called;
 in a process that already imported confluent_kafka it changes nothing.
