@@ -8,7 +8,7 @@
    by thread (main = the sampling loop, librdkafka, other = the /metrics server). Goal: ours
    <= 0.5x node_exporter's CPU per scrape, RSS <= 35 MB.
    With --soak-samples N, one collector takes N samples at a 0.05 s interval: its RSS at the
-   end against after the first tenth (a leak grows with the samples; weeks in minutes).
+   end against after the first tenth (a leak grows with the samples; days of them in minutes).
 3. The simulator's events/s into a real Tansu broker against a raw confluent-kafka produce
    loop of the same (pre-encoded) messages in the same run.
 
@@ -172,7 +172,7 @@ def whole_processes(exporter: str, seconds: float, interval_s: float = 10.0) -> 
 
 
 def soak(samples: int, interval_s: float = 0.05) -> None:
-    """Resident memory of one collector process over ``samples`` samples taken fast (weeks of
+    """Resident memory of one collector process over ``samples`` samples taken fast (days of
     10-s samples in minutes): after the first tenth (warm: spool segments, the allocator's
     pools) against the end, the same process in the same run."""
     with running_collector(interval_s) as ours:
@@ -256,7 +256,7 @@ def main() -> None:
         type=int,
         default=0,
         help="also run one collector for this many samples at a 0.05 s interval and compare its "
-        "memory at the end with after the first tenth (20000: ~17 min, 23 days of samples)",
+        "memory at the end with after the first tenth (20000: ~17 min, 2.3 days of 10-s samples)",
     )
     args = parser.parse_args()
     peer_seconds, runs, total = args.peer_seconds, args.runs, args.total
