@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import resource
 import shutil
@@ -35,11 +34,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import msgspec
 from confluent_kafka import Producer
 
-from sysmetrics.collect import agent
 from sysmetrics.collect.sampler import Sampler
+from sysmetrics.collect.service import uncompiled_packages
 from sysmetrics.config import load_settings
 from sysmetrics.schema import encode
 from sysmetrics.stream.admin import ensure_topic
@@ -189,20 +187,14 @@ def soak(samples: int, interval_s: float = 0.05) -> None:
     )
 
 
-def bytecode_cached() -> bool:
-    """Whether the collector's imports load from compiled bytecode, as `pip install` (and `make
-    install`) leave them: where none is cached and PYTHONDONTWRITEBYTECODE is set, each start
-    compiles them from source and the process holds ~5 MB more."""
-    sources = [str(m.__file__) for m in (msgspec, agent)]
-    return all(Path(importlib.util.cache_from_source(s)).exists() for s in sources)
-
-
 def compare_with_node_exporter(seconds: float, runs: int) -> None:
     exporter = shutil.which("prometheus-node-exporter")
     if exporter is None:
         print("node_exporter peer skipped: apt install prometheus-node-exporter")
         return
-    cached = "yes" if bytecode_cached() else "no, each start compiles them"
+    # Where none is cached and PYTHONDONTWRITEBYTECODE is set, each start compiles the imports
+    # from source and the process holds ~5 MB more (pip and `make install` compile them).
+    cached = "no, each start compiles them" if uncompiled_packages() else "yes"
     print(
         f"whole processes, {runs} run{'s' if runs != 1 else ''} of {seconds:.0f} s at the 10 s "
         f"interval (imports from cached bytecode: {cached}):"

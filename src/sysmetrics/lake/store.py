@@ -272,8 +272,8 @@ def _write_tmp(final: str, data: bytes | Path, durable: bool, folders: set[str])
             write_all(fd, data)
         if durable:
             os.fsync(fd)
-    except OSError:
-        os.unlink(tmp)  # a full disk: not left behind to fill it further
+    except BaseException:
+        os.unlink(tmp)  # a full disk, an interrupted copy: not left behind to fill it further
         raise
     finally:
         os.close(fd)
