@@ -207,7 +207,7 @@ def collect(
     from sysmetrics.collect.loop import print_samples
     from sysmetrics.collect.settings import CollectorSettings
 
-    settings = _overridden(sample_interval_s=interval, metrics_port=metrics_port)
+    settings = _overridden(sample_interval_s="interval", metrics_port="metrics_port")
     max_samples = 1 if once else count
     if print_only:
         print_samples(CollectorSettings.of(settings), max_samples, click.echo, once=once)
@@ -419,12 +419,25 @@ def simulate(
         sys.exit(1)
 
 
-def _overridden(**options: object) -> Settings:
-    """The settings with the command-line options the user gave (None: not given), checked as
-    the same values from the environment are (an interval of 0 is refused, not divided by)."""
+def _overridden(**option_of: str) -> Settings:
+    """The settings with the current command's options the user gave (``setting="option"``:
+    the option, by its parameter name, that sets the setting; one not given leaves the setting
+    to the environment and config file), checked as the same values from the environment are
+    (an interval of 0 is refused, not divided by). A bad option value is refused naming the
+    option the user typed, as click refuses a value of the wrong type."""
+    ctx = click.get_current_context()
+    given = {
+        setting: ctx.params[option]
+        for setting, option in option_of.items()
+        if ctx.params[option] is not None
+    }
     try:
-        return load_settings(**{k: v for k, v in options.items() if v is not None})
+        return load_settings(**given)
     except ConfigError as exc:
+        if exc.field in given:
+            option = option_of[exc.field]
+            param = next(p for p in ctx.command.params if p.name == option)
+            raise click.BadParameter(exc.reason, ctx=ctx, param=param) from None
         raise click.ClickException(str(exc)) from None
 
 
@@ -459,9 +472,9 @@ def consume(
 
     settings = _writable_data_dir(
         _overridden(
-            flush_records=flush_records,
-            flush_seconds=flush_seconds,
-            metrics_port=metrics_port,
+            flush_records="flush_records",
+            flush_seconds="flush_seconds",
+            metrics_port="metrics_port",
         )
     )
     try:
@@ -512,7 +525,7 @@ def ingest(ctx: Context, bind_host: str | None, port: int | None, grpc_port: int
     from sysmetrics.stream.admin import ensure_topic_meanwhile
 
     settings = _writable_data_dir(
-        _overridden(ingest_host=bind_host, ingest_port=port, ingest_grpc_port=grpc_port)
+        _overridden(ingest_host="bind_host", ingest_port="port", ingest_grpc_port="grpc_port")
     )
     _refuse_taken_port(
         settings.ingest_host,
@@ -1081,10 +1094,10 @@ def alert(
     from sysmetrics.stream.runtime import ConsumerRefused
 
     settings = _overridden(
-        alert_rules=rules_path,
-        alertmanager_url=alertmanager,
-        alert_webhook_url=webhook,
-        metrics_port=metrics_port,
+        alert_rules="rules_path",
+        alertmanager_url="alertmanager",
+        alert_webhook_url="webhook",
+        metrics_port="metrics_port",
     )
     try:
         rules = load_rules(settings.alert_rules)
@@ -1171,7 +1184,7 @@ def dashboard(ctx: Context, host: str | None, port: int | None) -> None:
     from sysmetrics.dashboard.app import serve
     from sysmetrics.dashboard.auth import DashboardAuthError, check_exposure
 
-    settings = _overridden(dashboard_host=host, dashboard_port=port)
+    settings = _overridden(dashboard_host="host", dashboard_port="port")
     try:
         check_exposure(settings, settings.dashboard_host)
     except DashboardAuthError as exc:
@@ -1248,7 +1261,7 @@ def up(
     from sysmetrics.orchestration.local import LocalPipeline, UpAlreadyRunning, run_live
     from sysmetrics.stream.broker import BrokerError
 
-    settings = _writable_data_dir(_overridden(metrics_port=metrics_port))
+    settings = _writable_data_dir(_overridden(metrics_port="metrics_port"))
     # What would make a component exit at every start, restarted for ever, stops `up` here
     # with what to change: a missing extra, a server exposed without authentication, a port
     # another process holds.

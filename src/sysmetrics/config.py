@@ -33,6 +33,13 @@ DEFAULT_CONFIG_FILE = "sysmetrics.toml"
 class ConfigError(ValueError):
     """A setting has a bad value; the message names the variable and says what is expected."""
 
+    def __init__(self, message: str, field: str | None = None, reason: str = "") -> None:
+        super().__init__(message)
+        self.field = field
+        """The setting refused (None: not one setting, e.g. the config file)."""
+        self.reason = reason
+        """What is wrong with its value, without the variable's name."""
+
 
 class Settings(BaseSettings):
     # No setting is infinite or NaN: an infinite interval never samples, a NaN threshold never
@@ -447,4 +454,5 @@ def load_settings(**overrides: Any) -> Settings:
         if given_in_file and not any(name.upper() == variable for name in os.environ):
             variable = f"{field} in {path}"
         said = first["msg"].removeprefix("Value error, ")  # pydantic's prefix to our own words
-        raise ConfigError(f"{variable}: {said} (got {first.get('input')!r})") from None
+        reason = f"{said} (got {first.get('input')!r})"
+        raise ConfigError(f"{variable}: {reason}", field, reason) from None

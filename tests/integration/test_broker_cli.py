@@ -120,18 +120,27 @@ def test_a_bad_option_value_is_refused_as_the_same_environment_value_would_be(
 ) -> None:
     """Options override settings through the same checks (before 2026-12-03 they skipped
     them: `collect --interval 0` divided by zero, `dashboard --port 99999` said it served and
-    served nothing); `query` before any hourly run says how to make the warehouse."""
+    served nothing), and the refusal names what the user typed: the option, as click names an
+    option of the wrong type (before 2026-12-06 it named the environment variable the user had
+    not set); the same value from the environment names the variable. `query` before any
+    hourly run says how to make the warehouse."""
     env = {**os.environ, "SYSMETRICS_DATA_DIR": str(tmp_path / "data")}
     refused = {
-        ("collect", "--print", "--interval", "0"): "SYSMETRICS_SAMPLE_INTERVAL_S",
-        ("consume", "--flush-records", "0"): "SYSMETRICS_FLUSH_RECORDS",
-        ("dashboard", "--port", "99999"): "SYSMETRICS_DASHBOARD_PORT",
-        ("ingest", "--port", "0"): "SYSMETRICS_INGEST_PORT",
+        ("collect", "--print", "--interval", "0"): "--interval",
+        ("consume", "--flush-records", "0"): "--flush-records",
+        ("dashboard", "--port", "99999"): "--port",
+        ("ingest", "--port", "0"): "--port",
+        ("alert", "--webhook", "localhost:9000"): "--webhook",
     }
-    for command, variable in refused.items():
+    for command, option in refused.items():
         result = run(list(command), env, tmp_path)
-        assert result.returncode == 1, (command, result.stderr)
-        assert result.stderr.startswith(f"Error: {variable}: Input should be"), result.stderr
+        assert result.returncode == 2, (command, result.stderr)
+        error = result.stderr.strip().splitlines()[-1]
+        assert error.startswith(f"Error: Invalid value for '{option}': "), result.stderr
+        assert "(got " in error, error  # the value as the option's type read it
+    from_env = run(["dashboard"], {**env, "SYSMETRICS_DASHBOARD_PORT": "99999"}, tmp_path)
+    assert from_env.returncode == 1, from_env.stderr
+    assert from_env.stderr.startswith("Error: SYSMETRICS_DASHBOARD_PORT: Input should be"), from_env
     query = run(["query", "SELECT 1"], env, tmp_path)
     assert query.returncode == 1
     assert "no warehouse yet at ./data/warehouse.duckdb" in query.stderr, query.stderr
