@@ -26,6 +26,7 @@ from sysmetrics.alerts.live import read_firing, summarize
 from sysmetrics.config import Settings
 from sysmetrics.ingest.status import grpc_address, read_ingest_status, receiver_url
 from sysmetrics.lake.status import read_writer_status
+from sysmetrics.logs import LOG_COPIES_KEPT
 from sysmetrics.observability import MetricsEndpoint, serve_metrics
 from sysmetrics.orchestration.scheduler import HourlyScheduler
 from sysmetrics.orchestration.up_state import read_up_state, state_file
@@ -51,7 +52,6 @@ STOP_ORDER = (
 )
 """Sources first, then the writer (which flushes what they sent), the readers last."""
 
-LOG_COPIES_KEPT = 3
 AIRFLOW_LOG_SWEEP_S = 3600.0
 """How often `up` deletes Airflow's old log files (Airflow itself never does)."""
 

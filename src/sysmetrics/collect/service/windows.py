@@ -13,6 +13,7 @@ import win32service
 import win32serviceutil
 
 from sysmetrics.collect.service import SERVICE_NAME, windows_data_dir
+from sysmetrics.logs import configure_logging
 
 
 class CollectorService(win32serviceutil.ServiceFramework):
@@ -32,12 +33,8 @@ class CollectorService(win32serviceutil.ServiceFramework):
         data = windows_data_dir()
         os.environ.setdefault("SYSMETRICS_CONFIG", str(data / "collector.toml"))
         os.environ.setdefault("SYSMETRICS_DATA_DIR", str(data / "state"))
-        (data / "logs").mkdir(parents=True, exist_ok=True)
-        logging.basicConfig(
-            filename=data / "logs" / "collector.log",
-            level=logging.INFO,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
+        # No supervisor keeps a service's stderr here: the log is a file of its own, rotated.
+        configure_logging(logging.INFO, data / "logs" / "collector.log")
         servicemanager.LogInfoMsg(f"{SERVICE_NAME} starting")
         from sysmetrics.collect.loop import run_collector
         from sysmetrics.collect.settings import CollectorSettings
