@@ -35,12 +35,13 @@ import psutil
 from sysmetrics.config import Settings, load_settings
 from sysmetrics.schema import encode
 from sysmetrics.stream.admin import ensure_topic
-from sysmetrics.stream.broker import EmbeddedBroker, free_port
+from sysmetrics.stream.broker import EmbeddedBroker
 from sysmetrics.stream.simulator import generate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.support.kafka_io import SYSMETRICS, produce
 from tests.support.lakes import event
+from tests.support.ports import free_port
 
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
 

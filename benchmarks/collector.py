@@ -41,10 +41,13 @@ from sysmetrics.collect.service import uncompiled_packages
 from sysmetrics.config import load_settings
 from sysmetrics.schema import encode
 from sysmetrics.stream.admin import ensure_topic
-from sysmetrics.stream.broker import EmbeddedBroker, free_port
+from sysmetrics.stream.broker import EmbeddedBroker
 from sysmetrics.stream.kafka_config import producer_config
 from sysmetrics.stream.simulator import generate, run_simulation
 from sysmetrics.stream.spool import Spool
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.support.ports import free_port
 
 
 def cpu_seconds() -> float:

@@ -28,10 +28,12 @@ from sysmetrics.config import load_settings
 from sysmetrics.lake import layout
 from sysmetrics.lake.store import LakeStore
 from sysmetrics.schema import encode
-from sysmetrics.stream.broker import free_port
 from sysmetrics.stream.simulator import generate
 from sysmetrics.timeutil import hour_floor
 from sysmetrics.warehouse import open_warehouse
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.support.ports import free_port
 
 TOPIC = "machine_metrics"
 FILE_EVENTS = 20_000

@@ -56,7 +56,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from sysmetrics.config import load_settings
 from sysmetrics.ingest.server import OTLP_GRPC_METHOD
 from sysmetrics.stream.admin import ensure_topic
-from sysmetrics.stream.broker import EmbeddedBroker, free_port, stop_pid
+from sysmetrics.stream.broker import EmbeddedBroker, stop_pid
 from sysmetrics.stream.kafka_config import consumer_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -68,6 +68,7 @@ from tests.support.agents import (
     prometheus_3_binary,
     remote_write_block,
 )
+from tests.support.ports import free_port
 from tests.support.remote_write import series_of, write_request, write_request_v2
 
 SYSMETRICS = str(Path(sys.executable).parent / "sysmetrics")

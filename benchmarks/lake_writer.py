@@ -40,13 +40,14 @@ from sysmetrics.lake.store import LakeStore
 from sysmetrics.lake.writer import LakeWriter
 from sysmetrics.schema import encode
 from sysmetrics.stream.admin import ensure_topic
-from sysmetrics.stream.broker import EmbeddedBroker, free_port
+from sysmetrics.stream.broker import EmbeddedBroker
 from sysmetrics.stream.kafka_config import consumer_config
 from sysmetrics.stream.simulator import generate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.support.apache_kafka import maven_libs
 from tests.support.kafka_io import SYSMETRICS, produce
+from tests.support.ports import free_port
 
 CONNECT_POM = Path(__file__).resolve().parent / "kafka-connect" / "pom.xml"
 

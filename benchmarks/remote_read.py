@@ -41,12 +41,13 @@ import cramjam
 import duckdb
 
 from sysmetrics import prompb
-from sysmetrics.stream.broker import free_port, stop_pid
+from sysmetrics.stream.broker import stop_pid
 from sysmetrics.timeutil import hour_floor
 from sysmetrics.warehouse.duckdb import DuckDBWarehouse
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.support.agents import PROMETHEUS, Prometheus
+from tests.support.ports import free_port
 from tests.support.waiting import wait_for
 
 PROMTOOL = shutil.which("promtool")

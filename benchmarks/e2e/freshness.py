@@ -12,6 +12,7 @@ default) after the hour ends.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -28,8 +29,11 @@ from confluent_kafka import Consumer
 
 from sysmetrics.config import load_settings
 from sysmetrics.stream.admin import ensure_topic
-from sysmetrics.stream.broker import EmbeddedBroker, free_port
+from sysmetrics.stream.broker import EmbeddedBroker
 from sysmetrics.stream.kafka_config import consumer_config
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.support.ports import free_port
 
 SYSMETRICS = str(Path(sys.executable).parent / "sysmetrics")
 
@@ -39,8 +43,11 @@ def pct(values: list[float], q: float) -> float:
 
 
 def main() -> None:
-    minutes = float(sys.argv[1]) if len(sys.argv) > 1 else 4.0
-    hosts = int(sys.argv[2]) if len(sys.argv) > 2 else 30
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("minutes", nargs="?", type=float, default=4.0, help="of real-time samples")
+    parser.add_argument("hosts", nargs="?", type=int, default=30, help="simulated hosts")
+    args = parser.parse_args()
+    minutes, hosts = args.minutes, args.hosts
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         broker = EmbeddedBroker(root / "broker", free_port())

@@ -22,7 +22,6 @@ from sysmetrics.alerts.rules import load_rules
 from sysmetrics.alerts.service import AlertService
 from sysmetrics.config import Settings
 from sysmetrics.dashboard.app import create_app
-from sysmetrics.stream.broker import free_port
 from tests.conftest import settings_for
 from tests.support.alertmanager import ALERTMANAGER, MISSING, Receiver, alertmanager
 from tests.support.brokers import TestBroker
@@ -30,6 +29,7 @@ from tests.support.events import as_messages
 from tests.support.kafka_io import SYSMETRICS, produce
 from tests.support.lake import listed_retirements
 from tests.support.lakes import event
+from tests.support.ports import free_port
 from tests.support.scrape import metric
 from tests.support.waiting import wait_for
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
-from sysmetrics.stream.broker import free_port, pid_alive
+from sysmetrics.stream.broker import pid_alive
 from tests.support.kafka_io import SYSMETRICS
+from tests.support.ports import free_port
 
 
 def run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -22,11 +22,12 @@ from sysmetrics.collect.settings import CollectorSettings
 from sysmetrics.config import Settings, load_settings
 from sysmetrics.schema import decode
 from sysmetrics.stream.admin import ensure_topic
-from sysmetrics.stream.broker import EmbeddedBroker, free_port
+from sysmetrics.stream.broker import EmbeddedBroker
 from sysmetrics.stream.producer import SpooledProducer
 from tests.support.brokers import TestBroker
 from tests.support.clock import LIBFAKETIME, SteppedClock
 from tests.support.kafka_io import SYSMETRICS, read_topic
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.broker
 

@@ -23,13 +23,14 @@ from confluent_kafka import Message
 
 from sysmetrics.config import Settings, load_settings
 from sysmetrics.stream.admin import ensure_topic
-from sysmetrics.stream.broker import EmbeddedBroker, free_port
+from sysmetrics.stream.broker import EmbeddedBroker
 from sysmetrics.stream.runtime import HANDOVER, ConsumerRuntime
 from tests.conftest import settings_for
 from tests.support.brokers import TestBroker
 from tests.support.events import as_messages, simulated
 from tests.support.kafka_io import SYSMETRICS, produce
 from tests.support.lake import data_files, event_id_counts
+from tests.support.ports import free_port
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]

@@ -22,10 +22,10 @@ from sysmetrics.batch.hourly import run_hour
 from sysmetrics.config import Settings
 from sysmetrics.dashboard.app import create_app
 from sysmetrics.lake.store import LakeStore
-from sysmetrics.stream.broker import free_port
 from sysmetrics.warehouse.duckdb import DuckDBWarehouse
 from tests.support.kafka_io import SYSMETRICS
 from tests.support.lakes import HOUR14, write_simulated_fleet
+from tests.support.ports import free_port
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 

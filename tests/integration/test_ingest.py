@@ -31,7 +31,7 @@ from sysmetrics.alerts.evaluator import KnownHost
 from sysmetrics.alerts.service import AlertService, read_state_records
 from sysmetrics.config import Settings, load_settings
 from sysmetrics.dashboard.app import create_app
-from sysmetrics.stream.broker import free_port, stop_pid
+from sysmetrics.stream.broker import stop_pid
 from tests.conftest import settings_for
 from tests.support.agents import (
     NODE_EXPORTER,
@@ -57,6 +57,7 @@ from tests.support.lake import (
     listed_retirements,
     read_lines,
 )
+from tests.support.ports import free_port
 from tests.support.remote_write import series_of, write_request, write_request_v2
 from tests.support.waiting import wait_for
 

@@ -25,7 +25,6 @@ from confluent_kafka.admin import AdminClient
 from sysmetrics.config import load_settings
 from sysmetrics.lake.layout import parse_batch_name
 from sysmetrics.stream.admin import under_replicated
-from sysmetrics.stream.broker import free_port
 from tests.support.apache_kafka import missing_tools
 from tests.support.kafka_cluster import (
     ADMIN_PASSWORD,
@@ -36,6 +35,7 @@ from tests.support.kafka_cluster import (
 )
 from tests.support.kafka_io import SYSMETRICS, read_topic
 from tests.support.lake import event_id_counts
+from tests.support.ports import free_port
 from tests.support.scrape import metric
 from tests.support.waiting import wait_for
 

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from sysmetrics.config import Settings
-from sysmetrics.stream.broker import free_port
 from tests.support.events import as_messages, simulated
 from tests.support.kafka_io import SYSMETRICS, produce
 from tests.support.lake import data_files, read_lines
+from tests.support.ports import free_port
 from tests.support.waiting import wait_for
 
 PROMETHEUS = shutil.which("prometheus")

@@ -30,10 +30,10 @@ from sysmetrics.config import Settings
 from sysmetrics.dashboard.app import create_app
 from sysmetrics.lake.compaction import compact_hour
 from sysmetrics.lake.store import LakeStore
-from sysmetrics.stream.broker import free_port
 from sysmetrics.warehouse.duckdb import DuckDBWarehouse
 from tests.support.agents import PROMETHEUS, Prometheus
 from tests.support.lakes import HOUR14, write_simulated_fleet
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.skipif(
     PROMETHEUS is None, reason="Prometheus missing: run scripts/install-system-deps.sh"

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from sysmetrics.collect.host import read_host
-from sysmetrics.stream.broker import free_port, pid_alive
+from sysmetrics.stream.broker import pid_alive
 from tests.support.kafka_io import SYSMETRICS
+from tests.support.ports import free_port
 from tests.support.remote_write import write_request
 from tests.support.terminal import as_from_a_terminal
 from tests.support.waiting import wait_for

@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
-from sysmetrics.stream.broker import free_port, pid_alive, process_group_alive
+from sysmetrics.stream.broker import pid_alive, process_group_alive
 from tests.support.kafka_io import SYSMETRICS
 from tests.support.lakes import HOUR14, LakeBuilder, steady_host
+from tests.support.ports import free_port
 from tests.support.waiting import wait_for
 
 pytest.importorskip("airflow", reason="install the 'airflow' extra")

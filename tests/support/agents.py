@@ -20,8 +20,9 @@ from pathlib import Path
 
 from sysmetrics.config import Settings
 from sysmetrics.ingest.mapping import REMOTE_WRITE_SERIES
-from sysmetrics.stream.broker import free_port, stop_pid
+from sysmetrics.stream.broker import stop_pid
 from tests.support.kafka_io import SYSMETRICS
+from tests.support.ports import free_port
 from tests.support.tool_cache import exclusive
 from tests.support.waiting import wait_for
 

@@ -12,7 +12,8 @@ import subprocess
 import uuid
 from pathlib import Path
 
-from sysmetrics.stream.broker import BrokerError, free_port, stop_pid, wait_for_metadata
+from sysmetrics.stream.broker import BrokerError, stop_pid, wait_for_metadata
+from tests.support.ports import free_port
 from tests.support.tool_cache import exclusive
 
 POM = Path(__file__).resolve().parents[1] / "kafka" / "pom.xml"

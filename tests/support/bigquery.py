@@ -9,7 +9,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from sysmetrics.stream.broker import free_port, stop_pid
+from sysmetrics.stream.broker import stop_pid
+from tests.support.ports import free_port
 
 BINARY = Path(__file__).resolve().parents[2] / ".bqemu" / "bin" / "bqemulator"
 

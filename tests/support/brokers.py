@@ -6,7 +6,8 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-from sysmetrics.stream.broker import EmbeddedBroker, free_port, stop_pid
+from sysmetrics.stream.broker import EmbeddedBroker, stop_pid
+from tests.support.ports import free_port
 
 
 class TestBroker(Protocol):

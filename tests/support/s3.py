@@ -12,7 +12,8 @@ import sys
 import threading
 from pathlib import Path
 
-from sysmetrics.stream.broker import free_port, stop_pid
+from sysmetrics.stream.broker import stop_pid
+from tests.support.ports import free_port
 from tests.support.waiting import wait_for
 
 CREDENTIALS = {

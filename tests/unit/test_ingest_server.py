@@ -11,7 +11,7 @@ import pytest
 
 from sysmetrics.config import Settings
 from sysmetrics.ingest import server
-from sysmetrics.stream.broker import free_port
+from tests.support.ports import free_port
 
 
 def test_an_emission_that_fails_stops_the_receiver_with_the_error(

@@ -18,7 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from sysmetrics.observability import CONTENT_TYPE, MetricsEndpoint, Reading, counters, exposition
-from sysmetrics.stream.broker import free_port
+from tests.support.ports import free_port
 
 
 def _readings() -> list[Reading]:
