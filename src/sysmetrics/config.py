@@ -49,8 +49,12 @@ class Settings(BaseSettings):
     )
 
     # Kafka
+    broker_port: int = Field(9092, ge=1, le=65535, description="embedded broker port")
     bootstrap_servers: str = Field(
-        "127.0.0.1:9092", description="Kafka bootstrap servers (the embedded broker by default)"
+        # Follows a moved embedded broker: `up` starts the broker the settings point at.
+        default_factory=lambda fields: f"127.0.0.1:{fields['broker_port']}",
+        description="Kafka bootstrap servers (default: the embedded broker, "
+        "127.0.0.1:<broker_port>)",
     )
     topic: str = Field("machine_metrics", description="topic the collector publishes to")
     topic_partitions: int = Field(3, ge=1, description="partitions when the topic is created")
@@ -77,7 +81,6 @@ class Settings(BaseSettings):
 
     # Embedded broker
     data_dir: Path = Field(Path("./data"), description="PID files, spool and local state")
-    broker_port: int = Field(9092, ge=1, le=65535, description="embedded broker port")
 
     # Collector
     sample_interval_s: float = Field(10.0, gt=0, description="seconds between samples")

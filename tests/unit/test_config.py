@@ -29,6 +29,27 @@ def test_defaults_run_locally(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     assert (settings.flush_records, settings.flush_seconds) == (50, 60.0)
 
 
+def test_the_default_bootstrap_servers_follow_a_moved_embedded_broker(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Before 2026-12-06 SYSMETRICS_BROKER_PORT moved the embedded broker but not the clients:
+    `up` took 127.0.0.1:9092 for an external broker, started none, and its lake writer and
+    evaluator restarted for ever ("cannot reach Kafka at 127.0.0.1:9092"). Servers set
+    explicitly, in the environment or the file, still win."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SYSMETRICS_BROKER_PORT", "19092")
+    assert load_settings().bootstrap_servers == "127.0.0.1:19092"
+    (tmp_path / "sysmetrics.toml").write_text('bootstrap_servers = "kafka-1:9093"\n')
+    assert load_settings().bootstrap_servers == "kafka-1:9093"
+    monkeypatch.setenv("SYSMETRICS_BOOTSTRAP_SERVERS", "kafka-2:9093")
+    assert load_settings().bootstrap_servers == "kafka-2:9093"
+    (tmp_path / "sysmetrics.toml").write_text("broker_port = 19093\n")
+    monkeypatch.delenv("SYSMETRICS_BROKER_PORT")
+    monkeypatch.delenv("SYSMETRICS_BOOTSTRAP_SERVERS")
+    settings = load_settings()
+    assert (settings.broker_port, settings.bootstrap_servers) == (19093, "127.0.0.1:19093")
+
+
 def test_env_overrides_file_which_overrides_defaults(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
