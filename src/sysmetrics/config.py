@@ -13,7 +13,7 @@ import logging
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
@@ -39,6 +39,16 @@ class ConfigError(ValueError):
         """The setting refused (None: not one setting, e.g. the config file)."""
         self.reason = reason
         """What is wrong with its value, without the variable's name."""
+
+
+def _in_data_dir(data_dir: Path, name: str) -> str:
+    """The default place of the lake or the warehouse: beside the pipeline's other files (a
+    service's data dir is absolute; its working directory may be /). A relative one is written
+    ./-relative, as a path the user can type (./data/lake by default)."""
+    folder = data_dir.as_posix()
+    if not data_dir.is_absolute() and not folder.startswith("."):
+        folder = f"./{folder}"
+    return f"{folder}/{name}"
 
 
 class Settings(BaseSettings):
@@ -91,7 +101,10 @@ class Settings(BaseSettings):
     )
 
     # Lake writer
-    lake_url: str = Field("./data/lake", description="local path, gs://bucket/prefix or s3://")
+    lake_url: str = Field(
+        default_factory=lambda fields: _in_data_dir(fields["data_dir"], "lake"),
+        description="local path, gs://bucket/prefix or s3:// (default: lake in the data dir)",
+    )
     flush_records: int = Field(50, ge=1, description="flush a partition at this many records")
     flush_seconds: float = Field(60.0, gt=0, description="flush at least this often (timer)")
     lake_compression: Literal["none", "gzip", "zstd"] = "none"
@@ -131,7 +144,9 @@ class Settings(BaseSettings):
 
     # Warehouse and hourly batch
     warehouse_url: str = Field(
-        "./data/warehouse.duckdb", description="DuckDB file or bigquery://project/dataset"
+        default_factory=lambda fields: _in_data_dir(fields["data_dir"], "warehouse.duckdb"),
+        description="DuckDB file or bigquery://project/dataset (default: warehouse.duckdb in "
+        "the data dir)",
     )
     warehouse_busy_wait_s: float = Field(
         30.0,
@@ -448,7 +463,7 @@ def load_settings(**overrides: Any) -> Settings:
         frozenset(name for name in os.environ if name.upper().startswith(ENV_PREFIX))
     )
     try:
-        return Settings(**{**_secrets_from_files(), **overrides})
+        settings = Settings(**{**_secrets_from_files(), **overrides})
     except ValidationError as exc:
         first = exc.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else "?"
@@ -459,3 +474,31 @@ def load_settings(**overrides: Any) -> Settings:
         said = first["msg"].removeprefix("Value error, ")  # pydantic's prefix to our own words
         reason = f"{said} (got {first.get('input')!r})"
         raise ConfigError(f"{variable}: {reason}", field, reason) from None
+    for field, before in _DEFAULTS_BEFORE_2026_12_06.items():
+        if field not in settings.model_fields_set:
+            _warn_left_behind(field, before, getattr(settings, field))
+    return settings
+
+
+_DEFAULTS_BEFORE_2026_12_06: Final = {
+    "lake_url": "./data/lake",
+    "warehouse_url": "./data/warehouse.duckdb",
+}
+"""Where the lake and the warehouse were by default, whatever the data dir, until they
+followed it."""
+
+
+@functools.cache
+def _warn_left_behind(field: str, before: str, now: str) -> None:
+    """Say once per process where a lake or warehouse of the old default place is left behind:
+    with a data dir set, the new default is elsewhere, and an empty dashboard would not say why."""
+    if now != before and Path(before).exists() and not Path(now).exists():
+        log.warning(
+            "%s is %s (the default follows SYSMETRICS_DATA_DIR since 2026-12-06); the one at %s "
+            "is not read: set %s=%s to keep using it",
+            f"{ENV_PREFIX}{field.upper()}",
+            now,
+            before,
+            f"{ENV_PREFIX}{field.upper()}",
+            before,
+        )

@@ -144,12 +144,13 @@ def test_a_bad_option_value_is_refused_as_the_same_environment_value_would_be(
     assert from_env.stderr.startswith("Error: SYSMETRICS_DASHBOARD_PORT: Input should be"), from_env
     query = run(["query", "SELECT 1"], env, tmp_path)
     assert query.returncode == 1
-    assert "no warehouse yet at ./data/warehouse.duckdb" in query.stderr, query.stderr
+    warehouse = tmp_path / "data" / "warehouse.duckdb"  # in the data dir, as the lake
+    assert f"no warehouse yet at {warehouse}" in query.stderr, query.stderr
     assert "Traceback" not in query.stderr
     # status says the same (before 2026-12-05: DuckDB's "IOException: IO Error: Cannot open
     # database ... in read-only mode: database does not exist").
     status = run(["status"], env, tmp_path)
-    assert "warehouse    no warehouse yet at ./data/warehouse.duckdb" in status.stdout, status
+    assert f"warehouse    no warehouse yet at {warehouse}" in status.stdout, status
 
 
 def test_an_hour_that_has_not_begun_is_refused_and_the_one_in_progress_runs(
@@ -170,7 +171,8 @@ def test_an_hour_that_has_not_begun_is_refused_and_the_one_in_progress_runs(
         assert "Traceback" not in result.stderr
     no_lake = run(["batch", "run", "--hour", f"{now:%Y-%m-%dT%H}"], env, tmp_path)
     assert no_lake.returncode == 1, no_lake.stderr
-    assert no_lake.stderr.startswith("Error: no lake at ./data/lake: the lake writer creates it")
+    lake = tmp_path / "data" / "lake"
+    assert no_lake.stderr.startswith(f"Error: no lake at {lake}: the lake writer creates it")
     assert not (tmp_path / "data" / "warehouse.duckdb").exists(), "no stray warehouse made"
     (tmp_path / "data" / "lake").mkdir(parents=True)
     current = run(["batch", "run", "--hour", f"{now:%Y-%m-%dT%H}"], env, tmp_path)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -48,6 +49,39 @@ def test_the_default_bootstrap_servers_follow_a_moved_embedded_broker(
     monkeypatch.delenv("SYSMETRICS_BOOTSTRAP_SERVERS")
     settings = load_settings()
     assert (settings.broker_port, settings.bootstrap_servers) == (19093, "127.0.0.1:19093")
+
+
+def test_the_lake_and_warehouse_default_to_the_data_dir(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before 2026-12-06 they stayed at ./data whatever SYSMETRICS_DATA_DIR said: a lake writer
+    run as a service (working directory /) wrote /data/lake. An old lake left at ./data is
+    named once, with the setting that keeps it."""
+    monkeypatch.chdir(tmp_path)
+    state = tmp_path / "state"
+    monkeypatch.setenv("SYSMETRICS_DATA_DIR", str(state))
+    settings = load_settings()
+    assert settings.lake_url == f"{state.as_posix()}/lake"
+    assert settings.warehouse_url == f"{state.as_posix()}/warehouse.duckdb"
+    assert not caplog.records  # nothing at ./data: nothing left behind
+    monkeypatch.setenv("SYSMETRICS_DATA_DIR", "var/sysmetrics")
+    assert load_settings().lake_url == "./var/sysmetrics/lake"
+    (tmp_path / "data" / "lake").mkdir(parents=True)
+    monkeypatch.setenv("SYSMETRICS_DATA_DIR", str(tmp_path / "elsewhere"))
+    with caplog.at_level(logging.WARNING, logger="sysmetrics.config"):
+        load_settings()
+        load_settings()
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [
+        f"SYSMETRICS_LAKE_URL is {(tmp_path / 'elsewhere').as_posix()}/lake (the default follows "
+        "SYSMETRICS_DATA_DIR since 2026-12-06); the one at ./data/lake is not read: set "
+        "SYSMETRICS_LAKE_URL=./data/lake to keep using it"
+    ]
+    caplog.clear()
+    monkeypatch.setenv("SYSMETRICS_LAKE_URL", "./data/lake")
+    with caplog.at_level(logging.WARNING, logger="sysmetrics.config"):
+        assert load_settings().lake_url == "./data/lake"
+    assert not caplog.records
 
 
 def test_env_overrides_file_which_overrides_defaults(
