@@ -3,6 +3,7 @@ Alertmanager, and a webhook receiver behind it (the way an administrator gets pa
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import resource
@@ -17,11 +18,12 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from sysmetrics.alerts.evaluator import Evaluator
+from sysmetrics.alerts.evaluator import Evaluator, KnownHost
 from sysmetrics.alerts.rules import load_rules
-from sysmetrics.alerts.service import AlertService
+from sysmetrics.alerts.service import AlertService, read_known_hosts, read_state_records
 from sysmetrics.config import Settings
 from sysmetrics.dashboard.app import create_app
+from sysmetrics.stream.admin import ensure_topic
 from tests.conftest import settings_for
 from tests.support.alertmanager import ALERTMANAGER, MISSING, Receiver, alertmanager
 from tests.support.brokers import TestBroker
@@ -872,3 +874,49 @@ def test_a_host_retired_while_no_evaluator_runs_is_resolved_by_the_command(
         receiver.shutdown()
     assert pages(receiver) == {"old-db": paged}
     assert len(receiver.notifications) == 2, receiver.notifications
+
+
+def test_two_pipelines_sharing_the_state_topic_restore_only_their_own_hosts(
+    tansu_settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two pipelines on one cluster, each with its own metrics topic, share the evaluators'
+    state topic unless told otherwise. Before 2026-12-06 each evaluator restored the other's
+    hosts, which never sample on its topic, and paged them down. Each now restores its own,
+    and the shared state topic is named once, with the settings that part them."""
+    shared = f"{tansu_settings.topic}-shared-state"
+    first = tansu_settings.model_copy(
+        update={"alert_state_topic": shared, "alert_consumer_group": f"{shared}-a"}
+    )
+    second = first.model_copy(
+        update={"topic": f"{tansu_settings.topic}-b", "alert_consumer_group": f"{shared}-b"}
+    )
+    ensure_topic(second)
+    now = datetime.now(UTC).replace(microsecond=0)
+    for settings, host in ((first, "fleet-a-1"), (second, "fleet-b-1")):
+        samples = [event(host, now - timedelta(seconds=10 * i), 20.0, seq=i) for i in range(3)]
+        produce(settings, as_messages(samples))
+        service = AlertService(settings)
+        thread = threading.Thread(target=service.run, daemon=True)
+        thread.start()
+        try:
+            wait_for(
+                lambda h=host, s=settings: KnownHost.key_of(h) in read_state_records(s, 20),
+                60,
+                f"{host} saved in the state topic",
+            )
+        finally:
+            service.stop.set()
+            thread.join(30)
+    with caplog.at_level(logging.WARNING, logger="sysmetrics.alerts.service"):
+        records = read_state_records(first, 20)
+    assert [h.host_id for h in read_known_hosts(records)] == ["fleet-a-1"]
+    said = [r.getMessage() for r in caplog.records]
+    assert any(
+        f"alert state topic {shared} also holds the state of the evaluators of {second.topic}"
+        in line
+        and "SYSMETRICS_ALERT_STATE_TOPIC" in line
+        for line in said
+    ), said
+    restored = AlertService(first)  # as a member given every partition of its topic
+    restored.assigned(list(range(first.topic_partitions)))
+    assert set(restored.evaluator.seen) == {"fleet-a-1"}

@@ -86,6 +86,14 @@ def _known_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in data.items() if k in known}
 
 
+def of_topic(record: dict[str, Any], topic: str) -> bool:
+    """Whether a state record belongs to the evaluators of metrics ``topic``: each record names
+    the topic its host's samples came from (``topic``, since 2026-12-06; one without it is taken
+    as ours, as every reader took it before). Two pipelines on one cluster share the state
+    topic by default: an evaluator restored the other's hosts, and paged them down."""
+    return record.get("topic") in (None, topic)
+
+
 _TIMES = ("active_since", "last_true", "fired_at", "resolved_at", "keep_firing_since")
 
 

@@ -176,13 +176,18 @@ class StateTopicView:
 
     def firing(self) -> list[dict[str, Any]]:
         """Firing alerts, with their rule's severity and summary."""
-        from sysmetrics.alerts.evaluator import Alert, KnownHost
+        from sysmetrics.alerts.evaluator import Alert, KnownHost, of_topic
         from sysmetrics.alerts.notify import summary
         from sysmetrics.alerts.rules import load_rules
 
         rules = {r.name: r for r in load_rules(self.settings.alert_rules)}
+        topic = self.settings.topic
         with self._lock:
-            records = [v for k, v in self._latest.items() if not k.startswith(KnownHost.KEY_PREFIX)]
+            records = [
+                v
+                for k, v in self._latest.items()
+                if not k.startswith(KnownHost.KEY_PREFIX) and of_topic(v, topic)
+            ]
         out = []
         for record in records:
             alert = Alert.from_json(record)

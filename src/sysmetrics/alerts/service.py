@@ -12,6 +12,7 @@ skipped (the lake writer quarantines them); they never stop the evaluator.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -34,7 +35,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
-from sysmetrics.alerts.evaluator import Alert, Change, Evaluator, KnownHost
+from sysmetrics.alerts.evaluator import Alert, Change, Evaluator, KnownHost, of_topic
 from sysmetrics.alerts.live import write_firing
 from sysmetrics.alerts.notify import Outbox, api_alert, summary
 from sysmetrics.alerts.rules import Rule, load_rules
@@ -227,7 +228,25 @@ def read_state_records(settings: Settings, timeout_s: float) -> dict[str, dict[s
             latest[(message.key() or b"").decode()] = json.loads(value) if value else None
     finally:
         consumer.close()
-    return latest
+    ours = {k: v for k, v in latest.items() if v is None or of_topic(v, settings.topic)}
+    others = sorted({str(v["topic"]) for k, v in latest.items() if v and k not in ours})
+    if others:
+        _say_shared_state_topic(settings.alert_state_topic, settings.topic, tuple(others))
+    return ours
+
+
+@functools.cache
+def _say_shared_state_topic(state_topic: str, topic: str, others: tuple[str, ...]) -> None:
+    """Once per process: the records of other pipelines' evaluators are left alone, but a host
+    id that both fleets have would share its records."""
+    log.warning(
+        "alert state topic %s also holds the state of the evaluators of %s (left alone): give "
+        "this pipeline (topic %s) its own SYSMETRICS_ALERT_STATE_TOPIC and "
+        "SYSMETRICS_ALERT_CONSUMER_GROUP, so that a host id in both fleets does not share records",
+        state_topic,
+        ", ".join(others),
+        topic,
+    )
 
 
 class AlertService:
@@ -557,6 +576,8 @@ class AlertService:
         (none: deleted). ``partition``: its host's (None: not known), so that a record the
         broker refuses is saved again while this evaluator owns that partition."""
         record = self._current(key)
+        if record is not None:
+            record["topic"] = self.settings.topic  # whose it is (of_topic)
         value = json.dumps(record).encode() if record is not None else None
 
         def delivered(error: KafkaError | None, _message: Message) -> None:
