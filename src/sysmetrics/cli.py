@@ -273,8 +273,10 @@ def service_install(ctx: Context, user: bool, root: Path, print_only: bool) -> N
     try:
         for line in svc.install(plan, start=root == Path("/")):
             click.echo(line)
-    except (OSError, svc.ServiceError) as exc:
+    except PermissionError as exc:
         raise click.ClickException(f"{exc} (system services need root / Administrator)") from None
+    except (OSError, svc.ServiceError) as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(f"logs: {plan.logs}")
     if plan.system == "systemd" and not plan.user and (missing := svc.uncompiled_packages()):
         folders = " ".join(sorted({str(folder) for folder in missing.values()}))

@@ -3,6 +3,7 @@ into a broker, install/uninstall leave nothing behind, the launchd plist is what
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import plistlib
 import shlex
@@ -137,6 +138,28 @@ def test_install_then_uninstall_leaves_no_file_behind(
     done = svc.uninstall(plan, stop=False)
     assert files_under(root) == [], done
     assert not plan.state_dir.exists()
+
+
+def test_a_service_manager_that_refuses_leaves_the_files_and_says_what_to_do(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Before 2026-12-06 every failure ended "(system services need root / Administrator)":
+    also a `--user` install as root over SSH, where systemctl finds no user manager ("Failed to
+    connect to bus"), and the files it had written went unmentioned. The refusals here are
+    real processes answering as systemctl does."""
+    plan = svc.plan(settings, user=True, root=tmp_path, platform="linux")
+    no_bus = ("sh", "-c", "echo 'Failed to connect to bus: No medium found' >&2; exit 1")
+    for enable, reason in ((no_bus, "no systemd user manager runs"), (("false",), None)):
+        with pytest.raises(svc.ServiceError) as refused:
+            svc.install(dataclasses.replace(plan, enable=(enable,)))
+        said = str(refused.value)
+        assert said.startswith(f"{' '.join(enable)} failed (1)"), said
+        assert (reason in said) if reason else "user manager" not in said, said
+        assert f"The files are written ({plan.unit.path}, {plan.config.path})" in said
+        assert "`sysmetrics service uninstall --user` removes them" in said
+        assert plan.unit.path.is_file() and plan.config.path.is_file()
+        svc.uninstall(plan, stop=False)
+    assert files_under(tmp_path) == []
 
 
 def test_uninstall_keeps_a_spool_that_still_holds_events_and_says_so(

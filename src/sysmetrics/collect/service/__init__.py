@@ -244,8 +244,28 @@ def install(plan: ServicePlan, start: bool = True) -> list[str]:
         os.replace(tmp, file.path)
         done.append(f"wrote {file.path} (mode {file.mode:o})")
     if start:
-        done += [f"ran {c}" for c in _run(plan.enable, check=True)]
+        try:
+            done += [f"ran {c}" for c in _run(plan.enable, check=True)]
+        except ServiceError as exc:
+            raise ServiceError(f"{exc}\n{_not_started(plan, str(exc))}") from None
     return done
+
+
+def _not_started(plan: ServicePlan, error: str) -> str:
+    """What to do when the files are written but the service manager did not take them."""
+    flag = " --user" if plan.user else ""
+    why = ""
+    if plan.system == "systemd" and plan.user and "Failed to connect to bus" in error:
+        why = (
+            "no systemd user manager runs for this login (an SSH or container session without "
+            "one): install from a login that has it (`loginctl enable-linger` keeps the service "
+            "running after logout), or as root without --user. "
+        )
+    return (
+        f"{why}The files are written ({plan.unit.path}, {plan.config.path}): once the service "
+        f"manager answers, run `sysmetrics service install{flag}` again; "
+        f"`sysmetrics service uninstall{flag}` removes them."
+    )
 
 
 COLLECTOR_PACKAGES = ("sysmetrics", "confluent_kafka", "psutil", "msgspec")
