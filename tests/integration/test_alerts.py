@@ -3,6 +3,7 @@ Alertmanager, and a webhook receiver behind it (the way an administrator gets pa
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -16,14 +17,21 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Producer
 from starlette.testclient import TestClient
 
 from sysmetrics.alerts.evaluator import Evaluator, KnownHost
 from sysmetrics.alerts.rules import load_rules
-from sysmetrics.alerts.service import AlertService, read_known_hosts, read_state_records
+from sysmetrics.alerts.service import (
+    AlertService,
+    ensure_state_topic,
+    read_known_hosts,
+    read_state_records,
+)
 from sysmetrics.config import Settings
 from sysmetrics.dashboard.app import create_app
 from sysmetrics.stream.admin import ensure_topic
+from sysmetrics.stream.kafka_config import producer_config
 from tests.conftest import settings_for
 from tests.support.alertmanager import ALERTMANAGER, MISSING, Receiver, alertmanager
 from tests.support.brokers import TestBroker
@@ -920,3 +928,56 @@ def test_two_pipelines_sharing_the_state_topic_restore_only_their_own_hosts(
     restored = AlertService(first)  # as a member given every partition of its topic
     restored.assigned(list(range(first.topic_partitions)))
     assert set(restored.evaluator.seen) == {"fleet-a-1"}
+
+
+def test_after_the_upgrade_each_pipeline_keeps_its_hosts_of_the_old_unnamed_records(
+    tansu_settings: Settings,
+) -> None:
+    """Records written before they named their topic are read by both pipelines' evaluators,
+    so each restores the other's hosts once more at the upgrade (and the first, upgraded
+    early, pages the second's host down, as before). Each then saves its own hosts again,
+    naming its topic, at their first sample, and lets the other's go when it sees them saved
+    by the other pipeline, deleting the page it saved: the next restore is clean."""
+    shared = f"{tansu_settings.topic}-old-state"
+    first = tansu_settings.model_copy(
+        update={"alert_state_topic": shared, "alert_consumer_group": f"{shared}-a"}
+    )
+    second = first.model_copy(
+        update={"topic": f"{tansu_settings.topic}-b", "alert_consumer_group": f"{shared}-b"}
+    )
+    ensure_topic(second)
+    ensure_state_topic(first)
+    old = Producer(producer_config(first))
+    for host in ("fleet-a-1", "fleet-b-1"):  # as an evaluator from before 2026-12-06 wrote them
+        record = KnownHost(host, f"{host}.example", 1.0, None).to_json()
+        old.produce(shared, json.dumps(record).encode(), KnownHost.key_of(host).encode())
+    assert old.flush(30) == 0
+    both = {"fleet-a-1", "fleet-b-1"}
+    services, threads = [], []
+    try:
+        for settings in (first, second):
+            service = AlertService(settings)
+            services.append(service)
+            threads.append(threading.Thread(target=service.run, daemon=True))
+            threads[-1].start()
+            wait_for(lambda s=service: set(s.evaluator.seen) == both, 60, "the old records read")
+            if settings is first:
+                wait_for(
+                    lambda s=service: "fleet-b-1" in {a.host_id for a in s.evaluator.firing()},
+                    60,
+                    "the other pipeline's host paged down by the first evaluator",
+                )
+        now = datetime.now(UTC).replace(microsecond=0)
+        for settings, host in ((first, "fleet-a-1"), (second, "fleet-b-1")):
+            produce(settings, as_messages([event(host, now, 20.0)]))
+        for service, own in zip(services, ("fleet-a-1", "fleet-b-1"), strict=True):
+            wait_for(lambda s=service, h=own: set(s.evaluator.seen) == {h}, 60, f"{own} alone")
+    finally:
+        for service, thread in zip(services, threads, strict=False):
+            service.stop.set()
+            thread.join(30)
+    for settings, own in ((first, "fleet-a-1"), (second, "fleet-b-1")):
+        records = read_state_records(settings, 20)
+        assert [h.host_id for h in read_known_hosts(records)] == [own]
+        assert records[KnownHost.key_of(own)]["topic"] == settings.topic  # type: ignore[index]
+        assert {v["host_id"] for v in records.values() if v} == {own}  # no page of the other's

@@ -309,6 +309,18 @@ class Evaluator:
         at = datetime.fromtimestamp(time.time() if wall is None else wall, UTC)
         return [self._resolve(key, at) for key in keys]
 
+    def let_go(self, host_id: str) -> list[str] | None:
+        """Drop a host and its alerts without resolving them: another pipeline's evaluator
+        holds it and sends its pages (it was restored here from a record that named no topic).
+        The keys of the alerts dropped; None when this evaluator did not hold it."""
+        keys = [k for k, a in self.alerts.items() if a.host_id == host_id]
+        if host_id not in self.seen and not keys:
+            return None
+        self.seen.pop(host_id, None)
+        for key in keys:
+            del self.alerts[key]
+        return keys
+
     def known_host(self, host_id: str) -> KnownHost:
         seen = self.seen[host_id]
         return KnownHost(host_id, seen.hostname, seen.interval_s, seen.partition, seen.sender)

@@ -271,7 +271,13 @@ class AlertService:
         self._state_saves = RepeatedFailure(log, logging.ERROR, "save the alert state")
         self._producer: Producer | None = None
         self._forgets: Consumer | None = None
-        """Reads the forget records written to the state topic since this evaluator started."""
+        """Reads what every evaluator writes to the state topic since this one started: the
+        forget records, and other pipelines' hosts (:meth:`_follow_state_topic`)."""
+        self._named: set[str] = set()
+        """State keys whose record this evaluator wrote, naming its topic."""
+        self._unstamped: set[str] = set()
+        """Hosts restored from records that name no metrics topic (written before they did):
+        saved again with ours at their first sample here (:func:`of_topic`)."""
         # One sample per handover: a member woken from a standstill (its partitions perhaps
         # another evaluator's by then) judges at most the one it had in hand, not a hundred
         # that save state and queue pages for hosts it no longer owns.
@@ -369,6 +375,12 @@ class AlertService:
         ]
         hosts = [h for h in read_known_hosts(records) if h.partition in owned | {None}]
         self.evaluator.restore(restored, hosts)
+        unstamped = {
+            v.get("host_id") or k.removeprefix(KnownHost.KEY_PREFIX)
+            for k, v in records.items()
+            if v and "topic" not in v
+        }
+        self._unstamped |= unstamped & ({a.host_id for a in restored} | {h.host_id for h in hosts})
         log.info(
             "alert evaluator: partitions %s assigned, %d alerts and %d hosts restored",
             sorted(owned),
@@ -418,7 +430,7 @@ class AlertService:
             # Unanswered, the brokers' silence is not the hosts': no host is judged meanwhile.
             if self.runtime.leaders_answer():
                 self._publish(self.evaluator.check_absent(), self._producer)
-            self._forget_retired()
+            self._follow_state_topic()
         self._forget_hosts(self._producer)
         self._resend()
         self.outbox.flush()
@@ -474,6 +486,14 @@ class AlertService:
         evaluator = self.evaluator
         changes = evaluator.observe(event, partition=partition)
         self._publish(changes, producer)
+        if event.host.host_id in self._unstamped:
+            # It samples on our topic: its records are ours, saved again naming it, so that
+            # another pipeline's evaluator sharing the state topic lets it go.
+            self._unstamped.discard(event.host.host_id)
+            evaluator.hosts_changed.add(event.host.host_id)
+            evaluator.state_changed.update(
+                k for k, a in evaluator.alerts.items() if a.host_id == event.host.host_id
+            )
         # What a restart resumes from is state too: a pending alert (its `for`), a firing one
         # entering or leaving its keep_firing_for window (the window's start); pages and
         # resolves were saved by _publish.
@@ -496,18 +516,41 @@ class AlertService:
             self._save(producer, KnownHost.key_of(host_id), None)
         self.evaluator.hosts_forgotten.clear()
 
-    def _forget_retired(self) -> None:
-        """Hosts an administrator retired (``forget_hosts``) since the last check: the one
-        holding each resolves its alerts and saves it as gone; the others hold other hosts."""
+    def _follow_state_topic(self) -> None:
+        """What other evaluators wrote since the last check. Hosts an administrator retired
+        (``forget_hosts``): the one holding each resolves its alerts and saves it as gone; the
+        others hold other hosts. Hosts another pipeline's evaluator saved as its own (they
+        sample on its topic): one restored here from a record that named no topic, and not
+        heard from here since, is let go, unpaged (its own evaluator pages and resolves it)."""
         assert self._forgets is not None
-        retired = []
+        retired, elsewhere = [], []
         while batch := self._forgets.consume(500, timeout=0):  # every evaluator's state writes
             for message in batch:
-                key = (message.key() or b"").decode()
-                if message.error() is None and key.startswith(KnownHost.FORGET_PREFIX):
+                key, value = (message.key() or b"").decode(), message.value()
+                if message.error() is not None:
+                    continue
+                if key.startswith(KnownHost.FORGET_PREFIX):
                     retired.append(key.removeprefix(KnownHost.FORGET_PREFIX))
+                elif (
+                    _is_host_key(key)
+                    and value
+                    and not of_topic(json.loads(value), self.settings.topic)
+                ):
+                    elsewhere.append(key.removeprefix(KnownHost.KEY_PREFIX))
         for host_id in retired:
             self._retired(host_id, self.evaluator.forget(host_id), "retired by an administrator")
+        for host_id in elsewhere:
+            if host_id not in self._unstamped:  # ours, heard here (a host id in both fleets)
+                continue
+            self._unstamped.discard(host_id)
+            dropped = self.evaluator.let_go(host_id)
+            if dropped is None:
+                continue
+            log.info("host %s is another pipeline's (its evaluator saved it): let go", host_id)
+            assert self._producer is not None
+            for key in dropped:
+                if key in self._named:  # paged here before it was let go: deleted, not restored
+                    self._save(self._producer, key, None)
 
     def _retired(self, host_id: str, changes: list[Change] | None, why: str) -> None:
         """Publish what forgetting a retired host changed (None: this evaluator did not hold
@@ -578,6 +621,9 @@ class AlertService:
         record = self._current(key)
         if record is not None:
             record["topic"] = self.settings.topic  # whose it is (of_topic)
+            self._named.add(key)
+        else:
+            self._named.discard(key)
         value = json.dumps(record).encode() if record is not None else None
 
         def delivered(error: KafkaError | None, _message: Message) -> None:
