@@ -884,6 +884,19 @@ def test_a_host_retired_while_no_evaluator_runs_is_resolved_by_the_command(
     assert len(receiver.notifications) == 2, receiver.notifications
 
 
+def two_pipelines(settings: Settings, state_topic: str) -> tuple[Settings, Settings]:
+    """Two pipelines on one broker: a metrics topic and an evaluators' group each (the second
+    topic created), one shared alert state topic."""
+    first = settings.model_copy(
+        update={"alert_state_topic": state_topic, "alert_consumer_group": f"{state_topic}-a"}
+    )
+    second = first.model_copy(
+        update={"topic": f"{settings.topic}-b", "alert_consumer_group": f"{state_topic}-b"}
+    )
+    ensure_topic(second)
+    return first, second
+
+
 def test_two_pipelines_sharing_the_state_topic_restore_only_their_own_hosts(
     tansu_settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -892,13 +905,7 @@ def test_two_pipelines_sharing_the_state_topic_restore_only_their_own_hosts(
     hosts, which never sample on its topic, and paged them down. Each now restores its own,
     and the shared state topic is named once, with the settings that part them."""
     shared = f"{tansu_settings.topic}-shared-state"
-    first = tansu_settings.model_copy(
-        update={"alert_state_topic": shared, "alert_consumer_group": f"{shared}-a"}
-    )
-    second = first.model_copy(
-        update={"topic": f"{tansu_settings.topic}-b", "alert_consumer_group": f"{shared}-b"}
-    )
-    ensure_topic(second)
+    first, second = two_pipelines(tansu_settings, shared)
     now = datetime.now(UTC).replace(microsecond=0)
     for settings, host in ((first, "fleet-a-1"), (second, "fleet-b-1")):
         samples = [event(host, now - timedelta(seconds=10 * i), 20.0, seq=i) for i in range(3)]
@@ -939,13 +946,7 @@ def test_after_the_upgrade_each_pipeline_keeps_its_hosts_of_the_old_unnamed_reco
     naming its topic, at their first sample, and lets the other's go when it sees them saved
     by the other pipeline, deleting the page it saved: the next restore is clean."""
     shared = f"{tansu_settings.topic}-old-state"
-    first = tansu_settings.model_copy(
-        update={"alert_state_topic": shared, "alert_consumer_group": f"{shared}-a"}
-    )
-    second = first.model_copy(
-        update={"topic": f"{tansu_settings.topic}-b", "alert_consumer_group": f"{shared}-b"}
-    )
-    ensure_topic(second)
+    first, second = two_pipelines(tansu_settings, shared)
     ensure_state_topic(first)
     old = Producer(producer_config(first))
     for host in ("fleet-a-1", "fleet-b-1"):  # as an evaluator from before 2026-12-06 wrote them
