@@ -333,7 +333,8 @@ class SpooledProducer:
             self._producer.flush(0)
         self.spool.close()
         # The client's threads end here, not whenever the collector frees it: one left running
-        # into the interpreter's exit (a SASL_SSL handshake retrying) crashed the process (-11).
+        # into the interpreter's exit (a SASL_SSL handshake retrying) is the likely cause of a
+        # crash at exit (-11) seen once in CI.
         self._producer.close()
         if left:
             log.warning("%d events stay in the spool and will be sent on the next start", left)
