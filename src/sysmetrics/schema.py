@@ -164,9 +164,16 @@ class NetInterface(NetCounters):
 
 
 class Network(NetCounters):
-    """Totals over all interfaces, plus each interface."""
+    """Totals over the interfaces but loopback (:func:`is_loopback`), plus each interface."""
 
     interfaces: list[NetInterface] = msgspec.field(default_factory=list)
+
+
+def is_loopback(interface: str) -> bool:
+    """Linux's ``lo``, macOS's and the BSDs' ``lo0``: their traffic never leaves the machine,
+    so it is not the machine's network I/O and :class:`Network`'s totals leave it out, whichever
+    agent sampled the host."""
+    return interface == "lo" or interface.startswith("lo0")
 
 
 class Temperature(_Group):

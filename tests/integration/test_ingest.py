@@ -165,6 +165,8 @@ def assert_events_are_the_scrapes(events: list[dict], proxy: RecordingProxy) -> 
             assert nic["bytes_sent"] == _counter(
                 body, "node_network_transmit_bytes_total", device=nic["name"]
             )
+        outside = [nic for nic in event["network"]["interfaces"] if nic["name"] != "lo"]
+        assert event["network"]["bytes_recv"] == sum(nic["bytes_recv"] for nic in outside)
         assert event["disk_io"]["read_bytes"] == _counter(body, "node_disk_read_bytes_total")
         root = next(d for d in event["disks"] if d["mountpoint"] == "/")
         assert root["total_bytes"] == _counter(body, "node_filesystem_size_bytes", mountpoint="/")
@@ -725,6 +727,9 @@ service:
         [i["bytes_recv"] for i in e["network"]["interfaces"] if i["name"] == "lo"] for e in events
     ]
     assert all(a <= b for a, b in itertools.pairwise(lo)), "counters pass through"
+    for event in events:  # the Collector reports `lo`, the totals leave it out
+        outside = [i for i in event["network"]["interfaces"] if i["name"] != "lo"]
+        assert event["network"]["bytes_sent"] == sum(i["bytes_sent"] for i in outside)
 
 
 def test_each_compression_and_json_from_the_otel_collector_are_read(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import psutil
 
 from sysmetrics.collect._safe import guarded
-from sysmetrics.schema import NetInterface, Network, count_or_none
+from sysmetrics.schema import NetInterface, Network, count_or_none, is_loopback
 
 
 def read_network() -> Network | None:
@@ -26,8 +26,7 @@ def read_network() -> Network | None:
         )
         for name, c in sorted(per_nic.items())
     ]
-    # Loopback traffic is not the machine's network I/O.
-    external = [i for i in interfaces if i.name != "lo" and not i.name.startswith("lo0")]
+    external = [i for i in interfaces if not is_loopback(i.name)]
 
     def total(field: str) -> int | None:
         values = [getattr(i, field) for i in external]

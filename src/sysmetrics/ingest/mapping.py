@@ -35,6 +35,7 @@ from sysmetrics.schema import (
     Swap,
     Temperature,
     count_or_none,
+    is_loopback,
     new_event_id,
 )
 
@@ -584,7 +585,9 @@ def _network(facts: _Facts, source: Source) -> Network | None:
     if not per_nic:
         return None
     sums: dict[str, int] = {}  # each field over the interfaces that have it
-    for values in per_nic.values():
+    for nic, values in per_nic.items():
+        if is_loopback(nic):
+            continue
         for field_name, count in values.items():
             if count is not None:
                 sums[field_name] = sums.get(field_name, 0) + count
