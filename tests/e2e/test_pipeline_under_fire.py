@@ -195,8 +195,11 @@ def independent_aggregates(events: list[MetricsEvent]) -> dict[tuple[str, dateti
             # The SQL looks back one hour for the predecessor of the hour's first sample.
             if previous is not None and e.ts - previous.ts <= timedelta(hours=1) + (e.ts - hour):
                 sent, before = e.network.bytes_sent, previous.network.bytes_sent  # type: ignore[union-attr]
-                delta = sent - before if sent >= before else sent  # type: ignore[operator]
-                agg["net_sent_bytes"] = (agg["net_sent_bytes"] or 0) + delta
+                boots = (previous.host.boot_time, e.host.boot_time)
+                rebooted = None not in boots and boots[1] - boots[0] > timedelta(seconds=60)  # type: ignore[operator]
+                if sent >= before or rebooted:  # type: ignore[operator]
+                    delta = sent - before if sent >= before else sent  # type: ignore[operator]
+                    agg["net_sent_bytes"] = (agg["net_sent_bytes"] or 0) + delta
                 agg["resets"] += int(sent < before)  # type: ignore[operator]
             previous = e
     for agg in out.values():

@@ -69,11 +69,19 @@ def hourly(wh: DuckDBWarehouse, host: str, hour: datetime = HOUR14) -> dict[str,
 
 
 def detail_host() -> list:  # type: ignore[type-arg]
-    """6 samples, 10 s apart; the network counter resets (reboot) at the 4th."""
+    """6 samples, 10 s apart; the host reboots before the 4th (its counters start again)."""
     cpu = [10, 20, 30, 40, 50, 60]
     sent = [1000, 2000, 3500, 500, 1500, 2500]
     return [
-        event("detail", HOUR14 + timedelta(seconds=10 * i), cpu[i], sent=sent[i], recv=0, seq=i)
+        event(
+            "detail",
+            HOUR14 + timedelta(seconds=10 * i),
+            cpu[i],
+            sent=sent[i],
+            recv=0,
+            seq=i,
+            boot_time=HOUR14 - H if i < 3 else HOUR14 + timedelta(seconds=25),
+        )
         for i in range(6)
     ]
 
@@ -97,6 +105,39 @@ def test_hourly_aggregates_match_hand_computed_values(
     assert row["net_sent_rate_avg"] == pytest.approx(100.0)
     assert row["temp_max"] == 50.0
     assert row["hostname"] == "detail.example"
+
+
+def test_a_total_that_steps_down_without_a_reboot_adds_no_traffic(
+    settings: Settings, wh: DuckDBWarehouse, lake: LakeBuilder
+) -> None:
+    """A host's totals step down when an interface or a disk goes away (a container's veth when
+    it stops): that step is unknown, not a reset. Counted as one, it added the host's whole total
+    since boot to one sample (here 10 GB in 10 s instead of 1 kB per 10 s); and an agent that
+    sends no boot time (the OTel Collector) is never taken for rebooted."""
+    boot = HOUR14 - 100 * H
+    steps = (10**10, 10**10 + 1000, 10**10 + 2000, 10**10 - 5000, 10**10 - 4000)
+    for host_id, boot_time in (("veth-gone", boot), ("otel-no-boot", None)):
+        lake.add_batch(
+            [
+                event(
+                    host_id,
+                    HOUR14 + timedelta(seconds=10 * i),
+                    20.0,
+                    sent=sent,
+                    seq=i,
+                    boot_time=boot_time,
+                )
+                for i, sent in enumerate(steps)
+            ]
+        )
+    run(settings, wh)
+    for host_id in ("veth-gone", "otel-no-boot"):
+        row = hourly(wh, host_id)
+        assert row["net_sent_bytes"] == 3000, host_id  # +1000, +1000, unknown, +1000
+        assert row["disk_read_bytes"] == 6000, host_id
+        assert row["net_sent_rate_peak"] == pytest.approx(100.0), host_id
+        assert row["net_sent_rate_avg"] == pytest.approx(100.0), host_id
+        assert row["counter_resets"] == 1, host_id
 
 
 # 64 readings in tenths whose exact mean, 47.0484375, sits on a 6-decimal rounding boundary:
@@ -159,18 +200,19 @@ def test_an_absurd_counter_step_is_left_out_and_the_hour_still_runs(
             ]
         )
 
-    host("jump", (1000, 2000, 2**61, 3000, 4000))  # +1000, absurd, reset to 3000, +1000
+    host("jump", (1000, 2000, 2**61, 3000, 4000))  # +1000, absurd, back (unknown), +1000
     host("bounce", (0, 2**62 - 1) * 3)  # their sum was 3 * (2**62 - 1): past 64 bits
     host("calm", (0, 1000, 2000))
     run(settings, wh)
     jump = hourly(wh, "jump")
     assert (jump["net_sent_bytes"], jump["disk_read_bytes"], jump["counter_resets"]) == (
-        5000,
-        10000,
+        2000,
+        4000,
         1,
     )
+    # every step of "bounce" is absurd or back: its traffic is unknown, and the hour runs
     assert (hourly(wh, "bounce")["net_sent_bytes"], hourly(wh, "calm")["net_sent_bytes"]) == (
-        0,
+        None,
         2000,
     )
 

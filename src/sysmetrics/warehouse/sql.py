@@ -420,6 +420,11 @@ def _expand(statement: str, name: str, body: Callable[..., str]) -> str:
 _MAX_COUNTER_STEP: Final = 2**44
 
 
+def _increment(counter: str, delta: str, rebooted: str) -> str:
+    step = f"IF({delta} < 0, IF({rebooted}, {counter}, NULL), {delta})"
+    return f"IF({step} < {_MAX_COUNTER_STEP}, {step}, NULL)"
+
+
 def _macros(statement: str) -> str:
     """The hourly statements' shared definitions, written once:
 
@@ -429,8 +434,14 @@ def _macros(statement: str) -> str:
     and temperatures, not load or watts), and as an integer it could overflow the sum (an error
     that would stop the hour for every host).
 
-    ``INCREMENT(counter, delta)``: what a cumulative counter added since the host's previous
-    sample: ``delta``, or after a reset (a negative delta: reboot, wrap) the counter's new value.
+    ``INCREMENT(counter, delta, rebooted)``: what a cumulative counter added since the host's
+    previous sample: ``delta``; after a reboot (a negative delta and a boot time more than a
+    minute later) the counter's new value; a negative delta without one is unknown (null). A
+    total steps down when an interface or a disk goes away (a container's veth when it stops, a
+    USB drive): counted as a reset, it added the host's whole total since boot to one sample
+    (terabytes in ten seconds on a busy Kubernetes node at every pod deletion), as it did before
+    2026-12-06. A host without a boot time (the OTel Collector sends none) never counts as
+    rebooted: its first step after a reboot is unknown too, the smaller loss.
     A step of 2**44 (17.6 TB in one sample; a 400 Gb/s link moves 0.5 TB in 10 s) or more is no
     real traffic (a driver's garbage, a counter that jumped) and is left out: the hour's sum of
     such steps could overflow 64 bits, an error that would stop the hour for every host.
@@ -448,14 +459,7 @@ def _macros(statement: str) -> str:
             f" NULL)), 1000000 * COUNT(IF(ABS({x}) < 1000000, {x}, NULL)))"
         ),
     )
-    statement = _expand(
-        statement,
-        "INCREMENT",
-        lambda counter, delta: (
-            f"IF(IF({delta} < 0, {counter}, {delta}) < {_MAX_COUNTER_STEP}, "
-            f"IF({delta} < 0, {counter}, {delta}), NULL)"
-        ),
-    )
+    statement = _expand(statement, "INCREMENT", _increment)
     return _expand(
         statement,
         "SLOT",
@@ -470,11 +474,12 @@ def _macros(statement: str) -> str:
 # sums never add floats: averages are EXACT_AVG (each reading rounded to 6 decimals, summed as
 # integers) and average rates sum integer bytes over integer milliseconds. Counter deltas look
 # back one hour so the first sample of the hour has a predecessor; each step is an INCREMENT
-# (a reset counts from zero, an absurd step is left out). Completeness counts
-# the host's sample slots (multiples of its declared interval, else @default_interval_s) that
-# hold a sample, so a host that samples faster, or two machines behind one id, never exceed
-# 100 %. Each window carries only the columns it needs (windows over every column were ~70 % of
-# the statement's CPU on a 10,000-host hour); the readings are a plain GROUP BY.
+# (a reboot counts from zero, a step down without one and an absurd step are left out).
+# Completeness counts the host's sample slots (multiples of its declared interval, else
+# @default_interval_s) that hold a sample, so a host that samples faster, or two machines behind
+# one id, never exceed 100 %. Each window carries only the columns it needs (windows over every
+# column were ~70 % of the statement's CPU on a 10,000-host hour); the readings are a plain
+# GROUP BY.
 AGGREGATE = _macros("""
 INSERT INTO {hourly}
 WITH counters AS (
@@ -486,6 +491,7 @@ WITH counters AS (
     disk_read_bytes,
     disk_write_bytes,
     TIMESTAMP_DIFF(ts, LAG(ts) OVER w, MILLISECOND) AS dt_ms,
+    COALESCE(TIMESTAMP_DIFF(boot_time, LAG(boot_time) OVER w, SECOND) > 60, FALSE) AS rebooted,
     net_bytes_sent - LAG(net_bytes_sent) OVER w AS d_sent,
     net_bytes_recv - LAG(net_bytes_recv) OVER w AS d_recv,
     disk_read_bytes - LAG(disk_read_bytes) OVER w AS d_read,
@@ -501,10 +507,10 @@ increments AS (
     host_id,
     dt_ms,
     dt_ms / 1000.0 AS dt_s,
-    INCREMENT(net_bytes_sent, d_sent) AS inc_sent,
-    INCREMENT(net_bytes_recv, d_recv) AS inc_recv,
-    INCREMENT(disk_read_bytes, d_read) AS inc_read,
-    INCREMENT(disk_write_bytes, d_write) AS inc_write,
+    INCREMENT(net_bytes_sent, d_sent, rebooted) AS inc_sent,
+    INCREMENT(net_bytes_recv, d_recv, rebooted) AS inc_recv,
+    INCREMENT(disk_read_bytes, d_read, rebooted) AS inc_read,
+    INCREMENT(disk_write_bytes, d_write, rebooted) AS inc_write,
     IF(d_sent < 0 OR d_recv < 0 OR d_read < 0 OR d_write < 0, 1, 0) AS is_reset
   FROM counters
   WHERE ts >= @start
