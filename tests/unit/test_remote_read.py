@@ -26,7 +26,7 @@ from sysmetrics.remote_read.query import (
     select,
 )
 from sysmetrics.warehouse.duckdb import DuckDBWarehouse
-from tests.support.lakes import HOUR14, LakeBuilder, steady_host, write_simulated_fleet
+from tests.support.lakes import HOUR14, LakeBuilder, event, steady_host, write_simulated_fleet
 
 
 def matcher(kind: int, name: str, value: str) -> Matcher:
@@ -199,3 +199,53 @@ def test_the_series_hint_lists_the_series_a_read_would_give_without_their_sample
     assert "sysmetrics_cpu_utilization_percent_avg_1h" in names
     hosts = {dict(labels)["host_id"] for labels in hinted}
     assert "lake-only" in hosts and "sim-71-00001" not in hosts and len(hosts) == 4
+
+
+def test_a_counter_total_that_steps_down_without_a_reboot_is_served_as_no_reset(
+    tmp_path: Path,
+) -> None:
+    """Prometheus takes a counter's every decrease for a reset and adds the new value to
+    ``rate()``: a host's total that steps down because an interface went away (a container's
+    veth) drew the host's whole total since boot in one step. Served carried over, such a step is
+    no decrease, across the warehouse's hour and the next hour read from the lake alone; a
+    reboot (a later boot time) is still a reset."""
+    lake = tmp_path / "lake"
+    boot = HOUR14 - timedelta(hours=100)
+    totals = [5000, 6000, 4000, 4500, 5500, 3000, 3100, 200, 300, 400]  # per minute from 14:55
+    events = []
+    for host_id in ("k8s-node", "rebooted"):
+        for i, sent in enumerate(totals):
+            rebooted = host_id == "rebooted" and i >= 7  # counters from zero at 15:02
+            events.append(
+                event(
+                    host_id,
+                    HOUR14 + timedelta(minutes=55 + i),
+                    20.0,
+                    sent=sent,
+                    seq=i,
+                    boot_time=HOUR14 + timedelta(minutes=61) if rebooted else boot,
+                )
+            )
+    LakeBuilder(lake).add_batch(events)
+    store = LakeStore(str(lake))
+    settings = Settings(lake_url=str(lake), warehouse_url=str(tmp_path / "w.duckdb"))
+    wh = DuckDBWarehouse(settings.warehouse_url)
+    run_hour(settings, wh, store, HOUR14)  # 15:00-15:04 are in the lake alone
+    start = int(HOUR14.timestamp() * 1000)
+    body = prompb.ReadRequest()
+    query = body.queries.add(start_timestamp_ms=start, end_timestamp_ms=start + 7_200_000)
+    query.matchers.add(
+        type=prompb.MATCH_EQUAL, name="__name__", value="sysmetrics_network_transmit_bytes_total"
+    )
+    answer = prompb.ReadResponse.FromString(
+        read(wh, store, "machine_metrics", body.SerializeToString(), Limits())
+    )
+    wh.close()
+    served = {
+        {la.name: la.value for la in ts.labels}["host_id"]: [s.value for s in ts.samples]
+        for ts in answer.results[0].timeseries
+    }
+    # 1000 up, 2000 gone (carried), +500, +1000, 2500 gone, +100, 2900 gone, +100, +100
+    assert served["k8s-node"] == [5000, 6000, 6000, 6500, 7500, 7500, 7600, 7600, 7700, 7800]
+    # the same until the reboot, which stays a reset (its counters count from zero)
+    assert served["rebooted"] == [5000, 6000, 6000, 6500, 7500, 7500, 7600, 200, 300, 400]

@@ -43,6 +43,8 @@ _OPS = {
 }
 
 
+BOOT_S = "boot_s"
+"""The boot time (Unix s) read with counter families (:func:`carried_over`)."""
 LATEST_MS = 253_402_300_799_999
 """9999-12-31T23:59:59.999Z, the latest instant Python's datetime and both warehouses hold. A
 query's range is cut to [the Unix epoch, this]: Prometheus asks from about the year -292
@@ -110,6 +112,10 @@ class Selection:
     def raw_families(self) -> int:
         return len(self.raw) + len(self.devices)
 
+    @property
+    def counters(self) -> bool:
+        return any(s.name in catalog.COUNTERS for s in self.raw)
+
 
 def select(matchers: list[Matcher]) -> Selection:
     """The catalog's series whose names pass every ``__name__`` matcher."""
@@ -154,6 +160,8 @@ class _Collector:
         self.series: dict[tuple[str, ...], _Series | None] = {}
         """None: a series the matchers exclude, remembered so they run once per series."""
         self.samples = 0
+        self.boots: dict[tuple[str, str, str], dict[int, int]] = defaultdict(dict)
+        """Each host's boot time (Unix s) by sample time, read with its counters."""
 
     def _add(
         self,
@@ -204,6 +212,9 @@ class _Collector:
         for host, grouped in groupby(rows, key=_host):
             group = list(grouped)
             self._columns(host, group, selection.raw)
+            if selection.counters:
+                boots = self.boots[host]
+                boots.update((r["t"], r[BOOT_S]) for r in group if r[BOOT_S] is not None)
             parsed = {
                 column: [(r["t"], msgspec.json.decode(r[column] or "[]")) for r in group]
                 for column in {d.column for d in selection.devices}
@@ -236,7 +247,39 @@ class _Collector:
         found.sort(key=lambda s: sorted(s.labels.items()))
         for s in found:
             s.samples.sort()
+            if s.labels["__name__"] in catalog.COUNTERS:
+                host = (s.labels["host_id"], s.labels["hostname"], s.labels["os"])
+                s.samples = carried_over(s.samples, self.boots.get(host, {}))
             yield s
+
+
+def carried_over(
+    samples: list[tuple[int, float]], boots: dict[int, int]
+) -> list[tuple[int, float]]:
+    """A host's counter total, in time order, as Prometheus must read it. Prometheus takes every
+    decrease for a reset and counts the new value as the increase (in ``rate()``,
+    ``increase()``), but a total also steps down without a reboot, when an interface or a disk
+    goes away (a container's veth at every stop): the samples after such a step are served
+    raised by what went away, so it is no reset there, as the hourly job counts it (before
+    2026-12-06 a Grafana panel of ``rate()`` drew the host's whole total since boot in that
+    step). After a reboot (``boots``: the boot time by sample time, :data:`sql.REBOOT_BOOT_STEP_S`
+    later) the total is served as it is: a reset, counted from zero."""
+    served: list[tuple[int, float]] = []
+    carried, previous, last_boot = 0.0, None, None
+    for t, value in samples:
+        boot = boots.get(t)
+        if previous is not None and value < previous:
+            rebooted = (
+                boot is not None
+                and last_boot is not None
+                and boot - last_boot > sql.REBOOT_BOOT_STEP_S
+            )
+            carried = 0.0 if rebooted else carried + previous - value
+        served.append((t, value + carried))
+        previous = value
+        if boot is not None:
+            last_boot = boot
+    return served
 
 
 class Deadline:
@@ -324,6 +367,8 @@ def run_query(
         return list(collector.result())
     if raw is not None:
         columns = sorted({s.column for s in selection.raw} | {d.column for d in selection.devices})
+        if selection.counters:
+            columns.append(f"UNIX_SECONDS(boot_time) AS {BOOT_S}")
         for rows in raw.rows(sql.read_raw(columns, where)):
             collector.raw_rows(rows, selection)
     if selection.hourly:

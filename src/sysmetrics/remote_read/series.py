@@ -63,6 +63,9 @@ RAW: Final = (
     RawSeries("sysmetrics_battery_health_percent", "battery_health_pct"),
     RawSeries("sysmetrics_battery_plugged", "battery_plugged"),
 )
+COUNTERS: Final = frozenset(s.name for s in RAW if s.kind == "counter")
+"""Cumulative totals: served carried over a step down that is no reboot
+(:func:`sysmetrics.remote_read.query.carried_over`)."""
 
 DEVICES: Final = (
     DeviceSeries(

@@ -418,6 +418,9 @@ def _expand(statement: str, name: str, body: Callable[..., str]) -> str:
 
 
 _MAX_COUNTER_STEP: Final = 2**44
+REBOOT_BOOT_STEP_S: Final = 60
+"""A boot time this many seconds later than the previous sample's is a reboot: one read as the
+clock less the uptime moves by a second or so between samples."""
 
 
 def _increment(counter: str, delta: str, rebooted: str) -> str:
@@ -446,6 +449,9 @@ def _macros(statement: str) -> str:
     real traffic (a driver's garbage, a counter that jumped) and is left out: the hour's sum of
     such steps could overflow 64 bits, an error that would stop the hour for every host.
 
+    ``REBOOTED(boot_step_s)``: whether a boot time ``boot_step_s`` seconds later than the
+    previous sample's is a reboot (:data:`REBOOT_BOOT_STEP_S`); unknown is not.
+
     ``SLOT(ts, seconds)``: the sample slot ``ts`` falls in, for a host sampling every
     ``seconds``: whole multiples of the interval since the epoch, in milliseconds. An interval
     under half a millisecond (the schema admits any positive one) counts as one: a division by
@@ -460,6 +466,11 @@ def _macros(statement: str) -> str:
         ),
     )
     statement = _expand(statement, "INCREMENT", _increment)
+    statement = _expand(
+        statement,
+        "REBOOTED",
+        lambda boot_step_s: f"COALESCE({boot_step_s} > {REBOOT_BOOT_STEP_S}, FALSE)",
+    )
     return _expand(
         statement,
         "SLOT",
@@ -491,7 +502,7 @@ WITH counters AS (
     disk_read_bytes,
     disk_write_bytes,
     TIMESTAMP_DIFF(ts, LAG(ts) OVER w, MILLISECOND) AS dt_ms,
-    COALESCE(TIMESTAMP_DIFF(boot_time, LAG(boot_time) OVER w, SECOND) > 60, FALSE) AS rebooted,
+    REBOOTED(TIMESTAMP_DIFF(boot_time, LAG(boot_time) OVER w, SECOND)) AS rebooted,
     net_bytes_sent - LAG(net_bytes_sent) OVER w AS d_sent,
     net_bytes_recv - LAG(net_bytes_recv) OVER w AS d_recv,
     disk_read_bytes - LAG(disk_read_bytes) OVER w AS d_read,
