@@ -216,6 +216,31 @@ def test_recorded_otel_collector_export_fills_the_documented_fields() -> None:
     assert "lo" in devices and counters[("system.network.io", "lo", "receive")] > 0
 
 
+def test_otel_disk_io_counts_each_disk_once_not_its_partitions_again() -> None:
+    """The Collector reports every line of /proc/diskstats: a partition's I/O (sda1, nvme0n1p2,
+    mmcblk0p1) is in its disk's too. Summed with them, a host's disk I/O was about twice what
+    our collector and node_exporter count; device-mapper volumes (dm-0) count, as in both."""
+    data = (FIXTURES / "otelcol_hostmetrics_export.pb").read_bytes()
+    decoded = decode_otlp_python(data, "application/x-protobuf", ("host.name",), 10**6)
+    key, facts = next(
+        (key, facts)
+        for key, facts in decoded.samples.items()
+        if any(name == "system.disk.io" for name, _ in facts)
+    )
+    reads = {
+        "sda": 9000, "sda1": 1000, "sda2": 8000, "nvme0n1": 700, "nvme0n1p1": 700,
+        "dm-0": 8000, "mmcblk0": 50, "mmcblk0p1": 50,
+    }  # fmt: skip
+    disks = {k: v for k, v in facts.items() if not k[0].startswith("system.disk.")}
+    for device, read in reads.items():
+        disks[("system.disk.io", (device, "read"))] = float(read * 4096)
+        disks[("system.disk.operations", (device, "read"))] = float(read)
+    event = decode(encode(build_event("otel", key[0], key[1], disks, HostState())))
+    assert event.disk_io is not None
+    assert event.disk_io.read_count == 9000 + 700 + 8000 + 50
+    assert event.disk_io.read_bytes == (9000 + 700 + 8000 + 50) * 4096
+
+
 def test_otel_memory_total_is_the_limit_when_the_collector_sends_it() -> None:
     """Since Collector v0.137 `used` is total - MemAvailable, so the states no longer add up
     to the memory: `system.memory.limit` (MemTotal; the README's config turns it on) is the

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -478,6 +479,12 @@ _OTEL_DISK_IO: Final = {
     ("system.disk.operations", "write"): 3,
 }
 """OTel ``{device, direction}`` counter → its place in DiskIo (each summed over the devices)."""
+_PARTITION: Final = re.compile(r"(?:[hsv]|xv)d[a-z]+\d+|nvme\d+n\d+p\d+|mmcblk\d+p\d+")
+"""A Linux partition's name (``sda1``, ``nvme0n1p2``, ``mmcblk0p1``): its I/O is in its disk's
+too. The Collector reports every line of ``/proc/diskstats``, partitions with their disks, where
+our collector (psutil) and node_exporter (its default ``--collector.diskstats.device-exclude``)
+count the disks alone; summed with them, a host's disk I/O was about twice what it is (before
+2026-12-06)."""
 
 
 def _disk_io(facts: _Facts, source: Source) -> DiskIo | None:
@@ -506,9 +513,9 @@ def _disk_io(facts: _Facts, source: Source) -> DiskIo | None:
     else:
         values = [None, None, None, None]
         for metric in ("system.disk.io", "system.disk.operations"):
-            for (_device, direction), value in facts.rows(metric):
+            for (device, direction), value in facts.rows(metric):
                 index = _OTEL_DISK_IO.get((metric, direction))
-                if index is not None:
+                if index is not None and not _PARTITION.fullmatch(device):
                     total = values[index]
                     values[index] = value if total is None else total + value
     if all(v is None for v in values):
