@@ -237,6 +237,38 @@ def test_a_host_that_sends_fewer_series_waits_the_bound_once_not_for_ever(tmp_pa
     assert assembler.due(now=0) == [grown]
 
 
+def test_a_sample_short_of_an_interfaces_series_has_no_counter_totals(tmp_path: Path) -> None:
+    """A shard's series still on their way when the wait runs out: summed without the late
+    interface (or disk), the host's totals stepped down, and the next sample added the whole
+    counter of it to one step (10 GB in 10 s here). Such a sample's totals are unknown, as our
+    collector's are when one interface's counter is; the interfaces that came are listed."""
+    assembler = Assembler(tmp_path, wait_s=15)
+
+    def counters(nic: str, sent: float) -> dict:  # type: ignore[type-arg]
+        return {
+            ("node_network_transmit_bytes_total", (nic,)): sent,
+            ("node_disk_written_bytes_total", (nic.replace("eth", "sd"),)): sent,
+        }
+
+    samples = [
+        counters("eth0", 1e4) | counters("eth1", 1e10),
+        counters("eth0", 2e4),  # eth1's and sd1's series late
+        counters("eth0", 3e4) | counters("eth1", 1e10 + 1e4),
+    ]
+    events = []
+    for i, facts in enumerate(samples):
+        key = (KEY[0], T0 + 10_000 * i, KEY[2])
+        assembler.receive({key: PART_1 | facts})
+        [due] = assembler.due(now=math.inf)
+        events.append(assembler.build(due))
+        assembler.emitted([due])
+    sent = [e.network.bytes_sent if e.network else "no network" for e in events]
+    assert sent == [1e4 + 1e10, None, 3e4 + 1e10 + 1e4]
+    assert [e.disk_io is None for e in events] == [False, True, False]
+    assert [i.name for i in events[1].network.interfaces] == ["eth0"]  # type: ignore[union-attr]
+    assert assembler.stats.emitted_incomplete == 1
+
+
 def test_stale_markers_make_no_sample_and_no_event(tmp_path: Path) -> None:
     """A target that goes down gets a stale marker (NaN) on each of its series at the next
     scrape: that time is no reading of the host, so it must not become an empty event; a live

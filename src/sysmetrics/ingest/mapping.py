@@ -575,7 +575,7 @@ _OTEL_NET_FIELDS: Final = {
 """OTel metric → direction → our field."""
 
 
-def _network(facts: _Facts, source: Source) -> Network | None:
+def _network(facts: _Facts, source: Source, totals: bool) -> Network | None:
     per_nic: dict[str, dict[str, int | None]] = defaultdict(dict)
     if source == "otel":
         for metric, fields in _OTEL_NET_FIELDS.items():
@@ -593,7 +593,7 @@ def _network(facts: _Facts, source: Source) -> Network | None:
         return None
     sums: dict[str, int] = {}  # each field over the interfaces that have it
     for nic, values in per_nic.items():
-        if is_loopback(nic):
+        if is_loopback(nic) or not totals:
             continue
         for field_name, count in values.items():
             if count is not None:
@@ -685,10 +685,15 @@ def build_event(
     facts: Facts,
     state: HostState,
     sender: str | None = None,
+    complete: bool = True,
 ) -> MetricsEvent:
     """One host's facts at one sample time, delivered by ``sender``, as an event; ``state``
     (the host's previous sample) gives the CPU percentage and the sampling interval, and is
-    advanced by this sample."""
+    advanced by this sample. Not ``complete`` (fewer series than the host's previous sample:
+    a shard's series still on their way, or a NIC or a disk gone), its network and disk I/O
+    totals are unknown, as our collector's are when one interface's counter is: summed without
+    a late interface, the total would step down and the next sample add its whole counter to
+    one step (before 2026-12-06; the interfaces that came are still listed)."""
     table = _Facts(facts)
     memory, swap = _memory(table, source)
     if state.last_ts is not None and 0 < ts_ms - state.last_ts <= 86_400_000:
@@ -705,8 +710,8 @@ def build_event(
         memory=memory,
         swap=swap,
         disks=_disks(table, source),
-        disk_io=_disk_io(table, source),
-        network=_network(table, source),
+        disk_io=_disk_io(table, source) if complete else None,
+        network=_network(table, source, totals=complete),
         temperatures=_temperatures(table, source),
         battery=_battery(table, source),
         interval_s=state.interval_s,
