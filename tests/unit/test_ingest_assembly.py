@@ -241,7 +241,8 @@ def test_a_sample_short_of_an_interfaces_series_has_no_counter_totals(tmp_path: 
     """A shard's series still on their way when the wait runs out: summed without the late
     interface (or disk), the host's totals stepped down, and the next sample added the whole
     counter of it to one step (10 GB in 10 s here). Such a sample's totals are unknown, as our
-    collector's are when one interface's counter is; the interfaces that came are listed."""
+    collector's are when one interface's counter is; the interfaces that came are listed. A
+    sample short of other series (a mount gone) keeps them."""
     assembler = Assembler(tmp_path, wait_s=15)
 
     def counters(nic: str, sent: float) -> dict:  # type: ignore[type-arg]
@@ -251,22 +252,23 @@ def test_a_sample_short_of_an_interfaces_series_has_no_counter_totals(tmp_path: 
         }
 
     samples = [
-        counters("eth0", 1e4) | counters("eth1", 1e10),
-        counters("eth0", 2e4),  # eth1's and sd1's series late
-        counters("eth0", 3e4) | counters("eth1", 1e10 + 1e4),
+        PART_1 | counters("eth0", 1e4) | counters("eth1", 1e10),
+        PART_1 | counters("eth0", 2e4),  # eth1's and sd1's series late
+        PART_1 | counters("eth0", 3e4) | counters("eth1", 1e10 + 1e4),
+        counters("eth0", 4e4) | counters("eth1", 1e10 + 2e4),  # PART_1's series gone
     ]
     events = []
     for i, facts in enumerate(samples):
         key = (KEY[0], T0 + 10_000 * i, KEY[2])
-        assembler.receive({key: PART_1 | facts})
+        assembler.receive({key: facts})
         [due] = assembler.due(now=math.inf)
         events.append(assembler.build(due))
         assembler.emitted([due])
     sent = [e.network.bytes_sent if e.network else "no network" for e in events]
-    assert sent == [1e4 + 1e10, None, 3e4 + 1e10 + 1e4]
-    assert [e.disk_io is None for e in events] == [False, True, False]
+    assert sent == [1e4 + 1e10, None, 3e4 + 1e10 + 1e4, 4e4 + 1e10 + 2e4]
+    assert [e.disk_io is None for e in events] == [False, True, False, False]
     assert [i.name for i in events[1].network.interfaces] == ["eth0"]  # type: ignore[union-attr]
-    assert assembler.stats.emitted_incomplete == 1
+    assert assembler.stats.emitted_incomplete == 2
 
 
 def test_stale_markers_make_no_sample_and_no_event(tmp_path: Path) -> None:

@@ -632,9 +632,8 @@ class Assembler:
         expected = state.last_facts
         facts = pending.facts
         source_name: Source = source  # type: ignore[assignment]
-        complete = len(facts) >= expected
-        event = build_event(source_name, host, ts_ms, facts, state, pending.sender, complete)
-        if not complete:
+        event = build_event(source_name, host, ts_ms, facts, state, pending.sender)
+        if len(facts) < expected:
             self.stats.emitted_incomplete += 1
         # The next sample is expected with this one's series: a host that sends fewer now (a
         # NIC or mount gone) waits the bound once, not on every sample from then on.

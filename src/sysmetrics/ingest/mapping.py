@@ -184,6 +184,13 @@ class HostState:
     shorter_s: float | None = None
     """A gap well under the interval, not yet confirmed by the next (:meth:`learn_interval`)."""
     last_facts: int = 0
+    net_series: int = 0
+    disk_io_series: int = 0
+    """The network and disk I/O counters the previous sample had. A sample with fewer has no
+    such totals (unknown, as our collector's are when one interface's counter is): summed
+    without a shard's series still on their way when the wait ran out, or an interface gone,
+    a total stepped down and the next sample added the whole counter of it to one step (before
+    2026-12-06; the interfaces that came are still listed)."""
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -194,6 +201,8 @@ class HostState:
             "interval_s": self.interval_s,
             "shorter_s": self.shorter_s,
             "last_facts": self.last_facts,
+            "net_series": self.net_series,
+            "disk_io_series": self.disk_io_series,
         }
 
     def learn_interval(self, gap_s: float) -> None:
@@ -472,6 +481,18 @@ def _disks(facts: _Facts, source: Source) -> list[DiskUsage]:
     return disks
 
 
+_NODE_DISK_IO: Final = (
+    "node_disk_read_bytes_total",
+    "node_disk_written_bytes_total",
+    "node_disk_reads_completed_total",
+    "node_disk_writes_completed_total",
+)
+_WINDOWS_DISK_IO: Final = (
+    "windows_logical_disk_read_bytes_total",
+    "windows_logical_disk_write_bytes_total",
+    "windows_logical_disk_reads_total",
+    "windows_logical_disk_writes_total",
+)
 _OTEL_DISK_IO: Final = {
     ("system.disk.io", "read"): 0,
     ("system.disk.io", "write"): 1,
@@ -487,39 +508,30 @@ count the disks alone; summed with them, a host's disk I/O was about twice what 
 2026-12-06)."""
 
 
-def _disk_io(facts: _Facts, source: Source) -> DiskIo | None:
-    values: list[float | None]  # read bytes, written bytes, reads, writes
+def _disk_io(facts: _Facts, source: Source, state: HostState) -> DiskIo | None:
+    """The disks' I/O counters summed; None when the host has fewer of them than in its
+    previous sample (:attr:`HostState.disk_io_series`)."""
+    counters: list[tuple[int, float]] = []  # (place in read/written bytes, reads, writes; value)
     if source == "node_exporter":
-        names = (
-            "node_disk_read_bytes_total",
-            "node_disk_written_bytes_total",
-            "node_disk_reads_completed_total",
-            "node_disk_writes_completed_total",
-        )
-        values = [facts.sum(n) for n in names]
+        for index, name in enumerate(_NODE_DISK_IO):
+            counters += [(index, value) for _, value in facts.rows(name)]
     elif source == "windows_exporter":
-        names = (
-            "windows_logical_disk_read_bytes_total",
-            "windows_logical_disk_write_bytes_total",
-            "windows_logical_disk_reads_total",
-            "windows_logical_disk_writes_total",
-        )
-        values = [
-            sum(v for (vol,), v in facts.rows(n) if vol not in _SKIPPED_DEVICES)
-            if facts.rows(n)
-            else None
-            for n in names
-        ]
+        for index, name in enumerate(_WINDOWS_DISK_IO):
+            counters += [
+                (index, v) for (vol,), v in facts.rows(name) if vol not in _SKIPPED_DEVICES
+            ]
     else:
-        values = [None, None, None, None]
         for metric in ("system.disk.io", "system.disk.operations"):
             for (device, direction), value in facts.rows(metric):
-                index = _OTEL_DISK_IO.get((metric, direction))
-                if index is not None and not _PARTITION.fullmatch(device):
-                    total = values[index]
-                    values[index] = value if total is None else total + value
-    if all(v is None for v in values):
+                place = _OTEL_DISK_IO.get((metric, direction))
+                if place is not None and not _PARTITION.fullmatch(device):
+                    counters.append((place, value))
+    shrank, state.disk_io_series = len(counters) < state.disk_io_series, len(counters)
+    if not counters or shrank:
         return None
+    values: list[float | None] = [None, None, None, None]
+    for index, value in counters:
+        values[index] = value + (values[index] or 0.0)
     return DiskIo(
         read_bytes=count_or_none(values[0]),
         write_bytes=count_or_none(values[1]),
@@ -575,7 +587,7 @@ _OTEL_NET_FIELDS: Final = {
 """OTel metric → direction → our field."""
 
 
-def _network(facts: _Facts, source: Source, totals: bool) -> Network | None:
+def _network(facts: _Facts, source: Source, state: HostState) -> Network | None:
     per_nic: dict[str, dict[str, int | None]] = defaultdict(dict)
     if source == "otel":
         for metric, fields in _OTEL_NET_FIELDS.items():
@@ -589,11 +601,13 @@ def _network(facts: _Facts, source: Source, totals: bool) -> Network | None:
             for nic, value in facts.by_first_label(*names).items():
                 if nic not in _SKIPPED_DEVICES:
                     per_nic[nic][field_name] = count_or_none(value)
+    series = sum(len(values) for values in per_nic.values())
+    shrank, state.net_series = series < state.net_series, series
     if not per_nic:
         return None
     sums: dict[str, int] = {}  # each field over the interfaces that have it
     for nic, values in per_nic.items():
-        if is_loopback(nic) or not totals:
+        if is_loopback(nic) or shrank:
             continue
         for field_name, count in values.items():
             if count is not None:
@@ -685,15 +699,10 @@ def build_event(
     facts: Facts,
     state: HostState,
     sender: str | None = None,
-    complete: bool = True,
 ) -> MetricsEvent:
     """One host's facts at one sample time, delivered by ``sender``, as an event; ``state``
-    (the host's previous sample) gives the CPU percentage and the sampling interval, and is
-    advanced by this sample. Not ``complete`` (fewer series than the host's previous sample:
-    a shard's series still on their way, or a NIC or a disk gone), its network and disk I/O
-    totals are unknown, as our collector's are when one interface's counter is: summed without
-    a late interface, the total would step down and the next sample add its whole counter to
-    one step (before 2026-12-06; the interfaces that came are still listed)."""
+    (the host's previous sample) gives the CPU percentage, the sampling interval and the
+    counters' series it had, and is advanced by this sample."""
     table = _Facts(facts)
     memory, swap = _memory(table, source)
     if state.last_ts is not None and 0 < ts_ms - state.last_ts <= 86_400_000:
@@ -710,8 +719,8 @@ def build_event(
         memory=memory,
         swap=swap,
         disks=_disks(table, source),
-        disk_io=_disk_io(table, source) if complete else None,
-        network=_network(table, source, totals=complete),
+        disk_io=_disk_io(table, source, state),
+        network=_network(table, source, state),
         temperatures=_temperatures(table, source),
         battery=_battery(table, source),
         interval_s=state.interval_s,
