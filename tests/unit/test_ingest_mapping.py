@@ -13,8 +13,13 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 
-from sysmetrics.ingest.mapping import REMOTE_WRITE_SERIES, HostState, build_event
-from sysmetrics.ingest.wire import PayloadError, decode_otlp_python, decode_remote_write
+from sysmetrics.ingest.mapping import REMOTE_WRITE_SERIES, Facts, HostState, build_event
+from sysmetrics.ingest.wire import (
+    PayloadError,
+    SampleKey,
+    decode_otlp_python,
+    decode_remote_write,
+)
 from sysmetrics.schema import decode, encode
 from tests.support.remote_write import series_of, write_request
 
@@ -216,17 +221,22 @@ def test_recorded_otel_collector_export_fills_the_documented_fields() -> None:
     assert "lo" in devices and counters[("system.network.io", "lo", "receive")] > 0
 
 
+def recorded_otel_sample_with(metric: str) -> tuple[SampleKey, Facts]:
+    """The recorded Collector export's sample (its key and facts) that holds ``metric``."""
+    data = (FIXTURES / "otelcol_hostmetrics_export.pb").read_bytes()
+    decoded = decode_otlp_python(data, "application/x-protobuf", ("host.name",), 10**6)
+    return next(
+        (key, facts)
+        for key, facts in decoded.samples.items()
+        if any(name == metric for name, _ in facts)
+    )
+
+
 def test_otel_disk_io_counts_each_disk_once_not_its_partitions_again() -> None:
     """The Collector reports every line of /proc/diskstats: a partition's I/O (sda1, nvme0n1p2,
     mmcblk0p1) is in its disk's too. Summed with them, a host's disk I/O was about twice what
     our collector and node_exporter count; device-mapper volumes (dm-0) count, as in both."""
-    data = (FIXTURES / "otelcol_hostmetrics_export.pb").read_bytes()
-    decoded = decode_otlp_python(data, "application/x-protobuf", ("host.name",), 10**6)
-    key, facts = next(
-        (key, facts)
-        for key, facts in decoded.samples.items()
-        if any(name == "system.disk.io" for name, _ in facts)
-    )
+    key, facts = recorded_otel_sample_with("system.disk.io")
     reads = {
         "sda": 9000, "sda1": 1000, "sda2": 8000, "nvme0n1": 700, "nvme0n1p1": 700,
         "dm-0": 8000, "mmcblk0": 50, "mmcblk0p1": 50,
@@ -245,13 +255,7 @@ def test_otel_memory_total_is_the_limit_when_the_collector_sends_it() -> None:
     """Since Collector v0.137 `used` is total - MemAvailable, so the states no longer add up
     to the memory: `system.memory.limit` (MemTotal; the README's config turns it on) is the
     total when sent, else the states' sum without the slab breakdown."""
-    data = (FIXTURES / "otelcol_hostmetrics_export.pb").read_bytes()
-    decoded = decode_otlp_python(data, "application/x-protobuf", ("host.name",), 10**6)
-    key, facts = next(
-        (key, facts)
-        for key, facts in decoded.samples.items()
-        if any(name == "system.memory.usage" for name, _ in facts)
-    )
+    key, facts = recorded_otel_sample_with("system.memory.usage")
     states = {
         labels[0]: value for (name, labels), value in facts.items() if name == "system.memory.usage"
     }
