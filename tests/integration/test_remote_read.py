@@ -153,8 +153,8 @@ def test_hourly_averages_and_maxima_equal_the_hourly_table(served: Served) -> No
 
 def warehouse_rates(served: Served, column: str, at: list[int], width_ms: int) -> dict[Any, float]:
     """Per host and evaluation time: increase / elapsed over the sample intervals inside
-    [t - width, t], each interval's increase as the hourly job computes it (a decrease is a
-    counter reset: the new value is the increase)."""
+    [t - width, t], each interval's increase as the hourly job computes it (the simulated
+    fleet's counters decrease only at a reboot: the new value is the increase)."""
     wh = served.warehouse()
     rows = wh.rows(
         f"""
