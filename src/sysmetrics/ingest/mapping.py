@@ -263,10 +263,6 @@ class _Facts:
     def by_first_label(self, *names: str) -> dict[str, float]:
         return {labels[0]: value for labels, value in self.rows(*names)}
 
-    def sum(self, *names: str) -> float | None:
-        rows = self.rows(*names)
-        return sum(v for _, v in rows) if rows else None
-
 
 def _cpu_times(facts: _Facts, source: Source) -> dict[str, tuple[float, float]]:
     """core → (busy seconds, total seconds) from the CPU time counters."""
