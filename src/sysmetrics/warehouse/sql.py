@@ -419,8 +419,9 @@ def _expand(statement: str, name: str, body: Callable[..., str]) -> str:
 
 _MAX_COUNTER_STEP: Final = 2**44
 REBOOT_BOOT_STEP_S: Final = 60
-"""A boot time this many seconds later than the previous sample's is a reboot: one read as the
-clock less the uptime moves by a second or so between samples."""
+"""A host's boot time that moves more than this many seconds between two samples is another boot
+(later: a reboot; earlier: another machine behind the id); one read as the clock less the uptime
+moves by a second or so between samples."""
 
 
 def _increment(counter: str, delta: str, rebooted: str) -> str:
@@ -449,8 +450,7 @@ def _macros(statement: str) -> str:
     real traffic (a driver's garbage, a counter that jumped) and is left out: the hour's sum of
     such steps could overflow 64 bits, an error that would stop the hour for every host.
 
-    ``REBOOTED(boot_step_s)``: whether a boot time ``boot_step_s`` seconds later than the
-    previous sample's is a reboot (:data:`REBOOT_BOOT_STEP_S`); unknown is not.
+    ``REBOOT_BOOT_STEP_S``: :data:`REBOOT_BOOT_STEP_S`, the boot-time step that is another boot.
 
     ``SLOT(ts, seconds)``: the sample slot ``ts`` falls in, for a host sampling every
     ``seconds``: whole multiples of the interval since the epoch, in milliseconds. An interval
@@ -466,11 +466,7 @@ def _macros(statement: str) -> str:
         ),
     )
     statement = _expand(statement, "INCREMENT", _increment)
-    statement = _expand(
-        statement,
-        "REBOOTED",
-        lambda boot_step_s: f"COALESCE({boot_step_s} > {REBOOT_BOOT_STEP_S}, FALSE)",
-    )
+    statement = statement.replace("REBOOT_BOOT_STEP_S", str(REBOOT_BOOT_STEP_S))
     return _expand(
         statement,
         "SLOT",
@@ -502,7 +498,8 @@ WITH counters AS (
     disk_read_bytes,
     disk_write_bytes,
     TIMESTAMP_DIFF(ts, LAG(ts) OVER w, MILLISECOND) AS dt_ms,
-    REBOOTED(TIMESTAMP_DIFF(boot_time, LAG(boot_time) OVER w, SECOND)) AS rebooted,
+    COALESCE(TIMESTAMP_DIFF(boot_time, LAG(boot_time) OVER w, SECOND) > REBOOT_BOOT_STEP_S, FALSE)
+      AS rebooted,
     net_bytes_sent - LAG(net_bytes_sent) OVER w AS d_sent,
     net_bytes_recv - LAG(net_bytes_recv) OVER w AS d_recv,
     disk_read_bytes - LAG(disk_read_bytes) OVER w AS d_read,
@@ -786,8 +783,8 @@ per_host AS (
     COUNT(DISTINCT slot) AS slots,
     COUNT(DISTINCT hostname) AS hostnames,
     COUNT(DISTINCT DIV(UNIX_SECONDS(boot_time), 60)) AS boots,
-    SUM(IF(boot_step_s < -60, 1, 0)) AS boot_back,
-    SUM(IF(went_back = 1 AND ABS(boot_step_s) <= 60, 1, 0)) AS backwards,
+    SUM(IF(boot_step_s < -REBOOT_BOOT_STEP_S, 1, 0)) AS boot_back,
+    SUM(IF(went_back = 1 AND ABS(boot_step_s) <= REBOOT_BOOT_STEP_S, 1, 0)) AS backwards,
     MIN(COALESCE(interval_s, @default_interval_s)) AS interval_s,
     COUNT(interval_s) AS declared,
     ROUND(ANY_VALUE(skew_median_s), 3) AS median_skew_s,
