@@ -24,6 +24,8 @@ class OtlpDecoder:
         metrics: Mapping[str, tuple[str, ...]],
         resource_fact: str,
         resource_keep: Sequence[str],
+        started_metric: str,
+        started_fact: str,
     ) -> None: ...
     def decode(
         self, data: bytes, host_attributes: list[str]

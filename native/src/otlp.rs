@@ -103,6 +103,8 @@ enum Number {
 
 struct Point<'a> {
     attributes: Attributes<'a>,
+    /// `start_time_unix_nano`, 0 where unset.
+    start_ns: u64,
     time_ms: u64,
     number: Number,
     /// `FLAG_NO_RECORDED_VALUE`: OTLP's stale marker, a point that is no reading.
@@ -126,14 +128,12 @@ fn fixed64(r: &mut Reader<'_>) -> Parsed<u64> {
 
 fn number_point(buf: &[u8]) -> Parsed<Point<'_>> {
     let mut point =
-        Point { attributes: Vec::new(), time_ms: 0, number: Number::Unset, no_recorded_value: false };
+        Point { attributes: Vec::new(), start_ns: 0, time_ms: 0, number: Number::Unset, no_recorded_value: false };
     let mut r = Reader::new(buf);
     while !r.done() {
         match r.tag()? {
             (7, 2) => point.attributes.push(key_value(r.bytes()?, 0)?),
-            (2, 1) => {
-                fixed64(&mut r)?;
-            }
+            (2, 1) => point.start_ns = fixed64(&mut r)?,
             (3, 1) => point.time_ms = fixed64(&mut r)? / 1_000_000,
             (4, 1) => point.number = Number::Double(f64::from_bits(fixed64(&mut r)?)),
             (6, 1) => point.number = Number::Int(fixed64(&mut r)? as i64),
@@ -302,15 +302,24 @@ pub struct OtlpDecoder {
     metrics: HashMap<String, Mapped>,
     resource_fact: Py<PyString>,
     resource_keep: Vec<String>,
+    started_metric: String,
+    started_fact: Py<PyString>,
 }
 
 #[pymethods]
 impl OtlpDecoder {
     /// `metrics`: metric name -> data-point attributes kept; `resource_fact` and
     /// `resource_keep`: the fact made of the resource and the attributes it keeps (the tables
-    /// `sysmetrics.ingest.mapping` writes once).
+    /// `sysmetrics.ingest.mapping` writes once); `started_metric` and `started_fact`: the metric
+    /// whose points' start time (Unix seconds) is kept, and the fact it is kept as.
     #[new]
-    fn new(metrics: &Bound<'_, PyDict>, resource_fact: Bound<'_, PyString>, resource_keep: Vec<String>) -> PyResult<Self> {
+    fn new(
+        metrics: &Bound<'_, PyDict>,
+        resource_fact: Bound<'_, PyString>,
+        resource_keep: Vec<String>,
+        started_metric: String,
+        started_fact: Bound<'_, PyString>,
+    ) -> PyResult<Self> {
         let mut out = HashMap::new();
         for (name, keep) in metrics.iter() {
             out.insert(
@@ -318,7 +327,13 @@ impl OtlpDecoder {
                 Mapped { name: name.downcast_into::<PyString>()?.unbind(), keep: keep.extract()? },
             );
         }
-        Ok(OtlpDecoder { metrics: out, resource_fact: resource_fact.unbind(), resource_keep })
+        Ok(OtlpDecoder {
+            metrics: out,
+            resource_fact: resource_fact.unbind(),
+            resource_keep,
+            started_metric,
+            started_fact: started_fact.unbind(),
+        })
     }
 
     /// Decode one request: (samples, series, dropped, resources), see `decode_otlp_python`,
@@ -329,6 +344,7 @@ impl OtlpDecoder {
         let (mut series, mut dropped) = (0, 0);
         let mut checks = Vec::with_capacity(resources.len());
         let otel = PyString::new(py, "otel");
+        let started = PyTuple::new(py, [self.started_fact.bind(py).as_any(), PyTuple::empty(py).as_any()])?;
         let mut fact_keys: HashMap<(&str, Vec<std::borrow::Cow<'_, str>>), Bound<'py, PyTuple>> = HashMap::new();
         for resource in &resources {
             let mut points: Vec<(u64, Bound<'py, PyTuple>, f64)> = Vec::new();
@@ -347,6 +363,9 @@ impl OtlpDecoder {
                     }
                     let fact_key = fact_key(py, &mut fact_keys, metric.name, mapped.name.bind(py), texts)?;
                     points.push((point.time_ms, fact_key, point.value()));
+                    if point.start_ns != 0 && metric.name == self.started_metric {
+                        points.push((point.time_ms, started.clone(), point.start_ns as f64 / 1e9));
+                    }
                 }
             }
             let attributes = &resource.attributes;

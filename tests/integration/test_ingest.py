@@ -19,7 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import cramjam
@@ -721,6 +721,12 @@ service:
     with_cpu = [e for e in events if e["cpu"]["logical_cores"] is not None]
     assert len(with_cpu) >= len(events) - 1
     assert all(e["cpu"]["logical_cores"] == os.cpu_count() for e in with_cpu)
+    stat = Path("/proc/stat").read_text().splitlines()
+    btime = next(int(line.split()[1]) for line in stat if line.startswith("btime"))
+    # The CPU counters' start time: /proc/stat's btime, or in a Docker or LXC guest (where
+    # gopsutil reads /proc/uptime) the same to the second.
+    (boot,) = {datetime.fromisoformat(e["host"]["boot_time"]) for e in with_cpu}
+    assert abs(boot - datetime.fromtimestamp(btime, UTC)).total_seconds() <= 1
     assert with_cpu[0]["cpu"]["utilization_pct"] is None
     assert all(0 <= e["cpu"]["utilization_pct"] <= 100 for e in with_cpu[1:])
     lo = [

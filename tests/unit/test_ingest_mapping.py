@@ -5,6 +5,7 @@ fields; CPU % needs two samples."""
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 import cramjam
@@ -177,16 +178,20 @@ NETWORK_METRICS = (
 
 def test_recorded_otel_collector_export_fills_the_documented_fields() -> None:
     """The network, CPU and host fields of an event built from a real Collector export equal
-    what the export itself says, read straight from its protobuf."""
+    what the export itself says, read straight from its protobuf; the boot time is the start
+    time the Collector gives its CPU counters."""
     data = (FIXTURES / "otelcol_hostmetrics_export.pb").read_bytes()
     export = ExportMetricsServiceRequest.FromString(data)
     counters: dict[tuple[str, str, str], float] = {}
     logical_cpus = None
+    cpu_started: set[int] = set()
     for resource in export.resource_metrics:
         for scope in resource.scope_metrics:
             for metric in scope.metrics:
                 for point in metric.sum.data_points:
                     labels = {a.key: a.value.string_value for a in point.attributes}
+                    if metric.name == "system.cpu.time":
+                        cpu_started.add(point.start_time_unix_nano)
                     if metric.name in NETWORK_METRICS:
                         key = (metric.name, labels["device"], labels["direction"])
                         counters[key] = point.as_int
@@ -197,6 +202,8 @@ def test_recorded_otel_collector_export_fills_the_documented_fields() -> None:
     key = min(decoded.samples)
     event = decode(encode(build_event("otel", key[0], key[1], facts, HostState())))
     assert event.host.hostname == "otel-fixture-host" and event.host.os == "linux"
+    (started_ns,) = cpu_started
+    assert event.host.boot_time == datetime.fromtimestamp(started_ns // 10**9, UTC)
     assert event.source == "otel" and event.cpu is not None
     assert event.cpu.logical_cores == logical_cpus
     assert event.network is not None

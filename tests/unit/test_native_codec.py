@@ -298,7 +298,34 @@ def test_a_recorded_collector_export_is_read_by_the_compiled_decoder_the_same() 
     assert compiled == python
     assert isinstance(compiled, tuple) and compiled[1:] == (84, 27, 0, 0, 0, 0)
     facts = [fact for facts in compiled[0].values() for fact in facts]  # type: ignore[attr-defined]
-    assert {"system.cpu.time", "system.memory.usage", "resource"} <= {f[0] for f in facts}
+    assert {"system.cpu.time", "system.memory.usage", "resource", "started"} <= {
+        f[0] for f in facts
+    }
+
+
+def test_the_start_time_of_cpu_points_is_kept_in_both() -> None:
+    """`system.cpu.time`'s start time (the Collector's boot time) is the fact `started`, in
+    seconds; another metric's is not kept, nor an unset one (0)."""
+    cpu = _kv(b"cpu", _text(b"cpu0")), _kv(b"state", _text(b"idle"))
+    unset = field(7, 2, cpu[0]) + field(7, 2, cpu[1]) + field(3, 1, struct.pack("<Q", T0_NS))
+    data = _export(
+        _resource(
+            [HOST],
+            _metric(b"system.cpu.time", 7, _point(list(cpu), T0_NS, _double(2.5))),
+            _metric(b"system.network.io", 7, _point([], T0_NS - 5 * 10**9, _int(7))),
+        ),
+        _resource(
+            [_kv(b"host.name", _text(b"otel-2"))],
+            _metric(b"system.cpu.time", 7, unset + _double(2.5)),
+        ),
+    )
+    assert _compiled_reads(data)
+    compiled, python = _otlp_both(data)
+    assert compiled == python
+    samples = wire.decode_otlp(data, PROTOBUF, HOST_ATTRIBUTES, 10**6).samples
+    assert samples[("otel-1", T0, "otel")][("started", ())] == (T0_NS - 10**9) / 1e9
+    assert ("started", ()) not in samples[("otel-1", T0 - 5000, "otel")]
+    assert ("started", ()) not in samples[("otel-2", T0, "otel")]
 
 
 def test_every_shape_the_compiled_decoder_reads_decodes_the_same() -> None:

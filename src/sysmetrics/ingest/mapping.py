@@ -157,6 +157,13 @@ OTEL_RESOURCE: Final = "resource"
 OTEL_RESOURCE_ATTRIBUTES: Final = ("host.name", "os.type", "host.arch")
 """Kept from the OTLP resource as the fact ``resource`` (host name, OS, architecture)."""
 
+OTEL_STARTED_METRIC: Final = "system.cpu.time"
+OTEL_STARTED: Final = "started"
+"""The start time of ``system.cpu.time``'s points (Unix seconds), kept as the fact
+``started``: the event's boot time. It is when a cumulative sum began counting (OTLP), and the
+``hostmetrics`` scrapers set it to the machine's boot time (gopsutil's, read when the Collector
+starts), so a later one is a reboot and the hourly job counts the counters from zero."""
+
 
 _IDLE_MODES: Final = frozenset({"idle", "iowait", "wait"})
 _WINDOWS_CPU_MODES: Final = frozenset({"idle", "user", "privileged"})
@@ -673,6 +680,7 @@ def _host(facts: _Facts, source: Source, host_id: str) -> Host:
             hostname = name or None
             os_name = os_type.lower() or "unknown"
             arch = host_arch.lower() or "unknown"
+        boot = facts.one(OTEL_STARTED)
     if not hostname:
         # `instance` is usually host:port: the host part names the machine.
         hostname = host_id.rsplit(":", 1)[0] if host_id.count(":") == 1 else host_id

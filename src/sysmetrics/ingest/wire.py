@@ -24,6 +24,8 @@ from sysmetrics.ingest.mapping import (
     OTEL_METRICS,
     OTEL_RESOURCE,
     OTEL_RESOURCE_ATTRIBUTES,
+    OTEL_STARTED,
+    OTEL_STARTED_METRIC,
     REMOTE_WRITE_SERIES,
     TARGET,
     FactKey,
@@ -32,6 +34,8 @@ from sysmetrics.ingest.mapping import (
 
 SampleKey = tuple[str, int, str]
 """(host_id, sample time in Unix ms, source)."""
+
+_STARTED: Final[FactKey] = (OTEL_STARTED, ())
 
 _HOST_ID: Final = re.compile(r"^[^\x00-\x1f\x7f]{1,256}\Z")
 
@@ -42,7 +46,9 @@ except ImportError:  # the optional compiled codec is not installed: the Python 
     _NATIVE_OTLP = None
 else:
     _NATIVE = RemoteWriteDecoder(REMOTE_WRITE_SERIES)
-    _NATIVE_OTLP = OtlpDecoder(OTEL_METRICS, OTEL_RESOURCE, OTEL_RESOURCE_ATTRIBUTES)
+    _NATIVE_OTLP = OtlpDecoder(
+        OTEL_METRICS, OTEL_RESOURCE, OTEL_RESOURCE_ATTRIBUTES, OTEL_STARTED_METRIC, OTEL_STARTED
+    )
 
 
 class PayloadError(ValueError):
@@ -413,7 +419,8 @@ def decode_otlp_python(
 ) -> Decoded:
     """An OTLP export's data points as facts. The points of one host within a second of each
     other are one sample (the hostmetrics scrapers of one collection differ by milliseconds);
-    its time is the earliest of them."""
+    its time is the earliest of them. The start time of ``system.cpu.time``'s points is the
+    fact :data:`~sysmetrics.ingest.mapping.OTEL_STARTED`."""
     from opentelemetry.proto.metrics.v1.metrics_pb2 import AGGREGATION_TEMPORALITY_DELTA
 
     request = _otlp_request(data, content_type)
@@ -451,7 +458,10 @@ def decode_otlp_python(
                         attributes[attribute.key] = value.string_value or _attribute(value)
                     values = tuple([attributes.get(k, "") for k in keep])
                     number = point.as_double or float(point.as_int)
-                    points.append((point.time_unix_nano // 1_000_000, (name, values), number))
+                    time_ms = point.time_unix_nano // 1_000_000
+                    points.append((time_ms, (name, values), number))
+                    if name == OTEL_STARTED_METRIC and point.start_time_unix_nano:
+                        points.append((time_ms, _STARTED, point.start_time_unix_nano / 1e9))
         if not points:
             continue
         host = _host(host_value, f"resource with attributes {sorted(resource)[:6]}")

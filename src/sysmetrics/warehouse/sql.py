@@ -444,8 +444,9 @@ def _macros(statement: str) -> str:
     total steps down when an interface or a disk goes away (a container's veth when it stops, a
     USB drive): counted as a reset, it added the host's whole total since boot to one sample
     (terabytes in ten seconds on a busy Kubernetes node at every pod deletion), as it did before
-    2026-12-06. A host without a boot time (the OTel Collector sends none) never counts as
-    rebooted: its first step after a reboot is unknown too, the smaller loss.
+    2026-12-06. A host without a boot time (an OTLP sender other than the Collector's
+    ``hostmetrics``, or an ingested sample of 2026-12-06 or before) never counts as rebooted: its
+    first step after a reboot is unknown too, the smaller loss.
     A step of 2**44 (17.6 TB in one sample; a 400 Gb/s link moves 0.5 TB in 10 s) or more is no
     real traffic (a driver's garbage, a counter that jumped) and is left out: the hour's sum of
     such steps could overflow 64 bits, an error that would stop the hour for every host.
