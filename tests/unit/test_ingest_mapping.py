@@ -130,6 +130,37 @@ def test_windows_exporter_fills_the_documented_fields() -> None:
     assert first.disks == [] and first.disk_io is None  # no logical_disk collector ran
 
 
+def test_windows_exporter_0_31_names_fill_the_same_fields() -> None:
+    """windows_exporter 0.30 moved the paging file readings to its `pagefile` collector and 0.31
+    removed `cs` and renamed the boot time (the project's history: pull requests #1735, #2112,
+    #2115; names from its collectors' source at 589ec15d): the recorded 0.15 output under the
+    current names, with the current boot time, available memory and `pagefile` lines (those of
+    docs/collector.pagefile.md), makes the event the old names make, and more. Before, such a
+    host was named by its address and had no boot time."""
+    old = (FIXTURES / "windows_exporter_0.15.prom").read_text()
+    samples = "".join(f"{line}\n" for line in old.splitlines() if not line.startswith("#"))
+    renamed = (
+        samples.replace("windows_cs_hostname{", "windows_os_hostname{")
+        .replace("windows_cs_logical_processors ", "windows_cpu_logical_processor ")
+        .replace("windows_cs_physical_memory_bytes ", "windows_memory_physical_total_bytes ")
+    )
+    assert "windows_cs_" not in renamed
+    current = renamed + (
+        "windows_system_boot_time_timestamp 1.7645e+09\n"
+        "windows_memory_available_bytes 1.073506304e+09\n"
+        'windows_pagefile_free_bytes{file="C:\\\\pagefile.sys"} 6.025797632e+09\n'
+        'windows_pagefile_limit_bytes{file="C:\\\\pagefile.sys"} 6.442450944e+09\n'
+    )
+    (before,) = _events(old, "10.0.0.7:9182", [T0])
+    (now,) = _events(current, "10.0.0.7:9182", [T0])
+    assert now.host.hostname == before.host.hostname == "kvn-test-bsp"
+    assert now.cpu.logical_cores == before.cpu.logical_cores == 1
+    assert now.memory.total_bytes == before.memory.total_bytes
+    assert now.host.boot_time == datetime.fromtimestamp(1.7645e9, UTC)
+    assert now.memory.used_bytes == 2147012608 - 1073506304
+    assert (now.swap.total_bytes, now.swap.used_bytes) == (6442450944, 6442450944 - 6025797632)
+
+
 def test_same_sample_same_event_id_and_a_new_sample_a_new_one() -> None:
     text = (FIXTURES / "windows_exporter_0.15.prom").read_text()
     a = _events(text, "w:9182", [T0])[0]

@@ -93,17 +93,23 @@ REMOTE_WRITE_SERIES: Final[dict[str, tuple[str, tuple[str, ...]]]] = {
     "node_thermal_zone_temp": ("node_exporter", ("type", "zone")),
     "node_power_supply_capacity": ("node_exporter", ("power_supply",)),
     "node_power_supply_online": ("node_exporter", ("power_supply",)),
-    # windows_exporter (older and newer names of the same readings)
+    # windows_exporter: the names of 0.31 (2025-07: `cs` removed, the boot time renamed again)
+    # beside those of 0.30 (`pagefile` split from `os`) and before
+    "windows_os_hostname": ("windows_exporter", ("hostname",)),
     "windows_cs_hostname": ("windows_exporter", ("hostname",)),
-    "windows_system_system_up_time": ("windows_exporter", ()),
+    "windows_system_boot_time_timestamp": ("windows_exporter", ()),
     "windows_system_boot_time_timestamp_seconds": ("windows_exporter", ()),
+    "windows_system_system_up_time": ("windows_exporter", ()),
     "windows_cpu_time_total": ("windows_exporter", ("core", "mode")),
     "windows_cpu_core_frequency_mhz": ("windows_exporter", ("core",)),
+    "windows_cpu_logical_processor": ("windows_exporter", ()),
     "windows_cs_logical_processors": ("windows_exporter", ()),
     "windows_cs_physical_memory_bytes": ("windows_exporter", ()),
     "windows_memory_physical_total_bytes": ("windows_exporter", ()),
     "windows_os_physical_memory_free_bytes": ("windows_exporter", ()),
     "windows_memory_available_bytes": ("windows_exporter", ()),
+    "windows_pagefile_limit_bytes": ("windows_exporter", ("file",)),
+    "windows_pagefile_free_bytes": ("windows_exporter", ("file",)),
     "windows_os_paging_limit_bytes": ("windows_exporter", ()),
     "windows_os_paging_free_bytes": ("windows_exporter", ()),
     "windows_logical_disk_size_bytes": ("windows_exporter", ("volume",)),
@@ -324,7 +330,8 @@ def _cpu(facts: _Facts, source: Source, ts_ms: int, state: HostState) -> Cpu:
         freqs = list(facts.by_first_label("windows_cpu_core_frequency_mhz").values())
         freq = sum(freqs) / len(freqs) if freqs else None
         load = (None, None, None)
-        cores = count_or_none(facts.one("windows_cs_logical_processors")) or len(times) or None
+        logical = facts.one("windows_cpu_logical_processor", "windows_cs_logical_processors")
+        cores = count_or_none(logical) or len(times) or None
     else:
         freqs = list(facts.by_first_label("system.cpu.frequency").values())
         freq = sum(freqs) / len(freqs) / 1e6 if freqs else None
@@ -377,8 +384,11 @@ def _memory(facts: _Facts, source: Source) -> tuple[Memory | None, Swap | None]:
             "windows_memory_available_bytes", "windows_os_physical_memory_free_bytes"
         )
         used = total - available if total is not None and available is not None else None
-        swap_total = facts.one("windows_os_paging_limit_bytes")
-        swap_free = facts.one("windows_os_paging_free_bytes")
+        # 0.30 moved them from `os` to `pagefile`, one series per paging file, off by default.
+        limits = facts.by_first_label("windows_pagefile_limit_bytes")
+        frees = facts.by_first_label("windows_pagefile_free_bytes")
+        swap_total = sum(limits.values()) if limits else facts.one("windows_os_paging_limit_bytes")
+        swap_free = sum(frees.values()) if frees else facts.one("windows_os_paging_free_bytes")
         if swap_total is not None and swap_free is not None:
             swap_used = swap_total - swap_free
     else:
@@ -668,10 +678,12 @@ def _host(facts: _Facts, source: Source, host_id: str) -> Host:
         boot = facts.one("node_boot_time_seconds")
     elif source == "windows_exporter":
         os_name = "windows"
-        names = facts.by_first_label("windows_cs_hostname")
+        names = facts.by_first_label("windows_os_hostname", "windows_cs_hostname")
         hostname = next(iter(names), None)
         boot = facts.one(
-            "windows_system_boot_time_timestamp_seconds", "windows_system_system_up_time"
+            "windows_system_boot_time_timestamp",
+            "windows_system_boot_time_timestamp_seconds",
+            "windows_system_system_up_time",
         )
     else:
         rows = facts.rows(OTEL_RESOURCE)
