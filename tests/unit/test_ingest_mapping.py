@@ -134,9 +134,10 @@ def test_windows_exporter_0_31_names_fill_the_same_fields() -> None:
     """windows_exporter 0.30 moved the paging file readings to its `pagefile` collector and 0.31
     removed `cs` and renamed the boot time (the project's history: pull requests #1735, #2112,
     #2115; names from its collectors' source at 589ec15d): the recorded 0.15 output under the
-    current names, with the current boot time, available memory and `pagefile` lines (those of
-    docs/collector.pagefile.md), makes the event the old names make, and more. Before, such a
-    host was named by its address and had no boot time."""
+    current names, with the current boot time, available memory, `pagefile` and logical disk
+    `_info` lines (those of docs/collector.pagefile.md and collector.logical_disk.md), makes the
+    event the old names make, and more. Before, such a host was named by its address and had no
+    boot time, and every volume was said to be NTFS."""
     old = (FIXTURES / "windows_exporter_0.15.prom").read_text()
     samples = "".join(f"{line}\n" for line in old.splitlines() if not line.startswith("#"))
     renamed = (
@@ -150,7 +151,15 @@ def test_windows_exporter_0_31_names_fill_the_same_fields() -> None:
         "windows_memory_available_bytes 1.073506304e+09\n"
         'windows_pagefile_free_bytes{file="C:\\\\pagefile.sys"} 6.025797632e+09\n'
         'windows_pagefile_limit_bytes{file="C:\\\\pagefile.sys"} 6.442450944e+09\n'
+        # docs/collector.logical_disk.md's `_info` lines; E: has none
+        'windows_logical_disk_info{disk_id="0",filesystem="NTFS",serial_number="668EEC37",'
+        'type="fixed",volume="C:",volume_name="Windows"} 1\n'
+        'windows_logical_disk_info{disk_id="1",filesystem="ReFS",serial_number="C69B59AD",'
+        'type="fixed",volume="G:",volume_name="Volume"} 1\n'
     )
+    for volume in ("C:", "G:", "E:"):
+        current += f'windows_logical_disk_size_bytes{{volume="{volume}"}} 1e+11\n'
+        current += f'windows_logical_disk_free_bytes{{volume="{volume}"}} 4e+10\n'
     (before,) = _events(old, "10.0.0.7:9182", [T0])
     (now,) = _events(current, "10.0.0.7:9182", [T0])
     assert now.host.hostname == before.host.hostname == "kvn-test-bsp"
@@ -159,6 +168,11 @@ def test_windows_exporter_0_31_names_fill_the_same_fields() -> None:
     assert now.host.boot_time == datetime.fromtimestamp(1.7645e9, UTC)
     assert now.memory.used_bytes == 2147012608 - 1073506304
     assert (now.swap.total_bytes, now.swap.used_bytes) == (6442450944, 6442450944 - 6025797632)
+    assert [(d.mountpoint, d.fstype, d.used_pct) for d in now.disks] == [
+        ("C:", "NTFS", 60.0),
+        ("E:", None, 60.0),
+        ("G:", "ReFS", 60.0),
+    ], "a filesystem where windows_exporter names one, never a made-up one"
 
 
 def test_same_sample_same_event_id_and_a_new_sample_a_new_one() -> None:

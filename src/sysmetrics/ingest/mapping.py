@@ -112,6 +112,7 @@ REMOTE_WRITE_SERIES: Final[dict[str, tuple[str, tuple[str, ...]]]] = {
     "windows_pagefile_free_bytes": ("windows_exporter", ("file",)),
     "windows_os_paging_limit_bytes": ("windows_exporter", ()),
     "windows_os_paging_free_bytes": ("windows_exporter", ()),
+    "windows_logical_disk_info": ("windows_exporter", ("volume", "filesystem")),
     "windows_logical_disk_size_bytes": ("windows_exporter", ("volume",)),
     "windows_logical_disk_free_bytes": ("windows_exporter", ("volume",)),
     "windows_logical_disk_read_bytes_total": ("windows_exporter", ("volume",)),
@@ -454,6 +455,8 @@ def _disks(facts: _Facts, source: Source) -> list[DiskUsage]:
     elif source == "windows_exporter":
         size = facts.by_first_label("windows_logical_disk_size_bytes")
         free = facts.by_first_label("windows_logical_disk_free_bytes")
+        # `_info` (since 0.27) names each volume's filesystem; before it, none is known.
+        fstypes = {v: fs for (v, fs), _ in facts.rows("windows_logical_disk_info") if fs}
         for volume in sorted(size):
             if volume in _SKIPPED_DEVICES or volume.startswith("HarddiskVolume"):
                 continue
@@ -462,7 +465,7 @@ def _disks(facts: _Facts, source: Source) -> list[DiskUsage]:
                 DiskUsage(
                     mountpoint=_label(volume),
                     device=_label(volume),
-                    fstype="NTFS",
+                    fstype=_label(fstypes[volume]) if volume in fstypes else None,
                     total_bytes=count_or_none(size[volume]),
                     used_bytes=count_or_none(used),
                     free_bytes=count_or_none(free.get(volume)),
