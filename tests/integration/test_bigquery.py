@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pyarrow.parquet as pq
 import pytest
 
@@ -28,6 +29,7 @@ from sysmetrics.lake import layout
 from sysmetrics.lake.compaction import compact_hour, current_manifest
 from sysmetrics.lake.store import LakeStore
 from sysmetrics.remote_read.query import Limits, read
+from sysmetrics.schema import DiskUsage
 from sysmetrics.warehouse import sql
 from sysmetrics.warehouse.bigquery import BigQueryWarehouse
 from sysmetrics.warehouse.duckdb import DuckDBWarehouse
@@ -56,7 +58,17 @@ def cloud(tmp_path: Path) -> Iterator[tuple[FakeGcs, BigQueryEmulator]]:
 def fill_lake(local: Path, store: LakeStore) -> None:
     lake = LakeBuilder(local)
     lake.add_batch(steady_host("web-1", HOUR14, cpu=25.0, samples=240))
-    lake.add_batch(steady_host("gpu-9", HOUR14, cpu=97.0, temp=91.0, samples=300))
+    # gpu-9's root filesystem is mounted twice (a bind mount): its disk totals count it once
+    root = DiskUsage(
+        mountpoint="/", device="/dev/sda2", total_bytes=1000, used_bytes=400, used_pct=40.0
+    )
+    mounts = [root, msgspec.structs.replace(root, mountpoint="/srv"), DiskUsage(mountpoint="/b")]
+    lake.add_batch(
+        [
+            msgspec.structs.replace(e, disks=mounts)
+            for e in steady_host("gpu-9", HOUR14, cpu=97.0, temp=91.0, samples=300)
+        ]
+    )
     lake.add_batch(steady_host(HOSTILE, HOUR14, cpu=50.0, samples=100))
     lake.add_batch(steady_host("web-1", HOUR14, cpu=25.0, samples=240)[:50])  # a duplicate file
     for path in local.rglob("*.jsonl"):
@@ -80,6 +92,13 @@ def tables(wh: Any) -> dict[str, list[tuple[Any, ...]]]:
         "raw": [
             tuple(r.values())
             for r in wh.rows("SELECT COUNT(*), COUNT(DISTINCT event_id) FROM {raw}")
+        ],
+        "disk totals": [
+            tuple(r.values())
+            for r in wh.rows(
+                "SELECT DISTINCT host_id, disk_total_bytes, disk_used_bytes FROM {raw} "
+                "ORDER BY host_id"
+            )
         ],
         # Each mount and GPU as JSON (the host page's per-device charts): same in both engines.
         "devices": sorted(
@@ -186,6 +205,7 @@ def test_bigquery_load_aggregate_and_rerun_match_duckdb(
     assert len(mounts) == 3 and {n for _, n, _ in series_from_bigquery} == {0}
     assert {labels for labels, _, _ in read_from_bigquery} < {s[0] for s in series_from_bigquery}
     assert [row[0] for row in first["hourly"]] == ["gpu-9", "web-1", HOSTILE]
+    assert ("gpu-9", 1000, 400) in first["disk totals"]
     assert ("gpu-9", "cpu_p95_high", "warning", 97.0) in first["alerts"]
     # Held for longer than HighTemperature's `for` (the run-length query on BigQuery too).
     assert ("gpu-9", "temperature_high", "critical", 91.0) in first["alerts"]

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import msgspec
 import pytest
 from starlette.testclient import TestClient
 
@@ -35,7 +36,7 @@ from sysmetrics.lake.compaction import LakeFileUnreadable, compact_hour, prune_h
 from sysmetrics.lake.store import LakeStore
 from sysmetrics.remote_read.http import limits_of
 from sysmetrics.remote_read.query import read as read_history
-from sysmetrics.schema import INT64_MAX, MetricsEvent, decode, encode
+from sysmetrics.schema import INT64_MAX, DiskUsage, MetricsEvent, decode, encode
 from sysmetrics.stream.simulator import generate
 from sysmetrics.warehouse import sql
 from sysmetrics.warehouse.duckdb import DuckDBWarehouse
@@ -113,7 +114,8 @@ def test_a_total_that_steps_down_without_a_reboot_adds_no_traffic(
     """A host's totals step down when an interface or a disk goes away (a container's veth when
     it stops): that step is unknown, not a reset. Counted as one, it added the host's whole total
     since boot to one sample (here 10 GB in 10 s instead of 1 kB per 10 s); and an agent that
-    sends no boot time (the OTel Collector) is never taken for rebooted."""
+    sends no boot time (an OTLP sender other than the Collector's hostmetrics) is never taken
+    for rebooted."""
     boot = HOUR14 - 100 * H
     steps = (10**10, 10**10 + 1000, 10**10 + 2000, 10**10 - 5000, 10**10 - 4000)
     for host_id, boot_time in (("veth-gone", boot), ("otel-no-boot", None)):
@@ -148,6 +150,37 @@ TIE_TENTHS = [
     431, 290, 846, 691, 268, 467, 178, 702, 310, 677, 371, 136, 467, 786, 880, 245,
     992, 450, 628, 384, 45, 596, 4, 241, 137, 199, 963, 931, 310, 549, 374, 912,
 ]  # fmt: skip
+
+
+def test_a_filesystem_mounted_at_several_places_counts_once_in_the_disk_totals(
+    settings: Settings, wh: DuckDBWarehouse, lake: LakeBuilder
+) -> None:
+    """Bind mounts and btrfs subvolumes (Fedora's / and /home) report one filesystem's device
+    and numbers at each mountpoint: summed once each, a host's disk was several times its size
+    (this test machine's own collector listed / and /run/netns, both /dev/vda: 541 GB for 270).
+    Another disk with the same numbers still counts, as does a mount with no device."""
+    root = DiskUsage(mountpoint="/", device="/dev/vda", total_bytes=1000, used_bytes=400)
+    disks = [
+        root,
+        msgspec.structs.replace(root, mountpoint="/home"),
+        msgspec.structs.replace(root, mountpoint="/run/netns"),
+        msgspec.structs.replace(root, mountpoint="/data", device="/dev/vdb"),
+        DiskUsage(mountpoint="/mnt/a", total_bytes=10, used_bytes=1),
+        DiskUsage(mountpoint="/mnt/b", total_bytes=10, used_bytes=1),
+        msgspec.structs.replace(root, mountpoint="/snap", used_bytes=None),
+    ]
+    lake.add_batch(
+        [
+            msgspec.structs.replace(e, disks=disks)
+            for e in steady_host("bind-mounts", HOUR14, 10.0, samples=3)
+        ]
+    )
+    run(settings, wh)
+    rows = wh.rows(
+        "SELECT DISTINCT disk_total_bytes, disk_used_bytes FROM {raw} WHERE host_id = @host",
+        host="bind-mounts",
+    )
+    assert rows == [{"disk_total_bytes": 2020, "disk_used_bytes": 802}]
 
 
 def test_hourly_averages_do_not_depend_on_the_order_rows_are_stored_in(

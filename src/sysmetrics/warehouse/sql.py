@@ -239,8 +239,8 @@ SELECT
   memory.total_bytes AS mem_total_bytes,
   swap.used_pct AS swap_used_pct,
   ARRAY_REDUCE('max', disks, 'used_pct') AS disk_used_pct,
-  ARRAY_REDUCE('total', disks, 'used_bytes') AS disk_used_bytes,
-  ARRAY_REDUCE('total', disks, 'total_bytes') AS disk_total_bytes,
+  ARRAY_REDUCE('fs_total', disks, 'used_bytes') AS disk_used_bytes,
+  ARRAY_REDUCE('fs_total', disks, 'total_bytes') AS disk_total_bytes,
   disk_io.read_bytes AS disk_read_bytes,
   disk_io.write_bytes AS disk_write_bytes,
   network.bytes_sent AS net_bytes_sent,
@@ -290,8 +290,10 @@ def flatten_fields() -> dict[str, frozenset[str]]:
         used[column].add(name)
     for column, names in _ARRAY_JSON.findall(" ".join(FLATTEN.split())):
         used[column].update(re.findall(r"'(\w+)'", names))
-    for _, column, name in _ARRAY_REDUCE.findall(FLATTEN):
+    for op, column, name in _ARRAY_REDUCE.findall(FLATTEN):
         used[column].add(name)
+        if op == "fs_total":
+            used[column].update(_FILESYSTEM_IDENTITY)
     return {column: frozenset(names) for column, names in used.items()}
 
 
@@ -1085,7 +1087,8 @@ ORDER BY hour DESC, severity, host_id, rule LIMIT @limit OFFSET @offset
 _PAST_INT64: Final = "9223372036854775808.0"
 """2**63: the first double a signed 64-bit integer cannot hold."""
 
-_ARRAY_REDUCE = re.compile(r"ARRAY_REDUCE\('(max|min|sum|avg|total)', (\w+), '(\w+)'\)")
+_ARRAY_REDUCE = re.compile(r"ARRAY_REDUCE\('(max|min|sum|avg|total|fs_total)', (\w+), '(\w+)'\)")
+_FILESYSTEM_IDENTITY: Final = ("device", "mountpoint", "total_bytes")
 
 
 def _expand_array_reduce(statement: str, dialect: str) -> str:
@@ -1095,10 +1098,33 @@ def _expand_array_reduce(statement: str, dialect: str) -> str:
 
     ``'total'`` sums an integer field (bytes) as a double, exact below 2**53, and is null past
     64 bits: each element may be up to 2**63 - 1 (a network mount reporting 8 EiB), and an
-    integer sum past that is an error that would stop the load of the hour for every host."""
+    integer sum past that is an error that would stop the load of the hour for every host.
+
+    ``'fs_total'`` is ``'total'`` over a disks array's distinct filesystems: mounts with the same
+    device (else mountpoint), size and value are one filesystem mounted at several places (a
+    bind mount, btrfs subvolumes: / and /home on Fedora's default install, ~10 on openSUSE's,
+    a Kubernetes node's subPath volumes), which summed once each made a host's disk several
+    times its size (before 2026-12-06). APFS volumes of one container each report the
+    container's size under devices of their own: still summed."""
 
     def reduce(m: re.Match[str]) -> str:
         op, array, field = m[1], m[2], m[3]
+        if op == "fs_total":
+            device, mountpoint, size = _FILESYSTEM_IDENTITY
+            if dialect == "bigquery":
+                total = "SUM(v)"
+                return (
+                    f"(SELECT IF({total} < {_PAST_INT64}, CAST({total} AS INT64), NULL) FROM "
+                    f"(SELECT DISTINCT COALESCE(x.{device}, x.{mountpoint}) AS d, x.{size} AS s,"
+                    f" CAST(x.{field} AS FLOAT64) AS v FROM UNNEST({array}) AS x))"
+                )
+            each = (
+                f"{{'d': COALESCE(x.{device}, x.{mountpoint}), 's': x.{size}, "
+                f"'v': CAST(x.{field} AS DOUBLE)}}"
+            )
+            distinct = f"list_distinct(list_transform({array}, lambda x: {each}))"
+            total = f"list_aggregate(list_transform({distinct}, lambda y: y.v), 'sum')"
+            return f"CASE WHEN {total} < {_PAST_INT64} THEN CAST({total} AS BIGINT) END"
         if dialect == "bigquery":
             if op == "total":
                 total = f"SUM(CAST(x.{field} AS FLOAT64))"
