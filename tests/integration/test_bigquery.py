@@ -62,7 +62,16 @@ def fill_lake(local: Path, store: LakeStore) -> None:
     root = DiskUsage(
         mountpoint="/", device="/dev/sda2", total_bytes=1000, used_bytes=400, used_pct=40.0
     )
-    mounts = [root, msgspec.structs.replace(root, mountpoint="/srv"), DiskUsage(mountpoint="/b")]
+    apfs = DiskUsage(
+        mountpoint="/Volumes/A", device="/dev/disk3s1", fstype="apfs", total_bytes=50, used_bytes=5
+    )
+    mounts = [
+        root,
+        msgspec.structs.replace(root, mountpoint="/srv"),
+        DiskUsage(mountpoint="/b"),
+        apfs,  # and another volume of its container: its size once, each one's used bytes
+        msgspec.structs.replace(apfs, mountpoint="/Volumes/B", device="/dev/disk3s2"),
+    ]
     lake.add_batch(
         [
             msgspec.structs.replace(e, disks=mounts)
@@ -205,7 +214,7 @@ def test_bigquery_load_aggregate_and_rerun_match_duckdb(
     assert len(mounts) == 3 and {n for _, n, _ in series_from_bigquery} == {0}
     assert {labels for labels, _, _ in read_from_bigquery} < {s[0] for s in series_from_bigquery}
     assert [row[0] for row in first["hourly"]] == ["gpu-9", "web-1", HOSTILE]
-    assert ("gpu-9", 1000, 400) in first["disk totals"]
+    assert ("gpu-9", 1050, 410) in first["disk totals"]
     assert ("gpu-9", "cpu_p95_high", "warning", 97.0) in first["alerts"]
     # Held for longer than HighTemperature's `for` (the run-length query on BigQuery too).
     assert ("gpu-9", "temperature_high", "critical", 91.0) in first["alerts"]

@@ -183,6 +183,39 @@ def test_a_filesystem_mounted_at_several_places_counts_once_in_the_disk_totals(
     assert rows == [{"disk_total_bytes": 2020, "disk_used_bytes": 802}]
 
 
+def test_the_volumes_of_an_apfs_container_count_its_size_once(
+    settings: Settings, wh: DuckDBWarehouse, lake: LakeBuilder
+) -> None:
+    """Each APFS volume reports its container's size and its own used bytes (the recorded
+    macOS node_exporter output: five volumes of /dev/disk1, each 499.96 GB): a Mac's disk was
+    five to eight times its size. Another container (an external drive) counts."""
+
+    def volume(mountpoint: str, device: str, size: int, used: int) -> DiskUsage:
+        return DiskUsage(
+            mountpoint=mountpoint, device=device, fstype="apfs", total_bytes=size, used_bytes=used
+        )
+
+    disks = [
+        volume("/", "/dev/disk1s5s1", 500, 15),
+        volume("/System/Volumes/Data", "/dev/disk1s1", 500, 56),
+        volume("/System/Volumes/VM", "/dev/disk1s4", 500, 2),
+        volume("/System/Volumes/Update", "/dev/disk1s6", 500, 2),
+        volume("/Volumes/Backup", "/dev/disk4s1", 2000, 900),
+    ]
+    lake.add_batch(
+        [
+            msgspec.structs.replace(e, disks=disks)
+            for e in steady_host("mac", HOUR14, 10.0, samples=3)
+        ]
+    )
+    run(settings, wh)
+    rows = wh.rows(
+        "SELECT DISTINCT disk_total_bytes, disk_used_bytes FROM {raw} WHERE host_id = @host",
+        host="mac",
+    )
+    assert rows == [{"disk_total_bytes": 2500, "disk_used_bytes": 15 + 56 + 2 + 2 + 900}]
+
+
 def test_hourly_averages_do_not_depend_on_the_order_rows_are_stored_in(
     settings: Settings, wh: DuckDBWarehouse, lake: LakeBuilder
 ) -> None:

@@ -1088,7 +1088,20 @@ _PAST_INT64: Final = "9223372036854775808.0"
 """2**63: the first double a signed 64-bit integer cannot hold."""
 
 _ARRAY_REDUCE = re.compile(r"ARRAY_REDUCE\('(max|min|sum|avg|total|fs_total)', (\w+), '(\w+)'\)")
-_FILESYSTEM_IDENTITY: Final = ("device", "mountpoint", "total_bytes")
+_FILESYSTEM_IDENTITY: Final = ("device", "mountpoint", "total_bytes", "fstype")
+
+
+def _filesystem_of(disk: str, field: str) -> str:
+    """Which filesystem's space a disk element's ``field`` is: its device (else mountpoint); for
+    its size on APFS, the container (``/dev/disk3`` of ``/dev/disk3s1s1``), whose size each of
+    its volumes reports (their used bytes are their own). Same text on both engines."""
+    device = f"COALESCE({disk}.device, {disk}.mountpoint)"
+    if field != "total_bytes":
+        return device
+    container = f"NULLIF(REGEXP_EXTRACT({disk}.device, '^/dev/disk[0-9]+'), '')"
+    return (
+        f"CASE WHEN {disk}.fstype = 'apfs' THEN COALESCE({container}, {device}) ELSE {device} END"
+    )
 
 
 def _expand_array_reduce(statement: str, dialect: str) -> str:
@@ -1104,30 +1117,32 @@ def _expand_array_reduce(statement: str, dialect: str) -> str:
     device (else mountpoint), size and value are one filesystem mounted at several places (a
     bind mount, btrfs subvolumes: / and /home on Fedora's default install, ~10 on openSUSE's,
     a Kubernetes node's subPath volumes), which summed once each made a host's disk several
-    times its size (before 2026-12-06). APFS volumes of one container each report the
-    container's size under devices of their own: still summed."""
+    times its size (before 2026-12-06); the size of APFS volumes is their container's
+    (:func:`_filesystem_of`): a Mac's disk was 5-8 times its size."""
 
     def reduce(m: re.Match[str]) -> str:
         op, array, field = m[1], m[2], m[3]
         if op == "fs_total":
-            device, mountpoint, size = _FILESYSTEM_IDENTITY
             if dialect == "bigquery":
                 total = "SUM(v)"
                 return (
                     f"(SELECT IF({total} < {_PAST_INT64}, CAST({total} AS INT64), NULL) FROM "
-                    f"(SELECT DISTINCT COALESCE(x.{device}, x.{mountpoint}) AS d, x.{size} AS s,"
+                    f"(SELECT DISTINCT {_filesystem_of('x', field)} AS d, x.total_bytes AS s,"
                     f" CAST(x.{field} AS FLOAT64) AS v FROM UNNEST({array}) AS x))"
                 )
             # Each element unless an earlier one is the same filesystem: ~3x faster here than
             # list_distinct over structs, which added ~1 s per million rows to a load.
             same = (
-                f"COALESCE(y.{device}, y.{mountpoint}) = COALESCE(x.{device}, x.{mountpoint}) "
-                f"AND y.{size} IS NOT DISTINCT FROM x.{size} "
+                f"{_filesystem_of('y', field)} = {_filesystem_of('x', field)} "
+                f"AND y.total_bytes IS NOT DISTINCT FROM x.total_bytes "
                 f"AND y.{field} IS NOT DISTINCT FROM x.{field}"
             )
             seen = f"list_bool_or(list_transform(list_slice({array}, 1, i - 1), lambda y: {same}))"
             each = f"CASE WHEN {seen} IS NOT TRUE THEN CAST(x.{field} AS DOUBLE) END"
-            total = f"list_aggregate(list_transform({array}, lambda x, i: {each}), 'sum')"
+            total = (
+                f"CASE WHEN len({array}) = 1 THEN CAST({array}[1].{field} AS DOUBLE) "
+                f"ELSE list_aggregate(list_transform({array}, lambda x, i: {each}), 'sum') END"
+            )
             return f"CASE WHEN {total} < {_PAST_INT64} THEN CAST({total} AS BIGINT) END"
         if dialect == "bigquery":
             if op == "total":
