@@ -152,6 +152,19 @@ TIE_TENTHS = [
 ]  # fmt: skip
 
 
+def disk_totals(
+    settings: Settings, wh: DuckDBWarehouse, lake: LakeBuilder, disks: list[DiskUsage]
+) -> list[tuple[int, int]]:
+    """A host's raw disk totals, (size, used) per distinct row, when every sample has ``disks``."""
+    samples = steady_host("disks", HOUR14, 10.0, samples=3)
+    lake.add_batch([msgspec.structs.replace(e, disks=disks) for e in samples])
+    run(settings, wh)
+    rows = wh.rows(
+        "SELECT DISTINCT disk_total_bytes, disk_used_bytes FROM {raw} WHERE host_id = 'disks'"
+    )
+    return [(r["disk_total_bytes"], r["disk_used_bytes"]) for r in rows]
+
+
 def test_a_filesystem_mounted_at_several_places_counts_once_in_the_disk_totals(
     settings: Settings, wh: DuckDBWarehouse, lake: LakeBuilder
 ) -> None:
@@ -169,18 +182,7 @@ def test_a_filesystem_mounted_at_several_places_counts_once_in_the_disk_totals(
         DiskUsage(mountpoint="/mnt/b", total_bytes=10, used_bytes=1),
         msgspec.structs.replace(root, mountpoint="/snap", used_bytes=None),
     ]
-    lake.add_batch(
-        [
-            msgspec.structs.replace(e, disks=disks)
-            for e in steady_host("bind-mounts", HOUR14, 10.0, samples=3)
-        ]
-    )
-    run(settings, wh)
-    rows = wh.rows(
-        "SELECT DISTINCT disk_total_bytes, disk_used_bytes FROM {raw} WHERE host_id = @host",
-        host="bind-mounts",
-    )
-    assert rows == [{"disk_total_bytes": 2020, "disk_used_bytes": 802}]
+    assert disk_totals(settings, wh, lake, disks) == [(2020, 802)]
 
 
 def test_the_volumes_of_an_apfs_container_count_its_size_once(
@@ -202,18 +204,7 @@ def test_the_volumes_of_an_apfs_container_count_its_size_once(
         volume("/System/Volumes/Update", "/dev/disk1s6", 500, 2),
         volume("/Volumes/Backup", "/dev/disk4s1", 2000, 900),
     ]
-    lake.add_batch(
-        [
-            msgspec.structs.replace(e, disks=disks)
-            for e in steady_host("mac", HOUR14, 10.0, samples=3)
-        ]
-    )
-    run(settings, wh)
-    rows = wh.rows(
-        "SELECT DISTINCT disk_total_bytes, disk_used_bytes FROM {raw} WHERE host_id = @host",
-        host="mac",
-    )
-    assert rows == [{"disk_total_bytes": 2500, "disk_used_bytes": 15 + 56 + 2 + 2 + 900}]
+    assert disk_totals(settings, wh, lake, disks) == [(2500, 15 + 56 + 2 + 2 + 900)]
 
 
 def test_hourly_averages_do_not_depend_on_the_order_rows_are_stored_in(
