@@ -290,10 +290,9 @@ def flatten_fields() -> dict[str, frozenset[str]]:
         used[column].add(name)
     for column, names in _ARRAY_JSON.findall(" ".join(FLATTEN.split())):
         used[column].update(re.findall(r"'(\w+)'", names))
-    for op, column, name in _ARRAY_REDUCE.findall(FLATTEN):
-        used[column].add(name)
-        if op == "fs_total":
-            used[column].update(_FILESYSTEM_IDENTITY)
+    for reduce in _ARRAY_REDUCE.finditer(FLATTEN):  # what its expansion reads of each element
+        expanded = _expand_array_reduce(reduce[0], "duckdb")
+        used[reduce[2]].update(re.findall(r"\b[xy]\.(\w+)", expanded))
     return {column: frozenset(names) for column, names in used.items()}
 
 
@@ -1088,7 +1087,6 @@ _PAST_INT64: Final = "9223372036854775808.0"
 """2**63: the first double a signed 64-bit integer cannot hold."""
 
 _ARRAY_REDUCE = re.compile(r"ARRAY_REDUCE\('(max|min|sum|avg|total|fs_total)', (\w+), '(\w+)'\)")
-_FILESYSTEM_IDENTITY: Final = ("device", "mountpoint", "total_bytes", "fstype")
 
 
 def _filesystem_of(disk: str, field: str) -> str:
