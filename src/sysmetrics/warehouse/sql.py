@@ -1102,6 +1102,13 @@ def _filesystem_of(disk: str, field: str) -> str:
     )
 
 
+def _int64_or_null(total: str, dialect: str) -> str:
+    """A double sum as a 64-bit integer, null where it does not fit."""
+    if dialect == "bigquery":
+        return f"IF({total} < {_PAST_INT64}, CAST({total} AS INT64), NULL)"
+    return f"CASE WHEN {total} < {_PAST_INT64} THEN CAST({total} AS BIGINT) END"
+
+
 def _expand_array_reduce(statement: str, dialect: str) -> str:
     """``ARRAY_REDUCE('max', disks, 'used_pct')``: an aggregate over one field of an array of
     structs. BigQuery gets a subquery over UNNEST; DuckDB its list functions, which are several
@@ -1122,9 +1129,8 @@ def _expand_array_reduce(statement: str, dialect: str) -> str:
         op, array, field = m[1], m[2], m[3]
         if op == "fs_total":
             if dialect == "bigquery":
-                total = "SUM(v)"
                 return (
-                    f"(SELECT IF({total} < {_PAST_INT64}, CAST({total} AS INT64), NULL) FROM "
+                    f"(SELECT {_int64_or_null('SUM(v)', dialect)} FROM "
                     f"(SELECT DISTINCT {_filesystem_of('x', field)} AS d, x.total_bytes AS s,"
                     f" CAST(x.{field} AS FLOAT64) AS v FROM UNNEST({array}) AS x))"
                 )
@@ -1141,19 +1147,15 @@ def _expand_array_reduce(statement: str, dialect: str) -> str:
                 f"CASE WHEN len({array}) = 1 THEN CAST({array}[1].{field} AS DOUBLE) "
                 f"ELSE list_aggregate(list_transform({array}, lambda x, i: {each}), 'sum') END"
             )
-            return f"CASE WHEN {total} < {_PAST_INT64} THEN CAST({total} AS BIGINT) END"
+            return _int64_or_null(total, dialect)
         if dialect == "bigquery":
             if op == "total":
                 total = f"SUM(CAST(x.{field} AS FLOAT64))"
-                return (
-                    f"(SELECT IF({total} < {_PAST_INT64}, CAST({total} AS INT64), NULL) "
-                    f"FROM UNNEST({array}) AS x)"
-                )
+                return f"(SELECT {_int64_or_null(total, dialect)} FROM UNNEST({array}) AS x)"
             return f"(SELECT {op.upper()}(x.{field}) FROM UNNEST({array}) AS x)"
         if op == "total":
             doubles = f"list_transform({array}, lambda x: CAST(x.{field} AS DOUBLE))"
-            total = f"list_aggregate({doubles}, 'sum')"
-            return f"CASE WHEN {total} < {_PAST_INT64} THEN CAST({total} AS BIGINT) END"
+            return _int64_or_null(f"list_aggregate({doubles}, 'sum')", dialect)
         return f"list_aggregate(list_transform({array}, lambda x: x.{field}), '{op}')"
 
     return _ARRAY_REDUCE.sub(reduce, statement)
