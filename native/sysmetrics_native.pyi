@@ -26,6 +26,7 @@ class OtlpDecoder:
         resource_keep: Sequence[str],
         started_metric: str,
         started_fact: str,
+        exporter_metrics: set[str],
     ) -> None: ...
     def decode(
         self, data: bytes, host_attributes: list[str]

@@ -5,11 +5,12 @@
 //! (a field-by-field list below). Anything else (histograms, exemplars, a sum in delta
 //! temporality, string-table indexes, a field newer than this list, a wire type that does not
 //! match, bytes that are not protobuf, a kept attribute that is not a string, an integer or a
-//! boolean) makes it answer None and the Python decoder answers instead: that one decides what
+//! boolean, an exporter's series that a Collector scraping it sends under its Prometheus name)
+//! makes it answer None and the Python decoder answers instead: that one decides what
 //! is refused, so both stay the same by construction and this one never has to agree on a
 //! corner it does not read.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyFloat, PyString, PyTuple};
@@ -304,6 +305,7 @@ pub struct OtlpDecoder {
     resource_keep: Vec<String>,
     started_metric: String,
     started_fact: Py<PyString>,
+    exporter_metrics: HashSet<String>,
 }
 
 #[pymethods]
@@ -311,7 +313,8 @@ impl OtlpDecoder {
     /// `metrics`: metric name -> data-point attributes kept; `resource_fact` and
     /// `resource_keep`: the fact made of the resource and the attributes it keeps (the tables
     /// `sysmetrics.ingest.mapping` writes once); `started_metric` and `started_fact`: the metric
-    /// whose points' start time (Unix seconds) is kept, and the fact it is kept as.
+    /// whose points' start time (Unix seconds) is kept, and the fact it is kept as;
+    /// `exporter_metrics`: the exporters' series names, which the Python decoder reads.
     #[new]
     fn new(
         metrics: &Bound<'_, PyDict>,
@@ -319,6 +322,7 @@ impl OtlpDecoder {
         resource_keep: Vec<String>,
         started_metric: String,
         started_fact: Bound<'_, PyString>,
+        exporter_metrics: HashSet<String>,
     ) -> PyResult<Self> {
         let mut out = HashMap::new();
         for (name, keep) in metrics.iter() {
@@ -333,6 +337,7 @@ impl OtlpDecoder {
             resource_keep,
             started_metric,
             started_fact: started_fact.unbind(),
+            exporter_metrics,
         })
     }
 
@@ -352,6 +357,9 @@ impl OtlpDecoder {
                 let count = metric.points.len().max(1);
                 series += count;
                 let Some(mapped) = self.metrics.get(metric.name) else {
+                    if self.exporter_metrics.contains(metric.name) {
+                        return Ok(None);
+                    }
                     dropped += count;
                     continue;
                 };

@@ -1,7 +1,8 @@
 // A minimal OpenTelemetry Collector for the ingest tests and benchmark: what the builder (ocb)
-// would generate for the hostmetrics and otlp receivers, the resource processor (it sets
-// host.name) and the otlphttp, otlp (gRPC), debug and file exporters (file: the benchmark's peer
-// that keeps what it receives). Built by tests/support/otelcol.py, cached by the hash of this folder.
+// would generate for the hostmetrics, prometheus (scraping node_exporter) and otlp receivers,
+// the resource processor (it sets host.name) and the otlphttp, otlp (gRPC), debug and file
+// exporters (file: the benchmark's peer that keeps what it receives). Built by
+// tests/support/agents.py, cached by the hash of this folder.
 package main
 
 import (
@@ -10,6 +11,7 @@ import (
 	"github.com/open-telemetry/opentelemetry-collector-contrib/exporter/fileexporter"
 	"github.com/open-telemetry/opentelemetry-collector-contrib/processor/resourceprocessor"
 	"github.com/open-telemetry/opentelemetry-collector-contrib/receiver/hostmetricsreceiver"
+	"github.com/open-telemetry/opentelemetry-collector-contrib/receiver/prometheusreceiver"
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/confmap/provider/fileprovider"
@@ -29,6 +31,7 @@ func components() (otelcol.Factories, error) {
 	factories := otelcol.Factories{Telemetry: otelconftelemetry.NewFactory()}
 	factories.Receivers, err = otelcol.MakeFactoryMap[receiver.Factory](
 		hostmetricsreceiver.NewFactory(),
+		prometheusreceiver.NewFactory(),
 		otlpreceiver.NewFactory(),
 	)
 	if err != nil {

@@ -5,6 +5,7 @@ fields; CPU % needs two samples."""
 from __future__ import annotations
 
 import re
+import struct
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,7 +15,14 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 
-from sysmetrics.ingest.mapping import REMOTE_WRITE_SERIES, Facts, HostState, build_event
+from sysmetrics.ingest.mapping import (
+    REMOTE_WRITE_SERIES,
+    STALE_MARKER,
+    TARGET,
+    Facts,
+    HostState,
+    build_event,
+)
 from sysmetrics.ingest.wire import (
     PayloadError,
     SampleKey,
@@ -26,6 +34,7 @@ from tests.support.remote_write import series_of, write_request
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ingest"
 T0 = 1_764_547_200_000  # 2025-12-01T00:00:00Z
+PROTOBUF = "application/x-protobuf"
 
 
 def _events(text: str, instance: str, times: list[int], advance: float = 0.0) -> list:
@@ -209,7 +218,7 @@ def test_an_otlp_body_that_does_not_parse_is_counted_under_its_encoding(
     content_type: str, kind: str
 ) -> None:
     with pytest.raises(PayloadError) as raised:
-        decode_otlp_python(b"\x00\x01garbage", content_type, ("host.name",), 1000)
+        decode_otlp_python(b"\x00\x01garbage", content_type, ("host.name",), "instance", 1000)
     assert raised.value.kind == kind and raised.value.status == 400
 
 
@@ -242,7 +251,7 @@ def test_recorded_otel_collector_export_fills_the_documented_fields() -> None:
                         counters[key] = point.as_int
                     if metric.name == "system.cpu.logical.count":
                         logical_cpus = point.as_int
-    decoded = decode_otlp_python(data, "application/x-protobuf", ("host.name",), 10**6)
+    decoded = decode_otlp_python(data, "application/x-protobuf", ("host.name",), "instance", 10**6)
     facts = {k: v for facts in decoded.samples.values() for k, v in facts.items()}
     key = min(decoded.samples)
     event = decode(encode(build_event("otel", key[0], key[1], facts, HostState())))
@@ -276,7 +285,7 @@ def test_recorded_otel_collector_export_fills_the_documented_fields() -> None:
 def recorded_otel_sample_with(metric: str) -> tuple[SampleKey, Facts]:
     """The recorded Collector export's sample (its key and facts) that holds ``metric``."""
     data = (FIXTURES / "otelcol_hostmetrics_export.pb").read_bytes()
-    decoded = decode_otlp_python(data, "application/x-protobuf", ("host.name",), 10**6)
+    decoded = decode_otlp_python(data, "application/x-protobuf", ("host.name",), "instance", 10**6)
     return next(
         (key, facts)
         for key, facts in decoded.samples.items()
@@ -335,3 +344,108 @@ def test_the_readmes_relabelling_keeps_exactly_the_mapped_series() -> None:
     assert [n for n in REMOTE_WRITE_SERIES if not keep.fullmatch(n)] == []
     others = ["go_goroutines", "node_cpu_guest_seconds_total", "scrape_duration_seconds", "upx"]
     assert [n for n in others if keep.fullmatch(n)] == []
+
+
+def scraped_export(
+    series: list[tuple[dict[str, str], float | None]], ts_ms: int, job: str, instance: str
+) -> bytes:
+    """One scrape as the OTel Collector's ``prometheus`` receiver exports it over OTLP (its
+    internal/prom_to_otlp.go and metricfamily.go at v0.160.0): ``job`` and ``instance`` as the
+    resource's ``service.name`` and ``service.instance.id``, the other labels on each point, a
+    stale marker (value None) as a point flagged NO_RECORDED_VALUE with no value."""
+    request = ExportMetricsServiceRequest()
+    resource = request.resource_metrics.add()
+    for key, value in (("service.name", job), ("service.instance.id", instance)):
+        resource.resource.attributes.add(key=key).value.string_value = value
+    scope = resource.scope_metrics.add()
+    for labels, number in series:
+        point = scope.metrics.add(name=labels["__name__"]).gauge.data_points.add()
+        point.time_unix_nano = ts_ms * 1_000_000
+        for key, value in labels.items():
+            if key != "__name__":
+                point.attributes.add(key=key).value.string_value = value
+        if number is None:
+            point.flags = 1
+        else:
+            point.as_double = number
+    return request.SerializeToString()
+
+
+def _comparable(samples: dict[SampleKey, Facts]) -> dict[SampleKey, dict[object, bytes]]:
+    """Samples with each value as its bytes: a stale marker is a NaN, equal to no float."""
+    return {
+        key: {fact: struct.pack("<d", value) for fact, value in facts.items()}
+        for key, facts in samples.items()
+    }
+
+
+RECORDED_EXPORTERS = pytest.mark.parametrize(
+    ("fixture", "job", "instance"),
+    [
+        ("node_exporter_darwin", "node", "mac-mini:9100"),
+        ("windows_exporter_0.15", "windows", "10.0.0.7:9182"),
+    ],
+)
+"""The recorded exporter outputs, each with the job and instance it is scraped as."""
+
+
+def _remote_written(
+    series: list[tuple[dict[str, str], float]], ts_ms: int, job: str, instance: str
+) -> dict[SampleKey, Facts]:
+    payload = write_request(series, ts_ms, {"job": job, "instance": instance})
+    data = bytes(cramjam.snappy.decompress_raw(payload))
+    return decode_remote_write(data, "instance", 10**6).samples
+
+
+@RECORDED_EXPORTERS
+def test_a_collector_scraping_an_exporter_gives_over_otlp_what_remote_write_gives(
+    fixture: str, job: str, instance: str
+) -> None:
+    """A Collector scraping node_exporter or windows_exporter and exporting OTLP sends their
+    series under their Prometheus names: they make the facts remote-writing them makes, a stale
+    marker included (``up``'s retires a host). Before, every point was dropped and the request
+    answered 200: such a fleet sent nothing, silently."""
+    series: list[tuple[dict[str, str], float | None]] = list(
+        series_of((FIXTURES / f"{fixture}.prom").read_text())
+    )
+    series += [({"__name__": "up"}, None), ({"__name__": "node_load5"}, None)]
+    otlp = decode_otlp_python(
+        scraped_export(series, T0, job, instance), PROTOBUF, ("host.name",), "instance", 10**6
+    )
+    stale = struct.unpack("<d", STALE_MARKER)[0]
+    written = [(labels, stale if value is None else value) for labels, value in series]
+    assert _comparable(otlp.samples) == _comparable(_remote_written(written, T0, job, instance))
+    assert (instance, T0, TARGET) in otlp.samples and otlp.dropped > 0
+
+
+@RECORDED_EXPORTERS
+def test_a_recorded_collector_scrape_makes_the_event_remote_write_makes(
+    fixture: str, job: str, instance: str
+) -> None:
+    """The request a real Collector (v0.160.0, `prometheus` receiver) exported after scraping
+    the recorded exporter output makes the event the same output remote-written makes."""
+    data = (FIXTURES / f"otelcol_prometheus_{fixture}.pb").read_bytes()
+    decoded = decode_otlp_python(data, PROTOBUF, ("host.id", "host.name"), "instance", 10**6)
+    [key] = [key for key in decoded.samples if key[2] != TARGET]
+    assert key[0] == instance and (instance, key[1], TARGET) in decoded.samples
+    otlp = build_event(key[2], instance, key[1], decoded.samples[key], HostState())
+    text = (FIXTURES / f"{fixture}.prom").read_text()
+    remote = _remote_written(list(series_of(text)), key[1], job, instance)
+    written = build_event(key[2], instance, key[1], remote[key], HostState())
+    assert otlp.host.hostname in ("MacBook-Pro-16", "kvn-test-bsp")
+    assert encode(otlp) == encode(written)
+
+
+def test_a_scraped_series_over_otlp_names_its_host_by_the_host_label() -> None:
+    """With ``SYSMETRICS_INGEST_HOST_LABEL`` another label than ``instance`` (one set in the
+    scrape's relabelling), the receiver puts it on each point, where it is read; a mapped
+    series without it is refused as remote-write refuses it, a target's ``up`` without it is
+    no reading of a host and is left out."""
+    load = {"__name__": "node_load1", "host": "web-1"}
+    data = scraped_export([(load, 0.5), ({"__name__": "up"}, 1.0)], T0, "node", "10.0.0.1:9100")
+    decoded = decode_otlp_python(data, PROTOBUF, ("host.name",), "host", 10**6)
+    assert decoded.samples == {("web-1", T0, "node_exporter"): {("node_load1", ()): 0.5}}
+    nameless = scraped_export([({"__name__": "node_load1"}, 0.5)], T0, "node", "10.0.0.1:9100")
+    with pytest.raises(PayloadError) as raised:
+        decode_otlp_python(nameless, PROTOBUF, ("host.name",), "host", 10**6)
+    assert raised.value.kind == "no_host" and raised.value.status == 400

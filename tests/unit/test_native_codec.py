@@ -231,7 +231,8 @@ def _otlp_both(data: bytes, max_series: int = 10**6) -> list[object]:
     answers: list[object] = []
     for decode in (wire.decode_otlp, wire.decode_otlp_python):
         try:
-            answers.append(_comparable(decode(data, PROTOBUF, HOST_ATTRIBUTES, max_series)))
+            decoded = decode(data, PROTOBUF, HOST_ATTRIBUTES, "instance", max_series)
+            answers.append(_comparable(decoded))
         except PayloadError as exc:
             answers.append((exc.kind, str(exc), exc.status))
     return answers
@@ -303,6 +304,23 @@ def test_a_recorded_collector_export_is_read_by_the_compiled_decoder_the_same() 
     }
 
 
+@pytest.mark.parametrize(
+    "fixture",
+    [
+        "otelcol_prometheus_node_exporter_darwin.pb",
+        "otelcol_prometheus_windows_exporter_0.15.pb",
+    ],
+)
+def test_an_exporter_scraped_by_a_collector_is_handed_to_the_python_decoder(fixture: str) -> None:
+    """Exporter series under their Prometheus names (a Collector's `prometheus` receiver) are
+    read by the Python decoder alone; the receiver's entry point gives its answer."""
+    data = (FIXTURES / fixture).read_bytes()
+    assert not _compiled_reads(data)
+    compiled, python = _otlp_both(data)
+    assert compiled == python
+    assert isinstance(compiled, tuple) and compiled[0]
+
+
 def test_the_start_time_of_cpu_points_is_kept_in_both() -> None:
     """`system.cpu.time`'s start time (the Collector's boot time) is the fact `started`, in
     seconds; another metric's is not kept, nor an unset one (0)."""
@@ -322,7 +340,7 @@ def test_the_start_time_of_cpu_points_is_kept_in_both() -> None:
     assert _compiled_reads(data)
     compiled, python = _otlp_both(data)
     assert compiled == python
-    samples = wire.decode_otlp(data, PROTOBUF, HOST_ATTRIBUTES, 10**6).samples
+    samples = wire.decode_otlp(data, PROTOBUF, HOST_ATTRIBUTES, "instance", 10**6).samples
     assert samples[("otel-1", T0, "otel")][("started", ())] == (T0_NS - 10**9) / 1e9
     assert ("started", ()) not in samples[("otel-1", T0 - 5000, "otel")]
     assert ("started", ()) not in samples[("otel-2", T0, "otel")]

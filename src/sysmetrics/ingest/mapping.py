@@ -135,6 +135,11 @@ REMOTE_WRITE_SERIES: Final[dict[str, tuple[str, tuple[str, ...]]]] = {
 }
 """Remote-write metric name → (source, labels kept). ``write_relabel_configs`` in the README
 keep exactly these names, so a sender ships only what is mapped."""
+PROMETHEUS_RESOURCE_LABELS: Final = {"job": "service.name", "instance": "service.instance.id"}
+"""The labels of a scraped series that the OTel Collector's ``prometheus`` receiver turns into
+resource attributes (its other labels stay on each data point, and its ``prometheusremotewrite``
+exporter turns these back): a Collector scraping an exporter sends the series above over OTLP
+with these two labels read from the resource."""
 STALE_MARKER: Final = bytes.fromhex("020000000000f07f")
 """Prometheus' stale marker: the NaN (0x7ff0000000000002) it writes on a target's series when
 it stops scraping the target, as a little-endian double."""

@@ -96,7 +96,11 @@ async def _take(
     try:
         sender, named = sender_of(headers, address)
         decoded = decode_otlp(
-            request, "application/x-protobuf", app.host_attributes, app.settings.ingest_max_series
+            request,
+            "application/x-protobuf",
+            app.host_attributes,
+            app.settings.ingest_host_label,
+            app.settings.ingest_max_series,
         )
     except PayloadError as exc:
         app.rejected[exc.kind] += 1

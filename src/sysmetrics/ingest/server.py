@@ -404,7 +404,11 @@ class IngestApp:
                 encoding = headers.get(b"content-encoding", b"identity").decode("latin-1")
                 data = decompress(raw, encoding.lower(), limit)
                 decoded = decode_otlp(
-                    data, content_type, self.host_attributes, self.settings.ingest_max_series
+                    data,
+                    content_type,
+                    self.host_attributes,
+                    self.settings.ingest_host_label,
+                    self.settings.ingest_max_series,
                 )
         except PayloadError as exc:
             self.rejected[exc.kind] += 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import re
+import struct
 import zlib
 from collections import defaultdict
 from collections.abc import Iterator
@@ -26,7 +27,9 @@ from sysmetrics.ingest.mapping import (
     OTEL_RESOURCE_ATTRIBUTES,
     OTEL_STARTED,
     OTEL_STARTED_METRIC,
+    PROMETHEUS_RESOURCE_LABELS,
     REMOTE_WRITE_SERIES,
+    STALE_MARKER,
     TARGET,
     FactKey,
     Facts,
@@ -36,6 +39,7 @@ SampleKey = tuple[str, int, str]
 """(host_id, sample time in Unix ms, source)."""
 
 _STARTED: Final[FactKey] = (OTEL_STARTED, ())
+_STALE: Final[float] = struct.unpack("<d", STALE_MARKER)[0]
 
 _HOST_ID: Final = re.compile(r"^[^\x00-\x1f\x7f]{1,256}\Z")
 
@@ -47,7 +51,12 @@ except ImportError:  # the optional compiled codec is not installed: the Python 
 else:
     _NATIVE = RemoteWriteDecoder(REMOTE_WRITE_SERIES)
     _NATIVE_OTLP = OtlpDecoder(
-        OTEL_METRICS, OTEL_RESOURCE, OTEL_RESOURCE_ATTRIBUTES, OTEL_STARTED_METRIC, OTEL_STARTED
+        OTEL_METRICS,
+        OTEL_RESOURCE,
+        OTEL_RESOURCE_ATTRIBUTES,
+        OTEL_STARTED_METRIC,
+        OTEL_STARTED,
+        set(REMOTE_WRITE_SERIES),
     )
 
 
@@ -389,7 +398,11 @@ def _attribute(value: object) -> str:
 
 
 def decode_otlp(
-    data: bytes, content_type: str, host_attributes: tuple[str, ...], max_series: int
+    data: bytes,
+    content_type: str,
+    host_attributes: tuple[str, ...],
+    host_label: str,
+    max_series: int,
 ) -> Decoded:
     """An OTLP export's data points as facts: a protobuf body through the compiled decoder
     when it is installed and reads every field of the body (``native/src/otlp.rs``: the
@@ -399,7 +412,7 @@ def decode_otlp(
     if _NATIVE_OTLP is not None and content_type != "application/json":
         answer = _NATIVE_OTLP.decode(data, list(host_attributes))
     if answer is None:
-        return decode_otlp_python(data, content_type, host_attributes, max_series)
+        return decode_otlp_python(data, content_type, host_attributes, host_label, max_series)
     samples, series, dropped, resources = answer
     # The checks in the order the Python decoder makes them, so the same one refuses.
     for host, names, series_so_far, has_points in resources:
@@ -415,16 +428,23 @@ def _too_many_points(max_series: int) -> PayloadError:
 
 
 def decode_otlp_python(
-    data: bytes, content_type: str, host_attributes: tuple[str, ...], max_series: int
+    data: bytes,
+    content_type: str,
+    host_attributes: tuple[str, ...],
+    host_label: str,
+    max_series: int,
 ) -> Decoded:
     """An OTLP export's data points as facts. The points of one host within a second of each
     other are one sample (the hostmetrics scrapers of one collection differ by milliseconds);
     its time is the earliest of them. The start time of ``system.cpu.time``'s points is the
-    fact :data:`~sysmetrics.ingest.mapping.OTEL_STARTED`."""
+    fact :data:`~sysmetrics.ingest.mapping.OTEL_STARTED`. An exporter's series, which a
+    Collector scraping node_exporter or windows_exporter (its ``prometheus`` receiver) sends
+    under their Prometheus names, are read as if remote-written (:func:`_scraped_points`)."""
     from opentelemetry.proto.metrics.v1.metrics_pb2 import AGGREGATION_TEMPORALITY_DELTA
 
     request = _otlp_request(data, content_type)
     out = Decoded()
+    scraped_hosts: dict[str, str] = {}
     for resource_metrics in request.resource_metrics:  # type: ignore[attr-defined]
         resource = {a.key: _attribute(a.value) for a in resource_metrics.resource.attributes}
         host_value = next((resource[k] for k in host_attributes if resource.get(k)), None)
@@ -437,7 +457,8 @@ def decode_otlp_python(
                 if out.series > max_series:
                     raise _too_many_points(max_series)
                 keep = OTEL_METRICS.get(metric.name)
-                if keep is None:
+                scraped = None if keep is not None else REMOTE_WRITE_SERIES.get(metric.name)
+                if keep is None and scraped is None:
                     out.dropped += len(data_points) or 1
                     continue
                 if (
@@ -446,22 +467,12 @@ def decode_otlp_python(
                 ):
                     out.delta += len(data_points)
                     continue
-                name = metric.name
-                # The hot loop: hostmetrics' attributes are strings, read without WhichOneof;
-                # a point's value is as_double or as_int (an unset one reads 0).
-                for point in data_points:
-                    if point.flags & 1:  # FLAG_NO_RECORDED_VALUE: OTLP's stale marker
-                        continue
-                    attributes = {}
-                    for attribute in point.attributes:
-                        value = attribute.value
-                        attributes[attribute.key] = value.string_value or _attribute(value)
-                    values = tuple([attributes.get(k, "") for k in keep])
-                    number = point.as_double or float(point.as_int)
-                    time_ms = point.time_unix_nano // 1_000_000
-                    points.append((time_ms, (name, values), number))
-                    if name == OTEL_STARTED_METRIC and point.start_time_unix_nano:
-                        points.append((time_ms, _STARTED, point.start_time_unix_nano / 1e9))
+                if keep is not None:
+                    _otel_points(metric.name, keep, data_points, points)
+                elif scraped is not None:
+                    _scraped_points(
+                        metric.name, scraped, data_points, resource, host_label, out, scraped_hosts
+                    )
         if not points:
             continue
         host = _host(host_value, f"resource with attributes {sorted(resource)[:6]}")
@@ -479,4 +490,61 @@ def decode_otlp_python(
                 facts = out.samples[(host, start, "otel")]
                 facts[resource_key] = 1.0
             facts[key] = number
+    _check_hosts(out.samples, list(scraped_hosts.items()))
     return out
+
+
+def _otel_points(
+    name: str,
+    keep: tuple[str, ...],
+    data_points: object,
+    points: list[tuple[int, FactKey, float]],
+) -> None:
+    """A metric's points as (time in Unix ms, fact, value) into ``points``."""
+    # The hot loop: hostmetrics' attributes are strings, read without WhichOneof; a point's
+    # value is as_double or as_int (an unset one reads 0).
+    for point in data_points:  # type: ignore[attr-defined]
+        if point.flags & 1:  # FLAG_NO_RECORDED_VALUE: OTLP's stale marker
+            continue
+        attributes = {}
+        for attribute in point.attributes:
+            value = attribute.value
+            attributes[attribute.key] = value.string_value or _attribute(value)
+        values = tuple([attributes.get(k, "") for k in keep])
+        number = point.as_double or float(point.as_int)
+        time_ms = point.time_unix_nano // 1_000_000
+        points.append((time_ms, (name, values), number))
+        if name == OTEL_STARTED_METRIC and point.start_time_unix_nano:
+            points.append((time_ms, _STARTED, point.start_time_unix_nano / 1e9))
+
+
+def _scraped_points(
+    name: str,
+    mapped: tuple[str, tuple[str, ...]],
+    data_points: object,
+    resource: dict[str, str],
+    host_label: str,
+    out: Decoded,
+    hosts: dict[str, str],
+) -> None:
+    """An exporter's series as the Collector's ``prometheus`` receiver sends it, as facts
+    keyed as remote-write's (the same source, host and labels): the receiver moves a scraped
+    series' ``job`` and ``instance`` into resource attributes (:data:`PROMETHEUS_RESOURCE_LABELS`),
+    the other labels stay on each point, and a stale marker becomes a point flagged
+    ``NO_RECORDED_VALUE`` (turned back into the marker, so that ``up``'s retires a host).
+    ``hosts`` collects each host with the first series it came with, to be checked as
+    remote-write's are."""
+    source, keep = mapped
+
+    def label(attributes: dict[str, str], key: str) -> str:
+        moved = PROMETHEUS_RESOURCE_LABELS.get(key)
+        return resource.get(moved, "") if moved else attributes.get(key, "")
+
+    for point in data_points:  # type: ignore[attr-defined]
+        attributes = {a.key: _attribute(a.value) for a in point.attributes}
+        host = label(attributes, host_label)
+        hosts.setdefault(host, name)
+        values = tuple([label(attributes, k) for k in keep])
+        number = _STALE if point.flags & 1 else point.as_double or float(point.as_int)
+        key = (host, point.time_unix_nano // 1_000_000, source)
+        out.samples[key][(name, values)] = number
