@@ -508,8 +508,10 @@ def ingest(ctx: Context, bind_host: str | None, port: int | None, grpc_port: int
     """Receive other agents' metrics and publish them as events: Prometheus remote-write 1.0
     and 2.0 (POST /api/v1/write; node_exporter, windows_exporter behind Prometheus, Grafana
     Alloy, vmagent, Telegraf) and OTLP/HTTP (POST /v1/metrics; the OTel Collector's
-    hostmetrics through its `otlphttp` exporter), and with --grpc-port OTLP over gRPC (its
-    `otlp` exporter, gzip or uncompressed).
+    hostmetrics, or node_exporter and windows_exporter scraped by its prometheus receiver,
+    through its `otlphttp` exporter), and with --grpc-port OTLP over gRPC (its `otlp`
+    exporter, gzip or uncompressed). A sender whose requests hold nothing it reads is named
+    in the log.
 
     A request is answered 2xx once its series are on disk; Kafka outages are absorbed by the
     spool. On a non-loopback address SYSMETRICS_INGEST_TOKEN is required; HTTPS with

@@ -1,10 +1,14 @@
-"""Remote-write payloads as Prometheus sends them, built from a `/metrics` exposition."""
+"""Remote-write payloads as Prometheus sends them, built from a `/metrics` exposition, and the
+OTLP export an OTel Collector scraping the same exposition sends."""
 
 from __future__ import annotations
 
 import struct
 
 import cramjam
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from sysmetrics import prompb
@@ -74,3 +78,28 @@ def write_request_v2(
         body += field(5, 2, field(1, 2, refs) + field(2, 2, sample) + others)
     request = b"".join(field(4, 2, text.encode()) for text in symbols) + body
     return bytes(cramjam.snappy.compress_raw(request))
+
+
+def scraped_export(
+    series: list[tuple[dict[str, str], float | None]], ts_ms: int, job: str, instance: str
+) -> bytes:
+    """One scrape as the OTel Collector's ``prometheus`` receiver exports it over OTLP (its
+    internal/prom_to_otlp.go and metricfamily.go at v0.160.0): ``job`` and ``instance`` as the
+    resource's ``service.name`` and ``service.instance.id``, the other labels on each point, a
+    stale marker (value None) as a point flagged NO_RECORDED_VALUE with no value."""
+    request = ExportMetricsServiceRequest()
+    resource = request.resource_metrics.add()
+    for key, value in (("service.name", job), ("service.instance.id", instance)):
+        resource.resource.attributes.add(key=key).value.string_value = value
+    scope = resource.scope_metrics.add()
+    for labels, number in series:
+        point = scope.metrics.add(name=labels["__name__"]).gauge.data_points.add()
+        point.time_unix_nano = ts_ms * 1_000_000
+        for key, value in labels.items():
+            if key != "__name__":
+                point.attributes.add(key=key).value.string_value = value
+        if number is None:
+            point.flags = 1
+        else:
+            point.as_double = number
+    return request.SerializeToString()

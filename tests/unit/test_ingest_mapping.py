@@ -17,7 +17,6 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 
 from sysmetrics.ingest.mapping import (
     REMOTE_WRITE_SERIES,
-    STALE_MARKER,
     TARGET,
     Facts,
     HostState,
@@ -30,7 +29,8 @@ from sysmetrics.ingest.wire import (
     decode_remote_write,
 )
 from sysmetrics.schema import decode, encode
-from tests.support.remote_write import series_of, write_request
+from tests.support.remote_write import STALE_MARKER as STALE
+from tests.support.remote_write import scraped_export, series_of, write_request
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ingest"
 T0 = 1_764_547_200_000  # 2025-12-01T00:00:00Z
@@ -346,31 +346,6 @@ def test_the_readmes_relabelling_keeps_exactly_the_mapped_series() -> None:
     assert [n for n in others if keep.fullmatch(n)] == []
 
 
-def scraped_export(
-    series: list[tuple[dict[str, str], float | None]], ts_ms: int, job: str, instance: str
-) -> bytes:
-    """One scrape as the OTel Collector's ``prometheus`` receiver exports it over OTLP (its
-    internal/prom_to_otlp.go and metricfamily.go at v0.160.0): ``job`` and ``instance`` as the
-    resource's ``service.name`` and ``service.instance.id``, the other labels on each point, a
-    stale marker (value None) as a point flagged NO_RECORDED_VALUE with no value."""
-    request = ExportMetricsServiceRequest()
-    resource = request.resource_metrics.add()
-    for key, value in (("service.name", job), ("service.instance.id", instance)):
-        resource.resource.attributes.add(key=key).value.string_value = value
-    scope = resource.scope_metrics.add()
-    for labels, number in series:
-        point = scope.metrics.add(name=labels["__name__"]).gauge.data_points.add()
-        point.time_unix_nano = ts_ms * 1_000_000
-        for key, value in labels.items():
-            if key != "__name__":
-                point.attributes.add(key=key).value.string_value = value
-        if number is None:
-            point.flags = 1
-        else:
-            point.as_double = number
-    return request.SerializeToString()
-
-
 def _comparable(samples: dict[SampleKey, Facts]) -> dict[SampleKey, dict[object, bytes]]:
     """Samples with each value as its bytes: a stale marker is a NaN, equal to no float."""
     return {
@@ -412,19 +387,21 @@ def test_a_collector_scraping_an_exporter_gives_over_otlp_what_remote_write_give
     otlp = decode_otlp_python(
         scraped_export(series, T0, job, instance), PROTOBUF, ("host.name",), "instance", 10**6
     )
-    stale = struct.unpack("<d", STALE_MARKER)[0]
-    written = [(labels, stale if value is None else value) for labels, value in series]
+    written = [(labels, STALE if value is None else value) for labels, value in series]
     assert _comparable(otlp.samples) == _comparable(_remote_written(written, T0, job, instance))
     assert (instance, T0, TARGET) in otlp.samples and otlp.dropped > 0
 
 
 @RECORDED_EXPORTERS
+@pytest.mark.parametrize("trimmed", ["", "trimmed_"])
 def test_a_recorded_collector_scrape_makes_the_event_remote_write_makes(
-    fixture: str, job: str, instance: str
+    fixture: str, job: str, instance: str, trimmed: str
 ) -> None:
     """The request a real Collector (v0.160.0, `prometheus` receiver) exported after scraping
-    the recorded exporter output makes the event the same output remote-written makes."""
-    data = (FIXTURES / f"otelcol_prometheus_{fixture}.pb").read_bytes()
+    the recorded exporter output makes the event the same output remote-written makes; with
+    `trim_metric_suffixes` too (its counters without `_total`: before, their CPU, network and
+    disk I/O were null while the rest was read)."""
+    data = (FIXTURES / f"otelcol_prometheus_{trimmed}{fixture}.pb").read_bytes()
     decoded = decode_otlp_python(data, PROTOBUF, ("host.id", "host.name"), "instance", 10**6)
     [key] = [key for key in decoded.samples if key[2] != TARGET]
     assert key[0] == instance and (instance, key[1], TARGET) in decoded.samples

@@ -45,6 +45,41 @@ def test_an_emission_that_fails_stops_the_receiver_with_the_error(
     assert ticks == 3, "no tick after the failure, not even the final one"
 
 
+def test_a_sender_whose_requests_map_nothing_is_told_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sender of series none of which is mapped (here names no exporter has, with a
+    target's `up`, which is no reading) is answered 200 and nothing of it is read: after three
+    such requests in a row the log says so, once. A sender whose requests are read, with some
+    of them carrying only other series (a Prometheus shard), is not told."""
+    from sysmetrics.ingest.assembly import Assembler
+    from sysmetrics.ingest.wire import decode_otlp
+    from sysmetrics.stream.producer import SpooledProducer
+    from tests.support.remote_write import scraped_export
+
+    settings = Settings(data_dir=tmp_path, bootstrap_servers="127.0.0.1:1")
+    producer = SpooledProducer(settings, tmp_path / "spool")
+    app = server.IngestApp(settings, producer, Assembler(tmp_path / "journal", wait_s=15))
+
+    def send(name: str, sender: str, at_s: int) -> None:
+        series = [({"__name__": name, "cpu": "0", "mode": "idle"}, 12.5), ({"__name__": "up"}, 1)]
+        data = scraped_export(series, at_s * 1000, "node", "web-1:9100")
+        app._accept(
+            decode_otlp(data, "application/x-protobuf", ("host.name",), "instance", 1000),
+            sender,
+            True,
+        )
+
+    with caplog.at_level("WARNING", logger="sysmetrics.ingest.server"):
+        for at_s in range(1_800_000_000, 1_800_000_050, 10):
+            send("node_cpu_busy_seconds", "other", at_s)
+            send("node_cpu_seconds_total" if at_s % 20 else "go_goroutines", "prometheus", at_s)
+    told = [r.getMessage() for r in caplog.records]
+    assert len(told) == 1 and told[0].startswith("ingest: other sent 3 requests in a row")
+    assert "hostmetrics" in told[0] and "send those" in told[0]
+    producer.close()
+
+
 def test_delta_points_are_counted_and_each_sender_told_once(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -309,6 +309,8 @@ def test_a_recorded_collector_export_is_read_by_the_compiled_decoder_the_same() 
     [
         "otelcol_prometheus_node_exporter_darwin.pb",
         "otelcol_prometheus_windows_exporter_0.15.pb",
+        "otelcol_prometheus_trimmed_node_exporter_darwin.pb",
+        "otelcol_prometheus_trimmed_windows_exporter_0.15.pb",
     ],
 )
 def test_an_exporter_scraped_by_a_collector_is_handed_to_the_python_decoder(fixture: str) -> None:

@@ -72,6 +72,11 @@ MAX_SENDERS_SHOWN = 1000
 """Named senders on /metrics at most (the longest silent leave first): a name is whatever an
 authenticated sender puts in a header."""
 
+UNMAPPED_TOLD_AFTER = 3
+"""Requests in a row of one sender that carried series and none the mapping reads, before the
+log says so: one is no sign (Prometheus spreads a scrape over shards, and one request may
+carry only the series of other exporters)."""
+
 TICK_S = 0.25
 """How often due samples are emitted and the Kafka client is served."""
 
@@ -119,6 +124,9 @@ class IngestApp:
         self.dropped_delta = 0
         self._told_delta: set[str | None] = set()
         """Senders told (in the log) that their delta sums are dropped."""
+        self._unmapped_in_a_row: dict[str | None, int] = {}
+        """Senders whose latest requests carried nothing mapped -> how many in a row (-1 once
+        the log said so)."""
         self.senders: dict[str, float] = {}
         """Named senders -> when each last delivered a request (Unix time)."""
         self.host_attributes = tuple(
@@ -472,7 +480,35 @@ class IngestApp:
                     "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE=cumulative in an SDK",
                     sender or "a sender",
                 )
+        self._note_unmapped(decoded, sender)
         return append
+
+    def _note_unmapped(self, decoded: Decoded, sender: str | None) -> None:
+        """Say once in the log when a sender's requests carry series and none the mapping reads
+        (:data:`UNMAPPED_TOLD_AFTER` in a row; a target's ``up`` is no reading): 2xx and dropped
+        by design, it would otherwise look delivered while no event is made of it."""
+        read = any(source != TARGET for _, _, source in decoded.samples)
+        if read or decoded.delta or not decoded.dropped:
+            if self._unmapped_in_a_row.get(sender, -1) >= 0:
+                del self._unmapped_in_a_row[sender]
+            return
+        count = self._unmapped_in_a_row.get(sender, 0)
+        if count < 0 or (not count and len(self._unmapped_in_a_row) >= MAX_SENDERS_SHOWN):
+            return
+        self._unmapped_in_a_row[sender] = count + 1
+        if count + 1 < UNMAPPED_TOLD_AFTER:
+            return
+        self._unmapped_in_a_row[sender] = -1
+        log.warning(
+            "ingest: %s sent %d requests in a row with series and none that sysmetrics reads "
+            "(all dropped, counted in sysmetrics_ingest_dropped_series_total). It reads "
+            "node_exporter's and windows_exporter's series (remote-written, or scraped by a "
+            "Collector's prometheus receiver) and the Collector hostmetrics' (README: what each "
+            "agent fills); send those. An application's metrics, Telegraf's own inputs or an "
+            "exporter of something else are no host metrics it maps",
+            sender or "a sender",
+            UNMAPPED_TOLD_AFTER,
+        )
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -40,6 +40,11 @@ SampleKey = tuple[str, int, str]
 
 _STARTED: Final[FactKey] = (OTEL_STARTED, ())
 _STALE: Final[float] = struct.unpack("<d", STALE_MARKER)[0]
+_TOTAL: Final = "_total"
+_EXPORTER_NAMES: Final = frozenset(REMOTE_WRITE_SERIES) | {
+    name.removesuffix(_TOTAL) for name in REMOTE_WRITE_SERIES
+}
+"""The names an exporter's series may arrive under over OTLP (:func:`_exporter_series`)."""
 
 _HOST_ID: Final = re.compile(r"^[^\x00-\x1f\x7f]{1,256}\Z")
 
@@ -56,7 +61,7 @@ else:
         OTEL_RESOURCE_ATTRIBUTES,
         OTEL_STARTED_METRIC,
         OTEL_STARTED,
-        set(REMOTE_WRITE_SERIES),
+        set(_EXPORTER_NAMES),
     )
 
 
@@ -456,8 +461,11 @@ def decode_otlp_python(
                 out.series += len(data_points) or 1
                 if out.series > max_series:
                     raise _too_many_points(max_series)
-                keep = OTEL_METRICS.get(metric.name)
-                scraped = None if keep is not None else REMOTE_WRITE_SERIES.get(metric.name)
+                name = metric.name
+                keep = OTEL_METRICS.get(name)
+                scraped = None
+                if keep is None:
+                    name, scraped = _exporter_series(name, kind)
                 if keep is None and scraped is None:
                     out.dropped += len(data_points) or 1
                     continue
@@ -468,10 +476,10 @@ def decode_otlp_python(
                     out.delta += len(data_points)
                     continue
                 if keep is not None:
-                    _otel_points(metric.name, keep, data_points, points)
+                    _otel_points(name, keep, data_points, points)
                 elif scraped is not None:
                     _scraped_points(
-                        metric.name, scraped, data_points, resource, host_label, out, scraped_hosts
+                        name, scraped, data_points, resource, host_label, out, scraped_hosts
                     )
         if not points:
             continue
@@ -492,6 +500,17 @@ def decode_otlp_python(
             facts[key] = number
     _check_hosts(out.samples, list(scraped_hosts.items()))
     return out
+
+
+def _exporter_series(name: str, kind: str | None) -> tuple[str, tuple[str, tuple[str, ...]] | None]:
+    """An exporter's series over OTLP as the mapping names it, and its mapping (None: not
+    one): by its Prometheus name, or a counter by the name a Collector's ``prometheus``
+    receiver gives it with ``trim_metric_suffixes`` (``_total`` trimmed; no unit suffix is,
+    as the exporters state no unit)."""
+    mapped = REMOTE_WRITE_SERIES.get(name)
+    if mapped is None and kind == "sum" and (untrimmed := name + _TOTAL) in REMOTE_WRITE_SERIES:
+        return untrimmed, REMOTE_WRITE_SERIES[untrimmed]
+    return name, mapped
 
 
 def _otel_points(
