@@ -798,6 +798,77 @@ def test_otel_collector_scraping_node_exporter_over_otlp_reaches_the_lake_as_its
     assert_events_are_the_scrapes(events, proxy, sender="otelcol-eu-1")
 
 
+def test_a_target_a_collector_stops_scraping_retires_its_host(
+    tansu_settings: Settings, tmp_path: Path
+) -> None:
+    """A Collector's `prometheus` receiver scrapes two hosts found by file-based discovery;
+    web-2 is taken out of the file (a scale-down). Its target's `up` gets the stale marker,
+    which reaches the receiver over OTLP as a point flagged NO_RECORDED_VALUE, and the host is
+    retired through the topic (listed in a round manifest), as under Prometheus, not left to
+    page HostDown; web-1 goes on."""
+    binary = otelcol_binary()
+    if binary is None:
+        pytest.skip("Go missing: the OTel Collector cannot be built")
+    settings = tansu_settings
+    ingest = Ingest(settings, settings.data_dir)
+    ingest.start()
+    node = NodeExporter()
+    targets = tmp_path / "targets.yaml"
+
+    def discover(*hosts: str) -> None:
+        found = "".join(
+            f"- {{targets: ['127.0.0.1:{node.port}'], labels: {{instance: {host}}}}}\n"
+            for host in hosts
+        )
+        targets.with_suffix(".tmp").write_text(found)
+        os.replace(targets.with_suffix(".tmp"), targets)  # discovery never reads half a file
+
+    discover("web-1", "web-2")
+    config = tmp_path / "otelcol.yaml"
+    config.write_text(
+        collector_config(
+            f"""prometheus:
+    config:
+      scrape_configs:
+        - job_name: node
+          scrape_interval: 2s
+          file_sd_configs: [{{files: ['{targets}'], refresh_interval: 1s}}]""",
+            "prometheus",
+            ingest.url,
+        )
+    )
+    collector = OtelCollector(binary, config)
+    try:
+        try:
+            wait_for(lambda: ingest.metric("sysmetrics_ingest_events_total") >= 6, 90, "events")
+            discover("web-1")
+            wait_for(
+                lambda: ingest.metric("sysmetrics_ingest_hosts_retired_total") == 1,
+                60,
+                "web-2's retirement",
+            )
+            events_after = ingest.metric("sysmetrics_ingest_events_total")
+            wait_for(
+                lambda: ingest.metric("sysmetrics_ingest_events_total") >= events_after + 2,
+                30,
+                "web-1's next samples",
+            )
+        finally:
+            collector_log = collector.stop()
+            node.close()
+        wait_for(lambda: ingest.metric("sysmetrics_ingest_pending_samples") == 0, 30, "assembly")
+        retired = ingest.metric("sysmetrics_ingest_hosts_retired_total")
+    finally:
+        ingest.stop()
+    assert retired == 1, collector_log[-3000:]
+    events = drain_to_lake(settings)
+    assert {e["host"]["host_id"] for e in events} == {"web-1", "web-2"}
+    assert {e["source"] for e in events} == {"node_exporter"}
+    listed = listed_retirements(Path(settings.lake_url), settings.topic)
+    assert listed == ["web-2"], "in a round manifest: the hourly job calls it gone, not silent"
+    assert max(_sample_times(events, "web-1")) > max(_sample_times(events, "web-2"))
+
+
 def test_each_compression_and_json_from_the_otel_collector_are_read(
     tansu_settings: Settings, tmp_path: Path
 ) -> None:
