@@ -26,16 +26,19 @@ class OtlpDecoder:
         resource_keep: Sequence[str],
         started_metric: str,
         started_fact: str,
-        exporter_metrics: set[str],
+        scraped: Mapping[str, tuple[str, str, tuple[str, ...], bool]],
+        resource_labels: Mapping[str, str],
+        stale: float,
     ) -> None: ...
     def decode(
-        self, data: bytes, host_attributes: list[str]
+        self, data: bytes, host_attributes: list[str], host_label: str
     ) -> (
         tuple[
             dict[tuple[str, int, str], dict[tuple[str, tuple[str, ...]], float]],
             int,
             int,
             list[tuple[str | None, list[str], int, bool]],
+            list[tuple[str, str]],
         ]
         | None
     ): ...

@@ -1,16 +1,17 @@
 //! `OtlpDecoder`: an OTLP/HTTP `ExportMetricsServiceRequest` (protobuf, already decompressed)
 //! into the receiver's facts, the answer `sysmetrics.ingest.wire.decode_otlp_python` gives.
 //!
-//! It reads only the fields the `hostmetrics` receiver and the OTel SDKs' number metrics send
-//! (a field-by-field list below). Anything else (histograms, exemplars, a sum in delta
+//! It reads only the fields the `hostmetrics` and `prometheus` receivers and the OTel SDKs'
+//! number metrics send (a field-by-field list below; histograms and summaries are checked, none
+//! of their points kept). Anything else (exponential histograms, exemplars, a sum in delta
 //! temporality, string-table indexes, a field newer than this list, a wire type that does not
 //! match, bytes that are not protobuf, a kept attribute that is not a string, an integer or a
-//! boolean, an exporter's series that a Collector scraping it sends under its Prometheus name)
-//! makes it answer None and the Python decoder answers instead: that one decides what
+//! boolean) makes it answer None and the Python decoder answers instead: that one decides what
 //! is refused, so both stay the same by construction and this one never has to agree on a
 //! corner it does not read.
 
-use std::collections::{HashMap, HashSet};
+use std::borrow::Cow;
+use std::collections::HashMap;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyFloat, PyString, PyTuple};
@@ -150,6 +151,8 @@ enum Data {
     Unset,
     Gauge,
     Sum,
+    /// A histogram or a summary: read for its shape, none of its points is a fact.
+    Distribution,
 }
 
 struct Metric<'a> {
@@ -183,6 +186,55 @@ fn number_data<'a>(buf: &'a [u8], metric: &mut Metric<'a>, data: Data) -> Parsed
     Ok(())
 }
 
+/// Packed (or one unpacked) fixed-width values: 8 bytes each.
+fn fixed64s(r: &mut Reader<'_>, wire: u8) -> Parsed<()> {
+    match wire {
+        1 => r.take(8).map(|_| ()),
+        2 if r.bytes()?.len() % 8 == 0 => Ok(()),
+        _ => Err(()),
+    }
+}
+
+/// A `HistogramDataPoint` (field 1 of a `Histogram`) or a `SummaryDataPoint` (of a `Summary`),
+/// checked field by field as the Python parser would read it; one with exemplars is not read.
+fn distribution_point(buf: &[u8], summary: bool) -> Parsed<()> {
+    let mut r = Reader::new(buf);
+    while !r.done() {
+        match (r.tag()?, summary) {
+            ((9, 2), false) | ((7, 2), true) => key_value(r.bytes()?, 0).map(|_| ())?,
+            ((2..=5, 1), _) | ((11 | 12, 1), false) => r.take(8).map(|_| ())?,
+            ((6 | 7, wire), false) => fixed64s(&mut r, wire)?,
+            ((6, 2), true) => {
+                let mut quantile = Reader::new(r.bytes()?);
+                while !quantile.done() {
+                    match quantile.tag()? {
+                        (1 | 2, 1) => quantile.take(8).map(|_| ())?,
+                        _ => return Err(()),
+                    }
+                }
+            }
+            ((10, 0), false) | ((8, 0), true) => r.varint().map(|_| ())?,
+            _ => return Err(()),
+        }
+    }
+    Ok(())
+}
+
+/// A `Histogram` or a `Summary` into `metric`: its points are checked, none kept.
+fn distribution(buf: &[u8], metric: &mut Metric<'_>, summary: bool) -> Parsed<()> {
+    metric.points.clear();
+    metric.data = Data::Distribution;
+    let mut r = Reader::new(buf);
+    while !r.done() {
+        match r.tag()? {
+            (1, 2) => distribution_point(r.bytes()?, summary)?,
+            (2, 0) if !summary => r.varint().map(|_| ())?,
+            _ => return Err(()),
+        }
+    }
+    Ok(())
+}
+
 fn metric(buf: &[u8]) -> Parsed<Metric<'_>> {
     let mut metric = Metric { name: "", data: Data::Unset, points: Vec::new() };
     let mut r = Reader::new(buf);
@@ -194,6 +246,8 @@ fn metric(buf: &[u8]) -> Parsed<Metric<'_>> {
             }
             (5, 2) => number_data(r.bytes()?, &mut metric, Data::Gauge)?,
             (7, 2) => number_data(r.bytes()?, &mut metric, Data::Sum)?,
+            (9, 2) => distribution(r.bytes()?, &mut metric, false)?,
+            (11, 2) => distribution(r.bytes()?, &mut metric, true)?,
             (12, 2) => {
                 key_value(r.bytes()?, 0)?;
             }
@@ -292,11 +346,26 @@ struct Mapped {
     keep: Vec<String>,
 }
 
+/// An exporter's series as a Collector's `prometheus` receiver sends it: its name as the
+/// mapping knows it (text and Python string), its source, the labels the fact keeps, and
+/// whether only a sum of that name is it (a counter whose `_total` the receiver trimmed).
+struct Scraped {
+    name_text: String,
+    name: Py<PyString>,
+    source_text: String,
+    source: Py<PyString>,
+    keep: Vec<String>,
+    sum_only: bool,
+}
+
 /// Per resource, for the caller to check in order: (host, its first six attribute names in
 /// sorted order, data points counted up to it, whether it had mapped points).
 type ResourceCheck = (Option<String>, Vec<String>, usize, bool);
 
-type Answer<'py> = (Bound<'py, PyDict>, usize, usize, Vec<ResourceCheck>);
+/// (samples, series, dropped, resources, hosts): `hosts` is each distinct host of an
+/// exporter's series with the first series name it came with, in order, for the caller to
+/// check as remote-write's.
+type Answer<'py> = (Bound<'py, PyDict>, usize, usize, Vec<ResourceCheck>, Vec<(String, String)>);
 
 #[pyclass(frozen, module = "sysmetrics_native")]
 pub struct OtlpDecoder {
@@ -305,7 +374,9 @@ pub struct OtlpDecoder {
     resource_keep: Vec<String>,
     started_metric: String,
     started_fact: Py<PyString>,
-    exporter_metrics: HashSet<String>,
+    scraped: HashMap<String, Scraped>,
+    resource_labels: HashMap<String, String>,
+    stale: f64,
 }
 
 #[pymethods]
@@ -314,15 +385,20 @@ impl OtlpDecoder {
     /// `resource_keep`: the fact made of the resource and the attributes it keeps (the tables
     /// `sysmetrics.ingest.mapping` writes once); `started_metric` and `started_fact`: the metric
     /// whose points' start time (Unix seconds) is kept, and the fact it is kept as;
-    /// `exporter_metrics`: the exporters' series names, which the Python decoder reads.
+    /// `scraped`: an exporter's series name as sent -> (its name as mapped, source, labels
+    /// kept, whether only a sum is it); `resource_labels`: the labels read from the resource
+    /// (label -> attribute); `stale`: Prometheus' stale marker, a flagged point's value.
     #[new]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         metrics: &Bound<'_, PyDict>,
         resource_fact: Bound<'_, PyString>,
         resource_keep: Vec<String>,
         started_metric: String,
         started_fact: Bound<'_, PyString>,
-        exporter_metrics: HashSet<String>,
+        scraped: &Bound<'_, PyDict>,
+        resource_labels: HashMap<String, String>,
+        stale: f64,
     ) -> PyResult<Self> {
         let mut out = HashMap::new();
         for (name, keep) in metrics.iter() {
@@ -337,30 +413,77 @@ impl OtlpDecoder {
             resource_keep,
             started_metric,
             started_fact: started_fact.unbind(),
-            exporter_metrics,
+            scraped: scraped_table(scraped)?,
+            resource_labels,
+            stale,
         })
     }
 
-    /// Decode one request: (samples, series, dropped, resources), see `decode_otlp_python`,
-    /// or None where the Python decoder must answer (see the module's comment).
-    fn decode<'py>(&self, py: Python<'py>, data: &[u8], host_attributes: Vec<String>) -> PyResult<Option<Answer<'py>>> {
+    /// Decode one request: (samples, series, dropped, resources, hosts), see
+    /// `decode_otlp_python`, or None where the Python decoder must answer (see the module's
+    /// comment).
+    fn decode<'py>(
+        &self,
+        py: Python<'py>,
+        data: &[u8],
+        host_attributes: Vec<String>,
+        host_label: &str,
+    ) -> PyResult<Option<Answer<'py>>> {
         let Ok(resources) = request(data) else { return Ok(None) };
         let samples = PyDict::new(py);
         let (mut series, mut dropped) = (0, 0);
         let mut checks = Vec::with_capacity(resources.len());
         let otel = PyString::new(py, "otel");
         let started = PyTuple::new(py, [self.started_fact.bind(py).as_any(), PyTuple::empty(py).as_any()])?;
-        let mut fact_keys: HashMap<(&str, Vec<std::borrow::Cow<'_, str>>), Bound<'py, PyTuple>> = HashMap::new();
+        let mut fact_keys: HashMap<(&str, Vec<Cow<'_, str>>), Bound<'py, PyTuple>> = HashMap::new();
+        let mut hosts: Vec<(String, String)> = Vec::new();
+        let mut scraped_samples: HashMap<(Cow<'_, str>, u64, &str), Bound<'py, PyDict>> = HashMap::new();
         for resource in &resources {
             let mut points: Vec<(u64, Bound<'py, PyTuple>, f64)> = Vec::new();
             for metric in &resource.metrics {
                 let count = metric.points.len().max(1);
                 series += count;
                 let Some(mapped) = self.metrics.get(metric.name) else {
-                    if self.exporter_metrics.contains(metric.name) {
-                        return Ok(None);
+                    let scraped = self.scraped.get(metric.name).filter(|s| !s.sum_only || metric.data == Data::Sum);
+                    let Some(scraped) = scraped else {
+                        dropped += count;
+                        continue;
+                    };
+                    // As `_scraped_points`: keyed as remote-write's, each label read where the
+                    // receiver put it.
+                    for point in &metric.points {
+                        let label = |key: &str| match self.resource_labels.get(key) {
+                            Some(attribute) => as_text(last(&resource.attributes, attribute)),
+                            None => as_text(last(&point.attributes, key)),
+                        };
+                        let Some(host) = label(host_label) else { return Ok(None) };
+                        let mut texts = Vec::with_capacity(scraped.keep.len());
+                        for key in &scraped.keep {
+                            let Some(text) = label(key) else { return Ok(None) };
+                            texts.push(text);
+                        }
+                        if !hosts.iter().any(|(h, _)| *h == host) {
+                            hosts.push((host.to_string(), scraped.name_text.clone()));
+                        }
+                        let fact_key = fact_key(py, &mut fact_keys, &scraped.name_text, scraped.name.bind(py), texts)?;
+                        let sample_key = (host, point.time_ms, scraped.source_text.as_str());
+                        let facts = match scraped_samples.get(&sample_key) {
+                            Some(facts) => facts.clone(),
+                            None => {
+                                let facts = PyDict::new(py);
+                                let (host, time, _) = &sample_key;
+                                let key = PyTuple::new(
+                                    py,
+                                    [PyString::new(py, host).as_any(), &time.into_pyobject(py)?.into_any(), scraped.source.bind(py).as_any()],
+                                )?;
+                                samples.set_item(key, &facts)?;
+                                scraped_samples.insert(sample_key, facts.clone());
+                                facts
+                            }
+                        };
+                        let value = if point.no_recorded_value { self.stale } else { point.value() };
+                        facts.set_item(fact_key, PyFloat::new(py, value))?;
                     }
-                    dropped += count;
                     continue;
                 };
                 for point in metric.points.iter().filter(|p| !p.no_recorded_value) {
@@ -425,6 +548,26 @@ impl OtlpDecoder {
                 }
             }
         }
-        Ok(Some((samples, series, dropped, checks)))
+        Ok(Some((samples, series, dropped, checks, hosts)))
     }
+}
+
+fn scraped_table(scraped: &Bound<'_, PyDict>) -> PyResult<HashMap<String, Scraped>> {
+    let mut out = HashMap::new();
+    for (sent, entry) in scraped.iter() {
+        let (name, source, keep, sum_only): (Bound<'_, PyString>, Bound<'_, PyString>, Vec<String>, bool) =
+            entry.extract()?;
+        out.insert(
+            sent.extract::<String>()?,
+            Scraped {
+                name_text: name.to_str()?.to_owned(),
+                name: name.unbind(),
+                source_text: source.to_str()?.to_owned(),
+                source: source.unbind(),
+                keep,
+                sum_only,
+            },
+        );
+    }
+    Ok(out)
 }

@@ -41,10 +41,18 @@ SampleKey = tuple[str, int, str]
 _STARTED: Final[FactKey] = (OTEL_STARTED, ())
 _STALE: Final[float] = struct.unpack("<d", STALE_MARKER)[0]
 _TOTAL: Final = "_total"
-_EXPORTER_NAMES: Final = frozenset(REMOTE_WRITE_SERIES) | {
-    name.removesuffix(_TOTAL) for name in REMOTE_WRITE_SERIES
+_SCRAPED: Final[dict[str, tuple[str, str, tuple[str, ...], bool]]] = {
+    **{
+        name.removesuffix(_TOTAL): (name, source, keep, True)
+        for name, (source, keep) in REMOTE_WRITE_SERIES.items()
+        if name.endswith(_TOTAL)
+    },
+    **{name: (name, source, keep, False) for name, (source, keep) in REMOTE_WRITE_SERIES.items()},
 }
-"""The names an exporter's series may arrive under over OTLP (:func:`_exporter_series`)."""
+"""An exporter's series name as it may arrive over OTLP -> (its name as mapped, source, labels
+kept, whether only a sum is it): its Prometheus name, or a counter's without ``_total``, as a
+Collector's ``prometheus`` receiver sends it with ``trim_metric_suffixes`` (no unit suffix is
+trimmed: the exporters state no unit). Where a trimmed name is another series' own, that one."""
 
 _HOST_ID: Final = re.compile(r"^[^\x00-\x1f\x7f]{1,256}\Z")
 
@@ -61,7 +69,9 @@ else:
         OTEL_RESOURCE_ATTRIBUTES,
         OTEL_STARTED_METRIC,
         OTEL_STARTED,
-        set(_EXPORTER_NAMES),
+        _SCRAPED,
+        PROMETHEUS_RESOURCE_LABELS,
+        _STALE,
     )
 
 
@@ -415,16 +425,17 @@ def decode_otlp(
     the same answer (tests/unit run both)."""
     answer = None
     if _NATIVE_OTLP is not None and content_type != "application/json":
-        answer = _NATIVE_OTLP.decode(data, list(host_attributes))
+        answer = _NATIVE_OTLP.decode(data, list(host_attributes), host_label)
     if answer is None:
         return decode_otlp_python(data, content_type, host_attributes, host_label, max_series)
-    samples, series, dropped, resources = answer
+    samples, series, dropped, resources, scraped_hosts = answer
     # The checks in the order the Python decoder makes them, so the same one refuses.
     for host, names, series_so_far, has_points in resources:
         if series_so_far > max_series:
             raise _too_many_points(max_series)
         if has_points:
             _host(host, f"resource with attributes {names}")
+    _check_hosts(samples, scraped_hosts)
     return Decoded(samples, series, dropped)
 
 
@@ -503,14 +514,12 @@ def decode_otlp_python(
 
 
 def _exporter_series(name: str, kind: str | None) -> tuple[str, tuple[str, tuple[str, ...]] | None]:
-    """An exporter's series over OTLP as the mapping names it, and its mapping (None: not
-    one): by its Prometheus name, or a counter by the name a Collector's ``prometheus``
-    receiver gives it with ``trim_metric_suffixes`` (``_total`` trimmed; no unit suffix is,
-    as the exporters state no unit)."""
-    mapped = REMOTE_WRITE_SERIES.get(name)
-    if mapped is None and kind == "sum" and (untrimmed := name + _TOTAL) in REMOTE_WRITE_SERIES:
-        return untrimmed, REMOTE_WRITE_SERIES[untrimmed]
-    return name, mapped
+    """An exporter's series over OTLP (:data:`_SCRAPED`) as the mapping names it, and its
+    mapping (None: not one)."""
+    scraped = _SCRAPED.get(name)
+    if scraped is None or (scraped[3] and kind != "sum"):
+        return name, None
+    return scraped[0], (scraped[1], scraped[2])
 
 
 def _otel_points(
