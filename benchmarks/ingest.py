@@ -10,7 +10,9 @@
 2. OTLP/HTTP: data points per CPU-second vs the OTel Collector's own `otlp` receiver feeding
    its `debug` exporter (counts and drops what it gets) and, apart, its `file` exporter
    (keeps every point, as JSON lines); the payload is a real `hostmetrics` export captured
-   from that Collector, one resource per host. Then the same requests gzipped, as the
+   from that Collector, one resource per host. Then the same for a Collector's `prometheus`
+   receiver scraping this machine's node_exporter (the README's relabelling), one resource
+   (`service.instance.id`) per host. Then the hostmetrics requests gzipped, as the
    Collector's `otlphttp` sends them by default, and over gRPC, gzipped, as its `otlp`
    exporter sends them by default, to both receivers' gRPC ports (reported, not goals).
 3. Freshness: FRESH_HOSTS hosts in real time (a sample every 10 s, stamped now) through
@@ -254,8 +256,9 @@ class Ingest:
         stop_pid(self.process.pid, timeout_s=30)
 
 
-def capture_otlp_export(binary: Path, work: Path) -> ExportMetricsServiceRequest:
-    """One real hostmetrics export, as the Collector's otlphttp exporter posts it."""
+def capture(binary: Path, work: Path, receiver: str, count: int) -> list[bytes]:
+    """The first ``count`` request bodies a Collector with ``receiver`` (its YAML; the
+    pipeline's receiver is its first word) posts through its otlphttp exporter."""
     bodies: list[bytes] = []
 
     class Capture(http.server.BaseHTTPRequestHandler):
@@ -274,25 +277,59 @@ def capture_otlp_export(binary: Path, work: Path) -> ExportMetricsServiceRequest
     config = work / "capture.yaml"
     config.write_text(
         f"""receivers:
-  hostmetrics:
-    collection_interval: 1s
-    scrapers: {{cpu: {{}}, load: {{}}, memory: {{}}, paging: {{}}, filesystem: {{}}, disk: {{}},
-               network: {{}}}}
+  {receiver}
 exporters:
   otlphttp: {{endpoint: "http://127.0.0.1:{server.server_address[1]}", compression: none}}
 service:
   telemetry: {{metrics: {{level: none}}}}
-  pipelines: {{metrics: {{receivers: [hostmetrics], exporters: [otlphttp]}}}}
+  pipelines: {{metrics: {{receivers: [{receiver.split(":")[0]}], exporters: [otlphttp]}}}}
 """
     )
     collector = subprocess.Popen(
         [str(binary), "--config", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        wait_until(lambda: len(bodies) >= 24, 60, "hostmetrics exports")
+        wait_until(lambda: len(bodies) >= count, 60, f"{count} exports")
     finally:
         stop_pid(collector.pid)
         server.shutdown()
+    return bodies[:count]
+
+
+def capture_scraped_export(binary: Path, work: Path) -> ExportMetricsServiceRequest:
+    """One real export of this machine's node_exporter scraped by the Collector's prometheus
+    receiver, with the README's relabelling regex as its metric_relabel_configs."""
+    keep = remote_write_block("x").split('regex: "')[1].split('"')[0]
+    exporter = NodeExporter()
+    try:
+        (body,) = capture(
+            binary,
+            work,
+            f"""prometheus:
+    config:
+      scrape_configs:
+        - job_name: node
+          scrape_interval: 1s
+          static_configs: [{{targets: ['127.0.0.1:{exporter.port}']}}]
+          metric_relabel_configs: [{{source_labels: [__name__], regex: "{keep}", action: keep}}]""",
+            1,
+        )
+    finally:
+        exporter.close()
+    return ExportMetricsServiceRequest.FromString(body)
+
+
+def capture_otlp_export(binary: Path, work: Path) -> ExportMetricsServiceRequest:
+    """One real hostmetrics export, as the Collector's otlphttp exporter posts it."""
+    bodies = capture(
+        binary,
+        work,
+        """hostmetrics:
+    collection_interval: 1s
+    scrapers: {cpu: {}, load: {}, memory: {}, paging: {}, filesystem: {}, disk: {},
+               network: {}}""",
+        24,
+    )
     # An export may carry a part of a collection: one metric of each name, the latest.
     latest = {}
     for body in bodies[1:]:
@@ -310,10 +347,15 @@ service:
 
 
 def otlp_payloads(
-    export: ExportMetricsServiceRequest, hosts: int, samples: int, per_request: int = 10
+    export: ExportMetricsServiceRequest,
+    hosts: int,
+    samples: int,
+    per_request: int = 10,
+    host_attribute: tuple[str, str] = ("host.name", "otel-{}"),
 ) -> tuple[list[list[bytes]], int]:
-    """Per sender: requests of ``per_request`` hosts' resources, sample by sample; and the
-    number of data points in all of them."""
+    """Per sender: requests of ``per_request`` hosts' resources, sample by sample, each host
+    named by its ``host_attribute`` (key, format of the host's number); and the number of data
+    points in all of them."""
     template = export.resource_metrics[0]
     base = min(
         p.time_unix_nano
@@ -340,11 +382,12 @@ def otlp_payloads(
                     resource = request.resource_metrics.add()
                     resource.CopyFrom(sample)
                     attributes = resource.resource.attributes
-                    kept = [a for a in attributes if a.key not in ("host.id", "host.name")]
+                    key, value = host_attribute
+                    kept = [a for a in attributes if a.key not in ("host.id", "host.name", key)]
                     del attributes[:]
                     attributes.extend(kept)
                     name = attributes.add()
-                    name.key, name.value.string_value = "host.name", f"otel-{host}"
+                    name.key, name.value.string_value = key, value.format(host)
                 shards[shard].append(request.SerializeToString())
     return shards, points
 
@@ -575,6 +618,31 @@ def throughput(hosts: int, samples: int, root: Path) -> None:
             )
             for exporter in ("debug", "file")
         },
+    )
+    scraped_shards, scraped_points = otlp_payloads(
+        capture_scraped_export(binary, root),
+        hosts,
+        samples,
+        host_attribute=("service.instance.id", "node-{}:9100"),
+    )
+    print(
+        f"OTLP/HTTP from a Collector scraping node_exporter (its prometheus receiver, the "
+        f"README's relabelling): {hosts} hosts x {samples} scrapes of this machine's "
+        f"node_exporter = {scraped_points:,} data points"
+    )
+    compare(
+        "points",
+        scraped_points,
+        lambda: ours_once(
+            root, broker.bootstrap, "/v1/metrics", OTLP_HEADERS, scraped_shards, hosts * samples
+        ),
+        {
+            f"OTel Collector otlp->{exporter}": (
+                lambda exporter=exporter: collector_once(binary, root, scraped_shards, exporter)
+            )
+            for exporter in ("debug", "file")
+        },
+        goal="reported: the same goal's peer, on what a scraping Collector sends",
     )
     gzipped = [[gzip.compress(body) for body in shard] for shard in otlp_shards]
     size, zipped = (sum(len(b) for s in each for b in s) for each in (otlp_shards, gzipped))
