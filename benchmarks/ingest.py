@@ -602,23 +602,44 @@ def throughput(hosts: int, samples: int, root: Path) -> None:
         broker.stop()
         return
     otlp_shards, points = otlp_payloads(capture_otlp_export(binary, root), hosts, samples)
+
+    def against_the_collector(
+        shards: list[list[bytes]],
+        amount: int,
+        headers: dict[str, str] = OTLP_HEADERS,
+        over_grpc: bool = False,
+        goal: str = "goal >= 1x",
+    ) -> None:
+        """Our receiver and the Collector's otlp receiver into debug and into file, on
+        ``shards`` (``amount`` data points; over gRPC, or over HTTP with ``headers``)."""
+        compare(
+            "points",
+            amount,
+            lambda: ours_once(
+                root,
+                broker.bootstrap,
+                "" if over_grpc else "/v1/metrics",
+                headers,
+                shards,
+                hosts * samples,
+                over_grpc=over_grpc,
+            ),
+            {
+                f"OTel Collector otlp->{exporter}": (
+                    lambda exporter=exporter: collector_once(
+                        binary, root, shards, exporter, headers, over_grpc=over_grpc
+                    )
+                )
+                for exporter in ("debug", "file")
+            },
+            goal=goal,
+        )
+
     print(
         f"OTLP/HTTP: {hosts} hosts x {samples} samples of a real hostmetrics export "
         f"= {points:,} data points in {sum(len(s) for s in otlp_shards)} requests"
     )
-    compare(
-        "points",
-        points,
-        lambda: ours_once(
-            root, broker.bootstrap, "/v1/metrics", OTLP_HEADERS, otlp_shards, hosts * samples
-        ),
-        {
-            f"OTel Collector otlp->{exporter}": (
-                lambda exporter=exporter: collector_once(binary, root, otlp_shards, exporter)
-            )
-            for exporter in ("debug", "file")
-        },
-    )
+    against_the_collector(otlp_shards, points)
     scraped_shards, scraped_points = otlp_payloads(
         capture_scraped_export(binary, root),
         hosts,
@@ -630,18 +651,9 @@ def throughput(hosts: int, samples: int, root: Path) -> None:
         f"README's relabelling): {hosts} hosts x {samples} scrapes of this machine's "
         f"node_exporter = {scraped_points:,} data points"
     )
-    compare(
-        "points",
+    against_the_collector(
+        scraped_shards,
         scraped_points,
-        lambda: ours_once(
-            root, broker.bootstrap, "/v1/metrics", OTLP_HEADERS, scraped_shards, hosts * samples
-        ),
-        {
-            f"OTel Collector otlp->{exporter}": (
-                lambda exporter=exporter: collector_once(binary, root, scraped_shards, exporter)
-            )
-            for exporter in ("debug", "file")
-        },
         goal="reported: the same goal's peer, on what a scraping Collector sends",
     )
     gzipped = [[gzip.compress(body) for body in shard] for shard in otlp_shards]
@@ -650,38 +662,15 @@ def throughput(hosts: int, samples: int, root: Path) -> None:
         f"OTLP/HTTP gzip (the Collector's otlphttp default): the same requests, "
         f"{size / zipped:.1f}x smaller"
     )
-    compare(
-        "points",
+    against_the_collector(
+        gzipped,
         points,
-        lambda: ours_once(
-            root, broker.bootstrap, "/v1/metrics", OTLP_GZIP_HEADERS, gzipped, hosts * samples
-        ),
-        {
-            f"OTel Collector otlp->{exporter}": (
-                lambda exporter=exporter: collector_once(
-                    binary, root, gzipped, exporter, OTLP_GZIP_HEADERS
-                )
-            )
-            for exporter in ("debug", "file")
-        },
+        OTLP_GZIP_HEADERS,
         goal="reported: what a Collector sends unless told otherwise",
     )
     print("OTLP/gRPC gzip (the Collector's otlp exporter's default): the same exports")
-    compare(
-        "points",
-        points,
-        lambda: ours_once(
-            root, broker.bootstrap, "", {}, otlp_shards, hosts * samples, over_grpc=True
-        ),
-        {
-            f"OTel Collector otlp->{exporter}": (
-                lambda exporter=exporter: collector_once(
-                    binary, root, otlp_shards, exporter, over_grpc=True
-                )
-            )
-            for exporter in ("debug", "file")
-        },
-        goal="reported: the Collector's usual exporter",
+    against_the_collector(
+        otlp_shards, points, over_grpc=True, goal="reported: the Collector's usual exporter"
     )
     broker.stop()
 
