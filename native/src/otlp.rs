@@ -11,7 +11,7 @@
 //! corner it does not read.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyFloat, PyString, PyTuple};
@@ -437,6 +437,7 @@ impl OtlpDecoder {
         let started = PyTuple::new(py, [self.started_fact.bind(py).as_any(), PyTuple::empty(py).as_any()])?;
         let mut fact_keys: HashMap<(&str, Vec<Cow<'_, str>>), Bound<'py, PyTuple>> = HashMap::new();
         let mut hosts: Vec<(String, String)> = Vec::new();
+        let mut seen_hosts: HashSet<Cow<'_, str>> = HashSet::new();
         let mut scraped_samples: HashMap<(Cow<'_, str>, u64, &str), Bound<'py, PyDict>> = HashMap::new();
         for resource in &resources {
             let mut points: Vec<(u64, Bound<'py, PyTuple>, f64)> = Vec::new();
@@ -462,7 +463,7 @@ impl OtlpDecoder {
                             let Some(text) = label(key) else { return Ok(None) };
                             texts.push(text);
                         }
-                        if !hosts.iter().any(|(h, _)| *h == host) {
+                        if seen_hosts.insert(host.clone()) {
                             hosts.push((host.to_string(), scraped.name_text.clone()));
                         }
                         let fact_key = fact_key(py, &mut fact_keys, &scraped.name_text, scraped.name.bind(py), texts)?;

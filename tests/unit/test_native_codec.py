@@ -18,6 +18,7 @@ from sysmetrics.ingest.wire import Decoded, PayloadError, decode_remote_write_py
 from tests.support.remote_write import (
     STALE_MARKER,
     field,
+    scraped_export,
     series_of,
     varint,
     write_request,
@@ -325,6 +326,33 @@ def test_an_exporter_scraped_by_a_collector_is_read_by_the_compiled_decoder_the_
     compiled, python = _otlp_both(data)
     assert compiled == python
     assert isinstance(compiled, tuple) and len(compiled[0]) == 2  # type: ignore[arg-type]
+
+
+def test_scraped_stale_markers_and_hosts_are_read_the_same_in_both() -> None:
+    """A scraped target's stale `up` and series (points flagged NO_RECORDED_VALUE) become the
+    stale marker with its bits in both decoders; a series without the host label is refused
+    the same way, and a target's `up` without it dropped the same way."""
+    series: list[tuple[dict[str, str], float | None]] = [
+        ({"__name__": "node_load1"}, 0.5),
+        ({"__name__": "node_load5"}, None),
+        ({"__name__": "up"}, None),
+        ({"__name__": "node_cpu_seconds", "cpu": "0", "mode": "idle"}, 7.0),  # a gauge: not trimmed
+    ]
+    data = scraped_export(series, T0, "node", "web-1:9100")
+    assert _compiled_reads(data)
+    compiled, python = _otlp_both(data)
+    assert compiled == python
+    samples = compiled[0]  # type: ignore[index]
+    stale = struct.pack("<d", STALE_MARKER)
+    assert samples[("web-1:9100", T0, "target")] == [("up", ("node", "web-1:9100"), stale)]
+    loads = samples[("web-1:9100", T0, "node_exporter")]
+    assert loads == [("node_load1", (), 0.5), ("node_load5", (), stale)]
+    nameless = scraped_export([({"__name__": "node_load1"}, 0.5)], T0, "node", "")
+    assert _otlp_both(nameless)[0] == _otlp_both(nameless)[1]
+    assert _otlp_both(nameless)[0][0] == "no_host"  # type: ignore[index]
+    only_up = scraped_export([({"__name__": "up"}, 1.0)], T0, "node", "")
+    compiled, python = _otlp_both(only_up)
+    assert compiled == python and compiled[0] == {}  # type: ignore[index]
 
 
 def test_the_start_time_of_cpu_points_is_kept_in_both() -> None:
