@@ -125,8 +125,9 @@ class IngestApp:
         self._told_delta: set[str | None] = set()
         """Senders told (in the log) that their delta sums are dropped."""
         self._unmapped_in_a_row: dict[str | None, int] = {}
-        """Senders whose latest requests carried nothing mapped -> how many in a row (-1 once
-        the log said so)."""
+        """Senders whose latest requests carried nothing mapped -> how many in a row."""
+        self._told_unmapped: set[str | None] = set()
+        """Senders told (in the log) that nothing they send is read."""
         self.senders: dict[str, float] = {}
         """Named senders -> when each last delivered a request (Unix time)."""
         self.host_attributes = tuple(
@@ -487,18 +488,20 @@ class IngestApp:
         """Say once in the log when a sender's requests carry series and none the mapping reads
         (:data:`UNMAPPED_TOLD_AFTER` in a row; a target's ``up`` is no reading): 2xx and dropped
         by design, it would otherwise look delivered while no event is made of it."""
+        if sender in self._told_unmapped:
+            return
         read = any(source != TARGET for _, _, source in decoded.samples)
+        in_a_row = self._unmapped_in_a_row
         if read or decoded.delta or not decoded.dropped:
-            if self._unmapped_in_a_row.get(sender, -1) >= 0:
-                del self._unmapped_in_a_row[sender]
+            in_a_row.pop(sender, None)
             return
-        count = self._unmapped_in_a_row.get(sender, 0)
-        if count < 0 or (not count and len(self._unmapped_in_a_row) >= MAX_SENDERS_SHOWN):
+        if sender not in in_a_row and len(in_a_row) >= MAX_SENDERS_SHOWN:
             return
-        self._unmapped_in_a_row[sender] = count + 1
-        if count + 1 < UNMAPPED_TOLD_AFTER:
+        in_a_row[sender] = in_a_row.get(sender, 0) + 1
+        if in_a_row[sender] < UNMAPPED_TOLD_AFTER or len(self._told_unmapped) >= MAX_SENDERS_SHOWN:
             return
-        self._unmapped_in_a_row[sender] = -1
+        del in_a_row[sender]
+        self._told_unmapped.add(sender)
         log.warning(
             "ingest: %s sent %d requests in a row with series and none that sysmetrics reads "
             "(all dropped, counted in sysmetrics_ingest_dropped_series_total). It reads "
