@@ -122,11 +122,16 @@ def metric(url: str, name: str) -> float:
     return sum(float(x.rsplit(" ", 1)[1]) for x in lines if x.startswith(name))
 
 
+def relabel_regex() -> str:
+    """The README's relabelling regex: the names of the series sysmetrics maps."""
+    return remote_write_block("x").split('regex: "')[1].split('"')[0]
+
+
 def mapped_node_series() -> list[tuple[dict[str, str], float]]:
     """This machine's node_exporter output, only the series the README's relabelling keeps."""
     import re
 
-    keep = re.compile(remote_write_block("x").split('regex: "')[1].split('"')[0])
+    keep = re.compile(relabel_regex())
     exporter = NodeExporter()
     try:
         with urllib.request.urlopen(exporter.url, timeout=5) as response:
@@ -299,7 +304,7 @@ service:
 def capture_scraped_export(binary: Path, work: Path) -> ExportMetricsServiceRequest:
     """One real export of this machine's node_exporter scraped by the Collector's prometheus
     receiver, with the README's relabelling regex as its metric_relabel_configs."""
-    keep = remote_write_block("x").split('regex: "')[1].split('"')[0]
+    keep = relabel_regex()
     exporter = NodeExporter()
     try:
         (body,) = capture(
