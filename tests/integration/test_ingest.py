@@ -680,6 +680,21 @@ service:
 """
 
 
+def scraping_collector_config(targets: str, url: str) -> str:
+    """A Collector whose `prometheus` receiver scrapes node_exporter every 2 s (the job `node`,
+    its targets as ``targets``, a scrape config's discovery line) for the receiver at ``url``."""
+    return collector_config(
+        f"""prometheus:
+    config:
+      scrape_configs:
+        - job_name: node
+          scrape_interval: 2s
+          {targets}""",
+        "prometheus",
+        url,
+    )
+
+
 def test_otel_collector_hostmetrics_over_otlp_reaches_the_lake(
     broker_settings: Settings, tmp_path: Path
 ) -> None:
@@ -770,16 +785,7 @@ def test_otel_collector_scraping_node_exporter_over_otlp_reaches_the_lake_as_its
     proxy = RecordingProxy(node.url)
     config = tmp_path / "otelcol.yaml"
     config.write_text(
-        collector_config(
-            f"""prometheus:
-    config:
-      scrape_configs:
-        - job_name: node
-          scrape_interval: 2s
-          static_configs: [{{targets: ['{proxy.address}']}}]""",
-            "prometheus",
-            ingest.url,
-        )
+        scraping_collector_config(f"static_configs: [{{targets: ['{proxy.address}']}}]", ingest.url)
     )
     collector = OtelCollector(binary, config)
     try:
@@ -826,15 +832,8 @@ def test_a_target_a_collector_stops_scraping_retires_its_host(
     discover("web-1", "web-2")
     config = tmp_path / "otelcol.yaml"
     config.write_text(
-        collector_config(
-            f"""prometheus:
-    config:
-      scrape_configs:
-        - job_name: node
-          scrape_interval: 2s
-          file_sd_configs: [{{files: ['{targets}'], refresh_interval: 1s}}]""",
-            "prometheus",
-            ingest.url,
+        scraping_collector_config(
+            f"file_sd_configs: [{{files: ['{targets}'], refresh_interval: 1s}}]", ingest.url
         )
     )
     collector = OtelCollector(binary, config)
